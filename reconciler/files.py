@@ -1,0 +1,166 @@
+"""Desired state, part one: the migration files on disk.
+
+``NNN_description.sql`` with optional ``.rollback.sql`` and ``.verify.sql`` companions.
+The checksum is SHA-256 of the text with a leading BOM dropped and CRLF folded to LF,
+so a Windows checkout of an unchanged file is not a "modification".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from reconciler.errors import MigrationFileError, UsageError
+from reconciler.script import Script, ScriptSyntaxError, parse_script
+
+CHECKSUM_ALGORITHM = "sha256-lf"
+FILE_NAME = re.compile(r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_\-]*)(?:\.(?P<kind>rollback|verify))?\.sql$")
+NAME_HINT = "expected NNN_description.sql, NNN_description.rollback.sql or NNN_description.verify.sql"
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    """One readable, UTF-8 SQL file."""
+
+    path: Path
+    text: str  # BOM dropped, line endings normalized to LF
+
+    @cached_property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @cached_property
+    def script(self) -> Script:
+        """The parsed statements. Raises MigrationFileError naming file and line."""
+        try:
+            script = parse_script(self.text)
+        except ScriptSyntaxError as e:
+            raise MigrationFileError(f"{self.path}:{e.line}: {e.message}") from e
+        if not script.statements:
+            raise MigrationFileError(f"{self.path}: contains no SQL statements")
+        return script
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str  # as written, e.g. "002"
+    number: int  # for ordering
+    description: str
+    file: SqlFile
+    rollback: SqlFile | None
+    verify: SqlFile | None
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @property
+    def checksum(self) -> str:
+        return self.file.checksum
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}_{self.description}"
+
+
+@dataclass(frozen=True)
+class MigrationSet:
+    directory: Path
+    migrations: tuple[Migration, ...]  # ordered by number
+
+    def by_number(self) -> dict[int, Migration]:
+        return {m.number: m for m in self.migrations}
+
+    def find(self, version: str) -> Migration | None:
+        number = version_number(version)
+        return next((m for m in self.migrations if m.number == number), None)
+
+
+def version_number(version: str) -> int:
+    if not version.isdigit():
+        raise UsageError(f"version {version!r} is not a number; versions are the leading digits of a file name")
+    return int(version)
+
+
+def read_sql_file(path: Path) -> SqlFile:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise MigrationFileError(f"{path}: cannot read: {e.strerror}") from e
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise MigrationFileError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from e
+    if "\x00" in text:
+        raise MigrationFileError(f"{path}: contains a NUL byte; PostgreSQL cannot run it")
+    return SqlFile(path=path, text=text.replace("\r\n", "\n"))
+
+
+def load_migrations(directory: Path) -> MigrationSet:
+    """Discover and read every migration file. Any bad file name, duplicate version,
+    orphaned companion or unreadable file is refused before anything runs."""
+    if not directory.exists():
+        raise UsageError(
+            f"migrations directory {directory} does not exist",
+            "Create it, or point --migrations-dir (or POSTSTACK_MIGRATIONS_DIR) at your migrations.",
+        )
+    if not directory.is_dir():
+        raise UsageError(f"migrations directory {directory} is not a directory")
+    try:
+        entries = sorted(p for p in directory.iterdir() if p.name.endswith(".sql") and not p.name.startswith("."))
+    except OSError as e:
+        raise UsageError(f"migrations directory {directory}: cannot list: {e.strerror}") from e
+
+    problems: list[str] = []
+    mains: dict[int, list[tuple[Path, re.Match[str]]]] = {}
+    companions: dict[tuple[str, str], Path] = {}
+    for path in entries:
+        if not path.is_file():
+            continue
+        match = FILE_NAME.match(path.name)
+        if match is None:
+            problems.append(f"{path}: file name does not match NNN_description.sql ({NAME_HINT})")
+            continue
+        if match["kind"]:
+            companions[(match["kind"], f'{match["version"]}_{match["description"]}')] = path
+        else:
+            mains.setdefault(int(match["version"]), []).append((path, match))
+
+    migrations = []
+    for number in sorted(mains):
+        found = mains[number]
+        if len(found) > 1:
+            names = ", ".join(p.name for p, _ in found)
+            problems.append(f"{directory}: duplicate migration version {found[0][1]['version']}: {names}")
+            continue
+        path, match = found[0]
+        label = f'{match["version"]}_{match["description"]}'
+        try:
+            file = read_sql_file(path)
+            rollback = companions.pop(("rollback", label), None)
+            verify = companions.pop(("verify", label), None)
+            migrations.append(
+                Migration(
+                    version=match["version"],
+                    number=number,
+                    description=match["description"],
+                    file=file,
+                    rollback=read_sql_file(rollback) if rollback else None,
+                    verify=read_sql_file(verify) if verify else None,
+                )
+            )
+        except MigrationFileError as e:
+            problems.append(e.summary)
+    for (kind, label), path in sorted(companions.items()):
+        problems.append(f"{path}: {kind} file has no migration {label}.sql beside it")
+
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s) in {directory})" if len(problems) > 1 else ""
+        raise MigrationFileError(problems[0] + more)
+    return MigrationSet(directory=directory, migrations=tuple(migrations))

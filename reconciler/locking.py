@@ -1,0 +1,107 @@
+"""The migration lock: a session-level advisory lock plus the lock row that names its holder.
+
+The advisory lock is what serializes runs; the server drops it when a run's connection
+dies, so a crash never blocks forever. The lock row is what a crash leaves behind: a row
+whose holder is no longer a live backend is a stuck lock, reported at once and never
+waited on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg2.errors
+
+from reconciler import tracking
+from reconciler.db import Session, host_pid
+from reconciler.errors import LockTimeout
+
+LOCKED = "migration system is locked"
+
+
+def advisory_key(schema: str) -> int:
+    """A stable signed 64-bit key for this tracking schema's lock."""
+    digest = hashlib.sha256(f"poststack:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def describe_advisory_holder(session: Session, schema: str) -> str:
+    """Who holds the advisory lock now, from pg_locks and pg_stat_activity."""
+    key = advisory_key(schema) & 0xFFFFFFFFFFFFFFFF
+    row = session.query_one(
+        "SELECT l.pid, a.application_name, host(a.client_addr), "
+        "       extract(epoch FROM now() - a.xact_start)::float8, extract(epoch FROM now() - a.backend_start)::float8 "
+        "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %(hi)s::bigint::oid "
+        "AND l.objid = %(lo)s::bigint::oid AND l.objsubid = 1",
+        {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+    )
+    if row is None:
+        return "holder unknown (it may have just finished)"
+    pid, app, addr, _xact_age, session_age = row
+    age = f"{session_age:.0f}s" if session_age is not None else "unknown age"
+    return f"backend pid {pid}, application {app or 'unknown'}, client {addr or 'local'}, session age {age}, alive"
+
+
+@contextmanager
+def migration_lock(
+    session: Session, schema: str, timeout_s: float, prepare: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Hold the migration lock for the block.
+
+    Waits up to ``timeout_s`` for another live run; fails at once on a lock row left by
+    a run that is no longer alive. ``prepare`` runs once the advisory lock is held and
+    before the lock row is read (it creates the tracking tables when they are absent)."""
+    key = advisory_key(schema)
+    if timeout_s <= 0:
+        got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
+        if not (got and got[0]):
+            raise _busy(session, schema, timeout_s)
+    else:
+        session.query(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'")
+        try:
+            session.query("SELECT pg_advisory_lock(%(key)s)", {"key": key})
+        except psycopg2.errors.LockNotAvailable as e:
+            raise _busy(session, schema, timeout_s) from e
+        finally:
+            session.query("RESET lock_timeout")
+    taken = False
+    try:
+        if prepare is not None:
+            prepare()
+        state = tracking.read_lock(session, schema)
+        if state.locked:
+            if state.holder_alive:
+                detail = "Another process set the lock row without poststack's advisory lock; wait for it or stop it."
+            else:
+                detail = (
+                    "The run that held it is gone (crashed or killed) and may have stopped mid-way. "
+                    "See poststack db diagnose --type stuck_lock, then release it with "
+                    "poststack db unlock-migrations --confirm."
+                )
+            raise LockTimeout(f"{LOCKED}: {state.describe()}", detail)
+        session.run(tracking.take_lock_row_statement(schema, host_pid()))
+        taken = True
+        yield
+    finally:
+        # A run that ends on a live connection, even by failing, releases both. Only a
+        # process that dies leaves the row set: that is the stuck lock diagnose reports.
+        if not session.conn.closed:
+            try:
+                session.rollback()
+                if taken:
+                    session.run(tracking.release_lock_row_statement(schema))
+                session.query("SELECT pg_advisory_unlock(%(key)s)", {"key": key})
+            except psycopg2.Error:
+                pass  # the connection is gone; the server has released the advisory lock
+
+
+def _busy(session: Session, schema: str, timeout_s: float) -> LockTimeout:
+    row_state = tracking.read_lock(session, schema)
+    holder = row_state.describe() if row_state.locked else describe_advisory_holder(session, schema)
+    return LockTimeout(
+        f"{LOCKED}: waited {timeout_s:g}s; {holder}",
+        "Another poststack run is migrating. Wait for it to finish, or raise --lock-timeout.",
+    )

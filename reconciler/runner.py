@@ -1,0 +1,155 @@
+"""migrate and rollback: build a plan from files and tracking (pure), then hand it to the
+executor under the migration lock. One execution path for everything that writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler import executor, locking
+from reconciler.actions import BuildContext, get_action
+from reconciler.config import Settings
+from reconciler.db import Session
+from reconciler.errors import OperationFailed, UsageError
+from reconciler.files import MigrationSet, version_number
+from reconciler.plan import Plan, PlannedStep
+from reconciler.state import ObservedTracking, fingerprint, observe_tracking
+
+
+@dataclass(frozen=True)
+class RunResult:
+    operation: str  # migrate, rollback
+    plan: Plan
+    execution: executor.ExecutionResult | None  # None for a dry run
+    dry_run: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.execution is None or self.execution.ok
+
+
+def migrate_plan(migrations: MigrationSet, observed: ObservedTracking, target: str | None = None) -> Plan:
+    """Every pending migration up to ``target``, in numeric order. Pure."""
+    ctx = BuildContext(observed.schema, migrations)
+    limit = _target_number(migrations, target) if target is not None else None
+    steps: list[PlannedStep] = []
+    notes: list[str] = []
+    if not observed.complete:
+        steps.append(get_action("create_tracking").step(ctx, {}))
+
+    newest_applied = max(observed.applied, default=None)
+    for migration in migrations.migrations:
+        if migration.number in observed.applied:
+            row = observed.applied[migration.number]
+            if row.checksum and row.checksum != migration.checksum:
+                notes.append(
+                    f"Migration {migration.version} was edited after it was applied "
+                    f"(checksum {row.checksum[:8]} tracked, {migration.checksum[:8]} on disk); "
+                    "see poststack db diagnose --type checksum_mismatch"
+                )
+            continue
+        if limit is not None and migration.number > limit:
+            continue
+        failed = observed.failed.get(migration.number)
+        if failed is not None and not failed.transactional:
+            raise OperationFailed(
+                f"Migration {migration.version} failed earlier outside a transaction and may be partly applied",
+                f"Its error was: {failed.error}. Inspect it with poststack db diagnose --type partial_migration "
+                "and repair it before migrating.",
+            )
+        if newest_applied is not None and migration.number < newest_applied:
+            notes.append(
+                f"Migration {migration.version} is applied out of order "
+                f"(migration {observed.applied[newest_applied].version} is already applied)"
+            )
+        steps.append(get_action("apply_migration").step(ctx, {"version": migration.version, "retry": failed is not None}))
+
+    reason = None
+    if not any(s.action == "apply_migration" for s in steps):
+        reason = "Database is up to date" if limit is None else f"Database is already at or past {target}"
+    return Plan("migrate", observed.schema, fingerprint(observed), tuple(steps), reason, tuple(notes))
+
+
+def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: str) -> Plan:
+    """Undo every applied migration above ``target``, newest first. Refuses the whole plan
+    if any of them has no rollback file. Pure."""
+    limit = version_number(target)
+    known = {m.number for m in migrations.migrations} | set(observed.applied)
+    if limit != 0 and limit not in known:
+        raise UsageError(
+            f"no migration {target} in {migrations.directory} or in the tracking table",
+            "Name an existing version to roll back to, or 0 to roll back everything.",
+        )
+    ctx = BuildContext(observed.schema, migrations)
+    by_number = migrations.by_number()
+    to_undo = sorted((n for n in observed.applied if n > limit), reverse=True)
+    for number in to_undo:
+        version = observed.applied[number].version
+        migration = by_number.get(number)
+        if migration is None:
+            raise OperationFailed(f"Rollback failed: Migration {version} is tracked but its file is missing")
+        if migration.rollback is None:
+            raise OperationFailed(f"Rollback failed: Migration {version} has no rollback file")
+    steps = tuple(get_action("rollback_migration").step(ctx, {"version": by_number[n].version}) for n in to_undo)
+    reason = None if steps else f"Nothing to roll back: no applied migration above {target}"
+    return Plan("rollback", observed.schema, fingerprint(observed), steps, reason)
+
+
+def _target_number(migrations: MigrationSet, target: str) -> int:
+    if migrations.find(target) is None:
+        raise UsageError(f"--target {target}: no migration {target} in {migrations.directory}")
+    return version_number(target)
+
+
+def ensure_tracking(session: Session, settings: Settings, migrations: MigrationSet) -> None:
+    """Create the tracking tables when absent (under the advisory lock, by the executor)."""
+    observed = observe_tracking(session, settings.tracking_schema)
+    if observed.complete:
+        return
+    ctx = BuildContext(settings.tracking_schema, migrations)
+    plan = Plan("create-schema", settings.tracking_schema, fingerprint(observed), (get_action("create_tracking").step(ctx, {}),))
+    result = executor.execute(session, plan)
+    if result.failure:
+        raise OperationFailed(f"cannot create the tracking tables: {result.failure.message}")
+
+
+def migrate(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    *,
+    target: str | None = None,
+    dry_run: bool = False,
+    on_step: executor.StepCallback | None = None,
+) -> RunResult:
+    if dry_run:
+        plan = migrate_plan(migrations, observe_tracking(session, settings.tracking_schema), target)
+        return RunResult("migrate", plan, None, True)
+    schema = settings.tracking_schema
+    with locking.migration_lock(session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)):
+        # Planned under the lock: a concurrent run's work is seen, never repeated.
+        plan = migrate_plan(migrations, observe_tracking(session, schema), target)
+        execution = executor.execute(session, plan, on_step)
+    return RunResult("migrate", plan, execution, False)
+
+
+def rollback(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    target: str,
+    *,
+    dry_run: bool = False,
+    on_step: executor.StepCallback | None = None,
+) -> RunResult:
+    schema = settings.tracking_schema
+    if dry_run:
+        plan = rollback_plan(migrations, observe_tracking(session, schema), target)
+        return RunResult("rollback", plan, None, True)
+    observed = observe_tracking(session, schema)
+    if not observed.exists:
+        plan = rollback_plan(migrations, observed, target)  # nothing applied: a plan with no steps
+        return RunResult("rollback", plan, None, False)
+    with locking.migration_lock(session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)):
+        plan = rollback_plan(migrations, observe_tracking(session, schema), target)
+        execution = executor.execute(session, plan, on_step)
+    return RunResult("rollback", plan, execution, False)

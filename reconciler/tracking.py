@@ -1,0 +1,240 @@
+"""The tracking, lock and audit tables: their DDL, typed reads, and the statements that write them.
+
+``schema_migrations`` has one row per application of a migration (no unique version:
+duplicates must be representable to be diagnosed). ``schema_migrations_lock`` has one
+row naming who holds the migration lock. ``schema_migrations_audit`` is append-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from reconciler.statements import Statement, qualified, quote_ident
+
+MIGRATIONS_TABLE = "schema_migrations"
+LOCK_TABLE = "schema_migrations_lock"
+AUDIT_TABLE = "schema_migrations_audit"
+TABLES = (MIGRATIONS_TABLE, LOCK_TABLE, AUDIT_TABLE)
+
+# Params the executor fills in when a statement runs (a measurement, the server's error).
+RUNTIME_PARAMS = frozenset({"execution_ms", "error"})
+
+
+@dataclass(frozen=True)
+class TrackingRow:
+    id: int
+    version: str
+    description: str
+    checksum: str | None
+    checksum_algorithm: str
+    applied_at: datetime
+    applied_by: str
+    execution_ms: int | None
+    success: bool
+    error: str | None
+    transactional: bool
+
+    @property
+    def number(self) -> int:
+        return int(self.version) if self.version.isdigit() else -1
+
+
+@dataclass(frozen=True)
+class LockState:
+    locked: bool
+    locked_at: datetime | None
+    locked_by: str | None  # host:pid of the poststack process
+    backend_pid: int | None
+    application_name: str | None
+    age_s: float | None
+    holder_alive: bool
+
+    def describe(self) -> str:
+        if not self.locked:
+            return "not locked"
+        age = f"{self.age_s:.0f}s" if self.age_s is not None else "unknown age"
+        alive = "alive" if self.holder_alive else "not alive"
+        return (
+            f"held by {self.locked_by or 'unknown'} (backend pid {self.backend_pid}, "
+            f"application {self.application_name or 'unknown'}, age {age}, {alive})"
+        )
+
+
+def create_statements(schema: str) -> list[Statement]:
+    m, lock, audit = (qualified(schema, t) for t in TABLES)
+    statements = []
+    if schema != "public":
+        statements.append(Statement(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"))
+    statements += [
+        Statement(
+            f"CREATE TABLE IF NOT EXISTS {m} (\n"
+            "    id bigserial PRIMARY KEY,\n"
+            "    version text NOT NULL,\n"
+            "    description text NOT NULL,\n"
+            "    checksum text,\n"
+            "    checksum_algorithm text NOT NULL DEFAULT 'sha256-lf',\n"
+            "    applied_at timestamptz NOT NULL DEFAULT now(),\n"
+            "    applied_by text NOT NULL DEFAULT current_user,\n"
+            "    execution_ms integer,\n"
+            "    success boolean NOT NULL,\n"
+            "    error text,\n"
+            "    transactional boolean NOT NULL DEFAULT true\n"
+            ")"
+        ),
+        Statement(
+            f"CREATE INDEX IF NOT EXISTS {quote_ident(MIGRATIONS_TABLE + '_version_idx')} ON {m} (version)"
+        ),
+        Statement(
+            f"CREATE TABLE IF NOT EXISTS {lock} (\n"
+            "    id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),\n"
+            "    locked boolean NOT NULL DEFAULT false,\n"
+            "    locked_at timestamptz,\n"
+            "    locked_by text,\n"
+            "    backend_pid integer,\n"
+            "    application_name text\n"
+            ")"
+        ),
+        Statement(f"INSERT INTO {lock} (id, locked) VALUES (1, false) ON CONFLICT (id) DO NOTHING"),
+        Statement(
+            f"CREATE TABLE IF NOT EXISTS {audit} (\n"
+            "    id bigserial PRIMARY KEY,\n"
+            "    at timestamptz NOT NULL DEFAULT clock_timestamp(),\n"
+            "    actor text NOT NULL DEFAULT current_user,\n"
+            "    host_pid text NOT NULL,\n"
+            "    operation text NOT NULL,\n"
+            "    plan_hash text,\n"
+            "    step integer,\n"
+            "    action text,\n"
+            "    version text,\n"
+            "    outcome text NOT NULL,\n"
+            "    detail text\n"
+            ")"
+        ),
+    ]
+    return statements
+
+
+def drop_statements(schema: str) -> list[Statement]:
+    return [Statement(f"DROP TABLE IF EXISTS {qualified(schema, t)} CASCADE") for t in TABLES]
+
+
+def existing_tables(session: Any, schema: str) -> set[str]:
+    rows = session.query(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s) AND c.relkind IN ('r', 'p')",
+        {"schema": schema, "tables": list(TABLES)},
+    )
+    return {r[0] for r in rows}
+
+
+def read_rows(session: Any, schema: str) -> list[TrackingRow]:
+    rows = session.query(
+        "SELECT id, version, description, checksum, checksum_algorithm, applied_at, applied_by, "
+        f"execution_ms, success, error, transactional FROM {qualified(schema, MIGRATIONS_TABLE)} ORDER BY id"
+    )
+    return [TrackingRow(*r) for r in rows]
+
+
+def read_lock(session: Any, schema: str) -> LockState:
+    row = session.query_one(
+        "SELECT l.locked, l.locked_at, l.locked_by, l.backend_pid, l.application_name, "
+        "       extract(epoch FROM now() - l.locked_at)::float8, "
+        "       EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
+        "               AND (a.backend_start IS NULL OR a.backend_start <= l.locked_at)) "
+        f"FROM {qualified(schema, LOCK_TABLE)} l WHERE l.id = 1"
+    )
+    if row is None:
+        return LockState(False, None, None, None, None, None, False)
+    return LockState(*row)
+
+
+def insert_row_statement(
+    schema: str,
+    *,
+    version: str,
+    description: str,
+    checksum: str | None,
+    algorithm: str,
+    success: bool,
+    transactional: bool,
+) -> Statement:
+    """The tracking row for one application; ``execution_ms`` and ``error`` are measured at run time."""
+    return Statement(
+        f"INSERT INTO {qualified(schema, MIGRATIONS_TABLE)} "
+        "(version, description, checksum, checksum_algorithm, execution_ms, success, error, transactional) "
+        "VALUES (%(version)s, %(description)s, %(checksum)s, %(algorithm)s, %(execution_ms)s, "
+        "%(success)s, %(error)s, %(transactional)s)",
+        {
+            "version": version,
+            "description": description,
+            "checksum": checksum,
+            "algorithm": algorithm,
+            "execution_ms": None,
+            "success": success,
+            "error": None,
+            "transactional": transactional,
+        },
+    )
+
+
+def delete_failed_rows_statement(schema: str, version: str) -> Statement:
+    """A successful retry replaces the failed attempts' rows; the audit table keeps their history."""
+    return Statement(
+        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE version = %(version)s AND NOT success",
+        {"version": version},
+    )
+
+
+def delete_version_statement(schema: str, version: str) -> Statement:
+    return Statement(
+        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE version = %(version)s",
+        {"version": version},
+    )
+
+
+def audit_statement(
+    schema: str,
+    *,
+    host_pid: str,
+    operation: str,
+    plan_hash: str | None,
+    step: int | None,
+    action: str | None,
+    version: str | None,
+    outcome: str,
+    detail: str | None,
+) -> Statement:
+    return Statement(
+        f"INSERT INTO {qualified(schema, AUDIT_TABLE)} "
+        "(host_pid, operation, plan_hash, step, action, version, outcome, detail) "
+        "VALUES (%(host_pid)s, %(operation)s, %(plan_hash)s, %(step)s, %(action)s, %(version)s, %(outcome)s, %(detail)s)",
+        {
+            "host_pid": host_pid,
+            "operation": operation,
+            "plan_hash": plan_hash,
+            "step": step,
+            "action": action,
+            "version": version,
+            "outcome": outcome,
+            "detail": detail,
+        },
+    )
+
+
+def take_lock_row_statement(schema: str, host_pid: str) -> Statement:
+    return Statement(
+        f"UPDATE {qualified(schema, LOCK_TABLE)} SET locked = true, locked_at = now(), "
+        "locked_by = %(host_pid)s, backend_pid = pg_backend_pid(), "
+        "application_name = current_setting('application_name') WHERE id = 1",
+        {"host_pid": host_pid},
+    )
+
+
+def release_lock_row_statement(schema: str) -> Statement:
+    return Statement(
+        f"UPDATE {qualified(schema, LOCK_TABLE)} SET locked = false, locked_at = NULL, locked_by = NULL, "
+        "backend_pid = NULL, application_name = NULL WHERE id = 1 AND backend_pid = pg_backend_pid()",
+        {},
+    )
