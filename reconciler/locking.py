@@ -46,6 +46,17 @@ def describe_advisory_holder(session: Session, schema: str) -> str:
 
 
 @contextmanager
+def advisory_only(session: Session, schema: str, timeout_s: float) -> Iterator[None]:
+    """Hold only the advisory lock: for work on the tracking tables themselves
+    (creating or recreating them), where the lock row may not exist."""
+    _acquire_advisory(session, schema, timeout_s)
+    try:
+        yield
+    finally:
+        _release_advisory(session, schema)
+
+
+@contextmanager
 def migration_lock(
     session: Session, schema: str, timeout_s: float, prepare: Callable[[], None] | None = None
 ) -> Iterator[None]:
@@ -54,19 +65,7 @@ def migration_lock(
     Waits up to ``timeout_s`` for another live run; fails at once on a lock row left by
     a run that is no longer alive. ``prepare`` runs once the advisory lock is held and
     before the lock row is read (it creates the tracking tables when they are absent)."""
-    key = advisory_key(schema)
-    if timeout_s <= 0:
-        got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
-        if not (got and got[0]):
-            raise _busy(session, schema, timeout_s)
-    else:
-        session.query(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'")
-        try:
-            session.query("SELECT pg_advisory_lock(%(key)s)", {"key": key})
-        except psycopg2.errors.LockNotAvailable as e:
-            raise _busy(session, schema, timeout_s) from e
-        finally:
-            session.query("RESET lock_timeout")
+    _acquire_advisory(session, schema, timeout_s)
     taken = False
     try:
         if prepare is not None:
@@ -88,19 +87,46 @@ def migration_lock(
     finally:
         # A run that ends on a live connection, even by failing, releases both. Only a
         # process that dies leaves the row set: that is the stuck lock diagnose reports.
-        if not session.conn.closed:
+        if taken and not session.conn.closed:
             try:
                 session.rollback()
-                if taken:
-                    session.run(tracking.release_lock_row_statement(schema))
-                session.query("SELECT pg_advisory_unlock(%(key)s)", {"key": key})
+                session.run(tracking.release_lock_row_statement(schema))
             except psycopg2.Error:
-                pass  # the connection is gone; the server has released the advisory lock
+                pass
+        _release_advisory(session, schema)
+
+
+def _acquire_advisory(session: Session, schema: str, timeout_s: float) -> None:
+    key = advisory_key(schema)
+    if timeout_s <= 0:
+        got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
+        if not (got and got[0]):
+            raise _busy(session, schema, timeout_s)
+        return
+    session.query(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'")
+    try:
+        session.query("SELECT pg_advisory_lock(%(key)s)", {"key": key})
+    except psycopg2.errors.LockNotAvailable as e:
+        raise _busy(session, schema, timeout_s) from e
+    finally:
+        session.query("RESET lock_timeout")
+
+
+def _release_advisory(session: Session, schema: str) -> None:
+    if session.conn.closed:
+        return  # the server released it with the connection
+    try:
+        session.rollback()
+        session.query("SELECT pg_advisory_unlock(%(key)s)", {"key": advisory_key(schema)})
+    except psycopg2.Error:
+        pass
 
 
 def _busy(session: Session, schema: str, timeout_s: float) -> LockTimeout:
-    row_state = tracking.read_lock(session, schema)
-    holder = row_state.describe() if row_state.locked else describe_advisory_holder(session, schema)
+    session.rollback()  # the failed lock wait aborted nothing, but be sure no transaction is open
+    tables = tracking.existing_tables(session, schema)
+    row_state = tracking.read_lock(session, schema) if tracking.LOCK_TABLE in tables else None
+    holder = row_state.describe() if row_state and row_state.locked else describe_advisory_holder(session, schema)
     return LockTimeout(
         f"{LOCKED}: waited {timeout_s:g}s; {holder}",
         "Another poststack run is migrating. Wait for it to finish, or raise --lock-timeout.",

@@ -1,0 +1,301 @@
+"""One function per CLI verb: Settings and arguments in, a result dataclass out. Never prints."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from reconciler import __version__, embedded, executor, runner
+from reconciler.config import Settings
+from reconciler.db import Session, connect
+from reconciler.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
+from reconciler.plan import Plan
+from reconciler.state import ObservedTracking, observe_tracking
+from reconciler.tracking import LockState
+
+Notify = Callable[[str], None]
+
+
+# --- migrate / rollback ---------------------------------------------------------------
+
+
+def migrate(
+    settings: Settings,
+    *,
+    target: str | None,
+    dry_run: bool,
+    notify: Notify | None = None,
+    on_step: executor.StepCallback | None = None,
+) -> runner.RunResult:
+    migrations = load_migrations(settings.migrations_dir)
+    with connect(settings, notify) as session:
+        return runner.migrate(session, settings, migrations, target=target, dry_run=dry_run, on_step=on_step)
+
+
+def rollback(
+    settings: Settings,
+    version: str,
+    *,
+    dry_run: bool,
+    notify: Notify | None = None,
+    on_step: executor.StepCallback | None = None,
+) -> runner.RunResult:
+    migrations = load_migrations(settings.migrations_dir)
+    with connect(settings, notify) as session:
+        return runner.rollback(session, settings, migrations, version, dry_run=dry_run, on_step=on_step)
+
+
+# --- status and info --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MigrationEntry:
+    version: str
+    description: str
+    applied_at: datetime | None = None
+    error: str | None = None
+    file_present: bool = True
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    database: str
+    tracking_schema: str
+    tracking_exists: bool
+    current_version: str | None
+    applied: tuple[MigrationEntry, ...]
+    pending: tuple[MigrationEntry, ...]
+    failed: tuple[MigrationEntry, ...]
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending and not self.failed
+
+
+def _status_from(migrations: MigrationSet, observed: ObservedTracking, database: str) -> StatusResult:
+    files = migrations.by_number()
+    applied = tuple(
+        MigrationEntry(row.version, row.description, row.applied_at, None, number in files)
+        for number, row in sorted(observed.applied.items())
+    )
+    pending = tuple(
+        MigrationEntry(m.version, m.description) for m in migrations.migrations if m.number not in observed.applied
+    )
+    failed = tuple(
+        MigrationEntry(row.version, row.description, row.applied_at, row.error, number in files)
+        for number, row in sorted(observed.failed.items())
+    )
+    current = observed.current
+    return StatusResult(
+        database=database,
+        tracking_schema=observed.schema,
+        tracking_exists=observed.exists,
+        current_version=current.version if current else None,
+        applied=applied,
+        pending=pending,
+        failed=failed,
+    )
+
+
+def migration_status(settings: Settings, notify: Notify | None = None) -> StatusResult:
+    migrations = load_migrations(settings.migrations_dir)
+    with connect(settings, notify) as session:
+        observed = observe_tracking(session, settings.tracking_schema)
+        return _status_from(migrations, observed, session.display_url)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    version: str
+    description: str
+    path: str
+    checksum: str
+    rollback: str | None
+    verify: str | None
+    transactional: bool | None  # None when the file does not parse
+    status: str  # applied, pending, failed
+
+
+@dataclass(frozen=True)
+class InfoResult:
+    database: str
+    server_version: str
+    tracking_schema: str
+    tracking_exists: bool
+    migrations_dir: str
+    checksum_algorithm: str
+    files: tuple[FileInfo, ...]
+    lock: LockState | None
+    poststack_version: str = __version__
+
+
+def migration_info(settings: Settings, notify: Notify | None = None) -> InfoResult:
+    migrations = load_migrations(settings.migrations_dir)
+    with connect(settings, notify) as session:
+        observed = observe_tracking(session, settings.tracking_schema)
+        server = session.server_info()
+        files = []
+        for m in migrations.migrations:
+            try:
+                transactional: bool | None = m.file.script.transactional
+            except Exception:
+                transactional = None
+            status = "applied" if m.number in observed.applied else "failed" if m.number in observed.failed else "pending"
+            files.append(
+                FileInfo(
+                    m.version,
+                    m.description,
+                    str(m.path),
+                    m.checksum,
+                    str(m.rollback.path) if m.rollback else None,
+                    str(m.verify.path) if m.verify else None,
+                    transactional,
+                    status,
+                )
+            )
+        return InfoResult(
+            database=session.display_url,
+            server_version=server.version,
+            tracking_schema=settings.tracking_schema,
+            tracking_exists=observed.exists,
+            migrations_dir=str(settings.migrations_dir),
+            checksum_algorithm=CHECKSUM_ALGORITHM,
+            files=tuple(files),
+            lock=observed.lock,
+        )
+
+
+# --- create-schema ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateSchemaResult:
+    tracking_schema: str
+    dropped: tuple[str, ...]
+    dropped_rows: int
+    created: tuple[str, ...]
+    execution: executor.ExecutionResult
+
+
+def create_schema(settings: Settings, *, force: bool, notify: Notify | None = None) -> CreateSchemaResult:
+    from reconciler import locking
+    from reconciler.actions import BuildContext, get_action
+    from reconciler.state import fingerprint
+
+    schema = settings.tracking_schema
+    empty = MigrationSet(settings.migrations_dir, ())
+    ctx = BuildContext(schema, empty)
+    with connect(settings, notify) as session:
+        observed = observe_tracking(session, schema)
+        before = observed.tables
+        steps = []
+        if force and before:
+            steps.append(get_action("drop_tracking").step(ctx, {}))
+        steps.append(get_action("create_tracking").step(ctx, {}))
+        plan = Plan("create-schema", schema, fingerprint(observed), tuple(steps))
+        with locking.advisory_only(session, schema, settings.lock_timeout):
+            execution = executor.execute(session, plan)
+        after = observe_tracking(session, schema).tables
+    dropped = tuple(sorted(before)) if force else ()
+    created = tuple(sorted(after - (before - set(dropped))))
+    return CreateSchemaResult(schema, dropped, len(observed.rows) if force else 0, created, execution)
+
+
+# --- backup -----------------------------------------------------------------------------
+
+
+def default_backup_path(settings: Settings, now: datetime | None = None) -> Path:
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    return settings.migrations_dir.resolve().parent / "backups" / f"poststack-{stamp}.sql"
+
+
+def backup(
+    settings: Settings,
+    output: Path | None,
+    *,
+    notify: Notify | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Any:
+    from reconciler import backup as backups
+
+    path = output or default_backup_path(settings)
+    with connect(settings, notify) as session:
+        major = session.server_info().major
+        url = session.url
+    tool = backups.find_client("pg_dump", major)
+    started = time.monotonic()
+    size = backups.run_pg_dump(url, tool, path, on_progress=on_progress)
+    return backups.BackupResult(path, size, tool, major, time.monotonic() - started)
+
+
+# --- shell ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    status: str  # the last command's tag, e.g. "DROP TABLE" or "SELECT 3"
+    columns: tuple[str, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] = ()
+    notices: tuple[str, ...] = field(default=())
+
+
+def shell_command(settings: Settings, sql: str, notify: Notify | None = None) -> ShellResult:
+    """Run ``sql`` as one request (several statements run as one transaction, as psql -c does)."""
+    with connect(settings, notify) as session:
+        return run_sql(session, sql)
+
+
+def run_sql(session: Session, sql: str) -> ShellResult:
+    with session.conn.cursor() as cur:
+        cur.execute(sql)
+        columns = tuple(d.name for d in cur.description) if cur.description else ()
+        rows = tuple(cur.fetchall()) if cur.description else ()
+        status = cur.statusmessage or ""
+    notices = tuple(n.strip() for n in session.conn.notices)
+    return ShellResult(status, columns, rows, notices)
+
+
+@dataclass(frozen=True)
+class InteractiveShell:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+
+
+def interactive_shell(settings: Settings, notify: Notify | None = None) -> InteractiveShell:
+    """The psql invocation for an interactive session (the CLI execs it)."""
+    from reconciler import backup as backups
+
+    with connect(settings, notify) as session:
+        major = session.server_info().major
+        url = session.url
+    tool = backups.find_client("psql", major)
+    return InteractiveShell((str(tool.path),), backups.libpq_env(url))
+
+
+# --- embedded server --------------------------------------------------------------------
+
+
+def server_status(settings: Settings) -> embedded.ServerStatus:
+    return embedded.status(settings.embedded_data_dir)
+
+
+def server_stop(settings: Settings) -> bool:
+    return embedded.stop(settings.embedded_data_dir)
+
+
+# --- version ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionResult:
+    poststack: str
+    python: str
+
+
+def version() -> VersionResult:
+    return VersionResult(__version__, sys.version.split()[0])

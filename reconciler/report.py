@@ -1,0 +1,280 @@
+"""Text and JSON views of command results. Pure: results in, strings out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from reconciler.plan import Plan, PlannedStep
+from reconciler.statements import Statement
+from reconciler.tracking import RUNTIME_PARAMS, LockState
+
+# --- JSON -------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (Path, Decimal)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).hex()
+    return str(value)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_default, ensure_ascii=False)
+
+
+# --- SQL previews -----------------------------------------------------------------------
+
+
+def sql_literal(value: Any) -> str:
+    """A display-only SQL literal. What runs uses bound parameters, never this."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "ARRAY[" + ", ".join(sql_literal(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def render_statement(statement: Statement) -> str:
+    """The statement as it will run, parameters shown inline; measured values marked."""
+    sql = statement.sql
+    if statement.params:
+        rendered = {}
+        for key, value in statement.params.items():
+            measured = key in RUNTIME_PARAMS and value is None
+            rendered[key] = "<measured at run time>" if measured else sql_literal(value)
+        sql = sql.replace("%%", "\x00")
+        for key, value in rendered.items():
+            sql = sql.replace(f"%({key})s", value)
+        sql = sql.replace("\x00", "%")
+    return sql.rstrip().rstrip(";") + ";"
+
+
+def render_step(index: int, step: PlannedStep) -> list[str]:
+    where = "in a transaction" if step.transactional else f"outside a transaction: {step.no_transaction_reason}"
+    lines = [f"  {index}. {step.reason}  [{where}]"]
+    last_source = None
+    for statement in step.statements:
+        if statement.source and statement.source != last_source:
+            lines.append(f"     -- {statement.source}")
+            last_source = statement.source
+        lines += ["     " + line for line in render_statement(statement).splitlines()]
+    if step.bookkeeping:
+        lines.append("     -- record it" + ("" if step.transactional else " (one transaction, after the statements above)"))
+        for statement in step.bookkeeping:
+            lines += ["     " + line for line in render_statement(statement).splitlines()]
+    return lines
+
+
+def render_plan(plan: Plan) -> str:
+    if not plan.steps:
+        return f"{plan.nothing_to_do or 'Nothing to do'}."
+    count = len(plan.steps)
+    lines = [f"Plan: {plan.operation}, {count} step{'s' if count != 1 else ''} (tracking schema {plan.tracking_schema})"]
+    for index, step in enumerate(plan.steps, start=1):
+        lines += render_step(index, step)
+    return "\n".join(lines)
+
+
+# --- migrate / rollback -----------------------------------------------------------------
+
+
+def _versions(steps: Any) -> str:
+    return ", ".join(s.version for s in steps if s.version) or "none"
+
+
+def run_text(result: Any) -> str:
+    plan: Plan = result.plan
+    migrations = [s for s in plan.steps if s.action in ("apply_migration", "rollback_migration")]
+    verb = "applied" if result.operation == "migrate" else "rolled back"
+    if result.dry_run:
+        if not migrations:
+            return f"🔍 Dry run: {plan.nothing_to_do or 'nothing to do'}; nothing would change."
+        head = f"🔍 Dry run: {len(migrations)} migration(s) would be {verb}: {_versions(migrations)}. Nothing was changed."
+        return head + "\n" + render_plan(plan)
+    execution = result.execution
+    if execution is None or not migrations:
+        if result.operation == "migrate":
+            return "✅ Database is up to date!"
+        return f"✅ {plan.nothing_to_do or 'Nothing to roll back'}."
+    done = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
+    if execution.ok:
+        return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)} ({execution.elapsed_s:.2f}s)"
+    failure = execution.failure
+    step = plan.steps[failure.step - 1]
+    where = f"{failure.location}: " if failure.location else ""
+    kept = (
+        "Nothing of it was kept (it ran in a transaction)."
+        if step.transactional
+        else "It ran outside a transaction: statements before the failing one were kept."
+    )
+    lines = [
+        f"❌ Migration {failure.version} failed: {where}{failure.message}",
+        f"   {verb.capitalize()} before the failure: {_versions(done)}. {kept}",
+    ]
+    if result.operation == "migrate":
+        lines.append("   It is recorded as failed; fix the file and run poststack db migrate again.")
+    return "\n".join(lines)
+
+
+def run_json(result: Any) -> str:
+    execution = result.execution
+    return to_json(
+        {
+            "operation": result.operation,
+            "dry_run": result.dry_run,
+            "ok": result.ok,
+            "plan": result.plan.to_json(),
+            "outcomes": [asdict(o) for o in execution.outcomes] if execution else [],
+            "failure": asdict(execution.failure) if execution and execution.failure else None,
+            "elapsed_s": round(execution.elapsed_s, 3) if execution else None,
+        }
+    )
+
+
+# --- status / info ----------------------------------------------------------------------
+
+
+def status_text(result: Any) -> str:
+    lines = [
+        f"Current version: {result.current_version or 'none'}",
+        f"Applied migrations: {len(result.applied)}",
+        f"Pending migrations: {len(result.pending)}",
+    ]
+    if not result.tracking_exists:
+        lines.append(f"(no tracking tables yet in schema {result.tracking_schema}; poststack db migrate creates them)")
+    if result.failed:
+        lines.append(f"Failed migrations: {len(result.failed)}")
+        for entry in result.failed:
+            lines.append(f"  ❌ {entry.version} {entry.description}: {entry.error or 'no error recorded'}")
+    if result.pending:
+        lines.append("Pending: " + ", ".join(f"{e.version}_{e.description}" for e in result.pending))
+    missing = [e.version for e in result.applied if not e.file_present]
+    if missing:
+        lines.append(f"⚠️  Applied but their files are missing: {', '.join(missing)}")
+    if result.up_to_date:
+        lines.append("✅ Database is up to date!")
+    return "\n".join(lines)
+
+
+def status_json(result: Any) -> str:
+    def entries(items: Any) -> list[dict[str, Any]]:
+        return [asdict(e) for e in items]
+
+    return to_json(
+        {
+            "database": result.database,
+            "tracking_schema": result.tracking_schema,
+            "tracking_exists": result.tracking_exists,
+            "current_version": result.current_version,
+            "applied_count": len(result.applied),
+            "pending_count": len(result.pending),
+            "failed_count": len(result.failed),
+            "up_to_date": result.up_to_date,
+            "applied": entries(result.applied),
+            "pending": entries(result.pending),
+            "failed": entries(result.failed),
+        }
+    )
+
+
+def lock_text(lock: LockState | None) -> str:
+    if lock is None:
+        return "no lock table yet"
+    if not lock.locked:
+        return "unlocked"
+    return "LOCKED " + lock.describe()
+
+
+def info_text(result: Any) -> str:
+    lines = [
+        f"poststack {result.poststack_version}",
+        f"Database: {result.database} (PostgreSQL {result.server_version})",
+        f"Tracking schema: {result.tracking_schema}" + ("" if result.tracking_exists else " (tables not created yet)"),
+        f"Migrations directory: {result.migrations_dir}",
+        f"Checksum algorithm: {result.checksum_algorithm}",
+        f"Lock: {lock_text(result.lock)}",
+        f"Migrations: {len(result.files)}",
+        "",
+        f"  {'VERSION':<8} {'STATUS':<8} {'CHECKSUM':<12} {'ROLLBACK':<8} {'VERIFY':<6} {'TXN':<4} DESCRIPTION",
+    ]
+    for f in result.files:
+        txn = "?" if f.transactional is None else ("yes" if f.transactional else "no")
+        lines.append(
+            f"  {f.version:<8} {f.status:<8} {f.checksum[:12]:<12} {'yes' if f.rollback else 'no':<8} "
+            f"{'yes' if f.verify else 'no':<6} {txn:<4} {f.description}"
+        )
+    return "\n".join(lines)
+
+
+def info_json(result: Any) -> str:
+    data = asdict(result)
+    data["lock"] = None if result.lock is None else {**asdict(result.lock), "description": lock_text(result.lock)}
+    return to_json(data)
+
+
+# --- the rest ---------------------------------------------------------------------------
+
+
+def create_schema_text(result: Any) -> str:
+    lines = []
+    if result.dropped:
+        lines.append(
+            f"🗑  Dropped {', '.join(result.dropped)} from schema {result.tracking_schema} "
+            f"({result.dropped_rows} tracking row(s) and the audit history were lost)"
+        )
+    if result.created:
+        lines.append(f"✅ Created {', '.join(result.created)} in schema {result.tracking_schema}")
+    else:
+        lines.append(f"✅ Tracking tables already exist in schema {result.tracking_schema}; nothing created")
+    return "\n".join(lines)
+
+
+def backup_text(result: Any) -> str:
+    return (
+        f"✅ Backup written to {result.path} ({_size(result.size_bytes)}, {result.elapsed_s:.1f}s) "
+        f"with {result.tool.path} {result.tool.version} for PostgreSQL {result.server_major}"
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def shell_text(result: Any) -> str:
+    if not result.columns:
+        return result.status
+    cells = [[("" if v is None else str(v)) for v in row] for row in result.rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
+    lines = [" " + " | ".join(c.center(w) for c, w in zip(result.columns, widths)).rstrip()]
+    lines.append("-" + "-+-".join("-" * w for w in widths) + "-")
+    lines += [" " + " | ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    lines.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
+    return "\n".join(lines)
+
+
+def server_status_text(status: Any) -> str:
+    if not status.initialized:
+        return f"Embedded PostgreSQL: not initialized ({status.data_dir}); the first command creates it"
+    if not status.running:
+        return f"Embedded PostgreSQL {status.version}: stopped ({status.data_dir})"
+    return f"Embedded PostgreSQL {status.version}: running, pid {status.pid} ({status.data_dir})\nURL: {status.url}"
