@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,22 +25,27 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 db_app = typer.Typer(help="Migrate, inspect and repair a database's migration history.", no_args_is_help=True)
-server_app = typer.Typer(help="Manage the embedded PostgreSQL used when no database is configured.", no_args_is_help=True)
+server_app = typer.Typer(
+    help="Manage the embedded PostgreSQL used when no database is configured.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 db_app.add_typer(server_app, name="server")
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
 
 
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="PostgreSQL URL; else POSTSTACK_DATABASE_URL, DATABASE_URL, poststack.toml, embedded."),
+    typer.Option(
+        "--database-url", help="PostgreSQL URL; else POSTSTACK_DATABASE_URL, DATABASE_URL, poststack.toml, embedded."
+    ),
 ]
 MigrationsDir = Annotated[
-    Path | None, typer.Option("--migrations-dir", help="Directory of NNN_description.sql files [default: ./migrations].")
+    Path | None,
+    typer.Option("--migrations-dir", help="Directory of NNN_description.sql files [default: ./migrations]."),
 ]
 Schema = Annotated[str | None, typer.Option("--schema", help="Schema of the tracking tables [default: public].")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
@@ -128,8 +133,12 @@ class _StepProgress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self.progress = Progress(
-                TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                console=Console(stderr=True), transient=True,
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                console=Console(stderr=True),
+                transient=True,
             )
             self.progress.start()
             self.task = self.progress.add_task("", total=None)
@@ -183,7 +192,9 @@ def migrate(
 
 @db_app.command()
 def rollback(
-    version: Annotated[str, typer.Argument(help="Roll back to this version: every applied migration above it is undone.")],
+    version: Annotated[
+        str, typer.Argument(help="Roll back to this version: every applied migration above it is undone.")
+    ],
     dry_run: DryRun = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     fmt: FormatOpt = Format.text,
@@ -232,7 +243,9 @@ def migration_info(
 
 @db_app.command("create-schema")
 def create_schema(
-    force: Annotated[bool, typer.Option("--force", help="Drop and recreate the tracking tables (their history is lost).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Drop and recreate the tracking tables (their history is lost).")
+    ] = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
     migrations_dir: MigrationsDir = None,
@@ -251,7 +264,9 @@ def create_schema(
 
 @db_app.command()
 def backup(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write [default: backups/poststack-<UTC time>.sql].")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write [default: backups/poststack-<UTC time>.sql].")
+    ] = None,
     database_url: DatabaseUrl = None,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
@@ -266,7 +281,12 @@ def backup(
             from rich.console import Console
             from rich.progress import Progress, SpinnerColumn, TextColumn
 
-            progress = Progress(SpinnerColumn(), TextColumn("backing up: {task.description}"), console=Console(stderr=True), transient=True)
+            progress = Progress(
+                SpinnerColumn(),
+                TextColumn("backing up: {task.description}"),
+                console=Console(stderr=True),
+                transient=True,
+            )
             progress.start()
             task = progress.add_task("starting", total=None)
 

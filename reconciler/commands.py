@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,9 @@ def migration_info(settings: Settings, notify: Notify | None = None) -> InfoResu
                 transactional: bool | None = m.file.script.transactional
             except Exception:
                 transactional = None
-            status = "applied" if m.number in observed.applied else "failed" if m.number in observed.failed else "pending"
+            status = (
+                "applied" if m.number in observed.applied else "failed" if m.number in observed.failed else "pending"
+            )
             files.append(
                 FileInfo(
                     m.version,
@@ -210,7 +212,7 @@ def create_schema(settings: Settings, *, force: bool, notify: Notify | None = No
 
 
 def default_backup_path(settings: Settings, now: datetime | None = None) -> Path:
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return settings.migrations_dir.resolve().parent / "backups" / f"poststack-{stamp}.sql"
 
 

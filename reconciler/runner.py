@@ -61,7 +61,9 @@ def migrate_plan(migrations: MigrationSet, observed: ObservedTracking, target: s
                 f"Migration {migration.version} is applied out of order "
                 f"(migration {observed.applied[newest_applied].version} is already applied)"
             )
-        steps.append(get_action("apply_migration").step(ctx, {"version": migration.version, "retry": failed is not None}))
+        steps.append(
+            get_action("apply_migration").step(ctx, {"version": migration.version, "retry": failed is not None})
+        )
 
     reason = None
     if not any(s.action == "apply_migration" for s in steps):
@@ -106,7 +108,9 @@ def ensure_tracking(session: Session, settings: Settings, migrations: MigrationS
     if observed.complete:
         return
     ctx = BuildContext(settings.tracking_schema, migrations)
-    plan = Plan("create-schema", settings.tracking_schema, fingerprint(observed), (get_action("create_tracking").step(ctx, {}),))
+    plan = Plan(
+        "create-schema", settings.tracking_schema, fingerprint(observed), (get_action("create_tracking").step(ctx, {}),)
+    )
     result = executor.execute(session, plan)
     if result.failure:
         raise OperationFailed(f"cannot create the tracking tables: {result.failure.message}")
@@ -121,11 +125,15 @@ def migrate(
     dry_run: bool = False,
     on_step: executor.StepCallback | None = None,
 ) -> RunResult:
+    # Planning from a read-only look first parses every pending file, so a bad one is
+    # refused before anything (even the tracking tables) is written.
+    plan = migrate_plan(migrations, observe_tracking(session, settings.tracking_schema), target)
     if dry_run:
-        plan = migrate_plan(migrations, observe_tracking(session, settings.tracking_schema), target)
         return RunResult("migrate", plan, None, True)
     schema = settings.tracking_schema
-    with locking.migration_lock(session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)):
+    with locking.migration_lock(
+        session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
+    ):
         # Planned under the lock: a concurrent run's work is seen, never repeated.
         plan = migrate_plan(migrations, observe_tracking(session, schema), target)
         execution = executor.execute(session, plan, on_step)
@@ -149,7 +157,9 @@ def rollback(
     if not observed.exists:
         plan = rollback_plan(migrations, observed, target)  # nothing applied: a plan with no steps
         return RunResult("rollback", plan, None, False)
-    with locking.migration_lock(session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)):
+    with locking.migration_lock(
+        session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
+    ):
         plan = rollback_plan(migrations, observe_tracking(session, schema), target)
         execution = executor.execute(session, plan, on_step)
     return RunResult("rollback", plan, execution, False)

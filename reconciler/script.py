@@ -45,7 +45,7 @@ def parse_script(text: str) -> Script:
     try:
         raw = parser.parse_sql(text)
     except parser.ParseError as e:
-        message, location = (e.args + (None,))[:2]
+        message, location = ((*e.args, None))[:2]
         # pglast reports the error position as a character index into the text.
         line = line_of(text, location) if isinstance(location, int) else 1
         raise ScriptSyntaxError(str(message), line) from e
@@ -119,7 +119,7 @@ def _no_transaction_reason(node: object) -> str | None:
     if kind == "ReindexStmt":
         if "concurrently" in _defelem_names(getattr(node, "params", None)):
             return "REINDEX CONCURRENTLY cannot run inside a transaction block"
-        reindex_kind = str(getattr(node, "kind", ""))
+        reindex_kind = getattr(getattr(node, "kind", None), "name", "")
         if "SYSTEM" in reindex_kind or "DATABASE" in reindex_kind:
             return "REINDEX SYSTEM/DATABASE cannot run inside a transaction block"
     if kind == "VacuumStmt" and getattr(node, "is_vacuumcmd", False):

