@@ -152,8 +152,9 @@ def run_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None 
     """Run the installed console script in a real process."""
     full_env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
     full_env.update(env or {})
-    exe = shutil.which("poststack") or sys.executable
-    argv = [exe, *args] if exe != sys.executable else [sys.executable, "-m", "reconciler.cli", *args]
+    # The console script installed beside this interpreter (venv or pyenv), else the module.
+    script = Path(sys.executable).parent / "poststack"
+    argv = [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.cli", *args]
     proc = subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
