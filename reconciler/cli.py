@@ -323,6 +323,69 @@ def shell(
         typer.echo(report.shell_text(result))
 
 
+@db_app.command()
+def diagnose(
+    issue_type: Annotated[list[str] | None, typer.Option("--type", help="Only this issue type (repeatable).")] = None,
+    severity: Annotated[str, typer.Option("--severity", help="Only issues at or above: low, medium, high.")] = "low",
+    fmt: FormatOpt = Format.text,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Compare files, tracking and the live catalog; report every disagreement."""
+    from reconciler import diagnosis
+    from reconciler.issues import IssueType, Severity
+
+    with _guard(debug):
+        types = [IssueType.parse(t) for t in issue_type or ()]
+        minimum = Severity.parse(severity)
+        result = diagnosis.diagnose(
+            _settings(database_url, migrations_dir, schema, debug), types, minimum, notify=_notify
+        )
+        _emit(fmt, result, report.diagnosis_text, report.diagnosis_json)
+        if not result.ok:
+            raise typer.Exit(EXIT_PROBLEMS)
+
+
+@db_app.command()
+def validate(
+    check_rollbacks: Annotated[
+        bool, typer.Option("--check-rollbacks", help="Warn about migrations without a rollback file.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Every file parses, versions are unique, tracking agrees with the files."""
+    from reconciler import diagnosis
+
+    with _guard(debug):
+        settings = _settings(database_url, migrations_dir, schema, debug)
+        result = diagnosis.validate(settings, check_rollbacks=check_rollbacks, notify=_notify)
+        typer.echo(report.validation_text(result))
+        if not result.ok:
+            raise typer.Exit(EXIT_PROBLEMS)
+
+
+@db_app.command("verify-migrations")
+def verify_migrations(
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Every applied migration's file still exists and matches its recorded checksum."""
+    from reconciler import diagnosis
+
+    with _guard(debug):
+        result = diagnosis.verify_migrations(_settings(database_url, migrations_dir, schema, debug), notify=_notify)
+        typer.echo(report.verification_text(result))
+        if not result.ok:
+            raise typer.Exit(EXIT_PROBLEMS)
+
+
 # --- db server --------------------------------------------------------------------------------
 
 

@@ -13,7 +13,9 @@ from typing import Any
 from reconciler import __version__, embedded, executor, runner
 from reconciler.config import Settings
 from reconciler.db import Session, connect
+from reconciler.effects import read_effects
 from reconciler.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
+from reconciler.history import History, analyze
 from reconciler.plan import Plan
 from reconciler.state import ObservedTracking, observe_tracking
 from reconciler.tracking import LockState
@@ -71,13 +73,16 @@ class StatusResult:
     applied: tuple[MigrationEntry, ...]
     pending: tuple[MigrationEntry, ...]
     failed: tuple[MigrationEntry, ...]
+    undetermined: tuple[MigrationEntry, ...] = ()  # pending, but nothing shows whether they ran
 
     @property
     def up_to_date(self) -> bool:
         return not self.pending and not self.failed
 
 
-def _status_from(migrations: MigrationSet, observed: ObservedTracking, database: str) -> StatusResult:
+def _status_from(
+    migrations: MigrationSet, observed: ObservedTracking, database: str, history: History | None = None
+) -> StatusResult:
     files = migrations.by_number()
     applied = tuple(
         MigrationEntry(row.version, row.description, row.applied_at, None, number in files)
@@ -91,6 +96,16 @@ def _status_from(migrations: MigrationSet, observed: ObservedTracking, database:
         for number, row in sorted(observed.failed.items())
     )
     current = observed.current
+    undetermined: tuple[MigrationEntry, ...] = ()
+    if history is not None:
+        # Untracked, without a verify script, and with nothing only it creates: no look at the
+        # catalog could tell whether it ran (diagnose reports these as undetermined).
+        tracked = set(observed.applied) | set(observed.failed)
+        undetermined = tuple(
+            MigrationEntry(m.version, m.description)
+            for m in migrations.migrations
+            if m.number not in tracked and m.verify is None and not history.evidence_of(m.version)
+        )
     return StatusResult(
         database=database,
         tracking_schema=observed.schema,
@@ -99,14 +114,16 @@ def _status_from(migrations: MigrationSet, observed: ObservedTracking, database:
         applied=applied,
         pending=pending,
         failed=failed,
+        undetermined=undetermined,
     )
 
 
 def migration_status(settings: Settings, notify: Notify | None = None) -> StatusResult:
     migrations = load_migrations(settings.migrations_dir)
+    history = analyze(read_effects(m.version, m.file.text) for m in migrations.migrations)
     with connect(settings, notify) as session:
         observed = observe_tracking(session, settings.tracking_schema)
-        return _status_from(migrations, observed, session.display_url)
+        return _status_from(migrations, observed, session.display_url, history)
 
 
 @dataclass(frozen=True)

@@ -113,12 +113,14 @@ class Session:
         self.conn = conn
         self.url = url
         self._info: ServerInfo | None = None
+        self.round_trips = 0  # statements sent; diagnose must stay constant in history length
 
     @property
     def display_url(self) -> str:
         return mask_url(self.url)
 
     def run(self, statement: Statement) -> None:
+        self.round_trips += 1
         with self.conn.cursor() as cur:
             if statement.params is None:
                 cur.execute(statement.sql)
@@ -126,6 +128,7 @@ class Session:
                 cur.execute(statement.sql, statement.params)
 
     def query(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        self.round_trips += 1
         with self.conn.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description is not None else []
@@ -135,10 +138,12 @@ class Session:
         return rows[0] if rows else None
 
     def begin(self, *, read_only: bool = False) -> None:
+        self.round_trips += 1
         with self.conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only else "BEGIN")
 
     def commit(self) -> None:
+        self.round_trips += 1
         with self.conn.cursor() as cur:
             cur.execute("COMMIT")
 
@@ -146,6 +151,7 @@ class Session:
         """Roll back whatever is open; a no-op outside a transaction and on a dead connection."""
         if self.conn.closed:
             return
+        self.round_trips += 1
         try:
             with self.conn.cursor() as cur:
                 cur.execute("ROLLBACK")

@@ -106,9 +106,25 @@ def read_sql_file(path: Path) -> SqlFile:
     return SqlFile(path=path, text=text.replace("\r\n", "\n"))
 
 
-def load_migrations(directory: Path) -> MigrationSet:
-    """Discover and read every migration file. Any bad file name, duplicate version,
-    orphaned companion or unreadable file is refused before anything runs."""
+@dataclass(frozen=True)
+class FileProblem:
+    kind: str  # bad_name, duplicate_version, unreadable, orphan_companion
+    message: str  # one line naming the file
+    version: str | None = None
+    paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Every usable migration, and every problem, found in the directory."""
+
+    migrations: MigrationSet
+    problems: tuple[FileProblem, ...]
+
+
+def scan_migrations(directory: Path) -> Scan:
+    """Discover and read migration files, keeping the usable ones and naming the rest.
+    A missing or unlistable directory is a usage error."""
     if not directory.exists():
         raise UsageError(
             f"migrations directory {directory} does not exist",
@@ -121,7 +137,7 @@ def load_migrations(directory: Path) -> MigrationSet:
     except OSError as e:
         raise UsageError(f"migrations directory {directory}: cannot list: {e.strerror}") from e
 
-    problems: list[str] = []
+    problems: list[FileProblem] = []
     mains: dict[int, list[tuple[Path, re.Match[str]]]] = {}
     companions: dict[tuple[str, str], Path] = {}
     for path in entries:
@@ -129,7 +145,8 @@ def load_migrations(directory: Path) -> MigrationSet:
             continue
         match = FILE_NAME.match(path.name)
         if match is None:
-            problems.append(f"{path}: file name does not match NNN_description.sql ({NAME_HINT})")
+            message = f"{path}: file name does not match NNN_description.sql ({NAME_HINT})"
+            problems.append(FileProblem("bad_name", message, None, (path,)))
             continue
         if match["kind"]:
             companions[(match["kind"], f"{match['version']}_{match['description']}")] = path
@@ -141,30 +158,42 @@ def load_migrations(directory: Path) -> MigrationSet:
         found = mains[number]
         if len(found) > 1:
             names = ", ".join(p.name for p, _ in found)
-            problems.append(f"{directory}: duplicate migration version {found[0][1]['version']}: {names}")
+            version = found[0][1]["version"]
+            message = f"{directory}: duplicate migration version {version}: {names}"
+            problems.append(FileProblem("duplicate_version", message, version, tuple(p for p, _ in found)))
+            for _path, match in found:
+                for kind in ("rollback", "verify"):
+                    companions.pop((kind, f"{match['version']}_{match['description']}"), None)
             continue
         path, match = found[0]
         label = f"{match['version']}_{match['description']}"
+        rollback = companions.pop(("rollback", label), None)
+        verify = companions.pop(("verify", label), None)
         try:
-            file = read_sql_file(path)
-            rollback = companions.pop(("rollback", label), None)
-            verify = companions.pop(("verify", label), None)
             migrations.append(
                 Migration(
                     version=match["version"],
                     number=number,
                     description=match["description"],
-                    file=file,
+                    file=read_sql_file(path),
                     rollback=read_sql_file(rollback) if rollback else None,
                     verify=read_sql_file(verify) if verify else None,
                 )
             )
         except MigrationFileError as e:
-            problems.append(e.summary)
+            problems.append(FileProblem("unreadable", e.summary, match["version"], (path,)))
     for (kind, label), path in sorted(companions.items()):
-        problems.append(f"{path}: {kind} file has no migration {label}.sql beside it")
+        message = f"{path}: {kind} file has no migration {label}.sql beside it"
+        problems.append(FileProblem("orphan_companion", message, None, (path,)))
+    return Scan(MigrationSet(directory, tuple(migrations)), tuple(problems))
 
-    if problems:
-        more = f" (and {len(problems) - 1} more problem(s) in {directory})" if len(problems) > 1 else ""
-        raise MigrationFileError(problems[0] + more)
-    return MigrationSet(directory=directory, migrations=tuple(migrations))
+
+def load_migrations(directory: Path) -> MigrationSet:
+    """The migrations, or MigrationFileError naming the first bad file: any bad file name,
+    duplicate version, orphaned companion or unreadable file is refused before anything runs."""
+    scan = scan_migrations(directory)
+    if scan.problems:
+        first = scan.problems[0].message
+        more = f" (and {len(scan.problems) - 1} more problem(s) in {directory})" if len(scan.problems) > 1 else ""
+        raise MigrationFileError(first + more)
+    return scan.migrations

@@ -170,6 +170,12 @@ def status_text(result: Any) -> str:
             lines.append(f"  ❌ {entry.version} {entry.description}: {entry.error or 'no error recorded'}")
     if result.pending:
         lines.append("Pending: " + ", ".join(f"{e.version}_{e.description}" for e in result.pending))
+    if result.undetermined:
+        lines.append(
+            "Undetermined: "
+            + ", ".join(f"{e.version}_{e.description}" for e in result.undetermined)
+            + " (nothing in the catalog shows whether they ran; see poststack db diagnose --type undetermined)"
+        )
     missing = [e.version for e in result.applied if not e.file_present]
     if missing:
         lines.append(f"⚠️  Applied but their files are missing: {', '.join(missing)}")
@@ -195,6 +201,7 @@ def status_json(result: Any) -> str:
             "applied": entries(result.applied),
             "pending": entries(result.pending),
             "failed": entries(result.failed),
+            "undetermined": entries(result.undetermined),
         }
     )
 
@@ -284,3 +291,74 @@ def server_status_text(status: Any) -> str:
     if not status.running:
         return f"Embedded PostgreSQL {status.version}: stopped ({status.data_dir})"
     return f"Embedded PostgreSQL {status.version}: running, pid {status.pid} ({status.data_dir})\nURL: {status.url}"
+
+
+# --- diagnose / validate / verify -------------------------------------------------------
+
+
+def _details_text(details: dict[str, Any]) -> str:
+    shown = {}
+    for key, value in details.items():
+        if isinstance(value, str) and key.endswith("checksum") and len(value) == 64:
+            value = value[:12]
+        shown[key] = value
+    return repr(shown)
+
+
+def diagnosis_text(result: Any) -> str:
+    issues = result.issues
+    lines = [
+        "Migration Diagnostics Report",
+        "=" * 50,
+        f"Overall Status: {'✅ PASS' if not issues else '❌ FAIL'}",
+        f"Total Issues: {len(issues)}",
+    ]
+    if issues:
+        lines += ["", "Issue Breakdown:"]
+        for severity in sorted({i.severity for i in issues}, reverse=True):
+            count = sum(1 for i in issues if i.severity == severity)
+            lines.append(f"  {severity.emoji} {severity.name}: {count}")
+        lines += ["", "Detailed Issues:"]
+        for issue in issues:
+            lines += ["", f"{issue.severity.emoji} {issue.type.value.upper()}: {issue.message}"]
+            if issue.version is not None:
+                lines.append(f"   Version: {issue.version}")
+            if issue.details:
+                lines.append(f"   Details: {_details_text(issue.details)}")
+            lines.append(f"   Suggested Fix: {issue.suggested_fix}")
+            lines.append(f"   Auto-fixable: {'Yes' if issue.auto_fixable else 'No'}")
+    return "\n".join(lines)
+
+
+def diagnosis_json(result: Any) -> str:
+    return to_json(
+        {
+            "overall_status": "pass" if not result.issues else "fail",
+            "total_issues": len(result.issues),
+            "checked_types": [t.value for t in result.types],
+            "minimum_severity": result.minimum.label,
+            "issues": [i.to_json() for i in result.issues],
+            "database_state": result.database_state,
+            "fingerprint": result.fingerprint,
+        }
+    )
+
+
+def validation_text(result: Any) -> str:
+    lines = []
+    if result.errors:
+        lines.append("❌ Validation failed:")
+        lines += [f"  - {e}" for e in result.errors]
+    if result.warnings:
+        lines.append("⚠️  Validation warnings:")
+        lines += [f"  - {w}" for w in result.warnings]
+    if not result.errors:
+        checked = "files parse, versions are unique" + (", tracking is consistent" if result.checked_database else "")
+        lines.append(f"✅ Validation passed: {result.migrations} migration(s); {checked}")
+    return "\n".join(lines)
+
+
+def verification_text(result: Any) -> str:
+    if result.ok:
+        return f"✅ All {result.checked} applied migration(s) match their files"
+    return "\n".join(["❌ Migration verification failed!", *(f"   Error: {e}" for e in result.errors)])

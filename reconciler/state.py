@@ -1,4 +1,4 @@
-"""Observed state: what the tracking tables say, read once, read-only; and its fingerprint."""
+"""Desired and observed state, each read once; the observed side read-only, with a fingerprint."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from reconciler import tracking
-from reconciler.db import Session
+from reconciler.catalog import CatalogSnapshot, read_catalog, run_verify_scripts
+from reconciler.db import ServerInfo, Session
+from reconciler.effects import read_effects
+from reconciler.files import FileProblem, Migration, MigrationSet, scan_migrations
+from reconciler.history import History, analyze
 from reconciler.tracking import LockState, TrackingRow
 
 
@@ -68,3 +73,65 @@ def fingerprint(observed: ObservedTracking) -> str:
         "locked": bool(observed.lock and observed.lock.locked),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# --- the full picture, for diagnosis ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """What the files say: the usable migrations, the problems with the rest, and what the
+    whole history leaves in the catalog."""
+
+    migrations: MigrationSet
+    problems: tuple[FileProblem, ...]
+    history: History
+
+    @cached_property
+    def by_number(self) -> dict[int, Migration]:
+        return self.migrations.by_number()
+
+
+def read_desired(directory: Path) -> DesiredState:
+    scan = scan_migrations(directory)
+    history = analyze(read_effects(m.version, m.file.text) for m in scan.migrations.migrations)
+    return DesiredState(scan.migrations, scan.problems, history)
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """What the database says, read once in one read-only transaction."""
+
+    tracking: ObservedTracking
+    catalog: CatalogSnapshot
+    verify: dict[str, bool | str]  # version -> verify script's answer, or its error
+    server: ServerInfo
+
+    @cached_property
+    def fingerprint(self) -> str:
+        payload = {
+            "tracking": fingerprint(self.tracking),
+            "catalog": [list(o.key) for o in self.catalog.objects],
+            "invalid": [list(o.key) for o in self.catalog.invalid_indexes],
+            "verify": self.verify,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def observe(session: Session, schema: str, desired: DesiredState) -> ObservedState:
+    """One consistent, read-only snapshot, in a constant number of queries. Verify scripts
+    run for the migrations that tracking does not record as applied."""
+    server = session.server_info()
+    with session.snapshot():
+        tables = frozenset(tracking.existing_tables(session, schema))
+        rows = tuple(tracking.read_rows(session, schema)) if tracking.MIGRATIONS_TABLE in tables else ()
+        lock = tracking.read_lock(session, schema) if tracking.LOCK_TABLE in tables else None
+        observed_tracking = ObservedTracking(schema=schema, tables=tables, rows=rows, lock=lock)
+        catalog = read_catalog(session, schema)
+        scripts = {
+            m.version: m.verify.text
+            for m in desired.migrations.migrations
+            if m.verify is not None and m.number not in observed_tracking.applied
+        }
+        verify = run_verify_scripts(session, scripts)
+    return ObservedState(observed_tracking, catalog, verify, server)

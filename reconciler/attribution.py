@@ -1,0 +1,76 @@
+"""Is an untracked migration applied? Decided from evidence only, never guessed.
+
+Pure. A migration counts as applied only when every object of its evidence exists, or
+its verify script returns true. With no evidence and no verify script it is undetermined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler.catalog import CatalogSnapshot
+from reconciler.effects import ObjectRef
+from reconciler.files import Migration
+from reconciler.history import History
+
+
+class Verdict(StrEnum):
+    APPLIED = "applied"
+    PARTIAL = "partial"
+    ABSENT = "absent"
+    UNDETERMINED = "undetermined"
+
+
+@dataclass(frozen=True)
+class Attribution:
+    version: str
+    verdict: Verdict
+    found: tuple[ObjectRef, ...] = ()
+    missing: tuple[ObjectRef, ...] = ()
+    basis: str = "catalog"  # catalog, verify script
+    reason: str = ""
+
+
+def attribute(
+    migration: Migration, history: History, catalog: CatalogSnapshot, verify: bool | str | None
+) -> Attribution:
+    version = migration.version
+    if isinstance(verify, bool):
+        verdict = Verdict.APPLIED if verify else Verdict.ABSENT
+        return Attribution(
+            version,
+            verdict,
+            basis="verify script",
+            reason=f"{migration.verify.path.name} returned {str(verify).lower()}",
+        )  # type: ignore[union-attr]
+    if isinstance(verify, str):
+        return Attribution(
+            version, Verdict.UNDETERMINED, basis="verify script", reason=f"its verify script failed: {verify}"
+        )
+    effects = history.effects.get(version)
+    if effects is not None and effects.error:
+        return Attribution(version, Verdict.UNDETERMINED, reason=f"the file {effects.error}")
+    evidence = history.evidence_of(version)
+    if not evidence:
+        return Attribution(version, Verdict.UNDETERMINED, reason=_no_evidence_reason(migration, history))
+    found = tuple(o for o in evidence if catalog.has(o))
+    missing = tuple(o for o in evidence if not catalog.has(o))
+    if not missing:
+        verdict = Verdict.APPLIED
+    elif found:
+        verdict = Verdict.PARTIAL
+    else:
+        verdict = Verdict.ABSENT
+    return Attribution(version, verdict, found, missing, reason=f"{len(found)} of {len(evidence)} objects exist")
+
+
+def _no_evidence_reason(migration: Migration, history: History) -> str:
+    effects = history.effects.get(migration.version)
+    unattributed = effects.unattributed if effects else ()
+    if unattributed:
+        kinds = sorted({u.reason for u in unattributed})
+        return "it has no attributable effects (" + "; ".join(kinds) + ") and no verify script"
+    if effects and effects.creates:
+        return "everything it creates is also created, dropped or renamed by another migration, and it has no verify script"
+    return "it has no attributable effects and no verify script"

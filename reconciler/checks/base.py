@@ -1,0 +1,48 @@
+"""The check registry and the facts every check reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+from reconciler.attribution import Attribution, attribute
+from reconciler.files import Migration
+from reconciler.issues import Issue, IssueType, Severity
+from reconciler.state import DesiredState, ObservedState
+
+Check = Callable[["Facts"], list[Issue]]
+CHECKS: dict[IssueType, Check] = {}
+
+
+def check(issue_type: IssueType) -> Callable[[Check], Check]:
+    def register(fn: Check) -> Check:
+        if issue_type in CHECKS:
+            raise RuntimeError(f"a check for {issue_type} is registered twice")
+        CHECKS[issue_type] = fn
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True)
+class Facts:
+    desired: DesiredState
+    observed: ObservedState
+
+    @cached_property
+    def untracked(self) -> tuple[Migration, ...]:
+        """Migrations with no tracking row at all (failed rows count as tracked)."""
+        tracked = set(self.observed.tracking.applied) | set(self.observed.tracking.failed)
+        return tuple(m for m in self.desired.migrations.migrations if m.number not in tracked)
+
+    @cached_property
+    def attributions(self) -> dict[str, Attribution]:
+        history, catalog, verify = self.desired.history, self.observed.catalog, self.observed.verify
+        return {m.version: attribute(m, history, catalog, verify.get(m.version)) for m in self.untracked}
+
+
+def run_checks(facts: Facts, types: Iterable[IssueType] | None = None, minimum: Severity = Severity.LOW) -> list[Issue]:
+    wanted = set(types) if types else set(CHECKS)
+    issues = [issue for t, fn in CHECKS.items() if t in wanted for issue in fn(facts)]
+    return sorted((i for i in issues if i.severity is not None and i.severity >= minimum), key=lambda i: i.sort_key)

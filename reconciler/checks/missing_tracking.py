@@ -1,0 +1,34 @@
+"""missing_tracking: a migration applied (by hand) whose tracking row is missing.
+
+Claimed only on evidence: every object only it leaves behind exists, or its verify script
+returns true. Fixed by ``poststack db recover``.
+"""
+
+from __future__ import annotations
+
+from reconciler.attribution import Verdict
+from reconciler.checks.base import Facts, check
+from reconciler.issues import Issue, IssueType
+
+
+@check(IssueType.MISSING_TRACKING)
+def missing_tracking(facts: Facts) -> list[Issue]:
+    issues = []
+    for migration in facts.untracked:
+        found = facts.attributions[migration.version]
+        if found.verdict is not Verdict.APPLIED:
+            continue
+        issues.append(
+            Issue(
+                IssueType.MISSING_TRACKING,
+                f"Migration {migration.version} appears to be applied but not tracked",
+                migration.version,
+                {
+                    "description": migration.description,
+                    "evidence": found.basis,
+                    "objects_found": [o.display() for o in found.found],
+                    "reason": found.reason,
+                },
+            )
+        )
+    return issues

@@ -1,0 +1,50 @@
+"""partial_migration: a tracking row recording a failed application, or an untracked
+migration of which some but not all objects exist."""
+
+from __future__ import annotations
+
+from reconciler.attribution import Verdict
+from reconciler.checks.base import Facts, check
+from reconciler.issues import Issue, IssueType
+
+
+@check(IssueType.PARTIAL_MIGRATION)
+def partial_migration(facts: Facts) -> list[Issue]:
+    issues = []
+    for number, row in sorted(facts.observed.tracking.failed.items()):
+        issues.append(
+            Issue(
+                IssueType.PARTIAL_MIGRATION,
+                f"Migration {row.version} was not successfully applied",
+                row.version,
+                {
+                    "version": row.version,
+                    "description": row.description,
+                    "error": row.error,
+                    "ran_in_transaction": row.transactional,
+                    "file_present": number in facts.desired.by_number,
+                },
+                # A failure inside a transaction left nothing behind: retrying is safe.
+                auto_fixable=row.transactional,
+            )
+        )
+    for migration in facts.untracked:
+        found = facts.attributions[migration.version]
+        if found.verdict is not Verdict.PARTIAL:
+            continue
+        issues.append(
+            Issue(
+                IssueType.PARTIAL_MIGRATION,
+                f"Migration {migration.version} is partly applied: {found.reason}",
+                migration.version,
+                {
+                    "version": migration.version,
+                    "description": migration.description,
+                    "objects_found": [o.display() for o in found.found],
+                    "objects_missing": [o.display() for o in found.missing],
+                },
+                suggested_fix="Finish it by hand or undo what exists, then run poststack db migrate",
+                auto_fixable=False,
+            )
+        )
+    return issues

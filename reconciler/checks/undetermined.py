@@ -1,0 +1,34 @@
+"""undetermined: an untracked migration whose state cannot be read from the catalog:
+nothing it does is attributable and it has no verify script. Never counted as applied."""
+
+from __future__ import annotations
+
+from reconciler.attribution import Verdict
+from reconciler.checks.base import Facts, check
+from reconciler.issues import Issue, IssueType
+
+
+@check(IssueType.UNDETERMINED)
+def undetermined(facts: Facts) -> list[Issue]:
+    issues = []
+    for migration in facts.untracked:
+        found = facts.attributions[migration.version]
+        if found.verdict is not Verdict.UNDETERMINED:
+            continue
+        effects = facts.desired.history.effects.get(migration.version)
+        issues.append(
+            Issue(
+                IssueType.UNDETERMINED,
+                f"Migration {migration.version} cannot be confirmed applied or pending",
+                migration.version,
+                {
+                    "description": migration.description,
+                    "reason": found.reason,
+                    "unattributed_statements": [
+                        f"line {u.line}: {u.reason}" for u in (effects.unattributed if effects else ())
+                    ],
+                },
+                suggested_fix=f"Add {migration.label}.verify.sql returning true once it is applied",
+            )
+        )
+    return issues
