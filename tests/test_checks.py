@@ -1,0 +1,281 @@
+"""The checks are pure: desired and observed state in, issues out. Table-driven, no database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from reconciler.catalog import CatalogSnapshot
+from reconciler.checks import Facts, run_checks
+from reconciler.db import ServerInfo
+from reconciler.effects import ObjectRef
+from reconciler.issues import IssueType, Severity
+from reconciler.state import ObservedState, ObservedTracking, read_desired
+from reconciler.tracking import TABLES, LockState, TrackingRow
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+FILES = {
+    "001_accounts.sql": "CREATE TABLE accounts (id int);",
+    "002_users.sql": "CREATE TABLE users (id int); CREATE INDEX users_id ON users (id);",
+    "003_backfill.sql": "UPDATE accounts SET id = id;",
+    "004_billing.sql": "CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int);",
+}
+
+
+def obj(kind: str, schema: str | None, name: str, parent: str | None = None) -> ObjectRef:
+    return ObjectRef(kind, schema, name, parent)
+
+
+ACCOUNTS = [obj("table", "public", "accounts"), obj("column", "public", "id", "accounts")]
+USERS = [
+    obj("table", "public", "users"),
+    obj("column", "public", "id", "users"),
+    obj("index", "public", "users_id", "users"),
+]
+BILLING = [
+    obj("schema", None, "billing"),
+    obj("table", "billing", "invoices"),
+    obj("column", "billing", "id", "invoices"),
+]
+
+
+def row(
+    version: str, *, success: bool = True, checksum: str | None = "same", row_id: int = 0, transactional: bool = True
+) -> tuple:
+    return (version, success, checksum, row_id, transactional)
+
+
+def facts_for(tmp_path: Path, rows=(), objects=(), lock=None, verify=None, invalid=(), files=None) -> Facts:
+    for name, text in (files or FILES).items():
+        (tmp_path / name).write_text(text)
+    desired = read_desired(tmp_path)
+    checksums = {m.version: m.checksum for m in desired.migrations.migrations}
+    tracking_rows = tuple(
+        TrackingRow(
+            i + 1,
+            version,
+            "d",
+            checksums.get(version) if checksum == "same" else checksum,
+            "sha256-lf",
+            NOW,
+            "me",
+            1,
+            success,
+            None if success else "boom",
+            transactional,
+        )
+        for i, (version, success, checksum, _, transactional) in enumerate(rows)
+    )
+    tracking = ObservedTracking("public", frozenset(TABLES), tracking_rows, lock)
+    catalog = CatalogSnapshot(tuple(sorted([obj("schema", None, "public"), *objects])), tuple(invalid))
+    server = ServerInfo("15.18", 150018, "app", "app", 1)
+    return Facts(desired, ObservedState(tracking, catalog, verify or {}, server))
+
+
+def found(facts: Facts, *types: IssueType) -> set[tuple[str, str | None]]:
+    return {(i.type.value, i.version) for i in run_checks(facts, types or None)}
+
+
+DEAD_LOCK = LockState(True, NOW, "ci:42", 999, "poststack", 60.0, False)
+LIVE_LOCK = LockState(True, NOW, "ci:42", 999, "poststack", 60.0, True)
+
+CASES = [
+    # (name, rows, catalog objects, lock, verify, checked types, expected)
+    (
+        "all applied and tracked",
+        [row("001"), row("002"), row("003"), row("004")],
+        ACCOUNTS + USERS + BILLING,
+        None,
+        {},
+        (),
+        set(),
+    ),
+    (
+        "applied by hand",
+        [row("001")],
+        ACCOUNTS + USERS,
+        None,
+        {},
+        (IssueType.MISSING_TRACKING,),
+        {("missing_tracking", "002")},
+    ),
+    (
+        "not applied is not claimed",
+        [row("001")],
+        ACCOUNTS,
+        None,
+        {},
+        (IssueType.MISSING_TRACKING, IssueType.PARTIAL_MIGRATION),
+        set(),
+    ),
+    (
+        "some objects only",
+        [row("001")],
+        ACCOUNTS + USERS[:1],
+        None,
+        {},
+        (IssueType.MISSING_TRACKING, IssueType.PARTIAL_MIGRATION),
+        {("partial_migration", "002")},
+    ),
+    (
+        "no evidence",
+        [row("001"), row("002")],
+        ACCOUNTS + USERS,
+        None,
+        {},
+        (IssueType.UNDETERMINED, IssueType.MISSING_TRACKING),
+        {("undetermined", "003")},
+    ),
+    (
+        "verify says applied",
+        [row("001"), row("002")],
+        ACCOUNTS + USERS,
+        None,
+        {"003": True},
+        (IssueType.UNDETERMINED, IssueType.MISSING_TRACKING),
+        {("missing_tracking", "003")},
+    ),
+    (
+        "verify says no",
+        [row("001"), row("002")],
+        ACCOUNTS + USERS,
+        None,
+        {"003": False},
+        (IssueType.UNDETERMINED, IssueType.MISSING_TRACKING),
+        set(),
+    ),
+    (
+        "verify fails",
+        [row("001"), row("002")],
+        ACCOUNTS + USERS,
+        None,
+        {"003": "division by zero"},
+        (IssueType.UNDETERMINED,),
+        {("undetermined", "003")},
+    ),
+    (
+        "edited file",
+        [row("001", checksum="0" * 64)],
+        ACCOUNTS,
+        None,
+        {},
+        (IssueType.CHECKSUM_MISMATCH,),
+        {("checksum_mismatch", "001")},
+    ),
+    ("dead lock holder", [row("001")], ACCOUNTS, DEAD_LOCK, {}, (IssueType.STUCK_LOCK,), {("stuck_lock", None)}),
+    ("live lock holder", [row("001")], ACCOUNTS, LIVE_LOCK, {}, (IssueType.STUCK_LOCK,), set()),
+    (
+        "two rows for 001",
+        [row("001"), row("001")],
+        ACCOUNTS,
+        None,
+        {},
+        (IssueType.DUPLICATE_VERSION,),
+        {("duplicate_version", "001")},
+    ),
+    (
+        "a failed retry is no duplicate",
+        [row("001", success=False), row("001", success=False)],
+        [],
+        None,
+        {},
+        (IssueType.DUPLICATE_VERSION,),
+        set(),
+    ),
+    (
+        "failed row",
+        [row("001"), row("002", success=False)],
+        ACCOUNTS,
+        None,
+        {},
+        (IssueType.PARTIAL_MIGRATION,),
+        {("partial_migration", "002")},
+    ),
+    (
+        "tracked, file gone",
+        [row("001"), row("009", checksum=None)],
+        ACCOUNTS,
+        None,
+        {},
+        (IssueType.MISSING_FILE,),
+        {("missing_file", "009")},
+    ),
+    (
+        "older one pending",
+        [row("001"), row("004")],
+        ACCOUNTS + BILLING,
+        None,
+        {},
+        (IssueType.OUT_OF_ORDER,),
+        {("out_of_order", "002")},
+    ),
+    (
+        "drift",
+        [row("001"), row("002")],
+        ACCOUNTS + USERS[:1],
+        None,
+        {},
+        (IssueType.MISSING_OBJECTS,),
+        {("missing_objects", "002")},
+    ),
+    (
+        "stray schema",
+        [row("001")],
+        ACCOUNTS + [obj("schema", None, "temp_schema")],
+        None,
+        {},
+        (IssueType.ORPHANED_SCHEMA,),
+        {("orphaned_schema", None)},
+    ),
+    (
+        "migration schema is no orphan",
+        [row("001"), row("004")],
+        ACCOUNTS + BILLING,
+        None,
+        {},
+        (IssueType.ORPHANED_SCHEMA,),
+        set(),
+    ),
+    (
+        "no rollbacks",
+        [],
+        [],
+        None,
+        {},
+        (IssueType.ROLLBACK_MISSING,),
+        {("rollback_missing", v) for v in ("001", "002", "003", "004")},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "objects", "lock", "verify", "types", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_checks(tmp_path, name, rows, objects, lock, verify, types, expected):
+    facts = facts_for(tmp_path, rows, objects, lock, verify)
+    chosen = types or tuple(t for t in IssueType if t is not IssueType.ROLLBACK_MISSING)
+    assert found(facts, *chosen) == expected
+
+
+def test_invalid_index(tmp_path):
+    bad = obj("index", "public", "users_id", "users")
+    facts = facts_for(tmp_path, [row("001"), row("002")], ACCOUNTS + USERS, invalid=[bad])
+    (issue,) = run_checks(facts, [IssueType.INVALID_INDEX])
+    assert issue.details == {"index": "public.users_id", "table": "public.users"}
+    assert 'DROP INDEX CONCURRENTLY "public"."users_id"' in issue.suggested_fix
+
+
+def test_duplicate_files_are_reported_not_fatal(tmp_path):
+    files = {**FILES, "002_other.sql": "SELECT 1;"}
+    facts = facts_for(tmp_path, [row("001")], ACCOUNTS, files=files)
+    (issue,) = run_checks(facts, [IssueType.DUPLICATE_VERSION])
+    assert issue.message == "Migration 002 has 2 files: 002_other.sql, 002_users.sql" and not issue.auto_fixable
+
+
+def test_severity_floor_and_order(tmp_path):
+    facts = facts_for(tmp_path, [row("001", checksum="0" * 64)], ACCOUNTS + [obj("schema", None, "x")])
+    issues = run_checks(facts)
+    assert [i.severity for i in issues] == sorted((i.severity for i in issues), reverse=True)
+    assert {i.type for i in run_checks(facts, minimum=Severity.HIGH)} == {IssueType.CHECKSUM_MISMATCH}
