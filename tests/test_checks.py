@@ -223,7 +223,7 @@ CASES = [
     (
         "stray schema",
         [row("001")],
-        ACCOUNTS + [obj("schema", None, "temp_schema")],
+        [*ACCOUNTS, obj("schema", None, "temp_schema")],
         None,
         {},
         (IssueType.ORPHANED_SCHEMA,),
@@ -275,7 +275,7 @@ def test_duplicate_files_are_reported_not_fatal(tmp_path):
 
 
 def test_severity_floor_and_order(tmp_path):
-    facts = facts_for(tmp_path, [row("001", checksum="0" * 64)], ACCOUNTS + [obj("schema", None, "x")])
+    facts = facts_for(tmp_path, [row("001", checksum="0" * 64)], [*ACCOUNTS, obj("schema", None, "x")])
     issues = run_checks(facts)
     assert [i.severity for i in issues] == sorted((i.severity for i in issues), reverse=True)
     assert {i.type for i in run_checks(facts, minimum=Severity.HIGH)} == {IssueType.CHECKSUM_MISMATCH}
