@@ -168,8 +168,9 @@ def verify_migrations(settings: Settings, notify: Any = None) -> Verification:
         migration = facts.desired.by_number.get(number)
         if migration is None:
             errors.append(f"Migration {row.version} is tracked but its file is missing")
-        elif row.checksum and row.checksum != migration.checksum:
-            errors.append(
-                f"Migration {row.version} checksum mismatch: expected {row.checksum[:SHORT]}, got {migration.checksum[:SHORT]}"
-            )
+            continue
+        current = migration.file.checksum_as(row.checksum_algorithm)
+        if row.checksum and current != row.checksum:
+            got = current[:SHORT] if current else f"nothing (unknown algorithm {row.checksum_algorithm!r})"
+            errors.append(f"Migration {row.version} checksum mismatch: expected {row.checksum[:SHORT]}, got {got}")
     return Verification(len(applied), tuple(errors))

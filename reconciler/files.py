@@ -16,7 +16,10 @@ from pathlib import Path
 from reconciler.errors import MigrationFileError, UsageError
 from reconciler.script import Script, ScriptSyntaxError, parse_script
 
-CHECKSUM_ALGORITHM = "sha256-lf"
+CHECKSUM_ALGORITHM = "sha256-lf"  # what poststack records now
+# Every algorithm a tracking row may name: rows keep the one they were written with, so the
+# default can change without turning old history into "mismatches".
+CHECKSUM_ALGORITHMS = ("sha256-lf", "sha256")
 FILE_NAME = re.compile(
     r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_\-]*)(?:\.(?P<kind>rollback|verify))?\.sql$"
 )
@@ -29,10 +32,19 @@ class SqlFile:
 
     path: Path
     text: str  # BOM dropped, line endings normalized to LF
+    raw_sha256: str = ""  # of the bytes as they are on disk
 
     @cached_property
     def checksum(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def checksum_as(self, algorithm: str) -> str | None:
+        """The checksum under ``algorithm``, or None for an algorithm poststack does not know."""
+        if algorithm == "sha256-lf":
+            return self.checksum
+        if algorithm == "sha256":
+            return self.raw_sha256
+        return None
 
     @cached_property
     def script(self) -> Script:
@@ -92,6 +104,7 @@ def read_sql_file(path: Path) -> SqlFile:
         data = path.read_bytes()
     except OSError as e:
         raise MigrationFileError(f"{path}: cannot read: {e.strerror}") from e
+    raw_sha256 = hashlib.sha256(data).hexdigest()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -103,7 +116,7 @@ def read_sql_file(path: Path) -> SqlFile:
         ) from e
     if "\x00" in text:
         raise MigrationFileError(f"{path}: contains a NUL byte; PostgreSQL cannot run it")
-    return SqlFile(path=path, text=text.replace("\r\n", "\n"))
+    return SqlFile(path=path, text=text.replace("\r\n", "\n"), raw_sha256=raw_sha256)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def migrate_plan(migrations: MigrationSet, observed: ObservedTracking, target: s
     for migration in migrations.migrations:
         if migration.number in observed.applied:
             row = observed.applied[migration.number]
-            if row.checksum and row.checksum != migration.checksum:
+            if row.checksum and row.checksum != migration.file.checksum_as(row.checksum_algorithm):
                 notes.append(
                     f"Migration {migration.version} was edited after it was applied "
                     f"(checksum {row.checksum[:8]} tracked, {migration.checksum[:8]} on disk); "

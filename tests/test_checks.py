@@ -279,3 +279,24 @@ def test_severity_floor_and_order(tmp_path):
     issues = run_checks(facts)
     assert [i.severity for i in issues] == sorted((i.severity for i in issues), reverse=True)
     assert {i.type for i in run_checks(facts, minimum=Severity.HIGH)} == {IssueType.CHECKSUM_MISMATCH}
+
+
+def test_checksum_compared_with_the_rows_own_algorithm(tmp_path):
+    import hashlib
+
+    facts = facts_for(tmp_path, [row("001")], ACCOUNTS)
+    raw = hashlib.sha256((tmp_path / "001_accounts.sql").read_bytes()).hexdigest()
+    rows = tuple(
+        r.__class__(**{**r.__dict__, "checksum": raw, "checksum_algorithm": "sha256"})
+        for r in facts.observed.tracking.rows
+    )
+    tracking = facts.observed.tracking.__class__("public", facts.observed.tracking.tables, rows, None)
+    legacy = Facts(facts.desired, facts.observed.__class__(tracking, facts.observed.catalog, {}, facts.observed.server))
+    assert run_checks(legacy, [IssueType.CHECKSUM_MISMATCH]) == []
+    rows = tuple(r.__class__(**{**r.__dict__, "checksum_algorithm": "md5"}) for r in rows)
+    tracking = tracking.__class__("public", tracking.tables, rows, None)
+    unknown = Facts(
+        facts.desired, facts.observed.__class__(tracking, facts.observed.catalog, {}, facts.observed.server)
+    )
+    (issue,) = run_checks(unknown, [IssueType.CHECKSUM_MISMATCH])
+    assert "unknown checksum algorithm 'md5'" in issue.details["note"]
