@@ -106,17 +106,34 @@ def run_pg_dump(
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Dump to ``output`` (plain SQL, restorable with psql). Returns the file's size."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OperationFailed(f"cannot create {output.parent}: {e.strerror}") from e
     partial = output.with_name(output.name + ".partial")
     args = [str(tool.path), "--format=plain", "--no-password", f"--file={partial}", *(extra_args or [])]
-    process = subprocess.Popen(args, env=libpq_env(url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while True:
-        try:
-            _, stderr = process.communicate(timeout=0.2)
-            break
-        except subprocess.TimeoutExpired:
-            if on_progress and partial.exists():
-                on_progress(partial.stat().st_size)
+    # A dump holds the data: readable by its owner only.
+    process = subprocess.Popen(
+        args,
+        env=libpq_env(url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.umask(0o077),
+    )
+    try:
+        while True:
+            try:
+                _, stderr = process.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if on_progress and partial.exists():
+                    on_progress(partial.stat().st_size)
+    except BaseException:
+        process.kill()
+        process.wait()
+        partial.unlink(missing_ok=True)
+        raise
     if process.returncode != 0:
         partial.unlink(missing_ok=True)
         message = mask_url((stderr or "").strip().splitlines()[-1] if stderr and stderr.strip() else "no output")

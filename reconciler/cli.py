@@ -170,6 +170,10 @@ def version(fmt: FormatOpt = Format.text) -> None:
 def migrate(
     dry_run: DryRun = False,
     target: Annotated[str | None, typer.Option("--target", help="Apply pending migrations up to this version.")] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Also retry migrations that failed outside a transaction (after cleanup)."),
+    ] = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
@@ -182,7 +186,12 @@ def migrate(
         settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
         with _StepProgress("migrating") as progress:
             result = commands.migrate(
-                settings, target=target, dry_run=dry_run, notify=_notify, on_step=progress.on_step
+                settings,
+                target=target,
+                dry_run=dry_run,
+                retry_failed=retry_failed,
+                notify=_notify,
+                on_step=progress.on_step,
             )
         _notes(result.plan.notes)
         _emit(fmt, result, report.run_text, report.run_json)
@@ -225,6 +234,8 @@ def migration_status(
     with _guard(debug):
         result = commands.migration_status(_settings(database_url, migrations_dir, schema, debug), notify=_notify)
         _emit(fmt, result, report.status_text, report.status_json)
+        if result.failed:
+            raise typer.Exit(EXIT_PROBLEMS)
 
 
 @db_app.command("migration-info")
@@ -260,6 +271,31 @@ def create_schema(
             _err(f"❌ create-schema failed: {result.execution.failure.message}")
             raise typer.Exit(EXIT_PROBLEMS)
         typer.echo(report.create_schema_text(result))
+
+
+@db_app.command("unlock-migrations")
+def unlock_migrations(
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Really release it (without: show what would run).")
+    ] = False,
+    terminate: Annotated[
+        bool, typer.Option("--terminate", help="If the holder is still alive, end its backend first.")
+    ] = False,
+    lock_timeout: LockTimeoutOpt = 30.0,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Release a migration lock left by a crashed or killed run."""
+    with _guard(debug):
+        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        result = commands.unlock_migrations(settings, confirm=confirm, terminate=terminate, notify=_notify)
+        typer.echo(report.unlock_text(result))
+        if result.holder is not None and not result.confirmed:
+            raise typer.Exit(EXIT_USAGE)
+        if result.execution is not None and result.execution.failure:
+            raise typer.Exit(EXIT_PROBLEMS)
 
 
 @db_app.command()
@@ -410,7 +446,16 @@ def server_stop(migrations_dir: MigrationsDir = None, debug: Debug = False) -> N
         )
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # Stopped by a deploy system: unwind like Ctrl-C, so the open step is rolled back,
+    # recorded, and the migration lock released.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except SystemExit as e:

@@ -14,6 +14,7 @@ from reconciler import __version__, embedded, executor, runner
 from reconciler.config import Settings
 from reconciler.db import Session, connect
 from reconciler.effects import read_effects
+from reconciler.errors import DatabaseUnavailable, UsageError
 from reconciler.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
 from reconciler.history import History, analyze
 from reconciler.plan import Plan
@@ -31,12 +32,15 @@ def migrate(
     *,
     target: str | None,
     dry_run: bool,
+    retry_failed: bool = False,
     notify: Notify | None = None,
     on_step: executor.StepCallback | None = None,
 ) -> runner.RunResult:
     migrations = load_migrations(settings.migrations_dir)
     with connect(settings, notify) as session:
-        return runner.migrate(session, settings, migrations, target=target, dry_run=dry_run, on_step=on_step)
+        return runner.migrate(
+            session, settings, migrations, target=target, dry_run=dry_run, retry_failed=retry_failed, on_step=on_step
+        )
 
 
 def rollback(
@@ -219,6 +223,11 @@ def create_schema(settings: Settings, *, force: bool, notify: Notify | None = No
         plan = Plan("create-schema", schema, fingerprint(observed), tuple(steps))
         with locking.advisory_only(session, schema, settings.lock_timeout):
             execution = executor.execute(session, plan)
+        if execution.failure and execution.failure.sqlstate == runner.INSUFFICIENT_PRIVILEGE:
+            raise DatabaseUnavailable(
+                f"cannot create the tracking tables in schema {schema}: {execution.failure.message}",
+                f"Grant the role CREATE on schema {schema}, or point --schema at a schema it owns.",
+            )
         after = observe_tracking(session, schema).tables
     dropped = tuple(sorted(before)) if force else ()
     created = tuple(sorted(after - (before - set(dropped))))
@@ -243,6 +252,8 @@ def backup(
     from reconciler import backup as backups
 
     path = output or default_backup_path(settings)
+    if path.is_dir():  # --output backups/ means a new timestamped file in it
+        path = path / default_backup_path(settings).name
     with connect(settings, notify) as session:
         major = session.server_info().major
         url = session.url
@@ -263,8 +274,33 @@ class ShellResult:
     notices: tuple[str, ...] = field(default=())
 
 
+# pg_dump 17.6/16.10/15.14 and later frame a plain dump with these psql meta-commands; they
+# guard psql against a malicious dump and mean nothing to a server.
+_IGNORED_META = ("\\restrict", "\\unrestrict")
+
+
+def strip_psql_meta(sql: str) -> str:
+    """Drop the dump-framing meta-commands; refuse any other psql meta-command by line."""
+    lines = []
+    for number, line in enumerate(sql.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith(_IGNORED_META):
+            continue
+        if stripped.startswith("\\"):
+            command = stripped.split()[0]
+            raise UsageError(
+                f"line {number}: psql meta-command {command} is not SQL; db shell -c runs SQL only",
+                "Run that script with psql (poststack db shell opens it).",
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def shell_command(settings: Settings, sql: str, notify: Notify | None = None) -> ShellResult:
     """Run ``sql`` as one request (several statements run as one transaction, as psql -c does)."""
+    sql = strip_psql_meta(sql)
+    if not sql.strip():
+        raise UsageError("no SQL to run")
     with connect(settings, notify) as session:
         return run_sql(session, sql)
 
@@ -318,3 +354,55 @@ class VersionResult:
 
 def version() -> VersionResult:
     return VersionResult(__version__, sys.version.split()[0])
+
+
+# --- unlock-migrations ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnlockResult:
+    plan: Plan
+    holder: str | None  # what held it, as shown to the user
+    execution: executor.ExecutionResult | None  # None when nothing was held or not confirmed
+    confirmed: bool
+
+
+def unlock_migrations(
+    settings: Settings, *, confirm: bool, terminate: bool, notify: Notify | None = None
+) -> UnlockResult:
+    """Release the lock row, under the advisory lock (so no live poststack run holds it).
+    A holder that is still alive is only ended with ``terminate``."""
+    from reconciler import locking
+    from reconciler.actions import BuildContext, get_action
+    from reconciler.errors import LockTimeout
+    from reconciler.state import fingerprint
+
+    schema = settings.tracking_schema
+    with connect(settings, notify) as session:
+        observed = observe_tracking(session, schema)
+        lock = observed.lock
+        if lock is None or not lock.locked:
+            plan = Plan("unlock", schema, fingerprint(observed), (), "The migration lock is not held")
+            return UnlockResult(plan, None, None, confirm)
+        with locking.advisory_only(session, schema, settings.lock_timeout):
+            observed = observe_tracking(session, schema)
+            lock = observed.lock
+            if lock is None or not lock.locked:
+                plan = Plan("unlock", schema, fingerprint(observed), (), "The migration lock is not held")
+                return UnlockResult(plan, None, None, confirm)
+            holder = lock.describe()
+            if lock.holder_alive and not terminate:
+                raise LockTimeout(
+                    f"the migration lock is {holder}",
+                    "Its holder may still be working. Stop it, or pass --terminate to end that backend and release the lock.",
+                )
+            ctx = BuildContext(schema, MigrationSet(settings.migrations_dir, ()))
+            args = {
+                "holder_backend_pid": lock.backend_pid,
+                "holder": holder,
+                "terminate": terminate and lock.holder_alive,
+            }
+            plan = Plan("unlock", schema, fingerprint(observed), (get_action("release_lock").step(ctx, args),))
+            if not confirm:
+                return UnlockResult(plan, holder, None, False)
+            return UnlockResult(plan, holder, executor.execute(session, plan), True)

@@ -7,6 +7,7 @@ with none, an embedded PostgreSQL. An empty value counts as unset.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -19,10 +20,11 @@ from reconciler.errors import UsageError
 DEFAULT_MIGRATIONS_DIR = "migrations"
 DEFAULT_SCHEMA = "public"
 DEFAULT_LOCK_TIMEOUT = 30.0
+MAX_LOCK_TIMEOUT = 2_147_483  # PostgreSQL's lock_timeout ceiling, in seconds
 EMBEDDED = "embedded"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@/\n]*)(?P<tail>@)")
 _PASSWORD_IN_DSN = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]*)", re.IGNORECASE)
 
@@ -124,7 +126,7 @@ def resolve_settings(
     elif not re.match(r"^postgres(ql)?(\+psycopg2)?://", url):
         raise UsageError(
             f"database URL from {source} is not a postgresql:// URL: {mask_url(url)}",
-            "Write it as postgresql://user:password@host:5432/dbname.",
+            "Write it as postgresql://USER@HOST:5432/DBNAME, with the password after USER: or in PGPASSWORD.",
         )
 
     directory = _nonempty(str(migrations_dir) if migrations_dir is not None else None)
@@ -146,10 +148,11 @@ def resolve_settings(
     )
     if not _IDENTIFIER.match(schema):
         raise UsageError(f"tracking schema {schema!r} is not a plain PostgreSQL identifier")
+    schema = schema.lower()  # as PostgreSQL folds an unquoted name: --schema Ops means ops
 
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    if timeout < 0:
-        raise UsageError("--lock-timeout must be zero or more seconds")
+    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LOCK_TIMEOUT:
+        raise UsageError(f"--lock-timeout must be between 0 and {MAX_LOCK_TIMEOUT} seconds")
 
     return Settings(
         database_url=url,

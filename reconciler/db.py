@@ -20,7 +20,7 @@ import psycopg2.extensions
 
 from reconciler import embedded
 from reconciler.config import Settings, mask_url
-from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackError
+from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackError, UsageError
 from reconciler.statements import Statement
 
 APPLICATION_NAME = "poststack"
@@ -81,8 +81,8 @@ def open_raw(url: str) -> psycopg2.extensions.connection:
         fairy = engine.raw_connection()
         fairy.detach()  # the Session owns and closes it, not the pool
         dbapi = fairy.dbapi_connection
-    except ArgumentError as e:
-        raise DatabaseUnavailable(f"cannot parse database URL {mask_url(url)}: {e}") from e
+    except (ArgumentError, ValueError) as e:
+        raise UsageError(f"cannot parse database URL {mask_url(url)}: {mask_url(str(e))}") from e
     except DBAPIError as e:
         raise DatabaseUnavailable(f"cannot connect to {mask_url(url)}: {_first_line(e.orig)}") from e
     except psycopg2.Error as e:
@@ -98,12 +98,18 @@ def _first_line(error: object) -> str:
 
 
 def server_error_text(error: psycopg2.Error) -> str:
-    """The server's primary message (and hint), without libpq's decorations."""
+    """The server's message and its detail, on one line, without libpq's decorations."""
     diag = getattr(error, "diag", None)
     primary = getattr(diag, "message_primary", None)
-    if primary:
-        return mask_url(primary)
-    return _first_line(error)
+    if not primary:
+        return _first_line(error)
+    detail = getattr(diag, "message_detail", None)
+    text = f"{primary} ({detail})" if detail else primary
+    return mask_url(" ".join(text.split()))
+
+
+def sqlstate(error: BaseException) -> str | None:
+    return getattr(error, "pgcode", None)
 
 
 class Session:
@@ -114,6 +120,7 @@ class Session:
         self.url = url
         self._info: ServerInfo | None = None
         self.round_trips = 0  # statements sent; diagnose must stay constant in history length
+        self.reconnected = False  # the first connection was lost and replaced
 
     @property
     def display_url(self) -> str:
@@ -149,7 +156,7 @@ class Session:
 
     def rollback(self) -> None:
         """Roll back whatever is open; a no-op outside a transaction and on a dead connection."""
-        if self.conn.closed:
+        if self.conn.closed or self.conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             return
         self.round_trips += 1
         try:
@@ -186,6 +193,18 @@ class Session:
             assert row is not None
             self._info = ServerInfo(row[0].split()[0], row[1], row[2], row[3], row[4])
         return self._info
+
+    def reconnect(self) -> bool:
+        """Replace a lost connection (to record what happened). False if the server is still away."""
+        try:
+            conn = open_raw(self.url)
+        except PoststackError:
+            return False
+        if not self.conn.closed:
+            self.conn.close()
+        self.conn = conn
+        self.reconnected = True
+        return True
 
     def close(self) -> None:
         if not self.conn.closed:

@@ -13,6 +13,8 @@ from typing import Any
 
 from pglast import parser
 
+from reconciler.script import LineIndex
+
 DEFAULT_SCHEMA = "public"
 
 RELATION_KINDS = frozenset({"table", "view", "materialized_view", "sequence", "index"})
@@ -115,8 +117,9 @@ def read_effects(version: str, text: str) -> MigrationEffects:
         return MigrationEffects(version, (), f"does not parse: {e.args[0] if e.args else e}")
     scope = _Scope()
     results = []
+    lines = LineIndex(text)
     for raw_stmt in raw:
-        line = text.count("\n", 0, raw_stmt.stmt_location or 0) + 1
+        line = lines.line(raw_stmt.stmt_location or 0)
         line += _leading_newlines(text, raw_stmt.stmt_location or 0, raw_stmt.stmt_len or 0)
         results.append(_statement_effects(raw_stmt.stmt, line, scope))
     return MigrationEffects(version, tuple(results))

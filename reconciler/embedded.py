@@ -7,14 +7,17 @@ stop`` stops it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 
 from reconciler.errors import DatabaseUnavailable
 
@@ -57,35 +60,68 @@ def ensure_running(data_dir: Path) -> str:
     """Start (initializing if needed) or reuse the server; return a URL to its poststack database."""
     package = _package()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_pid_file(data_dir)
+    last_error: Exception | None = None
+    for attempt in range(2):  # a server killed a moment ago may still be shutting down
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server = package.get_server(data_dir, cleanup_mode=None)
+                admin_url = server.get_uri()
+            _ensure_database(admin_url)
+            return admin_url.replace("/postgres?", f"/{EMBEDDED_DATABASE}?", 1)
+        except (subprocess.SubprocessError, OSError, AssertionError, psycopg2.Error) as e:
+            last_error = e
+            package.PostgresServer._instances.pop(data_dir.resolve(), None)
+            if attempt == 0:
+                time.sleep(1.0)
+                _clear_stale_pid_file(data_dir)
+    log = data_dir / "log"
+    summary = " ".join(str(last_error).split())[:300]
+    raise DatabaseUnavailable(
+        f"cannot start the embedded PostgreSQL in {data_dir}: {summary}",
+        f"See its log at {log}; poststack db server stop, then try again." if log.exists() else None,
+    ) from last_error
+
+
+def _clear_stale_pid_file(data_dir: Path) -> None:
+    """A postmaster.pid naming a process that is not this data directory's postgres (the
+    server was killed and its pid reused) would make every command fail: remove it."""
+    pid_file = data_dir / "postmaster.pid"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = package.get_server(data_dir, cleanup_mode=None)
-            admin_url = server.get_uri()
-    except (subprocess.SubprocessError, OSError, AssertionError) as e:
-        log = data_dir / "log"
-        raise DatabaseUnavailable(
-            f"cannot start the embedded PostgreSQL in {data_dir}: {e}",
-            f"See its log at {log}." if log.exists() else None,
-        ) from e
-    _ensure_database(admin_url)
-    return admin_url.replace("/postgres?", f"/{EMBEDDED_DATABASE}?", 1)
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if "postgres" in process.name() and str(data_dir.resolve()) in " ".join(process.cmdline()):
+            return
+    except psutil.AccessDenied:
+        return  # cannot tell: leave it to PostgreSQL
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        pass
+    pid_file.unlink(missing_ok=True)
 
 
 def _ensure_database(admin_url: str) -> None:
-    conn = psycopg2.connect(admin_url)
+    conn = psycopg2.connect(admin_url, connect_timeout=10)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,))
+            # A concurrent first command may make it between the look and the create.
             if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+                with contextlib.suppress(psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+                    cur.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
     finally:
         conn.close()
 
 
 def status(data_dir: Path) -> ServerStatus:
     """What is known about the embedded server without starting it."""
+    _clear_stale_pid_file(data_dir)
     if not (data_dir / "PG_VERSION").exists():
         return ServerStatus(data_dir, False, False, None, None, None)
     version = (data_dir / "PG_VERSION").read_text().strip()
@@ -98,6 +134,7 @@ def status(data_dir: Path) -> ServerStatus:
 
 def stop(data_dir: Path) -> bool:
     """Stop the server if it runs. Returns whether it was running."""
+    _clear_stale_pid_file(data_dir)
     info = _postmaster_info(data_dir)
     if info is None or not info.is_running():
         return False
@@ -109,7 +146,12 @@ def stop(data_dir: Path) -> bool:
     try:
         package.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
     except subprocess.CalledProcessError as e:
-        raise DatabaseUnavailable(f"cannot stop the embedded PostgreSQL in {data_dir}: {e}") from e
+        _clear_stale_pid_file(data_dir)
+        if not (data_dir / "postmaster.pid").exists():
+            return False  # it was not really running: the pid file was stale
+        raise DatabaseUnavailable(
+            f"cannot stop the embedded PostgreSQL in {data_dir} (pg_ctl exit {e.returncode})"
+        ) from e
     return True
 
 

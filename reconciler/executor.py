@@ -15,7 +15,7 @@ import psycopg2
 
 from reconciler import tracking
 from reconciler.actions import get_action
-from reconciler.db import Session, host_pid, is_connection_lost, server_error_text
+from reconciler.db import Session, host_pid, is_connection_lost, server_error_text, sqlstate
 from reconciler.errors import DatabaseUnavailable
 from reconciler.plan import Plan, PlannedStep
 from reconciler.statements import Statement
@@ -38,6 +38,7 @@ class Failure:
     version: str | None
     message: str  # the server's error
     location: str | None  # file:line of the failing statement, when known
+    sqlstate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class _Context:
 
 StepCallback = Callable[[int, PlannedStep], None]
 
+RESET_SESSION = Statement("RESET ALL; RESET ROLE", None)
+
 
 def execute(session: Session, plan: Plan, on_step: StepCallback | None = None) -> ExecutionResult:
     """Run ``plan`` on ``session``. The caller holds the migration lock."""
@@ -90,9 +93,12 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep) -> tuple[StepOutcome
         if step.transactional:
             session.begin()
         action.run_body(session, step, lambda s: current.__setitem__(slice(None), [s]))
+        current.clear()
         if not step.transactional:
             session.begin()  # the body ran statement by statement; record it atomically
-        current.clear()
+        # What the step SET (search_path, role, ...) must not leak into its bookkeeping or
+        # into the next step: a migration runs the same alone or in a batch.
+        session.run(RESET_SESSION)
         runtime = {"execution_ms": _ms_since(t0), "error": None}
         for statement in step.bookkeeping:
             session.run(_with_runtime(statement, runtime))
@@ -102,15 +108,29 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep) -> tuple[StepOutcome
     except psycopg2.Error as e:
         session.rollback()
         if is_connection_lost(e) or session.conn.closed:
+            if session.reconnect():
+                # Record it, so diagnose and the next migrate know the step did not finish.
+                _record_failure(ctx, index, step, f"connection lost: {server_error_text(e)}", None, _ms_since(t0))
+            kept = (
+                "The server rolled that step back"
+                if step.transactional
+                else "That step ran outside a transaction: the statements it had finished were kept"
+            )
             raise DatabaseUnavailable(
                 f"lost the connection to the database during step {index} ({step.reason}): {server_error_text(e)}",
-                "That step was rolled back by the server; run poststack db migration-status to see where it stopped.",
+                f"{kept}; run poststack db diagnose to see where it stopped.",
             ) from e
         message = server_error_text(e)
         location = _location(current[0], e) if current else None
         _record_failure(ctx, index, step, message, location, _ms_since(t0))
         outcome = StepOutcome(index, step.action, step.version, False, _ms_since(t0), message)
-        return outcome, Failure(index, step.action, step.version, message, location)
+        return outcome, Failure(index, step.action, step.version, message, location, sqlstate(e))
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): undo the open transaction and say so in tracking.
+        if not session.conn.closed:
+            session.rollback()
+            _record_failure(ctx, index, step, "interrupted", None, _ms_since(t0))
+        raise
     return StepOutcome(index, step.action, step.version, True, _ms_since(t0)), None
 
 
@@ -122,6 +142,7 @@ def _record_failure(
     detail = f"{location}: {message}" if location else message
     try:
         session.begin()
+        session.run(RESET_SESSION)
         runtime = {"execution_ms": elapsed_ms, "error": detail}
         for statement in step.on_failure:
             session.run(_with_runtime(statement, runtime))

@@ -146,7 +146,10 @@ def scan_migrations(directory: Path) -> Scan:
     if not directory.is_dir():
         raise UsageError(f"migrations directory {directory} is not a directory")
     try:
-        entries = sorted(p for p in directory.iterdir() if p.name.endswith(".sql") and not p.name.startswith("."))
+        # Case-insensitive, so 004_x.SQL is refused by name rather than silently skipped.
+        entries = sorted(
+            p for p in directory.iterdir() if p.name.lower().endswith(".sql") and not p.name.startswith(".")
+        )
     except OSError as e:
         raise UsageError(f"migrations directory {directory}: cannot list: {e.strerror}") from e
 

@@ -9,6 +9,7 @@ waited on.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -67,6 +68,7 @@ def migration_lock(
     before the lock row is read (it creates the tracking tables when they are absent)."""
     _acquire_advisory(session, schema, timeout_s)
     taken = False
+    own_pid = session.server_info().backend_pid
     try:
         if prepare is not None:
             prepare()
@@ -77,20 +79,21 @@ def migration_lock(
             else:
                 detail = (
                     "The run that held it is gone (crashed or killed) and may have stopped mid-way. "
-                    "See poststack db diagnose --type stuck_lock, then release it with "
-                    "poststack db unlock-migrations --confirm."
+                    "See poststack db diagnose, then release it with poststack db unlock-migrations --confirm."
                 )
             raise LockTimeout(f"{LOCKED}: {state.describe()}", detail)
+        if session.conn.closed:
+            return
         session.run(tracking.take_lock_row_statement(schema, host_pid()))
         taken = True
         yield
     finally:
-        # A run that ends on a live connection, even by failing, releases both. Only a
-        # process that dies leaves the row set: that is the stuck lock diagnose reports.
+        # A run that ends alive, even by failing or after reconnecting, releases the row.
+        # Only a process that dies leaves it set: the stuck lock diagnose reports.
         if taken and not session.conn.closed:
             try:
                 session.rollback()
-                session.run(tracking.release_lock_row_statement(schema))
+                session.run(tracking.release_lock_row_statement(schema, own_pid))
             except psycopg2.Error:
                 pass
         _release_advisory(session, schema)
@@ -103,7 +106,8 @@ def _acquire_advisory(session: Session, schema: str, timeout_s: float) -> None:
         if not (got and got[0]):
             raise _busy(session, schema, timeout_s)
         return
-    session.query(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'")
+    # Rounded up: lock_timeout = 0 would mean "wait forever".
+    session.query(f"SET lock_timeout = '{max(1, math.ceil(timeout_s * 1000))}ms'")
     try:
         session.query("SELECT pg_advisory_lock(%(key)s)", {"key": key})
     except psycopg2.errors.LockNotAvailable as e:
@@ -113,8 +117,8 @@ def _acquire_advisory(session: Session, schema: str, timeout_s: float) -> None:
 
 
 def _release_advisory(session: Session, schema: str) -> None:
-    if session.conn.closed:
-        return  # the server released it with the connection
+    if session.conn.closed or session.reconnected:
+        return  # the server released it with the connection that held it
     try:
         session.rollback()
         session.query("SELECT pg_advisory_unlock(%(key)s)", {"key": advisory_key(schema)})

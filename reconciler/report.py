@@ -115,9 +115,9 @@ def run_text(result: Any) -> str:
         return head + "\n" + render_plan(plan)
     execution = result.execution
     if execution is None or not migrations:
-        if result.operation == "migrate":
+        if result.operation == "migrate" and plan.nothing_to_do == "Database is up to date":
             return "✅ Database is up to date!"
-        return f"✅ {plan.nothing_to_do or 'Nothing to roll back'}."
+        return f"✅ {plan.nothing_to_do or 'Nothing to do'}."
     done = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
     if execution.ok:
         return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)} ({execution.elapsed_s:.2f}s)"
@@ -133,8 +133,13 @@ def run_text(result: Any) -> str:
         f"❌ Migration {failure.version} failed: {where}{failure.message}",
         f"   {verb.capitalize()} before the failure: {_versions(done)}. {kept}",
     ]
-    if result.operation == "migrate":
+    if result.operation == "migrate" and step.transactional:
         lines.append("   It is recorded as failed; fix the file and run poststack db migrate again.")
+    elif result.operation == "migrate":
+        lines.append(
+            "   It is recorded as failed; clean up what it left (see poststack db diagnose), fix the file, "
+            "then run poststack db migrate --retry-failed."
+        )
     return "\n".join(lines)
 
 
@@ -362,3 +367,13 @@ def verification_text(result: Any) -> str:
     if result.ok:
         return f"✅ All {result.checked} applied migration(s) match their files"
     return "\n".join(["❌ Migration verification failed!", *(f"   Error: {e}" for e in result.errors)])
+
+
+def unlock_text(result: Any) -> str:
+    if result.holder is None:
+        return f"✅ {result.plan.nothing_to_do}; nothing to release."
+    if not result.confirmed:
+        return f"🔍 The migration lock is {result.holder}.\n{render_plan(result.plan)}\nNothing changed: add --confirm to release it."
+    if result.execution.failure:
+        return f"❌ Could not release the migration lock: {result.execution.failure.message}"
+    return f"✅ Released the migration lock ({result.holder.removeprefix('held by ')})"

@@ -9,10 +9,12 @@ from reconciler import executor, locking
 from reconciler.actions import BuildContext, get_action
 from reconciler.config import Settings
 from reconciler.db import Session
-from reconciler.errors import OperationFailed, UsageError
+from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
 from reconciler.files import MigrationSet, version_number
 from reconciler.plan import Plan, PlannedStep
 from reconciler.state import ObservedTracking, fingerprint, observe_tracking
+
+INSUFFICIENT_PRIVILEGE = "42501"
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,12 @@ class RunResult:
         return self.execution is None or self.execution.ok
 
 
-def migrate_plan(migrations: MigrationSet, observed: ObservedTracking, target: str | None = None) -> Plan:
-    """Every pending migration up to ``target``, in numeric order. Pure."""
+def migrate_plan(
+    migrations: MigrationSet, observed: ObservedTracking, target: str | None = None, retry_failed: bool = False
+) -> Plan:
+    """Every pending migration up to ``target``, in numeric order. Pure. A migration that
+    failed outside a transaction is retried only with ``retry_failed``: it may have left
+    part of itself behind, and a person must have looked."""
     ctx = BuildContext(observed.schema, migrations)
     limit = _target_number(migrations, target) if target is not None else None
     steps: list[PlannedStep] = []
@@ -50,11 +56,12 @@ def migrate_plan(migrations: MigrationSet, observed: ObservedTracking, target: s
         if limit is not None and migration.number > limit:
             continue
         failed = observed.failed.get(migration.number)
-        if failed is not None and not failed.transactional:
+        if failed is not None and not failed.transactional and not retry_failed:
             raise OperationFailed(
                 f"Migration {migration.version} failed earlier outside a transaction and may be partly applied",
-                f"Its error was: {failed.error}. Inspect it with poststack db diagnose --type partial_migration "
-                "and repair it before migrating.",
+                f"Its error was: {failed.error}. See what it left with poststack db diagnose (an INVALID index, "
+                "some of its objects), clean that up or make the file tolerate it, then run "
+                "poststack db migrate --retry-failed.",
             )
         if newest_applied is not None and migration.number < newest_applied:
             notes.append(
@@ -79,7 +86,7 @@ def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: 
     if limit != 0 and limit not in known:
         raise UsageError(
             f"no migration {target} in {migrations.directory} or in the tracking table",
-            "Name an existing version to roll back to, or 0 to roll back everything.",
+            "Name an existing version to roll back to: every applied migration above it is undone.",
         )
     ctx = BuildContext(observed.schema, migrations)
     by_number = migrations.by_number()
@@ -113,6 +120,11 @@ def ensure_tracking(session: Session, settings: Settings, migrations: MigrationS
     )
     result = executor.execute(session, plan)
     if result.failure:
+        if result.failure.sqlstate == INSUFFICIENT_PRIVILEGE:
+            raise DatabaseUnavailable(
+                f"cannot create the tracking tables in schema {settings.tracking_schema}: {result.failure.message}",
+                f"Grant the role CREATE on schema {settings.tracking_schema}, or point --schema at a schema it owns.",
+            )
         raise OperationFailed(f"cannot create the tracking tables: {result.failure.message}")
 
 
@@ -123,11 +135,12 @@ def migrate(
     *,
     target: str | None = None,
     dry_run: bool = False,
+    retry_failed: bool = False,
     on_step: executor.StepCallback | None = None,
 ) -> RunResult:
     # Planning from a read-only look first parses every pending file, so a bad one is
     # refused before anything (even the tracking tables) is written.
-    plan = migrate_plan(migrations, observe_tracking(session, settings.tracking_schema), target)
+    plan = migrate_plan(migrations, observe_tracking(session, settings.tracking_schema), target, retry_failed)
     if dry_run:
         return RunResult("migrate", plan, None, True)
     schema = settings.tracking_schema
@@ -135,7 +148,7 @@ def migrate(
         session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
     ):
         # Planned under the lock: a concurrent run's work is seen, never repeated.
-        plan = migrate_plan(migrations, observe_tracking(session, schema), target)
+        plan = migrate_plan(migrations, observe_tracking(session, schema), target, retry_failed)
         execution = executor.execute(session, plan, on_step)
     return RunResult("migrate", plan, execution, False)
 

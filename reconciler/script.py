@@ -6,6 +6,7 @@ block, so the runner can run such a migration outside one.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from pglast import parser
@@ -35,8 +36,22 @@ class ScriptSyntaxError(Exception):
         self.line = line
 
 
+class LineIndex:
+    """Character offset → 1-based line, in O(log n): files can hold 100,000 statements."""
+
+    def __init__(self, text: str) -> None:
+        self.starts = [0]
+        position = text.find("\n")
+        while position >= 0:
+            self.starts.append(position + 1)
+            position = text.find("\n", position + 1)
+
+    def line(self, offset: int) -> int:
+        return bisect.bisect_right(self.starts, max(0, offset))
+
+
 def line_of(text: str, offset: int) -> int:
-    """1-based line of character ``offset`` in ``text``."""
+    """1-based line of character ``offset`` in ``text`` (for one lookup; use LineIndex for many)."""
     return text.count("\n", 0, max(0, offset)) + 1
 
 
@@ -50,6 +65,7 @@ def parse_script(text: str) -> Script:
         line = line_of(text, location) if isinstance(location, int) else 1
         raise ScriptSyntaxError(str(message), line) from e
     statements = []
+    lines = LineIndex(text)
     for raw_stmt in raw:
         # pglast reports locations as character offsets into ``text``.
         start = raw_stmt.stmt_location or 0
@@ -63,7 +79,7 @@ def parse_script(text: str) -> Script:
         statements.append(
             ScriptStatement(
                 sql=sql,
-                line=line_of(text, start + lead),
+                line=lines.line(start + lead),
                 kind=type(node).__name__,
                 no_transaction_reason=_no_transaction_reason(node),
             )
@@ -100,6 +116,23 @@ def _leading_trivia(chunk: str) -> int:
     return i
 
 
+_OWN_TRANSACTION = frozenset(
+    {
+        "TRANS_STMT_BEGIN",
+        "TRANS_STMT_START",
+        "TRANS_STMT_COMMIT",
+        "TRANS_STMT_ROLLBACK",
+        "TRANS_STMT_PREPARE",
+        "TRANS_STMT_COMMIT_PREPARED",
+        "TRANS_STMT_ROLLBACK_PREPARED",
+    }
+)
+
+
+def _kind_name(value: object) -> str:
+    return str(getattr(value, "name", value))
+
+
 def _defelem_names(items: object) -> set[str]:
     names = set()
     for item in items or ():
@@ -119,7 +152,7 @@ def _no_transaction_reason(node: object) -> str | None:
     if kind == "ReindexStmt":
         if "concurrently" in _defelem_names(getattr(node, "params", None)):
             return "REINDEX CONCURRENTLY cannot run inside a transaction block"
-        reindex_kind = getattr(getattr(node, "kind", None), "name", "")
+        reindex_kind = _kind_name(getattr(node, "kind", None))
         if "SYSTEM" in reindex_kind or "DATABASE" in reindex_kind:
             return "REINDEX SYSTEM/DATABASE cannot run inside a transaction block"
     if kind == "VacuumStmt" and getattr(node, "is_vacuumcmd", False):
@@ -132,10 +165,12 @@ def _no_transaction_reason(node: object) -> str | None:
         "DropTableSpaceStmt": "DROP TABLESPACE cannot run inside a transaction block",
         "CreateSubscriptionStmt": "CREATE SUBSCRIPTION cannot run inside a transaction block",
         "DropSubscriptionStmt": "DROP SUBSCRIPTION cannot run inside a transaction block",
-        "TransactionStmt": "the file controls its own transactions (BEGIN/COMMIT)",
     }
     if kind in fixed:
         return fixed[kind]
+    if kind == "TransactionStmt" and _kind_name(getattr(node, "kind", None)) in _OWN_TRANSACTION:
+        # SAVEPOINT and RELEASE need the transaction we provide; BEGIN/COMMIT replace it.
+        return "the file controls its own transactions (BEGIN/COMMIT)"
     if kind == "ClusterStmt" and getattr(node, "relation", None) is None:
         return "CLUSTER without a table cannot run inside a transaction block"
     return None

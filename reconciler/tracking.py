@@ -118,12 +118,49 @@ def drop_statements(schema: str) -> list[Statement]:
     return [Statement(f"DROP TABLE IF EXISTS {qualified(schema, t)} CASCADE") for t in TABLES]
 
 
+# The columns poststack reads; a table of the same name without them belongs to another tool.
+REQUIRED_COLUMNS = {
+    MIGRATIONS_TABLE: frozenset(
+        {
+            "id",
+            "version",
+            "description",
+            "checksum",
+            "checksum_algorithm",
+            "applied_at",
+            "applied_by",
+            "execution_ms",
+            "success",
+            "error",
+            "transactional",
+        }
+    ),
+    LOCK_TABLE: frozenset({"id", "locked", "locked_at", "locked_by", "backend_pid", "application_name"}),
+    AUDIT_TABLE: frozenset(
+        {"id", "at", "actor", "host_pid", "operation", "plan_hash", "step", "action", "version", "outcome", "detail"}
+    ),
+}
+
+
 def existing_tables(session: Any, schema: str) -> set[str]:
+    """poststack's tables present in ``schema``. A table of one of their names that another
+    tool made (dbmate, Rails and golang-migrate all use schema_migrations) is refused."""
     rows = session.query(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s) AND c.relkind IN ('r', 'p')",
+        "SELECT c.relname, array_agg(a.attname::text) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s) GROUP BY c.relname",
         {"schema": schema, "tables": list(TABLES)},
     )
+    for name, columns in rows:
+        missing = REQUIRED_COLUMNS[name] - set(columns)
+        if missing:
+            from reconciler.errors import DatabaseUnavailable
+
+            raise DatabaseUnavailable(
+                f"{schema}.{name} exists but was not created by poststack (its columns: {', '.join(sorted(columns))})",
+                "Another migration tool's table? Keep poststack's tables apart with --schema (e.g. --schema poststack).",
+            )
     return {r[0] for r in rows}
 
 
@@ -177,17 +214,21 @@ def insert_row_statement(
     )
 
 
+# Versions compare as numbers: a row written as "2" belongs to the file 002_x.sql.
+_SAME_VERSION = "ltrim(version, '0') = ltrim(%(version)s, '0')"
+
+
 def delete_failed_rows_statement(schema: str, version: str) -> Statement:
     """A successful retry replaces the failed attempts' rows; the audit table keeps their history."""
     return Statement(
-        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE version = %(version)s AND NOT success",
+        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {_SAME_VERSION} AND NOT success",
         {"version": version},
     )
 
 
 def delete_version_statement(schema: str, version: str) -> Statement:
     return Statement(
-        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE version = %(version)s",
+        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {_SAME_VERSION}",
         {"version": version},
     )
 
@@ -230,9 +271,23 @@ def take_lock_row_statement(schema: str, host_pid: str) -> Statement:
     )
 
 
-def release_lock_row_statement(schema: str) -> Statement:
+_UNLOCKED = "locked = false, locked_at = NULL, locked_by = NULL, backend_pid = NULL, application_name = NULL"
+
+
+def release_lock_row_statement(schema: str, backend_pid: int) -> Statement:
+    """Release the row a run took from backend ``backend_pid``: from that backend, or from
+    a new connection once that backend is gone (the run lost its connection)."""
     return Statement(
-        f"UPDATE {qualified(schema, LOCK_TABLE)} SET locked = false, locked_at = NULL, locked_by = NULL, "
-        "backend_pid = NULL, application_name = NULL WHERE id = 1 AND backend_pid = pg_backend_pid()",
-        {},
+        f"UPDATE {qualified(schema, LOCK_TABLE)} SET {_UNLOCKED} WHERE id = 1 AND backend_pid = %(pid)s "
+        "AND (pg_backend_pid() = %(pid)s OR NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s))",
+        {"pid": backend_pid},
+    )
+
+
+def clear_lock_row_statement(schema: str, holder_backend_pid: int | None) -> Statement:
+    """Clear a lock row left by another run, only if it still names the holder that was shown."""
+    return Statement(
+        f"UPDATE {qualified(schema, LOCK_TABLE)} SET {_UNLOCKED} "
+        "WHERE id = 1 AND locked AND backend_pid IS NOT DISTINCT FROM %(pid)s",
+        {"pid": holder_backend_pid},
     )
