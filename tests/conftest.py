@@ -77,7 +77,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
-def template_db(pg_server: Server) -> str:
+def template_db(pg_server: Server) -> Iterator[str]:
     """An empty database every test database is cloned from (cheaper than initializing)."""
     name = f"poststack_tpl_{_worker()}"
     conn = _admin(pg_server.admin_url)
@@ -88,7 +88,11 @@ def template_db(pg_server: Server) -> str:
         with contextlib.suppress(psycopg2.errors.DuplicateObject):
             cur.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD %s", (PASSWORD,))
     conn.close()
-    return name
+    yield name
+    conn = _admin(pg_server.admin_url)
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
 
 
 _counter = itertools.count()

@@ -1,0 +1,268 @@
+"""Getting out of trouble: stuck locks, lost connections, interrupted runs, failed
+no-transaction migrations, and the inputs that used to end in an internal error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from reconciler.locking import advisory_key
+from tests.conftest import PASSWORD, PASSWORD_ROLE, run_cli, write
+
+
+def sql(db, text: str, params=None) -> list[tuple]:
+    with db.cursor() as cur:
+        cur.execute(text, params)
+        return cur.fetchall() if cur.description else []
+
+
+def wait_for(db, query: str, expected, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while sql(db, query) != expected:
+        assert time.monotonic() < deadline, f"timed out waiting for {query}"
+        time.sleep(0.05)
+
+
+def start_migrate(database_url: str, migrations_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconciler.cli",
+            "db",
+            "migrate",
+            "--database-url",
+            database_url,
+            "--migrations-dir",
+            str(migrations_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def dead_lock_row(db) -> None:
+    sql(
+        db,
+        "UPDATE schema_migrations_lock SET locked = true, locked_at = now() - interval '1 hour', "
+        "locked_by = 'deploy-3:777', backend_pid = 999999, application_name = 'poststack'",
+    )
+
+
+def test_unlock_releases_a_dead_holders_lock(cli, db):
+    cli("db", "create-schema")
+    dead_lock_row(db)
+    assert cli("db", "migrate").exit_code == 1
+    preview = cli("db", "unlock-migrations")
+    assert preview.exit_code == 2
+    assert "held by deploy-3:777 (backend pid 999999" in preview.stdout and "add --confirm" in preview.stdout
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(True,)]
+    result = cli("db", "unlock-migrations", "--confirm")
+    assert result.exit_code == 0, result.output
+    assert "✅ Released the migration lock (deploy-3:777" in result.stdout
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+    assert sql(db, "SELECT action, outcome FROM schema_migrations_audit WHERE operation = 'unlock'") == [
+        ("release_lock", "ok")
+    ]
+    assert cli("db", "migrate").exit_code == 0
+    assert "not held" in cli("db", "unlock-migrations", "--confirm").stdout
+
+
+def test_unlock_refuses_a_live_holder_unless_terminate(cli, db, database_url):
+    cli("db", "create-schema")
+    holder = psycopg2.connect(database_url, application_name="manual-session")
+    holder.autocommit = True
+    pid = sql(holder, "SELECT pg_backend_pid()")[0][0]
+    sql(
+        db,
+        "UPDATE schema_migrations_lock SET locked = true, locked_at = now(), locked_by = 'x:1', backend_pid = %s",
+        (pid,),
+    )
+    refused = cli("db", "unlock-migrations", "--confirm")
+    assert refused.exit_code == 1 and "may still be working" in refused.stderr
+    result = cli("db", "unlock-migrations", "--confirm", "--terminate")
+    assert result.exit_code == 0, result.output
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+    wait_for(db, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}", [(0,)])
+
+
+def test_unlock_waits_for_a_running_poststack(cli, db, database_url):
+    cli("db", "create-schema")
+    holder = psycopg2.connect(database_url)
+    holder.autocommit = True
+    sql(holder, "SELECT pg_advisory_lock(%s)", (advisory_key("public"),))
+    dead_lock_row(db)
+    result = cli("db", "unlock-migrations", "--confirm", "--lock-timeout", "1")
+    assert result.exit_code == 1 and "migration system is locked" in result.stderr
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(True,)]
+    holder.close()
+
+
+def test_lost_connection_records_the_step_and_releases_the_lock(db, database_url, migrations_dir: Path):
+    write(migrations_dir, "006_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(20);\n")
+    proc = start_migrate(database_url, migrations_dir)
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%%'", [(1,)])
+    sql(
+        db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%%' AND pid <> pg_backend_pid()",
+    )
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    assert "lost the connection" in stderr and "rolled that step back" in stderr and "Traceback" not in stderr
+    assert sql(db, "SELECT to_regclass('slow')") == [(None,)]
+    assert sql(
+        db, "SELECT version, success, error LIKE 'connection lost%%' FROM schema_migrations WHERE version = '006'"
+    ) == [("006", False, True)]
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+    write(migrations_dir, "006_slow.sql", "CREATE TABLE slow (id int);\n")
+    assert (
+        run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(migrations_dir)).exit_code == 0
+    )
+
+
+def test_sigterm_unwinds_and_releases_the_lock(db, database_url, migrations_dir: Path):
+    write(migrations_dir, "006_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(1);\n")
+    proc = start_migrate(database_url, migrations_dir)
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%%'", [(1,)])
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    assert sql(db, "SELECT to_regclass('slow')") == [(None,)]
+    assert sql(db, "SELECT success, error FROM schema_migrations WHERE version = '006'") == [(False, "interrupted")]
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+
+
+def test_failed_no_transaction_migration_is_retried_on_request(cli, db, migrations_dir: Path):
+    cli("db", "migrate")
+    sql(db, "INSERT INTO accounts (email, display_name) VALUES ('a@x', 'same'), ('b@x', 'same')")
+    write(
+        migrations_dir,
+        "006_names.sql",
+        "-- poststack:no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY accounts_name_key ON accounts (display_name);\n",
+    )
+    failed = cli("db", "migrate")
+    assert failed.exit_code == 1
+    assert "Key (display_name)=(same) is duplicated" in failed.stdout
+    assert "migrate --retry-failed" in failed.stdout
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1 and "--retry-failed" in refused.stderr
+    # The operator cleans up: fixes the data and drops the INVALID index the failure left.
+    sql(db, "UPDATE accounts SET display_name = email; DROP INDEX accounts_name_key")
+    result = cli("db", "migrate", "--retry-failed")
+    assert result.exit_code == 0, result.output
+    assert sql(db, "SELECT success FROM schema_migrations WHERE version = '006'") == [(True,)]
+
+
+def test_settings_do_not_leak_from_one_migration_to_the_next(cli, db, migrations_dir: Path):
+    write(migrations_dir, "006_app.sql", "CREATE SCHEMA app;\nSET search_path TO app;\nCREATE TABLE a (id int);\n")
+    write(migrations_dir, "007_b.sql", "CREATE TABLE b (id int);\n")
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT to_regclass('app.a') IS NOT NULL, to_regclass('public.b') IS NOT NULL") == [(True, True)]
+
+
+def test_savepoints_run_inside_the_migrations_transaction(cli, db, migrations_dir: Path):
+    write(
+        migrations_dir,
+        "006_sp.sql",
+        "CREATE TABLE s (id int);\nSAVEPOINT a;\nINSERT INTO s VALUES (1);\nRELEASE SAVEPOINT a;\n",
+    )
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT transactional FROM schema_migrations WHERE version = '006'") == [(True,)]
+
+
+def test_rollback_matches_rows_by_number(cli, db, migrations_dir: Path):
+    for path in migrations_dir.glob("*"):
+        path.unlink()
+    write(migrations_dir, "1_one.sql", "CREATE TABLE one (id int);")
+    write(migrations_dir, "1_one.rollback.sql", "DROP TABLE one;")
+    write(migrations_dir, "2_two.sql", "CREATE TABLE two (id int);")
+    write(migrations_dir, "2_two.rollback.sql", "DROP TABLE two;")
+    assert cli("db", "migrate").exit_code == 0
+    (migrations_dir / "2_two.sql").rename(migrations_dir / "002_two.sql")
+    (migrations_dir / "2_two.rollback.sql").rename(migrations_dir / "002_two.rollback.sql")
+    assert cli("db", "rollback", "1").exit_code == 0
+    assert sql(db, "SELECT version FROM schema_migrations") == [("1",)]
+
+
+def test_status_exits_1_with_failed_migrations(cli, migrations_dir: Path):
+    write(migrations_dir, "006_bad.sql", "SELECT 1/0;")
+    cli("db", "migrate")
+    assert cli("db", "migration-status").exit_code == 1
+
+
+def test_another_tools_schema_migrations_is_refused_by_name(cli, db):
+    sql(db, "CREATE TABLE schema_migrations (version varchar PRIMARY KEY, dirty boolean NOT NULL)")
+    result = cli("db", "migrate")
+    assert result.exit_code == 3
+    assert (
+        "public.schema_migrations exists but was not created by poststack (its columns: dirty, version)"
+        in result.stderr
+    )
+    assert cli("db", "migrate", "--schema", "poststack").exit_code == 0
+
+
+def test_missing_create_privilege_exits_3_with_a_hint(pg_server, database_url, migrations_dir: Path, db):
+    from sqlalchemy.engine import make_url
+
+    sql(db, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    url = pg_server.url_for(make_url(database_url).database, user=PASSWORD_ROLE, password=PASSWORD)
+    result = run_cli("db", "migrate", "--database-url", url, "--migrations-dir", str(migrations_dir))
+    assert result.exit_code == 3, result.output
+    assert "permission denied for schema public" in result.stderr and "Grant the role CREATE" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--database-url", "postgresql://u:p@127.0.0.1:notaport/db"], "cannot parse database URL"),
+        (["--lock-timeout", "nan"], "--lock-timeout must be between"),
+        (["--lock-timeout", "1e9"], "--lock-timeout must be between"),
+    ],
+)
+def test_bad_values_are_usage_errors(migrations_dir: Path, database_url, args, message):
+    base = ["db", "migrate", "--migrations-dir", str(migrations_dir)]
+    if "--database-url" not in args:
+        base += ["--database-url", database_url]
+    result = run_cli(*base, *args)
+    assert result.exit_code == 2 and message in result.stderr and "internal error" not in result.stderr
+
+
+def test_backup_into_a_directory_is_private(cli, tmp_path: Path):
+    target = tmp_path / "dumps"
+    target.mkdir()
+    assert cli("db", "backup", "--output", str(target)).exit_code == 0
+    (dump,) = target.glob("poststack-*.sql")
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert not list(target.glob("*.partial"))
+
+
+def test_upper_case_extension_is_refused_not_ignored(cli, migrations_dir: Path):
+    write(migrations_dir, "006_x.SQL", "CREATE TABLE x (id int);")
+    result = cli("db", "migrate")
+    assert result.exit_code == 1 and "006_x.SQL: file name does not match" in result.stderr
+
+
+def test_shell_runs_a_schema_dump_framed_by_restrict(cli, db):
+    dump = "\\restrict abc123\nSET client_encoding = 'UTF8';\nCREATE TABLE restored (id int);\n\\unrestrict abc123\n"
+    result = cli("db", "shell", "-c", dump)
+    assert result.exit_code == 0, result.output
+    assert sql(db, "SELECT to_regclass('restored') IS NOT NULL") == [(True,)]
+    refused = cli("db", "shell", "-c", "SELECT 1;\n\\connect other\n")
+    assert refused.exit_code == 2 and "line 2: psql meta-command \\connect" in refused.stderr
+
+
+def test_stale_embedded_pid_file_is_cleared(tmp_path: Path):
+    from reconciler.embedded import _clear_stale_pid_file
+
+    (tmp_path / "postmaster.pid").write_text(f"{os.getpid()}\n{tmp_path}\n")  # a live pid, not postgres
+    _clear_stale_pid_file(tmp_path)
+    assert not (tmp_path / "postmaster.pid").exists()
