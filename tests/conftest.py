@@ -200,3 +200,28 @@ def catalog_snapshot(conn: psycopg2.extensions.connection) -> list[tuple[str, st
                 cur.execute(f'SELECT count(*) FROM "{row[1]}"."{row[2].split(":")[0]}"')
                 counts.append(("rows", f"{row[1]}.{row[2]}", str(cur.fetchone()[0])))
     return rows + counts
+
+
+def sql(conn: psycopg2.extensions.connection, text: str, params: object = None) -> list[tuple]:
+    """Run SQL on a test connection; the rows, if it returns any."""
+    with conn.cursor() as cur:
+        cur.execute(text, params)
+        return cur.fetchall() if cur.description else []
+
+
+def wait_for(conn: psycopg2.extensions.connection, query: str, expected: object, timeout: float = 30) -> None:
+    """Poll ``query`` until it returns ``expected`` (a background run reaching a point)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while sql(conn, query) != expected:
+        assert time.monotonic() < deadline, f"timed out waiting for {query}"
+        time.sleep(0.05)
+
+
+def start_migrate(database_url: str, migrations_dir: Path) -> subprocess.Popen[str]:
+    """A poststack db migrate running in the background, to kill, signal or race."""
+    argv = [sys.executable, "-m", "reconciler.cli", "db", "migrate"]
+    argv += ["--database-url", database_url, "--migrations-dir", str(migrations_dir)]
+    env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

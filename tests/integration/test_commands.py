@@ -10,13 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from reconciler import backup as backups
-from tests.conftest import PASSWORD, PASSWORD_ROLE, catalog_snapshot, run_cli, write
-
-
-def rows(db, sql: str) -> list[tuple]:
-    with db.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall() if cur.description else []
+from tests.conftest import PASSWORD, PASSWORD_ROLE, catalog_snapshot, run_cli, sql, write
 
 
 def test_status_in_the_guides_words(cli, db, migrations_dir: Path):
@@ -66,25 +60,25 @@ def test_create_schema_and_force(cli, db):
     assert result.exit_code == 0
     assert "Dropped schema_migrations, schema_migrations_audit, schema_migrations_lock" in result.stdout
     assert "5 tracking row(s)" in result.stdout
-    assert rows(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
-    assert rows(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
-    assert rows(db, "SELECT action FROM schema_migrations_audit") == [("create_tracking",)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+    assert sql(db, "SELECT action FROM schema_migrations_audit") == [("create_tracking",)]
 
 
 def test_backup_restores_with_psql_of_the_same_major(cli, db, database_url, pg_server, tmp_path: Path):
     cli("db", "migrate")
-    rows(db, "INSERT INTO accounts (email, display_name) VALUES ('a@example.com', 'O''Brien')")
+    sql(db, "INSERT INTO accounts (email, display_name) VALUES ('a@example.com', 'O''Brien')")
     out = tmp_path / "backup.sql"
     result = cli("db", "backup", "--output", str(out))
     assert result.exit_code == 0, result.output
     assert "Backup written to" in result.stdout and out.stat().st_size > 1000
-    major = int(rows(db, "SHOW server_version_num")[0][0]) // 10000
+    major = int(sql(db, "SHOW server_version_num")[0][0]) // 10000
     assert f"for PostgreSQL {major}" in result.stdout
     # Restore into a fresh database with the matching psql and compare.
     restored = database_url.rsplit("/", 1)[0] + "/" + "restored_" + database_url.rsplit("/", 1)[1].split("?")[0]
     restored += ("?" + database_url.split("?", 1)[1]) if "?" in database_url else ""
     name = restored.rsplit("/", 1)[1].split("?")[0]
-    rows(db, f'CREATE DATABASE "{name}"')
+    sql(db, f'CREATE DATABASE "{name}"')
     try:
         psql = backups.find_client("psql", major)
         env = backups.libpq_env(restored)
@@ -109,7 +103,7 @@ def test_backup_restores_with_psql_of_the_same_major(cli, db, database_url, pg_s
         )
         assert check.stdout.split() == ["O'Brien", "5"]
     finally:
-        rows(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        sql(db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_backup_default_path_is_timestamped_under_backups(cli, migrations_dir: Path):

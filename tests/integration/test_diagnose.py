@@ -5,21 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jsonschema
 import psycopg2
 
-from tests.conftest import REPO, write
-
-
-def sql(db, text: str, params=None) -> list[tuple]:
-    with db.cursor() as cur:
-        cur.execute(text, params)
-        return cur.fetchall() if cur.description else []
+from tests.conftest import REPO, sql, start_migrate, wait_for, write
 
 
 def apply_by_hand(db, migrations_dir: Path, *versions: str) -> None:
@@ -181,25 +172,8 @@ def test_duplicate_version_rows_and_files(cli, db, migrations_dir: Path):
 def test_stuck_lock_from_a_killed_process(cli, db, database_url: str, migrations_dir: Path):
     cli("db", "migrate", "--target", "004")
     write(migrations_dir, "006_slow.sql", "SELECT pg_sleep(30);\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "db",
-            "migrate",
-            "--database-url",
-            database_url,
-            "--migrations-dir",
-            str(migrations_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while sql(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%'") != [(1,)]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = start_migrate(database_url, migrations_dir)
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%'", [(1,)])
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # The server would finish the sleep before noticing; end that backend as an operator would.
@@ -207,9 +181,7 @@ def test_stuck_lock_from_a_killed_process(cli, db, database_url: str, migrations
         db,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' AND pid <> pg_backend_pid()",
     )
-    while sql(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'") != [(0,)]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
     result = diagnose(cli, "--type", "stuck_lock")
     assert result.exit_code == 1
     assert "🟠 STUCK_LOCK: Migration lock is held by" in result.stdout and "not alive" in result.stdout

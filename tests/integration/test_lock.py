@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,13 +12,7 @@ from pathlib import Path
 import psycopg2
 
 from reconciler.locking import advisory_key
-from tests.conftest import run_process, write
-
-
-def rows(db, sql: str, params=None) -> list[tuple]:
-    with db.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
+from tests.conftest import run_process, sql, start_migrate, wait_for, write
 
 
 def test_concurrent_processes_apply_each_migration_once(database_url: str, tmp_path: Path):
@@ -48,7 +40,7 @@ def test_concurrent_processes_apply_each_migration_once(database_url: str, tmp_p
         assert result.exit_code == 0, result.output
         assert "Traceback" not in result.output
     conn = psycopg2.connect(database_url)
-    counts = rows(conn, "SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version")
+    counts = sql(conn, "SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version")
     assert counts == [(f"{i:03d}", 1) for i in range(1, 41)]
     applied = sum(int(r.stdout.split("Applied ")[1].split(" ")[0]) for r in results if "Applied " in r.stdout)
     assert applied == 40
@@ -72,14 +64,14 @@ def test_live_holder_is_waited_for_then_named(cli, db, database_url: str):
     assert "migration system is locked: waited 1s" in result.stderr
     assert f"backend pid {holder_pid}, application deploy-bot" in result.stderr
     assert waited >= 0.9
-    assert rows(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
     # Once the holder is gone, the next run proceeds.
     assert cli("db", "migrate", "--lock-timeout", "1").exit_code == 0
 
 
 def test_lock_row_of_a_dead_run_is_reported_at_once(cli, db):
     assert cli("db", "create-schema").exit_code == 0
-    rows(
+    sql(
         db,
         "UPDATE schema_migrations_lock SET locked = true, locked_at = now() - interval '5 minutes', "
         "locked_by = 'ci-runner-7:4242', backend_pid = 999999, application_name = 'poststack'",
@@ -90,7 +82,7 @@ def test_lock_row_of_a_dead_run_is_reported_at_once(cli, db):
     assert result.exit_code == 1
     assert "migration system is locked: held by ci-runner-7:4242 (backend pid 999999" in result.stderr
     assert "not alive" in result.stderr and "age 300s" in result.stderr
-    assert rows(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
 
 
 def test_killed_run_leaves_a_lock_row_that_is_reported(database_url: str, tmp_path: Path, db):
@@ -98,38 +90,18 @@ def test_killed_run_leaves_a_lock_row_that_is_reported(database_url: str, tmp_pa
     migrations.mkdir()
     write(migrations, "001_first.sql", "CREATE TABLE first (id int);\n")
     write(migrations, "002_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(1.5);\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTSTACK_DATABASE_URL")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "db",
-            "migrate",
-            "--database-url",
-            database_url,
-            "--migrations-dir",
-            str(migrations),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = start_migrate(database_url, migrations)
+    wait_for(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1.5)%%' AND state = 'active'",
+        [(1,)],
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if rows(
-            db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1.5)%%' AND state = 'active'"
-        ) == [(1,)]:
-            break
-        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # The server notices the dead client when the sleep ends, and rolls 002 back.
-    while rows(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'") != [(0,)]:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert rows(db, "SELECT version FROM schema_migrations") == [("001",)]
-    assert rows(db, "SELECT to_regclass('slow')") == [(None,)]
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
+    assert sql(db, "SELECT version FROM schema_migrations") == [("001",)]
+    assert sql(db, "SELECT to_regclass('slow')") == [(None,)]
     result = run_process("db", "migrate", "--database-url", database_url, "--migrations-dir", str(migrations))
     assert result.exit_code == 1
     assert "migration system is locked: held by" in result.stderr and "not alive" in result.stderr

@@ -7,34 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import catalog_snapshot, write
-
-
-def rows(db, sql: str) -> list[tuple]:
-    with db.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall()
+from tests.conftest import catalog_snapshot, sql, write
 
 
 def test_applies_pending_in_order_with_tracking_and_audit(cli, db):
     result = cli("db", "migrate")
     assert result.exit_code == 0, result.output
     assert "Applied 5 migration(s): 001, 002, 003, 004, 005" in result.stdout
-    tracked = rows(
+    tracked = sql(
         db, "SELECT version, description, success, checksum_algorithm, transactional FROM schema_migrations ORDER BY id"
     )
     assert [r[0] for r in tracked] == ["001", "002", "003", "004", "005"]
     assert all(r[2] for r in tracked) and {r[3] for r in tracked} == {"sha256-lf"}
     assert tracked[4][4] is False  # 005 builds an index concurrently, outside a transaction
-    assert rows(
+    assert sql(
         db, "SELECT to_regclass('billing.invoices') IS NOT NULL, to_regclass('users_created_at_idx') IS NOT NULL"
     ) == [(True, True)]
-    audit = rows(
+    audit = sql(
         db,
         "SELECT operation, action, version, outcome FROM schema_migrations_audit WHERE operation = 'migrate' ORDER BY id",
     )
     assert audit == [("migrate", "apply_migration", v, "ok") for v in ["001", "002", "003", "004", "005"]]
-    assert rows(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
 
 
 def test_second_run_does_nothing(cli, db):
@@ -42,7 +36,7 @@ def test_second_run_does_nothing(cli, db):
     result = cli("db", "migrate")
     assert result.exit_code == 0
     assert "Database is up to date!" in result.stdout
-    assert rows(db, "SELECT count(*) FROM schema_migrations") == [(5,)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations") == [(5,)]
 
 
 def test_dry_run_prints_sql_and_changes_nothing(cli, db):
@@ -59,7 +53,7 @@ def test_dry_run_prints_sql_and_changes_nothing(cli, db):
 def test_target_stops_at_version(cli, db):
     result = cli("db", "migrate", "--target", "002")
     assert result.exit_code == 0, result.output
-    assert rows(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
     assert cli("db", "migrate", "--target", "042").exit_code == 2
 
 
@@ -73,10 +67,10 @@ def test_failure_rolls_back_records_and_names_file_and_line(cli, db, migrations_
         f'Migration 006 failed: {migrations_dir / "006_widgets.sql"}:4: relation "nosuch" does not exist'
         in result.stdout
     )
-    assert rows(db, "SELECT to_regclass('widgets'), to_regclass('later')") == [(None, None)]
-    failed = rows(db, "SELECT version, success, error FROM schema_migrations WHERE NOT success")
+    assert sql(db, "SELECT to_regclass('widgets'), to_regclass('later')") == [(None, None)]
+    failed = sql(db, "SELECT version, success, error FROM schema_migrations WHERE NOT success")
     assert failed[0][:2] == ("006", False) and 'relation "nosuch" does not exist' in failed[0][2]
-    assert rows(db, "SELECT outcome FROM schema_migrations_audit WHERE version = '006'") == [("failed",)]
+    assert sql(db, "SELECT outcome FROM schema_migrations_audit WHERE version = '006'") == [("failed",)]
     status = cli("db", "migration-status")
     assert "Failed migrations: 1" in status.stdout and "Pending migrations: 2" in status.stdout
 
@@ -84,11 +78,11 @@ def test_failure_rolls_back_records_and_names_file_and_line(cli, db, migrations_
     write(migrations_dir, "006_widgets.sql", "CREATE TABLE widgets (id int);\n")
     result = cli("db", "migrate")
     assert result.exit_code == 0, result.output
-    assert rows(db, "SELECT version, success FROM schema_migrations WHERE version >= '006' ORDER BY id") == [
+    assert sql(db, "SELECT version, success FROM schema_migrations WHERE version >= '006' ORDER BY id") == [
         ("006", True),
         ("007", True),
     ]
-    assert rows(db, "SELECT outcome FROM schema_migrations_audit WHERE version = '006' ORDER BY id") == [
+    assert sql(db, "SELECT outcome FROM schema_migrations_audit WHERE version = '006' ORDER BY id") == [
         ("failed",),
         ("ok",),
     ]
@@ -103,7 +97,7 @@ def test_failed_non_transactional_migration_blocks_until_repaired(cli, db, migra
     result = cli("db", "migrate")
     assert result.exit_code == 1
     assert "statements before the failing one were kept" in result.stdout
-    assert rows(db, "SELECT to_regclass('accounts_email_idx') IS NOT NULL") == [(True,)]
+    assert sql(db, "SELECT to_regclass('accounts_email_idx') IS NOT NULL") == [(True,)]
     again = cli("db", "migrate")
     assert again.exit_code == 1
     assert "failed earlier outside a transaction and may be partly applied" in again.stderr
@@ -136,7 +130,7 @@ def test_migration_may_contain_percent_and_colons(cli, db, migrations_dir: Path)
         "CREATE TABLE notes (body text);\nINSERT INTO notes VALUES ('100% :done %(x)s');\n",
     )
     assert cli("db", "migrate").exit_code == 0
-    assert rows(db, "SELECT body FROM notes") == [("100% :done %(x)s",)]
+    assert sql(db, "SELECT body FROM notes") == [("100% :done %(x)s",)]
 
 
 def test_out_of_order_migration_is_applied_with_a_note(cli, db, migrations_dir: Path):
@@ -147,7 +141,7 @@ def test_out_of_order_migration_is_applied_with_a_note(cli, db, migrations_dir: 
     result = cli("db", "migrate")
     assert result.exit_code == 0, result.output
     assert "Migration 003 is applied out of order" in result.stderr
-    assert rows(db, "SELECT version FROM schema_migrations ORDER BY id")[-1] == ("003",)
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id")[-1] == ("003",)
 
 
 def test_json_output(cli):
@@ -159,5 +153,5 @@ def test_json_output(cli):
 def test_custom_tracking_schema(cli, db):
     result = cli("db", "migrate", "--schema", "ops")
     assert result.exit_code == 0, result.output
-    assert rows(db, "SELECT count(*) FROM ops.schema_migrations") == [(5,)]
-    assert rows(db, "SELECT to_regclass('public.schema_migrations')") == [(None,)]
+    assert sql(db, "SELECT count(*) FROM ops.schema_migrations") == [(5,)]
+    assert sql(db, "SELECT to_regclass('public.schema_migrations')") == [(None,)]

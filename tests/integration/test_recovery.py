@@ -6,48 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import psycopg2
 import pytest
 
 from reconciler.locking import advisory_key
-from tests.conftest import PASSWORD, PASSWORD_ROLE, run_cli, write
-
-
-def sql(db, text: str, params=None) -> list[tuple]:
-    with db.cursor() as cur:
-        cur.execute(text, params)
-        return cur.fetchall() if cur.description else []
-
-
-def wait_for(db, query: str, expected, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while sql(db, query) != expected:
-        assert time.monotonic() < deadline, f"timed out waiting for {query}"
-        time.sleep(0.05)
-
-
-def start_migrate(database_url: str, migrations_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reconciler.cli",
-            "db",
-            "migrate",
-            "--database-url",
-            database_url,
-            "--migrations-dir",
-            str(migrations_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+from tests.conftest import PASSWORD, PASSWORD_ROLE, run_cli, sql, start_migrate, wait_for, write
 
 
 def dead_lock_row(db) -> None:

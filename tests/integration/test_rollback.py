@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import catalog_snapshot, write
-
-
-def rows(db, sql: str) -> list[tuple]:
-    with db.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall()
+from tests.conftest import catalog_snapshot, sql, write
 
 
 def test_rolls_back_to_version_newest_first(cli, db):
@@ -18,20 +12,20 @@ def test_rolls_back_to_version_newest_first(cli, db):
     result = cli("db", "rollback", "002")
     assert result.exit_code == 0, result.output
     assert "Rolled back 3 migration(s): 005, 004, 003" in result.stdout
-    assert rows(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
-    assert rows(db, "SELECT to_regnamespace('billing'), to_regclass('users') IS NOT NULL") == [(None, True)]
-    audit = rows(db, "SELECT version FROM schema_migrations_audit WHERE operation = 'rollback' ORDER BY id")
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
+    assert sql(db, "SELECT to_regnamespace('billing'), to_regclass('users') IS NOT NULL") == [(None, True)]
+    audit = sql(db, "SELECT version FROM schema_migrations_audit WHERE operation = 'rollback' ORDER BY id")
     assert audit == [("005",), ("004",), ("003",)]
     # and forward again
     assert cli("db", "migrate").exit_code == 0
-    assert rows(db, "SELECT count(*) FROM schema_migrations") == [(5,)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations") == [(5,)]
 
 
 def test_rollback_to_zero_undoes_everything(cli, db):
     cli("db", "migrate")
     assert cli("db", "rollback", "0").exit_code == 0
-    assert rows(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
-    assert rows(db, "SELECT to_regclass('accounts')") == [(None,)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
+    assert sql(db, "SELECT to_regclass('accounts')") == [(None,)]
 
 
 def test_missing_rollback_file_rolls_back_nothing(cli, db, migrations_dir: Path):
@@ -60,7 +54,7 @@ def test_failing_rollback_stops_and_keeps_earlier_steps(cli, db, migrations_dir:
     result = cli("db", "rollback", "002")
     assert result.exit_code == 1
     assert "004_add_audit_function.rollback.sql:1: function no_such_function() does not exist" in result.stdout
-    assert rows(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",), ("003",), ("004",)]
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",), ("003",), ("004",)]
 
 
 def test_unknown_version_is_a_usage_error(cli):
