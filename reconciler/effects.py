@@ -207,13 +207,18 @@ def _object_with_args(scope: _Scope, obj: Any, kind: str) -> ObjectRef | None:
     return ObjectRef(kind, schema, name, None, tuple(_type_key(scope, t) for t in (obj.objargs or ())))
 
 
-_DROP_KINDS = {
+# pglast ObjectType names of relations: what DROP, RENAME and SET SCHEMA can name.
+_RELATION_KINDS = {
     "OBJECT_TABLE": "table",
     "OBJECT_VIEW": "view",
     "OBJECT_MATVIEW": "materialized_view",
     "OBJECT_SEQUENCE": "sequence",
     "OBJECT_INDEX": "index",
     "OBJECT_FOREIGN_TABLE": "table",
+}
+
+_DROP_KINDS = {
+    **_RELATION_KINDS,
     "OBJECT_SCHEMA": "schema",
     "OBJECT_EXTENSION": "extension",
     "OBJECT_TYPE": "enum",  # family "type": any type kind
@@ -427,22 +432,12 @@ def _drop(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
     return [], touches
 
 
-_RENAME_KINDS = {
-    "OBJECT_TABLE": "table",
-    "OBJECT_VIEW": "view",
-    "OBJECT_MATVIEW": "materialized_view",
-    "OBJECT_SEQUENCE": "sequence",
-    "OBJECT_INDEX": "index",
-    "OBJECT_FOREIGN_TABLE": "table",
-}
-
-
 def _rename(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
     rename = _kind_name(node.renameType)
     new = node.newname
-    if rename in _RENAME_KINDS and node.relation is not None:
+    if rename in _RELATION_KINDS and node.relation is not None:
         schema, name = _relation(scope, node.relation)
-        kind = _RENAME_KINDS[rename]
+        kind = _RELATION_KINDS[rename]
         return [ObjectRef(kind, schema, new)], [ObjectRef(kind, schema, name)]
     if rename in ("OBJECT_COLUMN", "OBJECT_ATTRIBUTE") and node.relation is not None:
         schema, table = _relation(scope, node.relation)
@@ -467,7 +462,7 @@ def _rename(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]
 
 
 def _set_schema(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    kind = _RENAME_KINDS.get(_kind_name(node.objectType))
+    kind = _RELATION_KINDS.get(_kind_name(node.objectType))
     if kind is None or node.relation is None:
         return [], []
     schema, name = _relation(scope, node.relation)
