@@ -14,7 +14,7 @@ import typer
 
 from reconciler import commands, report
 from reconciler.config import Settings, mask_url, resolve_settings
-from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, PoststackError
+from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, PoststackError, UsageError
 
 app = typer.Typer(
     name="poststack",
@@ -28,7 +28,9 @@ db_app = typer.Typer(help="Migrate, inspect and repair a database's migration hi
 server_app = typer.Typer(
     help="Manage the embedded PostgreSQL used when no database is configured.", no_args_is_help=True
 )
+playbooks_app = typer.Typer(help="List, show and validate remediation playbooks.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(playbooks_app, name="playbooks")
 db_app.add_typer(server_app, name="server")
 
 
@@ -273,31 +275,6 @@ def create_schema(
         typer.echo(report.create_schema_text(result))
 
 
-@db_app.command("unlock-migrations")
-def unlock_migrations(
-    confirm: Annotated[
-        bool, typer.Option("--confirm", help="Really release it (without: show what would run).")
-    ] = False,
-    terminate: Annotated[
-        bool, typer.Option("--terminate", help="If the holder is still alive, end its backend first.")
-    ] = False,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    database_url: DatabaseUrl = None,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
-) -> None:
-    """Release a migration lock left by a crashed or killed run."""
-    with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
-        result = commands.unlock_migrations(settings, confirm=confirm, terminate=terminate, notify=_notify)
-        typer.echo(report.unlock_text(result))
-        if result.holder is not None and not result.confirmed:
-            raise typer.Exit(EXIT_USAGE)
-        if result.execution is not None and result.execution.failure:
-            raise typer.Exit(EXIT_PROBLEMS)
-
-
 @db_app.command()
 def backup(
     output: Annotated[
@@ -420,6 +397,296 @@ def verify_migrations(
         typer.echo(report.verification_text(result))
         if not result.ok:
             raise typer.Exit(EXIT_PROBLEMS)
+
+
+# --- remediation: plan, apply, and the guide's fix commands -----------------------------
+
+PlaybookOpt = Annotated[list[str] | None, typer.Option("--playbook", help="Use this playbook (repeatable).")]
+IssueTypeOpt = Annotated[list[str] | None, typer.Option("--issue-type", help="Only this issue type (repeatable).")]
+
+
+def _issue_types(values: list[str] | None) -> tuple[str, ...]:
+    from reconciler.issues import IssueType
+    from reconciler.planner import PENDING
+
+    return tuple(v if v == PENDING else IssueType.parse(v).value for v in values or ())
+
+
+def _run_plan(settings: Settings, plan: Any) -> Any:
+    from reconciler import remediation
+
+    with _StepProgress("applying") as progress:
+        return remediation.checked_apply(settings, plan, notify=_notify, on_step=progress.on_step)
+
+
+@app.command("plan")
+def plan_command(
+    playbook: PlaybookOpt = None,
+    issue_type: IssueTypeOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Save the plan to apply it later.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Let playbooks include what they skip without evidence.")
+    ] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0: nothing to do; 2: changes planned; 1: error.")
+    ] = False,
+    fmt: FormatOpt = Format.text,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Diagnose, choose playbooks, and show exactly what apply would run."""
+    from reconciler import remediation
+    from reconciler.planner import PlanRequest
+
+    with _guard(debug):
+        settings = _settings(database_url, migrations_dir, schema, debug)
+        request = PlanRequest(tuple(playbook or ()), _issue_types(issue_type), {"force": force})
+        plan = remediation.make_plan(settings, request, notify=_notify)
+        if out is not None:
+            remediation.save_plan(plan, out)
+        _emit(fmt, plan, report.remediation_plan_text, report.remediation_plan_json)
+        if out is not None and fmt is Format.text:
+            typer.echo(f"Saved to {out}; run it with: poststack apply {out}")
+        if detailed_exitcode and any(s.action != "manual" for s in plan.steps):
+            raise typer.Exit(2)
+
+
+@app.command("apply")
+def apply_command(
+    plan_file: Annotated[Path | None, typer.Argument(help="A plan saved with poststack plan --out.")] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask before applying.")] = False,
+    confirm: Annotated[bool, typer.Option("--confirm", help="Allow a destructive plan (it backs up first).")] = False,
+    playbook: PlaybookOpt = None,
+    issue_type: IssueTypeOpt = None,
+    fmt: FormatOpt = Format.text,
+    lock_timeout: LockTimeoutOpt = 30.0,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Run a saved plan, or plan afresh and run it after you approve."""
+    from reconciler import remediation
+    from reconciler.planner import PlanRequest
+
+    with _guard(debug):
+        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        if plan_file is not None:
+            if playbook or issue_type:
+                raise UsageError("--playbook and --issue-type choose a new plan; a saved plan is applied as it is")
+            plan = remediation.load_plan(plan_file)
+        else:
+            plan = remediation.make_plan(
+                settings, PlanRequest(tuple(playbook or ()), _issue_types(issue_type)), _notify
+            )
+        runnable = [s for s in plan.steps if s.action != "manual"]
+        if fmt is Format.text:
+            typer.echo(report.remediation_plan_text(plan))
+        if runnable:
+            _approve(plan, saved=plan_file is not None, auto_approve=auto_approve, confirm=confirm)
+            with _StepProgress("applying") as progress:
+                result = remediation.apply_plan(settings, plan, notify=_notify, on_step=progress.on_step)
+        else:
+            result = remediation.apply_plan(settings, plan, notify=_notify)  # nothing runs; re-diagnoses
+        if fmt is Format.text:
+            typer.echo("")
+        _emit(fmt, result, report.apply_text, report.apply_json)
+        if not result.ok:
+            raise typer.Exit(EXIT_PROBLEMS)
+
+
+def _approve(plan: Any, *, saved: bool, auto_approve: bool, confirm: bool) -> None:
+    """A destructive plan needs --confirm (or the database name typed on a TTY); a fresh
+    plan needs a yes on a TTY, or --auto-approve. Without a TTY nothing is assumed."""
+    interactive = sys.stdin.isatty()
+    if plan.destructive and not confirm:
+        if not interactive:
+            raise UsageError("this plan is destructive: pass --confirm to apply it (it takes a backup first)")
+        typed = typer.prompt(f"This plan is DESTRUCTIVE. Type the database name ({plan.database}) to apply it")
+        if typed.strip() != plan.database:
+            raise UsageError("not confirmed: nothing was applied")
+        return
+    if saved or auto_approve or plan.destructive:
+        return
+    if not interactive:
+        raise UsageError("refusing to apply without approval: no terminal to ask on; pass --auto-approve")
+    if not typer.confirm("Apply this plan?", default=False):
+        raise UsageError("not approved: nothing was applied")
+
+
+@db_app.command()
+def recover(
+    dry_run: DryRun = False,
+    force: Annotated[bool, typer.Option("--force", help="Also track undetermined migrations (no evidence).")] = False,
+    lock_timeout: LockTimeoutOpt = 30.0,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Track migrations the catalog shows applied but tracking does not (missing_tracking)."""
+    from reconciler import remediation
+
+    with _guard(debug):
+        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        plan = remediation.recover(settings, force=force, notify=_notify)
+        if dry_run:
+            typer.echo(report.recover_dry_run_text(plan))
+            return
+        for issue in plan.issues:
+            if issue["type"] == "undetermined" and any(s.version == issue["version"] for s in plan.steps):
+                typer.echo(
+                    f"⚠️  Including migration {issue['version']} without evidence (--force): {issue['details']['reason']}"
+                )
+        result = _run_plan(settings, plan)
+        typer.echo(report.recover_text(result))
+        if not result.ok:
+            raise typer.Exit(EXIT_PROBLEMS)
+
+
+@db_app.command()
+def repair(
+    issue_type: Annotated[
+        list[str] | None,
+        typer.Option("--issue-type", help="checksum_mismatch, duplicate_version or partial_migration."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also clear failed attempts that ran outside a transaction.")
+    ] = False,
+    dry_run: DryRun = False,
+    lock_timeout: LockTimeoutOpt = 30.0,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Repair tracking rows: accept edited files, drop duplicate rows, clear failed attempts."""
+    from reconciler import remediation
+
+    with _guard(debug):
+        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        plan = remediation.repair(settings, issue_types=_issue_types(issue_type), force=force, notify=_notify)
+        if dry_run:
+            typer.echo(report.remediation_plan_text(plan))
+            return
+        result = _run_plan(settings, plan)
+        typer.echo(report.front_end_text("repair", result))
+        if not result.ok:
+            raise typer.Exit(EXIT_PROBLEMS)
+
+
+ConfirmOpt = Annotated[bool, typer.Option("--confirm", help="Really do it (without: show what would run).")]
+TerminateOpt = Annotated[
+    bool, typer.Option("--terminate", help="If the lock's holder is still alive, end its backend.")
+]
+
+
+def _clean(settings: Settings, *, locks: bool, duplicates: bool, confirm: bool, terminate: bool, legacy: bool) -> None:
+    from reconciler import remediation
+
+    operation = "unlock" if legacy else "clean"
+    plan = remediation.clean(
+        settings, locks=locks, duplicates=duplicates, terminate=terminate, operation=operation, notify=_notify
+    )
+    runnable = [s for s in plan.steps if s.action != "manual"]
+    manual = [s for s in plan.steps if s.action == "manual"]
+    if not runnable:
+        if manual:
+            for step in manual:
+                _err(f"❌ {step.reason.removeprefix('MANUAL: ')}")
+            raise typer.Exit(EXIT_PROBLEMS)
+        typer.echo("✅ The migration lock is not held; nothing to release." if legacy else "✅ Nothing to clean.")
+        return
+    if not confirm:
+        typer.echo(report.remediation_plan_text(plan))
+        typer.echo("Nothing changed: add --confirm to do it.")
+        raise typer.Exit(EXIT_USAGE)
+    result = _run_plan(settings, plan)
+    if legacy and result.ok:
+        holder = next(s.args["holder"] for s in plan.steps if s.action == "release_lock")
+        typer.echo(f"✅ Released the migration lock ({holder.removeprefix('held by ')})")
+    else:
+        typer.echo(report.front_end_text("clean", result))
+    if not result.ok:
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+@db_app.command()
+def clean(
+    locks: Annotated[bool, typer.Option("--locks", help="Release a lock left by a crashed or killed run.")] = False,
+    duplicates: Annotated[
+        bool, typer.Option("--duplicates", help="Delete duplicate tracking rows (the oldest stays).")
+    ] = False,
+    confirm: ConfirmOpt = False,
+    terminate: TerminateOpt = False,
+    lock_timeout: LockTimeoutOpt = 30.0,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Clean up stuck locks and duplicate tracking rows."""
+    with _guard(debug):
+        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        _clean(settings, locks=locks, duplicates=duplicates, confirm=confirm, terminate=terminate, legacy=False)
+
+
+@db_app.command("unlock-migrations")
+def unlock_migrations(
+    confirm: ConfirmOpt = False,
+    terminate: TerminateOpt = False,
+    lock_timeout: LockTimeoutOpt = 30.0,
+    database_url: DatabaseUrl = None,
+    migrations_dir: MigrationsDir = None,
+    schema: Schema = None,
+    debug: Debug = False,
+) -> None:
+    """Release a migration lock left by a crashed or killed run (same as db clean --locks)."""
+    with _guard(debug):
+        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        _clean(settings, locks=True, duplicates=False, confirm=confirm, terminate=terminate, legacy=True)
+
+
+@playbooks_app.command("list")
+def playbooks_list(migrations_dir: MigrationsDir = None, debug: Debug = False) -> None:
+    """Built-in playbooks and the project's own (playbooks/ beside the migrations)."""
+    from reconciler.playbook import load_all
+
+    with _guard(debug):
+        settings = _settings(None, migrations_dir, None, debug)
+        typer.echo(report.playbooks_text(load_all(settings.migrations_dir)))
+
+
+@playbooks_app.command("show")
+def playbooks_show(
+    name: Annotated[str, typer.Argument(help="Playbook name.")],
+    migrations_dir: MigrationsDir = None,
+    debug: Debug = False,
+) -> None:
+    """Show a playbook's steps."""
+    from reconciler.playbook import find, load_all
+
+    with _guard(debug):
+        settings = _settings(None, migrations_dir, None, debug)
+        typer.echo(report.playbook_show_text(find(load_all(settings.migrations_dir), name)))
+
+
+@playbooks_app.command("validate")
+def playbooks_validate(
+    file: Annotated[Path | None, typer.Argument(help="A playbook file; without it, every playbook in use.")] = None,
+    migrations_dir: MigrationsDir = None,
+    debug: Debug = False,
+) -> None:
+    """Check playbooks against the schema and the action registry."""
+    from reconciler.playbook import load_all, load_playbook
+
+    with _guard(debug):
+        settings = _settings(None, migrations_dir, None, debug)
+        books = [load_playbook(file)] if file is not None else list(load_all(settings.migrations_dir).values())
+        for book in books:
+            typer.echo(f"✅ {book.path}: valid ({book.name} v{book.version}, {len(book.steps)} steps)")
 
 
 # --- db server --------------------------------------------------------------------------------

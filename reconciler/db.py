@@ -175,9 +175,17 @@ class Session:
             raise
         self.commit()
 
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """A read-only, repeatable-read transaction: every read sees one moment."""
+        """A read-only, repeatable-read transaction: every read sees one moment. Inside an
+        open transaction (an assert step re-diagnosing), it reads that transaction's view."""
+        if self.in_transaction:
+            yield
+            return
         self.begin(read_only=True)
         try:
             yield

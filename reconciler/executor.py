@@ -1,8 +1,10 @@
-"""The one execution path: run a plan's steps in order, each in its own transaction
-where PostgreSQL allows, recording each step in the audit table inside that transaction.
+"""The one execution path: run a plan's steps in order, recording each in the audit table
+inside the transaction that does its work.
 
-A failed step is rolled back, its failure recorded (tracking row, audit row), and the run
-stops there: the steps before it stay done.
+Steps run in the transactions ``Plan.transactions()`` says: one per step for migrate and
+rollback, consecutive steps together for remediation plans; a step PostgreSQL refuses in a
+transaction runs on its own. A failure rolls back the unfinished transaction, is recorded
+(tracking row, audit row), and stops the run: what committed before it stays.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import psycopg2
 
 from reconciler import tracking
-from reconciler.actions import get_action
+from reconciler.actions import RunContext, StepError, get_action
 from reconciler.db import Session, host_pid, is_connection_lost, server_error_text, sqlstate
 from reconciler.errors import DatabaseUnavailable
 from reconciler.plan import Plan, PlannedStep
 from reconciler.statements import Statement
+
+RESET_SESSION = Statement("RESET ALL; RESET ROLE", None)
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class StepOutcome:
     ok: bool
     elapsed_ms: int
     error: str | None = None
+    outcome: str = "ok"  # ok, failed, rolled back, manual
 
 
 @dataclass(frozen=True)
@@ -61,77 +67,110 @@ class ExecutionResult:
 class _Context:
     session: Session
     plan: Plan
+    migrations_dir: Path | None
     who: str = field(default_factory=host_pid)
+
+    @property
+    def run(self) -> RunContext:
+        return RunContext(self.session, self.plan.tracking_schema, self.migrations_dir)
 
 
 StepCallback = Callable[[int, PlannedStep], None]
 
-RESET_SESSION = Statement("RESET ALL; RESET ROLE", None)
+
+class _StepFailed(Exception):
+    def __init__(self, failure: Failure, outcome: StepOutcome) -> None:
+        self.failure = failure
+        self.outcome = outcome
 
 
-def execute(session: Session, plan: Plan, on_step: StepCallback | None = None) -> ExecutionResult:
+def execute(
+    session: Session, plan: Plan, on_step: StepCallback | None = None, migrations_dir: Path | None = None
+) -> ExecutionResult:
     """Run ``plan`` on ``session``. The caller holds the migration lock."""
-    ctx = _Context(session, plan)
+    ctx = _Context(session, plan, migrations_dir)
     outcomes: list[StepOutcome] = []
     started = time.monotonic()
-    for index, step in enumerate(plan.steps, start=1):
-        if on_step:
-            on_step(index, step)
-        outcome, failure = _run_step(ctx, index, step)
-        outcomes.append(outcome)
-        if failure is not None:
-            return ExecutionResult(plan, tuple(outcomes), failure, time.monotonic() - started)
+    for group in plan.transactions():
+        in_group: list[StepOutcome] = []
+        began = plan.steps[group[0]].transactional
+        try:
+            if began:
+                session.begin()
+            for index in group:
+                step = plan.steps[index]
+                if on_step:
+                    on_step(index + 1, step)
+                in_group.append(_run_step(ctx, index + 1, step))
+            if began:
+                session.commit()
+        except _StepFailed as failed:
+            # The failed step's transaction is gone: the steps that shared it were undone.
+            undone = [
+                replace(o, ok=False, outcome="rolled back", error=f"undone with step {failed.failure.step}")
+                for o in in_group
+            ]
+            outcomes += [*undone, failed.outcome]
+            return ExecutionResult(plan, tuple(outcomes), failed.failure, time.monotonic() - started)
+        outcomes += in_group
     return ExecutionResult(plan, tuple(outcomes), None, time.monotonic() - started)
 
 
-def _run_step(ctx: _Context, index: int, step: PlannedStep) -> tuple[StepOutcome, Failure | None]:
+def _run_step(ctx: _Context, index: int, step: PlannedStep) -> StepOutcome:
+    """Run one step inside the group's transaction (or on its own, when it cannot be in one)."""
     session = ctx.session
     action = get_action(step.action)
     t0 = time.monotonic()
     current: list[Statement] = []  # the statement being run, for the error location
     try:
-        if step.transactional:
-            session.begin()
-        action.run_body(session, step, lambda s: current.__setitem__(slice(None), [s]))
+        action.run_body(ctx.run, step, lambda s: current.__setitem__(slice(None), [s]))
         current.clear()
         if not step.transactional:
-            session.begin()  # the body ran statement by statement; record it atomically
+            session.begin()  # the body ran on its own; record it atomically
         # What the step SET (search_path, role, ...) must not leak into its bookkeeping or
         # into the next step: a migration runs the same alone or in a batch.
         session.run(RESET_SESSION)
         runtime = {"execution_ms": _ms_since(t0), "error": None}
         for statement in step.bookkeeping:
             session.run(_with_runtime(statement, runtime))
+        outcome = "manual" if step.action == "manual" else "ok"
         if action.audited:
-            session.run(_audit(ctx, index, step, "ok", None))
-        session.commit()
-    except psycopg2.Error as e:
+            session.run(_audit(ctx, index, step, outcome, None))
+        if not step.transactional:
+            session.commit()
+        return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome)
+    except (psycopg2.Error, StepError) as e:
         session.rollback()
-        if is_connection_lost(e) or session.conn.closed:
-            if session.reconnect():
-                # Record it, so diagnose and the next migrate know the step did not finish.
-                _record_failure(ctx, index, step, f"connection lost: {server_error_text(e)}", None, _ms_since(t0))
-            kept = (
-                "The server rolled that step back"
-                if step.transactional
-                else "That step ran outside a transaction: the statements it had finished were kept"
-            )
-            raise DatabaseUnavailable(
-                f"lost the connection to the database during step {index} ({step.reason}): {server_error_text(e)}",
-                f"{kept}; run poststack db diagnose to see where it stopped.",
-            ) from e
-        message = server_error_text(e)
-        location = _location(current[0], e) if current else None
+        if isinstance(e, psycopg2.Error) and (is_connection_lost(e) or session.conn.closed):
+            _connection_lost(ctx, index, step, e, t0)
+        message = server_error_text(e) if isinstance(e, psycopg2.Error) else str(e)
+        location = _location(current[0], e) if current and isinstance(e, psycopg2.Error) else None
         _record_failure(ctx, index, step, message, location, _ms_since(t0))
-        outcome = StepOutcome(index, step.action, step.version, False, _ms_since(t0), message)
-        return outcome, Failure(index, step.action, step.version, message, location, sqlstate(e))
+        failure = Failure(index, step.action, step.version, message, location, sqlstate(e))
+        raise _StepFailed(
+            failure, StepOutcome(index, step.action, step.version, False, _ms_since(t0), message, "failed")
+        ) from e
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM): undo the open transaction and say so in tracking.
         if not session.conn.closed:
             session.rollback()
             _record_failure(ctx, index, step, "interrupted", None, _ms_since(t0))
         raise
-    return StepOutcome(index, step.action, step.version, True, _ms_since(t0)), None
+
+
+def _connection_lost(ctx: _Context, index: int, step: PlannedStep, error: psycopg2.Error, t0: float) -> None:
+    if ctx.session.reconnect():
+        # Record it, so diagnose and the next migrate know the step did not finish.
+        _record_failure(ctx, index, step, f"connection lost: {server_error_text(error)}", None, _ms_since(t0))
+    kept = (
+        "The server rolled that step back"
+        if step.transactional
+        else "That step ran outside a transaction: the statements it had finished were kept"
+    )
+    raise DatabaseUnavailable(
+        f"lost the connection to the database during step {index} ({step.reason}): {server_error_text(error)}",
+        f"{kept}; run poststack db diagnose to see where it stopped.",
+    ) from error
 
 
 def _record_failure(
@@ -177,7 +216,7 @@ def _with_runtime(statement: Statement, runtime: dict[str, object]) -> Statement
     return replace(statement, params=params)
 
 
-def _location(statement: Statement, error: psycopg2.Error) -> str | None:
+def _location(statement: Statement, error: BaseException) -> str | None:
     """file:line of the failing statement, refined by the server's error position."""
     if statement.source is None or statement.line is None:
         return None

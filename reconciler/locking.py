@@ -59,7 +59,11 @@ def advisory_only(session: Session, schema: str, timeout_s: float) -> Iterator[N
 
 @contextmanager
 def migration_lock(
-    session: Session, schema: str, timeout_s: float, prepare: Callable[[], None] | None = None
+    session: Session,
+    schema: str,
+    timeout_s: float,
+    prepare: Callable[[], None] | None = None,
+    take_row: bool = True,
 ) -> Iterator[None]:
     """Hold the migration lock for the block.
 
@@ -72,6 +76,11 @@ def migration_lock(
     try:
         if prepare is not None:
             prepare()
+        if not take_row:
+            # A plan that releases a stuck lock (or creates the tables) runs under the
+            # advisory lock alone: it is the one that clears the row.
+            yield
+            return
         state = tracking.read_lock(session, schema)
         if state.locked:
             if state.holder_alive:

@@ -27,6 +27,9 @@ class PlannedStep:
     transactional: bool = True
     no_transaction_reason: str | None = None
     version: str | None = None
+    command: tuple[str, ...] = ()  # for steps that run a program (pg_dump), its argv as shown
+    playbook: str | None = None  # the playbook that planned it
+    title: str | None = None  # the playbook step's name, rendered
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -34,6 +37,9 @@ class PlannedStep:
             "reason": self.reason,
             "args": self.args,
             "version": self.version,
+            "playbook": self.playbook,
+            "title": self.title,
+            "command": list(self.command),
             "transactional": self.transactional,
             "no_transaction_reason": self.no_transaction_reason,
             "statements": [s.to_json() for s in self.statements],
@@ -48,6 +54,9 @@ class PlannedStep:
             reason=data["reason"],
             args=data["args"],
             version=data.get("version"),
+            playbook=data.get("playbook"),
+            title=data.get("title"),
+            command=tuple(data.get("command") or ()),
             transactional=data["transactional"],
             no_transaction_reason=data.get("no_transaction_reason"),
             statements=tuple(Statement.from_json(s) for s in data["statements"]),
@@ -57,20 +66,49 @@ class PlannedStep:
 
 
 @dataclass(frozen=True)
+class PlaybookRef:
+    """Which playbook (and exactly which file content) a plan was rendered from."""
+
+    name: str
+    version: int
+    sha256: str
+    builtin: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256, "builtin": self.builtin}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlaybookRef:
+        return cls(data["name"], data["version"], data["sha256"], data["builtin"])
+
+
+@dataclass(frozen=True)
 class Plan:
-    operation: str  # migrate, rollback, create-schema, ...
+    operation: str  # migrate, rollback, create-schema, remediate, ...
     tracking_schema: str
     fingerprint: str  # of the observed state the plan was computed from
     steps: tuple[PlannedStep, ...]
     nothing_to_do: str | None = None  # the reason, when there are no steps
     notes: tuple[str, ...] = field(default=())
+    # Remediation plans run consecutive transactional steps in one transaction ("batch");
+    # migrate and rollback give each step its own ("step").
+    grouping: str = "step"
+    playbooks: tuple[PlaybookRef, ...] = ()
+    issues: tuple[dict[str, Any], ...] = ()  # what was diagnosed, as diagnose --format json shows it
+    database: str | None = None  # current_database() it was made for
+    destructive: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": PLAN_FORMAT,
             "operation": self.operation,
+            "database": self.database,
             "tracking_schema": self.tracking_schema,
             "fingerprint": self.fingerprint,
+            "grouping": self.grouping,
+            "destructive": self.destructive,
+            "playbooks": [p.to_json() for p in self.playbooks],
+            "issues": list(self.issues),
             "nothing_to_do": self.nothing_to_do,
             "notes": list(self.notes),
             "steps": [s.to_json() for s in self.steps],
@@ -85,7 +123,24 @@ class Plan:
             nothing_to_do=data.get("nothing_to_do"),
             notes=tuple(data.get("notes") or ()),
             steps=tuple(PlannedStep.from_json(s) for s in data["steps"]),
+            grouping=data.get("grouping", "step"),
+            playbooks=tuple(PlaybookRef.from_json(p) for p in data.get("playbooks") or ()),
+            issues=tuple(data.get("issues") or ()),
+            database=data.get("database"),
+            destructive=data.get("destructive", False),
         )
+
+    def transactions(self) -> list[list[int]]:
+        """Step indexes (0-based) grouped as they will run: one group, one transaction;
+        a non-transactional step is a group of its own."""
+        groups: list[list[int]] = []
+        for index, step in enumerate(self.steps):
+            joinable = self.grouping == "batch" and step.transactional and groups
+            if joinable and self.steps[groups[-1][-1]].transactional:
+                groups[-1].append(index)
+            else:
+                groups.append([index])
+        return groups
 
     @property
     def hash(self) -> str:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from reconciler.issues import Severity
 from reconciler.plan import Plan, PlannedStep
 from reconciler.statements import Statement
 from reconciler.tracking import RUNTIME_PARAMS, LockState
@@ -56,7 +57,10 @@ def render_statement(statement: Statement) -> str:
     if statement.params:
         rendered = {}
         for key, value in statement.params.items():
-            measured = key in RUNTIME_PARAMS and value is None
+            # The error is only measured for a failure's row; a success row's stays NULL.
+            measured = (
+                key in RUNTIME_PARAMS and value is None and not (key == "error" and statement.params.get("success"))
+            )
             rendered[key] = "<measured at run time>" if measured else sql_literal(value)
         sql = sql.replace("%%", "\x00")
         for key, value in rendered.items():
@@ -369,11 +373,204 @@ def verification_text(result: Any) -> str:
     return "\n".join(["❌ Migration verification failed!", *(f"   Error: {e}" for e in result.errors)])
 
 
-def unlock_text(result: Any) -> str:
-    if result.holder is None:
-        return f"✅ {result.plan.nothing_to_do}; nothing to release."
-    if not result.confirmed:
-        return f"🔍 The migration lock is {result.holder}.\n{render_plan(result.plan)}\nNothing changed: add --confirm to release it."
-    if result.execution.failure:
-        return f"❌ Could not release the migration lock: {result.execution.failure.message}"
-    return f"✅ Released the migration lock ({result.holder.removeprefix('held by ')})"
+# --- remediation plans, apply, front-ends -------------------------------------------------
+
+
+def _step_lines(index: int, step: PlannedStep) -> list[str]:
+    origin = f"[{step.playbook}: {step.action}]" if step.playbook else f"[{step.action}]"
+    lines = [f"  {index}. {step.title or step.reason} {origin}"]
+    if step.title and step.title != step.reason and step.action != "manual":
+        lines.append(f"     {step.reason}")
+    if step.command:
+        lines.append("     $ " + " ".join(step.command))
+    for statement in step.statements:
+        lines += ["     " + line for line in render_statement(statement).splitlines()]
+    for statement in step.bookkeeping:
+        lines += ["     " + line for line in render_statement(statement).splitlines()]
+    return lines
+
+
+def plan_summary(plan: Plan) -> str:
+    runnable = [s for s in plan.steps if s.action != "manual"]
+    manual = len(plan.steps) - len(runnable)
+    groups = [g for g in plan.transactions() if plan.steps[g[0]].action != "manual"]
+    parts = [f"{len(runnable)} step(s) to run"]
+    if runnable:
+        parts.append(f"{len(groups)} transaction(s)")
+    parts.append(f"{manual} for a person")
+    return (
+        "Plan: "
+        + ", ".join(parts)
+        + f"; fingerprint {plan.fingerprint[:12]}"
+        + (" (DESTRUCTIVE)" if plan.destructive else "")
+    )
+
+
+def remediation_plan_text(plan: Plan) -> str:
+    lines = []
+    if plan.issues:
+        lines.append(f"Issues ({len(plan.issues)}):")
+        for issue in plan.issues:
+            severity = Severity[issue["severity"].upper()]
+            lines.append(f"  {severity.emoji} {issue['type'].upper()}: {issue['message']}")
+    else:
+        lines.append("Issues: none")
+    if plan.playbooks:
+        lines.append("Playbooks: " + ", ".join(f"{p.name} v{p.version}" for p in plan.playbooks))
+    if plan.steps:
+        lines.append("")
+        lines.append("Steps:")
+        for number, group in enumerate(plan.transactions(), start=1):
+            first = plan.steps[group[0]]
+            if first.action == "manual":
+                pass
+            elif first.transactional:
+                span = f"step {group[0] + 1}" if len(group) == 1 else f"steps {group[0] + 1}-{group[-1] + 1}"
+                lines.append(f"  -- transaction {number}: {span}")
+            else:
+                lines.append(f"  -- step {group[0] + 1} runs outside a transaction: {first.no_transaction_reason}")
+            for index in group:
+                lines += _step_lines(index + 1, plan.steps[index])
+    lines.append("")
+    lines.append(plan.nothing_to_do + "." if plan.nothing_to_do and not plan.steps else plan_summary(plan))
+    return "\n".join(lines)
+
+
+def remediation_plan_json(plan: Plan) -> str:
+    return to_json({**plan.to_json(), "hash": plan.hash})
+
+
+def apply_text(result: Any) -> str:
+    plan = result.plan
+    lines = []
+    execution = result.execution
+    if execution is None:
+        lines.append(f"✅ {plan.nothing_to_do or 'Nothing to do'}; nothing was run.")
+    elif execution.failure:
+        failure = execution.failure
+        step = plan.steps[failure.step - 1]
+        where = f"{failure.location}: " if failure.location else ""
+        lines.append(f"❌ Step {failure.step} ({step.title or step.reason}) failed: {where}{failure.message}")
+        undone = [o.index for o in execution.outcomes if o.outcome == "rolled back"]
+        if undone:
+            lines.append(f"   Rolled back with it (same transaction): step(s) {', '.join(map(str, undone))}.")
+        kept = [o.index for o in execution.outcomes if o.ok]
+        lines.append(f"   Kept: step(s) {', '.join(map(str, kept)) or 'none'}. Nothing after step {failure.step} ran.")
+    else:
+        ran = [o for o in execution.outcomes if o.outcome == "ok"]
+        lines.append(f"✅ Apply complete: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s.")
+    manual = [s for s in plan.steps if s.action == "manual"]
+    if manual:
+        lines.append("For a person to do:")
+        lines += [f"  - {s.reason.removeprefix('MANUAL: ')}" for s in manual]
+    lines.append(_remaining_text(result.remaining))
+    return "\n".join(lines)
+
+
+def _remaining_text(remaining: Any) -> str:
+    if not remaining:
+        return "Re-diagnosis: ✅ no issues left."
+    shown = [f"  {i.severity.emoji} {i.type.value.upper()}: {i.message}" for i in remaining[:10]]
+    more = [f"  … and {len(remaining) - 10} more"] if len(remaining) > 10 else []
+    return "\n".join([f"Re-diagnosis: {len(remaining)} issue(s) remain:", *shown, *more])
+
+
+def apply_json(result: Any) -> str:
+    execution = result.execution
+    return to_json(
+        {
+            "ok": result.ok,
+            "plan_hash": result.plan.hash,
+            "outcomes": [asdict(o) for o in execution.outcomes] if execution else [],
+            "failure": asdict(execution.failure) if execution and execution.failure else None,
+            "remaining_issues": [i.to_json() for i in result.remaining],
+        }
+    )
+
+
+def recover_dry_run_text(plan: Plan) -> str:
+    lines = ["🔍 Dry run - analyzing recovery options..."]
+    tracked = [s for s in plan.steps if s.action == "track_migration"]
+    if not tracked:
+        lines.append("✅ Nothing to recover: every migration the catalog shows applied is tracked.")
+        return "\n".join(lines)
+    by_version = {i["version"]: i for i in plan.issues}
+    lines.append(f"Would recover {len(tracked)} issue(s):")
+    for step in tracked:
+        issue = by_version.get(step.version, {})
+        if issue.get("type") == "undetermined":
+            lines.append(f"  - {issue['message']} (included by --force: {issue['details'].get('reason')})")
+            lines.append("    Fix: Track it as applied without evidence")
+        else:
+            lines.append(f"  - {issue.get('message', step.reason)}")
+            lines.append(f"    Fix: {issue.get('suggested_fix', 'Use recovery mode to track this migration')}")
+    lines.append("")
+    lines.append(remediation_plan_text(plan))
+    return "\n".join(lines)
+
+
+def recover_text(result: Any) -> str:
+    plan = result.plan
+    tracked = [
+        o.version
+        for o in (result.execution.outcomes if result.execution else ())
+        if o.ok and o.action == "track_migration"
+    ]
+    if result.execution is None:
+        return "✅ Nothing to recover: every migration the catalog shows applied is tracked."
+    if not result.ok:
+        return "🔄 Starting migration recovery...\n" + apply_text(result)
+    forced = [i["version"] for i in plan.issues if i["type"] == "undetermined" and i["version"] in tracked]
+    lines = ["🔄 Starting migration recovery...", "✅ Recovery completed successfully!"]
+    lines.append(f"   Added tracking for migrations {', '.join(tracked)}")
+    if forced:
+        lines.append(f"   (without evidence, because of --force: {', '.join(forced)})")
+    return "\n".join(lines)
+
+
+def front_end_text(verb: str, result: Any) -> str:
+    """repair and clean: what was done, in one line per kind of fix."""
+    if result.execution is None:
+        return f"✅ Nothing to {verb}." + ("" if not result.plan.steps else "\n" + apply_text(result))
+    if not result.ok:
+        return apply_text(result)
+    done = [result.plan.steps[o.index - 1] for o in result.execution.outcomes if o.ok and o.outcome == "ok"]
+    lines = [f"✅ {verb.capitalize()} completed successfully!"]
+    lines += [f"   {s.reason[0].upper()}{s.reason[1:]}" for s in done]
+    manual = [s for s in result.plan.steps if s.action == "manual"]
+    if manual:
+        lines.append("For a person to do:")
+        lines += [f"  - {s.reason.removeprefix('MANUAL: ')}" for s in manual]
+    lines.append(_remaining_text(result.remaining))
+    return "\n".join(lines)
+
+
+def playbooks_text(playbooks: Any) -> str:
+    lines = [f"  {'NAME':<20} {'VER':<4} {'AUTO':<5} {'DESTRUCTIVE':<12} {'HANDLES':<45} SOURCE"]
+    for book in sorted(playbooks.values(), key=lambda b: (b.order, b.name)):
+        handles = ", ".join(book.handles) or "(run by name)"
+        source = "built-in" if book.builtin else str(book.path)
+        lines.append(
+            f"  {book.name:<20} {book.version:<4} {'yes' if book.auto else 'no':<5} "
+            f"{'yes' if book.destructive else 'no':<12} {handles:<45} {source}"
+        )
+    return "\n".join(lines)
+
+
+def playbook_show_text(book: Any) -> str:
+    lines = [
+        f"{book.name} v{book.version}{' (DESTRUCTIVE)' if book.destructive else ''}",
+        book.description,
+        f"Handles: {', '.join(book.handles) or '(run by name only)'}",
+        f"File: {book.path} (sha256 {book.sha256[:12]})",
+        "Steps:",
+    ]
+    for number, step in enumerate(book.steps, start=1):
+        lines.append(f"  {number}. {step.name} [{step.action}] (line {step.line})")
+        if step.for_each:
+            lines.append(f"     for each: {step.for_each}")
+        if step.when:
+            lines.append(f"     when: {step.when}")
+        for key, value in step.args.items():
+            lines.append(f"     {key}: {value}")
+    return "\n".join(lines)

@@ -1,6 +1,12 @@
 """Actions, one class each, registered by name. Importing this package registers them all."""
 
-from reconciler.actions import locks, migrations, tracking_tables  # noqa: F401  (registration)
-from reconciler.actions.base import Action, BuildContext, get_action, registered
+from reconciler.actions import (  # noqa: F401  (registration)
+    locks,
+    migrations,
+    operations,
+    tracking_rows,
+    tracking_tables,
+)
+from reconciler.actions.base import Action, BuildContext, RunContext, StepError, get_action, registered
 
-__all__ = ["Action", "BuildContext", "get_action", "registered"]
+__all__ = ["Action", "BuildContext", "RunContext", "StepError", "get_action", "registered"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from reconciler.errors import UsageError
@@ -22,6 +23,21 @@ class BuildContext:
 
     schema: str
     migrations: MigrationSet
+    backups_dir: Path | None = None  # where backup steps write
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an action may use while it runs, beyond its statements."""
+
+    session: Any
+    schema: str
+    migrations_dir: Path | None
+
+
+class StepError(Exception):
+    """A step that did not do what it must (an assertion, a failed program): its
+    transaction is rolled back and the run stops there, like a failed statement."""
 
 
 class Action:
@@ -31,6 +47,7 @@ class Action:
     optional: ClassVar[tuple[str, ...]] = ()
     destructive: ClassVar[bool] = False
     audited: ClassVar[bool] = True  # False only where the audit table itself is gone afterwards
+    static_args: ClassVar[tuple[str, ...]] = ()  # SQL text: never templated, values go in params
 
     def step(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         self.check_args(args)
@@ -47,12 +64,12 @@ class Action:
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         raise NotImplementedError
 
-    def run_body(self, session: Any, step: PlannedStep, before: Callable[[Statement], None]) -> None:
+    def run_body(self, run: RunContext, step: PlannedStep, before: Callable[[Statement], None]) -> None:
         """Run the step's body; ``before`` is told each statement first (for error locations).
         The executor owns transactions, bookkeeping and audit."""
         for statement in step.statements:
             before(statement)
-            session.run(statement)
+            run.session.run(statement)
 
 
 def register(cls: type[Action]) -> type[Action]:

@@ -1,0 +1,105 @@
+"""Fixes to tracking rows: track a migration, remove rows, update a checksum, dedupe rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.actions.base import Action, BuildContext, register
+from reconciler.errors import UsageError
+from reconciler.files import CHECKSUM_ALGORITHM, Migration
+from reconciler.plan import PlannedStep
+from reconciler.statements import Statement, qualified
+from reconciler.tracking import MIGRATIONS_TABLE, insert_row_statement
+
+_SAME_VERSION = "ltrim(version, '0') = ltrim(%(version)s, '0')"
+
+
+def _migration(ctx: BuildContext, version: Any) -> Migration:
+    migration = ctx.migrations.find(str(version))
+    if migration is None:
+        raise UsageError(f"no migration {version} in {ctx.migrations.directory}")
+    return migration
+
+
+@register
+class TrackMigration(Action):
+    name = "track_migration"
+    summary = "Record a migration as applied without running it (it was applied by hand)"
+    required = ("version",)
+    optional = ("reason",)
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        migration = _migration(ctx, args["version"])
+        row = insert_row_statement(
+            ctx.schema,
+            version=migration.version,
+            description=migration.description,
+            checksum=migration.checksum,
+            algorithm=CHECKSUM_ALGORITHM,
+            success=True,
+            transactional=migration.file.script.transactional,
+        )
+        # Recovered, not run: no execution time.
+        row = Statement(row.sql, {**(row.params or {}), "execution_ms": 0})
+        reason = f"track migration {migration.version} as applied"
+        if args.get("reason"):
+            reason += f" ({args['reason']})"
+        return PlannedStep(self.name, reason, {"version": migration.version}, (row,), version=migration.version)
+
+
+@register
+class RemoveTrackingRow(Action):
+    name = "remove_tracking_row"
+    summary = "Delete tracking rows of a version: its failed attempts, or the rows named by id"
+    required = ("version",)
+    optional = ("only_failed", "ids")
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        version = str(args["version"])
+        table = qualified(ctx.schema, MIGRATIONS_TABLE)
+        if args.get("ids"):
+            ids = [int(i) for i in args["ids"]]
+            statement = Statement(f"DELETE FROM {table} WHERE id = ANY(%(ids)s)", {"ids": ids})
+            reason = f"remove tracking row(s) {', '.join(map(str, ids))} of migration {version}"
+        elif args.get("only_failed", True):
+            statement = Statement(f"DELETE FROM {table} WHERE {_SAME_VERSION} AND NOT success", {"version": version})
+            reason = f"remove the failed tracking row(s) of migration {version}, so migrate runs it again"
+        else:
+            statement = Statement(f"DELETE FROM {table} WHERE {_SAME_VERSION}", {"version": version})
+            reason = f"remove every tracking row of migration {version}"
+        return PlannedStep(self.name, reason, dict(args, version=version), (statement,), version=version)
+
+
+@register
+class UpdateChecksum(Action):
+    name = "update_checksum"
+    summary = "Record the file's current checksum for an applied migration (the edit was intended)"
+    required = ("version",)
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        migration = _migration(ctx, args["version"])
+        statement = Statement(
+            f"UPDATE {qualified(ctx.schema, MIGRATIONS_TABLE)} SET checksum = %(checksum)s, "
+            f"checksum_algorithm = %(algorithm)s WHERE {_SAME_VERSION} AND success",
+            {"checksum": migration.checksum, "algorithm": CHECKSUM_ALGORITHM, "version": migration.version},
+        )
+        reason = f"record checksum {migration.checksum[:12]} of {migration.path.name} for migration {migration.version}"
+        return PlannedStep(self.name, reason, {"version": migration.version}, (statement,), version=migration.version)
+
+
+@register
+class DedupeRows(Action):
+    name = "dedupe_rows"
+    summary = "Keep the oldest successful tracking row of a version and delete the other successful ones"
+    required = ("version",)
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        version = str(args["version"])
+        table = qualified(ctx.schema, MIGRATIONS_TABLE)
+        statement = Statement(
+            f"DELETE FROM {table} WHERE {_SAME_VERSION} AND success AND id > "
+            f"(SELECT min(id) FROM {table} WHERE {_SAME_VERSION} AND success)",
+            {"version": version},
+        )
+        reason = f"keep the oldest tracking row of migration {version}, delete its duplicates"
+        return PlannedStep(self.name, reason, {"version": version}, (statement,), version=version)

@@ -1,0 +1,200 @@
+"""issues + playbooks → Plan. Pure: no database, no clock beyond backup file names.
+
+Playbooks are chosen by name, or by the issue types they handle; each step is expanded
+over its ``for_each`` items, filtered by ``when`` and rendered; an issue no chosen
+playbook handles becomes a manual step saying what a person must do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from reconciler.actions import BuildContext, get_action
+from reconciler.attribution import Verdict, attribute
+from reconciler.checks import Facts, run_checks
+from reconciler.errors import UsageError
+from reconciler.issues import Issue, IssueType
+from reconciler.plan import Plan, PlannedStep, PlaybookRef
+from reconciler.playbook import Playbook, PlaybookError, StepSpec, find
+from reconciler.render import RenderError, evaluate, render_value
+
+PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    playbooks: tuple[str, ...] = ()  # --playbook: exactly these
+    issue_types: tuple[str, ...] = ()  # --issue-type: only these (and "pending")
+    variables: dict[str, Any] = field(default_factory=dict)  # force, terminate, ...
+    operation: str = "remediate"
+    include_unhandled: bool = True  # add manual steps for issues no playbook handles
+
+
+def _pending(facts: Facts, force: bool) -> list[dict[str, Any]]:
+    """Migrations to apply: not tracked as applied, not applied by hand, not half-applied."""
+    tracking = facts.observed.tracking
+    items = []
+    for migration in facts.desired.migrations.migrations:
+        if migration.number in tracking.applied:
+            continue
+        failed = tracking.failed.get(migration.number)
+        if failed is not None and not failed.transactional and not force:
+            continue  # it may have left part of itself behind: repair decides, not migrate
+        found = facts.attributions.get(migration.version)
+        if found is not None and found.verdict in (Verdict.APPLIED, Verdict.PARTIAL):
+            continue
+        items.append({"version": migration.version, "description": migration.description, "retry": failed is not None})
+    return items
+
+
+def _observed_summary(facts: Facts) -> dict[str, Any]:
+    tracking = facts.observed.tracking
+    lock = tracking.lock
+    return {
+        "schema": tracking.schema,
+        "database": facts.observed.server.database,
+        "tables_present": sorted(tracking.tables),
+        "applied": [row.version for _, row in sorted(tracking.applied.items())],
+        "current_version": tracking.current.version if tracking.current else None,
+        "lock": {
+            "locked": bool(lock and lock.locked),
+            "holder": lock.describe() if lock else "not locked",
+            "backend_pid": lock.backend_pid if lock else None,
+            "holder_alive": bool(lock and lock.holder_alive),
+        },
+    }
+
+
+def _evidence_applied(facts: Facts) -> list[dict[str, Any]]:
+    """Every migration the catalog (or its verify script) shows applied, tracked or not:
+    what an emergency reset tracks again."""
+    desired, observed = facts.desired, facts.observed
+    items = []
+    for migration in desired.migrations.migrations:
+        found = attribute(migration, desired.history, observed.catalog, observed.verify.get(migration.version))
+        tracked = migration.number in observed.tracking.applied
+        if found.verdict is Verdict.APPLIED or (tracked and found.verdict is Verdict.UNDETERMINED):
+            items.append(
+                {
+                    "version": migration.version,
+                    "description": migration.description,
+                    "basis": found.basis if not tracked else "tracked before the reset",
+                }
+            )
+        elif found.verdict is Verdict.UNDETERMINED:
+            items.append(
+                {
+                    "version": migration.version,
+                    "description": migration.description,
+                    "basis": None,
+                    "reason": found.reason,
+                }
+            )
+    return items
+
+
+def choose(playbooks: dict[str, Playbook], request: PlanRequest, present: set[str]) -> list[Playbook]:
+    if request.playbooks:
+        chosen = [find(playbooks, name) for name in request.playbooks]
+    else:
+        chosen = [p for p in playbooks.values() if p.auto and present & set(p.handles)]
+    return sorted(chosen, key=lambda p: (p.order, p.name))
+
+
+def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: PlanRequest, ctx: BuildContext) -> Plan:
+    wanted = {t for t in request.issue_types}
+    types = [IssueType(t) for t in wanted if t != PENDING] if wanted else list(IssueType)
+    issues = run_checks(facts, types)
+    pending = _pending(facts, bool(request.variables.get("force"))) if (not wanted or PENDING in wanted) else []
+    present = {i.type.value for i in issues} | ({PENDING} if pending else set())
+    chosen = choose(playbooks, request, present)
+
+    context: dict[str, Any] = {
+        "issues": [i.to_json() for i in issues],
+        "pending": pending,
+        "observed": _observed_summary(facts),
+        "evidence_applied": _evidence_applied(facts) if any(p.destructive for p in chosen) else [],
+        "vars": dict(request.variables),
+    }
+    steps: list[PlannedStep] = []
+    for book in chosen:
+        for spec in book.steps:
+            steps += _expand(book, spec, context, ctx, issues, pending)
+
+    handled = {t for p in chosen for t in p.handles}
+    if request.include_unhandled:
+        for issue in issues:
+            if issue.type.value not in handled:
+                steps.append(_manual_for(issue, ctx))
+
+    destructive = any(p.destructive for p in chosen)
+    if destructive and not (steps and steps[0].action == "backup"):
+        steps.insert(
+            0, replace(get_action("backup").step(ctx, {}), playbook="(required before a destructive playbook)")
+        )
+
+    runnable = [s for s in steps if s.action != "manual"]
+    nothing = None
+    if not runnable:
+        nothing = "Nothing to do: no issue a playbook can fix" if issues else "Nothing to do: no issues found"
+    return Plan(
+        operation=request.operation,
+        tracking_schema=ctx.schema,
+        fingerprint=facts.observed.fingerprint,
+        steps=tuple(steps),
+        nothing_to_do=nothing,
+        grouping="batch",
+        playbooks=tuple(PlaybookRef(p.name, p.version, p.sha256, p.builtin) for p in chosen),
+        issues=tuple(i.to_json() for i in issues),
+        database=facts.observed.server.database,
+        destructive=destructive,
+    )
+
+
+def _expand(
+    book: Playbook,
+    spec: StepSpec,
+    base: dict[str, Any],
+    ctx: BuildContext,
+    issues: list[Issue],
+    pending: list[dict[str, Any]],
+) -> list[PlannedStep]:
+    if spec.for_each is None:
+        items: list[tuple[str | None, Any]] = [(None, None)]
+    elif spec.for_each == PENDING:
+        items = [("migration", m) for m in pending]
+    elif spec.for_each == "evidence_applied":
+        items = [("migration", m) for m in base["evidence_applied"]]
+    else:
+        try:
+            kind = IssueType(spec.for_each)
+        except ValueError:
+            raise PlaybookError(
+                f"{book.where(spec)}: for_each {spec.for_each!r} is not an issue type, pending or evidence_applied"
+            ) from None
+        items = [("issue", i.to_json()) for i in issues if i.type is kind]
+    planned = []
+    for name, item in items:
+        context = dict(base)
+        if name is not None:
+            context[name] = item
+        try:
+            if spec.when is not None and not evaluate(spec.when, context):
+                continue
+            args = render_value(spec.args, context)
+            title = render_value(spec.name, context)
+        except RenderError as e:
+            raise PlaybookError(f"{book.where(spec)}: step {spec.name!r}: {e}") from e
+        try:
+            step = get_action(spec.action).step(ctx, args)
+        except UsageError as e:
+            raise PlaybookError(f"{book.where(spec)}: step {spec.name!r}: {e.summary}") from e
+        planned.append(replace(step, playbook=book.name, title=str(title)))
+    return planned
+
+
+def _manual_for(issue: Issue, ctx: BuildContext) -> PlannedStep:
+    instructions = f"{issue.message}: {issue.suggested_fix}"
+    step = get_action("manual").step(ctx, {"instructions": instructions, "issue": issue.to_json()})
+    return replace(step, playbook="(no playbook)", title=f"{issue.type.value} needs a person")

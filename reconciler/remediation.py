@@ -1,0 +1,173 @@
+"""plan, apply and the guide's fix commands (recover, repair, clean, unlock-migrations).
+
+One function per verb; each returns data. They all go through the same planner and the
+same executor: a front-end only fixes which playbooks and variables are used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler import executor, locking, tracking
+from reconciler.actions import BuildContext
+from reconciler.checks import Facts, run_checks
+from reconciler.config import Settings
+from reconciler.db import Session, connect
+from reconciler.errors import OperationFailed, PoststackError, UsageError
+from reconciler.issues import Issue
+from reconciler.plan import Plan
+from reconciler.planner import PlanRequest, plan_remediation
+from reconciler.playbook import load_all
+from reconciler.state import observe, observe_tracking, read_desired
+
+DEFAULT_VARIABLES = {"force": False, "terminate": False}
+
+
+class StalePlan(OperationFailed):
+    """The database changed since the plan was made."""
+
+
+def build_context(settings: Settings, desired_migrations: Any) -> BuildContext:
+    return BuildContext(
+        settings.tracking_schema, desired_migrations, settings.migrations_dir.resolve().parent / "backups"
+    )
+
+
+def _facts(session: Session, settings: Settings) -> Facts:
+    desired = read_desired(settings.migrations_dir)
+    return Facts(desired, observe(session, settings.tracking_schema, desired))
+
+
+def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> Plan:
+    playbooks = load_all(settings.migrations_dir)  # malformed playbooks fail before any connection
+    variables = {**DEFAULT_VARIABLES, **request.variables}
+    request = PlanRequest(
+        request.playbooks, request.issue_types, variables, request.operation, request.include_unhandled
+    )
+    with connect(settings, notify) as session:
+        facts = _facts(session, settings)
+    return plan_remediation(facts, playbooks, request, build_context(settings, facts.desired.migrations))
+
+
+# --- saved plans --------------------------------------------------------------------------
+
+
+def save_plan(plan: Plan, path: Path) -> None:
+    data = plan.to_json()
+    data["hash"] = plan.hash
+    try:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    except OSError as e:
+        raise UsageError(f"cannot write plan file {path}: {e.strerror}") from e
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a saved plan, refusing one that is not a poststack plan or was edited."""
+    import jsonschema
+
+    from reconciler.playbook import json_schema
+
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read plan file {path}: {e.strerror}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not a poststack plan (not JSON: {e})") from e
+    errors = list(jsonschema.Draft202012Validator(json_schema("plan.schema.json")).iter_errors(data))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise UsageError(f"{path}: not a poststack plan: {where}: {errors[0].message}")
+    plan = Plan.from_json(data)
+    if data.get("hash") and data["hash"] != plan.hash:
+        raise UsageError(
+            f"{path}: the plan was edited after it was made (its hash does not match)",
+            "Make a new one with poststack plan --out FILE.",
+        )
+    return plan
+
+
+# --- apply --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    execution: executor.ExecutionResult | None  # None when the plan had nothing to run
+    remaining: tuple[Issue, ...]  # what a fresh diagnosis finds afterwards
+
+    @property
+    def ok(self) -> bool:
+        return self.execution is None or self.execution.ok
+
+
+def apply_plan(settings: Settings, plan: Plan, notify: Any = None, on_step: Any = None) -> ApplyResult:
+    """Run a plan made by make_plan (now or saved). Refused, before anything runs, when it
+    was made for another database or the database changed since (stale)."""
+    schema = plan.tracking_schema
+    if schema != settings.tracking_schema:
+        raise UsageError(
+            f"the plan is for tracking schema {schema}, not {settings.tracking_schema} (use --schema {schema})"
+        )
+    with connect(settings, notify) as session:
+        database = session.server_info().database
+        if plan.database is not None and plan.database != database:
+            raise UsageError(
+                f"the plan was made for database {plan.database}, not {database}",
+                "Apply it where it was made, or make a new plan here with poststack plan.",
+            )
+        if not any(s.action != "manual" for s in plan.steps):
+            return ApplyResult(plan, None, tuple(run_checks(_facts(session, settings))))
+        # The lock row: a plan that releases a stuck lock, or that creates the tables, runs
+        # under the advisory lock alone and leaves the row to its steps.
+        releases_lock = any(s.action == "release_lock" for s in plan.steps)
+        take_row = not releases_lock and tracking.LOCK_TABLE in observe_tracking(session, schema).tables
+
+        def still_fresh() -> None:
+            # Under the advisory lock, before the lock row is touched: nothing slips in.
+            if _facts(session, settings).observed.fingerprint != plan.fingerprint:
+                raise StalePlan(
+                    "Saved plan is stale: the database changed since the plan was made",
+                    "Nothing was run. Make a new plan with poststack plan (and review it) before applying.",
+                )
+
+        with locking.migration_lock(session, schema, settings.lock_timeout, still_fresh, take_row=take_row):
+            execution = executor.execute(session, plan, on_step, settings.migrations_dir)
+        remaining = tuple(run_checks(_facts(session, settings)))
+    return ApplyResult(plan, execution, remaining)
+
+
+# --- front-ends ---------------------------------------------------------------------------
+
+
+def recover(settings: Settings, *, force: bool, notify: Any = None) -> Plan:
+    request = PlanRequest(("recover",), ("missing_tracking", "undetermined"), {"force": force}, "recover", False)
+    return make_plan(settings, request, notify)
+
+
+def repair(settings: Settings, *, issue_types: tuple[str, ...], force: bool, notify: Any = None) -> Plan:
+    types = issue_types or ("checksum_mismatch", "duplicate_version", "partial_migration")
+    for t in types:
+        if t not in ("checksum_mismatch", "duplicate_version", "partial_migration"):
+            raise UsageError(f"repair fixes checksum_mismatch, duplicate_version and partial_migration, not {t}")
+    return make_plan(settings, PlanRequest(("repair",), types, {"force": force}, "repair", False), notify)
+
+
+def clean(
+    settings: Settings, *, locks: bool, duplicates: bool, terminate: bool, operation: str = "clean", notify: Any = None
+) -> Plan:
+    if not (locks or duplicates):
+        raise UsageError("say what to clean: --locks, --duplicates, or both")
+    books = (("clean-locks",) if locks else ()) + (("clean-duplicates",) if duplicates else ())
+    types = (("stuck_lock",) if locks else ()) + (("duplicate_version",) if duplicates else ())
+    return make_plan(settings, PlanRequest(books, types, {"terminate": terminate}, operation, False), notify)
+
+
+def checked_apply(settings: Settings, plan: Plan, notify: Any = None, on_step: Any = None) -> ApplyResult:
+    """apply_plan for the front-ends, which plan and apply in one go."""
+    try:
+        return apply_plan(settings, plan, notify, on_step)
+    except StalePlan as e:
+        raise PoststackError("the database changed while the fix was being planned; run the command again") from e
