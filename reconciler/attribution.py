@@ -46,7 +46,7 @@ def attribute(
         )
     if isinstance(verify, str):
         return Attribution(
-            version, Verdict.UNDETERMINED, basis="verify script", reason=f"its verify script failed: {verify}"
+            version, Verdict.UNDETERMINED, basis="verify script", reason=f"its verify script gave no answer: {verify}"
         )
     effects = history.effects.get(version)
     if effects is not None and effects.error:

@@ -351,7 +351,7 @@ def diagnose(
     from reconciler.issues import IssueType, Severity
 
     with _guard(debug):
-        types = [IssueType.parse(t) for t in issue_type or ()]
+        types = [IssueType.parse(t) for value in issue_type or () for t in value.split(",") if t.strip()]
         minimum = Severity.parse(severity)
         result = diagnosis.diagnose(
             _settings(database_url, migrations_dir, schema, debug), types, minimum, notify=_notify
@@ -366,6 +366,7 @@ def validate(
     check_rollbacks: Annotated[
         bool, typer.Option("--check-rollbacks", help="Warn about migrations without a rollback file.")
     ] = False,
+    fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
@@ -377,13 +378,14 @@ def validate(
     with _guard(debug):
         settings = _settings(database_url, migrations_dir, schema, debug)
         result = diagnosis.validate(settings, check_rollbacks=check_rollbacks, notify=_notify)
-        typer.echo(report.validation_text(result))
+        _emit(fmt, result, report.validation_text, report.to_json)
         if not result.ok:
             raise typer.Exit(EXIT_PROBLEMS)
 
 
 @db_app.command("verify-migrations")
 def verify_migrations(
+    fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
@@ -394,7 +396,7 @@ def verify_migrations(
 
     with _guard(debug):
         result = diagnosis.verify_migrations(_settings(database_url, migrations_dir, schema, debug), notify=_notify)
-        typer.echo(report.verification_text(result))
+        _emit(fmt, result, report.verification_text, report.to_json)
         if not result.ok:
             raise typer.Exit(EXIT_PROBLEMS)
 
@@ -409,7 +411,8 @@ def _issue_types(values: list[str] | None) -> tuple[str, ...]:
     from reconciler.issues import IssueType
     from reconciler.planner import PENDING
 
-    return tuple(v if v == PENDING else IssueType.parse(v).value for v in values or ())
+    parts = [t.strip() for value in values or () for t in value.split(",") if t.strip()]
+    return tuple(t if t == PENDING else IssueType.parse(t).value for t in parts)
 
 
 def _run_plan(settings: Settings, plan: Any) -> Any:

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import __version__, embedded, executor, runner
+from reconciler.catalog import session_search_path
 from reconciler.config import Settings
 from reconciler.db import Session, connect
-from reconciler.effects import read_effects
 from reconciler.errors import DatabaseUnavailable, UsageError
 from reconciler.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
-from reconciler.history import History, analyze
+from reconciler.history import History
 from reconciler.plan import Plan
-from reconciler.state import ObservedTracking, observe_tracking
+from reconciler.state import ObservedTracking, observe_tracking, read_history
 from reconciler.tracking import LockState
 
 Notify = Callable[[str], None]
@@ -124,8 +124,8 @@ def _status_from(
 
 def migration_status(settings: Settings, notify: Notify | None = None) -> StatusResult:
     migrations = load_migrations(settings.migrations_dir)
-    history = analyze(read_effects(m.version, m.file.text) for m in migrations.migrations)
     with connect(settings, notify) as session:
+        history = read_history(migrations, session_search_path(session), settings.tracking_schema)
         observed = observe_tracking(session, settings.tracking_schema)
         return _status_from(migrations, observed, session.display_url, history)
 

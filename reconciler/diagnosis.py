@@ -15,7 +15,7 @@ from reconciler.db import connect
 from reconciler.errors import MigrationFileError
 from reconciler.files import Migration
 from reconciler.issues import Issue, IssueType, Severity
-from reconciler.state import DesiredState, ObservedState, observe, read_desired
+from reconciler.state import DesiredState, ObservedState, read_desired, read_state
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,8 @@ def database_state(desired: DesiredState, observed: ObservedState, display_url: 
 
 def read_facts(settings: Settings, notify: Any = None) -> tuple[Facts, str, int]:
     """Desired and observed state, the database's display URL, and the round trips it took."""
-    desired = read_desired(settings.migrations_dir)
     with connect(settings, notify) as session:
-        observed = observe(session, settings.tracking_schema, desired)
+        desired, observed = read_state(session, settings.migrations_dir, settings.tracking_schema)
         return Facts(desired, observed), session.display_url, session.round_trips
 
 
@@ -126,7 +125,7 @@ _TRACKING_ERRORS = (
 
 def validate(settings: Settings, *, check_rollbacks: bool, notify: Any = None) -> Validation:
     """Files first, without touching the database; then, if they are sound, tracking."""
-    desired = read_desired(settings.migrations_dir)
+    desired = read_desired(settings.migrations_dir, tracking_schema=settings.tracking_schema)
     errors = [p.message for p in desired.problems]
     for migration in desired.migrations.migrations:
         errors += _parse_errors(migration)
@@ -136,7 +135,7 @@ def validate(settings: Settings, *, check_rollbacks: bool, notify: Any = None) -
     if errors:
         return Validation(count, tuple(errors), tuple(warnings), False, missing)
     with connect(settings, notify) as session:
-        observed = observe(session, settings.tracking_schema, desired)
+        desired, observed = read_state(session, settings.migrations_dir, settings.tracking_schema)
     facts = Facts(desired, observed)
     for issue in run_checks(facts, _TRACKING_ERRORS):
         errors.append(issue.message)
@@ -156,7 +155,7 @@ class Verification:
         return not self.errors
 
 
-SHORT = 8
+from reconciler.issues import SHORT_CHECKSUM as SHORT  # noqa: E402
 
 
 def verify_migrations(settings: Settings, notify: Any = None) -> Verification:
@@ -167,7 +166,8 @@ def verify_migrations(settings: Settings, notify: Any = None) -> Verification:
     for number, row in sorted(applied.items()):
         migration = facts.desired.by_number.get(number)
         if migration is None:
-            errors.append(f"Migration {row.version} is tracked but its file is missing")
+            problem = next((p for p in facts.desired.problems if p.version and int(p.version) == number), None)
+            errors.append(problem.message if problem else f"Migration {row.version} is tracked but its file is missing")
             continue
         current = migration.file.checksum_as(row.checksum_algorithm)
         if row.checksum and current != row.checksum:

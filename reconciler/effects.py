@@ -1,14 +1,18 @@
 """Desired state, part two: what each migration does to the catalog, read with pglast.
 
 Pure: no database. For every statement we record the objects it creates and the objects
-it touches (drops, renames, moves), with names resolved against the schema in effect
-(``SET search_path`` in the file, else ``public``). Statements we cannot attribute (DO
-blocks, data changes, dynamic SQL) are recorded as such, never guessed.
+it touches (drops, renames, moves, replaces), with names resolved as PostgreSQL would:
+a new object lands in the first schema of the search_path in effect (``SET search_path``
+in the file, else the session default), an unqualified reference finds the first schema
+that holds that name. Creations that prove nothing (``IF NOT EXISTS``, ``OR REPLACE``,
+names PostgreSQL makes up for constraints and serial columns) are kept apart as *weak*.
+Statements we cannot attribute (DO blocks, data changes, dynamic SQL) are recorded as
+such, never guessed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pglast import parser
@@ -16,17 +20,22 @@ from pglast import parser
 from reconciler.script import LineIndex
 
 DEFAULT_SCHEMA = "public"
+DEFAULT_PATH = (DEFAULT_SCHEMA,)
 
 RELATION_KINDS = frozenset({"table", "view", "materialized_view", "sequence", "index"})
 TYPE_KINDS = frozenset({"enum", "composite", "domain", "range"})
 ROUTINE_KINDS = frozenset({"function", "procedure"})
 CHILD_KINDS = frozenset({"column", "trigger", "policy"})
+# Markers in ``touches``: a DROP ... CASCADE (anything that depends on something may go),
+# and a column drop (the indexes, triggers and policies of that table may go).
+CASCADE = "cascade"
+DEPENDENTS = "dependents"
 
 
 @dataclass(frozen=True, order=True)
 class ObjectRef:
-    """A catalog object. ``parent`` is the table of a column, trigger or policy; ``args``
-    are a routine's argument type names (pg_type.typname, ``_`` prefix for arrays)."""
+    """A catalog object. ``parent`` is the table of a column, trigger, policy or index;
+    ``args`` are a routine's argument type names (pg_type.typname, ``_`` for arrays)."""
 
     kind: str
     schema: str | None
@@ -54,15 +63,12 @@ class ObjectRef:
 
     def display(self) -> str:
         kind = self.kind.replace("_", " ")
-        if self.kind == "schema" or self.kind == "extension":
+        if self.kind in ("schema", "extension"):
             return f"{kind} {self.name}"
+        if self.kind == "column":
+            return f"{kind} {self.schema}.{self.parent}.{self.name}"
         if self.kind in CHILD_KINDS:
-            joiner = "." if self.kind == "column" else " on "
-            return (
-                f"{kind} {self.schema}.{self.parent}{joiner}{self.name}"
-                if self.kind == "column"
-                else (f"{kind} {self.name}{joiner}{self.schema}.{self.parent}")
-            )
+            return f"{kind} {self.name} on {self.schema}.{self.parent}"
         if self.args is not None:
             return f"{kind} {self.schema}.{self.name}({', '.join(self.args)})"
         return f"{kind} {self.schema}.{self.name}"
@@ -78,8 +84,9 @@ class Unattributed:
 @dataclass(frozen=True)
 class StatementEffects:
     line: int
-    creates: tuple[ObjectRef, ...] = ()
-    touches: tuple[ObjectRef, ...] = ()  # dropped, renamed away, moved away, or replaced
+    creates: tuple[ObjectRef, ...] = ()  # made by this statement, and proof of it
+    weak: tuple[ObjectRef, ...] = ()  # made (or kept) by it, but their existence proves nothing
+    touches: tuple[ObjectRef, ...] = ()  # dropped, renamed away, moved away, replaced
     unattributed: Unattributed | None = None
 
 
@@ -103,51 +110,126 @@ class MigrationEffects:
 
 
 @dataclass
+class Namespace:
+    """What the history has created so far, for resolving unqualified names. Shared by
+    the files of one history, read in order."""
+
+    default_path: tuple[str, ...] = DEFAULT_PATH
+    objects: set[tuple[str, str, str]] = field(default_factory=set)  # (family, schema, name)
+    schemas: set[str] = field(default_factory=lambda: {DEFAULT_SCHEMA})  # that exist (so far)
+    user: str | None = None  # the role migrations run as (CREATE SCHEMA AUTHORIZATION CURRENT_USER)
+
+    def apply(self, effects: StatementEffects) -> None:
+        for ref in effects.touches:
+            if ref.kind == "schema":
+                self.schemas.discard(ref.name)
+            elif (ref.schema is not None and ref.parent is None) or ref.family == "relation":
+                self.objects.discard((ref.family, ref.schema or "", ref.name))
+        for ref in (*effects.creates, *effects.weak):
+            if ref.kind == "schema":
+                self.schemas.add(ref.name)
+            elif ref.schema is not None and (ref.parent is None or ref.family == "relation"):
+                self.objects.add((ref.family, ref.schema, ref.name))
+
+
+@dataclass
 class _Scope:
-    """Name resolution while reading one file: the schema unqualified names land in."""
+    """Name resolution while reading one file."""
 
-    schema: str = DEFAULT_SCHEMA
+    namespace: Namespace
+    path: tuple[str, ...]
+
+    def creation_schema(self) -> str:
+        """PostgreSQL creates in the first schema of the path that exists."""
+        for schema in self.path:
+            if schema in self.namespace.schemas:
+                return schema
+        return self.path[0] if self.path else DEFAULT_SCHEMA
+
+    def lookup(self, family: str, name: str) -> str:
+        """An unqualified reference: the first schema on the path that holds the name."""
+        for schema in self.path:
+            if (family, schema, name) in self.namespace.objects:
+                return schema
+        return self.creation_schema()
 
 
-def read_effects(version: str, text: str) -> MigrationEffects:
-    """Effects of one migration's SQL."""
+def parse(text: str) -> tuple[Any, str | None]:
+    """The parse tree of a file, or why there is none."""
     try:
-        raw = parser.parse_sql(text)
+        return parser.parse_sql(text), None
     except parser.ParseError as e:
-        return MigrationEffects(version, (), f"does not parse: {e.args[0] if e.args else e}")
-    scope = _Scope()
+        return (), f"does not parse: {e.args[0] if e.args else e}"
+
+
+def schemas_created(tree: Any, user: str | None = None) -> set[str]:
+    """Names of the schemas a parsed file creates (for a first pass over a history)."""
+    names = set()
+    for raw_stmt in tree:
+        node = raw_stmt.stmt
+        if type(node).__name__ == "CreateSchemaStmt":
+            name = node.schemaname or _role_name(node.authrole, user)
+            if name:
+                names.add(name)
+    return names
+
+
+def _role_name(role: Any, user: str | None) -> str | None:
+    if role is None:
+        return None
+    if getattr(role, "rolename", None):
+        return role.rolename
+    if "CURRENT_USER" in _kind_name(role.roletype) or "SESSION_USER" in _kind_name(role.roletype):
+        return user
+    return None
+
+
+def read_effects(
+    version: str, text: str, namespace: Namespace | None = None, tree: Any = None, error: str | None = None
+) -> MigrationEffects:
+    """Effects of one migration's SQL. Pass the history's ``namespace`` (files in order)
+    so that unqualified names resolve against what earlier migrations created; pass
+    ``tree`` when the file was parsed already."""
+    if tree is None and error is None:
+        tree, error = parse(text)
+    if error is not None:
+        return MigrationEffects(version, (), error)
+    raw = tree
+    namespace = namespace if namespace is not None else Namespace()
+    scope = _Scope(namespace, namespace.default_path)
     results = []
     lines = LineIndex(text)
     for raw_stmt in raw:
-        line = lines.line(raw_stmt.stmt_location or 0)
-        line += _leading_newlines(text, raw_stmt.stmt_location or 0, raw_stmt.stmt_len or 0)
-        results.append(_statement_effects(raw_stmt.stmt, line, scope))
+        start = raw_stmt.stmt_location or 0
+        line = lines.line(start) + _leading_newlines(text, start, raw_stmt.stmt_len or 0)
+        effects = _statement_effects(raw_stmt.stmt, line, scope)
+        namespace.apply(effects)
+        results.append(effects)
     return MigrationEffects(version, tuple(results))
 
 
 def _leading_newlines(text: str, start: int, length: int) -> int:
+    """Newlines between a statement's span start and its first token (blank and comment lines)."""
     chunk = text[start : start + length] if length else text[start:]
-    stripped = chunk.lstrip()
-    lead = chunk[: len(chunk) - len(stripped)]
-    # Skip comment lines that precede the statement inside its span.
-    count = lead.count("\n")
-    rest = stripped
-    while rest.startswith("--") or rest.startswith("/*"):
-        if rest.startswith("--"):
-            end = rest.find("\n")
+    count, i, n = 0, 0, len(chunk)
+    while i < n:
+        if chunk[i] == "\n":
+            count, i = count + 1, i + 1
+        elif chunk[i].isspace():
+            i += 1
+        elif chunk.startswith("--", i):
+            end = chunk.find("\n", i)
             if end < 0:
                 break
-            count += 1
-            rest = rest[end + 1 :]
+            i = end
+        elif chunk.startswith("/*", i):
+            end = chunk.find("*/", i)
+            if end < 0:
+                break
+            count += chunk.count("\n", i, end)
+            i = end + 2
         else:
-            end = rest.find("*/")
-            if end < 0:
-                break
-            count += rest[: end + 2].count("\n")
-            rest = rest[end + 2 :]
-        trimmed = rest.lstrip()
-        count += rest[: len(rest) - len(trimmed)].count("\n")
-        rest = trimmed
+            break
     return count
 
 
@@ -159,38 +241,45 @@ def _strings(items: Any) -> list[str]:
 
 
 def _kind_name(value: Any) -> str:
-    return getattr(value, "name", str(value))
+    return str(getattr(value, "name", value))
 
 
-def _relation(scope: _Scope, rangevar: Any) -> tuple[str, str]:
-    return (rangevar.schemaname or scope.schema, rangevar.relname)
+def _is_temp(rangevar: Any) -> bool:
+    return getattr(rangevar, "relpersistence", "p") == "t" or getattr(rangevar, "schemaname", None) == "pg_temp"
 
 
-def _qualified(scope: _Scope, names: list[str]) -> tuple[str, str]:
+def _relation(scope: _Scope, rangevar: Any, *, creating: bool = False, family: str = "relation") -> tuple[str, str]:
+    if rangevar.schemaname:
+        return rangevar.schemaname, rangevar.relname
+    schema = scope.creation_schema() if creating else scope.lookup(family, rangevar.relname)
+    return schema, rangevar.relname
+
+
+def _qualified(scope: _Scope, names: list[str], family: str, *, creating: bool = False) -> tuple[str, str]:
     if len(names) >= 2:
         return names[-2], names[-1]
-    return scope.schema, names[-1]
+    return (scope.creation_schema() if creating else scope.lookup(family, names[-1])), names[-1]
 
 
-def _type_key(scope: _Scope, type_name: Any) -> str:
+def _type_key(type_name: Any) -> str:
     """pg_type.typname of an argument type: schema dropped, ``_`` prefix for arrays."""
     names = _strings(getattr(type_name, "names", None))
     name = names[-1] if names else "?"
     if getattr(type_name, "pct_type", False):
-        name = "%TYPE"
+        return "%TYPE"
     if getattr(type_name, "arrayBounds", None):
         name = "_" + name
     return name
 
 
-def _routine_args(scope: _Scope, parameters: Any) -> tuple[str, ...]:
+def _routine_args(parameters: Any) -> tuple[str, ...]:
     """The call signature, as pg_proc.proargtypes holds it: IN, INOUT and VARIADIC."""
     args = []
     for p in parameters or ():
         mode = _kind_name(getattr(p, "mode", "")).upper()
         if "TABLE" in mode or ("OUT" in mode and "INOUT" not in mode):
             continue
-        args.append(_type_key(scope, p.argType))
+        args.append(_type_key(p.argType))
     return tuple(args)
 
 
@@ -198,13 +287,21 @@ def _object_with_args(scope: _Scope, obj: Any, kind: str) -> ObjectRef | None:
     names = _strings(getattr(obj, "objname", None))
     if not names:
         return None
-    schema, name = _qualified(scope, names)
+    schema, name = _qualified(scope, names, "routine")
     if getattr(obj, "args_unspecified", False):
         return ObjectRef(kind, schema, name, None, None)  # DROP FUNCTION f: every overload
     params = getattr(obj, "objfuncargs", None)
     if params:
-        return ObjectRef(kind, schema, name, None, _routine_args(scope, params))
-    return ObjectRef(kind, schema, name, None, tuple(_type_key(scope, t) for t in (obj.objargs or ())))
+        return ObjectRef(kind, schema, name, None, _routine_args(params))
+    return ObjectRef(kind, schema, name, None, tuple(_type_key(t) for t in (obj.objargs or ())))
+
+
+# What a handler found: strong creations, weak creations, touches; or a reason it could not tell.
+_Found = tuple[list[ObjectRef], list[ObjectRef], list[ObjectRef]]
+
+
+class _CannotTell(Exception):
+    pass
 
 
 # pglast ObjectType names of relations: what DROP, RENAME and SET SCHEMA can name.
@@ -226,9 +323,9 @@ _DROP_KINDS = {
     "OBJECT_FUNCTION": "function",
     "OBJECT_PROCEDURE": "procedure",
     "OBJECT_ROUTINE": "function",
+    "OBJECT_AGGREGATE": "function",
     "OBJECT_TRIGGER": "trigger",
     "OBJECT_POLICY": "policy",
-    "OBJECT_COLUMN": "column",
 }
 
 _NEUTRAL = {
@@ -260,9 +357,9 @@ _NEUTRAL = {
     "CreateStatsStmt",
     "AlterStatsStmt",
     "CheckPointStmt",
-    "DiscardStmt",
     "ConstraintsSetStmt",
     "NotifyStmt",
+    "AlterRoleSetStmt",
 }
 
 _UNATTRIBUTED = {
@@ -284,10 +381,18 @@ def _statement_effects(node: Any, line: int, scope: _Scope) -> StatementEffects:
     kind = type(node).__name__
     handler = _HANDLERS.get(kind)
     if handler is not None:
-        creates, touches = handler(node, scope)
-        return StatementEffects(line, tuple(creates), tuple(touches))
+        try:
+            creates, weak, touches = handler(node, scope)
+        except _CannotTell as e:
+            return StatementEffects(line, unattributed=Unattributed(line, kind, str(e)))
+        return StatementEffects(line, tuple(creates), tuple(weak), tuple(touches))
     if kind == "VariableSetStmt":
         _apply_set(node, scope)
+        return StatementEffects(line)
+    if kind == "DiscardStmt":
+        scope.path = scope.namespace.default_path
+        return StatementEffects(line)
+    if kind == "SelectStmt" and _set_config_search_path(node, scope):
         return StatementEffects(line)
     if kind in _NEUTRAL:
         return StatementEffects(line)
@@ -295,122 +400,208 @@ def _statement_effects(node: Any, line: int, scope: _Scope) -> StatementEffects:
     return StatementEffects(line, unattributed=Unattributed(line, kind, reason))
 
 
+def _parse_path(value: str) -> tuple[str, ...]:
+    parts = [v.strip().strip('"') for v in value.split(",")]
+    return tuple(p for p in parts if p and p not in ("$user", "pg_catalog", "pg_temp"))
+
+
 def _apply_set(node: Any, scope: _Scope) -> None:
+    kind = _kind_name(node.kind)
+    if kind == "VAR_RESET_ALL" or (
+        (node.name or "").lower() == "search_path" and kind in ("VAR_RESET", "VAR_SET_DEFAULT")
+    ):
+        scope.path = scope.namespace.default_path
+        return
     if (node.name or "").lower() != "search_path":
         return
-    if _kind_name(node.kind) in ("VAR_RESET", "VAR_SET_DEFAULT"):
-        scope.schema = DEFAULT_SCHEMA
-        return
-    values = []
+    values: list[str] = []
     for arg in node.args or ():
         value = getattr(getattr(arg, "val", None), "sval", None)
         if value:
-            values.extend(v.strip().strip('"') for v in value.split(","))
-    values = [v for v in values if v and v != "$user" and v != "pg_catalog"]
-    if values:
-        scope.schema = values[0]
+            values.extend(_parse_path(value))
+    scope.path = tuple(values) or scope.namespace.default_path
 
 
-def _columns(schema: str, table: str, elements: Any) -> list[ObjectRef]:
-    return [
-        ObjectRef("column", schema, e.colname, table)
-        for e in elements or ()
-        if type(e).__name__ == "ColumnDef" and e.colname
-    ]
+def _set_config_search_path(node: Any, scope: _Scope) -> bool:
+    """SELECT set_config('search_path', '<constant>', ...) alone: follow it."""
+    targets = node.targetList or ()
+    if len(targets) != 1 or node.fromClause:
+        return False
+    call = getattr(targets[0], "val", None)
+    if type(call).__name__ != "FuncCall" or _strings(call.funcname)[-1:] != ["set_config"]:
+        return False
+    args = call.args or ()
+    constants = [getattr(getattr(a, "val", None), "sval", None) for a in args[:2]]
+    if len(constants) < 2 or constants[0] != "search_path" or constants[1] is None:
+        return False
+    scope.path = _parse_path(constants[1]) or scope.namespace.default_path
+    return True
 
 
-def _create_schema(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    creates = [ObjectRef("schema", None, node.schemaname)]
-    inner = _Scope(node.schemaname)
+def _implicit_indexes(schema: str, table: str, constraints: Any, column: str | None = None) -> list[ObjectRef]:
+    """Indexes PostgreSQL makes for PRIMARY KEY, UNIQUE and EXCLUDE constraints. Their
+    names may differ (truncation, collisions), so they are weak: proof of nothing, but
+    another migration creating the same name proves nothing either."""
+    found = []
+    for c in constraints or ():
+        contype = _kind_name(getattr(c, "contype", ""))
+        if contype not in ("CONSTR_PRIMARY", "CONSTR_UNIQUE", "CONSTR_EXCLUSION"):
+            continue
+        if c.conname:
+            name = c.conname
+        elif contype == "CONSTR_PRIMARY":
+            name = f"{table}_pkey"
+        else:
+            keys = [column] if column else _strings(getattr(c, "keys", None)) or ["expr"]
+            name = f"{table}_{'_'.join(keys)}_{'key' if contype == 'CONSTR_UNIQUE' else 'excl'}"
+        found.append(ObjectRef("index", schema, name[:63], table))
+    return found
+
+
+def _implicit_sequences(schema: str, table: str, column: Any) -> list[ObjectRef]:
+    type_name = (_strings(getattr(column.typeName, "names", None)) or [""])[-1].lower()
+    identity = any(_kind_name(getattr(c, "contype", "")) == "CONSTR_IDENTITY" for c in column.constraints or ())
+    if type_name in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2") or identity:
+        return [ObjectRef("sequence", schema, f"{table}_{column.colname}_seq"[:63])]
+    return []
+
+
+def _create_schema(node: Any, scope: _Scope) -> _Found:
+    name = node.schemaname or _role_name(node.authrole, scope.namespace.user)
+    if not name:
+        raise _CannotTell("CREATE SCHEMA AUTHORIZATION of a role poststack cannot name")
+    ref = ObjectRef("schema", None, name)
+    creates, weak = ([], [ref]) if node.if_not_exists else ([ref], [])
+    inner = _Scope(scope.namespace, (name,))
+    scope.namespace.schemas.add(name)
     for element in node.schemaElts or ():
         handler = _HANDLERS.get(type(element).__name__)
         if handler:
-            c, _ = handler(element, inner)
+            c, w, _ = handler(element, inner)
             creates += c
-    return creates, []
+            weak += w
+    return creates, weak, []
 
 
-def _create_table(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    schema, name = _relation(scope, node.relation)
-    return [ObjectRef("table", schema, name), *_columns(schema, name, node.tableElts)], []
+def _create_table(node: Any, scope: _Scope) -> _Found:
+    if _is_temp(node.relation):
+        return [], [], []  # gone at the end of the session: nothing to find later
+    schema, name = _relation(scope, node.relation, creating=True)
+    columns = [e for e in node.tableElts or () if type(e).__name__ == "ColumnDef" and e.colname]
+    made = [ObjectRef("table", schema, name), *(ObjectRef("column", schema, c.colname, name) for c in columns)]
+    implicit = [r for c in columns for r in _implicit_indexes(schema, name, c.constraints, c.colname)]
+    implicit += [r for c in columns for r in _implicit_sequences(schema, name, c)]
+    implicit += _implicit_indexes(schema, name, [e for e in node.tableElts or () if type(e).__name__ == "Constraint"])
+    if node.if_not_exists:
+        return [], made + implicit, []
+    return made, implicit, []
 
 
-def _create_table_as(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    schema, name = _relation(scope, node.into.rel)
+def _create_table_as(node: Any, scope: _Scope) -> _Found:
+    if _is_temp(node.into.rel):
+        return [], [], []
+    schema, name = _relation(scope, node.into.rel, creating=True)
     kind = "materialized_view" if "MATVIEW" in _kind_name(node.objtype) else "table"
-    return [ObjectRef(kind, schema, name)], []
+    ref = ObjectRef(kind, schema, name)
+    return ([], [ref], []) if node.if_not_exists else ([ref], [], [])
 
 
-def _create_view(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    schema, name = _relation(scope, node.view)
+def _create_view(node: Any, scope: _Scope) -> _Found:
+    if _is_temp(node.view):
+        return [], [], []
+    schema, name = _relation(scope, node.view, creating=True)
     ref = ObjectRef("view", schema, name)
-    return [ref], ([ref] if node.replace else [])
+    return ([], [ref], [ref]) if node.replace else ([ref], [], [])
 
 
-def _create_index(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    if not node.idxname:
-        return [], []  # PostgreSQL picks the name: nothing to look for
-    schema = node.relation.schemaname or scope.schema
-    return [ObjectRef("index", schema, node.idxname, node.relation.relname)], []
+def _create_index(node: Any, scope: _Scope) -> _Found:
+    if not node.idxname or _is_temp(node.relation):
+        return [], [], []  # PostgreSQL picks the name, or it is temporary: nothing to look for
+    schema, table = _relation(scope, node.relation)
+    ref = ObjectRef("index", schema, node.idxname, table)
+    return ([], [ref], []) if node.if_not_exists else ([ref], [], [])
 
 
-def _create_sequence(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    schema, name = _relation(scope, node.sequence)
-    return [ObjectRef("sequence", schema, name)], []
+def _create_sequence(node: Any, scope: _Scope) -> _Found:
+    if _is_temp(node.sequence):
+        return [], [], []
+    schema, name = _relation(scope, node.sequence, creating=True)
+    ref = ObjectRef("sequence", schema, name)
+    return ([], [ref], []) if node.if_not_exists else ([ref], [], [])
 
 
-def _create_function(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    schema, name = _qualified(scope, _strings(node.funcname))
+def _create_function(node: Any, scope: _Scope) -> _Found:
+    names = _strings(node.funcname)
+    schema, name = (names[-2], names[-1]) if len(names) >= 2 else (scope.creation_schema(), names[-1])
     kind = "procedure" if node.is_procedure else "function"
-    ref = ObjectRef(kind, schema, name, None, _routine_args(scope, node.parameters))
-    return [ref], ([ref] if node.replace else [])
+    ref = ObjectRef(kind, schema, name, None, _routine_args(node.parameters))
+    if "%TYPE" in (ref.args or ()):
+        return [], [ref], []  # its signature depends on a column's type: cannot be matched
+    return ([], [ref], [ref]) if node.replace else ([ref], [], [])
 
 
 def _create_type(kind: str) -> Any:
-    def handler(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    def handler(node: Any, scope: _Scope) -> _Found:
         if kind == "composite":
-            schema, name = _relation(scope, node.typevar)
+            schema, name = _relation(scope, node.typevar, creating=True)
         else:
             names = _strings(node.domainname if kind == "domain" else node.typeName)
-            schema, name = _qualified(scope, names)
-        return [ObjectRef(kind, schema, name)], []
+            schema, name = _qualified(scope, names, "type", creating=True)
+        return [ObjectRef(kind, schema, name)], [], []
 
     return handler
 
 
-def _create_extension(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    return [ObjectRef("extension", None, node.extname)], []
+def _create_extension(node: Any, scope: _Scope) -> _Found:
+    ref = ObjectRef("extension", None, node.extname)
+    return ([], [ref], []) if node.if_not_exists else ([ref], [], [])
 
 
-def _create_trigger(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
+def _create_trigger(node: Any, scope: _Scope) -> _Found:
     schema, table = _relation(scope, node.relation)
     ref = ObjectRef("trigger", schema, node.trigname, table)
-    return [ref], ([ref] if node.replace else [])
+    return ([], [ref], [ref]) if node.replace else ([ref], [], [])
 
 
-def _create_policy(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
+def _create_policy(node: Any, scope: _Scope) -> _Found:
     schema, table = _relation(scope, node.table)
-    return [ObjectRef("policy", schema, node.policy_name, table)], []
+    return [ObjectRef("policy", schema, node.policy_name, table)], [], []
 
 
-def _alter_table(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    if node.relation is None:
-        return [], []
-    schema, table = _relation(scope, node.relation)
-    creates, touches = [], []
+def _alter_table(node: Any, scope: _Scope) -> _Found:
+    if node.relation is None or _is_temp(node.relation):
+        return [], [], []
+    on_type = "OBJECT_TYPE" in _kind_name(node.objtype)
+    schema, table = _relation(scope, node.relation, family="type" if on_type else "relation")
+    creates: list[ObjectRef] = []
+    weak: list[ObjectRef] = []
+    touches: list[ObjectRef] = []
     for cmd in node.cmds or ():
         subtype = _kind_name(cmd.subtype)
         if subtype == "AT_AddColumn" and cmd.def_ is not None:
-            creates.append(ObjectRef("column", schema, cmd.def_.colname, table))
+            column = ObjectRef("column", schema, cmd.def_.colname, table)
+            (weak if cmd.missing_ok else creates).append(column)
+            if not on_type:
+                weak += _implicit_indexes(schema, table, cmd.def_.constraints, cmd.def_.colname)
+                weak += _implicit_sequences(schema, table, cmd.def_)
         elif subtype == "AT_DropColumn" and cmd.name:
-            touches.append(ObjectRef("column", schema, cmd.name, table))
-    return creates, touches
+            touches += [ObjectRef("column", schema, cmd.name, table), ObjectRef(DEPENDENTS, schema, table)]
+            if _kind_name(cmd.behavior) == "DROP_CASCADE":
+                touches.append(ObjectRef(CASCADE, None, "*"))
+        elif subtype == "AT_AddConstraint" and cmd.def_ is not None:
+            used = getattr(cmd.def_, "indexname", None)
+            if used:  # ADD CONSTRAINT ... USING INDEX renames that index to the constraint's name
+                touches.append(ObjectRef("index", schema, used, table))
+            weak += _implicit_indexes(schema, table, [cmd.def_])
+        elif subtype in ("AT_AlterColumnType", "AT_DropConstraint"):
+            touches.append(ObjectRef(DEPENDENTS, schema, table))
+    return creates, weak, touches
 
 
-def _drop(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
+def _drop(node: Any, scope: _Scope) -> _Found:
     kind = _DROP_KINDS.get(_kind_name(node.removeType))
     if kind is None:
-        return [], []
+        return [], [], []
     touches = []
     for obj in node.objects or ():
         if kind in ROUTINE_KINDS:
@@ -418,55 +609,74 @@ def _drop(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
         elif kind in ("schema", "extension"):
             ref = ObjectRef(kind, None, getattr(obj, "sval", str(obj)))
         elif kind in ("enum", "domain"):
-            schema, name = _qualified(scope, _strings(getattr(obj, "names", None)))
+            schema, name = _qualified(scope, _strings(getattr(obj, "names", None)), "type")
             ref = ObjectRef(kind, schema, name)
         elif kind in ("trigger", "policy"):
             names = _strings(obj)
-            schema, table = _qualified(scope, names[:-1])
+            schema, table = _qualified(scope, names[:-1], "relation")
             ref = ObjectRef(kind, schema, names[-1], table)
         else:
-            schema, name = _qualified(scope, _strings(obj))
+            schema, name = _qualified(scope, _strings(obj), "relation")
             ref = ObjectRef(kind, schema, name)
         if ref is not None:
             touches.append(ref)
-    return [], touches
+    if _kind_name(node.behavior) == "DROP_CASCADE":
+        touches.append(ObjectRef(CASCADE, None, "*"))
+    return [], [], touches
 
 
-def _rename(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
+def _rename(node: Any, scope: _Scope) -> _Found:
     rename = _kind_name(node.renameType)
     new = node.newname
     if rename in _RELATION_KINDS and node.relation is not None:
         schema, name = _relation(scope, node.relation)
         kind = _RELATION_KINDS[rename]
-        return [ObjectRef(kind, schema, new)], [ObjectRef(kind, schema, name)]
+        return [ObjectRef(kind, schema, new)], [], [ObjectRef(kind, schema, name)]
     if rename in ("OBJECT_COLUMN", "OBJECT_ATTRIBUTE") and node.relation is not None:
         schema, table = _relation(scope, node.relation)
-        return [ObjectRef("column", schema, new, table)], [ObjectRef("column", schema, node.subname, table)]
+        return [ObjectRef("column", schema, new, table)], [], [ObjectRef("column", schema, node.subname, table)]
+    if rename == "OBJECT_TABCONSTRAINT" and node.relation is not None:
+        # A constraint backed by an index renames the index too.
+        schema, table = _relation(scope, node.relation)
+        return [], [ObjectRef("index", schema, new, table)], [ObjectRef("index", schema, node.subname, table)]
     if rename == "OBJECT_SCHEMA":
-        return [ObjectRef("schema", None, new)], [ObjectRef("schema", None, node.subname)]
+        return [ObjectRef("schema", None, new)], [], [ObjectRef("schema", None, node.subname)]
     if rename in ("OBJECT_TRIGGER", "OBJECT_POLICY") and node.relation is not None:
         kind = "trigger" if rename == "OBJECT_TRIGGER" else "policy"
         schema, table = _relation(scope, node.relation)
-        return [ObjectRef(kind, schema, new, table)], [ObjectRef(kind, schema, node.subname, table)]
+        return [ObjectRef(kind, schema, new, table)], [], [ObjectRef(kind, schema, node.subname, table)]
     if rename in ("OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE"):
         kind = "procedure" if rename == "OBJECT_PROCEDURE" else "function"
         old = _object_with_args(scope, node.object, kind)
         if old is None:
-            return [], []
-        return [ObjectRef(kind, old.schema, new, None, old.args)], [old]
+            return [], [], []
+        return [ObjectRef(kind, old.schema, new, None, old.args)], [], [old]
     if rename in ("OBJECT_TYPE", "OBJECT_DOMAIN"):
         kind = "domain" if rename == "OBJECT_DOMAIN" else "enum"
-        schema, name = _qualified(scope, _strings(node.object))
-        return [ObjectRef(kind, schema, new)], [ObjectRef(kind, schema, name)]
-    return [], []
+        schema, name = _qualified(scope, _strings(node.object), "type")
+        return [ObjectRef(kind, schema, new)], [], [ObjectRef(kind, schema, name)]
+    return [], [], []
 
 
-def _set_schema(node: Any, scope: _Scope) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    kind = _RELATION_KINDS.get(_kind_name(node.objectType))
-    if kind is None or node.relation is None:
-        return [], []
-    schema, name = _relation(scope, node.relation)
-    return [ObjectRef(kind, node.newschema, name)], [ObjectRef(kind, schema, name)]
+def _set_schema(node: Any, scope: _Scope) -> _Found:
+    object_type = _kind_name(node.objectType)
+    kind = _RELATION_KINDS.get(object_type)
+    if kind is not None and node.relation is not None:
+        schema, name = _relation(scope, node.relation)
+        return [ObjectRef(kind, node.newschema, name)], [], [ObjectRef(kind, schema, name)]
+    if object_type in ("OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE"):
+        kind = "procedure" if object_type == "OBJECT_PROCEDURE" else "function"
+        old = _object_with_args(scope, node.object, kind)
+        if old is None:
+            raise _CannotTell("ALTER ... SET SCHEMA of a routine poststack cannot name")
+        return [ObjectRef(kind, node.newschema, old.name, None, old.args)], [], [old]
+    if object_type in ("OBJECT_TYPE", "OBJECT_DOMAIN"):
+        kind = "domain" if object_type == "OBJECT_DOMAIN" else "enum"
+        schema, name = _qualified(scope, _strings(node.object), "type")
+        return [ObjectRef(kind, node.newschema, name)], [], [ObjectRef(kind, schema, name)]
+    if object_type == "OBJECT_EXTENSION":
+        return [], [], []  # extension members are not checked
+    raise _CannotTell(f"ALTER ... SET SCHEMA of {object_type.removeprefix('OBJECT_').lower()}: not read by poststack")
 
 
 _HANDLERS: dict[str, Any] = {

@@ -14,7 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.effects import CHILD_KINDS, MigrationEffects, ObjectRef
+from reconciler.effects import CASCADE, CHILD_KINDS, DEPENDENTS, MigrationEffects, ObjectRef
+
+# Dependent objects: a DROP ... CASCADE anywhere after them may take them away.
+_DEPENDENT_KINDS = frozenset({"view", "materialized_view", "trigger", "policy", "index", "column"})
+# Objects every database has: their existence proves nothing about a migration.
+ALWAYS_PRESENT = frozenset({("schema", "public"), ("extension", "plpgsql")})
 
 Position = tuple[int, int]  # (migration index, statement index)
 
@@ -37,6 +42,8 @@ class _TouchIndex:
         self.by_container: dict[tuple[str | None, str], Position] = {}  # (schema, table)
         self.by_schema: dict[str, Position] = {}
         self.by_routine_name: dict[tuple[str | None, str], Position] = {}  # DROP FUNCTION f (any args)
+        self.by_table_dependents: dict[tuple[str | None, str], Position] = {}  # a column dropped from it
+        self.cascade: Position = (-1, -1)
 
     @staticmethod
     def _later(store: dict[Any, Position], key: Any, pos: Position) -> None:
@@ -44,6 +51,12 @@ class _TouchIndex:
             store[key] = pos
 
     def add(self, ref: ObjectRef, pos: Position) -> None:
+        if ref.kind == CASCADE:
+            self.cascade = max(self.cascade, pos)
+            return
+        if ref.kind == DEPENDENTS:
+            self._later(self.by_table_dependents, (ref.schema, ref.name), pos)
+            return
         self._later(self.by_key, ref.key, pos)
         if ref.kind == "schema":
             self._later(self.by_schema, ref.name, pos)
@@ -60,13 +73,18 @@ class _TouchIndex:
             candidates.append(self.by_schema.get(ref.name, (-1, -1)))
         if ref.parent is not None and (ref.kind in CHILD_KINDS or ref.kind == "index"):
             candidates.append(self.by_container.get((ref.schema, ref.parent), (-1, -1)))
+            if ref.kind != "column":
+                candidates.append(self.by_table_dependents.get((ref.schema, ref.parent), (-1, -1)))
+        if ref.kind in _DEPENDENT_KINDS:
+            candidates.append(self.cascade)
         if ref.family == "routine":
             candidates.append(self.by_routine_name.get((ref.schema, ref.name), (-1, -1)))
         return max(candidates)
 
 
-def analyze(ordered: Iterable[MigrationEffects]) -> History:
-    """``ordered`` is the history in version order."""
+def analyze(ordered: Iterable[MigrationEffects], tracking_schema: str = "public") -> History:
+    """``ordered`` is the history in version order. Objects every database has, and the
+    tracking schema poststack itself creates, are never evidence."""
     history = list(ordered)
     creations: Counter[tuple[Any, ...]] = Counter()
     touches = _TouchIndex()
@@ -75,17 +93,20 @@ def analyze(ordered: Iterable[MigrationEffects]) -> History:
         for j, statement in enumerate(effects.statements):
             for ref in statement.touches:
                 touches.add(ref, (i, j))
-            for ref in statement.creates:
+            for ref in (*statement.creates, *statement.weak):
                 creations[ref.key] += 1
                 if ref.kind == "schema":
                     schemas.add(ref.name)
                 elif ref.schema is not None:
                     schemas.add(ref.schema)
 
+    never = ALWAYS_PRESENT | {("schema", tracking_schema)}
     evidence: dict[str, list[ObjectRef]] = defaultdict(list)
     for i, effects in enumerate(history):
         for j, statement in enumerate(effects.statements):
             for ref in statement.creates:
+                if (ref.kind, ref.name) in never and ref.schema is None:
+                    continue
                 if creations[ref.key] == 1 and touches.last_touch(ref) < (i, j + 1):
                     evidence[effects.version].append(ref)
     return History(

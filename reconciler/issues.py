@@ -43,6 +43,7 @@ class IssueType(StrEnum):
     MISSING_OBJECTS = "missing_objects"
     INVALID_INDEX = "invalid_index"
     UNDETERMINED = "undetermined"
+    INVALID_FILE = "invalid_file"
 
     @classmethod
     def parse(cls, value: str) -> IssueType:
@@ -86,7 +87,12 @@ CATALOGUE: dict[IssueType, IssueKind] = {
     IssueType.UNDETERMINED: IssueKind(
         Severity.LOW, "Add a verify script (NNN_name.verify.sql) returning true once it is applied", False
     ),
+    IssueType.INVALID_FILE: IssueKind(
+        Severity.HIGH, "Fix the file (name, encoding or duplicate version); poststack db validate lists them", False
+    ),
 }
+
+SHORT_CHECKSUM = 8  # how many hex digits of a checksum text output shows
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class Issue:
     severity: Severity | None = None  # defaults to the catalogue's
     suggested_fix: str | None = None  # defaults to the catalogue's
     auto_fixable: bool | None = None  # defaults to the catalogue's
+    shown: tuple[str, ...] | None = None  # the detail keys text output shows (None: all; JSON has all)
 
     def __post_init__(self) -> None:
         kind = CATALOGUE[self.type]

@@ -21,7 +21,7 @@ from reconciler.issues import Issue
 from reconciler.plan import Plan
 from reconciler.planner import PlanRequest, plan_remediation
 from reconciler.playbook import load_all
-from reconciler.state import observe, observe_tracking, read_desired
+from reconciler.state import observe_tracking, read_state
 
 DEFAULT_VARIABLES = {"force": False, "terminate": False}
 
@@ -37,8 +37,7 @@ def build_context(settings: Settings, desired_migrations: Any) -> BuildContext:
 
 
 def _facts(session: Session, settings: Settings) -> Facts:
-    desired = read_desired(settings.migrations_dir)
-    return Facts(desired, observe(session, settings.tracking_schema, desired))
+    return Facts(*read_state(session, settings.migrations_dir, settings.tracking_schema))
 
 
 def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> Plan:

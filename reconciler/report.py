@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from reconciler.issues import Severity
+from reconciler.issues import SHORT_CHECKSUM, Severity
 from reconciler.plan import Plan, PlannedStep
 from reconciler.statements import Statement
 from reconciler.tracking import RUNTIME_PARAMS, LockState
@@ -305,13 +305,15 @@ def server_status_text(status: Any) -> str:
 # --- diagnose / validate / verify -------------------------------------------------------
 
 
-def _details_text(details: dict[str, Any]) -> str:
+def _details_text(issue: Any) -> str | None:
+    keys = issue.shown if issue.shown is not None else tuple(issue.details)
     shown = {}
-    for key, value in details.items():
+    for key in keys:
+        value = issue.details.get(key)
         if isinstance(value, str) and key.endswith("checksum") and len(value) == 64:
-            value = value[:12]
+            value = value[:SHORT_CHECKSUM]
         shown[key] = value
-    return repr(shown)
+    return repr(shown) if shown else None
 
 
 def diagnosis_text(result: Any) -> str:
@@ -332,8 +334,11 @@ def diagnosis_text(result: Any) -> str:
             lines += ["", f"{issue.severity.emoji} {issue.type.value.upper()}: {issue.message}"]
             if issue.version is not None:
                 lines.append(f"   Version: {issue.version}")
-            if issue.details:
-                lines.append(f"   Details: {_details_text(issue.details)}")
+            details = _details_text(issue)
+            if details:
+                lines.append(f"   Details: {details}")
+            if issue.details.get("error") and "error" not in (issue.shown or ()):
+                lines.append(f"   Error: {issue.details['error']}")
             lines.append(f"   Suggested Fix: {issue.suggested_fix}")
             lines.append(f"   Auto-fixable: {'Yes' if issue.auto_fixable else 'No'}")
     return "\n".join(lines)

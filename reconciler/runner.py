@@ -91,13 +91,18 @@ def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: 
     ctx = BuildContext(observed.schema, migrations)
     by_number = migrations.by_number()
     to_undo = sorted((n for n in observed.applied if n > limit), reverse=True)
-    for number in to_undo:
-        version = observed.applied[number].version
-        migration = by_number.get(number)
-        if migration is None:
-            raise OperationFailed(f"Rollback failed: Migration {version} is tracked but its file is missing")
-        if migration.rollback is None:
-            raise OperationFailed(f"Rollback failed: Migration {version} has no rollback file")
+    no_file = [observed.applied[n].version for n in sorted(to_undo) if n not in by_number]
+    if no_file:
+        raise OperationFailed(
+            f"Rollback failed: Migration {no_file[0]} is tracked but its file is missing",
+            f"Tracked without a file: {', '.join(no_file)}. Nothing was rolled back.",
+        )
+    no_rollback = [observed.applied[n].version for n in sorted(to_undo) if by_number[n].rollback is None]
+    if no_rollback:
+        raise OperationFailed(
+            f"Rollback failed: Migration {no_rollback[0]} has no rollback file",
+            f"Missing rollback files for migrations: {', '.join(no_rollback)}. Nothing was rolled back.",
+        )
     steps = tuple(get_action("rollback_migration").step(ctx, {"version": by_number[n].version}) for n in to_undo)
     reason = None if steps else f"Nothing to roll back: no applied migration above {target}"
     return Plan("rollback", observed.schema, fingerprint(observed), steps, reason)

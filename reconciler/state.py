@@ -9,9 +9,9 @@ from functools import cached_property
 from pathlib import Path
 
 from reconciler import tracking
-from reconciler.catalog import CatalogSnapshot, read_catalog, run_verify_scripts
+from reconciler.catalog import CatalogSnapshot, read_catalog, run_verify_scripts, session_search_path
 from reconciler.db import ServerInfo, Session
-from reconciler.effects import read_effects
+from reconciler.effects import DEFAULT_PATH, Namespace, parse, read_effects, schemas_created
 from reconciler.files import FileProblem, Migration, MigrationSet, scan_migrations
 from reconciler.history import History, analyze
 from reconciler.tracking import LockState, TrackingRow
@@ -92,10 +92,32 @@ class DesiredState:
         return self.migrations.by_number()
 
 
-def read_desired(directory: Path) -> DesiredState:
+# The path, which of its schemas exist now, and the role migrations run as.
+SearchPath = tuple[tuple[str, ...], frozenset[str], str | None]
+DEFAULT_SEARCH_PATH: SearchPath = (DEFAULT_PATH, frozenset(DEFAULT_PATH), None)
+
+
+def read_desired(
+    directory: Path, search_path: SearchPath = DEFAULT_SEARCH_PATH, tracking_schema: str = "public"
+) -> DesiredState:
+    """``search_path`` is the one migrations run with (the role's or database's default)."""
     scan = scan_migrations(directory)
-    history = analyze(read_effects(m.version, m.file.text) for m in scan.migrations.migrations)
+    history = read_history(scan.migrations, search_path, tracking_schema)
     return DesiredState(scan.migrations, scan.problems, history)
+
+
+def read_history(
+    migrations: MigrationSet, search_path: SearchPath = DEFAULT_SEARCH_PATH, tracking_schema: str = "public"
+) -> History:
+    path, existing, user = search_path
+    parsed = [(m, *parse(m.file.text)) for m in migrations.migrations]
+    # A schema the history creates did not exist before the migration that creates it,
+    # whatever exists now: only the others were there from the start.
+    later = set().union(*(schemas_created(tree, user) for _, tree, _ in parsed)) if parsed else set()
+    start = (set(existing) - later) if existing else set(path[:1])
+    namespace = Namespace(path, schemas=start, user=user)
+    effects = (read_effects(m.version, m.file.text, namespace, tree, error) for m, tree, error in parsed)
+    return analyze(effects, tracking_schema)
 
 
 @dataclass(frozen=True)
@@ -135,3 +157,10 @@ def observe(session: Session, schema: str, desired: DesiredState) -> ObservedSta
         }
         verify = run_verify_scripts(session, scripts)
     return ObservedState(observed_tracking, catalog, verify, server)
+
+
+def read_state(session: Session, directory: Path, schema: str) -> tuple[DesiredState, ObservedState]:
+    """Both sides: the files read with the search_path this database gives migrations, and
+    one read-only snapshot of the database."""
+    desired = read_desired(directory, session_search_path(session), schema)
+    return desired, observe(session, schema, desired)

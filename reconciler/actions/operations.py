@@ -124,10 +124,9 @@ class Assert(Action):
         if step.args.get("gone") and run.migrations_dir is not None:
             from reconciler.checks import Facts, run_checks
             from reconciler.issues import IssueType
-            from reconciler.state import observe, read_desired
+            from reconciler.state import read_state
 
-            desired = read_desired(run.migrations_dir)
-            observed = observe(run.session, run.schema, desired)
+            desired, observed = read_state(run.session, run.migrations_dir, run.schema)
             left = run_checks(Facts(desired, observed), [IssueType(t) for t in step.args["gone"]])
             if left:
                 shown = "; ".join(i.message for i in left[:3])

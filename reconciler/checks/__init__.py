@@ -22,6 +22,7 @@ from reconciler.checks import (  # noqa: F401  isort: skip
     missing_objects,
     invalid_index,
     undetermined,
+    invalid_file,
 )
 
 __all__ = ["CHECKS", "Facts", "run_checks"]

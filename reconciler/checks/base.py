@@ -31,6 +31,11 @@ class Facts:
     observed: ObservedState
 
     @cached_property
+    def problem_versions(self) -> frozenset[int]:
+        """Versions whose file is there but unusable (not UTF-8, unreadable, ...)."""
+        return frozenset(int(p.version) for p in self.desired.problems if p.version and p.version.isdigit())
+
+    @cached_property
     def untracked(self) -> tuple[Migration, ...]:
         """Migrations with no tracking row at all (failed rows count as tracked)."""
         tracked = set(self.observed.tracking.applied) | set(self.observed.tracking.failed)

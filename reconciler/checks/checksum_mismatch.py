@@ -30,6 +30,12 @@ def checksum_mismatch(facts: Facts) -> list[Issue]:
         if current is None:
             details["note"] = f"unknown checksum algorithm {row.checksum_algorithm!r}; compared nothing"
         issues.append(
-            Issue(IssueType.CHECKSUM_MISMATCH, f"Migration {row.version} has checksum mismatch", row.version, details)
+            Issue(
+                IssueType.CHECKSUM_MISMATCH,
+                f"Migration {row.version} has checksum mismatch",
+                row.version,
+                details,
+                shown=("tracked_checksum", "file_checksum"),
+            )
         )
     return issues

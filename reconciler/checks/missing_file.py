@@ -16,5 +16,6 @@ def missing_file(facts: Facts) -> list[Issue]:
             {"description": row.description, "applied_at": row.applied_at.isoformat(), "checksum": row.checksum},
         )
         for number, row in sorted(facts.observed.tracking.applied.items())
-        if number not in facts.desired.by_number
+        # A file that is there but unusable is an invalid_file, not a missing one.
+        if number not in facts.desired.by_number and number not in facts.problem_versions
     ]

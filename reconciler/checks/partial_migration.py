@@ -26,6 +26,7 @@ def partial_migration(facts: Facts) -> list[Issue]:
                 },
                 # A failure inside a transaction left nothing behind: retrying is safe.
                 auto_fixable=row.transactional,
+                shown=("version", "description"),
             )
         )
     for migration in facts.untracked:

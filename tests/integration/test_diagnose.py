@@ -132,7 +132,8 @@ def test_scenario_4_rollback_missing(cli, migrations_dir: Path):
     assert "🟢 ROLLBACK_MISSING: Migration 002 has no rollback file\n   Version: 002" in result.stdout
     assert "Suggested Fix: Create rollback file for this migration\n   Auto-fixable: No" in result.stdout
     rollback = cli("db", "rollback", "001")
-    assert "❌ Rollback failed: Migration 003 has no rollback file" in rollback.stderr
+    assert "❌ Rollback failed: Migration 002 has no rollback file" in rollback.stderr
+    assert "Missing rollback files for migrations: 002, 003" in rollback.stderr
 
 
 def test_scenario_5_orphaned_schema(cli, db):

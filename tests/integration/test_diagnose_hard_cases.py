@@ -1,0 +1,183 @@
+"""The cases an adversarial review used to make diagnose lie or crash. Each was wrong once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import sql, write
+
+
+def issues_of(cli, *args: str) -> list[dict]:
+    result = cli("db", "diagnose", "--format", "json", *args)
+    assert "Traceback" not in result.output
+    return json.loads(result.stdout)["issues"]
+
+
+def claims(cli) -> set[tuple[str, str | None]]:
+    return {(i["type"], i["version"]) for i in issues_of(cli) if i["type"] != "rollback_missing"}
+
+
+# --- never claim an unapplied migration -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CREATE SCHEMA IF NOT EXISTS public;\nINSERT INTO accounts (email, display_name) VALUES ('a@b', 'a');\n",
+        "CREATE EXTENSION IF NOT EXISTS plpgsql;\nUPDATE accounts SET display_name = display_name;\n",
+        # an index named like the one PostgreSQL made for 001's UNIQUE constraint
+        "ALTER TABLE accounts DROP CONSTRAINT accounts_email_key;\nCREATE UNIQUE INDEX accounts_email_key ON accounts (lower(email));\n",
+        "CREATE TABLE IF NOT EXISTS accounts (id int);\n",
+    ],
+)
+def test_objects_that_exist_anyway_prove_nothing(cli, migrations_dir: Path, text):
+    cli("db", "migrate")
+    write(migrations_dir, "006_suspect.sql", text)
+    assert ("missing_tracking", "006") not in claims(cli)
+
+
+def test_the_tracking_schema_proves_nothing(cli, tmp_path: Path, database_url):
+    from tests.conftest import run_cli
+
+    directory = tmp_path / "m"
+    directory.mkdir()
+    write(directory, "001_ops.sql", "CREATE SCHEMA ops;\n")
+    common = ("--database-url", database_url, "--migrations-dir", str(directory), "--schema", "ops")
+    assert run_cli("db", "create-schema", *common).exit_code == 0
+    result = run_cli("db", "diagnose", "--format", "json", *common)
+    assert "missing_tracking" not in {i["type"] for i in json.loads(result.stdout)["issues"]}
+
+
+# --- never report drift after a clean migrate -------------------------------------------
+
+CLEAN_AFTER_MIGRATE = {
+    "temp table backfill": "ALTER TABLE accounts ADD COLUMN plan text;\nCREATE TEMP TABLE plan_map AS SELECT id, 'free'::text AS plan FROM accounts;\nUPDATE accounts a SET plan = m.plan FROM plan_map m WHERE m.id = a.id;\n",
+    "search_path finds public.users": "SET search_path TO billing, public;\nALTER TABLE users ADD COLUMN billing_ref text;\n",
+    "reset all": "SET search_path TO billing;\nRESET ALL;\nCREATE TABLE after_reset (id int);\n",
+    "set_config": "SELECT set_config('search_path', 'billing', false);\nCREATE TABLE cfg (id int);\n",
+    "drop column takes an index": "ALTER TABLE users DROP COLUMN created_at;\n",
+    "function set schema": "CREATE FUNCTION price_with_tax(p integer) RETURNS integer LANGUAGE sql AS 'select p';\nALTER FUNCTION price_with_tax(integer) SET SCHEMA billing;\n",
+    "%TYPE argument": "CREATE FUNCTION account_email(p_id accounts.id%TYPE) RETURNS text LANGUAGE sql AS 'select email from accounts where id = p_id';\n",
+    "composite attribute": "CREATE TYPE address AS (street text);\nALTER TYPE address ADD ATTRIBUTE zip text;\n",
+    "a table named like ours": "CREATE TABLE schema_migrations_archive (id int);\n",
+    "schema authorization": "CREATE SCHEMA AUTHORIZATION CURRENT_USER;\n",
+    "cascade": "CREATE TYPE mood AS ENUM ('ok');\nCREATE TABLE moods (m mood);\nCREATE VIEW happy AS SELECT * FROM moods;\nDROP TYPE mood CASCADE;\n",
+}
+
+
+@pytest.mark.parametrize("text", CLEAN_AFTER_MIGRATE.values(), ids=CLEAN_AFTER_MIGRATE.keys())
+def test_no_false_drift_after_a_clean_migrate(cli, migrations_dir: Path, text):
+    write(migrations_dir, "006_case.sql", text)
+    result = cli("db", "migrate")
+    assert result.exit_code == 0, result.output
+    assert claims(cli) == set(), issues_of(cli)
+
+
+def test_untracked_but_applied_is_found_with_the_databases_search_path(cli, db, migrations_dir: Path, database_url):
+    from sqlalchemy.engine import make_url
+
+    name = make_url(database_url).database
+    sql(db, f'ALTER DATABASE "{name}" SET search_path = app, public')
+    write(migrations_dir, "006_app.sql", "CREATE SCHEMA app;\n")
+    write(migrations_dir, "007_app_table.sql", "CREATE TABLE app_settings (k text PRIMARY KEY, v text);\n")
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT to_regclass('app.app_settings') IS NOT NULL") == [(True,)]
+    assert claims(cli) == set()
+    sql(db, "DELETE FROM schema_migrations WHERE version = '007'")
+    assert ("missing_tracking", "007") in claims(cli)
+
+
+# --- verify scripts ---------------------------------------------------------------------
+
+
+def test_a_verify_script_cannot_write(cli, db, migrations_dir: Path):
+    cli("db", "migrate")
+    write(migrations_dir, "006_x.sql", "UPDATE accounts SET id = id;\n")
+    write(
+        migrations_dir,
+        "006_x.verify.sql",
+        "SELECT true)); COMMIT; CREATE TABLE written_by_diagnose (id int); COMMIT; BEGIN; SELECT ((true\n",
+    )
+    (issue,) = [i for i in issues_of(cli) if i["version"] == "006" and i["type"] != "rollback_missing"]
+    assert issue["type"] == "undetermined" and "does not parse" in issue["details"]["reason"]
+    assert sql(db, "SELECT to_regclass('written_by_diagnose')") == [(None,)]
+    write(migrations_dir, "006_x.verify.sql", "WITH gone AS (DELETE FROM accounts RETURNING 1) SELECT true;\n")
+    (issue,) = [i for i in issues_of(cli) if i["version"] == "006" and i["type"] != "rollback_missing"]
+    assert "must only read" in issue["details"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("script", "verdict"),
+    [
+        ("SELECT true; -- it is applied\n", "missing_tracking"),
+        ("SELECT NULL::boolean;\n", "undetermined"),
+        ("SELECT true WHERE false;\n", "undetermined"),
+        ("SELECT 1/0 = 1;\n", "undetermined"),
+    ],
+)
+def test_verify_script_answers(cli, migrations_dir: Path, script, verdict):
+    cli("db", "migrate")
+    write(migrations_dir, "006_x.sql", "UPDATE accounts SET id = id;\n")
+    write(migrations_dir, "006_x.verify.sql", script)
+    (issue,) = [i for i in issues_of(cli) if i["version"] == "006" and i["type"] != "rollback_missing"]
+    assert issue["type"] == verdict
+
+
+def test_a_failing_verify_script_costs_few_round_trips(cli, migrations_dir: Path):
+    cli("db", "migrate")
+    for i in range(6, 70):
+        write(migrations_dir, f"{i:03d}_x.sql", "UPDATE accounts SET id = id;\n")
+        write(migrations_dir, f"{i:03d}_x.verify.sql", "SELECT 1/0 = 1;\n" if i == 40 else "SELECT false;\n")
+    report = json.loads(cli("db", "diagnose", "--format", "json").stdout)
+    assert report["database_state"]["round_trips"] < 40
+
+
+# --- files that cannot be used ------------------------------------------------------------
+
+
+def test_an_unusable_pending_file_fails_diagnose(cli, migrations_dir: Path):
+    cli("db", "migrate")
+    write(migrations_dir, "006_latin1.sql", b"-- caf\xe9\nSELECT 1;\n")
+    result = cli("db", "diagnose")
+    assert result.exit_code == 1 and "INVALID_FILE" in result.stdout and "not valid UTF-8" in result.stdout
+
+
+def test_an_unusable_applied_file_is_not_called_missing(cli, migrations_dir: Path):
+    cli("db", "migrate")
+    path = migrations_dir / "005_index_users_by_created.sql"
+    path.write_bytes(path.read_bytes() + b"\xff")
+    types = {(i["type"], i["version"]) for i in issues_of(cli)}
+    assert ("invalid_file", "005") in types and ("missing_file", "005") not in types
+    result = cli("db", "verify-migrations")
+    assert result.exit_code == 1 and "not valid UTF-8" in result.stdout and "missing" not in result.stdout
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def test_text_details_are_the_guides(cli, db, migrations_dir: Path):
+    cli("db", "migrate")
+    path = migrations_dir / "002_add_user_table.sql"
+    path.write_text(path.read_text() + "\n-- edited\n")
+    text = cli("db", "diagnose", "--type", "checksum_mismatch").stdout
+    details = next(line for line in text.splitlines() if "Details:" in line)
+    assert details.count("'") == 8 and "algorithm" not in details  # two keys, two 8-digit checksums
+    tracked = details.split("'tracked_checksum': '")[1][:8]
+    assert f"expected {tracked}" in cli("db", "verify-migrations").stdout
+
+
+def test_type_accepts_a_comma_separated_list(cli):
+    cli("db", "migrate")
+    result = cli("db", "diagnose", "--type", "missing_tracking,stuck_lock")
+    assert result.exit_code == 0 and "Total Issues: 0" in result.stdout
+
+
+def test_validate_and_verify_have_json(cli):
+    cli("db", "migrate")
+    validation = json.loads(cli("db", "validate", "--format", "json").stdout)
+    assert validation["errors"] == [] and validation["migrations"] == 5
+    verification = json.loads(cli("db", "verify-migrations", "--format", "json").stdout)
+    assert verification == {"checked": 5, "errors": []}
