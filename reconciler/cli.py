@@ -538,6 +538,9 @@ def recover(
         if dry_run:
             typer.echo(report.recover_dry_run_text(plan))
             return
+        if not any(s.action == "track_migration" for s in plan.steps):
+            typer.echo("✅ Nothing to recover: every migration the catalog shows applied is tracked.")
+            return
         for issue in plan.issues:
             if issue["type"] == "undetermined" and any(s.version == issue["version"] for s in plan.steps):
                 typer.echo(

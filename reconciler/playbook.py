@@ -59,6 +59,10 @@ class _LineLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
     mapping = loader.construct_mapping(node, deep=True)
     mapping["__line__"] = node.start_mark.line + 1
+    # Each key's own line, so an error in a value points at that value.
+    mapping["__lines__"] = {
+        key.value: key.start_mark.line + 1 for key, _ in node.value if isinstance(key, yaml.ScalarNode)
+    }
     return mapping
 
 
@@ -67,7 +71,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 def _strip_lines(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _strip_lines(v) for k, v in value.items() if k != "__line__"}
+        return {k: _strip_lines(v) for k, v in value.items() if k not in ("__line__", "__lines__")}
     if isinstance(value, list):
         return [_strip_lines(v) for v in value]
     return value
@@ -121,6 +125,13 @@ def load_playbook(path: Path, *, builtin: bool = False) -> Playbook:
                 f"unknown argument(s) {', '.join(unknown)}" if unknown else f"missing argument(s) {', '.join(missing)}"
             )
             raise PlaybookError(f"{path}:{line}: action {action.name}: {problem}")
+        for name in action.static_args:
+            value = args.get(name)
+            if isinstance(value, str) and ("{{" in value or "{%" in value):
+                raise PlaybookError(
+                    f"{path}:{line}: action {action.name}: '{name}' is SQL text and cannot be templated; "
+                    "pass values in params and names in identifiers"
+                )
         steps.append(
             StepSpec(raw_step["name"], raw_step["action"], args, raw_step.get("for_each"), raw_step.get("when"), line)
         )
@@ -144,6 +155,8 @@ def _line_at(data: Any, path: list[Any]) -> int:
     line = data.get("__line__", 1) if isinstance(data, dict) else 1
     node = data
     for part in path:
+        if isinstance(node, dict):
+            line = node.get("__lines__", {}).get(part, line)
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
