@@ -464,12 +464,19 @@ def apply_text(result: Any) -> str:
     else:
         ran = [o for o in execution.outcomes if o.outcome == "ok"]
         lines.append(f"✅ Apply complete: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s.")
+    lines += _afterwards(plan, result.remaining)
+    return "\n".join(lines)
+
+
+def _afterwards(plan: Plan, remaining: Any) -> list[str]:
+    """What a person must still do, and what a fresh diagnosis finds."""
+    lines = []
     manual = [s for s in plan.steps if s.action == "manual"]
     if manual:
         lines.append("For a person to do:")
         lines += [f"  - {s.reason.removeprefix('MANUAL: ')}" for s in manual]
-    lines.append(_remaining_text(result.remaining))
-    return "\n".join(lines)
+    lines.append(_remaining_text(remaining))
+    return lines
 
 
 def _remaining_text(remaining: Any) -> str:
@@ -542,11 +549,7 @@ def front_end_text(verb: str, result: Any) -> str:
     done = [result.plan.steps[o.index - 1] for o in result.execution.outcomes if o.ok and o.outcome == "ok"]
     lines = [f"✅ {verb.capitalize()} completed successfully!"]
     lines += [f"   {s.reason[0].upper()}{s.reason[1:]}" for s in done]
-    manual = [s for s in result.plan.steps if s.action == "manual"]
-    if manual:
-        lines.append("For a person to do:")
-        lines += [f"  - {s.reason.removeprefix('MANUAL: ')}" for s in manual]
-    lines.append(_remaining_text(result.remaining))
+    lines += _afterwards(result.plan, result.remaining)
     return "\n".join(lines)
 
 

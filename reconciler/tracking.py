@@ -215,20 +215,20 @@ def insert_row_statement(
 
 
 # Versions compare as numbers: a row written as "2" belongs to the file 002_x.sql.
-_SAME_VERSION = "ltrim(version, '0') = ltrim(%(version)s, '0')"
+SAME_VERSION = "ltrim(version, '0') = ltrim(%(version)s, '0')"
 
 
 def delete_failed_rows_statement(schema: str, version: str) -> Statement:
     """A successful retry replaces the failed attempts' rows; the audit table keeps their history."""
     return Statement(
-        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {_SAME_VERSION} AND NOT success",
+        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {SAME_VERSION} AND NOT success",
         {"version": version},
     )
 
 
 def delete_version_statement(schema: str, version: str) -> Statement:
     return Statement(
-        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {_SAME_VERSION}",
+        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {SAME_VERSION}",
         {"version": version},
     )
 

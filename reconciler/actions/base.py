@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from reconciler.errors import UsageError
-from reconciler.files import MigrationSet
+from reconciler.files import Migration, MigrationSet
 from reconciler.plan import PlannedStep
 from reconciler.statements import Statement
 
@@ -38,6 +38,14 @@ class RunContext:
 class StepError(Exception):
     """A step that did not do what it must (an assertion, a failed program): its
     transaction is rolled back and the run stops there, like a failed statement."""
+
+
+def migration_for(ctx: BuildContext, version: Any) -> Migration:
+    """The migration file of ``version``, or a usage error naming the directory."""
+    migration = ctx.migrations.find(str(version))
+    if migration is None:
+        raise UsageError(f"no migration {version} in {ctx.migrations.directory}")
+    return migration
 
 
 class Action:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler import tracking
-from reconciler.actions.base import Action, BuildContext, register
+from reconciler.actions.base import Action, BuildContext, migration_for, register
 from reconciler.errors import UsageError
 from reconciler.files import CHECKSUM_ALGORITHM, Migration, SqlFile
 from reconciler.plan import PlannedStep
@@ -32,7 +32,7 @@ class ApplyMigration(Action):
     optional = ("retry",)
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
-        migration = _migration(ctx, args["version"])
+        migration = migration_for(ctx, args["version"])
         script = migration.file.script
         row = {
             "version": migration.version,
@@ -65,7 +65,7 @@ class RollbackMigration(Action):
     required = ("version",)
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
-        migration = _migration(ctx, args["version"])
+        migration = migration_for(ctx, args["version"])
         if migration.rollback is None:
             raise UsageError(f"Migration {migration.version} has no rollback file")
         script = migration.rollback.script

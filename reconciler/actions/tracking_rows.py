@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.actions.base import Action, BuildContext, register
-from reconciler.errors import UsageError
-from reconciler.files import CHECKSUM_ALGORITHM, Migration
+from reconciler.actions.base import Action, BuildContext, migration_for, register
+from reconciler.files import CHECKSUM_ALGORITHM
 from reconciler.plan import PlannedStep
 from reconciler.statements import Statement, qualified
-from reconciler.tracking import MIGRATIONS_TABLE, insert_row_statement
-
-_SAME_VERSION = "ltrim(version, '0') = ltrim(%(version)s, '0')"
-
-
-def _migration(ctx: BuildContext, version: Any) -> Migration:
-    migration = ctx.migrations.find(str(version))
-    if migration is None:
-        raise UsageError(f"no migration {version} in {ctx.migrations.directory}")
-    return migration
+from reconciler.tracking import (
+    MIGRATIONS_TABLE,
+    SAME_VERSION,
+    delete_failed_rows_statement,
+    delete_version_statement,
+    insert_row_statement,
+)
 
 
 @register
@@ -29,7 +25,7 @@ class TrackMigration(Action):
     optional = ("reason",)
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
-        migration = _migration(ctx, args["version"])
+        migration = migration_for(ctx, args["version"])
         row = insert_row_statement(
             ctx.schema,
             version=migration.version,
@@ -62,10 +58,10 @@ class RemoveTrackingRow(Action):
             statement = Statement(f"DELETE FROM {table} WHERE id = ANY(%(ids)s)", {"ids": ids})
             reason = f"remove tracking row(s) {', '.join(map(str, ids))} of migration {version}"
         elif args.get("only_failed", True):
-            statement = Statement(f"DELETE FROM {table} WHERE {_SAME_VERSION} AND NOT success", {"version": version})
+            statement = delete_failed_rows_statement(ctx.schema, version)
             reason = f"remove the failed tracking row(s) of migration {version}, so migrate runs it again"
         else:
-            statement = Statement(f"DELETE FROM {table} WHERE {_SAME_VERSION}", {"version": version})
+            statement = delete_version_statement(ctx.schema, version)
             reason = f"remove every tracking row of migration {version}"
         return PlannedStep(self.name, reason, dict(args, version=version), (statement,), version=version)
 
@@ -77,10 +73,10 @@ class UpdateChecksum(Action):
     required = ("version",)
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
-        migration = _migration(ctx, args["version"])
+        migration = migration_for(ctx, args["version"])
         statement = Statement(
             f"UPDATE {qualified(ctx.schema, MIGRATIONS_TABLE)} SET checksum = %(checksum)s, "
-            f"checksum_algorithm = %(algorithm)s WHERE {_SAME_VERSION} AND success",
+            f"checksum_algorithm = %(algorithm)s WHERE {SAME_VERSION} AND success",
             {"checksum": migration.checksum, "algorithm": CHECKSUM_ALGORITHM, "version": migration.version},
         )
         reason = f"record checksum {migration.checksum[:12]} of {migration.path.name} for migration {migration.version}"
@@ -97,8 +93,8 @@ class DedupeRows(Action):
         version = str(args["version"])
         table = qualified(ctx.schema, MIGRATIONS_TABLE)
         statement = Statement(
-            f"DELETE FROM {table} WHERE {_SAME_VERSION} AND success AND id > "
-            f"(SELECT min(id) FROM {table} WHERE {_SAME_VERSION} AND success)",
+            f"DELETE FROM {table} WHERE {SAME_VERSION} AND success AND id > "
+            f"(SELECT min(id) FROM {table} WHERE {SAME_VERSION} AND success)",
             {"version": version},
         )
         reason = f"keep the oldest tracking row of migration {version}, delete its duplicates"
