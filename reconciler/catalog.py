@@ -70,7 +70,10 @@ class CatalogSnapshot:
 
     @cached_property
     def keys(self) -> frozenset[tuple[Any, ...]]:
-        return frozenset(o.key for o in self.objects)
+        # An INVALID index (a concurrent build that failed or was killed) is not there in
+        # any sense that shows a migration ran.
+        invalid = {o.key for o in self.invalid_indexes}
+        return frozenset(o.key for o in self.objects if o.key not in invalid)
 
     def has(self, ref: ObjectRef) -> bool:
         return ref.key in self.keys

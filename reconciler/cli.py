@@ -476,21 +476,26 @@ def apply_command(
 
     with _guard(debug):
         settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        request = None
         if plan_file is not None:
             if playbook or issue_type:
                 raise UsageError("--playbook and --issue-type choose a new plan; a saved plan is applied as it is")
             plan = remediation.load_plan(plan_file)
         else:
-            plan = remediation.make_plan(
-                settings, PlanRequest(tuple(playbook or ()), _issue_types(issue_type)), _notify
-            )
+            request = PlanRequest(tuple(playbook or ()), _issue_types(issue_type))
+            plan = remediation.make_plan(settings, request, _notify)
         runnable = [s for s in plan.steps if s.action != "manual"]
         if fmt is Format.text:
             typer.echo(report.remediation_plan_text(plan))
         if runnable:
             _approve(plan, saved=plan_file is not None, auto_approve=auto_approve, confirm=confirm)
+            # Approved in advance (--auto-approve, no plan file): if another run changed the
+            # database while this one waited for the lock, plan again from what is there.
+            replan = request if (auto_approve and plan_file is None and not plan.destructive) else None
             with _StepProgress("applying") as progress:
-                result = remediation.apply_plan(settings, plan, notify=_notify, on_step=progress.on_step)
+                result = remediation.apply_plan(settings, plan, notify=_notify, on_step=progress.on_step, replan=replan)
+            if result.plan is not plan:
+                _err("⚠️  The database changed while waiting for the migration lock; planned again and applied that.")
         else:
             result = remediation.apply_plan(settings, plan, notify=_notify)  # nothing runs; re-diagnoses
         if fmt is Format.text:

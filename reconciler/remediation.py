@@ -40,15 +40,18 @@ def _facts(session: Session, settings: Settings) -> Facts:
     return Facts(*read_state(session, settings.migrations_dir, settings.tracking_schema))
 
 
+def _with_defaults(request: PlanRequest) -> PlanRequest:
+    variables = {**DEFAULT_VARIABLES, **request.variables}
+    return PlanRequest(request.playbooks, request.issue_types, variables, request.operation, request.include_unhandled)
+
+
 def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> Plan:
     playbooks = load_all(settings.migrations_dir)  # malformed playbooks fail before any connection
-    variables = {**DEFAULT_VARIABLES, **request.variables}
-    request = PlanRequest(
-        request.playbooks, request.issue_types, variables, request.operation, request.include_unhandled
-    )
     with connect(settings, notify) as session:
         facts = _facts(session, settings)
-    return plan_remediation(facts, playbooks, request, build_context(settings, facts.desired.migrations))
+    return plan_remediation(
+        facts, playbooks, _with_defaults(request), build_context(settings, facts.desired.migrations)
+    )
 
 
 # --- saved plans --------------------------------------------------------------------------
@@ -102,7 +105,13 @@ class ApplyResult:
         return self.execution is None or self.execution.ok
 
 
-def apply_plan(settings: Settings, plan: Plan, notify: Any = None, on_step: Any = None) -> ApplyResult:
+def apply_plan(
+    settings: Settings,
+    plan: Plan,
+    notify: Any = None,
+    on_step: Any = None,
+    replan: PlanRequest | None = None,
+) -> ApplyResult:
     """Run a plan made by make_plan (now or saved). Refused, before anything runs, when it
     was made for another database or the database changed since (stale)."""
     schema = plan.tracking_schema
@@ -124,16 +133,27 @@ def apply_plan(settings: Settings, plan: Plan, notify: Any = None, on_step: Any 
         releases_lock = any(s.action == "release_lock" for s in plan.steps)
         take_row = not releases_lock and tracking.LOCK_TABLE in observe_tracking(session, schema).tables
 
+        current = [plan]
+
         def still_fresh() -> None:
             # Under the advisory lock, before the lock row is touched: nothing slips in.
-            if _facts(session, settings).observed.fingerprint != plan.fingerprint:
+            facts = _facts(session, settings)
+            if facts.observed.fingerprint == plan.fingerprint:
+                return
+            if replan is None:
                 raise StalePlan(
                     "Saved plan is stale: the database changed since the plan was made",
                     "Nothing was run. Make a new plan with poststack plan (and review it) before applying.",
                 )
+            # Approved in advance: plan again, under the lock, from what is there now.
+            books = load_all(settings.migrations_dir)
+            current[0] = plan_remediation(
+                facts, books, _with_defaults(replan), build_context(settings, facts.desired.migrations)
+            )
 
         with locking.migration_lock(session, schema, settings.lock_timeout, still_fresh, take_row=take_row):
-            execution = executor.execute(session, plan, on_step, settings.migrations_dir)
+            execution = executor.execute(session, current[0], on_step, settings.migrations_dir)
+        plan = current[0]
         remaining = tuple(run_checks(_facts(session, settings)))
     return ApplyResult(plan, execution, remaining)
 

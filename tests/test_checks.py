@@ -263,7 +263,12 @@ def test_invalid_index(tmp_path):
     bad = obj("index", "public", "users_id", "users")
     facts = facts_for(tmp_path, [row("001"), row("002")], ACCOUNTS + USERS, invalid=[bad])
     (issue,) = run_checks(facts, [IssueType.INVALID_INDEX])
-    assert issue.details == {"index": "public.users_id", "table": "public.users"}
+    assert issue.details == {
+        "index": "public.users_id",
+        "table": "public.users",
+        "schema": "public",
+        "name": "users_id",
+    }
     assert 'DROP INDEX CONCURRENTLY "public"."users_id"' in issue.suggested_fix
 
 

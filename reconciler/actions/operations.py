@@ -68,7 +68,7 @@ class Sql(Action):
     name = "sql"
     summary = "Run fixed SQL with values as bound parameters and names as quoted identifiers"
     required = ("sql",)
-    optional = ("params", "identifiers", "description")
+    optional = ("params", "identifiers", "description", "transactional")
     static_args = ("sql",)
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
@@ -86,7 +86,16 @@ class Sql(Action):
         # Names become quoted identifiers; values stay bound parameters. Nothing is spliced.
         rendered = _PLACEHOLDER.sub(lambda m: quote_ident(str(identifiers[m.group(1)])), text)
         statement = Statement(rendered, dict(params) if params else None)
-        return PlannedStep(self.name, args.get("description") or "run SQL", dict(args), (statement,))
+        # Some statements (DROP INDEX CONCURRENTLY) PostgreSQL refuses in a transaction.
+        transactional = args.get("transactional", True) not in (False, "false", "False")
+        return PlannedStep(
+            self.name,
+            args.get("description") or "run SQL",
+            dict(args),
+            (statement,),
+            transactional=transactional,
+            no_transaction_reason=None if transactional else "the playbook runs it outside a transaction",
+        )
 
 
 @register

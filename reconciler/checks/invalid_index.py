@@ -17,7 +17,12 @@ def invalid_index(facts: Facts) -> list[Issue]:
                 IssueType.INVALID_INDEX,
                 f"Index {index.schema}.{index.name} is INVALID (a concurrent build failed or is in progress)",
                 None,
-                {"index": f"{index.schema}.{index.name}", "table": f"{index.schema}.{index.parent}"},
+                {
+                    "index": f"{index.schema}.{index.name}",
+                    "table": f"{index.schema}.{index.parent}",
+                    "schema": index.schema,
+                    "name": index.name,
+                },
                 suggested_fix=f"DROP INDEX CONCURRENTLY {qualified(index.schema, index.name)}; then build it again",
             )
         )

@@ -515,7 +515,7 @@ def test_playbooks_list_show_validate(migrations_dir: Path):
     assert "recover v1" in shown.stdout and "for each: missing_tracking" in shown.stdout
     assert cli("playbooks", "show", "recovr").exit_code == 2
     valid = cli("playbooks", "validate")
-    assert valid.exit_code == 0 and valid.stdout.count("✅") == 7
+    assert valid.exit_code == 0 and valid.stdout.count("✅") == 8
     project_playbook(
         migrations_dir,
         "recover",
