@@ -52,17 +52,24 @@ def attribute(
     if effects is not None and effects.error:
         return Attribution(version, Verdict.UNDETERMINED, reason=f"the file {effects.error}")
     evidence = history.evidence_of(version)
+    # What it drops for good must be gone if it ran: one still there says it did not (fully).
+    left = tuple(o for o in history.gone_after(version) if catalog.has(o))
     if not evidence:
+        if left:
+            return Attribution(version, Verdict.ABSENT, reason=f"{left[0].display()}, which it drops, still exists")
         return Attribution(version, Verdict.UNDETERMINED, reason=_no_evidence_reason(migration, history))
     found = tuple(o for o in evidence if catalog.has(o))
-    missing = tuple(o for o in evidence if not catalog.has(o))
+    missing = tuple(o for o in evidence if not catalog.has(o)) + left
+    reason = f"{len(found)} of {len(evidence)} objects exist"
+    if left:
+        reason += f"; {len(left)} it drops still exist ({', '.join(o.display() for o in left[:3])})"
     if not missing:
         verdict = Verdict.APPLIED
     elif found:
         verdict = Verdict.PARTIAL
     else:
         verdict = Verdict.ABSENT
-    return Attribution(version, verdict, found, missing, reason=f"{len(found)} of {len(evidence)} objects exist")
+    return Attribution(version, verdict, found, missing, reason=reason)
 
 
 def _no_evidence_reason(migration: Migration, history: History) -> str:

@@ -172,10 +172,14 @@ def run_verify_scripts(session: Any, scripts: dict[str, str]) -> dict[str, bool 
 def _answer(session: Any, versions: list[str], queries: dict[str, str], results: dict[str, bool | str]) -> None:
     if not versions:
         return
+    # Read-only whatever the surrounding transaction (an assert step inside apply runs in a
+    # read-write one): a verify script that tries to write fails, and nothing it did stays.
     session.query("SAVEPOINT poststack_verify")
+    session.query("SET LOCAL transaction_read_only = on")
     try:
         _try(session, versions, queries, results)
     finally:
+        session.query("ROLLBACK TO SAVEPOINT poststack_verify")
         session.query("RELEASE SAVEPOINT poststack_verify")
 
 
@@ -185,6 +189,7 @@ def _try(session: Any, versions: list[str], queries: dict[str, str], results: di
         row = session.query_one(combined)
     except psycopg2.Error as e:
         session.query("ROLLBACK TO SAVEPOINT poststack_verify")  # the savepoint stays for the next try
+        session.query("SET LOCAL transaction_read_only = on")
         if len(versions) == 1:
             results[versions[0]] = " ".join((getattr(e.diag, "message_primary", None) or str(e)).split())
             return

@@ -230,10 +230,19 @@ def connect(settings: Settings, notify: Callable[[str], None] | None = None) -> 
         session.close()
 
 
+# SQLSTATEs that end the session: connection exceptions, and the server shutting it down.
+_SESSION_ENDING = ("08", "57P01", "57P02", "57P03")
+
+
 def is_connection_lost(error: BaseException) -> bool:
-    return isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not isinstance(
-        error, psycopg2.errors.QueryCanceled | psycopg2.errors.LockNotAvailable
-    )
+    """The connection is gone (not merely a statement failing with an OperationalError:
+    psycopg2 files many ordinary SQLSTATEs, 55000 for one, under that class)."""
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if not isinstance(error, psycopg2.OperationalError):
+        return False
+    code = getattr(error, "pgcode", None)
+    return code is None or code.startswith(_SESSION_ENDING)
 
 
 @contextmanager

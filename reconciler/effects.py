@@ -30,6 +30,7 @@ CHILD_KINDS = frozenset({"column", "trigger", "policy"})
 # and a column drop (the indexes, triggers and policies of that table may go).
 CASCADE = "cascade"
 DEPENDENTS = "dependents"
+TEMP_SCHEMA = "pg_temp"  # temporary objects: remembered for lookups, never effects
 
 
 @dataclass(frozen=True, order=True)
@@ -147,7 +148,10 @@ class _Scope:
         return self.path[0] if self.path else DEFAULT_SCHEMA
 
     def lookup(self, family: str, name: str) -> str:
-        """An unqualified reference: the first schema on the path that holds the name."""
+        """An unqualified reference: the first schema on the path that holds the name
+        (a temporary table first, as PostgreSQL searches pg_temp before the path)."""
+        if (family, TEMP_SCHEMA, name) in self.namespace.objects:
+            return TEMP_SCHEMA
         for schema in self.path:
             if (family, schema, name) in self.namespace.objects:
                 return schema
@@ -179,7 +183,7 @@ def _role_name(role: Any, user: str | None) -> str | None:
         return None
     if getattr(role, "rolename", None):
         return role.rolename
-    if "CURRENT_USER" in _kind_name(role.roletype) or "SESSION_USER" in _kind_name(role.roletype):
+    if any(k in _kind_name(role.roletype) for k in ("CURRENT_USER", "SESSION_USER", "CURRENT_ROLE")):
         return user
     return None
 
@@ -245,7 +249,12 @@ def _kind_name(value: Any) -> str:
 
 
 def _is_temp(rangevar: Any) -> bool:
-    return getattr(rangevar, "relpersistence", "p") == "t" or getattr(rangevar, "schemaname", None) == "pg_temp"
+    return getattr(rangevar, "relpersistence", "p") == "t" or getattr(rangevar, "schemaname", None) == TEMP_SCHEMA
+
+
+def _remember_temp(scope: _Scope, rangevar: Any) -> _Found:
+    scope.namespace.objects.add(("relation", TEMP_SCHEMA, rangevar.relname))
+    return [], [], []
 
 
 def _relation(scope: _Scope, rangevar: Any, *, creating: bool = False, family: str = "relation") -> tuple[str, str]:
@@ -385,7 +394,8 @@ def _statement_effects(node: Any, line: int, scope: _Scope) -> StatementEffects:
             creates, weak, touches = handler(node, scope)
         except _CannotTell as e:
             return StatementEffects(line, unattributed=Unattributed(line, kind, str(e)))
-        return StatementEffects(line, tuple(creates), tuple(weak), tuple(touches))
+        keep = lambda refs: tuple(r for r in refs if r.schema != TEMP_SCHEMA)  # noqa: E731
+        return StatementEffects(line, keep(creates), keep(weak), keep(touches))
     if kind == "VariableSetStmt":
         _apply_set(node, scope)
         return StatementEffects(line)
@@ -400,8 +410,9 @@ def _statement_effects(node: Any, line: int, scope: _Scope) -> StatementEffects:
     return StatementEffects(line, unattributed=Unattributed(line, kind, reason))
 
 
-def _parse_path(value: str) -> tuple[str, ...]:
+def _parse_path(value: str, user: str | None = None) -> tuple[str, ...]:
     parts = [v.strip().strip('"') for v in value.split(",")]
+    parts = [user if p == "$user" else p for p in parts]
     return tuple(p for p in parts if p and p not in ("$user", "pg_catalog", "pg_temp"))
 
 
@@ -418,7 +429,7 @@ def _apply_set(node: Any, scope: _Scope) -> None:
     for arg in node.args or ():
         value = getattr(getattr(arg, "val", None), "sval", None)
         if value:
-            values.extend(_parse_path(value))
+            values.extend(_parse_path(value, scope.namespace.user))
     scope.path = tuple(values) or scope.namespace.default_path
 
 
@@ -434,7 +445,7 @@ def _set_config_search_path(node: Any, scope: _Scope) -> bool:
     constants = [getattr(getattr(a, "val", None), "sval", None) for a in args[:2]]
     if len(constants) < 2 or constants[0] != "search_path" or constants[1] is None:
         return False
-    scope.path = _parse_path(constants[1]) or scope.namespace.default_path
+    scope.path = _parse_path(constants[1], scope.namespace.user) or scope.namespace.default_path
     return True
 
 
@@ -485,10 +496,13 @@ def _create_schema(node: Any, scope: _Scope) -> _Found:
 
 def _create_table(node: Any, scope: _Scope) -> _Found:
     if _is_temp(node.relation):
-        return [], [], []  # gone at the end of the session: nothing to find later
+        return _remember_temp(scope, node.relation)  # gone at the end of the session
     schema, name = _relation(scope, node.relation, creating=True)
+    # A partition or an inheriting table goes with its parent (DROP TABLE parent, CASCADE).
+    parents = [p for p in node.inhRelations or () if type(p).__name__ == "RangeVar"]
+    parent = parents[0].relname if parents else None
     columns = [e for e in node.tableElts or () if type(e).__name__ == "ColumnDef" and e.colname]
-    made = [ObjectRef("table", schema, name), *(ObjectRef("column", schema, c.colname, name) for c in columns)]
+    made = [ObjectRef("table", schema, name, parent), *(ObjectRef("column", schema, c.colname, name) for c in columns)]
     implicit = [r for c in columns for r in _implicit_indexes(schema, name, c.constraints, c.colname)]
     implicit += [r for c in columns for r in _implicit_sequences(schema, name, c)]
     implicit += _implicit_indexes(schema, name, [e for e in node.tableElts or () if type(e).__name__ == "Constraint"])
@@ -499,7 +513,7 @@ def _create_table(node: Any, scope: _Scope) -> _Found:
 
 def _create_table_as(node: Any, scope: _Scope) -> _Found:
     if _is_temp(node.into.rel):
-        return [], [], []
+        return _remember_temp(scope, node.into.rel)
     schema, name = _relation(scope, node.into.rel, creating=True)
     kind = "materialized_view" if "MATVIEW" in _kind_name(node.objtype) else "table"
     ref = ObjectRef(kind, schema, name)
@@ -508,7 +522,7 @@ def _create_table_as(node: Any, scope: _Scope) -> _Found:
 
 def _create_view(node: Any, scope: _Scope) -> _Found:
     if _is_temp(node.view):
-        return [], [], []
+        return _remember_temp(scope, node.view)
     schema, name = _relation(scope, node.view, creating=True)
     ref = ObjectRef("view", schema, name)
     return ([], [ref], [ref]) if node.replace else ([ref], [], [])
@@ -524,9 +538,14 @@ def _create_index(node: Any, scope: _Scope) -> _Found:
 
 def _create_sequence(node: Any, scope: _Scope) -> _Found:
     if _is_temp(node.sequence):
-        return [], [], []
+        return _remember_temp(scope, node.sequence)
     schema, name = _relation(scope, node.sequence, creating=True)
-    ref = ObjectRef("sequence", schema, name)
+    owner = None  # OWNED BY table.column: it goes when that column or table does
+    for option in node.options or ():
+        if getattr(option, "defname", "") == "owned_by":
+            names = _strings(option.arg)
+            owner = names[-2] if len(names) >= 2 else None
+    ref = ObjectRef("sequence", schema, name, owner)
     return ([], [ref], []) if node.if_not_exists else ([ref], [], [])
 
 
@@ -573,6 +592,8 @@ def _alter_table(node: Any, scope: _Scope) -> _Found:
         return [], [], []
     on_type = "OBJECT_TYPE" in _kind_name(node.objtype)
     schema, table = _relation(scope, node.relation, family="type" if on_type else "relation")
+    if schema == TEMP_SCHEMA:
+        return [], [], []
     creates: list[ObjectRef] = []
     weak: list[ObjectRef] = []
     touches: list[ObjectRef] = []
@@ -593,8 +614,14 @@ def _alter_table(node: Any, scope: _Scope) -> _Found:
             if used:  # ADD CONSTRAINT ... USING INDEX renames that index to the constraint's name
                 touches.append(ObjectRef("index", schema, used, table))
             weak += _implicit_indexes(schema, table, [cmd.def_])
-        elif subtype in ("AT_AlterColumnType", "AT_DropConstraint"):
+        elif subtype == "AT_DropConstraint":
             touches.append(ObjectRef(DEPENDENTS, schema, table))
+            if cmd.name:  # a constraint backed by an index takes the index with it
+                touches.append(ObjectRef("index", schema, cmd.name, table))
+        elif subtype == "AT_AlterColumnType":
+            touches.append(ObjectRef(DEPENDENTS, schema, table))
+    if node.missing_ok:  # ALTER TABLE IF EXISTS: the table may not have been there at all
+        return [], creates + weak, touches
     return creates, weak, touches
 
 
@@ -626,6 +653,14 @@ def _drop(node: Any, scope: _Scope) -> _Found:
 
 
 def _rename(node: Any, scope: _Scope) -> _Found:
+    creates, weak, touches = _rename_plain(node, scope)
+    if node.missing_ok or any(r.family == "routine" and r.args is None for r in creates):
+        # IF EXISTS: it may not have been there; no argument list: the signature is unknown.
+        return [], creates + weak, touches
+    return creates, weak, touches
+
+
+def _rename_plain(node: Any, scope: _Scope) -> _Found:
     rename = _kind_name(node.renameType)
     new = node.newname
     if rename in _RELATION_KINDS and node.relation is not None:
@@ -659,11 +694,20 @@ def _rename(node: Any, scope: _Scope) -> _Found:
 
 
 def _set_schema(node: Any, scope: _Scope) -> _Found:
+    creates, weak, touches = _set_schema_plain(node, scope)
+    if node.missing_ok or any(r.family == "routine" and r.args is None for r in creates):
+        return [], creates + weak, touches
+    return creates, weak, touches
+
+
+def _set_schema_plain(node: Any, scope: _Scope) -> _Found:
     object_type = _kind_name(node.objectType)
     kind = _RELATION_KINDS.get(object_type)
     if kind is not None and node.relation is not None:
         schema, name = _relation(scope, node.relation)
-        return [ObjectRef(kind, node.newschema, name)], [], [ObjectRef(kind, schema, name)]
+        # Its owned sequences, indexes and triggers move with it.
+        moved = [ObjectRef(kind, schema, name), ObjectRef(DEPENDENTS, schema, name)]
+        return [ObjectRef(kind, node.newschema, name)], [], moved
     if object_type in ("OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE"):
         kind = "procedure" if object_type == "OBJECT_PROCEDURE" else "function"
         old = _object_with_args(scope, node.object, kind)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.effects import CASCADE, CHILD_KINDS, DEPENDENTS, MigrationEffects, ObjectRef
+from reconciler.effects import CASCADE, DEPENDENTS, MigrationEffects, ObjectRef
 
 # Dependent objects: a DROP ... CASCADE anywhere after them may take them away.
-_DEPENDENT_KINDS = frozenset({"view", "materialized_view", "trigger", "policy", "index", "column"})
+_DEPENDENT_KINDS = frozenset(
+    {"view", "materialized_view", "trigger", "policy", "index", "column", "function", "procedure", "sequence"}
+)
 # Objects every database has: their existence proves nothing about a migration.
 ALWAYS_PRESENT = frozenset({("schema", "public"), ("extension", "plpgsql")})
 
@@ -27,59 +29,69 @@ Position = tuple[int, int]  # (migration index, statement index)
 @dataclass(frozen=True)
 class History:
     effects: dict[str, MigrationEffects]  # by version
-    evidence: dict[str, tuple[ObjectRef, ...]]  # by version
+    evidence: dict[str, tuple[ObjectRef, ...]]  # by version: what it alone leaves behind
     schemas: frozenset[str]  # schemas the history creates or puts objects in
+    gone: dict[str, tuple[ObjectRef, ...]] = field(default_factory=dict)  # what it drops for good
 
     def evidence_of(self, version: str) -> tuple[ObjectRef, ...]:
         return self.evidence.get(version, ())
 
+    def gone_after(self, version: str) -> tuple[ObjectRef, ...]:
+        """Objects an earlier migration made that this one drops (or renames away) and no
+        later one makes again: if one is still there, this migration did not (fully) run."""
+        return self.gone.get(version, ())
+
 
 class _TouchIndex:
-    """The latest position at which something touches an object or what contains it."""
+    """Where things are touched: drops, renames and moves of an object, of its table, of
+    its schema; cascades and column drops."""
 
     def __init__(self) -> None:
-        self.by_key: dict[tuple[Any, ...], Position] = {}
-        self.by_container: dict[tuple[str | None, str], Position] = {}  # (schema, table)
-        self.by_schema: dict[str, Position] = {}
-        self.by_routine_name: dict[tuple[str | None, str], Position] = {}  # DROP FUNCTION f (any args)
+        self.by_key: dict[tuple[Any, ...], set[Position]] = defaultdict(set)
+        self.by_container: dict[tuple[str | None, str], set[Position]] = defaultdict(set)  # (schema, table)
+        self.by_schema: dict[str, set[Position]] = defaultdict(set)
+        self.by_routine_name: dict[tuple[str | None, str], set[Position]] = defaultdict(set)  # every overload
         self.by_table_dependents: dict[tuple[str | None, str], Position] = {}  # a column dropped from it
         self.cascade: Position = (-1, -1)
-
-    @staticmethod
-    def _later(store: dict[Any, Position], key: Any, pos: Position) -> None:
-        if key not in store or store[key] < pos:
-            store[key] = pos
 
     def add(self, ref: ObjectRef, pos: Position) -> None:
         if ref.kind == CASCADE:
             self.cascade = max(self.cascade, pos)
             return
         if ref.kind == DEPENDENTS:
-            self._later(self.by_table_dependents, (ref.schema, ref.name), pos)
+            key = (ref.schema, ref.name)
+            self.by_table_dependents[key] = max(self.by_table_dependents.get(key, pos), pos)
             return
-        self._later(self.by_key, ref.key, pos)
+        self.by_key[ref.key].add(pos)
         if ref.kind == "schema":
-            self._later(self.by_schema, ref.name, pos)
+            self.by_schema[ref.name].add(pos)
         if ref.family == "relation":
-            self._later(self.by_container, (ref.schema, ref.name), pos)
+            self.by_container[(ref.schema, ref.name)].add(pos)
         if ref.family == "routine" and ref.args is None:
-            self._later(self.by_routine_name, (ref.schema, ref.name), pos)
+            self.by_routine_name[(ref.schema, ref.name)].add(pos)
 
-    def last_touch(self, ref: ObjectRef) -> Position:
-        candidates = [self.by_key.get(ref.key, (-1, -1))]
+    def touched(self, ref: ObjectRef, created_at: Position) -> bool:
+        """Whether anything touches ``ref``: a drop, rename or move of it, its table or its
+        schema, at any position but its own creation (one before it means it existed
+        already); a cascade or a column drop of its table, after its creation."""
+        direct = [self.by_key.get(ref.key, set())]
         if ref.schema is not None:
-            candidates.append(self.by_schema.get(ref.schema, (-1, -1)))
+            direct.append(self.by_schema.get(ref.schema, set()))
         if ref.kind == "schema":
-            candidates.append(self.by_schema.get(ref.name, (-1, -1)))
-        if ref.parent is not None and (ref.kind in CHILD_KINDS or ref.kind == "index"):
-            candidates.append(self.by_container.get((ref.schema, ref.parent), (-1, -1)))
-            if ref.kind != "column":
-                candidates.append(self.by_table_dependents.get((ref.schema, ref.parent), (-1, -1)))
-        if ref.kind in _DEPENDENT_KINDS:
-            candidates.append(self.cascade)
+            direct.append(self.by_schema.get(ref.name, set()))
+        if ref.parent is not None:
+            direct.append(self.by_container.get((ref.schema, ref.parent), set()))
         if ref.family == "routine":
-            candidates.append(self.by_routine_name.get((ref.schema, ref.name), (-1, -1)))
-        return max(candidates)
+            direct.append(self.by_routine_name.get((ref.schema, ref.name), set()))
+        if any(p != created_at for positions in direct for p in positions):
+            return True
+        never = (-1, -1)
+        later = []
+        if ref.parent is not None and ref.kind != "column":
+            later.append(self.by_table_dependents.get((ref.schema, ref.parent), never))
+        if ref.kind in _DEPENDENT_KINDS or (ref.kind == "table" and ref.parent is not None):
+            later.append(self.cascade)
+        return max(later, default=never) > created_at
 
 
 def analyze(ordered: Iterable[MigrationEffects], tracking_schema: str = "public") -> History:
@@ -102,15 +114,31 @@ def analyze(ordered: Iterable[MigrationEffects], tracking_schema: str = "public"
 
     never = ALWAYS_PRESENT | {("schema", tracking_schema)}
     evidence: dict[str, list[ObjectRef]] = defaultdict(list)
+    first_creation: dict[tuple[Any, ...], Position] = {}
+    last_creation: dict[tuple[Any, ...], Position] = {}
     for i, effects in enumerate(history):
         for j, statement in enumerate(effects.statements):
+            for ref in (*statement.creates, *statement.weak):
+                first_creation.setdefault(ref.key, (i, j))
+                last_creation[ref.key] = (i, j)
             for ref in statement.creates:
                 if (ref.kind, ref.name) in never and ref.schema is None:
                     continue
-                if creations[ref.key] == 1 and touches.last_touch(ref) < (i, j + 1):
+                if creations[ref.key] == 1 and not touches.touched(ref, (i, j)):
                     evidence[effects.version].append(ref)
+    gone: dict[str, list[ObjectRef]] = defaultdict(list)
+    for i, effects in enumerate(history):
+        for j, statement in enumerate(effects.statements):
+            for ref in statement.touches:
+                if ref.kind in (CASCADE, DEPENDENTS) or (ref.args is None and ref.family == "routine"):
+                    continue
+                made_before = first_creation.get(ref.key, (i, j)) < (i, j)
+                made_again = last_creation.get(ref.key, (-1, -1)) >= (i, j)
+                if made_before and not made_again:
+                    gone[effects.version].append(ref)
     return History(
         effects={e.version: e for e in history},
         evidence={v: tuple(refs) for v, refs in evidence.items()},
         schemas=frozenset(schemas),
+        gone={v: tuple(refs) for v, refs in gone.items()},
     )

@@ -9,7 +9,7 @@ waited on.
 from __future__ import annotations
 
 import hashlib
-import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -109,20 +109,22 @@ def migration_lock(
 
 
 def _acquire_advisory(session: Session, schema: str, timeout_s: float) -> None:
+    """Poll for the advisory lock. Waiting inside pg_advisory_lock() would hold a snapshot
+    for the whole wait, and the holder's CREATE INDEX CONCURRENTLY waits for every older
+    snapshot to end: the two would wait for each other until the deadlock detector killed
+    one. Between tries this session holds nothing."""
     key = advisory_key(schema)
-    if timeout_s <= 0:
+    deadline = time.monotonic() + timeout_s
+    pause = 0.02
+    while True:
         got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
-        if not (got and got[0]):
+        if got and got[0]:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise _busy(session, schema, timeout_s)
-        return
-    # Rounded up: lock_timeout = 0 would mean "wait forever".
-    session.query(f"SET lock_timeout = '{max(1, math.ceil(timeout_s * 1000))}ms'")
-    try:
-        session.query("SELECT pg_advisory_lock(%(key)s)", {"key": key})
-    except psycopg2.errors.LockNotAvailable as e:
-        raise _busy(session, schema, timeout_s) from e
-    finally:
-        session.query("RESET lock_timeout")
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)
 
 
 def _release_advisory(session: Session, schema: str) -> None:

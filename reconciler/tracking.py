@@ -7,6 +7,7 @@ row naming who holds the migration lock. ``schema_migrations_audit`` is append-o
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,7 +39,11 @@ class TrackingRow:
 
     @property
     def number(self) -> int:
-        return int(self.version) if self.version.isdigit() else -1
+        # A version that is not a number (another tool's row) gets a number of its own,
+        # below every real one, so such rows are never lumped together.
+        if self.version.isdigit():
+            return int(self.version)
+        return -1 - int(hashlib.sha256(self.version.encode()).hexdigest()[:12], 16)
 
 
 @dataclass(frozen=True)
