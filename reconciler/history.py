@@ -53,6 +53,7 @@ class _TouchIndex:
         self.by_routine_name: dict[tuple[str | None, str], set[Position]] = defaultdict(set)  # every overload
         self.by_table_dependents: dict[tuple[str | None, str], Position] = {}  # a column dropped from it
         self.cascade: Position = (-1, -1)
+        self.parents: dict[tuple[str | None, str], str] = {}  # (schema, table) -> its parent table
 
     def add(self, ref: ObjectRef, pos: Position) -> None:
         if ref.kind == CASCADE:
@@ -79,8 +80,13 @@ class _TouchIndex:
             direct.append(self.by_schema.get(ref.schema, set()))
         if ref.kind == "schema":
             direct.append(self.by_schema.get(ref.name, set()))
-        if ref.parent is not None:
-            direct.append(self.by_container.get((ref.schema, ref.parent), set()))
+        container = (ref.schema, ref.parent) if ref.parent is not None else None
+        seen = set()
+        while container is not None and container not in seen:  # a partition's index goes with the parent
+            seen.add(container)
+            direct.append(self.by_container.get(container, set()))
+            parent = self.parents.get(container)
+            container = (container[0], parent) if parent else None
         if ref.family == "routine":
             direct.append(self.by_routine_name.get((ref.schema, ref.name), set()))
         if any(p != created_at for positions in direct for p in positions):
@@ -107,6 +113,8 @@ def analyze(ordered: Iterable[MigrationEffects], tracking_schema: str = "public"
                 touches.add(ref, (i, j))
             for ref in (*statement.creates, *statement.weak):
                 creations[ref.key] += 1
+                if ref.kind == "table" and ref.parent is not None:
+                    touches.parents[(ref.schema, ref.name)] = ref.parent
                 if ref.kind == "schema":
                     schemas.add(ref.name)
                 elif ref.schema is not None:

@@ -181,3 +181,93 @@ def test_validate_and_verify_have_json(cli):
     assert validation["errors"] == [] and validation["migrations"] == 5
     verification = json.loads(cli("db", "verify-migrations", "--format", "json").stdout)
     assert verification == {"checked": 5, "errors": []}
+
+
+# --- second review ----------------------------------------------------------------------
+
+EXISTED_ALREADY = {
+    "matview turned into a table": (
+        "CREATE MATERIALIZED VIEW account_user_counts AS SELECT account_id, count(*) AS user_count FROM users GROUP BY account_id WITH NO DATA;\n",
+        "DROP MATERIALIZED VIEW account_user_counts;\nCREATE TABLE account_user_counts (account_id bigint, user_count bigint);\n",
+    ),
+    "rename, then drop and re-add a column": (
+        "ALTER TABLE accounts RENAME TO customers;\n",
+        "ALTER TABLE customers DROP COLUMN display_name;\nALTER TABLE customers ADD COLUMN display_name text NOT NULL DEFAULT '';\n",
+    ),
+    "index name PostgreSQL chose": (
+        "CREATE INDEX ON accounts (display_name);\n",
+        "DROP INDEX accounts_display_name_idx;\nCREATE UNIQUE INDEX accounts_display_name_idx ON accounts (display_name, id);\n",
+    ),
+}
+
+
+@pytest.mark.parametrize(("first", "second"), EXISTED_ALREADY.values(), ids=EXISTED_ALREADY.keys())
+def test_what_existed_before_a_migration_proves_nothing(cli, migrations_dir: Path, first, second):
+    write(migrations_dir, "006_first.sql", first)
+    assert cli("db", "migrate").exit_code == 0
+    write(migrations_dir, "007_second.sql", second)
+    assert ("missing_tracking", "007") not in claims(cli)
+
+
+def test_a_half_applied_migration_is_not_applied(cli, db, migrations_dir: Path):
+    cli("db", "migrate")
+    write(
+        migrations_dir,
+        "006_split_emails.sql",
+        "CREATE TABLE account_emails (account_id bigint NOT NULL REFERENCES accounts (id), email text NOT NULL);\n"
+        "INSERT INTO account_emails SELECT id, email FROM accounts;\n"
+        "ALTER TABLE accounts DROP COLUMN email;\n",
+    )
+    sql(db, "CREATE TABLE account_emails (account_id bigint NOT NULL REFERENCES accounts (id), email text NOT NULL)")
+    found = claims(cli)
+    assert ("missing_tracking", "006") not in found and ("partial_migration", "006") in found
+    sql(db, "ALTER TABLE accounts DROP COLUMN email")
+    assert ("missing_tracking", "006") in claims(cli)
+
+
+def test_recover_runs_verify_scripts_read_only(cli, db, migrations_dir: Path):
+    write(
+        migrations_dir,
+        "006_marks.sql",
+        "CREATE TABLE verify_marks (at timestamptz DEFAULT now());\n"
+        "CREATE FUNCTION mark_checked() RETURNS boolean LANGUAGE sql AS 'INSERT INTO verify_marks DEFAULT VALUES RETURNING false';\n",
+    )
+    write(migrations_dir, "007_x.sql", "UPDATE accounts SET id = id;\n")
+    write(migrations_dir, "007_x.verify.sql", "SELECT mark_checked();\n")
+    cli("db", "migrate", "--target", "006")
+    sql(db, "DELETE FROM schema_migrations WHERE version = '006'")
+    assert cli("db", "recover").exit_code == 0
+    assert sql(db, "SELECT count(*) FROM verify_marks") == [(0,)]
+
+
+SECOND_CLEAN_AFTER_MIGRATE = {
+    "alter table if exists": "ALTER TABLE IF EXISTS legacy_users RENAME TO legacy_users_old;\nALTER TABLE IF EXISTS legacy ADD COLUMN x int;\n",
+    "function moved without arguments": "CREATE FUNCTION price_with_tax(p integer) RETURNS integer LANGUAGE sql AS 'select p';\nALTER FUNCTION price_with_tax SET SCHEMA billing;\n",
+    "temp table index and column": "CREATE TEMP TABLE plan_map (account_id bigint);\nCREATE INDEX plan_map_account_idx ON plan_map (account_id);\nALTER TABLE plan_map ADD COLUMN note text;\n",
+    "$user on the path": "CREATE SCHEMA AUTHORIZATION CURRENT_USER;\nSET search_path TO \"$user\", public;\nCREATE TABLE notes (id int);\n",
+    "partition dropped with its parent": "CREATE TABLE events (at date NOT NULL) PARTITION BY RANGE (at);\nCREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');\nCREATE INDEX events_2024_at ON events_2024 (at);\nDROP TABLE events;\n",
+    "owned sequence goes with its column": "CREATE TABLE orders (order_no bigint);\nCREATE SEQUENCE order_no_seq OWNED BY orders.order_no;\nALTER TABLE orders DROP COLUMN order_no;\n",
+    "cascade takes functions and child tables": "CREATE TYPE mood AS ENUM ('sad');\nCREATE FUNCTION is_sad(m mood) RETURNS boolean LANGUAGE sql AS 'select true';\nCREATE TABLE parent_log (id int);\nCREATE TABLE child_log () INHERITS (parent_log);\nDROP TYPE mood CASCADE;\nDROP TABLE parent_log CASCADE;\n",
+}
+
+
+@pytest.mark.parametrize("text", SECOND_CLEAN_AFTER_MIGRATE.values(), ids=SECOND_CLEAN_AFTER_MIGRATE.keys())
+def test_no_false_drift_second_review(cli, migrations_dir: Path, text):
+    write(migrations_dir, "006_case.sql", text)
+    result = cli("db", "migrate")
+    assert result.exit_code == 0, result.output
+    assert claims(cli) == set(), issues_of(cli)
+
+
+def test_an_ordinary_error_is_not_a_lost_connection(cli, migrations_dir: Path):
+    write(migrations_dir, "006_seq.sql", "CREATE SEQUENCE s;\nALTER SEQUENCE s OWNED BY billing.invoices.id;\n")
+    result = cli("db", "migrate")
+    assert result.exit_code == 1
+    assert "lost the connection" not in result.output and "must be in same schema" in result.stdout
+
+
+def test_other_tools_versions_are_not_lumped_together(cli, db):
+    cli("db", "migrate")
+    for version in ("V6__add_x", "", "2.1"):
+        sql(db, "INSERT INTO schema_migrations (version, description, checksum, success) VALUES (%s, 'x', 'y', true)", (version,))
+    assert not [i for i in issues_of(cli) if i["type"] == "duplicate_version"]
