@@ -31,7 +31,7 @@ class PlanRequest:
     include_unhandled: bool = True  # add manual steps for issues no playbook handles
 
 
-def _pending(facts: Facts, force: bool) -> list[dict[str, Any]]:
+def _pending(facts: Facts, force: bool, retryable: set[str]) -> list[dict[str, Any]]:
     """Migrations to apply: not tracked as applied, not applied by hand, not half-applied."""
     tracking = facts.observed.tracking
     items = []
@@ -39,7 +39,7 @@ def _pending(facts: Facts, force: bool) -> list[dict[str, Any]]:
         if migration.number in tracking.applied:
             continue
         failed = tracking.failed.get(migration.number)
-        if failed is not None and not failed.transactional and not force:
+        if failed is not None and not failed.transactional and not force and migration.version not in retryable:
             continue  # it may have left part of itself behind: repair decides, not migrate
         found = facts.attributions.get(migration.version)
         if found is not None and found.verdict in (Verdict.APPLIED, Verdict.PARTIAL):
@@ -106,7 +106,9 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
     wanted = {t for t in request.issue_types}
     types = [IssueType(t) for t in wanted if t != PENDING] if wanted else list(IssueType)
     issues = run_checks(facts, types)
-    pending = _pending(facts, bool(request.variables.get("force"))) if (not wanted or PENDING in wanted) else []
+    retryable = {i.version for i in issues if i.type is IssueType.PARTIAL_MIGRATION and i.auto_fixable and i.version}
+    force = bool(request.variables.get("force"))
+    pending = _pending(facts, force, retryable) if (not wanted or PENDING in wanted) else []
     present = {i.type.value for i in issues} | ({PENDING} if pending else set())
     chosen = choose(playbooks, request, present)
 

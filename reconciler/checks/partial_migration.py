@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from reconciler.attribution import Verdict
 from reconciler.checks.base import Facts, check
+from reconciler.errors import PoststackError
+from reconciler.files import Migration
 from reconciler.issues import Issue, IssueType
 
 
@@ -12,6 +14,7 @@ from reconciler.issues import Issue, IssueType
 def partial_migration(facts: Facts) -> list[Issue]:
     issues = []
     for number, row in sorted(facts.observed.tracking.failed.items()):
+        migration = facts.desired.by_number.get(number)
         issues.append(
             Issue(
                 IssueType.PARTIAL_MIGRATION,
@@ -24,8 +27,10 @@ def partial_migration(facts: Facts) -> list[Issue]:
                     "ran_in_transaction": row.transactional,
                     "file_present": number in facts.desired.by_number,
                 },
-                # A failure inside a transaction left nothing behind: retrying is safe.
-                auto_fixable=row.transactional,
+                # Retrying is safe when the failure left nothing behind: it ran in a transaction,
+                # or it was one statement (a killed concurrent build leaves only an INVALID
+                # index, which drop-invalid-indexes removes).
+                auto_fixable=row.transactional or _single_statement(migration),
                 shown=("version", "description"),
             )
         )
@@ -49,3 +54,12 @@ def partial_migration(facts: Facts) -> list[Issue]:
             )
         )
     return issues
+
+
+def _single_statement(migration: Migration | None) -> bool:
+    if migration is None:
+        return False
+    try:
+        return len(migration.file.script.statements) == 1
+    except PoststackError:
+        return False

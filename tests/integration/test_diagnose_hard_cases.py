@@ -244,7 +244,7 @@ SECOND_CLEAN_AFTER_MIGRATE = {
     "alter table if exists": "ALTER TABLE IF EXISTS legacy_users RENAME TO legacy_users_old;\nALTER TABLE IF EXISTS legacy ADD COLUMN x int;\n",
     "function moved without arguments": "CREATE FUNCTION price_with_tax(p integer) RETURNS integer LANGUAGE sql AS 'select p';\nALTER FUNCTION price_with_tax SET SCHEMA billing;\n",
     "temp table index and column": "CREATE TEMP TABLE plan_map (account_id bigint);\nCREATE INDEX plan_map_account_idx ON plan_map (account_id);\nALTER TABLE plan_map ADD COLUMN note text;\n",
-    "$user on the path": "CREATE SCHEMA AUTHORIZATION CURRENT_USER;\nSET search_path TO \"$user\", public;\nCREATE TABLE notes (id int);\n",
+    "$user on the path": 'CREATE SCHEMA AUTHORIZATION CURRENT_USER;\nSET search_path TO "$user", public;\nCREATE TABLE notes (id int);\n',
     "partition dropped with its parent": "CREATE TABLE events (at date NOT NULL) PARTITION BY RANGE (at);\nCREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');\nCREATE INDEX events_2024_at ON events_2024 (at);\nDROP TABLE events;\n",
     "owned sequence goes with its column": "CREATE TABLE orders (order_no bigint);\nCREATE SEQUENCE order_no_seq OWNED BY orders.order_no;\nALTER TABLE orders DROP COLUMN order_no;\n",
     "cascade takes functions and child tables": "CREATE TYPE mood AS ENUM ('sad');\nCREATE FUNCTION is_sad(m mood) RETURNS boolean LANGUAGE sql AS 'select true';\nCREATE TABLE parent_log (id int);\nCREATE TABLE child_log () INHERITS (parent_log);\nDROP TYPE mood CASCADE;\nDROP TABLE parent_log CASCADE;\n",
@@ -269,5 +269,9 @@ def test_an_ordinary_error_is_not_a_lost_connection(cli, migrations_dir: Path):
 def test_other_tools_versions_are_not_lumped_together(cli, db):
     cli("db", "migrate")
     for version in ("V6__add_x", "", "2.1"):
-        sql(db, "INSERT INTO schema_migrations (version, description, checksum, success) VALUES (%s, 'x', 'y', true)", (version,))
+        sql(
+            db,
+            "INSERT INTO schema_migrations (version, description, checksum, success) VALUES (%s, 'x', 'y', true)",
+            (version,),
+        )
     assert not [i for i in issues_of(cli) if i["type"] == "duplicate_version"]
