@@ -138,20 +138,20 @@ class Scan:
 def scan_migrations(directory: Path) -> Scan:
     """Discover and read migration files, keeping the usable ones and naming the rest.
     A missing or unlistable directory is a usage error."""
-    if not directory.exists():
-        raise UsageError(
-            f"migrations directory {directory} does not exist",
-            "Create it, or point --migrations-dir (or POSTSTACK_MIGRATIONS_DIR) at your migrations.",
-        )
-    if not directory.is_dir():
-        raise UsageError(f"migrations directory {directory} is not a directory")
     try:
+        if not directory.exists():
+            raise UsageError(
+                f"migrations directory {directory} does not exist",
+                "Create it, or point --migrations-dir (or POSTSTACK_MIGRATIONS_DIR) at your migrations.",
+            )
+        if not directory.is_dir():
+            raise UsageError(f"migrations directory {directory} is not a directory")
         # Case-insensitive, so 004_x.SQL is refused by name rather than silently skipped.
         entries = sorted(
             p for p in directory.iterdir() if p.name.lower().endswith(".sql") and not p.name.startswith(".")
         )
-    except OSError as e:
-        raise UsageError(f"migrations directory {directory}: cannot list: {e.strerror}") from e
+    except OSError as e:  # a directory above it, or it, cannot be read
+        raise UsageError(f"migrations directory {directory}: cannot read it: {e.strerror}") from e
 
     problems: list[FileProblem] = []
     mains: dict[int, list[tuple[Path, re.Match[str]]]] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.conftest import run_process, sql, wait_for, write
+from tests.conftest import run_process, sql, write
 from tests.reliability.conftest import scale
 
 # What `poststack apply` repairs on its own.
@@ -41,7 +41,13 @@ def history(directory: Path) -> Path:
 
 def launch(args: list[str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTSTACK_DATABASE_URL")}
-    return subprocess.Popen([sys.executable, "-m", "reconciler.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def settle(conn) -> None:
@@ -74,7 +80,11 @@ def test_crash_then_recover(pg_server, template_db, tmp_path: Path, seed: int, f
             for version in ("004", "005"):  # applied by hand: work for apply
                 (path,) = migrations.glob(f"{version}_*[0-9].sql")
                 sql(conn, path.read_text())
-            args = ["apply", "--auto-approve", *common] if mode == "apply" else ["apply", "--playbook", "emergency-reset", "--confirm", *common]
+            args = (
+                ["apply", "--auto-approve", *common]
+                if mode == "apply"
+                else ["apply", "--playbook", "emergency-reset", "--confirm", *common]
+            )
         proc = launch(args)
         delay = rng.uniform(0.2, 1.6)
         if mode == "terminate":
@@ -97,7 +107,9 @@ def test_crash_then_recover(pg_server, template_db, tmp_path: Path, seed: int, f
         after = run_process("db", "diagnose", *common)
         assert after.exit_code == 0, f"{mode} after {delay:.2f}s, then apply: {after.output}"
         assert sql(conn, "SELECT locked FROM schema_migrations_lock") == [(False,)]
-        assert sql(conn, "SELECT count(*) FROM (SELECT version FROM schema_migrations GROUP BY version HAVING count(*) > 1) d") == [(0,)]
+        assert sql(
+            conn, "SELECT count(*) FROM (SELECT version FROM schema_migrations GROUP BY version HAVING count(*) > 1) d"
+        ) == [(0,)]
         assert "✅ Database is up to date!" in run_process("db", "migration-status", *common).stdout
         figures("crashes", crashes=1, recovered=1, mode=mode, killed_after_s=round(delay, 2))
     finally:
