@@ -255,7 +255,12 @@ def translate_errors(session: Session) -> Iterator[None]:
     except psycopg2.errors.InsufficientPrivilege as e:
         raise DatabaseUnavailable(
             f"permission denied on {session.display_url}: {server_error_text(e)}",
-            "Grant the role the privileges poststack needs, or connect as another role.",
+            "Grant the role the privileges poststack needs (docs/privileges.md), or connect as another role.",
+        ) from e
+    except psycopg2.errors.ReadOnlySqlTransaction as e:
+        raise DatabaseUnavailable(
+            f"the database session is read-only: {server_error_text(e)}",
+            "This command writes; connect as a role that may (docs/privileges.md), or to the primary, not a replica.",
         ) from e
     except psycopg2.Error as e:
         if is_connection_lost(e):
