@@ -157,9 +157,11 @@ def test_repair_partial_migration_then_migrate(cli, db, four: Path):
 def test_repair_force_clears_a_failed_no_transaction_migration(cli, db, migrations_dir: Path):
     cli("db", "migrate")
     sql(db, "INSERT INTO accounts (email, display_name) VALUES ('a@x', 'same'), ('b@x', 'same')")
+    # Two statements outside a transaction: the first is kept when the second fails.
     write(
         migrations_dir,
         "006_names.sql",
+        "CREATE INDEX CONCURRENTLY accounts_created_idx ON accounts (created_at);\n"
         "CREATE UNIQUE INDEX CONCURRENTLY accounts_name_key ON accounts (display_name);\n",
     )
     assert cli("db", "migrate").exit_code == 1
@@ -167,7 +169,7 @@ def test_repair_force_clears_a_failed_no_transaction_migration(cli, db, migratio
     assert "For a person to do" in plain.stdout and "failed outside a transaction" in plain.stdout
     assert sql(db, "SELECT count(*) FROM schema_migrations WHERE NOT success") == [(1,)]
     assert cli("db", "repair", "--force").exit_code == 0  # Option 2: force cleanup, then fix by hand
-    sql(db, "DROP INDEX accounts_name_key; UPDATE accounts SET display_name = email")
+    sql(db, "DROP INDEX accounts_name_key; DROP INDEX accounts_created_idx; UPDATE accounts SET display_name = email")
     assert cli("db", "migrate").exit_code == 0
 
 
