@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -12,9 +13,25 @@ from typing import Annotated, Any
 
 import typer
 
-from reconciler import commands, report
 from reconciler.config import Settings, mask_url, resolve_settings
 from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, PoststackError, UsageError
+
+
+class _Lazy:
+    """A module imported on first use: `poststack --help` and `version` need neither the
+    database driver nor PostgreSQL's parser, and start faster without them."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+commands: Any = _Lazy("reconciler.commands")
+report: Any = _Lazy("reconciler.report")
 
 app = typer.Typer(
     name="poststack",
@@ -161,8 +178,13 @@ class _StepProgress:
 @app.command()
 def version(fmt: FormatOpt = Format.text) -> None:
     """Print poststack's version."""
-    result = commands.version()
-    _emit(fmt, result, lambda r: f"poststack {r.poststack} (python {r.python})", report.to_json)
+    from dataclasses import asdict
+
+    from reconciler.about import version as version_info
+
+    result = version_info()
+    text = f"poststack {result.poststack} (python {result.python})"
+    typer.echo(text if fmt is Format.text else json.dumps(asdict(result), indent=2))
 
 
 # --- db -------------------------------------------------------------------------------------

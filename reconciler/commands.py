@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -341,16 +340,3 @@ def server_status(settings: Settings) -> embedded.ServerStatus:
 
 def server_stop(settings: Settings) -> bool:
     return embedded.stop(settings.embedded_data_dir)
-
-
-# --- version ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VersionResult:
-    poststack: str
-    python: str
-
-
-def version() -> VersionResult:
-    return VersionResult(__version__, sys.version.split()[0])

@@ -48,6 +48,7 @@ class LockTimeout(PoststackError):
     """Another run holds the migration lock, or a crashed run left it held."""
 
     exit_code = EXIT_PROBLEMS
+    holder_known = True
 
 
 class OperationFailed(PoststackError):

@@ -20,6 +20,7 @@ from reconciler.db import Session, host_pid
 from reconciler.errors import LockTimeout
 
 LOCKED = "migration system is locked"
+HOLDER_UNKNOWN = "holder unknown (it may have just finished)"
 
 
 def advisory_key(schema: str) -> int:
@@ -40,7 +41,7 @@ def describe_advisory_holder(session: Session, schema: str) -> str:
         {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
     )
     if row is None:
-        return "holder unknown (it may have just finished)"
+        return HOLDER_UNKNOWN
     pid, app, addr, _xact_age, session_age = row
     age = f"{session_age:.0f}s" if session_age is not None else "unknown age"
     return f"backend pid {pid}, application {app or 'unknown'}, client {addr or 'local'}, session age {age}, alive"
@@ -122,9 +123,19 @@ def _acquire_advisory(session: Session, schema: str, timeout_s: float) -> None:
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _busy(session, schema, timeout_s)
+            break
         time.sleep(min(pause, remaining))
         pause = min(pause * 2, 0.5)
+    # Timed out. The lock may change hands between the last try and naming its holder:
+    # try again and look again a few times, so the error names whoever holds it.
+    for _ in range(3):
+        busy = _busy(session, schema, timeout_s)
+        if busy.holder_known:
+            raise busy
+        got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
+        if got and got[0]:
+            return
+    raise busy
 
 
 def _release_advisory(session: Session, schema: str) -> None:
@@ -142,7 +153,9 @@ def _busy(session: Session, schema: str, timeout_s: float) -> LockTimeout:
     tables = tracking.existing_tables(session, schema)
     row_state = tracking.read_lock(session, schema) if tracking.LOCK_TABLE in tables else None
     holder = row_state.describe() if row_state and row_state.locked else describe_advisory_holder(session, schema)
-    return LockTimeout(
+    error = LockTimeout(
         f"{LOCKED}: waited {timeout_s:g}s; {holder}",
         "Another poststack run is migrating. Wait for it to finish, or raise --lock-timeout.",
     )
+    error.holder_known = holder != HOLDER_UNKNOWN
+    return error

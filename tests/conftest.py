@@ -88,8 +88,9 @@ def template_db(pg_server: Server) -> Iterator[str]:
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        # Another worker (or an earlier session) may have made it already.
-        with contextlib.suppress(psycopg2.errors.DuplicateObject):
+        # Another worker (or an earlier session) may have made it already; two workers
+        # racing on one server can also collide in pg_authid's unique index.
+        with contextlib.suppress(psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
             cur.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD %s", (PASSWORD,))
     conn.close()
     yield name

@@ -1,0 +1,237 @@
+"""poststack's benchmark: each workload and its floor measured in the same run.
+
+    python -m bench.run [--runs 5] [--quick]
+
+W1 apply 500 small migrations (a table and an index each) to an empty database, against
+   psql applying the same files in one session, one transaction each (target ≤ 1.2×)
+W2 db migration-status on 500 and on 2,000 applied migrations (targets 0.15 s, 0.25 s)
+W3 db diagnose and plan on 2,000 migrations that create 2,000 tables (≤ 1 s each; round trips)
+W4 start-up: poststack --help, poststack version (≤ 0.15 s)
+W5 rollback of the last 50 of 500 migrations, against psql running the same rollback files (≤ 1.2×)
+Memory: peak RSS of W3 (≤ 120 MB)
+
+Results, with the machine, go to docs/performance.md (generated: do not edit by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import fresh_database, machine, median, server_url
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = Path(sys.executable).parent / "poststack"
+
+
+def poststack_argv(*args: str) -> list[str]:
+    return [str(SCRIPT), *args] if SCRIPT.exists() else [sys.executable, "-m", "reconciler.cli", *args]
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str], int]:
+    """Wall time, the result, and the child's peak RSS in KiB."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(argv[:4])} failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    return elapsed, proc, max(peak, before)
+
+
+def history(directory: Path, count: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(1, count + 1):
+        (directory / f"{i:05d}_t{i}.sql").write_text(
+            f"CREATE TABLE bench_{i} (id bigint PRIMARY KEY, name text NOT NULL);\n"
+            f"CREATE INDEX bench_{i}_name_idx ON bench_{i} (name);\n"
+        )
+        (directory / f"{i:05d}_t{i}.rollback.sql").write_text(f"DROP TABLE bench_{i};\n")
+    return directory
+
+
+def psql_path(url: str) -> str:
+    import psycopg2
+
+    from reconciler import backup as backups
+
+    conn = psycopg2.connect(url)
+    major = conn.server_version // 10000
+    conn.close()
+    return str(backups.find_client("psql", major).path)
+
+
+def psql_script(paths: list[Path], out: Path) -> Path:
+    """What a careful person would run: one session, each file in its own transaction."""
+    lines = []
+    for path in paths:
+        lines += ["BEGIN;", f"\\i {path}", "COMMIT;"]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def psql(psql_bin: str, url: str, script: Path) -> float:
+    from reconciler.backup import libpq_env
+
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [psql_bin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)],
+        capture_output=True,
+        text=True,
+        env=libpq_env(url),
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"psql failed: {proc.stderr}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one run each, for a smoke test")
+    args = parser.parse_args()
+    runs = 1 if args.quick else args.runs
+    admin, stop = server_url()
+    work = Path(tempfile.mkdtemp(prefix="poststack-bench-"))
+    rows: list[tuple[str, str, str, str, str]] = []  # workload, measured, floor/target, ratio, verdict
+    try:
+        m500 = history(work / "m500", 500)
+        m2000 = history(work / "m2000", 2000)
+        psql_bin = psql_path(fresh_database(admin, "poststack_bench_probe"))
+
+        # W1: apply 500 vs psql, both on fresh databases, alternating, medians.
+        ours, floor = [], []
+        script = psql_script(sorted(p for p in m500.glob("*.sql") if ".rollback." not in p.name), work / "w1.psql")
+        for i in range(runs):
+            url = fresh_database(admin, f"poststack_bench_w1_{i}")
+            floor.append(psql(psql_bin, url, script))
+            url = fresh_database(admin, f"poststack_bench_w1p_{i}")
+            ours.append(run(poststack_argv("db", "migrate", "--database-url", url, "--migrations-dir", str(m500)))[0])
+        rows.append(
+            (
+                "W1 apply 500 migrations",
+                f"{median(ours):.2f} s",
+                f"psql {median(floor):.2f} s; ≤ 1.2×",
+                f"{median(ours) / median(floor):.2f}×",
+                _v(median(ours) / median(floor) <= 1.2),
+            )
+        )
+
+        # W2: status on 500 and 2,000 applied.
+        url500 = fresh_database(admin, "poststack_bench_w2_500")
+        run(poststack_argv("db", "migrate", "--database-url", url500, "--migrations-dir", str(m500)))
+        url2000 = fresh_database(admin, "poststack_bench_w2_2000")
+        run(poststack_argv("db", "migrate", "--database-url", url2000, "--migrations-dir", str(m2000)))
+        for label, url, directory, target in (("500", url500, m500, 0.15), ("2,000", url2000, m2000, 0.25)):
+            times = [
+                run(
+                    poststack_argv("db", "migration-status", "--database-url", url, "--migrations-dir", str(directory))
+                )[0]
+                for _ in range(runs)
+            ]
+            rows.append(
+                (
+                    f"W2 migration-status, {label} applied",
+                    f"{median(times):.3f} s",
+                    f"≤ {target} s",
+                    "",
+                    _v(median(times) <= target),
+                )
+            )
+
+        # W3: diagnose and plan on 2,000; round trips; peak memory.
+        peak_kib = 0
+        for verb in ("diagnose", "plan"):
+            times = []
+            for _ in range(runs):
+                elapsed, proc, peak = run(
+                    poststack_argv(
+                        "db", "diagnose", "--format", "json", "--database-url", url2000, "--migrations-dir", str(m2000)
+                    )
+                    if verb == "diagnose"
+                    else poststack_argv(
+                        "plan", "--format", "json", "--database-url", url2000, "--migrations-dir", str(m2000)
+                    )
+                )
+                times.append(elapsed)
+                peak_kib = max(peak_kib, peak)
+            note = ""
+            if verb == "diagnose":
+                note = f"; {json.loads(proc.stdout)['database_state']['round_trips']} round trips"
+            rows.append(
+                (
+                    f"W3 {verb}, 2,000 migrations / tables",
+                    f"{median(times):.3f} s",
+                    f"≤ 1 s{note}",
+                    "",
+                    _v(median(times) <= 1.0),
+                )
+            )
+        rows.append(("Memory: peak RSS of W3", f"{peak_kib / 1024:.0f} MB", "≤ 120 MB", "", _v(peak_kib / 1024 <= 120)))
+
+        # W4: start-up.
+        for label, argv in (("--help", poststack_argv("--help")), ("version", poststack_argv("version"))):
+            times = [run(argv)[0] for _ in range(max(runs, 5))]
+            rows.append((f"W4 poststack {label}", f"{median(times):.3f} s", "≤ 0.15 s", "", _v(median(times) <= 0.15)))
+
+        # W5: roll back the last 50 of 500, against psql running the same rollback files.
+        ours, floor = [], []
+        rollbacks = sorted((p for p in m500.glob("*.rollback.sql")), reverse=True)[:50]
+        rb_script = psql_script(rollbacks, work / "w5.psql")
+        for i in range(runs):
+            url = fresh_database(admin, f"poststack_bench_w5_{i}")
+            run(poststack_argv("db", "migrate", "--database-url", url, "--migrations-dir", str(m500)))
+            floor.append(psql(psql_bin, url, rb_script))
+            url = fresh_database(admin, f"poststack_bench_w5p_{i}")
+            run(poststack_argv("db", "migrate", "--database-url", url, "--migrations-dir", str(m500)))
+            ours.append(
+                run(poststack_argv("db", "rollback", "00450", "--database-url", url, "--migrations-dir", str(m500)))[0]
+            )
+        rows.append(
+            (
+                "W5 rollback 50 of 500",
+                f"{median(ours):.2f} s",
+                f"psql {median(floor):.2f} s; ≤ 1.2×",
+                f"{median(ours) / median(floor):.2f}×",
+                _v(median(ours) / median(floor) <= 1.2),
+            )
+        )
+    finally:
+        stop()
+
+    table = ["| workload | poststack | floor / target | ratio | |", "|---|---|---|---|---|"]
+    table += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    print("\n".join(table))
+    if not args.quick:
+        doc = [
+            "# Performance",
+            "",
+            "Generated by `python -m bench.run`; do not edit by hand. Each workload and its floor",
+            f"were measured in the same run, {runs} runs each, medians; commands run as processes",
+            "(the console script), as a user would run them.",
+            "",
+            f"- Run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- Machine: {machine()}",
+            "",
+            *table,
+            "",
+        ]
+        (REPO / "docs" / "performance.md").write_text("\n".join(doc))
+
+
+def _v(ok: bool) -> str:
+    return "✅" if ok else "❌ misses"
+
+
+if __name__ == "__main__":
+    main()
