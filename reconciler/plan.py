@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from reconciler.statements import Statement
@@ -142,8 +143,8 @@ class Plan:
                 groups.append([index])
         return groups
 
-    @property
+    @cached_property
     def hash(self) -> str:
-        """Identifies this exact plan in audit rows."""
+        """Identifies this exact plan in audit rows (computed once: it serializes the plan)."""
         canonical = json.dumps(self.to_json(), sort_keys=True, default=str).encode()
         return hashlib.sha256(canonical).hexdigest()[:16]

@@ -174,15 +174,23 @@ def test_stuck_lock_from_a_killed_process(cli, db, database_url: str, migrations
     cli("db", "migrate", "--target", "004")
     write(migrations_dir, "006_slow.sql", "SELECT pg_sleep(30);\n")
     proc = start_migrate(database_url, migrations_dir)
-    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%'", [(1,)])
+    wait_for(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(30)%%'",
+        [(1,)],
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # The server would finish the sleep before noticing; end that backend as an operator would.
     sql(
         db,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' AND pid <> pg_backend_pid()",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(30)%%' AND pid <> pg_backend_pid()",
     )
-    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
+    wait_for(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'poststack'",
+        [(0,)],
+    )
     result = diagnose(cli, "--type", "stuck_lock")
     assert result.exit_code == 1
     assert "🟠 STUCK_LOCK: Migration lock is held by" in result.stdout and "not alive" in result.stdout

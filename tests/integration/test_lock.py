@@ -93,13 +93,17 @@ def test_killed_run_leaves_a_lock_row_that_is_reported(database_url: str, tmp_pa
     proc = start_migrate(database_url, migrations)
     wait_for(
         db,
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1.5)%%' AND state = 'active'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(1.5)%%' AND state = 'active'",
         [(1,)],
     )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # The server notices the dead client when the sleep ends, and rolls 002 back.
-    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
+    wait_for(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'poststack'",
+        [(0,)],
+    )
     assert sql(db, "SELECT version FROM schema_migrations") == [("001",)]
     assert sql(db, "SELECT to_regclass('slow')") == [(None,)]
     result = run_process("db", "migrate", "--database-url", database_url, "--migrations-dir", str(migrations))

@@ -57,7 +57,7 @@ def test_unlock_refuses_a_live_holder_unless_terminate(cli, db, database_url):
     result = cli("db", "unlock-migrations", "--confirm", "--terminate")
     assert result.exit_code == 0, result.output
     assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
-    wait_for(db, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}", [(0,)])
+    wait_for(db, f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid = {pid}", [(0,)])
 
 
 def test_unlock_waits_for_a_running_poststack(cli, db, database_url):
@@ -75,10 +75,14 @@ def test_unlock_waits_for_a_running_poststack(cli, db, database_url):
 def test_lost_connection_records_the_step_and_releases_the_lock(db, database_url, migrations_dir: Path):
     write(migrations_dir, "006_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(20);\n")
     proc = start_migrate(database_url, migrations_dir)
-    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%%'", [(1,)])
+    wait_for(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(20)%%'",
+        [(1,)],
+    )
     sql(
         db,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%%' AND pid <> pg_backend_pid()",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(20)%%' AND pid <> pg_backend_pid()",
     )
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3
@@ -97,7 +101,11 @@ def test_lost_connection_records_the_step_and_releases_the_lock(db, database_url
 def test_sigterm_unwinds_and_releases_the_lock(db, database_url, migrations_dir: Path):
     write(migrations_dir, "006_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(1);\n")
     proc = start_migrate(database_url, migrations_dir)
-    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%%'", [(1,)])
+    wait_for(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(1)%%'",
+        [(1,)],
+    )
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr

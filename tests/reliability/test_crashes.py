@@ -53,9 +53,15 @@ def launch(args: list[str]) -> subprocess.Popen:
 def settle(conn) -> None:
     """Until the server has noticed the dead client (a running statement ends first)."""
     deadline = time.monotonic() + 15
-    while sql(conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'") != [(0,)]:
+    while sql(
+        conn,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'poststack'",
+    ) != [(0,)]:
         if time.monotonic() > deadline:
-            sql(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'poststack'")
+            sql(
+                conn,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'poststack'",
+            )
         time.sleep(0.05)
 
 
@@ -89,7 +95,10 @@ def test_crash_then_recover(pg_server, template_db, tmp_path: Path, seed: int, f
         delay = rng.uniform(0.2, 1.6)
         if mode == "terminate":
             time.sleep(delay)
-            sql(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'poststack'")
+            sql(
+                conn,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'poststack'",
+            )
             proc.wait(timeout=60)
             assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
         else:
