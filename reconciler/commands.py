@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler import __version__, embedded, executor, runner
+from reconciler import __version__, embedded
 from reconciler.catalog import session_search_path
 from reconciler.config import Settings
 from reconciler.db import Session, connect
@@ -19,6 +19,9 @@ from reconciler.history import History
 from reconciler.plan import Plan
 from reconciler.state import ObservedTracking, observe_tracking, read_history
 from reconciler.tracking import LockState
+
+if TYPE_CHECKING:  # the execution stack is imported by the verbs that run something
+    from reconciler import executor, runner
 
 Notify = Callable[[str], None]
 
@@ -35,6 +38,8 @@ def migrate(
     notify: Notify | None = None,
     on_step: executor.StepCallback | None = None,
 ) -> runner.RunResult:
+    from reconciler import runner
+
     migrations = load_migrations(settings.migrations_dir)
     with connect(settings, notify) as session:
         return runner.migrate(
@@ -50,6 +55,8 @@ def rollback(
     notify: Notify | None = None,
     on_step: executor.StepCallback | None = None,
 ) -> runner.RunResult:
+    from reconciler import runner
+
     migrations = load_migrations(settings.migrations_dir)
     with connect(settings, notify) as session:
         return runner.rollback(session, settings, migrations, version, dry_run=dry_run, on_step=on_step)
@@ -205,7 +212,7 @@ class CreateSchemaResult:
 
 
 def create_schema(settings: Settings, *, force: bool, notify: Notify | None = None) -> CreateSchemaResult:
-    from reconciler import locking
+    from reconciler import executor, locking, runner
     from reconciler.actions import BuildContext, get_action
     from reconciler.state import fingerprint
 
