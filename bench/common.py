@@ -55,9 +55,14 @@ def write_history(directory: Path, count: int) -> Path:
     return directory
 
 
-def poststack(*args: str) -> subprocess.CompletedProcess[str]:
+def poststack_argv(*args: str) -> list[str]:
+    """The installed console script beside this interpreter (as a user runs it), else the module."""
     script = Path(sys.executable).parent / "poststack"
-    argv = [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.cli", *args]
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.cli", *args]
+
+
+def poststack(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = poststack_argv(*args)
     return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "POSTSTACK_DATABASE_URL": ""})
 
 

@@ -20,20 +20,15 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import fresh_database, machine, median, server_url
+from bench.common import fresh_database, machine, median, poststack_argv, server_url
+from bench.common import write_history as history
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = Path(sys.executable).parent / "poststack"
-
-
-def poststack_argv(*args: str) -> list[str]:
-    return [str(SCRIPT), *args] if SCRIPT.exists() else [sys.executable, "-m", "reconciler.cli", *args]
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str], int]:
@@ -46,17 +41,6 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, subp
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv[:4])} failed ({proc.returncode}): {proc.stderr or proc.stdout}")
     return elapsed, proc, max(peak, before)
-
-
-def history(directory: Path, count: int) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for i in range(1, count + 1):
-        (directory / f"{i:05d}_t{i}.sql").write_text(
-            f"CREATE TABLE bench_{i} (id bigint PRIMARY KEY, name text NOT NULL);\n"
-            f"CREATE INDEX bench_{i}_name_idx ON bench_{i} (name);\n"
-        )
-        (directory / f"{i:05d}_t{i}.rollback.sql").write_text(f"DROP TABLE bench_{i};\n")
-    return directory
 
 
 def psql_path(url: str) -> str:

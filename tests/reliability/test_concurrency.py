@@ -21,6 +21,18 @@ def history(directory: Path, count: int) -> Path:
     return directory
 
 
+def migrate_args(url: str, migrations: Path, lock_timeout: str) -> tuple[str, ...]:
+    return ("db", "migrate", "--database-url", url, "--migrations-dir", str(migrations), "--lock-timeout", lock_timeout)
+
+
+def assert_each_once(url: str, count: int) -> None:
+    """Every one of the ``count`` migrations has exactly one tracking row."""
+    conn = psycopg2.connect(url)
+    rows = sql(conn, "SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version")
+    conn.close()
+    assert rows == [(f"{i:04d}", 1) for i in range(1, count + 1)]
+
+
 def race(count: int, args: tuple[str, ...]) -> list:
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(lambda _: run_process(*args, timeout=600), range(count)))
@@ -36,49 +48,23 @@ def clean(result) -> bool:
 def test_racing_migrates_apply_each_migration_once(database_url: str, tmp_path: Path, figures):
     processes, count = 8, scale(80, 200)
     migrations = history(tmp_path / "migrations", count)
-    args = (
-        "db",
-        "migrate",
-        "--database-url",
-        database_url,
-        "--migrations-dir",
-        str(migrations),
-        "--lock-timeout",
-        "300",
-    )
-    results = race(processes, args)
+    results = race(processes, migrate_args(database_url, migrations, "300"))
     assert all(clean(r) for r in results), [r.output for r in results if not clean(r)]
-    conn = psycopg2.connect(database_url)
-    rows = sql(conn, "SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version")
-    conn.close()
-    assert rows == [(f"{i:04d}", 1) for i in range(1, count + 1)]
-    figures("concurrency", processes=processes, migrations=count, duplicates=sum(n - 1 for _, n in rows))
+    assert_each_once(database_url, count)
+    figures("concurrency", processes=processes, migrations=count, duplicates=0)
 
 
 def test_short_lock_timeouts_fail_cleanly_and_nothing_twice(database_url: str, tmp_path: Path, figures):
     processes, count = 8, scale(40, 200)
     migrations = history(tmp_path / "migrations", count)
-    args = (
-        "db",
-        "migrate",
-        "--database-url",
-        database_url,
-        "--migrations-dir",
-        str(migrations),
-        "--lock-timeout",
-        "0.2",
-    )
-    results = race(processes, args)
+    results = race(processes, migrate_args(database_url, migrations, "0.2"))
     assert all(clean(r) for r in results), [r.output for r in results if not clean(r)]
     locked = [r for r in results if r.exit_code == 1]
     for result in locked:
         assert (result.stderr.count("\n") <= 2 and "held by" in result.stderr) or "backend pid" in result.stderr
-    final = run_process(*args[:-1], "30")
+    final = run_process(*migrate_args(database_url, migrations, "30"))
     assert final.exit_code == 0, final.output
-    conn = psycopg2.connect(database_url)
-    rows = sql(conn, "SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version")
-    conn.close()
-    assert rows == [(f"{i:04d}", 1) for i in range(1, count + 1)]
+    assert_each_once(database_url, count)
     figures("concurrency", processes=processes, migrations=count, locked_out=len(locked), duplicates=0)
 
 
