@@ -64,7 +64,7 @@ def psql_script(paths: list[Path], out: Path) -> Path:
 
 
 def psql(psql_bin: str, url: str, script: Path) -> float:
-    from reconciler.backup import libpq_env
+    from reconciler.dsn import libpq_env
 
     started = time.perf_counter()
     proc = subprocess.run(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.config import mask_url
+from reconciler.dsn import libpq_env
 from reconciler.errors import OperationFailed
 
 
@@ -65,28 +66,6 @@ def find_client(program: str, server_major: int) -> ClientTool:
         f"no {program} for PostgreSQL {server_major} found (found: {have})",
         f"Install the PostgreSQL {server_major} client (Debian: apt-get install postgresql-client-{server_major}).",
     )
-
-
-def libpq_env(url: str) -> dict[str, str]:
-    """Connection settings as libpq environment variables, so no password is on a command line."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
-    env = dict(os.environ)
-    for key in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSERVICE"):
-        env.pop(key, None)
-    query = {k: (v[0] if isinstance(v, tuple) else v) for k, v in parsed.query.items()}
-    mapping = {
-        "PGHOST": query.pop("host", None) or parsed.host,
-        "PGPORT": query.pop("port", None) or (str(parsed.port) if parsed.port else None),
-        "PGUSER": query.pop("user", None) or parsed.username,
-        "PGPASSWORD": query.pop("password", None) or parsed.password,
-        "PGDATABASE": parsed.database,
-        "PGSSLMODE": query.pop("sslmode", None),
-        "PGAPPNAME": "poststack",
-    }
-    env.update({k: v for k, v in mapping.items() if v})
-    return env
 
 
 @dataclass(frozen=True)

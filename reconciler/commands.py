@@ -10,18 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__, embedded
-from reconciler.catalog import session_search_path
 from reconciler.config import Settings
 from reconciler.db import Session, connect
 from reconciler.errors import DatabaseUnavailable, UsageError
 from reconciler.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
-from reconciler.history import History
 from reconciler.plan import Plan
-from reconciler.state import ObservedTracking, observe_tracking, read_history
-from reconciler.tracking import LockState
+from reconciler.tracking import LockState, ObservedTracking, observe_tracking
 
 if TYPE_CHECKING:  # the execution stack is imported by the verbs that run something
     from reconciler import executor, runner
+    from reconciler.history import History
 
 Notify = Callable[[str], None]
 
@@ -131,8 +129,16 @@ def _status_from(
 def migration_status(settings: Settings, notify: Notify | None = None) -> StatusResult:
     migrations = load_migrations(settings.migrations_dir)
     with connect(settings, notify) as session:
-        history = read_history(migrations, session_search_path(session), settings.tracking_schema)
         observed = observe_tracking(session, settings.tracking_schema)
+        # Only untracked files without a verify script can be undetermined; parsing the whole
+        # history is for them alone.
+        tracked = set(observed.applied) | set(observed.failed)
+        history = None
+        if any(m.number not in tracked and m.verify is None for m in migrations.migrations):
+            from reconciler.catalog import session_search_path
+            from reconciler.state import read_history
+
+            history = read_history(migrations, session_search_path(session), settings.tracking_schema)
         return _status_from(migrations, observed, session.display_url, history)
 
 
@@ -330,12 +336,13 @@ class InteractiveShell:
 def interactive_shell(settings: Settings, notify: Notify | None = None) -> InteractiveShell:
     """The psql invocation for an interactive session (the CLI execs it)."""
     from reconciler import backup as backups
+    from reconciler.dsn import libpq_env
 
     with connect(settings, notify) as session:
         major = session.server_info().major
         url = session.url
     tool = backups.find_client("psql", major)
-    return InteractiveShell((str(tool.path),), backups.libpq_env(url))
+    return InteractiveShell((str(tool.path),), libpq_env(url))
 
 
 # --- embedded server --------------------------------------------------------------------

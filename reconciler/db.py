@@ -2,7 +2,7 @@
 
 A Session is one psycopg2 connection in autocommit mode; transactions are explicit
 (BEGIN/COMMIT), so a session-level advisory lock and each step's own transaction live on
-the same connection. SQLAlchemy builds the connection from the URL.
+the same connection. libpq reads the URL (see dsn).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from reconciler import embedded
+from reconciler import dsn, embedded
 from reconciler.config import Settings, mask_url
-from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackError, UsageError
+from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackError
 from reconciler.statements import Statement
 
 APPLICATION_NAME = "poststack"
@@ -57,39 +57,17 @@ def host_pid() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _sqlalchemy_url(url: str) -> Any:
-    from sqlalchemy.engine import make_url
-
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            url = "postgresql+psycopg2://" + url[len(prefix) :]
-    return make_url(url)
-
-
 def open_raw(url: str) -> psycopg2.extensions.connection:
-    """A psycopg2 connection to ``url`` (as SQLAlchemy parses it), or DatabaseUnavailable."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import ArgumentError, DBAPIError
-    from sqlalchemy.pool import NullPool
-
+    """A psycopg2 connection to ``url`` (as libpq parses it), or DatabaseUnavailable."""
+    dsn.parse(url)  # a malformed URL is a usage error, not an unreachable server
     try:
-        engine = create_engine(
-            _sqlalchemy_url(url),
-            poolclass=NullPool,
-            connect_args={"application_name": APPLICATION_NAME, "connect_timeout": CONNECT_TIMEOUT_S},
+        conn = psycopg2.connect(
+            dsn.libpq_url(url), application_name=APPLICATION_NAME, connect_timeout=CONNECT_TIMEOUT_S
         )
-        fairy = engine.raw_connection()
-        fairy.detach()  # the Session owns and closes it, not the pool
-        dbapi = fairy.dbapi_connection
-    except (ArgumentError, ValueError) as e:
-        raise UsageError(f"cannot parse database URL {mask_url(url)}: {mask_url(str(e))}") from e
-    except DBAPIError as e:
-        raise DatabaseUnavailable(f"cannot connect to {mask_url(url)}: {_first_line(e.orig)}") from e
     except psycopg2.Error as e:
         raise DatabaseUnavailable(f"cannot connect to {mask_url(url)}: {_first_line(e)}") from e
-    assert dbapi is not None
-    dbapi.autocommit = True
-    return dbapi  # type: ignore[return-value]
+    conn.autocommit = True
+    return conn
 
 
 def _first_line(error: object) -> str:

@@ -8,6 +8,7 @@ so a Windows checkout of an unchanged file is not a "modification".
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -147,19 +148,22 @@ def scan_migrations(directory: Path) -> Scan:
         if not directory.is_dir():
             raise UsageError(f"migrations directory {directory} is not a directory")
         # Case-insensitive, so 004_x.SQL is refused by name rather than silently skipped.
-        entries = sorted(
-            p for p in directory.iterdir() if p.name.lower().endswith(".sql") and not p.name.startswith(".")
-        )
+        # scandir knows each entry's type without a stat per file (2,000 migrations, 4,000 files).
+        with os.scandir(directory) as listing:
+            names = sorted(
+                e.name
+                for e in listing
+                if e.name.lower().endswith(".sql") and not e.name.startswith(".") and e.is_file()
+            )
     except OSError as e:  # a directory above it, or it, cannot be read
         raise UsageError(f"migrations directory {directory}: cannot read it: {e.strerror}") from e
 
     problems: list[FileProblem] = []
     mains: dict[int, list[tuple[Path, re.Match[str]]]] = {}
     companions: dict[tuple[str, str], Path] = {}
-    for path in entries:
-        if not path.is_file():
-            continue
-        match = FILE_NAME.match(path.name)
+    for name in names:
+        path = directory / name
+        match = FILE_NAME.match(name)
         if match is None:
             message = f"{path}: file name does not match NNN_description.sql ({NAME_HINT})"
             problems.append(FileProblem("bad_name", message, None, (path,)))

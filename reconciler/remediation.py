@@ -21,7 +21,8 @@ from reconciler.issues import Issue
 from reconciler.plan import Plan
 from reconciler.planner import PlanRequest, plan_remediation
 from reconciler.playbook import load_all
-from reconciler.state import observe_tracking, read_state
+from reconciler.state import read_state
+from reconciler.tracking import observe_tracking
 
 DEFAULT_VARIABLES = {"force": False, "terminate": False}
 

@@ -12,7 +12,8 @@ from reconciler.db import Session
 from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
 from reconciler.files import MigrationSet, version_number
 from reconciler.plan import Plan, PlannedStep
-from reconciler.state import ObservedTracking, fingerprint, observe_tracking
+from reconciler.state import fingerprint
+from reconciler.tracking import ObservedTracking, observe_tracking
 
 INSUFFICIENT_PRIVILEGE = "42501"
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from pglast import parser
-
 NO_TRANSACTION_DIRECTIVE = "-- poststack:no-transaction"
 
 
@@ -57,6 +55,8 @@ def line_of(text: str, offset: int) -> int:
 
 def parse_script(text: str) -> Script:
     """Parse ``text`` into statements. Raises ScriptSyntaxError with the line of the error."""
+    from pglast import parser  # here, not at the top: listing migrations never parses them
+
     try:
         raw = parser.parse_sql(text)
     except parser.ParseError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from reconciler.statements import Statement, qualified, quote_ident
@@ -296,3 +297,53 @@ def clear_lock_row_statement(schema: str, holder_backend_pid: int | None) -> Sta
         "WHERE id = 1 AND locked AND backend_pid IS NOT DISTINCT FROM %(pid)s",
         {"pid": holder_backend_pid},
     )
+
+
+# --- one read of all three -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedTracking:
+    schema: str
+    tables: frozenset[str]
+    rows: tuple[TrackingRow, ...]
+    lock: LockState | None
+
+    @property
+    def exists(self) -> bool:
+        return MIGRATIONS_TABLE in self.tables
+
+    @property
+    def complete(self) -> bool:
+        return self.tables == frozenset(TABLES)
+
+    @cached_property
+    def applied(self) -> dict[int, TrackingRow]:
+        """Version number → its latest successful row."""
+        result: dict[int, TrackingRow] = {}
+        for row in self.rows:
+            if row.success:
+                result[row.number] = row
+        return result
+
+    @cached_property
+    def failed(self) -> dict[int, TrackingRow]:
+        """Version number → its latest failed row, for versions with no successful row."""
+        result: dict[int, TrackingRow] = {}
+        for row in self.rows:
+            if not row.success and row.number not in self.applied:
+                result[row.number] = row
+        return result
+
+    @property
+    def current(self) -> TrackingRow | None:
+        return self.applied[max(self.applied)] if self.applied else None
+
+
+def observe_tracking(session: Any, schema: str) -> ObservedTracking:
+    """One consistent read of the tracking tables. Creates nothing."""
+    with session.snapshot():
+        tables = frozenset(existing_tables(session, schema))
+        rows = tuple(read_rows(session, schema)) if MIGRATIONS_TABLE in tables else ()
+        lock = read_lock(session, schema) if LOCK_TABLE in tables else None
+    return ObservedTracking(schema=schema, tables=tables, rows=rows, lock=lock)

@@ -12,8 +12,8 @@ from reconciler.checks import Facts, run_checks
 from reconciler.db import ServerInfo
 from reconciler.effects import ObjectRef
 from reconciler.issues import IssueType, Severity
-from reconciler.state import ObservedState, ObservedTracking, read_desired
-from reconciler.tracking import TABLES, LockState, TrackingRow
+from reconciler.state import ObservedState, read_desired
+from reconciler.tracking import TABLES, LockState, ObservedTracking, TrackingRow
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 FILES = {

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from reconciler import backup as backups
+from reconciler.dsn import libpq_env
 from tests.conftest import PASSWORD, PASSWORD_ROLE, catalog_snapshot, run_cli, sql, write
 
 
@@ -81,7 +82,7 @@ def test_backup_restores_with_psql_of_the_same_major(cli, db, database_url, pg_s
     sql(db, f'CREATE DATABASE "{name}"')
     try:
         psql = backups.find_client("psql", major)
-        env = backups.libpq_env(restored)
+        env = libpq_env(restored)
         proc = subprocess.run(
             [str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(out)],
             env=env,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import backup as backups
+from reconciler.dsn import libpq_env
 from tests.conftest import catalog_snapshot, sql, write
 
 
@@ -263,7 +264,7 @@ def test_database_corruption_recovery_as_written(cli, db, database_url, tmp_path
     with schema_backup.open("w") as out:
         subprocess.run(
             [str(pg_dump.path), "--schema-only", "--exclude-table=poststack.schema_migrations*"],
-            env=backups.libpq_env(database_url),
+            env=libpq_env(database_url),
             stdout=out,
             check=True,
         )

@@ -1,0 +1,73 @@
+"""Database URLs, read by libpq itself (PostgreSQL's own parser), not by a second one of ours.
+
+libpq accepts everything a user's other tools accept (host lists, Unix-socket paths in
+``?host=``, service files, every ``sslmode`` option), and parsing with it costs no import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import psycopg2
+import psycopg2.extensions
+
+from reconciler.config import mask_url
+from reconciler.errors import UsageError
+
+# SQLAlchemy-style URLs name a driver; libpq wants the bare scheme.
+_DRIVER = re.compile(r"^postgres(?:ql)?\+[a-z0-9_]+://", re.IGNORECASE)
+
+# libpq's connection keywords and the environment variables that carry them (libpq docs,
+# "Environment Variables"); pg_dump and psql read these, so no password is on a command line.
+_ENV_FOR_KEYWORD = {
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "options": "PGOPTIONS",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "sslmode": "PGSSLMODE",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "requiressl": "PGREQUIRESSL",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "channel_binding": "PGCHANNELBINDING",
+}
+
+
+def libpq_url(url: str) -> str:
+    """``url`` with any ``+driver`` dropped from its scheme."""
+    return _DRIVER.sub("postgresql://", url, count=1)
+
+
+def parse(url: str) -> dict[str, str]:
+    """libpq's keywords for ``url``, or UsageError naming what is wrong (password masked)."""
+    try:
+        keywords = psycopg2.extensions.parse_dsn(libpq_url(url))
+    except psycopg2.ProgrammingError as e:
+        reason = str(e).strip().splitlines()[0].removeprefix("invalid dsn: ")
+        raise UsageError(f"cannot parse database URL {mask_url(url)}: {mask_url(reason)}") from e
+    for port in filter(None, keywords.get("port", "").split(",")):
+        if not port.isdigit():
+            raise UsageError(f"cannot parse database URL {mask_url(url)}: port {port!r} is not a number")
+    return keywords
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    """This process's environment with ``url``'s settings as libpq variables, the caller's own
+    PG* variables for those settings dropped so they cannot point a child elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_FOR_KEYWORD.values()}
+    env.update({_ENV_FOR_KEYWORD[k]: v for k, v in parse(url).items() if k in _ENV_FOR_KEYWORD and v})
+    env["PGAPPNAME"] = "poststack"
+    return env
