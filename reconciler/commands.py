@@ -220,7 +220,6 @@ class CreateSchemaResult:
 def create_schema(settings: Settings, *, force: bool, notify: Notify | None = None) -> CreateSchemaResult:
     from reconciler import executor, locking, runner
     from reconciler.actions import BuildContext, get_action
-    from reconciler.state import fingerprint
 
     schema = settings.tracking_schema
     empty = MigrationSet(settings.migrations_dir, ())
@@ -232,7 +231,7 @@ def create_schema(settings: Settings, *, force: bool, notify: Notify | None = No
         if force and before:
             steps.append(get_action("drop_tracking").step(ctx, {}))
         steps.append(get_action("create_tracking").step(ctx, {}))
-        plan = Plan("create-schema", schema, fingerprint(observed), tuple(steps))
+        plan = Plan("create-schema", schema, observed.fingerprint, tuple(steps))
         with locking.advisory_only(session, schema, settings.lock_timeout):
             execution = executor.execute(session, plan)
         if execution.failure and execution.failure.sqlstate == runner.INSUFFICIENT_PRIVILEGE:

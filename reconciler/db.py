@@ -24,6 +24,7 @@ from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackErr
 from reconciler.statements import Statement
 
 APPLICATION_NAME = "poststack"
+BATCH_SEPARATOR = "\n;\n"
 CONNECT_TIMEOUT_S = 10
 
 
@@ -111,6 +112,19 @@ class Session:
                 cur.execute(statement.sql)
             else:
                 cur.execute(statement.sql, statement.params)
+
+    def run_batch(self, statements: Sequence[Statement]) -> None:
+        """Send ``statements`` in one round trip. The server runs them in order and the first
+        error skips the rest. Each is followed by a newline, so a trailing comment cannot
+        swallow the separator."""
+        self.round_trips += 1
+        with self.conn.cursor() as cur:
+            cur.execute(BATCH_SEPARATOR.join(self._text(cur, s) for s in statements))
+
+    def _text(self, cur: psycopg2.extensions.cursor, statement: Statement) -> str:
+        if statement.params is None:
+            return statement.sql
+        return cur.mogrify(statement.sql, statement.params).decode(psycopg2.extensions.encodings[self.conn.encoding])
 
     def query(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         self.round_trips += 1

@@ -17,13 +17,15 @@ from pathlib import Path
 import psycopg2
 
 from reconciler import tracking
-from reconciler.actions import RunContext, StepError, get_action
-from reconciler.db import Session, host_pid, is_connection_lost, server_error_text, sqlstate
+from reconciler.actions import Action, RunContext, StepError, get_action
+from reconciler.db import BATCH_SEPARATOR, Session, host_pid, is_connection_lost, server_error_text, sqlstate
 from reconciler.errors import DatabaseUnavailable
 from reconciler.plan import Plan, PlannedStep
 from reconciler.statements import Statement
 
 RESET_SESSION = Statement("RESET ALL; RESET ROLE", None)
+BEGIN = Statement("BEGIN", None)
+COMMIT = Statement("COMMIT", None)
 
 
 @dataclass(frozen=True)
@@ -93,17 +95,15 @@ def execute(
     started = time.monotonic()
     for group in plan.transactions():
         in_group: list[StepOutcome] = []
-        began = plan.steps[group[0]].transactional
+        transactional = plan.steps[group[0]].transactional
         try:
-            if began:
-                session.begin()
-            for index in group:
+            for position, index in enumerate(group):
                 step = plan.steps[index]
                 if on_step:
                     on_step(index + 1, step)
-                in_group.append(_run_step(ctx, index + 1, step))
-            if began:
-                session.commit()
+                opens = transactional and position == 0
+                closes = transactional and position == len(group) - 1
+                in_group.append(_run_step(ctx, index + 1, step, opens=opens, closes=closes))
         except _StepFailed as failed:
             # The failed step's transaction is gone: the steps that shared it were undone.
             undone = [
@@ -116,35 +116,47 @@ def execute(
     return ExecutionResult(plan, tuple(outcomes), None, time.monotonic() - started)
 
 
-def _run_step(ctx: _Context, index: int, step: PlannedStep) -> StepOutcome:
-    """Run one step inside the group's transaction (or on its own, when it cannot be in one)."""
+def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, closes: bool) -> StepOutcome:
+    """Run one step inside its group's transaction (or on its own, when it cannot be in one).
+    ``opens``/``closes``: the step begins/commits the group's transaction.
+
+    Round trips are the cost of a long history: BEGIN travels with the step's first
+    statement, and the bookkeeping, audit row and COMMIT go together in one send."""
     session = ctx.session
     action = get_action(step.action)
     t0 = time.monotonic()
-    current: list[Statement] = []  # the statement being run, for the error location
+    current: list[tuple[Statement, int]] = []  # the statement being run, and where it starts in what was sent
+    opening = [BEGIN] if opens else []
     try:
-        action.run_body(ctx.run, step, lambda s: current.__setitem__(slice(None), [s]))
+        if type(action).run_body is Action.run_body:  # the body is its statements: send them
+            for statement in step.statements:
+                current[:] = [(statement, _sent_length(opening))]
+                session.run_batch([*opening, statement])
+                opening = []
+        else:  # backup, assert, manual: the action runs its body itself
+            if opening:
+                session.begin()
+                opening = []
+            action.run_body(ctx.run, step, lambda s: current.__setitem__(slice(None), [(s, 0)]))
         current.clear()
-        if not step.transactional:
-            session.begin()  # the body ran on its own; record it atomically
         # What the step SET (search_path, role, ...) must not leak into its bookkeeping or
         # into the next step: a migration runs the same alone or in a batch.
-        session.run(RESET_SESSION)
         runtime = {"execution_ms": _ms_since(t0), "error": None}
-        for statement in step.bookkeeping:
-            session.run(_with_runtime(statement, runtime))
+        tail = [*opening] if step.transactional else [BEGIN]  # record a step run on its own atomically
+        tail += [RESET_SESSION, *(_with_runtime(s, runtime) for s in step.bookkeeping)]
         outcome = "manual" if step.action == "manual" else "ok"
         if action.audited:
-            session.run(_audit(ctx, index, step, outcome, None))
-        if not step.transactional:
-            session.commit()
+            tail.append(_audit(ctx, index, step, outcome, None))
+        if closes or not step.transactional:
+            tail.append(COMMIT)
+        session.run_batch(tail)
         return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome)
     except (psycopg2.Error, StepError) as e:
         session.rollback()
         if isinstance(e, psycopg2.Error) and (is_connection_lost(e) or session.conn.closed):
             _connection_lost(ctx, index, step, e, t0)
         message = server_error_text(e) if isinstance(e, psycopg2.Error) else str(e)
-        location = _location(current[0], e) if current and isinstance(e, psycopg2.Error) else None
+        location = _location(*current[0], e) if current and isinstance(e, psycopg2.Error) else None
         _record_failure(ctx, index, step, message, location, _ms_since(t0))
         failure = Failure(index, step.action, step.version, message, location, sqlstate(e))
         raise _StepFailed(
@@ -156,6 +168,11 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep) -> StepOutcome:
             session.rollback()
             _record_failure(ctx, index, step, "interrupted", None, _ms_since(t0))
         raise
+
+
+def _sent_length(statements: list[Statement]) -> int:
+    """Characters sent before the next statement in a batch of parameterless ``statements``."""
+    return sum(len(s.sql) + len(BATCH_SEPARATOR) for s in statements)
 
 
 def _connection_lost(ctx: _Context, index: int, step: PlannedStep, error: psycopg2.Error, t0: float) -> None:
@@ -179,15 +196,12 @@ def _record_failure(
     """Write the failure's tracking row and audit row in a transaction of their own."""
     session = ctx.session
     detail = f"{location}: {message}" if location else message
+    runtime = {"execution_ms": elapsed_ms, "error": detail}
+    record = [BEGIN, RESET_SESSION, *(_with_runtime(s, runtime) for s in step.on_failure)]
+    if get_action(step.action).audited:
+        record.append(_audit(ctx, index, step, "failed", detail))
     try:
-        session.begin()
-        session.run(RESET_SESSION)
-        runtime = {"execution_ms": elapsed_ms, "error": detail}
-        for statement in step.on_failure:
-            session.run(_with_runtime(statement, runtime))
-        if get_action(step.action).audited:
-            session.run(_audit(ctx, index, step, "failed", detail))
-        session.commit()
+        session.run_batch([*record, COMMIT])
     except psycopg2.Error:
         session.rollback()  # the failure itself is still reported to the user
 
@@ -216,14 +230,15 @@ def _with_runtime(statement: Statement, runtime: dict[str, object]) -> Statement
     return replace(statement, params=params)
 
 
-def _location(statement: Statement, error: BaseException) -> str | None:
-    """file:line of the failing statement, refined by the server's error position."""
+def _location(statement: Statement, offset: int, error: BaseException) -> str | None:
+    """file:line of the failing statement, refined by the server's error position (counted
+    from the start of what was sent, where the statement began at ``offset``)."""
     if statement.source is None or statement.line is None:
         return None
     line = statement.line
     position = getattr(getattr(error, "diag", None), "statement_position", None)
-    if position and str(position).isdigit():
-        line += statement.sql.count("\n", 0, int(position) - 1)
+    if position and str(position).isdigit() and 0 < int(position) - offset <= len(statement.sql):
+        line += statement.sql.count("\n", 0, int(position) - offset - 1)
     return f"{statement.source}:{line}"
 
 

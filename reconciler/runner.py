@@ -12,7 +12,6 @@ from reconciler.db import Session
 from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
 from reconciler.files import MigrationSet, version_number
 from reconciler.plan import Plan, PlannedStep
-from reconciler.state import fingerprint
 from reconciler.tracking import ObservedTracking, observe_tracking
 
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -76,7 +75,7 @@ def migrate_plan(
     reason = None
     if not any(s.action == "apply_migration" for s in steps):
         reason = "Database is up to date" if limit is None else f"Database is already at or past {target}"
-    return Plan("migrate", observed.schema, fingerprint(observed), tuple(steps), reason, tuple(notes))
+    return Plan("migrate", observed.schema, observed.fingerprint, tuple(steps), reason, tuple(notes))
 
 
 def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: str) -> Plan:
@@ -106,7 +105,7 @@ def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: 
         )
     steps = tuple(get_action("rollback_migration").step(ctx, {"version": by_number[n].version}) for n in to_undo)
     reason = None if steps else f"Nothing to roll back: no applied migration above {target}"
-    return Plan("rollback", observed.schema, fingerprint(observed), steps, reason)
+    return Plan("rollback", observed.schema, observed.fingerprint, steps, reason)
 
 
 def _target_number(migrations: MigrationSet, target: str) -> int:
@@ -122,7 +121,7 @@ def ensure_tracking(session: Session, settings: Settings, migrations: MigrationS
         return
     ctx = BuildContext(settings.tracking_schema, migrations)
     plan = Plan(
-        "create-schema", settings.tracking_schema, fingerprint(observed), (get_action("create_tracking").step(ctx, {}),)
+        "create-schema", settings.tracking_schema, observed.fingerprint, (get_action("create_tracking").step(ctx, {}),)
     )
     result = executor.execute(session, plan)
     if result.failure:

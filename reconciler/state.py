@@ -16,18 +16,6 @@ from reconciler.files import FileProblem, Migration, MigrationSet, scan_migratio
 from reconciler.history import History, analyze
 from reconciler.tracking import ObservedTracking
 
-
-def fingerprint(observed: ObservedTracking) -> str:
-    """A stable hash of what was observed; a saved plan is bound to it."""
-    payload = {
-        "schema": observed.schema,
-        "tables": sorted(observed.tables),
-        "rows": [[r.id, r.version, r.checksum, r.success] for r in observed.rows],
-        "locked": bool(observed.lock and observed.lock.locked),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
 # --- the full picture, for diagnosis ----------------------------------------------------
 
 
@@ -85,7 +73,7 @@ class ObservedState:
     @cached_property
     def fingerprint(self) -> str:
         payload = {
-            "tracking": fingerprint(self.tracking),
+            "tracking": self.tracking.fingerprint,
             "catalog": [list(o.key) for o in self.catalog.objects],
             "invalid": [list(o.key) for o in self.catalog.invalid_indexes],
             "verify": self.verify,

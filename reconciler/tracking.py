@@ -8,6 +8,7 @@ row naming who holds the migration lock. ``schema_migrations_audit`` is append-o
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -334,6 +335,17 @@ class ObservedTracking:
             if not row.success and row.number not in self.applied:
                 result[row.number] = row
         return result
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A stable hash of what was observed; a saved plan is bound to it."""
+        payload = {
+            "schema": self.schema,
+            "tables": sorted(self.tables),
+            "rows": [[r.id, r.version, r.checksum, r.success] for r in self.rows],
+            "locked": bool(self.lock and self.lock.locked),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     @property
     def current(self) -> TrackingRow | None:

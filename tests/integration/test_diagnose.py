@@ -176,7 +176,7 @@ def test_stuck_lock_from_a_killed_process(cli, db, database_url: str, migrations
     proc = start_migrate(database_url, migrations_dir)
     wait_for(
         db,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(30)%%'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%%SELECT pg_sleep(30)%%'",
         [(1,)],
     )
     os.kill(proc.pid, signal.SIGKILL)
@@ -184,7 +184,7 @@ def test_stuck_lock_from_a_killed_process(cli, db, database_url: str, migrations
     # The server would finish the sleep before noticing; end that backend as an operator would.
     sql(
         db,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(30)%%' AND pid <> pg_backend_pid()",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%%SELECT pg_sleep(30)%%'",
     )
     wait_for(
         db,

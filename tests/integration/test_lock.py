@@ -93,7 +93,7 @@ def test_killed_run_leaves_a_lock_row_that_is_reported(database_url: str, tmp_pa
     proc = start_migrate(database_url, migrations)
     wait_for(
         db,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(1.5)%%' AND state = 'active'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%%SELECT pg_sleep(1.5)%%' AND state = 'active'",
         [(1,)],
     )
     os.kill(proc.pid, signal.SIGKILL)

@@ -77,12 +77,12 @@ def test_lost_connection_records_the_step_and_releases_the_lock(db, database_url
     proc = start_migrate(database_url, migrations_dir)
     wait_for(
         db,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(20)%%'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%%SELECT pg_sleep(20)%%'",
         [(1,)],
     )
     sql(
         db,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(20)%%' AND pid <> pg_backend_pid()",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%%SELECT pg_sleep(20)%%'",
     )
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3
@@ -103,7 +103,7 @@ def test_sigterm_unwinds_and_releases_the_lock(db, database_url, migrations_dir:
     proc = start_migrate(database_url, migrations_dir)
     wait_for(
         db,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(1)%%'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%%SELECT pg_sleep(1)%%'",
         [(1,)],
     )
     proc.send_signal(signal.SIGTERM)
