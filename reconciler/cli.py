@@ -187,6 +187,29 @@ def version(fmt: FormatOpt = Format.text) -> None:
     typer.echo(text if fmt is Format.text else json.dumps(asdict(result), indent=2))
 
 
+@app.command()
+def demo(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the scratch database and project behind to explore.")
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="Server to create the scratch database on [default: embedded]."),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Break a scratch database the ways the troubleshooting guide describes, then diagnose,
+    plan and fix it with the real commands, and remove it."""
+    from reconciler.demo import run_demo
+
+    with _guard(debug):
+        settings = _settings(database_url, None, None, debug)
+        result = run_demo(settings, lambda event: typer.echo(report.demo_event_text(event)), keep=keep, notify=_notify)
+        typer.echo(report.demo_result_text(result))
+        if not result.healthy:
+            raise typer.Exit(EXIT_PROBLEMS)
+
+
 # --- db -------------------------------------------------------------------------------------
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
+from reconciler import bundled
 from reconciler.errors import UsageError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILTIN_DIR = REPO_ROOT / "playbooks"
-SCHEMA_DIR = REPO_ROOT / "schemas"
+BUILTIN_DIR = bundled.PLAYBOOKS
+SCHEMA_DIR = bundled.SCHEMAS
 
 
 class PlaybookError(UsageError):

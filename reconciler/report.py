@@ -582,3 +582,32 @@ def playbook_show_text(book: Any) -> str:
         for key, value in step.args.items():
             lines.append(f"     {key}: {value}")
     return "\n".join(lines)
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def demo_event_text(event: Any) -> str:
+    if event.kind == "section":
+        return f"\n━━ {event.text}"
+    if event.kind == "note":
+        return f"   • {event.text}"
+    run = event.run
+    lines = [f"\n$ {event.text}", *(f"    {line}" for line in run.output.splitlines())]
+    if run.exit_code:
+        lines.append(f"    (exit {run.exit_code})")
+    return "\n".join(lines)
+
+
+def demo_result_text(result: Any) -> str:
+    ending = (
+        "✅ Fixed: diagnose finds nothing wrong, and every migration is tracked."
+        if result.healthy
+        else "❌ The demo database still has problems (see the last diagnose above)."
+    )
+    if result.kept is None:
+        return f"\n{ending}\nThe scratch database and its files have been removed."
+    return (
+        f"\n{ending}\nKept for you to explore: the database {result.database} and the project in {result.kept}.\n"
+        f'Try: cd {result.kept} && POSTSTACK_DATABASE_URL="{result.database}" poststack db diagnose'
+    )

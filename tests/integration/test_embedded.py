@@ -31,3 +31,15 @@ def test_embedded_default_end_to_end(tmp_path: Path):
         stop = run_process("db", "server", "stop", cwd=project)
     assert stop.exit_code == 0 and "Stopped" in stop.stdout
     assert "stopped" in run_process("db", "server", "status", cwd=project).stdout
+
+
+def test_demo_on_the_embedded_server(tmp_path: Path):
+    """The README's first command: no server configured, the demo runs on the embedded one."""
+    try:
+        result = run_process("demo", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        assert "Using embedded PostgreSQL in" in result.stderr
+        assert "Overall Status: ✅ PASS" in result.stdout
+        assert "The scratch database and its files have been removed." in result.stdout
+    finally:
+        run_process("db", "server", "stop", cwd=tmp_path)

@@ -1,0 +1,81 @@
+"""poststack demo: a scratch database broken the guide's ways, fixed by the real commands,
+and removed (or kept with --keep)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg2
+from sqlalchemy.engine import make_url
+
+from reconciler.demo import DATABASE_PREFIX
+from tests.conftest import PASSWORD, PASSWORD_ROLE, Server, run_process, sql
+
+BROKEN = (
+    "MISSING_TRACKING: Migration 002 appears to be applied but not tracked",
+    "MISSING_TRACKING: Migration 004 appears to be applied but not tracked",
+    "CHECKSUM_MISMATCH: Migration 001 has checksum mismatch",
+    "DUPLICATE_VERSION: Migration 001 has 2 tracking rows",
+    "STUCK_LOCK: Migration lock is held by",
+)
+
+
+def _demo_databases(admin_url: str) -> list[str]:
+    conn = psycopg2.connect(admin_url)
+    try:
+        return [
+            r[0] for r in sql(conn, "SELECT datname FROM pg_database WHERE datname LIKE %s", (DATABASE_PREFIX + "%",))
+        ]
+    finally:
+        conn.close()
+
+
+def test_demo_breaks_diagnoses_fixes_and_cleans_up(pg_server: Server, tmp_path: Path):
+    before = set(_demo_databases(pg_server.admin_url))
+    result = run_process("demo", "--database-url", pg_server.admin_url, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    # The guide's breakages, each found by diagnose before the fix ...
+    for issue in BROKEN:
+        assert issue in out
+    assert "❌ migration system is locked" in out  # migrate refuses the killed run's lock
+    # ... planned, applied, and gone afterwards.
+    diagnose_runs = out.split("$ poststack db diagnose")
+    assert len(diagnose_runs) == 3
+    assert "Overall Status: ❌ FAIL" in diagnose_runs[1] and "Total Issues: 6" in diagnose_runs[1]
+    assert "Overall Status: ✅ PASS" in diagnose_runs[2]
+    assert "Re-diagnosis: ✅ no issues left." in out
+    assert "Current version: 005" in out.split("$ poststack db migration-status")[-1]
+    assert "(prints the plan shown above, then runs it)" in out
+    assert out.rstrip().endswith("The scratch database and its files have been removed.")
+    assert set(_demo_databases(pg_server.admin_url)) == before
+    assert not list(tmp_path.iterdir())  # nothing written where it was run (no embedded server)
+
+
+def test_demo_keep_leaves_the_database_and_project(pg_server: Server, tmp_path: Path):
+    before = set(_demo_databases(pg_server.admin_url))
+    result = run_process("demo", "--keep", "--database-url", pg_server.admin_url, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (kept,) = set(_demo_databases(pg_server.admin_url)) - before
+    workspace = Path(result.stdout.split("the project in ")[1].split(".\n")[0])
+    try:
+        assert kept in result.stdout and (workspace / "fix.plan.json").is_file()
+        status = run_process("db", "migration-status", "--database-url", pg_server.url_for(kept), cwd=workspace)
+        assert "Current version: 005" in status.stdout
+    finally:
+        conn = psycopg2.connect(pg_server.admin_url)
+        conn.autocommit = True
+        sql(conn, f'DROP DATABASE "{kept}" WITH (FORCE)')
+        conn.close()
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def test_demo_without_createdb_says_so(pg_server: Server, database_url: str, tmp_path: Path):
+    # The password role has no CREATEDB.
+    url = pg_server.url_for(make_url(database_url).database, user=PASSWORD_ROLE, password=PASSWORD)
+    result = run_process("demo", "--database-url", url, cwd=tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "the demo cannot create its scratch database" in result.stderr
+    assert PASSWORD not in result.output
+    assert len(result.stderr.strip().splitlines()) <= 2
