@@ -1,0 +1,26 @@
+"""docs/cli.md is every command's real --help: a new command, flag or help text that is not
+in it (or one in it that no longer exists) fails here. Fix: python -m tests.docs.cli_reference."""
+
+from __future__ import annotations
+
+import difflib
+
+from tests.docs.cli_reference import DOC, command_paths, render
+
+
+def test_cli_reference_matches_the_help():
+    expected = render()
+    actual = DOC.read_text()
+    diff = "\n".join(
+        difflib.unified_diff(actual.splitlines(), expected.splitlines(), "docs/cli.md", "--help", lineterm="")
+    )
+    assert actual == expected, f"docs/cli.md differs from the help; run python -m tests.docs.cli_reference\n{diff}"
+
+
+def test_every_command_is_in_the_reference():
+    text = DOC.read_text()
+    paths = command_paths()
+    assert len(paths) > 20
+    for path in paths:
+        assert f"## {' '.join(('poststack', *path))}\n" in text
+    assert "## poststack demo\n" in text and "--keep" in text
