@@ -65,9 +65,11 @@ def parse(url: str) -> dict[str, str]:
 
 
 def libpq_env(url: str) -> dict[str, str]:
-    """This process's environment with ``url``'s settings as libpq variables, the caller's own
-    PG* variables for those settings dropped so they cannot point a child elsewhere."""
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_FOR_KEYWORD.values()}
+    """This process's environment with ``url``'s settings as libpq variables, so a child
+    (pg_dump, psql) connects exactly as poststack does: what the URL says wins, and what it
+    leaves out (a password in PGPASSWORD, a port in PGPORT) comes from the environment, as
+    libpq does for poststack's own connection."""
+    env = dict(os.environ)
     env.update({_ENV_FOR_KEYWORD[k]: v for k, v in parse(url).items() if k in _ENV_FOR_KEYWORD and v})
     env["PGAPPNAME"] = "poststack"
     return env

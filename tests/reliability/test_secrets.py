@@ -67,3 +67,20 @@ def test_the_password_is_never_written_anywhere(
     leaked = [name for name, text in places.items() if PASSWORD in text]
     assert leaked == [], leaked
     figures("secrets", places=len(places))
+
+
+def test_a_password_from_pgpassword_reaches_the_client_tools_too(pg_server, database_url, db, tmp_path: Path):
+    """A URL without the password (it is in PGPASSWORD, as libpq allows): poststack's own
+    connection and the pg_dump and psql it starts all authenticate the same way."""
+    url = pg_server.url_for(make_url(database_url).database, user=PASSWORD_ROLE)
+    env = {"PGPASSWORD": PASSWORD}
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    status = run_cli("db", "migration-status", "--database-url", url, "--migrations-dir", str(migrations), env=env)
+    assert status.exit_code == 0, status.output
+    backup = run_cli("db", "backup", "--output", str(tmp_path / "b.sql"), "--database-url", url, env=env)
+    assert backup.exit_code == 0, backup.output
+    shell = run_cli("db", "shell", "-c", "SELECT current_user", "--database-url", url, env=env)
+    assert shell.exit_code == 0 and PASSWORD_ROLE in shell.stdout, shell.output
+    refused = run_cli("db", "migration-status", "--database-url", url, "--migrations-dir", str(migrations))
+    assert refused.exit_code == 3  # and without it, the password is really needed
