@@ -284,7 +284,6 @@ def test_corruption_recovery_through_plan_and_apply(cli, db):
     result = cli("apply", "--playbook", "corruption-recovery", "--confirm")
     assert result.exit_code == 0, result.output
     assert cli("db", "verify-migrations").exit_code == 0
-    backups_dir = db.info.dbname and None  # noqa: F841  (backups land beside the migrations)
 
 
 # --- plan → apply ------------------------------------------------------------------------
