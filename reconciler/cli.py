@@ -508,6 +508,9 @@ def apply_command(
     confirm: Annotated[bool, typer.Option("--confirm", help="Allow a destructive plan (it backs up first).")] = False,
     playbook: PlaybookOpt = None,
     issue_type: IssueTypeOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Let playbooks include what they skip without evidence (as plan --force).")
+    ] = False,
     fmt: FormatOpt = Format.text,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
@@ -523,11 +526,13 @@ def apply_command(
         settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
         request = None
         if plan_file is not None:
-            if playbook or issue_type:
-                raise UsageError("--playbook and --issue-type choose a new plan; a saved plan is applied as it is")
+            if playbook or issue_type or force:
+                raise UsageError(
+                    "--playbook, --issue-type and --force choose a new plan; a saved plan is applied as it is"
+                )
             plan = remediation.load_plan(plan_file)
         else:
-            request = PlanRequest(tuple(playbook or ()), _issue_types(issue_type))
+            request = PlanRequest(tuple(playbook or ()), _issue_types(issue_type), {"force": force})
             plan = remediation.make_plan(settings, request, _notify)
         runnable = [s for s in plan.steps if s.action != "manual"]
         if fmt is Format.text:

@@ -16,10 +16,8 @@ from reconciler.checks import Facts, run_checks
 from reconciler.errors import UsageError
 from reconciler.issues import Issue, IssueType
 from reconciler.plan import Plan, PlannedStep, PlaybookRef
-from reconciler.playbook import Playbook, PlaybookError, StepSpec, find
+from reconciler.playbook import EVIDENCE_APPLIED, PENDING, Playbook, PlaybookError, StepSpec, find
 from reconciler.render import RenderError, evaluate, render_value
-
-PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,10 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
         "issues": [i.to_json() for i in issues],
         "pending": pending,
         "observed": _observed_summary(facts),
-        "evidence_applied": _evidence_applied(facts) if any(p.destructive for p in chosen) else [],
+        # Attributing every migration is the costly part: only for a step that ranges over it.
+        EVIDENCE_APPLIED: _evidence_applied(facts)
+        if any(s.for_each == EVIDENCE_APPLIED for p in chosen for s in p.steps)
+        else [],
         "vars": dict(request.variables),
     }
     steps: list[PlannedStep] = []
@@ -130,7 +131,8 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
             if issue.type.value not in handled:
                 steps.append(_manual_for(issue, ctx))
 
-    destructive = any(p.destructive for p in chosen)
+    # A step's own action counts too (the loader also refuses one in a playbook not marked destructive).
+    destructive = any(p.destructive for p in chosen) or any(get_action(s.action).destructive for s in steps)
     if destructive and not (steps and steps[0].action == "backup"):
         steps.insert(
             0, replace(get_action("backup").step(ctx, {}), playbook="(required before a destructive playbook)")
@@ -166,16 +168,10 @@ def _expand(
         items: list[tuple[str | None, Any]] = [(None, None)]
     elif spec.for_each == PENDING:
         items = [("migration", m) for m in pending]
-    elif spec.for_each == "evidence_applied":
-        items = [("migration", m) for m in base["evidence_applied"]]
-    else:
-        try:
-            kind = IssueType(spec.for_each)
-        except ValueError:
-            raise PlaybookError(
-                f"{book.where(spec)}: for_each {spec.for_each!r} is not an issue type, pending or evidence_applied"
-            ) from None
-        items = [("issue", i.to_json()) for i in issues if i.type is kind]
+    elif spec.for_each == EVIDENCE_APPLIED:
+        items = [("migration", m) for m in base[EVIDENCE_APPLIED]]
+    else:  # an issue type: the loader refused anything else
+        items = [("issue", i.to_json()) for i in issues if i.type.value == spec.for_each]
     planned = []
     for name, item in items:
         context = dict(base)

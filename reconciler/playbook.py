@@ -4,6 +4,7 @@ its migrations directory) adds to them and overrides them by name."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -15,9 +16,15 @@ import yaml
 
 from reconciler import bundled
 from reconciler.errors import UsageError
+from reconciler.issues import IssueType
 
 BUILTIN_DIR = bundled.PLAYBOOKS
 SCHEMA_DIR = bundled.SCHEMAS
+PENDING = "pending"
+EVIDENCE_APPLIED = "evidence_applied"
+# What a step's for_each may range over: the issues of one type, the migrations still to
+# apply, or every migration the catalog shows applied (what an emergency reset re-tracks).
+FOR_EACH_SOURCES = (*(t.value for t in IssueType), PENDING, EVIDENCE_APPLIED)
 
 
 class PlaybookError(UsageError):
@@ -125,6 +132,18 @@ def load_playbook(path: Path, *, builtin: bool = False) -> Playbook:
                 f"unknown argument(s) {', '.join(unknown)}" if unknown else f"missing argument(s) {', '.join(missing)}"
             )
             raise PlaybookError(f"{path}:{line}: action {action.name}: {problem}")
+        if action.destructive and not data.get("destructive", False):
+            raise PlaybookError(
+                f"{path}:{line}: action {action.name} destroys data: the playbook must say destructive: true "
+                "(then plans take a backup first and apply asks for --confirm)"
+            )
+        for_each = raw_step.get("for_each")
+        if for_each is not None and for_each not in FOR_EACH_SOURCES:
+            close = difflib.get_close_matches(str(for_each), FOR_EACH_SOURCES, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise PlaybookError(
+                f"{path}:{line}: for_each {for_each!r} is not an issue type, pending or evidence_applied{hint}"
+            )
         for name in action.static_args:
             value = args.get(name)
             if isinstance(value, str) and ("{{" in value or "{%" in value):

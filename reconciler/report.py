@@ -384,7 +384,11 @@ def verification_text(result: Any) -> str:
 def _step_lines(index: int, step: PlannedStep) -> list[str]:
     origin = f"[{step.playbook}: {step.action}]" if step.playbook else f"[{step.action}]"
     lines = [f"  {index}. {step.title or step.reason} {origin}"]
-    if step.title and step.title != step.reason and step.action != "manual":
+    if step.action == "manual":
+        instructions = step.reason.removeprefix("MANUAL: ")
+        if instructions != step.title:
+            lines.append(f"     for a person: {instructions}")
+    elif step.title and step.title != step.reason:
         lines.append(f"     {step.reason}")
     if step.command:
         lines.append("     $ " + " ".join(step.command))

@@ -55,7 +55,10 @@ class RemoveTrackingRow(Action):
         table = qualified(ctx.schema, MIGRATIONS_TABLE)
         if args.get("ids"):
             ids = [int(i) for i in args["ids"]]
-            statement = Statement(f"DELETE FROM {table} WHERE id = ANY(%(ids)s)", {"ids": ids})
+            # Only rows of this version: an id list cannot reach another migration's rows.
+            statement = Statement(
+                f"DELETE FROM {table} WHERE id = ANY(%(ids)s) AND {SAME_VERSION}", {"ids": ids, "version": version}
+            )
             reason = f"remove tracking row(s) {', '.join(map(str, ids))} of migration {version}"
         elif args.get("only_failed", True):
             statement = delete_failed_rows_statement(ctx.schema, version)

@@ -466,6 +466,15 @@ steps:
             "name: bad\nversion: 1\ndescription: d\nhandles: []\nsteps:\n  - name: s\n    action: track_migration\n    args: {versoin: '1'}\n",
             "unknown argument(s) versoin",
         ),
+        (  # dropping data without saying so would skip the backup and --confirm
+            "name: bad\nversion: 1\ndescription: d\nhandles: []\nsteps:\n  - name: s\n    action: drop_tracking\n",
+            ":6: action drop_tracking destroys data: the playbook must say destructive: true",
+        ),
+        (
+            "name: bad\nversion: 1\ndescription: d\nhandles: []\nsteps:\n  - name: s\n    action: manual\n"
+            "    for_each: partial_migrations\n    args: {instructions: x}\n",
+            ":6: for_each 'partial_migrations' is not an issue type, pending or evidence_applied; did you mean partial_migration?",
+        ),
     ],
 )
 def test_bad_playbooks_are_refused_by_file_and_line(cli, db, migrations_dir: Path, body, message):
@@ -478,6 +487,65 @@ def test_bad_playbooks_are_refused_by_file_and_line(cli, db, migrations_dir: Pat
 
     assert run_cli("playbooks", "validate", str(path)).exit_code == 2
     assert catalog_snapshot(db) == before
+
+
+def test_a_plan_shows_what_a_person_must_do(cli, db, migrations_dir: Path):
+    cli("db", "migrate")
+    sql(db, "CREATE SCHEMA temp_schema")
+    text = cli("plan").stdout
+    assert (
+        "1. orphaned_schema needs a person [(no playbook): manual]\n     for a person: Schema temp_schema exists "
+        "but has no corresponding migration: Create migration for existing schema or remove it" in text
+    )
+    project_playbook(
+        migrations_dir,
+        "look",
+        "name: look\nversion: 1\ndescription: d\nhandles: [orphaned_schema]\nsteps:\n"
+        "  - name: 'Look at {{ issue.details.schema }}'\n    action: manual\n    for_each: orphaned_schema\n"
+        "    args: {instructions: 'Ask the data team who owns {{ issue.details.schema }}'}\n",
+    )
+    text = cli("plan").stdout
+    assert "1. Look at temp_schema [look: manual]\n     for a person: Ask the data team who owns temp_schema" in text
+
+
+def test_evidence_applied_is_there_for_any_playbook_that_ranges_over_it(cli, db, migrations_dir: Path):
+    cli("db", "migrate")
+    project_playbook(
+        migrations_dir,
+        "list-applied",
+        "name: list-applied\nversion: 1\ndescription: d\nhandles: []\nauto: false\nsteps:\n"
+        "  - name: 'Check {{ migration.version }}'\n    action: manual\n    for_each: evidence_applied\n"
+        "    args: {instructions: 'look at {{ migration.version }}'}\n",
+    )
+    plan = json.loads(cli("plan", "--playbook", "list-applied", "--format", "json").stdout)
+    assert [s["args"]["instructions"] for s in plan["steps"]] == [f"look at 00{i}" for i in range(1, 6)]
+    assert not plan["destructive"]
+
+
+def test_removing_rows_by_id_stays_within_the_version(cli, db, migrations_dir: Path):
+    cli("db", "migrate")
+    ids = dict(sql(db, "SELECT version, id FROM schema_migrations"))
+    project_playbook(
+        migrations_dir,
+        "remove-rows",
+        "name: remove-rows\nversion: 1\ndescription: d\nhandles: []\nauto: false\nsteps:\n"
+        f"  - name: r\n    action: remove_tracking_row\n    args: {{version: '002', ids: [{ids['002']}, {ids['003']}]}}\n",
+    )
+    result = cli("apply", "--playbook", "remove-rows", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert sorted(v for (v,) in sql(db, "SELECT version FROM schema_migrations")) == ["001", "003", "004", "005"]
+
+
+def test_apply_force_plans_as_plan_force_does(cli, db, four: Path):
+    cli("db", "migrate")
+    write(four, "005_backfill.sql", "UPDATE accounts SET display_name = display_name;\n")
+    unforced = cli("apply", "--playbook", "recover", "--auto-approve")
+    assert unforced.exit_code == 0 and sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '005'") == [(0,)]
+    forced = cli("apply", "--playbook", "recover", "--force", "--auto-approve")
+    assert forced.exit_code == 0, forced.output
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '005'") == [(1,)]
+    saved = cli("apply", "plan.json", "--force")
+    assert saved.exit_code == 2 and "a saved plan is applied as it is" in saved.stderr
 
 
 def test_template_errors_name_the_step(cli, db, migrations_dir: Path):
