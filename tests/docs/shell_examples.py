@@ -103,9 +103,10 @@ def prepare_project(directory: Path, migrations: Path, env: dict[str, str]) -> N
         subprocess.run(argv, cwd=directory, env=env, check=True, capture_output=True)
 
 
-def run_command(command: Command, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    proc = subprocess.run(
-        ["bash", "-c", command.text],
+def _bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``script`` as a reader's terminal runs it: stdout and stderr interleaved."""
+    return subprocess.run(
+        ["bash", "-c", script],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -113,21 +114,17 @@ def run_command(command: Command, cwd: Path, env: dict[str, str]) -> tuple[int, 
         text=True,
         timeout=300,
     )
+
+
+def run_command(command: Command, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    proc = _bash(command.text, cwd, env)
     return proc.returncode, proc.stdout
 
 
 def run_script(block: Block, cwd: Path, env: dict[str, str]) -> tuple[list[tuple[int, int]], str]:
     """Run the block as one script; (exit code, line) of every command that failed."""
     trap = f"trap 'echo \"{ERR_MARK} $? $LINENO\" >&2' ERR\n"
-    proc = subprocess.run(
-        ["bash", "-c", trap + "\n".join(block.lines)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-    )
+    proc = _bash(trap + "\n".join(block.lines), cwd, env)
     failures = []
     for line in proc.stdout.splitlines():
         if line.startswith(ERR_MARK):
