@@ -249,7 +249,7 @@ def main() -> None:
             "",
             "## Reading W1 and W5",
             "",
-            "The two \"where it goes\" rows split W1's difference from its floor. psql writing the same",
+            'The two "where it goes" rows split W1\'s difference from its floor. psql writing the same',
             "tracking row and audit row in each migration's transaction is what the bookkeeping costs the",
             "server alone; poststack's fixed cost (start the interpreter, read the files, connect, take",
             "the lock, read tracking) is paid once per command. W5's floor is psql rolling back 50",
