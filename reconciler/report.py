@@ -378,6 +378,14 @@ def verification_text(result: Any) -> str:
     return "\n".join(["❌ Migration verification failed!", *(f"   Error: {e}" for e in result.errors)])
 
 
+def validation_json(result: Any) -> str:
+    return to_json({"ok": result.ok, **asdict(result)})
+
+
+def verification_json(result: Any) -> str:
+    return to_json({"ok": result.ok, **asdict(result)})
+
+
 # --- remediation plans, apply, front-ends -------------------------------------------------
 
 

@@ -359,7 +359,14 @@ def test_diagnose_in_several_states(cli, db, migrations_dir: Path):
 
 def test_validate_in_several_states(cli, db, migrations_dir: Path):
     empty = json_of(cli, "db", "validate")
-    assert empty == {"migrations": 5, "errors": [], "warnings": [], "checked_database": True, "missing_rollbacks": []}
+    assert empty == {
+        "ok": True,
+        "migrations": 5,
+        "errors": [],
+        "warnings": [],
+        "checked_database": True,
+        "missing_rollbacks": [],
+    }
     (migrations_dir / "005_index_users_by_created.rollback.sql").unlink()
     warned = json_of(cli, "db", "validate", "--check-rollbacks")
     assert warned["errors"] == [] and warned["missing_rollbacks"] == ["005"]
@@ -380,19 +387,23 @@ def test_validate_reports_a_failed_migration(cli, migrations_dir: Path):
     write(migrations_dir, "006_widgets.sql", BAD_MIGRATION)
     json_of(cli, "db", "migrate", exit_code=1)
     data = json_of(cli, "db", "validate", exit_code=1)
-    assert data["errors"] == ["Migration 006 was not successfully applied"] and data["missing_rollbacks"] == ["006"]
+    assert (
+        data["ok"] is False
+        and data["errors"] == ["Migration 006 was not successfully applied"]
+        and data["missing_rollbacks"] == ["006"]
+    )
 
 
 def test_verify_migrations_in_several_states(cli, migrations_dir: Path):
-    assert json_of(cli, "db", "verify-migrations") == {"checked": 0, "errors": []}
+    assert json_of(cli, "db", "verify-migrations") == {"ok": True, "checked": 0, "errors": []}
     json_of(cli, "db", "migrate")
-    assert json_of(cli, "db", "verify-migrations") == {"checked": 5, "errors": []}
+    assert json_of(cli, "db", "verify-migrations") == {"ok": True, "checked": 5, "errors": []}
     path = migrations_dir / "002_add_user_table.sql"
     path.write_text(path.read_text() + "\n-- edited after it was applied\n")
     for gone in migrations_dir.glob("004_*"):
         gone.unlink()
     data = json_of(cli, "db", "verify-migrations", exit_code=1)
-    assert data["checked"] == 5 and len(data["errors"]) == 2
+    assert data["ok"] is False and data["checked"] == 5 and len(data["errors"]) == 2
     assert data["errors"][0].startswith("Migration 002 checksum mismatch: expected ")
     assert "004" in data["errors"][1] and "missing" in data["errors"][1]
 
