@@ -180,7 +180,7 @@ def test_validate_and_verify_have_json(cli):
     validation = json.loads(cli("db", "validate", "--format", "json").stdout)
     assert validation["errors"] == [] and validation["migrations"] == 5
     verification = json.loads(cli("db", "verify-migrations", "--format", "json").stdout)
-    assert verification == {"checked": 5, "errors": []}
+    assert verification == {"ok": True, "checked": 5, "errors": []}
 
 
 # --- second review ----------------------------------------------------------------------
