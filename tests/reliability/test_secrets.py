@@ -72,7 +72,9 @@ def test_the_password_is_never_written_anywhere(
 def test_a_password_from_pgpassword_reaches_the_client_tools_too(pg_server, database_url, db, tmp_path: Path):
     """A URL without the password (it is in PGPASSWORD, as libpq allows): poststack's own
     connection and the pg_dump and psql it starts all authenticate the same way."""
-    url = pg_server.url_for(make_url(database_url).database, user=PASSWORD_ROLE)
+    with_password = make_url(pg_server.url_for(make_url(database_url).database, user=PASSWORD_ROLE, password=PASSWORD))
+    url = with_password._replace(password=None).render_as_string(hide_password=False)
+    assert PASSWORD not in url and "***" not in url
     env = {"PGPASSWORD": PASSWORD}
     migrations = tmp_path / "migrations"
     migrations.mkdir()
