@@ -199,6 +199,10 @@ def load_all(migrations_dir: Path) -> dict[str, Playbook]:
     if own.is_dir() and own.resolve() != BUILTIN_DIR.resolve():
         for path in sorted(own.glob("*.y*ml")):
             book = load_playbook(path)
+            earlier = playbooks.get(book.name)
+            if earlier is not None and not earlier.builtin:
+                # Which one would run must not depend on how the files happen to sort.
+                raise PlaybookError(f"{path}: playbook name {book.name!r} is also used by {earlier.path}")
             playbooks[book.name] = book
     return playbooks
 
@@ -206,8 +210,6 @@ def load_all(migrations_dir: Path) -> dict[str, Playbook]:
 def find(playbooks: dict[str, Playbook], name: str) -> Playbook:
     if name in playbooks:
         return playbooks[name]
-    import difflib
-
     close = difflib.get_close_matches(name, playbooks, n=1)
     hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(playbooks))}"
     raise UsageError(f"unknown playbook {name!r}{hint}")

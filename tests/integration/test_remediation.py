@@ -548,6 +548,14 @@ def test_apply_force_plans_as_plan_force_does(cli, db, four: Path):
     assert saved.exit_code == 2 and "a saved plan is applied as it is" in saved.stderr
 
 
+def test_two_project_playbooks_with_one_name_are_refused(cli, db, migrations_dir: Path):
+    body = "name: mine\nversion: {}\ndescription: d\nhandles: []\nsteps: [{{name: s, action: manual, args: {{instructions: x}}}}]\n"
+    project_playbook(migrations_dir, "a-mine", body.format(1))
+    second = project_playbook(migrations_dir, "b-mine", body.format(2))
+    result = cli("plan")
+    assert result.exit_code == 2 and f"{second}: playbook name 'mine' is also used by" in result.stderr, result.output
+
+
 def test_template_errors_name_the_step(cli, db, migrations_dir: Path):
     cli("db", "migrate", "--target", "001")
     apply_by_hand(db, migrations_dir, "002")
