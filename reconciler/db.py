@@ -71,6 +71,10 @@ def open_raw(url: str) -> psycopg2.extensions.connection:
     return conn
 
 
+def _encoding_name(name: str) -> str:
+    return name.upper().replace("-", "").replace("_", "")
+
+
 def _first_line(error: object) -> str:
     text = str(error).strip()
     return mask_url(text.splitlines()[0] if text else type(error).__name__)
@@ -112,6 +116,12 @@ class Session:
                 cur.execute(statement.sql)
             else:
                 cur.execute(statement.sql, statement.params)
+
+    def client_encoding_changed(self) -> bool:
+        """A statement SET client_encoding: the server now decodes in it, while psycopg2 still
+        encodes in the one the connection started with."""
+        reported = self.conn.info.parameter_status("client_encoding") or ""
+        return _encoding_name(reported) != _encoding_name(self.conn.encoding)
 
     def run_batch(self, statements: Sequence[Statement]) -> None:
         """Send ``statements`` in one round trip. The server runs them in order and the first

@@ -21,7 +21,7 @@ from reconciler.actions import Action, RunContext, StepError, get_action
 from reconciler.db import BATCH_SEPARATOR, Session, host_pid, is_connection_lost, server_error_text, sqlstate
 from reconciler.errors import DatabaseUnavailable
 from reconciler.plan import Plan, PlannedStep
-from reconciler.statements import Statement
+from reconciler.statements import Statement, qualified
 
 RESET_SESSION = Statement("RESET ALL; RESET ROLE", None)
 BEGIN = Statement("BEGIN", None)
@@ -127,6 +127,8 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
     t0 = time.monotonic()
     current: list[tuple[Statement, int]] = []  # the statement being run, and where it starts in what was sent
     opening = [BEGIN] if opens else []
+    commits = closes or not step.transactional
+    committing = False  # the send that ends in COMMIT went out: from then on only the database knows
     try:
         if type(action).run_body is Action.run_body:  # the body is its statements: send them
             for statement in step.statements:
@@ -139,22 +141,30 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
                 opening = []
             action.run_body(ctx.run, step, lambda s: current.__setitem__(slice(None), [(s, 0)]))
         current.clear()
-        # What the step SET (search_path, role, ...) must not leak into its bookkeeping or
-        # into the next step: a migration runs the same alone or in a batch.
         runtime = {"execution_ms": _ms_since(t0), "error": None}
         tail = [*opening] if step.transactional else [BEGIN]  # record a step run on its own atomically
-        tail += [RESET_SESSION, *(_with_runtime(s, runtime) for s in step.bookkeeping)]
+        tail += [*_reset(session), *(_with_runtime(s, runtime) for s in step.bookkeeping)]
         outcome = "manual" if step.action == "manual" else "ok"
         if action.audited:
             tail.append(_audit(ctx, index, step, outcome, None))
-        if closes or not step.transactional:
+        if commits:
             tail.append(COMMIT)
+        committing = commits
         session.run_batch(tail)
         return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome)
     except (psycopg2.Error, StepError) as e:
+        lost = isinstance(e, psycopg2.Error) and (is_connection_lost(e) or session.conn.closed)
+        committed = _committed(ctx, index, step) if committing else False
+        if committed:
+            # The COMMIT went through and only its answer was lost: the step is done.
+            raise DatabaseUnavailable(
+                f"lost the connection to the database just after step {index} ({step.reason}) committed: "
+                f"{server_error_text(e) if isinstance(e, psycopg2.Error) else e}",
+                "It is recorded as done; run poststack db migration-status to see where things stand.",
+            ) from e
         session.rollback()
-        if isinstance(e, psycopg2.Error) and (is_connection_lost(e) or session.conn.closed):
-            _connection_lost(ctx, index, step, e, t0)
+        if lost:
+            _connection_lost(ctx, index, step, e, t0, unknown=committed is None)
         message = server_error_text(e) if isinstance(e, psycopg2.Error) else str(e)
         location = _location(*current[0], e) if current and isinstance(e, psycopg2.Error) else None
         _record_failure(ctx, index, step, message, location, _ms_since(t0))
@@ -163,11 +173,44 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
             failure, StepOutcome(index, step.action, step.version, False, _ms_since(t0), message, "failed")
         ) from e
     except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM): undo the open transaction and say so in tracking.
-        if not session.conn.closed:
+        # Interrupted (Ctrl-C, SIGTERM): undo the open transaction and say so in tracking,
+        # unless the step had already committed, in which case nothing failed.
+        if not session.conn.closed and not (committing and _committed(ctx, index, step)):
             session.rollback()
             _record_failure(ctx, index, step, "interrupted", None, _ms_since(t0))
         raise
+
+
+def _reset(session: Session) -> list[Statement]:
+    """What a step SET (search_path, role, ...) must not leak into its bookkeeping or into the
+    next step. Usually sent with the bookkeeping; on its own when the step changed
+    client_encoding, because the server decodes a whole send in the encoding it had when
+    the send arrived."""
+    if session.client_encoding_changed():
+        session.run(RESET_SESSION)
+        return []
+    return [RESET_SESSION]
+
+
+def _committed(ctx: _Context, index: int, step: PlannedStep) -> bool | None:
+    """After an error or interrupt once the COMMIT was sent: did the step commit? Its audit
+    row, written in the same transaction, says. None: cannot tell (no audit row for this
+    action, or the server is out of reach)."""
+    session = ctx.session
+    if not get_action(step.action).audited:
+        return None
+    if session.conn.closed and not session.reconnect():
+        return None
+    try:
+        session.rollback()
+        row = session.query_one(
+            f"SELECT EXISTS (SELECT 1 FROM {qualified(ctx.plan.tracking_schema, tracking.AUDIT_TABLE)} "
+            "WHERE plan_hash = %s AND step = %s AND host_pid = %s AND outcome IN ('ok', 'manual'))",
+            (ctx.plan.hash, index, ctx.who),
+        )
+    except psycopg2.Error:
+        return None
+    return bool(row and row[0])
 
 
 def _sent_length(statements: list[Statement]) -> int:
@@ -175,15 +218,20 @@ def _sent_length(statements: list[Statement]) -> int:
     return sum(len(s.sql) + len(BATCH_SEPARATOR) for s in statements)
 
 
-def _connection_lost(ctx: _Context, index: int, step: PlannedStep, error: psycopg2.Error, t0: float) -> None:
-    if ctx.session.reconnect():
+def _connection_lost(
+    ctx: _Context, index: int, step: PlannedStep, error: psycopg2.Error, t0: float, *, unknown: bool = False
+) -> None:
+    """``unknown``: the connection went while the step's COMMIT was on its way, and the server
+    could not be asked afterwards whether it arrived."""
+    if not unknown and ctx.session.reconnect():
         # Record it, so diagnose and the next migrate know the step did not finish.
         _record_failure(ctx, index, step, f"connection lost: {server_error_text(error)}", None, _ms_since(t0))
-    kept = (
-        "The server rolled that step back"
-        if step.transactional
-        else "That step ran outside a transaction: the statements it had finished were kept"
-    )
+    if unknown:
+        kept = "It was committing: it may or may not have been applied"
+    elif step.transactional:
+        kept = "The server rolled that step back"
+    else:
+        kept = "That step ran outside a transaction: the statements it had finished were kept"
     raise DatabaseUnavailable(
         f"lost the connection to the database during step {index} ({step.reason}): {server_error_text(error)}",
         f"{kept}; run poststack db diagnose to see where it stopped.",
@@ -197,7 +245,11 @@ def _record_failure(
     session = ctx.session
     detail = f"{location}: {message}" if location else message
     runtime = {"execution_ms": elapsed_ms, "error": detail}
-    record = [BEGIN, RESET_SESSION, *(_with_runtime(s, runtime) for s in step.on_failure)]
+    try:
+        reset = _reset(session)
+    except psycopg2.Error:
+        reset = [RESET_SESSION]
+    record = [BEGIN, *reset, *(_with_runtime(s, runtime) for s in step.on_failure)]
     if get_action(step.action).audited:
         record.append(_audit(ctx, index, step, "failed", detail))
     try:

@@ -239,3 +239,144 @@ def test_stale_embedded_pid_file_is_cleared(tmp_path: Path):
     (tmp_path / "postmaster.pid").write_text(f"{os.getpid()}\n{tmp_path}\n")  # a live pid, not postgres
     _clear_stale_pid_file(tmp_path)
     assert not (tmp_path / "postmaster.pid").exists()
+
+
+# --- the moment of COMMIT -------------------------------------------------------------------
+# A step's COMMIT travels with its tracking and audit rows. An error or interrupt after that
+# send has gone out must not record a committed migration as failed.
+
+SLOW_COMMIT = """CREATE TABLE t (id int);
+CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER slow_at_commit AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION slow();
+INSERT INTO t VALUES (1);
+"""
+
+
+def _history(db) -> tuple[list[tuple], list[tuple]]:
+    rows = sql(db, "SELECT version, success, error FROM schema_migrations ORDER BY id")
+    audit = sql(db, "SELECT outcome FROM schema_migrations_audit WHERE action = 'apply_migration' ORDER BY id")
+    return rows, audit
+
+
+def test_sigterm_while_the_commit_runs_leaves_a_committed_migration_applied(database_url, db, tmp_path: Path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_slow_commit.sql", SLOW_COMMIT)
+    assert (
+        run_cli("db", "create-schema", "--database-url", database_url, "--migrations-dir", str(migrations)).exit_code
+        == 0
+    )
+    proc = start_migrate(database_url, migrations)
+    wait_for(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND wait_event = 'PgSleep' AND query LIKE '%%COMMIT%%'",
+        [(1,)],
+    )
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert sql(db, "SELECT to_regclass('t') IS NOT NULL") == [(True,)]  # it committed ...
+    assert _history(db) == ([("001", True, None)], [("ok",)])  # ... and nothing says it failed
+
+
+def test_a_connection_lost_after_the_commit_reports_the_step_done(database_url, db, tmp_path: Path):
+    """A proxy forwards the send that ends in COMMIT, then drops the client before the answer."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_table.sql", "CREATE TABLE t (id int);\n")
+    with _CommitDroppingProxy(database_url) as proxy:
+        result = run_cli("db", "migrate", "--database-url", proxy.url, "--migrations-dir", str(migrations))
+    assert proxy.dropped
+    assert result.exit_code == 3, result.output
+    assert "just after step 1 (apply 001_table.sql) committed" in result.stderr
+    assert "It is recorded as done" in result.stderr
+    assert _history(db) == ([("001", True, None)], [("ok",)])
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+
+
+class _CommitDroppingProxy:
+    """TCP → the test server, passing bytes through; the first client send that commits a
+    migration's tracking row is forwarded, and then that client is cut off."""
+
+    def __init__(self, database_url: str) -> None:
+        import socket
+        import threading
+
+        params = psycopg2.extensions.parse_dsn(database_url)
+        host, port = params.get("host", "localhost"), int(params.get("port", 5432))
+        self.upstream = (
+            (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}") if host.startswith("/") else (socket.AF_INET, (host, port))
+        )
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        proxy_port = self.listener.getsockname()[1]
+        keep = {k: v for k, v in params.items() if k not in ("host", "port", "hostaddr")}
+        query = "&".join(
+            f"{k}={v}" for k, v in {**keep, "sslmode": "disable", "gssencmode": "disable"}.items() if k != "dbname"
+        )
+        self.url = f"postgresql://127.0.0.1:{proxy_port}/{params['dbname']}?{query}"
+        self.dropped = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> _CommitDroppingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client) -> None:
+        import socket
+        import struct
+        import threading
+        import time
+
+        family, address = self.upstream
+        server = socket.socket(family)
+        server.connect(address)
+
+        cut = threading.Event()  # once set, nothing more reaches the client
+
+        def back() -> None:
+            try:
+                while (data := server.recv(65536)) and not cut.is_set():
+                    client.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=back, daemon=True).start()
+        buffer, started = b"", False
+        try:
+            while data := client.recv(65536):
+                buffer += data
+                while True:
+                    header = 4 if not started else 5
+                    if len(buffer) < header:
+                        break
+                    size = struct.unpack("!I", buffer[header - 4 : header])[0] + (header - 4)
+                    if len(buffer) < size:
+                        break
+                    message, buffer, started = buffer[:size], buffer[size:], True
+                    if not self.dropped and message[:1] == b"Q" and b"COMMIT" in message and b"apply 001" in message:
+                        self.dropped = True
+                        cut.set()
+                        server.sendall(message)
+                        time.sleep(0.5)  # the server commits; the client never hears it
+                        client.shutdown(socket.SHUT_RDWR)
+                        return
+                    server.sendall(message)
+        except OSError:
+            pass
+        finally:
+            client.close()
+            server.close()

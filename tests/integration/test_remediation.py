@@ -626,3 +626,19 @@ def test_plan_json_matches_its_schema(cli, db, migrations_dir: Path):
     plan = json.loads(cli("plan", "--format", "json").stdout)
     jsonschema.validate(plan, json.loads((REPO / "schemas" / "plan.schema.json").read_text()))
     assert plan["steps"][0]["action"] == "track_migration" and plan["issues"][0]["type"] == "missing_tracking"
+
+
+def test_a_step_that_changes_client_encoding_is_still_recorded_correctly(cli, db, migrations_dir: Path):
+    """The server reads a whole send in the encoding it has when the send arrives, so the
+    session is reset before the bookkeeping when a step changed client_encoding."""
+    cli("db", "migrate")
+    project_playbook(
+        migrations_dir,
+        "encoding",
+        "name: encoding\nversion: 1\ndescription: d\nhandles: []\nauto: false\nsteps:\n"
+        '  - name: s\n    action: sql\n    args: {sql: "SET client_encoding = \'LATIN1\'", description: "réglage de l\'encodage"}\n',
+    )
+    result = cli("apply", "--playbook", "encoding", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    details = [d for (d,) in sql(db, "SELECT detail FROM schema_migrations_audit WHERE action = 'sql'")]
+    assert details and all("réglage de l'encodage" in d for d in details), details
