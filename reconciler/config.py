@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from reconciler.errors import UsageError
 
@@ -24,7 +25,9 @@ MAX_LOCK_TIMEOUT = 2_147_483  # PostgreSQL's lock_timeout ceiling, in seconds
 EMBEDDED = "embedded"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@/\n]*)(?P<tail>@)")
+# The password runs to the last "@" before any blank: an unencoded "/" or "%" in it is a
+# common mistake, and masking too much is the safe side.
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
 _PASSWORD_IN_DSN = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]*)", re.IGNORECASE)
 
@@ -60,6 +63,18 @@ def mask_url(text: str) -> str:
     text = _PASSWORD_IN_URL.sub(lambda m: m["head"] + ("***" if m["pw"] else "") + m["tail"], text)
     text = _PASSWORD_IN_QUERY.sub(lambda m: m["head"] + "***", text)
     return _PASSWORD_IN_DSN.sub(lambda m: m["head"] + "***", text)
+
+
+def mask_url_secrets(text: str, url: str) -> str:
+    """``text``, a message about ``url``, with ``url``'s password hidden wherever it appears:
+    libpq quotes the part of a URL it cannot read, and that part may be the password."""
+    found = [m["pw"] for pattern in (_PASSWORD_IN_URL, _PASSWORD_IN_QUERY) for m in pattern.finditer(url)]
+    secrets = {s for s in found if s} | {unquote(s) for s in found if s}
+    for quoted in set(re.findall(r'"([^"]*)"', text)):
+        # Any overlap hides the token: a short password may hide a harmless one too.
+        if quoted and any(quoted in s or s in quoted for s in secrets):
+            text = text.replace(f'"{quoted}"', '"***"')
+    return mask_url(text)
 
 
 def _nonempty(value: str | None) -> str | None:

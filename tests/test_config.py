@@ -86,3 +86,27 @@ def test_bad_toml_names_the_file(tmp_path: Path):
 )
 def test_mask_url(text, masked):
     assert mask_url(text) == masked
+
+
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("postgresql://app:100%secure@db.example.com/prod", "100%secure"),  # an unencoded %
+        ("postgresql://app@db.example.com/prod?password=100%secure", "100%secure"),
+        ("postgresql://app:Pa%00word@db.example.com/prod", "Pa%00word"),
+        ("postgresql://app:se/cret@db.example.com/prod", "se/cret"),  # an unencoded /
+    ],
+)
+def test_a_url_libpq_cannot_read_never_shows_its_password(url: str, password: str):
+    from reconciler import dsn
+
+    with pytest.raises(UsageError) as raised:
+        dsn.parse(url)
+    message = raised.value.summary
+    assert message.startswith("cannot parse database URL ")
+    assert password not in message
+    assert '"se"' not in message  # libpq reads "app:se" as host and port: the port it quotes is half the password
+
+
+def test_mask_url_hides_a_password_with_a_slash():
+    assert mask_url("postgresql://app:se/cret@db/prod") == "postgresql://app:***@db/prod"
