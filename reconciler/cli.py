@@ -98,6 +98,10 @@ def _guard(debug: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         _err("❌ interrupted")
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # The reader went away (poststack ... | head): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141) from None
     except (typer.Exit, typer.Abort):
         raise
     except Exception as e:  # an unexpected error is still one line unless --debug

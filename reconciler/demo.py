@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import psycopg2
 
-from reconciler import tracking
+from reconciler import dsn, tracking
 from reconciler.bundled import EXAMPLE_MIGRATIONS
 from reconciler.config import Settings, mask_url
 from reconciler.db import Session, open_raw, resolve_url
@@ -77,16 +78,19 @@ def run_demo(
 ) -> DemoResult:
     server_url = resolve_url(settings, notify)
     name = DATABASE_PREFIX + secrets.token_hex(4)
-    url = _create_database(server_url, name)
-    workspace = Path(tempfile.mkdtemp(prefix="poststack-demo-"))
+    url = scratch_url(server_url, name)  # built before anything is created
+    _create_database(server_url, name)
+    workspace: Path | None = None
     try:
+        _check_is_scratch(url, name)
+        workspace = Path(tempfile.mkdtemp(prefix="poststack-demo-"))
         shutil.copytree(EXAMPLE_MIGRATIONS, workspace / "migrations")
-        demo = _Demo(url, workspace, on_event)
-        healthy = demo.play()
+        healthy = _Demo(url, workspace, on_event).play()
     finally:
         if not keep:
             _drop_database(server_url, name)
-            shutil.rmtree(workspace, ignore_errors=True)
+            if workspace is not None:
+                shutil.rmtree(workspace, ignore_errors=True)
     return DemoResult(healthy, mask_url(url), workspace if keep else None)
 
 
@@ -235,9 +239,24 @@ class _Demo:
 # --- the scratch database -------------------------------------------------------------------
 
 
-def _create_database(server_url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url  # rewrites the URL's database, keeping the rest as written
+def scratch_url(server_url: str, name: str) -> str:
+    """The server's URL with the database ``name``, rebuilt from libpq's own reading of it,
+    so nothing in the original (a ``?dbname=``, a host list) can point elsewhere."""
+    keywords = {k: v for k, v in dsn.parse(server_url).items() if k != "dbname"}
+    return f"postgresql:///{quote(name)}" + (f"?{urlencode(keywords)}" if keywords else "")
 
+
+def _check_is_scratch(url: str, name: str) -> None:
+    session = Session(open_raw(url), url)
+    try:
+        database = session.server_info().database
+    finally:
+        session.close()
+    if database != name:
+        raise OperationFailed(f"demo: {mask_url(url)} reaches database {database}, not the scratch database {name}")
+
+
+def _create_database(server_url: str, name: str) -> None:
     session = Session(open_raw(server_url), server_url)
     try:
         session.query(f"CREATE DATABASE {quote_ident(name)}")
@@ -248,7 +267,6 @@ def _create_database(server_url: str, name: str) -> str:
         ) from e
     finally:
         session.close()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def _drop_database(server_url: str, name: str) -> None:

@@ -619,7 +619,8 @@ def demo_result_text(result: Any) -> str:
     )
     if result.kept is None:
         return f"\n{ending}\nThe scratch database and its files have been removed."
+    password = " (put the password back where it shows ***)" if "***" in result.database else ""
     return (
         f"\n{ending}\nKept for you to explore: the database {result.database} and the project in {result.kept}.\n"
-        f'Try: cd {result.kept} && POSTSTACK_DATABASE_URL="{result.database}" poststack db diagnose'
+        f"Try: cd {result.kept}, set POSTSTACK_DATABASE_URL to that URL{password}, and run poststack db diagnose"
     )

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extensions
 from sqlalchemy.engine import make_url
 
 from reconciler.demo import DATABASE_PREFIX
@@ -79,3 +80,33 @@ def test_demo_without_createdb_says_so(pg_server: Server, database_url: str, tmp
     assert "the demo cannot create its scratch database" in result.stderr
     assert PASSWORD not in result.output
     assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def _libpq_parts(url: str) -> dict[str, str]:
+    return psycopg2.extensions.parse_dsn(url)
+
+
+def _query_url(parts: dict[str, str], **extra: str) -> str:
+    """A URL that names everything in its query, as libpq allows."""
+    from urllib.parse import urlencode
+
+    keep = {k: v for k, v in parts.items() if k not in ("dbname",)}
+    return "postgresql:///?" + urlencode({**keep, **extra})
+
+
+def test_demo_never_touches_the_database_the_url_names(pg_server: Server, database_url: str, db, tmp_path: Path):
+    """libpq lets ?dbname= override the path: the scratch database must still be the one used."""
+    url = _query_url(_libpq_parts(pg_server.admin_url), dbname=make_url(database_url).database)
+    result = run_process("demo", "--database-url", url, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert sql(db, "SELECT to_regclass('public.schema_migrations'), to_regclass('public.accounts')") == [(None, None)]
+
+
+def test_demo_on_a_host_list_url_leaves_nothing_behind(pg_server: Server, tmp_path: Path):
+    parts = _libpq_parts(pg_server.admin_url)
+    host, port = parts.get("host", "localhost"), parts.get("port", "5432")
+    url = _query_url(parts, host=f"{host},{host}", port=f"{port},{port}")
+    before = set(_demo_databases(pg_server.admin_url))
+    result = run_process("demo", "--database-url", url, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert set(_demo_databases(pg_server.admin_url)) == before
