@@ -43,6 +43,16 @@ _ENV_FOR_KEYWORD = {
     "target_session_attrs": "PGTARGETSESSIONATTRS",
     "load_balance_hosts": "PGLOADBALANCEHOSTS",
     "channel_binding": "PGCHANNELBINDING",
+    "require_auth": "PGREQUIREAUTH",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "sslsni": "PGSSLSNI",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "sslcertmode": "PGSSLCERTMODE",
+    "gsslib": "PGGSSLIB",
+    "gssdelegation": "PGGSSDELEGATION",
+    "client_encoding": "PGCLIENTENCODING",
 }
 
 

@@ -84,7 +84,12 @@ def load_plan(path: Path) -> Plan:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
         raise UsageError(f"{path}: not a poststack plan: {where}: {errors[0].message}")
     plan = Plan.from_json(data)
-    if data.get("hash") and data["hash"] != plan.hash:
+    if not data.get("hash"):
+        raise UsageError(
+            f"{path}: the plan has no hash, so an edit could not be told apart",
+            "Make a new one with poststack plan --out FILE.",
+        )
+    if data["hash"] != plan.hash:
         raise UsageError(
             f"{path}: the plan was edited after it was made (its hash does not match)",
             "Make a new one with poststack plan --out FILE.",

@@ -357,8 +357,17 @@ def test_edited_and_foreign_plans_are_refused(cli, db, migrations_dir: Path, tmp
     result = cli("apply", str(edited))
     assert result.exit_code == 2 and "was edited after it was made" in result.stderr
     data = json.loads(plan_file.read_text())
+    del data["hash"]  # an edit cannot hide by dropping the hash
+    data["steps"][0]["statements"][0]["sql"] = "DROP TABLE accounts"
+    unhashed = tmp_path / "unhashed.json"
+    unhashed.write_text(json.dumps(data))
+    result = cli("apply", str(unhashed))
+    assert result.exit_code == 2 and "the plan has no hash" in result.stderr
+    from reconciler.plan import Plan
+
+    data = json.loads(plan_file.read_text())
     data["database"] = "production"
-    del data["hash"]
+    data["hash"] = Plan.from_json(data).hash
     foreign = tmp_path / "foreign.json"
     foreign.write_text(json.dumps(data))
     result = cli("apply", str(foreign))

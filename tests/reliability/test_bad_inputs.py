@@ -15,6 +15,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from reconciler.plan import Plan
 from tests.conftest import PASSWORD, PASSWORD_ROLE, REPO, catalog_snapshot, run_cli, sql, write
 
 CASES = yaml.safe_load((REPO / "tests" / "data" / "bad_inputs.yaml").read_text())
@@ -63,6 +64,10 @@ def _prepare(setup: str | None, cli, db, migrations_dir: Path, tmp_path: Path) -
     elif setup == "foreign_plan":
         data = _plan(cli, db, migrations_dir, plan)
         data["database"] = "production"
+        data["hash"] = Plan.from_json(data).hash  # consistent, so the database check is what refuses it
+        plan.write_text(json.dumps(data))
+    elif setup == "unhashed_plan":
+        data = _plan(cli, db, migrations_dir, plan)
         data.pop("hash")
         plan.write_text(json.dumps(data))
     elif setup == "stale_plan":
