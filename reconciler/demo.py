@@ -243,7 +243,7 @@ def scratch_url(server_url: str, name: str) -> str:
     """The server's URL with the database ``name``, rebuilt from libpq's own reading of it,
     so nothing in the original (a ``?dbname=``, a host list) can point elsewhere."""
     keywords = {k: v for k, v in dsn.parse(server_url).items() if k != "dbname"}
-    return f"postgresql:///{quote(name)}" + (f"?{urlencode(keywords)}" if keywords else "")
+    return f"postgresql:///{quote(name)}" + (f"?{urlencode(keywords, safe='/')}" if keywords else "")
 
 
 def _check_is_scratch(url: str, name: str) -> None:
