@@ -90,8 +90,7 @@ def _query_url(parts: dict[str, str], **extra: str) -> str:
     """A URL that names everything in its query, as libpq allows."""
     from urllib.parse import urlencode
 
-    keep = {k: v for k, v in parts.items() if k not in ("dbname",)}
-    return "postgresql:///?" + urlencode({**keep, **extra})
+    return "postgresql:///?" + urlencode({**parts, **extra})
 
 
 def test_demo_never_touches_the_database_the_url_names(pg_server: Server, database_url: str, db, tmp_path: Path):
