@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,13 +20,14 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from reconciler import dsn, embedded
-from reconciler.config import Settings, mask_url
+from reconciler.config import Settings, mask_url, mask_url_secrets, masked_url
 from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackError
 from reconciler.statements import Statement
 
 APPLICATION_NAME = "poststack"
 BATCH_SEPARATOR = "\n;\n"
 CONNECT_TIMEOUT_S = 10
+OLD_BACKEND_WAIT_S = 30
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ def open_raw(url: str) -> psycopg2.extensions.connection:
             dsn.libpq_url(url), application_name=APPLICATION_NAME, connect_timeout=CONNECT_TIMEOUT_S
         )
     except psycopg2.Error as e:
-        raise DatabaseUnavailable(f"cannot connect to {mask_url(url)}: {_first_line(e)}") from e
+        raise DatabaseUnavailable(
+            f"cannot connect to {masked_url(url)}: {mask_url_secrets(_first_line(e), url)}"
+        ) from e
     conn.autocommit = True
     return conn
 
@@ -107,7 +111,7 @@ class Session:
 
     @property
     def display_url(self) -> str:
-        return mask_url(self.url)
+        return masked_url(self.url)
 
     def run(self, statement: Statement) -> None:
         self.round_trips += 1
@@ -205,16 +209,33 @@ class Session:
         return self._info
 
     def reconnect(self) -> bool:
-        """Replace a lost connection (to record what happened). False if the server is still away."""
+        """Replace a lost connection (to record what happened), once the old backend has
+        ended: until then, what it was doing (a COMMIT, say) may still land, and its lock
+        row is still its own. False if the server is still away."""
+        old = self._info.backend_pid if self._info else None
         try:
             conn = open_raw(self.url)
         except PoststackError:
             return False
         if not self.conn.closed:
             self.conn.close()
-        self.conn = conn
+        self.conn, self._info = conn, None
         self.reconnected = True
+        if old is not None:
+            self._wait_for_backend_to_end(old)
         return True
+
+    def _wait_for_backend_to_end(self, pid: int) -> None:
+        """A backend whose client went away finishes its statement first; one still running
+        after OLD_BACKEND_WAIT_S is ended, so what it did is settled either way."""
+        deadline, terminated = time.monotonic() + OLD_BACKEND_WAIT_S, False
+        while self.query_one("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+            if time.monotonic() > deadline:
+                if terminated:
+                    return
+                self.query("SELECT pg_terminate_backend(%s)", (pid,))
+                deadline, terminated = time.monotonic() + 5, True
+            time.sleep(0.05)
 
     def close(self) -> None:
         if not self.conn.closed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import psycopg2
@@ -71,6 +72,7 @@ class _Context:
     plan: Plan
     migrations_dir: Path | None
     who: str = field(default_factory=host_pid)
+    started: datetime | None = None  # the server's clock when the run began
 
     @property
     def run(self) -> RunContext:
@@ -91,6 +93,10 @@ def execute(
 ) -> ExecutionResult:
     """Run ``plan`` on ``session``. The caller holds the migration lock."""
     ctx = _Context(session, plan, migrations_dir)
+    # The server's clock at the start: this run's audit rows are the ones written after it
+    # (the same plan, from the same host:pid, may have run before).
+    started_row = session.query_one("SELECT clock_timestamp()")
+    ctx.started = started_row[0] if started_row else None
     outcomes: list[StepOutcome] = []
     started = time.monotonic()
     for group in plan.transactions():
@@ -154,7 +160,8 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
         return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome)
     except (psycopg2.Error, StepError) as e:
         lost = isinstance(e, psycopg2.Error) and (is_connection_lost(e) or session.conn.closed)
-        committed = _committed(ctx, index, step) if committing else False
+        # An error the server sent means the COMMIT did not happen; only a lost answer is a question.
+        committed = _committed(ctx, index, step) if committing and lost else False
         if committed:
             # The COMMIT went through and only its answer was lost: the step is done.
             raise DatabaseUnavailable(
@@ -205,8 +212,8 @@ def _committed(ctx: _Context, index: int, step: PlannedStep) -> bool | None:
         session.rollback()
         row = session.query_one(
             f"SELECT EXISTS (SELECT 1 FROM {qualified(ctx.plan.tracking_schema, tracking.AUDIT_TABLE)} "
-            "WHERE plan_hash = %s AND step = %s AND host_pid = %s AND outcome IN ('ok', 'manual'))",
-            (ctx.plan.hash, index, ctx.who),
+            "WHERE plan_hash = %s AND step = %s AND host_pid = %s AND outcome IN ('ok', 'manual') AND at >= %s)",
+            (ctx.plan.hash, index, ctx.who, ctx.started),
         )
     except psycopg2.Error:
         return None

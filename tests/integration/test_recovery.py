@@ -295,6 +295,46 @@ def test_a_connection_lost_after_the_commit_reports_the_step_done(database_url, 
     assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
 
 
+def test_a_connection_lost_while_the_commit_still_runs_waits_for_its_outcome(database_url, db, tmp_path: Path):
+    """The client is cut off while the server is still committing (a slow deferred trigger):
+    poststack waits for the old backend to finish before asking what happened."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_slow_commit.sql", SLOW_COMMIT)
+    with _CommitDroppingProxy(database_url) as proxy:
+        result = run_cli("db", "migrate", "--database-url", proxy.url, "--migrations-dir", str(migrations))
+    assert proxy.dropped
+    assert result.exit_code == 3 and "just after step 1 (apply 001_slow_commit.sql) committed" in result.stderr
+    assert _history(db) == ([("001", True, None)], [("ok",)])
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+
+
+def test_a_commit_the_server_refuses_is_a_failure_even_when_the_same_plan_ran_before(db, cli, migrations_dir: Path):
+    """A rollback puts tracking back as it was, so migrating again makes the very same plan;
+    its earlier audit rows must not be mistaken for this run's."""
+    for path in migrations_dir.glob("*"):
+        path.unlink()
+    write(
+        migrations_dir,
+        "001_guarded.sql",
+        "CREATE TABLE flag (on_ boolean);\nCREATE TABLE t (id int);\n"
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF EXISTS (SELECT 1 FROM flag) THEN RAISE EXCEPTION 'flag is set'; END IF; RETURN NULL; END $$;\n"
+        "CREATE CONSTRAINT TRIGGER guard AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse();\n",
+    )
+    write(migrations_dir, "002_insert.sql", "INSERT INTO t VALUES (1);\n")
+    write(migrations_dir, "002_insert.rollback.sql", "DELETE FROM t;\n")
+    assert cli("db", "migrate", "--target", "001").exit_code == 0
+    assert cli("db", "migrate").exit_code == 0
+    assert cli("db", "rollback", "001").exit_code == 0
+    sql(db, "INSERT INTO flag VALUES (true)")
+    result = cli("db", "migrate")
+    assert result.exit_code == 1 and "flag is set" in result.output, result.output
+    assert "committed" not in result.output
+    assert sql(db, "SELECT count(*) FROM t") == [(0,)]
+    assert sql(db, "SELECT success FROM schema_migrations WHERE version = '002' ORDER BY id") == [(False,)]
+
+
 class _CommitDroppingProxy:
     """TCP → the test server, passing bytes through; the first client send that commits a
     migration's tracking row is forwarded, and then that client is cut off."""
