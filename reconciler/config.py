@@ -25,9 +25,11 @@ MAX_LOCK_TIMEOUT = 2_147_483  # PostgreSQL's lock_timeout ceiling, in seconds
 EMBEDDED = "embedded"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-# The password runs to the last "@" before any blank: an unencoded "/" or "%" in it is a
-# common mistake, and masking too much is the safe side.
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<tail>@)")
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@/\n]*)(?P<tail>@)")
+# A configured URL, read whole: its password runs to the last "@", so one written carelessly
+# (an unencoded "/", "@" or "%") is hidden too. Only for text known to be that URL: in free
+# text the same pattern would swallow "host:443/@scope" and the like.
+_CARELESS_URL = re.compile(r"^(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>.*)(?P<tail>@[^@]*)$", re.DOTALL)
 _PASSWORD_IN_DSN = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]*)", re.IGNORECASE)
 
@@ -55,7 +57,7 @@ class Settings:
 
     @property
     def display_url(self) -> str:
-        return mask_url(self.database_url) if self.database_url else f"embedded PostgreSQL ({self.embedded_data_dir})"
+        return masked_url(self.database_url) if self.database_url else f"embedded PostgreSQL ({self.embedded_data_dir})"
 
 
 def mask_url(text: str) -> str:
@@ -65,15 +67,29 @@ def mask_url(text: str) -> str:
     return _PASSWORD_IN_DSN.sub(lambda m: m["head"] + "***", text)
 
 
+def masked_url(url: str) -> str:
+    """The configured database URL for display, its password hidden however it is written."""
+    match = _CARELESS_URL.match(url)
+    if match and match["pw"]:
+        url = match["head"] + "***" + match["tail"]
+    return mask_url(url)
+
+
 def mask_url_secrets(text: str, url: str) -> str:
     """``text``, a message about ``url``, with ``url``'s password hidden wherever it appears:
     libpq quotes the part of a URL it cannot read, and that part may be the password."""
-    found = [m["pw"] for pattern in (_PASSWORD_IN_URL, _PASSWORD_IN_QUERY) for m in pattern.finditer(url)]
+    careless = _CARELESS_URL.match(url)
+    found = [m["pw"] for m in _PASSWORD_IN_QUERY.finditer(url)] + ([careless["pw"]] if careless else [])
     secrets = {s for s in found if s} | {unquote(s) for s in found if s}
+    secrets |= {s.strip("\"'") for s in secrets if s.strip("\"'")}
+    # libpq ends the password at its first "@": the rest is read as the host, and quoted as one.
+    secrets |= {s.split("@", 1)[1] for s in secrets if "@" in s and s.split("@", 1)[1]}
     for quoted in set(re.findall(r'"([^"]*)"', text)):
         # Any overlap hides the token: a short password may hide a harmless one too.
         if quoted and any(quoted in s or s in quoted for s in secrets):
             text = text.replace(f'"{quoted}"', '"***"')
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")  # unquoted, or inside quotes of its own
     return mask_url(text)
 
 
@@ -140,7 +156,7 @@ def resolve_settings(
         source = EMBEDDED
     elif not re.match(r"^postgres(ql)?(\+psycopg2)?://", url):
         raise UsageError(
-            f"database URL from {source} is not a postgresql:// URL: {mask_url(url)}",
+            f"database URL from {source} is not a postgresql:// URL: {masked_url(url)}",
             "Write it as postgresql://USER@HOST:5432/DBNAME, with the password after USER: or in PGPASSWORD.",
         )
 

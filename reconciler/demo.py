@@ -26,7 +26,7 @@ import psycopg2
 
 from reconciler import dsn, tracking
 from reconciler.bundled import EXAMPLE_MIGRATIONS
-from reconciler.config import Settings, mask_url
+from reconciler.config import Settings, masked_url
 from reconciler.db import Session, open_raw, resolve_url
 from reconciler.errors import DatabaseUnavailable, OperationFailed
 from reconciler.files import load_migrations
@@ -81,17 +81,19 @@ def run_demo(
     url = scratch_url(server_url, name)  # built before anything is created
     _create_database(server_url, name)
     workspace: Path | None = None
+    started = False  # --keep keeps a demo that ran, not a database it never got into
     try:
         _check_is_scratch(url, name)
         workspace = Path(tempfile.mkdtemp(prefix="poststack-demo-"))
         shutil.copytree(EXAMPLE_MIGRATIONS, workspace / "migrations")
+        started = True
         healthy = _Demo(url, workspace, on_event).play()
     finally:
-        if not keep:
+        if not (keep and started):
             _drop_database(server_url, name)
             if workspace is not None:
                 shutil.rmtree(workspace, ignore_errors=True)
-    return DemoResult(healthy, mask_url(url), workspace if keep else None)
+    return DemoResult(healthy, masked_url(url), workspace if keep else None)
 
 
 class _Demo:
@@ -103,7 +105,7 @@ class _Demo:
 
     def play(self) -> bool:
         self.section(
-            f"A scratch database ({mask_url(self.url)}) and the example migrations in {self.workspace}/migrations"
+            f"A scratch database ({masked_url(self.url)}) and the example migrations in {self.workspace}/migrations"
         )
         self.poststack("db", "migrate", "--target", "001")
 
@@ -243,7 +245,7 @@ def scratch_url(server_url: str, name: str) -> str:
     """The server's URL with the database ``name``, rebuilt from libpq's own reading of it,
     so nothing in the original (a ``?dbname=``, a host list) can point elsewhere."""
     keywords = {k: v for k, v in dsn.parse(server_url).items() if k != "dbname"}
-    return f"postgresql:///{quote(name)}" + (f"?{urlencode(keywords, safe='/')}" if keywords else "")
+    return f"postgresql:///{quote(name)}" + (f"?{urlencode(keywords, safe='/', quote_via=quote)}" if keywords else "")
 
 
 def _check_is_scratch(url: str, name: str) -> None:
@@ -253,7 +255,7 @@ def _check_is_scratch(url: str, name: str) -> None:
     finally:
         session.close()
     if database != name:
-        raise OperationFailed(f"demo: {mask_url(url)} reaches database {database}, not the scratch database {name}")
+        raise OperationFailed(f"demo: {masked_url(url)} reaches database {database}, not the scratch database {name}")
 
 
 def _create_database(server_url: str, name: str) -> None:
@@ -262,7 +264,7 @@ def _create_database(server_url: str, name: str) -> None:
         session.query(f"CREATE DATABASE {quote_ident(name)}")
     except psycopg2.errors.InsufficientPrivilege as e:
         raise DatabaseUnavailable(
-            f"the demo cannot create its scratch database on {mask_url(server_url)}: permission denied",
+            f"the demo cannot create its scratch database on {masked_url(server_url)}: permission denied",
             "Run it on the embedded server (no --database-url), or as a role with CREATEDB.",
         ) from e
     finally:

@@ -12,7 +12,7 @@ import re
 import psycopg2
 import psycopg2.extensions
 
-from reconciler.config import mask_url, mask_url_secrets
+from reconciler.config import mask_url_secrets, masked_url
 from reconciler.errors import UsageError
 
 # SQLAlchemy-style URLs name a driver; libpq wants the bare scheme.
@@ -67,11 +67,11 @@ def parse(url: str) -> dict[str, str]:
         keywords = psycopg2.extensions.parse_dsn(libpq_url(url))
     except psycopg2.ProgrammingError as e:
         reason = str(e).strip().splitlines()[0].removeprefix("invalid dsn: ")
-        raise UsageError(f"cannot parse database URL {mask_url(url)}: {mask_url_secrets(reason, url)}") from e
+        raise UsageError(f"cannot parse database URL {masked_url(url)}: {mask_url_secrets(reason, url)}") from e
     for port in filter(None, keywords.get("port", "").split(",")):
         if not port.isdigit():
             reason = mask_url_secrets(f'port "{port}" is not a number', url)
-            raise UsageError(f"cannot parse database URL {mask_url(url)}: {reason}")
+            raise UsageError(f"cannot parse database URL {masked_url(url)}: {reason}")
     return keywords
 
 

@@ -95,6 +95,8 @@ def test_mask_url(text, masked):
         ("postgresql://app@db.example.com/prod?password=100%secure", "100%secure"),
         ("postgresql://app:Pa%00word@db.example.com/prod", "Pa%00word"),
         ("postgresql://app:se/cret@db.example.com/prod", "se/cret"),  # an unencoded /
+        ("postgresql://app:my 100%secure@db.example.com/prod", "my 100%secure"),  # and a space
+        ('postgresql://app@db.example.com/prod?password="100%secure"', "100%secure"),  # quoted
     ],
 )
 def test_a_url_libpq_cannot_read_never_shows_its_password(url: str, password: str):
@@ -108,5 +110,24 @@ def test_a_url_libpq_cannot_read_never_shows_its_password(url: str, password: st
     assert '"se"' not in message  # libpq reads "app:se" as host and port: the port it quotes is half the password
 
 
-def test_mask_url_hides_a_password_with_a_slash():
-    assert mask_url("postgresql://app:se/cret@db/prod") == "postgresql://app:***@db/prod"
+def test_mask_url_leaves_free_text_alone_and_still_hides_passwords():
+    # A port then, further on, an "@": not a password (it used to be mangled in stored errors).
+    text = "Key (u)=(https://registry.npmjs.org:443/@babel/core) already exists."
+    assert mask_url(text) == text
+    assert mask_url("postgresql://app:my secret@db:5432/prod") == "postgresql://app:***@db:5432/prod"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://app:se/cret@db/prod", "postgresql://app:p@ss@db/prod", "postgresql://app:my secret@db/prod"],
+)
+def test_a_configured_url_is_shown_without_its_password_however_written(url: str):
+    from reconciler.config import masked_url
+
+    shown = masked_url(url)
+    assert (
+        shown.startswith("postgresql://app:***@")
+        and "secret" not in shown
+        and "cret" not in shown
+        and "p@ss" not in shown
+    )

@@ -88,9 +88,9 @@ def _libpq_parts(url: str) -> dict[str, str]:
 
 def _query_url(parts: dict[str, str], **extra: str) -> str:
     """A URL that names everything in its query, as libpq allows."""
-    from urllib.parse import urlencode
+    from urllib.parse import quote, urlencode
 
-    return "postgresql:///?" + urlencode({**parts, **extra})
+    return "postgresql:///?" + urlencode({**parts, **extra}, quote_via=quote)  # libpq reads no "+" as a space
 
 
 def test_demo_never_touches_the_database_the_url_names(pg_server: Server, database_url: str, db, tmp_path: Path):
@@ -108,4 +108,19 @@ def test_demo_on_a_host_list_url_leaves_nothing_behind(pg_server: Server, tmp_pa
     before = set(_demo_databases(pg_server.admin_url))
     result = run_process("demo", "--database-url", url, cwd=tmp_path)
     assert result.exit_code == 0, result.output
+    assert set(_demo_databases(pg_server.admin_url)) == before
+
+
+def test_demo_keeps_settings_with_spaces_in_the_url(pg_server: Server, tmp_path: Path):
+    """A value with a space (options=-c ...) must reach the scratch database as written."""
+    url = _query_url(_libpq_parts(pg_server.admin_url), options="-c statement_timeout=0")
+    result = run_process("demo", "--database-url", url, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+
+
+def test_demo_keep_does_not_keep_a_database_it_never_got_into(pg_server: Server, tmp_path: Path):
+    before = set(_demo_databases(pg_server.admin_url))
+    url = _query_url(_libpq_parts(pg_server.admin_url), options="-c no_such_setting=1")
+    result = run_process("demo", "--keep", "--database-url", url, cwd=tmp_path)
+    assert result.exit_code == 3, result.output
     assert set(_demo_databases(pg_server.admin_url)) == before
