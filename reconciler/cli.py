@@ -427,7 +427,7 @@ def validate(
     with _guard(debug):
         settings = _settings(database_url, migrations_dir, schema, debug)
         result = diagnosis.validate(settings, check_rollbacks=check_rollbacks, notify=_notify)
-        _emit(fmt, result, report.validation_text, report.validation_json)
+        _emit(fmt, result, report.validation_text, report.checks_json)
         if not result.ok:
             raise typer.Exit(EXIT_PROBLEMS)
 
@@ -445,7 +445,7 @@ def verify_migrations(
 
     with _guard(debug):
         result = diagnosis.verify_migrations(_settings(database_url, migrations_dir, schema, debug), notify=_notify)
-        _emit(fmt, result, report.verification_text, report.verification_json)
+        _emit(fmt, result, report.verification_text, report.checks_json)
         if not result.ok:
             raise typer.Exit(EXIT_PROBLEMS)
 

@@ -378,11 +378,8 @@ def verification_text(result: Any) -> str:
     return "\n".join(["❌ Migration verification failed!", *(f"   Error: {e}" for e in result.errors)])
 
 
-def validation_json(result: Any) -> str:
-    return to_json({"ok": result.ok, **asdict(result)})
-
-
-def verification_json(result: Any) -> str:
+def checks_json(result: Any) -> str:
+    """validate and verify-migrations: their result, and whether it passed."""
     return to_json({"ok": result.ok, **asdict(result)})
 
 
