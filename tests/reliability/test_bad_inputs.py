@@ -7,8 +7,6 @@ import json
 import os
 import pwd
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,20 +88,34 @@ def _url(kind: str | None, database_url: str, pg_server) -> str:
 
 
 def _run_as_nobody(args: list[str]) -> tuple[int, str]:
-    """As a user that cannot read the directory (root reads everything)."""
+    """As a user that cannot read the directory (root reads everything): in a forked copy of
+    this process, so it does not matter whether that user may run this interpreter or read
+    the virtual environment (a pyenv Python under a private home, a venv in a 0700 temp dir)."""
+    import reconciler.commands  # imported before the fork: that user may not be able to read them
+    import reconciler.report
+    import reconciler.runner  # noqa: F401
+
     nobody = pwd.getpwnam("nobody")
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/tmp", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        user=nobody.pw_uid,
-        group=nobody.pw_gid,
-        extra_groups=[],
-    )
-    return proc.returncode, proc.stdout + proc.stderr
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become nobody, run the command in-process, report, and leave
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            result = run_cli(*args)
+            payload = [result.exit_code, result.output]
+        except BaseException as e:  # anything at all must reach the parent, not a test runner in the child
+            payload = [255, f"{type(e).__name__}: {e}"]
+        os.write(write_end, json.dumps(payload).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    code, output = json.loads(data)
+    return code, output
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
