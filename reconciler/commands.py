@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__, embedded
 from reconciler.config import Settings
-from reconciler.db import Session, connect
+from reconciler.db import DatabaseRef, Session, connect
 from reconciler.errors import DatabaseUnavailable, UsageError
 from reconciler.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
 from reconciler.plan import Plan
@@ -20,6 +20,7 @@ from reconciler.tracking import LockState, ObservedTracking, observe_tracking
 if TYPE_CHECKING:  # the execution stack is imported by the verbs that run something
     from reconciler import executor, runner
     from reconciler.history import History
+    from reconciler.pending import Allowances
 
 Notify = Callable[[str], None]
 
@@ -32,16 +33,17 @@ def migrate(
     *,
     target: str | None,
     dry_run: bool,
-    retry_failed: bool = False,
+    allow: Allowances | None = None,
     notify: Notify | None = None,
     on_step: executor.StepCallback | None = None,
 ) -> runner.RunResult:
     from reconciler import runner
+    from reconciler.pending import Allowances
 
     migrations = load_migrations(settings.migrations_dir)
     with connect(settings, notify) as session:
         return runner.migrate(
-            session, settings, migrations, target=target, dry_run=dry_run, retry_failed=retry_failed, on_step=on_step
+            session, settings, migrations, target=target, dry_run=dry_run, allow=allow or Allowances(), on_step=on_step
         )
 
 
@@ -215,6 +217,7 @@ class CreateSchemaResult:
     dropped_rows: int
     created: tuple[str, ...]
     execution: executor.ExecutionResult
+    database: DatabaseRef
 
 
 def create_schema(settings: Settings, *, force: bool, notify: Notify | None = None) -> CreateSchemaResult:
@@ -240,9 +243,10 @@ def create_schema(settings: Settings, *, force: bool, notify: Notify | None = No
                 f"Grant the role CREATE on schema {schema}, or point --schema at a schema it owns.",
             )
         after = observe_tracking(session, schema).tables
+        database = session.database_ref
     dropped = tuple(sorted(before)) if force else ()
     created = tuple(sorted(after - (before - set(dropped))))
-    return CreateSchemaResult(schema, dropped, len(observed.rows) if force else 0, created, execution)
+    return CreateSchemaResult(schema, dropped, len(observed.rows) if force else 0, created, execution, database)
 
 
 # --- backup -----------------------------------------------------------------------------
@@ -280,6 +284,7 @@ def backup(
 @dataclass(frozen=True)
 class ShellResult:
     status: str  # the last command's tag, e.g. "DROP TABLE" or "SELECT 3"
+    database: DatabaseRef  # the SQL may have changed it: the report names it
     columns: tuple[str, ...] = ()
     rows: tuple[tuple[Any, ...], ...] = ()
     notices: tuple[str, ...] = field(default=())
@@ -323,7 +328,7 @@ def run_sql(session: Session, sql: str) -> ShellResult:
         rows = tuple(cur.fetchall()) if cur.description else ()
         status = cur.statusmessage or ""
     notices = tuple(n.strip() for n in session.conn.notices)
-    return ShellResult(status, columns, rows, notices)
+    return ShellResult(status, session.database_ref, columns, rows, notices)
 
 
 @dataclass(frozen=True)

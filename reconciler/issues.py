@@ -76,7 +76,10 @@ CATALOGUE: dict[IssueType, IssueKind] = {
     IssueType.ORPHANED_SCHEMA: IssueKind(Severity.MEDIUM, "Create migration for existing schema or remove it", False),
     IssueType.MISSING_FILE: IssueKind(Severity.HIGH, "Restore the migration file from version control", False),
     IssueType.OUT_OF_ORDER: IssueKind(
-        Severity.MEDIUM, "Apply it with poststack db migrate (it runs out of order) or renumber it", True
+        Severity.MEDIUM,
+        "If it ran, track it with poststack db recover --force; to run it now, poststack db migrate "
+        "--allow-out-of-order; or renumber it",
+        False,
     ),
     IssueType.MISSING_OBJECTS: IssueKind(
         Severity.HIGH, "Recreate the missing objects or restore them from a backup", False

@@ -15,6 +15,7 @@ from reconciler.attribution import Verdict, attribute
 from reconciler.checks import Facts, run_checks
 from reconciler.errors import UsageError
 from reconciler.issues import Issue, IssueType
+from reconciler.pending import Allowances, Hold, Readiness, decide
 from reconciler.plan import Plan, PlannedStep, PlaybookRef
 from reconciler.playbook import EVIDENCE_APPLIED, PENDING, Playbook, PlaybookError, StepSpec, find
 from reconciler.render import RenderError, evaluate, render_value
@@ -29,21 +30,34 @@ class PlanRequest:
     include_unhandled: bool = True  # add manual steps for issues no playbook handles
 
 
-def _pending(facts: Facts, force: bool, retryable: set[str]) -> list[dict[str, Any]]:
-    """Migrations to apply: not tracked as applied, not applied by hand, not half-applied."""
-    tracking = facts.observed.tracking
-    items = []
-    for migration in facts.desired.migrations.migrations:
-        if migration.number in tracking.applied:
-            continue
-        failed = tracking.failed.get(migration.number)
-        if failed is not None and not failed.transactional and not force and migration.version not in retryable:
-            continue  # it may have left part of itself behind: repair decides, not migrate
-        found = facts.attributions.get(migration.version)
-        if found is not None and found.verdict in (Verdict.APPLIED, Verdict.PARTIAL):
-            continue
-        items.append({"version": migration.version, "description": migration.description, "retry": failed is not None})
-    return items
+def _readiness(facts: Facts, request: PlanRequest, retryable: set[str], recorded: frozenset[int]) -> Readiness:
+    """Which pending migrations may run after the steps planned so far (``recorded``: what
+    they track as applied). A migration that failed outside a transaction is retried only
+    when its repair was planned (``retryable``) or forced."""
+    variables = request.variables
+    allow = Allowances(
+        out_of_order=bool(variables.get("allow_out_of_order")),
+        undetermined=bool(variables.get("allow_undetermined")),
+        retry_failed=bool(variables.get("force")),
+        retry=frozenset(retryable),
+    )
+    desired, observed = facts.desired, facts.observed
+    return decide(
+        desired.migrations,
+        observed.tracking,
+        facts.attributions,
+        desired.history,
+        observed.catalog,
+        allow,
+        recorded=recorded,
+    )
+
+
+def _pending_items(readiness: Readiness) -> list[dict[str, Any]]:
+    return [
+        {"version": r.migration.version, "description": r.migration.description, "retry": r.retry}
+        for r in readiness.runnable
+    ]
 
 
 def _observed_summary(facts: Facts) -> dict[str, Any]:
@@ -60,6 +74,8 @@ def _observed_summary(facts: Facts) -> dict[str, Any]:
             "holder": lock.describe() if lock else "not locked",
             "backend_pid": lock.backend_pid if lock else None,
             "holder_alive": bool(lock and lock.holder_alive),
+            "backend_alive": bool(lock and lock.backend_alive),
+            "client_alive": lock.client_alive if lock else None,
         },
     }
 
@@ -105,14 +121,18 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
     types = [IssueType(t) for t in wanted if t != PENDING] if wanted else list(IssueType)
     issues = run_checks(facts, types)
     retryable = {i.version for i in issues if i.type is IssueType.PARTIAL_MIGRATION and i.auto_fixable and i.version}
-    force = bool(request.variables.get("force"))
-    pending = _pending(facts, force, retryable) if (not wanted or PENDING in wanted) else []
-    present = {i.type.value for i in issues} | ({PENDING} if pending else set())
+    migrating = not wanted or PENDING in wanted
+    # Only for choosing playbooks: what recover in the same plan would track counts as tracked.
+    tracked_by_recover = frozenset(
+        int(i.version) for i in issues if i.type is IssueType.MISSING_TRACKING and i.version and i.version.isdigit()
+    )
+    readiness = _readiness(facts, request, retryable, tracked_by_recover) if migrating else None
+    present = {i.type.value for i in issues} | ({PENDING} if readiness and readiness.runnable else set())
     chosen = choose(playbooks, request, present)
 
     context: dict[str, Any] = {
         "issues": [i.to_json() for i in issues],
-        "pending": pending,
+        "pending": [],
         "observed": _observed_summary(facts),
         # Attributing every migration is the costly part: only for a step that ranges over it.
         EVIDENCE_APPLIED: _evidence_applied(facts)
@@ -122,14 +142,35 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
     }
     steps: list[PlannedStep] = []
     for book in chosen:
+        if migrating:
+            # Pending is what may run after the steps before this playbook: a migration they
+            # track as applied by hand is never run, and anything older than it is out of order.
+            recorded = frozenset(int(s.version) for s in steps if s.action == "track_migration" and s.version)
+            readiness = _readiness(facts, request, retryable, recorded)
+            context["pending"] = _pending_items(readiness)
         for spec in book.steps:
-            steps += _expand(book, spec, context, ctx, issues, pending)
+            steps += _expand(book, spec, context, ctx, issues, context["pending"])
 
     handled = {t for p in chosen for t in p.handles}
+    if not request.variables.get("allow_out_of_order"):
+        handled.discard(IssueType.OUT_OF_ORDER.value)  # only an explicit flag runs them
+    held = {h.version: h for h in readiness.holds} if readiness else {}
     if request.include_unhandled:
         for issue in issues:
-            if issue.type.value not in handled:
+            if issue.type.value not in handled and issue.version not in held:
                 steps.append(_manual_for(issue, ctx))
+    if readiness and readiness.holds:
+        covered = {s.version for s in steps if s.action in ("manual", "track_migration")}
+        waiting = list(readiness.waiting)
+        for hold in readiness.holds:
+            if hold.version not in covered:
+                steps.append(_manual_for_hold(hold, waiting, ctx))
+                waiting = []  # said once, with the first
+        if waiting:
+            first = readiness.holds[0].version
+            instructions = f"Migrations {', '.join(waiting)} wait until migration {first} is resolved."
+            step = get_action("manual").step(ctx, {"instructions": instructions})
+            steps.append(replace(step, playbook="(held: not run)", title="pending migrations wait"))
 
     # A step's own action counts too (the loader also refuses one in a playbook not marked destructive).
     destructive = any(p.destructive for p in chosen) or any(get_action(s.action).destructive for s in steps)
@@ -190,6 +231,15 @@ def _expand(
             raise PlaybookError(f"{book.where(spec)}: step {spec.name!r}: {e.summary}") from e
         planned.append(replace(step, playbook=book.name, title=str(title)))
     return planned
+
+
+def _manual_for_hold(hold: Hold, waiting: list[str], ctx: BuildContext) -> PlannedStep:
+    instructions = f"{hold.reason}. {hold.remedy}"
+    if waiting:
+        instructions += f" Migrations {', '.join(waiting)} wait until migration {hold.version} is resolved."
+    held = {"type": hold.kind.value, "version": hold.version, "message": hold.reason}
+    step = get_action("manual").step(ctx, {"instructions": instructions, "issue": held})
+    return replace(step, playbook="(held: not run)", title=f"migration {hold.version} is held ({hold.kind.value})")
 
 
 def _manual_for(issue: Issue, ctx: BuildContext) -> PlannedStep:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from reconciler import executor, locking
 from reconciler.actions import BuildContext, get_action
 from reconciler.config import Settings
-from reconciler.db import Session
+from reconciler.db import DatabaseRef, Session
 from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
 from reconciler.files import MigrationSet, version_number
+from reconciler.pending import NOTHING_ALLOWED, Allowances, Readiness, decide
 from reconciler.plan import Plan, PlannedStep
 from reconciler.tracking import ObservedTracking, observe_tracking
 
@@ -23,6 +24,7 @@ class RunResult:
     plan: Plan
     execution: executor.ExecutionResult | None  # None for a dry run
     dry_run: bool
+    database: DatabaseRef  # where it ran: the report names it, so no run passes for another's
 
     @property
     def ok(self) -> bool:
@@ -30,52 +32,66 @@ class RunResult:
 
 
 def migrate_plan(
-    migrations: MigrationSet, observed: ObservedTracking, target: str | None = None, retry_failed: bool = False
+    migrations: MigrationSet,
+    observed: ObservedTracking,
+    readiness: Readiness,
+    target: str | None = None,
 ) -> Plan:
-    """Every pending migration up to ``target``, in numeric order. Pure. A migration that
-    failed outside a transaction is retried only with ``retry_failed``: it may have left
-    part of itself behind, and a person must have looked."""
+    """Every pending migration up to ``target``, in numeric order, as ``readiness`` allows.
+    Pure. Refused whole when any migration up to ``target`` is held: a later one never runs
+    over an unresolved earlier one."""
     ctx = BuildContext(observed.schema, migrations)
     limit = _target_number(migrations, target) if target is not None else None
+    if readiness.holds:
+        raise MigrationsHeld(readiness)
     steps: list[PlannedStep] = []
     notes: list[str] = []
     if not observed.complete:
         steps.append(get_action("create_tracking").step(ctx, {}))
 
-    newest_applied = max(observed.applied, default=None)
     for migration in migrations.migrations:
-        if migration.number in observed.applied:
-            row = observed.applied[migration.number]
-            if row.checksum and row.checksum != migration.file.checksum_as(row.checksum_algorithm):
-                notes.append(
-                    f"Migration {migration.version} was edited after it was applied "
-                    f"(checksum {row.checksum[:8]} tracked, {migration.checksum[:8]} on disk); "
-                    "see poststack db diagnose --type checksum_mismatch"
-                )
-            continue
-        if limit is not None and migration.number > limit:
-            continue
-        failed = observed.failed.get(migration.number)
-        if failed is not None and not failed.transactional and not retry_failed:
-            raise OperationFailed(
-                f"Migration {migration.version} failed earlier outside a transaction and may be partly applied",
-                f"Its error was: {failed.error}. See what it left with poststack db diagnose (an INVALID index, "
-                "some of its objects), clean that up or make the file tolerate it, then run "
-                "poststack db migrate --retry-failed.",
+        row = observed.applied.get(migration.number)
+        if row is not None and row.checksum and row.checksum != migration.file.checksum_as(row.checksum_algorithm):
+            notes.append(
+                f"Migration {migration.version} was edited after it was applied "
+                f"(checksum {row.checksum[:8]} tracked, {migration.checksum[:8]} on disk); "
+                "see poststack db diagnose --type checksum_mismatch"
             )
+    newest_applied = max(observed.applied, default=None)
+    for item in readiness.runnable:
+        migration = item.migration
         if newest_applied is not None and migration.number < newest_applied:
             notes.append(
                 f"Migration {migration.version} is applied out of order "
-                f"(migration {observed.applied[newest_applied].version} is already applied)"
+                f"(migration {observed.applied[newest_applied].version} is already applied; --allow-out-of-order)"
             )
-        steps.append(
-            get_action("apply_migration").step(ctx, {"version": migration.version, "retry": failed is not None})
-        )
+        steps.append(get_action("apply_migration").step(ctx, {"version": migration.version, "retry": item.retry}))
 
     reason = None
     if not any(s.action == "apply_migration" for s in steps):
         reason = "Database is up to date" if limit is None else f"Database is already at or past {target}"
     return Plan("migrate", observed.schema, observed.fingerprint, tuple(steps), reason, tuple(notes))
+
+
+class MigrationsHeld(OperationFailed):
+    """Pending migrations that may already have run, or must not run yet: nothing runs."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        first = readiness.holds[0]
+        others = [h.version for h in readiness.holds[1:]]
+        detail = first.remedy
+        if others:
+            detail += f" Also held: {_listing(others)}."
+        if readiness.waiting:
+            detail += f" Waiting behind them: {_listing(list(readiness.waiting))}."
+        super().__init__(f"Nothing was run. {first.reason}.", detail)
+        self.readiness = readiness
+
+
+def _listing(versions: list[str], most: int = 6) -> str:
+    if len(versions) <= most:
+        return ", ".join(versions)
+    return f"{', '.join(versions[:3])} … {', '.join(versions[-2:])} ({len(versions)} in all)"
 
 
 def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: str) -> Plan:
@@ -133,6 +149,35 @@ def ensure_tracking(session: Session, settings: Settings, migrations: MigrationS
         raise OperationFailed(f"cannot create the tracking tables: {result.failure.message}")
 
 
+def look(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    target: str | None,
+    allow: Allowances,
+    tracking: ObservedTracking | None = None,
+) -> tuple[ObservedTracking, Readiness]:
+    """Tracking, and when anything is pending, the catalog: which pending migrations may run.
+    The catalog is read in the same constant number of queries as diagnose."""
+    tracking = tracking if tracking is not None else observe_tracking(session, settings.tracking_schema)
+    limit = _target_number(migrations, target) if target is not None else None
+    pending = [
+        m for m in migrations.migrations if m.number not in tracking.applied and (limit is None or m.number <= limit)
+    ]
+    if not pending:
+        return tracking, decide(migrations, tracking, {}, None, None, allow, limit)
+    from reconciler.catalog import session_search_path
+    from reconciler.checks.base import Facts
+    from reconciler.state import DesiredState, observe, read_history
+
+    history = read_history(migrations, session_search_path(session), settings.tracking_schema)
+    desired = DesiredState(migrations, (), history)
+    observed = observe(session, settings.tracking_schema, desired)
+    facts = Facts(desired, observed)
+    readiness = decide(migrations, observed.tracking, facts.attributions, history, observed.catalog, allow, limit)
+    return observed.tracking, readiness
+
+
 def migrate(
     session: Session,
     settings: Settings,
@@ -140,22 +185,28 @@ def migrate(
     *,
     target: str | None = None,
     dry_run: bool = False,
-    retry_failed: bool = False,
+    allow: Allowances = NOTHING_ALLOWED,
     on_step: executor.StepCallback | None = None,
 ) -> RunResult:
-    # Planning from a read-only look first parses every pending file, so a bad one is
-    # refused before anything (even the tracking tables) is written.
-    plan = migrate_plan(migrations, observe_tracking(session, settings.tracking_schema), target, retry_failed)
+    # Planning from a read-only look first parses every pending file and reads the catalog,
+    # so a bad file or a migration that may have run already is refused before anything
+    # (even the tracking tables) is written.
+    tracking, readiness = look(session, settings, migrations, target, allow)
+    plan = migrate_plan(migrations, tracking, readiness, target)
     if dry_run:
-        return RunResult("migrate", plan, None, True)
+        return RunResult("migrate", plan, None, True, session.database_ref)
     schema = settings.tracking_schema
     with locking.migration_lock(
         session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
     ):
-        # Planned under the lock: a concurrent run's work is seen, never repeated.
-        plan = migrate_plan(migrations, observe_tracking(session, schema), target, retry_failed)
+        # Planned again under the lock: a concurrent run's work is seen, never repeated. The
+        # catalog is read again only when tracking changed meanwhile.
+        now = observe_tracking(session, schema)
+        if now.rows != tracking.rows:
+            now, readiness = look(session, settings, migrations, target, allow, now)
+        plan = migrate_plan(migrations, now, readiness, target)
         execution = executor.execute(session, plan, on_step)
-    return RunResult("migrate", plan, execution, False)
+    return RunResult("migrate", plan, execution, False, session.database_ref)
 
 
 def rollback(
@@ -170,14 +221,14 @@ def rollback(
     schema = settings.tracking_schema
     if dry_run:
         plan = rollback_plan(migrations, observe_tracking(session, schema), target)
-        return RunResult("rollback", plan, None, True)
+        return RunResult("rollback", plan, None, True, session.database_ref)
     observed = observe_tracking(session, schema)
     if not observed.exists:
         plan = rollback_plan(migrations, observed, target)  # nothing applied: a plan with no steps
-        return RunResult("rollback", plan, None, False)
+        return RunResult("rollback", plan, None, False, session.database_ref)
     with locking.migration_lock(
         session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
     ):
         plan = rollback_plan(migrations, observe_tracking(session, schema), target)
         execution = executor.execute(session, plan, on_step)
-    return RunResult("rollback", plan, execution, False)
+    return RunResult("rollback", plan, execution, False, session.database_ref)

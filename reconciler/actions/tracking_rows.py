@@ -13,7 +13,7 @@ from reconciler.tracking import (
     SAME_VERSION,
     delete_failed_rows_statement,
     delete_version_statement,
-    insert_row_statement,
+    recorded_row_statement,
 )
 
 
@@ -26,21 +26,21 @@ class TrackMigration(Action):
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         migration = migration_for(ctx, args["version"])
-        row = insert_row_statement(
+        row = recorded_row_statement(
             ctx.schema,
             version=migration.version,
             description=migration.description,
             checksum=migration.checksum,
             algorithm=CHECKSUM_ALGORITHM,
-            success=True,
             transactional=migration.file.script.transactional,
         )
-        # Recovered, not run: no execution time.
-        row = Statement(row.sql, {**(row.params or {}), "execution_ms": 0})
+        # A failed attempt's row (it ran while the migration was already applied by hand) is
+        # replaced by the row that says it is applied; the audit table keeps its history.
+        statements = (delete_failed_rows_statement(ctx.schema, migration.version), row)
         reason = f"track migration {migration.version} as applied"
         if args.get("reason"):
             reason += f" ({args['reason']})"
-        return PlannedStep(self.name, reason, {"version": migration.version}, (row,), version=migration.version)
+        return PlannedStep(self.name, reason, {"version": migration.version}, statements, version=migration.version)
 
 
 @register

@@ -9,6 +9,7 @@ from functools import cached_property
 from reconciler.attribution import Attribution, attribute
 from reconciler.files import Migration
 from reconciler.issues import Issue, IssueType, Severity
+from reconciler.pending import Readiness, decide
 from reconciler.state import DesiredState, ObservedState
 
 Check = Callable[["Facts"], list[Issue]]
@@ -42,9 +43,29 @@ class Facts:
         return tuple(m for m in self.desired.migrations.migrations if m.number not in tracked)
 
     @cached_property
+    def unapplied(self) -> tuple[Migration, ...]:
+        """Migrations with no successful tracking row: untracked, or only failed attempts."""
+        applied = self.observed.tracking.applied
+        return tuple(m for m in self.desired.migrations.migrations if m.number not in applied)
+
+    @cached_property
     def attributions(self) -> dict[str, Attribution]:
+        """What the catalog says of every unapplied migration. A failed attempt does not stop
+        the look: the migration may have been applied by hand before it (the attempt failed
+        on that)."""
         history, catalog, verify = self.desired.history, self.observed.catalog, self.observed.verify
-        return {m.version: attribute(m, history, catalog, verify.get(m.version)) for m in self.untracked}
+        return {m.version: attribute(m, history, catalog, verify.get(m.version)) for m in self.unapplied}
+
+    @cached_property
+    def readiness(self) -> Readiness:
+        """Which pending migrations may run now, with nothing explicitly allowed."""
+        return decide(
+            self.desired.migrations,
+            self.observed.tracking,
+            self.attributions,
+            self.desired.history,
+            self.observed.catalog,
+        )
 
 
 def run_checks(facts: Facts, types: Iterable[IssueType] | None = None, minimum: Severity = Severity.LOW) -> list[Issue]:

@@ -14,21 +14,29 @@ from reconciler.issues import Issue, IssueType
 @check(IssueType.MISSING_TRACKING)
 def missing_tracking(facts: Facts) -> list[Issue]:
     issues = []
-    for migration in facts.untracked:
+    failed_rows = facts.observed.tracking.failed
+    for migration in facts.unapplied:
         found = facts.attributions[migration.version]
         if found.verdict is not Verdict.APPLIED:
             continue
+        failed = failed_rows.get(migration.number)
+        if failed is not None and not failed.transactional:
+            continue  # it failed half-way outside a transaction: what exists may be its own half
+        details = {
+            "description": migration.description,
+            "evidence": found.basis,
+            "objects_found": [o.display() for o in found.found],
+            "reason": found.reason,
+        }
+        if failed is not None:
+            # The attempt rolled back: what the catalog shows was there before it (by hand).
+            details["failed_attempt"] = failed.error
         issues.append(
             Issue(
                 IssueType.MISSING_TRACKING,
                 f"Migration {migration.version} appears to be applied but not tracked",
                 migration.version,
-                {
-                    "description": migration.description,
-                    "evidence": found.basis,
-                    "objects_found": [o.display() for o in found.found],
-                    "reason": found.reason,
-                },
+                details,
                 shown=(),  # the guide shows no details for this one
             )
         )

@@ -13,8 +13,16 @@ from reconciler.issues import Issue, IssueType
 @check(IssueType.PARTIAL_MIGRATION)
 def partial_migration(facts: Facts) -> list[Issue]:
     issues = []
+    shown_by_catalog = []  # failed attempts that rolled back, where the catalog says more
     for number, row in sorted(facts.observed.tracking.failed.items()):
         migration = facts.desired.by_number.get(number)
+        found = facts.attributions.get(migration.version) if migration is not None else None
+        if row.transactional and found is not None and found.verdict in (Verdict.APPLIED, Verdict.PARTIAL):
+            # The attempt left nothing: the objects were there before it. Applied: missing_tracking
+            # says so; partly there: reported below, as an untracked half-applied migration.
+            if found.verdict is Verdict.PARTIAL:
+                shown_by_catalog.append(migration)
+            continue
         issues.append(
             Issue(
                 IssueType.PARTIAL_MIGRATION,
@@ -34,7 +42,7 @@ def partial_migration(facts: Facts) -> list[Issue]:
                 shown=("version", "description"),
             )
         )
-    for migration in facts.untracked:
+    for migration in (*facts.untracked, *shown_by_catalog):
         found = facts.attributions[migration.version]
         if found.verdict is not Verdict.PARTIAL:
             continue

@@ -133,12 +133,17 @@ def test_migration_may_contain_percent_and_colons(cli, db, migrations_dir: Path)
     assert sql(db, "SELECT body FROM notes") == [("100% :done %(x)s",)]
 
 
-def test_out_of_order_migration_is_applied_with_a_note(cli, db, migrations_dir: Path):
+def test_out_of_order_migration_is_refused_then_applied_when_allowed(cli, db, migrations_dir: Path):
     (migrations_dir / "003_create_billing_schema.sql").rename(migrations_dir / "003_create_billing_schema.sql.off")
     (migrations_dir / "003_create_billing_schema.rollback.sql").unlink()
     cli("db", "migrate")
     (migrations_dir / "003_create_billing_schema.sql.off").rename(migrations_dir / "003_create_billing_schema.sql")
-    result = cli("db", "migrate")
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1, refused.output
+    assert "Migration 003 is pending but older than applied migration 005" in refused.stderr
+    assert "--allow-out-of-order" in refused.stderr
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '003'") == [(0,)]
+    result = cli("db", "migrate", "--allow-out-of-order")
     assert result.exit_code == 0, result.output
     assert "Migration 003 is applied out of order" in result.stderr
     assert sql(db, "SELECT version FROM schema_migrations ORDER BY id")[-1] == ("003",)

@@ -1,0 +1,237 @@
+"""Which pending migrations may run now, and why the others wait. Pure.
+
+A migration runs only when nothing observed says it may have run already. Tracking is
+trusted where poststack itself ran the migrations before it; the catalog (or a verify
+script) speaks for the rest. What is left unsure is held, with a sentence a person can act
+on, and nothing after the first held migration runs: running a later migration over an
+unresolved earlier one is how data migrations get applied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler.attribution import Attribution, Verdict
+from reconciler.catalog import CatalogSnapshot
+from reconciler.effects import ObjectRef
+from reconciler.files import Migration, MigrationSet
+from reconciler.history import ALWAYS_PRESENT, History
+from reconciler.tracking import ObservedTracking
+
+
+class HoldKind(StrEnum):
+    MISSING_TRACKING = "missing_tracking"
+    PARTIAL = "partial_migration"
+    FAILED_OUTSIDE_TRANSACTION = "failed_outside_transaction"
+    OUT_OF_ORDER = "out_of_order"
+    UNDETERMINED = "undetermined"
+
+
+@dataclass(frozen=True)
+class Allowances:
+    """What the user explicitly allowed (flags), beyond what the evidence allows."""
+
+    out_of_order: bool = False  # --allow-out-of-order
+    undetermined: bool = False  # --allow-undetermined
+    retry_failed: bool = False  # --retry-failed: a failure outside a transaction was looked at
+    retry: frozenset[str] = frozenset()  # versions whose failure outside a transaction may be retried
+
+
+NOTHING_ALLOWED = Allowances()
+
+
+@dataclass(frozen=True)
+class Runnable:
+    migration: Migration
+    retry: bool  # a failed attempt's row is replaced when it succeeds
+
+
+@dataclass(frozen=True)
+class Hold:
+    version: str
+    kind: HoldKind
+    reason: str  # why it cannot run: one sentence
+    remedy: str  # what to run next
+
+
+@dataclass(frozen=True)
+class Readiness:
+    runnable: tuple[Runnable, ...]  # in order, all before the first hold
+    holds: tuple[Hold, ...]  # every held migration, in order
+    waiting: tuple[str, ...]  # not held themselves, but after the first hold
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.holds)
+
+
+def decide(
+    migrations: MigrationSet,
+    tracking: ObservedTracking,
+    attributions: Mapping[str, Attribution],
+    history: History | None,
+    catalog: CatalogSnapshot | None,
+    allow: Allowances = NOTHING_ALLOWED,
+    limit: int | None = None,
+    recorded: frozenset[int] = frozenset(),
+) -> Readiness:
+    """``attributions`` covers every migration without a successful tracking row (it may be
+    empty when there is none). ``recorded``: versions that steps earlier in the same plan
+    record as applied without running them (recover)."""
+    # version number -> whether poststack ran it (False: recorded without running it)
+    applied: dict[int, bool] = {n: not row.recorded_without_running for n, row in tracking.applied.items()}
+    applied.update({n: False for n in recorded})
+    shown_applied = [
+        m.number
+        for m in migrations.migrations
+        if m.number not in applied and _verdict(attributions, m) is Verdict.APPLIED
+    ]
+    newest = max([*applied, *shown_applied], default=None)
+    runnable: list[Runnable] = []
+    holds: list[Hold] = []
+    waiting: list[str] = []
+    for migration in migrations.migrations:
+        if migration.number in applied or (limit is not None and migration.number > limit):
+            continue
+        hold = _hold(migration, tracking, attributions, history, catalog, allow, applied, newest)
+        if hold is not None:
+            holds.append(hold)
+        elif holds:
+            waiting.append(migration.version)
+        else:
+            runnable.append(Runnable(migration, migration.number in tracking.failed))
+            applied[migration.number] = True  # what runs before it counts as run by poststack
+    return Readiness(tuple(runnable), tuple(holds), tuple(waiting))
+
+
+def _verdict(attributions: Mapping[str, Attribution], migration: Migration) -> Verdict | None:
+    found = attributions.get(migration.version)
+    return found.verdict if found is not None else None
+
+
+def _hold(
+    migration: Migration,
+    tracking: ObservedTracking,
+    attributions: Mapping[str, Attribution],
+    history: History | None,
+    catalog: CatalogSnapshot | None,
+    allow: Allowances,
+    applied: dict[int, bool],
+    newest: int | None,
+) -> Hold | None:
+    version = migration.version
+    found = attributions.get(version)
+    verdict = found.verdict if found is not None else None
+    failed = tracking.failed.get(migration.number)
+    see = "poststack db diagnose shows the evidence"
+    if failed is not None and not failed.transactional and not (allow.retry_failed or version in allow.retry):
+        return Hold(
+            version,
+            HoldKind.FAILED_OUTSIDE_TRANSACTION,
+            f"Migration {version} failed earlier outside a transaction and may be partly applied "
+            f"(its error was: {failed.error})",
+            "See what it left with poststack db diagnose (an INVALID index, some of its objects), clean that up "
+            "or make the file tolerate it, then run poststack db migrate --retry-failed.",
+        )
+    if verdict is Verdict.APPLIED and found is not None:
+        basis = found.reason if found.basis == "catalog" else found.reason or found.basis
+        attempt = " (an earlier attempt failed because of that)" if failed is not None else ""
+        return Hold(
+            version,
+            HoldKind.MISSING_TRACKING,
+            f"Migration {version} appears to be applied already but is not tracked ({basis}){attempt}; "
+            "running it again could apply it twice",
+            f"Track it without running it: poststack db recover ({see}).",
+        )
+    if verdict is Verdict.PARTIAL and found is not None:
+        return Hold(
+            version,
+            HoldKind.PARTIAL,
+            f"Migration {version} is partly applied ({found.reason})",
+            f"Finish it or undo it by hand, then run poststack db migrate ({see}).",
+        )
+    if newest is not None and migration.number < newest and not allow.out_of_order:
+        newer = _version_of(newest, tracking, attributions)
+        if verdict is Verdict.ABSENT:
+            why = (
+                f"Migration {version} is pending but older than applied migration {newer}: it was skipped, "
+                "perhaps on purpose, or merged from another branch"
+            )
+            remedy = (
+                "To run it now, out of order: poststack db migrate --allow-out-of-order; "
+                f"or give it a version above {newer}."
+            )
+        else:
+            why = (
+                f"Migration {version} is pending but older than applied migration {newer}, and nothing in the "
+                "catalog shows whether it ran: it was probably applied by hand (its tracking lost) or skipped on purpose"
+            )
+            remedy = (
+                "If it ran, track it without running it: poststack db recover --force (or give it a verify script); "
+                "to run it now, out of order: poststack db migrate --allow-out-of-order."
+            )
+        return Hold(version, HoldKind.OUT_OF_ORDER, why, remedy)
+    if verdict is Verdict.UNDETERMINED and failed is None and not allow.undetermined:
+        unsure = _why_unsure(migration, applied, history, catalog, tracking.schema)
+        if unsure is not None:
+            return Hold(
+                version,
+                HoldKind.UNDETERMINED,
+                f"Migration {version} cannot be confirmed pending: {unsure}, and nothing it does shows in the catalog",
+                f"If it ran, track it: poststack db recover --force (or add {migration.label}.verify.sql returning "
+                "true once it has run); if it did not, run it: poststack db migrate --allow-undetermined.",
+            )
+    return None
+
+
+def _why_unsure(
+    migration: Migration,
+    applied: dict[int, bool],
+    history: History | None,
+    catalog: CatalogSnapshot | None,
+    tracking_schema: str,
+) -> str | None:
+    """Why the tracking table cannot vouch that ``migration`` never ran, or None when it can:
+    the migrations before it ran through poststack, which would have recorded this one too."""
+    before = [n for n in applied if n < migration.number]
+    if before:
+        if applied[max(before)]:
+            return None
+        return "the migrations before it were recorded without poststack running them (db recover), so it may have run with them"
+    present = _history_object_present(history, catalog, tracking_schema)
+    if present is None:
+        return None
+    return (
+        f"nothing before it is tracked, yet {present.display()}, which this history creates, exists: "
+        "part of the history ran without poststack"
+    )
+
+
+def _history_object_present(
+    history: History | None, catalog: CatalogSnapshot | None, tracking_schema: str
+) -> ObjectRef | None:
+    """An object the history creates that exists now (objects every database has, and the
+    tracking schema, prove nothing)."""
+    if history is None or catalog is None:
+        return None
+    never = ALWAYS_PRESENT | {("schema", tracking_schema)}
+    for effects in history.effects.values():
+        for statement in effects.statements:
+            for ref in statement.creates:
+                if (ref.kind, ref.name) in never and ref.schema is None:
+                    continue
+                if catalog.has(ref):
+                    return ref
+    return None
+
+
+def _version_of(number: int, tracking: ObservedTracking, attributions: Mapping[str, Attribution]) -> str:
+    row = tracking.applied.get(number)
+    if row is not None:
+        return row.version
+    for version in attributions:
+        if version.isdigit() and int(version) == number:
+            return version
+    return str(number)

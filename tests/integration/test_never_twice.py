@@ -1,0 +1,236 @@
+"""No migration runs twice: the on-call sequences that used to re-run applied migrations
+(lost tracking, recover, migrate; a schema restored from a dump; a failed attempt over a
+migration applied by hand), each end to end on a real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import psycopg2
+
+from reconciler.backup import find_client
+from tests.conftest import run_cli, sql, write
+
+LOSE_TRACKING = "DROP TABLE schema_migrations, schema_migrations_lock, schema_migrations_audit"
+
+
+def _prices(directory: Path) -> None:
+    write(directory, "001_prices.sql", "CREATE TABLE prices (id int PRIMARY KEY, amount numeric NOT NULL);\n")
+    write(directory, "002_to_cents.sql", "UPDATE prices SET amount = amount * 100;\n")
+    write(directory, "003_idx.sql", "CREATE INDEX prices_amount_idx ON prices (amount);\n")
+
+
+def test_recover_then_migrate_never_reruns_a_data_migration(database_url: str, db, tmp_path: Path):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    _prices(directory)
+
+    def cli(*args: str):
+        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
+
+    assert cli("db", "migrate", "--target", "001").exit_code == 0
+    sql(db, "INSERT INTO prices VALUES (1, 5)")
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT amount FROM prices") == [(500,)]
+    sql(db, LOSE_TRACKING)
+
+    # Before recovery, migrate sees that 001 is applied and runs nothing.
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1, refused.output
+    assert "Nothing was run. Migration 001 appears to be applied already but is not tracked" in refused.stderr
+    assert "poststack db recover" in refused.stderr
+
+    recovered = cli("db", "recover")
+    assert recovered.exit_code == 0, recovered.output
+    assert "Added tracking for migrations 001, 003" in recovered.stdout
+
+    # 002 changed only data: nothing shows whether it ran, and 003 after it is applied.
+    again = cli("db", "migrate")
+    assert again.exit_code == 1, again.output
+    assert "Migration 002 is pending but older than applied migration 003" in again.stderr
+    assert "probably applied by hand" in again.stderr and "--allow-out-of-order" in again.stderr
+    applied = cli("apply", "--auto-approve")
+    assert applied.exit_code == 0, applied.output
+    assert "migration 002 is held (out_of_order)" in applied.stdout
+    assert sql(db, "SELECT amount FROM prices") == [(500,)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations_audit WHERE action = 'apply_migration'") == [(0,)]
+
+    # The person knows it ran: recover --force tracks it, and the database is up to date.
+    assert cli("db", "recover", "--force").exit_code == 0
+    assert cli("db", "migrate").stdout.startswith("✅ Database is up to date")
+    assert sql(db, "SELECT amount FROM prices") == [(500,)]
+
+
+def test_apply_never_runs_a_later_migration_over_a_partly_applied_one(database_url: str, db, tmp_path: Path):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    write(directory, "001_a.sql", "CREATE TABLE a (id int);\n")
+    write(directory, "002_b.sql", "CREATE TABLE b (id int);\nCREATE TABLE c (id int);\n")
+    write(directory, "003_d.sql", "CREATE TABLE d (id int);\n")
+
+    def cli(*args: str):
+        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
+
+    assert cli("db", "migrate", "--target", "001").exit_code == 0
+    sql(db, "CREATE TABLE b (id int)")  # half of 002, by hand
+
+    plan = json.loads(cli("plan", "--format", "json").stdout)
+    assert not [s for s in plan["steps"] if s["action"] == "apply_migration"]
+    held = [s for s in plan["steps"] if s["action"] == "manual" and s["version"] == "002"]
+    assert held, plan["steps"]
+    result = cli("apply", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert "Migrations 003 wait until migration 002 is resolved" in result.stdout
+    assert sql(db, "SELECT to_regclass('public.d')") == [(None,)]
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1
+    assert "Migration 002 is partly applied (" in refused.stderr
+    assert "Waiting behind them: 003" in refused.stderr
+
+
+def test_a_failed_attempt_does_not_hide_what_the_catalog_shows(database_url: str, db, tmp_path: Path):
+    """001 was applied by hand; an attempt to run it again failed on that (as an earlier
+    poststack did) and left a failed row. diagnose still sees 001 applied; recover tracks it."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    write(
+        directory,
+        "001_users.sql",
+        "CREATE TABLE users (id int PRIMARY KEY);\nCREATE TABLE roles (id int);\nCREATE INDEX users_idx ON users (id);\n",
+    )
+    write(directory, "002_posts.sql", "CREATE TABLE posts (id int);\n")
+
+    def cli(*args: str):
+        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
+
+    assert cli("db", "create-schema").exit_code == 0
+    sql(db, (directory / "001_users.sql").read_text())
+    # What a migrate run records when the file fails inside its transaction.
+    sql(
+        db,
+        "INSERT INTO schema_migrations (version, description, checksum, execution_ms, success, error, transactional) "
+        "VALUES ('001', 'users', 'x', 3, false, "
+        "'001_users.sql:1: relation \"users\" already exists', true)",
+    )
+    report = json.loads(cli("db", "diagnose", "--format", "json").stdout)
+    by_type = {(i["type"], i["version"]) for i in report["issues"]}
+    assert ("missing_tracking", "001") in by_type, report["issues"]
+    assert ("partial_migration", "001") not in by_type
+    missing = next(i for i in report["issues"] if i["type"] == "missing_tracking")
+    assert "already exists" in missing["details"]["failed_attempt"]
+
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1 and "Migration 001 appears to be applied already" in refused.stderr
+
+    recovered = cli("db", "recover")
+    assert recovered.exit_code == 0, recovered.output
+    assert "Added tracking for migrations 001" in recovered.stdout
+    assert sql(db, "SELECT version, success FROM schema_migrations ORDER BY id") == [("001", True)]
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
+
+
+def test_data_migrations_after_recovered_ones_wait_for_a_person(database_url: str, db, tmp_path: Path):
+    """The newest migrations changed only data: after tracking is lost and recovered, nothing
+    shows whether they ran, and poststack ran none of what comes before them."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    write(directory, "001_counts.sql", "CREATE TABLE counts (n int);\nINSERT INTO counts VALUES (0);\n")
+    write(directory, "002_bump.sql", "UPDATE counts SET n = n + 1;\n")
+    write(directory, "003_bump.sql", "UPDATE counts SET n = n + 10;\n")
+
+    def cli(*args: str):
+        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
+
+    assert cli("db", "migrate").exit_code == 0
+    sql(db, LOSE_TRACKING)
+    assert cli("db", "recover").exit_code == 0
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1, refused.output
+    assert "Migration 002 cannot be confirmed pending" in refused.stderr
+    assert "recorded without poststack running them" in refused.stderr
+    assert "--allow-undetermined" in refused.stderr
+    assert cli("apply", "--auto-approve").exit_code == 0
+    assert sql(db, "SELECT n FROM counts") == [(11,)]
+
+    # Told that they did not run (here: the person knows better), poststack runs them.
+    assert cli("db", "migrate", "--allow-undetermined").exit_code == 0
+    assert sql(db, "SELECT n FROM counts") == [(22,)]
+
+
+def test_data_migrations_are_run_when_poststack_ran_everything_before_them(cli, db):
+    """The ordinary case stays ordinary: tracking poststack wrote vouches for what follows."""
+    assert cli("db", "migrate", "--target", "002").exit_code == 0
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE success") == [(5,)]
+
+
+def _churning_history(directory: Path) -> None:
+    """Fifteen migrations as a real project has them: views replaced, functions rewritten,
+    renames, an enum that grows, data migrations between the schema changes."""
+    files = [
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL);",
+        "CREATE TYPE account_state AS ENUM ('active');",
+        "ALTER TABLE accounts ADD COLUMN state account_state NOT NULL DEFAULT 'active';",
+        "CREATE VIEW active_accounts AS SELECT id, name FROM accounts WHERE state = 'active';",
+        "UPDATE accounts SET name = trim(name);",
+        "CREATE OR REPLACE FUNCTION account_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM accounts';",
+        "ALTER TYPE account_state ADD VALUE 'suspended';",
+        "DROP VIEW active_accounts;\nCREATE VIEW active_accounts AS SELECT id, name, state FROM accounts WHERE state = 'active';",
+        "ALTER TABLE accounts RENAME COLUMN name TO display_name;",
+        "CREATE OR REPLACE FUNCTION account_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM accounts WHERE true';",
+        "UPDATE accounts SET display_name = lower(display_name);",
+        "CREATE TABLE invoices (id bigint PRIMARY KEY, account_id bigint REFERENCES accounts (id));",
+        "CREATE INDEX invoices_account_idx ON invoices (account_id);",
+        "ALTER TABLE invoices RENAME TO bills;",
+        "CREATE TABLE audit_log (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());",
+    ]
+    for number, body in enumerate(files, start=1):
+        write(directory, f"{number:03d}_m{number}.sql", body + "\n")
+
+
+def test_a_schema_restored_from_a_dump_is_recovered_without_rerunning_anything(
+    pg_server, database_url: str, db, tmp_path: Path
+):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    _churning_history(directory)
+    assert run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(directory)).exit_code == 0
+    server_major = int(sql(db, "SHOW server_version_num")[0][0]) // 10000
+    pg_dump = find_client("pg_dump", server_major)
+    dump = subprocess.run(
+        [str(pg_dump.path), "--schema-only", "--no-owner", database_url], capture_output=True, text=True, check=True
+    ).stdout
+
+    name = "restored_" + sql(db, "SELECT current_database()")[0][0]
+    restored = pg_server.url_for(name)
+    admin = psycopg2.connect(pg_server.admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        with psycopg2.connect(restored) as loading, loading.cursor() as cur:
+            cur.execute("\n".join(line for line in dump.splitlines() if not line.startswith("\\")))
+        loading.close()
+        target = psycopg2.connect(restored)
+        target.autocommit = True
+
+        def cli(*args: str):
+            return run_cli(*args, "--database-url", restored, "--migrations-dir", str(directory))
+
+        # The tracking tables came back empty: nothing may run before recovery.
+        assert cli("db", "migrate").exit_code == 1
+        assert cli("db", "recover").exit_code == 0
+        after = cli("db", "migrate")
+        assert after.exit_code == 1, after.output  # what recover could not prove is held, not run
+        assert cli("apply", "--auto-approve").exit_code == 0
+        ran = sql(target, "SELECT count(*) FROM schema_migrations_audit WHERE action = 'apply_migration'")
+        assert ran == [(0,)], "a migration of the restored history ran again"
+        assert sql(target, "SELECT count(*) FROM schema_migrations WHERE execution_ms IS NOT NULL") == [(0,)]
+        target.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
