@@ -6,6 +6,9 @@ these (``raise ... from e``); the CLI prints them without a traceback.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 # Exit codes, as DESIGN.md fixes them.
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # checks found problems, or an operation failed
@@ -55,3 +58,41 @@ class OperationFailed(PoststackError):
     """A step of a plan failed on the server; what ran before it is kept, it is rolled back."""
 
     exit_code = EXIT_PROBLEMS
+
+
+# What became of the step a stop signal interrupted (Interruption.kept).
+ROLLED_BACK = "rolled back"  # its transaction was rolled back: nothing of it was kept
+HALF_DONE = "left half-done"  # it ran outside a transaction: statements before the interrupted one were kept
+COMMITTED = "committed"  # it had committed before the signal could stop it
+CONNECTION_CLOSED = "connection closed"  # a second signal closed the connection: the server rolls back
+COMMIT_UNKNOWN = "commit unknown"  # ... while its COMMIT was on its way: applied or not, unknown
+BETWEEN_STEPS = "between steps"  # no step was running
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """Where a stop signal caught a run that changes the database, and what was kept."""
+
+    signal: str  # "SIGINT", "SIGTERM"
+    signum: int
+    operation: str  # the plan's: migrate, rollback, apply, recover, ...
+    kept: str  # one of the constants above
+    step: int | None = None  # 1-based; None between steps
+    action: str | None = None
+    version: str | None = None
+    source: str | None = None  # the file the step was running
+    reason: str | None = None  # the step as plans show it
+    transactional: bool = True
+    undone: tuple[int, ...] = ()  # earlier steps rolled back with it (same transaction)
+    done: tuple[tuple[int, str, str | None], ...] = ()  # (step, action, version) kept before it
+    recorded: bool = False  # the step's tracking and audit rows say it was interrupted
+    database: Any = None  # a db.DatabaseRef (this module sits below db)
+
+
+class Interrupted(PoststackError):
+    """SIGINT or SIGTERM stopped a run that changes the database. The exit code is the
+    shell's for a process ended by that signal: 130 for SIGINT, 143 for SIGTERM."""
+
+    def __init__(self, interruption: Interruption) -> None:
+        super().__init__(f"interrupted by {interruption.signal}", exit_code=128 + interruption.signum)
+        self.interruption = interruption

@@ -4,11 +4,14 @@ inside the transaction that does its work.
 Steps run in the transactions ``Plan.transactions()`` says: one per step for migrate and
 rollback, consecutive steps together for remediation plans; a step PostgreSQL refuses in a
 transaction runs on its own. A failure rolls back the unfinished transaction, is recorded
-(tracking row, audit row), and stops the run: what committed before it stays.
+(tracking row, audit row), and stops the run: what committed before it stays. A stop signal
+(SIGINT, SIGTERM: see interrupts.py) cancels the running statement and ends the run the
+same way, raising Interrupted: what it kept is said, never guessed.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,7 +23,18 @@ import psycopg2
 from reconciler import tracking
 from reconciler.actions import Action, RunContext, StepError, get_action
 from reconciler.db import BATCH_SEPARATOR, Session, host_pid, is_connection_lost, server_error_text, sqlstate
-from reconciler.errors import DatabaseUnavailable
+from reconciler.errors import (
+    BETWEEN_STEPS,
+    COMMIT_UNKNOWN,
+    COMMITTED,
+    CONNECTION_CLOSED,
+    HALF_DONE,
+    ROLLED_BACK,
+    DatabaseUnavailable,
+    Interrupted,
+    Interruption,
+)
+from reconciler.interrupts import Signalled, signal_name
 from reconciler.plan import Plan, PlannedStep
 from reconciler.statements import Statement, qualified
 
@@ -88,28 +102,66 @@ class _StepFailed(Exception):
         self.outcome = outcome
 
 
+class _StepInterrupted(Exception):
+    """A stop signal ended step ``index`` (0: none was running); ``kept`` says what of it
+    stays (errors.py)."""
+
+    def __init__(self, index: int, signum: int, kept: str, recorded: bool = False) -> None:
+        self.index = index
+        self.signum = signum
+        self.kept = kept
+        self.recorded = recorded
+
+
+@dataclass
+class _Progress:
+    """How far a run got, for the report of an interrupted one."""
+
+    committed: list[StepOutcome] = field(default_factory=list)
+    open: list[StepOutcome] = field(default_factory=list)  # done in the transaction still open
+    current: int | None = None  # the step running now (1-based)
+
+
 def execute(
     session: Session, plan: Plan, on_step: StepCallback | None = None, migrations_dir: Path | None = None
 ) -> ExecutionResult:
-    """Run ``plan`` on ``session``. The caller holds the migration lock."""
+    """Run ``plan`` on ``session``. The caller holds the migration lock. A stop signal raises
+    Interrupted, once the open transaction is rolled back and the step recorded as
+    interrupted."""
     ctx = _Context(session, plan, migrations_dir)
+    progress = _Progress()
+    try:
+        return _execute(ctx, progress, on_step)
+    except _StepInterrupted as stopped:
+        raise Interrupted(_interruption(ctx, progress, stopped)) from stopped.__cause__
+    except KeyboardInterrupt as e:
+        # Outside a step's own handling (before it, between two, or while recording a
+        # failure): roll back what is open; the step, if any, is not recorded.
+        raise Interrupted(_interruption(ctx, progress, _outside_step(ctx, progress, e))) from e
+
+
+def _execute(ctx: _Context, progress: _Progress, on_step: StepCallback | None) -> ExecutionResult:
+    session, plan = ctx.session, ctx.plan
     # The server's clock at the start: this run's audit rows are the ones written after it
     # (the same plan, from the same host:pid, may have run before).
     started_row = session.query_one("SELECT clock_timestamp()")
     ctx.started = started_row[0] if started_row else None
-    outcomes: list[StepOutcome] = []
+    outcomes = progress.committed
     started = time.monotonic()
     for group in plan.transactions():
         in_group: list[StepOutcome] = []
+        progress.open = in_group
         transactional = plan.steps[group[0]].transactional
         try:
             for position, index in enumerate(group):
                 step = plan.steps[index]
+                progress.current = index + 1
                 if on_step:
                     on_step(index + 1, step)
                 opens = transactional and position == 0
                 closes = transactional and position == len(group) - 1
                 in_group.append(_run_step(ctx, index + 1, step, opens=opens, closes=closes))
+                progress.current = None
         except _StepFailed as failed:
             # The failed step's transaction is gone: the steps that shared it were undone.
             undone = [
@@ -119,7 +171,52 @@ def execute(
             outcomes += [*undone, failed.outcome]
             return ExecutionResult(plan, tuple(outcomes), failed.failure, time.monotonic() - started)
         outcomes += in_group
+        progress.open = []
     return ExecutionResult(plan, tuple(outcomes), None, time.monotonic() - started)
+
+
+def _outside_step(ctx: _Context, progress: _Progress, e: KeyboardInterrupt) -> _StepInterrupted:
+    """A stop signal outside a step's own handling: roll back whatever is open."""
+    session = ctx.session
+    signum = e.signum if isinstance(e, Signalled) else signal.SIGINT
+    index = progress.current or 0
+    if session.conn.closed:
+        return _StepInterrupted(index, signum, CONNECTION_CLOSED)
+    was_open = session.in_transaction
+    session.rollback()  # a group's transaction may be open between its steps
+    if not was_open:  # what the group did had committed
+        progress.committed += [o for o in progress.open if o not in progress.committed]
+        progress.open = []
+    if not index:
+        return _StepInterrupted(0, signum, BETWEEN_STEPS)
+    step = ctx.plan.steps[index - 1]
+    return _StepInterrupted(index, signum, ROLLED_BACK if step.transactional or was_open else HALF_DONE)
+
+
+def _interruption(ctx: _Context, progress: _Progress, stopped: _StepInterrupted) -> Interruption:
+    """What an interrupted run kept, as data for the report."""
+    step = ctx.plan.steps[stopped.index - 1] if stopped.index else None
+    committed = stopped.kept == COMMITTED  # the open transaction committed with the step
+    done = [(o.index, o.action, o.version) for o in (*progress.committed, *(progress.open if committed else ()))]
+    if step is not None and committed:
+        done.append((stopped.index, step.action, step.version))
+    undone = () if committed or stopped.kept == HALF_DONE else tuple(o.index for o in progress.open)
+    return Interruption(
+        signal=signal_name(stopped.signum),
+        signum=stopped.signum,
+        operation=ctx.plan.operation,
+        kept=stopped.kept,
+        step=stopped.index or None,
+        action=step.action if step else None,
+        version=step.version if step else None,
+        source=next((s.source for s in step.statements if s.source), None) if step else None,
+        reason=step.reason if step else None,
+        transactional=step.transactional if step else True,
+        undone=undone,
+        done=tuple(done),
+        recorded=stopped.recorded,
+        database=ctx.session.database_ref,
+    )
 
 
 def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, closes: bool) -> StepOutcome:
@@ -156,7 +253,7 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
         if commits:
             tail.append(COMMIT)
         committing = commits
-        session.run_batch(tail)
+        session.run_batch(tail, cancellable=not commits)
         return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome)
     except (psycopg2.Error, StepError) as e:
         lost = isinstance(e, psycopg2.Error) and (is_connection_lost(e) or session.conn.closed)
@@ -179,13 +276,38 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
         raise _StepFailed(
             failure, StepOutcome(index, step.action, step.version, False, _ms_since(t0), message, "failed")
         ) from e
+    except KeyboardInterrupt as e:
+        raise _stopped(ctx, index, step, e, t0, committing=committing) from e
     except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM): undo the open transaction and say so in tracking,
-        # unless the step had already committed, in which case nothing failed.
+        # Ended some other way (SystemExit): undo the open transaction and say so in
+        # tracking, unless the step had already committed, in which case nothing failed.
         if not session.conn.closed and not (committing and _committed(ctx, index, step)):
             session.rollback()
             _record_failure(ctx, index, step, "interrupted", None, _ms_since(t0))
         raise
+
+
+# What the tracking row of an interrupted step says after "interrupted by SIGINT: ".
+_RECORDED = {ROLLED_BACK: "rolled back", HALF_DONE: "left half-done, statements before it were kept"}
+
+
+def _stopped(
+    ctx: _Context, index: int, step: PlannedStep, e: KeyboardInterrupt, t0: float, *, committing: bool
+) -> _StepInterrupted:
+    """A stop signal ended the step: its running statement was cancelled (or had just
+    finished), or a second signal closed the connection. Undo what is open and record it as
+    interrupted, unless the step had committed."""
+    session = ctx.session
+    signum = e.signum if isinstance(e, Signalled) else signal.SIGINT
+    if session.conn.closed:  # told twice: nothing more is asked of the server
+        return _StepInterrupted(index, signum, COMMIT_UNKNOWN if committing else CONNECTION_CLOSED)
+    # A COMMIT on its way is let finish (interrupts.holding): the signal is raised after it.
+    if committing and ((isinstance(e, Signalled) and e.completed) or _committed(ctx, index, step)):
+        return _StepInterrupted(index, signum, COMMITTED)
+    session.rollback()
+    kept = ROLLED_BACK if step.transactional else HALF_DONE
+    message = f"interrupted by {signal_name(signum)}: {_RECORDED[kept]}"
+    return _StepInterrupted(index, signum, kept, _record_failure(ctx, index, step, message, None, _ms_since(t0)))
 
 
 def _reset(session: Session) -> list[Statement]:
@@ -247,8 +369,9 @@ def _connection_lost(
 
 def _record_failure(
     ctx: _Context, index: int, step: PlannedStep, message: str, location: str | None, elapsed_ms: int
-) -> None:
-    """Write the failure's tracking row and audit row in a transaction of their own."""
+) -> bool:
+    """Write the failure's tracking row and audit row in a transaction of their own.
+    False if that failed too."""
     session = ctx.session
     detail = f"{location}: {message}" if location else message
     runtime = {"execution_ms": elapsed_ms, "error": detail}
@@ -263,6 +386,8 @@ def _record_failure(
         session.run_batch([*record, COMMIT])
     except psycopg2.Error:
         session.rollback()  # the failure itself is still reported to the user
+        return False
+    return True
 
 
 def _audit(ctx: _Context, index: int, step: PlannedStep, outcome: str, detail: str | None) -> Statement:

@@ -108,9 +108,11 @@ def test_sigterm_unwinds_and_releases_the_lock(db, database_url, migrations_dir:
     )
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in stderr
+    assert proc.returncode == 143 and "Interrupted (SIGTERM)" in stderr
     assert sql(db, "SELECT to_regclass('slow')") == [(None,)]
-    assert sql(db, "SELECT success, error FROM schema_migrations WHERE version = '006'") == [(False, "interrupted")]
+    assert sql(db, "SELECT success, error FROM schema_migrations WHERE version = '006'") == [
+        (False, "interrupted by SIGTERM: rolled back")
+    ]
     assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
 
 
