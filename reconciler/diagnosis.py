@@ -59,6 +59,12 @@ def database_state(desired: DesiredState, observed: ObservedState, display_url: 
             "application_name": lock.application_name,
             "age_seconds": round(lock.age_s) if lock.age_s is not None else None,
             "holder_alive": lock.holder_alive if lock.locked else None,
+            "backend_alive": lock.backend_alive if lock.locked else None,
+            "backend_state": lock.backend_state,
+            "backend_query": lock.backend_query,
+            "backend_query_seconds": round(lock.backend_query_s) if lock.backend_query_s is not None else None,
+            "client_alive": lock.client_alive,
+            "client_local": lock.client_local if lock.locked else None,
         },
         "catalog": observed.catalog.counts(),
     }

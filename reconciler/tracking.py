@@ -14,6 +14,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from reconciler import liveness
 from reconciler.statements import Statement, qualified, quote_ident
 
 MIGRATIONS_TABLE = "schema_migrations"
@@ -40,6 +41,11 @@ class TrackingRow:
     transactional: bool
 
     @property
+    def recorded_without_running(self) -> bool:
+        """Recorded by db recover (or by hand), not run by poststack: it has no execution time."""
+        return self.execution_ms is None
+
+    @property
     def number(self) -> int:
         # A version that is not a number (another tool's row) gets a number of its own,
         # below every real one, so such rows are never lumped together.
@@ -50,23 +56,83 @@ class TrackingRow:
 
 @dataclass(frozen=True)
 class LockState:
+    """The lock row, and whether the run it names is alive: its backend (seen from the
+    server) and its poststack process (seen only from that process's own host)."""
+
     locked: bool
     locked_at: datetime | None
     locked_by: str | None  # host:pid of the poststack process
     backend_pid: int | None
     application_name: str | None
     age_s: float | None
-    holder_alive: bool
+    backend_alive: bool  # the row's backend is still connected (false when not locked)
+    backend_state: str | None = None  # that backend's pg_stat_activity.state: active, idle in transaction, ...
+    backend_query: str | None = None  # the start of its current (or last) statement
+    backend_query_s: float | None = None  # seconds since that statement started
+    client_alive: bool | None = None  # the poststack process; None: cannot be checked from here
+    client_local: bool = False  # locked_by names this machine, so its process could be checked
+
+    @property
+    def holder_alive(self) -> bool:
+        """The run holding the lock is alive: its backend is connected and its process is
+        not known to be gone. A locked row whose holder is not alive is a stuck lock."""
+        return self.locked and self.backend_alive and self.client_alive is not False
+
+    @property
+    def orphaned(self) -> bool:
+        """The poststack process is gone but its backend still runs (its last statement,
+        until it next writes to the vanished client): neither live nor safe to clear."""
+        return self.locked and self.backend_alive and self.client_alive is False
+
+    @property
+    def host(self) -> str | None:
+        return (self.locked_by.rpartition(":")[0] or None) if self.locked_by else None
+
+    def activity(self) -> str | None:
+        """What the row's backend is doing, in words, if it is connected."""
+        if not self.backend_alive or self.backend_state is None:
+            return None
+        query = f"`{self.backend_query}`" if self.backend_query else "a statement"
+        took = f" (for {self.backend_query_s:.0f}s)" if self.backend_query_s is not None else ""
+        if self.backend_state == "active":
+            return f"running {query}{took}"
+        if self.backend_state.startswith("idle in transaction"):
+            return f"{self.backend_state}, after {query}"
+        return self.backend_state
 
     def describe(self) -> str:
         if not self.locked:
             return "not locked"
         age = f"{self.age_s:.0f}s" if self.age_s is not None else "unknown age"
-        alive = "alive" if self.holder_alive else "not alive"
-        return (
+        head = (
             f"held by {self.locked_by or 'unknown'} (backend pid {self.backend_pid}, "
-            f"application {self.application_name or 'unknown'}, age {age}, {alive})"
+            f"application {self.application_name or 'unknown'}, age {age}"
         )
+        if self.orphaned:
+            doing = self.activity() or "connected"
+            return f"{head}): that poststack process is gone; its backend pid {self.backend_pid} is still {doing}"
+        text = f"{head}, {'alive' if self.backend_alive else 'not alive'})"
+        if self.backend_alive:
+            doing = self.activity()
+            text += f"; its backend is {doing}" if doing else ""
+            if self.client_alive is None and self.host and not self.client_local:
+                text += f"; {self.host} is another host, so its process cannot be checked from here"
+            elif self.client_alive is None:
+                text += "; its process cannot be checked"
+        elif self.client_alive:
+            text += "; that poststack process is still running (it lost its connection)"
+        return text
+
+
+QUERY_SHOWN = 60  # characters of the holder backend's statement that are shown
+
+
+def query_start(query: str | None) -> str | None:
+    """The start of a statement on one line, as a lock's description shows it."""
+    if not query:
+        return None
+    flat = " ".join(query.split())
+    return flat if len(flat) <= QUERY_SHOWN else flat[: QUERY_SHOWN - 1].rstrip() + "…"
 
 
 def create_statements(schema: str) -> list[Statement]:
@@ -180,16 +246,45 @@ def read_rows(session: Any, schema: str) -> list[TrackingRow]:
 
 
 def read_lock(session: Any, schema: str) -> LockState:
+    """The lock row, its backend as pg_stat_activity shows it, and, when the row names this
+    machine, whether its poststack process still runs (observed here, so checks stay pure)."""
     row = session.query_one(
         "SELECT l.locked, l.locked_at, l.locked_by, l.backend_pid, l.application_name, "
         "       extract(epoch FROM now() - l.locked_at)::float8, "
-        "       EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
-        "               AND (a.backend_start IS NULL OR a.backend_start <= l.locked_at)) "
-        f"FROM {qualified(schema, LOCK_TABLE)} l WHERE l.id = 1"
+        "       l.locked AND a.pid IS NOT NULL, a.state, left(a.query, 500), "
+        "       extract(epoch FROM clock_timestamp() - a.query_start)::float8 "
+        f"FROM {qualified(schema, LOCK_TABLE)} l "
+        # A backend that started after the lock was taken reuses the pid: not the holder.
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.backend_pid "
+        "     AND (a.backend_start IS NULL OR a.backend_start <= l.locked_at) "
+        "WHERE l.id = 1"
     )
     if row is None:
         return LockState(False, None, None, None, None, None, False)
-    return LockState(*row)
+    locked, locked_at, locked_by, backend_pid, application, age_s, backend_alive, state, query, query_s = row
+    if not backend_alive or state is None:  # gone, or its activity is hidden from this role
+        state, query, query_s = None, None, None
+    elif query_s is not None:
+        query_s = max(query_s, 0.0)  # the two clock readings may race by a hair
+    client_alive, client_local = None, False
+    if locked:
+        pid = liveness.local_pid(locked_by)
+        client_local = pid is not None
+        client_alive = liveness.process_alive(pid, age_s) if pid is not None else None
+    return LockState(
+        locked,
+        locked_at,
+        locked_by,
+        backend_pid,
+        application,
+        age_s,
+        bool(backend_alive),
+        state,
+        query_start(query),
+        query_s,
+        client_alive,
+        client_local,
+    )
 
 
 def insert_row_statement(
@@ -216,6 +311,25 @@ def insert_row_statement(
             "execution_ms": None,
             "success": success,
             "error": None,
+            "transactional": transactional,
+        },
+    )
+
+
+def recorded_row_statement(
+    schema: str, *, version: str, description: str, checksum: str | None, algorithm: str, transactional: bool
+) -> Statement:
+    """The tracking row of a migration recorded as applied without poststack running it (db
+    recover): no execution time, which is how later runs tell it from one poststack ran."""
+    return Statement(
+        f"INSERT INTO {qualified(schema, MIGRATIONS_TABLE)} "
+        "(version, description, checksum, checksum_algorithm, execution_ms, success, transactional) "
+        "VALUES (%(version)s, %(description)s, %(checksum)s, %(algorithm)s, NULL, true, %(transactional)s)",
+        {
+            "version": version,
+            "description": description,
+            "checksum": checksum,
+            "algorithm": algorithm,
             "transactional": transactional,
         },
     )
@@ -288,6 +402,15 @@ def release_lock_row_statement(schema: str, backend_pid: int) -> Statement:
         f"UPDATE {qualified(schema, LOCK_TABLE)} SET {_UNLOCKED} WHERE id = 1 AND backend_pid = %(pid)s "
         "AND (pg_backend_pid() = %(pid)s OR NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s))",
         {"pid": backend_pid},
+    )
+
+
+def terminate_holder_statement(schema: str, holder_backend_pid: int | None) -> Statement:
+    """End the lock's backend, only while the row still names it (not a later run's)."""
+    return Statement(
+        f"SELECT pg_terminate_backend(backend_pid) FROM {qualified(schema, LOCK_TABLE)} "
+        "WHERE id = 1 AND locked AND backend_pid = %(pid)s",
+        {"pid": holder_backend_pid},
     )
 
 

@@ -224,6 +224,13 @@ def wait_for(conn: psycopg2.extensions.connection, query: str, expected: object,
         time.sleep(0.05)
 
 
+def start_process(*args: str) -> subprocess.Popen[str]:
+    """Any poststack command running in the background, to wait on while a test acts."""
+    env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
+    argv = [sys.executable, "-m", "reconciler.cli", *args]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def start_migrate(database_url: str, migrations_dir: Path) -> subprocess.Popen[str]:
     """A poststack db migrate running in the background, to kill, signal or race."""
     argv = [sys.executable, "-m", "reconciler.cli", "db", "migrate"]

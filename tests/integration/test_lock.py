@@ -1,10 +1,14 @@
 """The migration lock: concurrent runs apply each migration once; a live holder is waited
-for and named; a dead holder's lock row is reported at once, never waited on."""
+for and named; a dead holder's lock row is reported at once, never waited on; a killed
+run whose backend still runs its last statement is told apart from a live run, and is
+either waited for or ended, never released blindly."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +16,7 @@ from pathlib import Path
 import psycopg2
 
 from reconciler.locking import advisory_key
-from tests.conftest import run_process, sql, start_migrate, wait_for, write
+from tests.conftest import run_process, sql, start_migrate, start_process, wait_for, write
 
 
 def test_concurrent_processes_apply_each_migration_once(database_url: str, tmp_path: Path):
@@ -110,3 +114,112 @@ def test_killed_run_leaves_a_lock_row_that_is_reported(database_url: str, tmp_pa
     assert result.exit_code == 1
     assert "migration system is locked: held by" in result.stderr and "not alive" in result.stderr
     assert "unlock-migrations" in result.stderr
+
+
+def backend_running(query: str) -> str:
+    """A poll: is a backend other than the test's running ``query`` (as an active statement)?"""
+    return (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        f"AND state = 'active' AND query LIKE '%%{query}%%'"
+    )
+
+
+def kill_migrate_in(database_url: str, migrations: Path, db, statement: str) -> tuple[int, int]:
+    """SIGKILL a db migrate while its backend runs ``statement``: (the process's pid, the backend's pid)."""
+    proc = start_migrate(database_url, migrations)
+    wait_for(db, backend_running(statement), [(1,)])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ((backend,),) = sql(db, "SELECT backend_pid FROM schema_migrations_lock WHERE locked")
+    return proc.pid, backend
+
+
+def test_killed_run_whose_backend_still_runs_is_told_apart_and_ended(database_url: str, tmp_path: Path, db):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_first.sql", "CREATE TABLE first (id int);\n")
+    write(migrations, "002_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);\n")
+    pid, backend = kill_migrate_in(database_url, migrations, db, "SELECT pg_sleep(30)")
+    # The client is gone; its backend sleeps on until it next writes to it.
+    assert sql(db, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,)) == [(1,)]
+    args = ("--database-url", database_url, "--migrations-dir", str(migrations))
+
+    refused = run_process("db", "migrate", "--lock-timeout", "0", *args)
+    assert refused.exit_code == 1, refused.output
+    assert f"held by {socket.gethostname()}:{pid} (backend pid {backend}" in refused.stderr
+    assert "that poststack process is gone" in refused.stderr
+    assert f"its backend pid {backend} is still running `" in refused.stderr and "pg_sleep(30)` (for " in refused.stderr
+    assert "--confirm --wait" in refused.stderr and "--confirm --terminate" in refused.stderr
+    assert "Another poststack run is migrating" not in refused.output
+
+    report = json.loads(run_process("db", "diagnose", "--format", "json", *args).stdout)
+    (issue,) = [i for i in report["issues"] if i["type"] == "stuck_lock"]
+    assert issue["details"]["client_alive"] is False and issue["details"]["backend_alive"] is True
+    assert "that poststack process is gone" in issue["message"]
+    assert "--wait" in issue["suggested_fix"] and "--terminate" in issue["suggested_fix"]
+    lock = report["database_state"]["lock"]
+    assert (lock["client_alive"], lock["client_local"], lock["backend_alive"]) == (False, True, True)
+    assert lock["backend_state"] == "active" and "SELECT pg_sleep(30)" in lock["backend_query"]
+    info = json.loads(run_process("db", "migration-info", "--format", "json", *args).stdout)["lock"]
+    assert (info["client_alive"], info["backend_alive"], info["holder_alive"]) == (False, True, False)
+
+    # Releasing the row while that backend runs is refused; both ways out are named.
+    plain = run_process("db", "clean", "--locks", "--confirm", *args)
+    assert plain.exit_code == 1 and "--wait" in plain.stderr and "--terminate" in plain.stderr
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(True,)]
+
+    ended = run_process("db", "clean", "--locks", "--confirm", "--terminate", *args)
+    assert ended.exit_code == 0, ended.output
+    assert f"End backend {backend} and wait" in ended.stdout
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+    assert sql(db, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,)) == [(0,)]
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",)]
+    assert sql(db, "SELECT to_regclass('slow')") == [(None,)]  # its transaction was rolled back
+
+    write(migrations, "002_slow.sql", "CREATE TABLE slow (id int);\n")
+    again = run_process("db", "migrate", *args)
+    assert again.exit_code == 0, again.output
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
+
+
+def test_wait_releases_the_lock_once_the_killed_runs_backend_ends(database_url: str, tmp_path: Path, db):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_first.sql", "CREATE TABLE first (id int);\n")
+    # 002 blocks on a lock the test holds, so its backend ends exactly when the test says.
+    write(migrations, "002_blocked.sql", "CREATE TABLE blocked (id int);\nSELECT pg_advisory_xact_lock(4242);\n")
+    blocker = psycopg2.connect(database_url)
+    blocker.autocommit = True
+    sql(blocker, "SELECT pg_advisory_lock(4242)")
+    try:
+        _, backend = kill_migrate_in(database_url, migrations, db, "SELECT pg_advisory_xact_lock(4242)")
+        args = ("--database-url", database_url, "--migrations-dir", str(migrations))
+
+        # Bounded: a backend still running when --lock-timeout runs out is named, and the row kept.
+        timed_out = run_process("db", "unlock-migrations", "--confirm", "--wait", "--lock-timeout", "1", *args)
+        assert timed_out.exit_code == 1, timed_out.output
+        assert f"its backend pid {backend} is still running" in timed_out.stderr
+        assert "--terminate" in timed_out.stderr
+        assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(True,)]
+
+        others = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            f"AND application_name = 'poststack' AND pid <> {backend}"
+        )
+        wait_for(db, others, [(0,)])  # the refused run's session is gone, so it cannot be mistaken below
+        waiting = start_process("db", "clean", "--locks", "--confirm", "--wait", "--lock-timeout", "60", *args)
+        # Once it has planned and polls for the lock, let the backend's statement end.
+        wait_for(db, f"{others} AND query LIKE 'SELECT pg_try_advisory_lock%%'", [(1,)])
+    finally:
+        blocker.close()
+    stdout, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, stdout + stderr
+    assert f"Wait up to 60s for backend {backend} to end" in stdout
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+    assert sql(db, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,)) == [(0,)]
+    assert sql(db, "SELECT to_regclass('blocked')") == [(None,)]  # its transaction was rolled back
+
+    write(migrations, "002_blocked.sql", "CREATE TABLE blocked (id int);\n")
+    again = run_process("db", "migrate", *args)
+    assert again.exit_code == 0, again.output
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
