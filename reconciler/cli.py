@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,8 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
+from reconciler import interrupts
 from reconciler.config import Settings, mask_url, resolve_settings
-from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, PoststackError, UsageError
+from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
 
 
 class _Lazy:
@@ -43,7 +45,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Migrate, inspect and repair a database's migration history.", no_args_is_help=True)
 server_app = typer.Typer(
-    help="Manage the embedded PostgreSQL used when no database is configured.", no_args_is_help=True
+    help="Manage the embedded PostgreSQL (--embedded, or no database named at a terminal).", no_args_is_help=True
 )
 playbooks_app = typer.Typer(help="List, show and validate remediation playbooks.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -59,8 +61,14 @@ class Format(StrEnum):
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
-        "--database-url", help="PostgreSQL URL; else POSTSTACK_DATABASE_URL, DATABASE_URL, poststack.toml, embedded."
+        "--database-url",
+        help="PostgreSQL URL, or 'embedded'; else POSTSTACK_DATABASE_URL, DATABASE_URL, poststack.toml "
+        "(with none: the embedded server on a terminal, else an error).",
     ),
+]
+EmbeddedOpt = Annotated[
+    bool,
+    typer.Option("--embedded", help="Use the embedded PostgreSQL under .poststack/ (a throwaway local server)."),
 ]
 MigrationsDir = Annotated[
     Path | None,
@@ -73,6 +81,30 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the SQL that woul
 LockTimeoutOpt = Annotated[
     float, typer.Option("--lock-timeout", help="Seconds to wait for another run's migration lock.")
 ]
+
+
+AllowOutOfOrder = Annotated[
+    bool,
+    typer.Option(
+        "--allow-out-of-order",
+        help="Also run pending migrations older than the newest applied one (refused by default: "
+        "such a migration was usually applied by hand or skipped on purpose).",
+    ),
+]
+AllowUndetermined = Annotated[
+    bool,
+    typer.Option(
+        "--allow-undetermined",
+        help="Also run migrations that may have run outside poststack (after db recover) and leave "
+        "nothing in the catalog to tell.",
+    ),
+]
+
+
+def _allowances(out_of_order: bool, undetermined: bool, retry_failed: bool = False) -> Any:
+    from reconciler.pending import Allowances
+
+    return Allowances(out_of_order=out_of_order, undetermined=undetermined, retry_failed=retry_failed)
 
 
 def _err(message: str) -> None:
@@ -88,6 +120,10 @@ def _guard(debug: bool) -> Iterator[None]:
     """The boundary: domain errors print one line (plus what to do) and exit with their code."""
     try:
         yield
+    except Interrupted as e:
+        # Not an error: what a stop signal cut short and what it kept, and the signal's exit code.
+        _err(mask_url(report.interrupted_text(e.interruption)))
+        raise typer.Exit(e.exit_code) from None
     except PoststackError as e:
         if debug:
             raise
@@ -95,9 +131,11 @@ def _guard(debug: bool) -> Iterator[None]:
         if e.detail:
             _err(f"   {mask_url(e.detail)}")
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        _err("❌ interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        # Stopped outside a run that changes the database (reading, planning, waiting for the lock).
+        signum = e.signum if isinstance(e, interrupts.Signalled) else signal.SIGINT
+        _err(f"❌ Interrupted ({interrupts.signal_name(signum)})")
+        raise typer.Exit(interrupts.exit_code(signum)) from None
     except BrokenPipeError:
         # The reader went away (poststack ... | head): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -111,20 +149,38 @@ def _guard(debug: bool) -> Iterator[None]:
         raise typer.Exit(EXIT_PROBLEMS) from None
 
 
+def _interactive() -> bool:
+    """A person at a terminal rather than a deploy or CI job: only there may a database
+    nobody named mean the embedded server. CI systems set CI (true, 1, or their name)."""
+    in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+    return sys.stdin.isatty() and sys.stderr.isatty() and not in_ci
+
+
 def _settings(
     database_url: str | None,
+    embedded: bool,
     migrations_dir: Path | None,
     schema: str | None,
     debug: bool,
     lock_timeout: float | None = None,
+    *,
+    embedded_by_default: bool | None = None,
 ) -> Settings:
     return resolve_settings(
         database_url=database_url,
+        embedded=embedded,
+        embedded_by_default=_interactive() if embedded_by_default is None else embedded_by_default,
         migrations_dir=migrations_dir,
         tracking_schema=schema,
         lock_timeout=lock_timeout,
         debug=debug,
     )
+
+
+def _local_settings(migrations_dir: Path | None, debug: bool) -> Settings:
+    """For the commands that open no connection (playbooks, db server): which database
+    would be used does not concern them, so an unnamed one is not refused."""
+    return _settings(None, False, migrations_dir, None, debug, embedded_by_default=True)
 
 
 def _emit(fmt: Format, result: Any, text: Callable[[Any], str], json_view: Callable[[Any], str]) -> None:
@@ -200,6 +256,7 @@ def demo(
         str | None,
         typer.Option("--database-url", help="Server to create the scratch database on [default: embedded]."),
     ] = None,
+    embedded: EmbeddedOpt = False,
     debug: Debug = False,
 ) -> None:
     """Break a scratch database the ways the troubleshooting guide describes, then diagnose,
@@ -207,7 +264,9 @@ def demo(
     from reconciler.demo import run_demo
 
     with _guard(debug):
-        settings = _settings(database_url, None, None, debug)
+        # A scratch database is the demo's purpose (the README's first command, run in CI
+        # too): the embedded server is its default everywhere.
+        settings = _settings(database_url, embedded, None, None, debug, embedded_by_default=True)
         result = run_demo(settings, lambda event: typer.echo(report.demo_event_text(event)), keep=keep, notify=_notify)
         typer.echo(report.demo_result_text(result))
         if not result.healthy:
@@ -225,22 +284,25 @@ def migrate(
         bool,
         typer.Option("--retry-failed", help="Also retry migrations that failed outside a transaction (after cleanup)."),
     ] = False,
+    allow_out_of_order: AllowOutOfOrder = False,
+    allow_undetermined: AllowUndetermined = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Apply pending migrations in numeric order, each in its own transaction."""
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
         with _StepProgress("migrating") as progress:
             result = commands.migrate(
                 settings,
                 target=target,
                 dry_run=dry_run,
-                retry_failed=retry_failed,
+                allow=_allowances(allow_out_of_order, allow_undetermined, retry_failed),
                 notify=_notify,
                 on_step=progress.on_step,
             )
@@ -259,13 +321,14 @@ def rollback(
     lock_timeout: LockTimeoutOpt = 30.0,
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Undo every applied migration above VERSION, newest first, with its .rollback.sql."""
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
         with _StepProgress("rolling back") as progress:
             result = commands.rollback(settings, version, dry_run=dry_run, notify=_notify, on_step=progress.on_step)
         _emit(fmt, result, report.run_text, report.run_json)
@@ -277,13 +340,16 @@ def rollback(
 def migration_status(
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Current version, applied, pending and failed migrations."""
     with _guard(debug):
-        result = commands.migration_status(_settings(database_url, migrations_dir, schema, debug), notify=_notify)
+        result = commands.migration_status(
+            _settings(database_url, embedded, migrations_dir, schema, debug), notify=_notify
+        )
         _emit(fmt, result, report.status_text, report.status_json)
         if result.failed:
             raise typer.Exit(EXIT_PROBLEMS)
@@ -293,13 +359,16 @@ def migration_status(
 def migration_info(
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Migration files with checksums and companions, server version, lock state."""
     with _guard(debug):
-        result = commands.migration_info(_settings(database_url, migrations_dir, schema, debug), notify=_notify)
+        result = commands.migration_info(
+            _settings(database_url, embedded, migrations_dir, schema, debug), notify=_notify
+        )
         _emit(fmt, result, report.info_text, report.info_json)
 
 
@@ -310,13 +379,14 @@ def create_schema(
     ] = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Create the tracking, lock and audit tables."""
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
         result = commands.create_schema(settings, force=force, notify=_notify)
         if result.execution.failure:
             _err(f"❌ create-schema failed: {result.execution.failure.message}")
@@ -330,13 +400,14 @@ def backup(
         Path | None, typer.Option("--output", "-o", help="File to write [default: backups/poststack-<UTC time>.sql].")
     ] = None,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Dump the database with a pg_dump matching the server's major version."""
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug)
         on_progress = None
         progress: Any = None
         if sys.stderr.isatty():
@@ -367,13 +438,14 @@ def backup(
 def shell(
     command: Annotated[str | None, typer.Option("-c", "--command", help="Run this SQL and print the result.")] = None,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Open psql on the database, or run SQL with -c (or from standard input)."""
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug)
         if command is None and not sys.stdin.isatty():
             command = sys.stdin.read()
         if command is None:
@@ -383,6 +455,8 @@ def shell(
         for notice in result.notices:
             _err(notice)
         typer.echo(report.shell_text(result))
+        # Last, on stderr: stdout stays the query's result alone, as psql -c prints it.
+        _err(report.database_line(result.database))
 
 
 @db_app.command()
@@ -391,6 +465,7 @@ def diagnose(
     severity: Annotated[str, typer.Option("--severity", help="Only issues at or above: low, medium, high.")] = "low",
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
@@ -403,7 +478,7 @@ def diagnose(
         types = [IssueType.parse(t) for value in issue_type or () for t in value.split(",") if t.strip()]
         minimum = Severity.parse(severity)
         result = diagnosis.diagnose(
-            _settings(database_url, migrations_dir, schema, debug), types, minimum, notify=_notify
+            _settings(database_url, embedded, migrations_dir, schema, debug), types, minimum, notify=_notify
         )
         _emit(fmt, result, report.diagnosis_text, report.diagnosis_json)
         if not result.ok:
@@ -417,6 +492,7 @@ def validate(
     ] = False,
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
@@ -425,7 +501,7 @@ def validate(
     from reconciler import diagnosis
 
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug)
         result = diagnosis.validate(settings, check_rollbacks=check_rollbacks, notify=_notify)
         _emit(fmt, result, report.validation_text, report.checks_json)
         if not result.ok:
@@ -436,6 +512,7 @@ def validate(
 def verify_migrations(
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
@@ -444,7 +521,9 @@ def verify_migrations(
     from reconciler import diagnosis
 
     with _guard(debug):
-        result = diagnosis.verify_migrations(_settings(database_url, migrations_dir, schema, debug), notify=_notify)
+        result = diagnosis.verify_migrations(
+            _settings(database_url, embedded, migrations_dir, schema, debug), notify=_notify
+        )
         _emit(fmt, result, report.verification_text, report.checks_json)
         if not result.ok:
             raise typer.Exit(EXIT_PROBLEMS)
@@ -464,6 +543,10 @@ def _issue_types(values: list[str] | None) -> tuple[str, ...]:
     return tuple(t if t == PENDING else IssueType.parse(t).value for t in parts)
 
 
+def _plan_variables(force: bool, allow_out_of_order: bool, allow_undetermined: bool) -> dict[str, bool]:
+    return {"force": force, "allow_out_of_order": allow_out_of_order, "allow_undetermined": allow_undetermined}
+
+
 def _run_plan(settings: Settings, plan: Any) -> Any:
     from reconciler import remediation
 
@@ -479,11 +562,14 @@ def plan_command(
     force: Annotated[
         bool, typer.Option("--force", help="Let playbooks include what they skip without evidence.")
     ] = False,
+    allow_out_of_order: AllowOutOfOrder = False,
+    allow_undetermined: AllowUndetermined = False,
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 0: nothing to do; 2: changes planned; 1: error.")
     ] = False,
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
@@ -493,8 +579,12 @@ def plan_command(
     from reconciler.planner import PlanRequest
 
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug)
-        request = PlanRequest(tuple(playbook or ()), _issue_types(issue_type), {"force": force})
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug)
+        request = PlanRequest(
+            tuple(playbook or ()),
+            _issue_types(issue_type),
+            _plan_variables(force, allow_out_of_order, allow_undetermined),
+        )
         plan = remediation.make_plan(settings, request, notify=_notify)
         if out is not None:
             remediation.save_plan(plan, out)
@@ -515,9 +605,12 @@ def apply_command(
     force: Annotated[
         bool, typer.Option("--force", help="Let playbooks include what they skip without evidence (as plan --force).")
     ] = False,
+    allow_out_of_order: AllowOutOfOrder = False,
+    allow_undetermined: AllowUndetermined = False,
     fmt: FormatOpt = Format.text,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
@@ -527,16 +620,20 @@ def apply_command(
     from reconciler.planner import PlanRequest
 
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
         request = None
         if plan_file is not None:
-            if playbook or issue_type or force:
+            if playbook or issue_type or force or allow_out_of_order or allow_undetermined:
                 raise UsageError(
-                    "--playbook, --issue-type and --force choose a new plan; a saved plan is applied as it is"
+                    "--playbook, --issue-type, --force and --allow-* choose a new plan; a saved plan is applied as it is"
                 )
             plan = remediation.load_plan(plan_file)
         else:
-            request = PlanRequest(tuple(playbook or ()), _issue_types(issue_type), {"force": force})
+            request = PlanRequest(
+                tuple(playbook or ()),
+                _issue_types(issue_type),
+                _plan_variables(force, allow_out_of_order, allow_undetermined),
+            )
             plan = remediation.make_plan(settings, request, _notify)
         runnable = [s for s in plan.steps if s.action != "manual"]
         if fmt is Format.text:
@@ -584,6 +681,7 @@ def recover(
     force: Annotated[bool, typer.Option("--force", help="Also track undetermined migrations (no evidence).")] = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
@@ -592,7 +690,7 @@ def recover(
     from reconciler import remediation
 
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
         plan = remediation.recover(settings, force=force, notify=_notify)
         if dry_run:
             typer.echo(report.recover_dry_run_text(plan))
@@ -623,6 +721,7 @@ def repair(
     dry_run: DryRun = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
@@ -631,7 +730,7 @@ def repair(
     from reconciler import remediation
 
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
         plan = remediation.repair(settings, issue_types=_issue_types(issue_type), force=force, notify=_notify)
         if dry_run:
             typer.echo(report.remediation_plan_text(plan))
@@ -644,16 +743,35 @@ def repair(
 
 ConfirmOpt = Annotated[bool, typer.Option("--confirm", help="Really do it (without: show what would run).")]
 TerminateOpt = Annotated[
-    bool, typer.Option("--terminate", help="If the lock's holder is still alive, end its backend.")
+    bool,
+    typer.Option(
+        "--terminate", help="If the lock's backend is still running (a live holder, or a killed run's), end it."
+    ),
+]
+WaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="If the lock's backend is still running (a killed run's last statement), wait up to "
+        "--lock-timeout for it to end, then release the lock.",
+    ),
 ]
 
 
-def _clean(settings: Settings, *, locks: bool, duplicates: bool, confirm: bool, terminate: bool, legacy: bool) -> None:
+def _clean(
+    settings: Settings, *, locks: bool, duplicates: bool, confirm: bool, terminate: bool, legacy: bool, wait: bool
+) -> None:
     from reconciler import remediation
 
     operation = "unlock" if legacy else "clean"
     plan = remediation.clean(
-        settings, locks=locks, duplicates=duplicates, terminate=terminate, operation=operation, notify=_notify
+        settings,
+        locks=locks,
+        duplicates=duplicates,
+        terminate=terminate,
+        wait=wait,
+        operation=operation,
+        notify=_notify,
     )
     runnable = [s for s in plan.steps if s.action != "manual"]
     manual = [s for s in plan.steps if s.action == "manual"]
@@ -670,8 +788,7 @@ def _clean(settings: Settings, *, locks: bool, duplicates: bool, confirm: bool, 
         raise typer.Exit(EXIT_USAGE)
     result = _run_plan(settings, plan)
     if legacy and result.ok:
-        holder = next(s.args["holder"] for s in plan.steps if s.action == "release_lock")
-        typer.echo(f"✅ Released the migration lock ({holder.removeprefix('held by ')})")
+        typer.echo(report.unlock_text(result))
     else:
         typer.echo(report.front_end_text("clean", result))
     if not result.ok:
@@ -686,32 +803,38 @@ def clean(
     ] = False,
     confirm: ConfirmOpt = False,
     terminate: TerminateOpt = False,
+    wait: WaitOpt = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Clean up stuck locks and duplicate tracking rows."""
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
-        _clean(settings, locks=locks, duplicates=duplicates, confirm=confirm, terminate=terminate, legacy=False)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
+        _clean(
+            settings, locks=locks, duplicates=duplicates, confirm=confirm, terminate=terminate, legacy=False, wait=wait
+        )
 
 
 @db_app.command("unlock-migrations")
 def unlock_migrations(
     confirm: ConfirmOpt = False,
     terminate: TerminateOpt = False,
+    wait: WaitOpt = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
+    embedded: EmbeddedOpt = False,
     migrations_dir: MigrationsDir = None,
     schema: Schema = None,
     debug: Debug = False,
 ) -> None:
     """Release a migration lock left by a crashed or killed run (same as db clean --locks)."""
     with _guard(debug):
-        settings = _settings(database_url, migrations_dir, schema, debug, lock_timeout)
-        _clean(settings, locks=True, duplicates=False, confirm=confirm, terminate=terminate, legacy=True)
+        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
+        _clean(settings, locks=True, duplicates=False, confirm=confirm, terminate=terminate, legacy=True, wait=wait)
 
 
 @playbooks_app.command("list")
@@ -720,7 +843,7 @@ def playbooks_list(migrations_dir: MigrationsDir = None, debug: Debug = False) -
     from reconciler.playbook import load_all
 
     with _guard(debug):
-        settings = _settings(None, migrations_dir, None, debug)
+        settings = _local_settings(migrations_dir, debug)
         typer.echo(report.playbooks_text(load_all(settings.migrations_dir)))
 
 
@@ -734,7 +857,7 @@ def playbooks_show(
     from reconciler.playbook import find, load_all
 
     with _guard(debug):
-        settings = _settings(None, migrations_dir, None, debug)
+        settings = _local_settings(migrations_dir, debug)
         typer.echo(report.playbook_show_text(find(load_all(settings.migrations_dir), name)))
 
 
@@ -748,7 +871,7 @@ def playbooks_validate(
     from reconciler.playbook import load_all, load_playbook
 
     with _guard(debug):
-        settings = _settings(None, migrations_dir, None, debug)
+        settings = _local_settings(migrations_dir, debug)
         books = [load_playbook(file)] if file is not None else list(load_all(settings.migrations_dir).values())
         for book in books:
             typer.echo(f"✅ {book.path}: valid ({book.name} v{book.version}, {len(book.steps)} steps)")
@@ -761,7 +884,7 @@ def playbooks_validate(
 def server_status(migrations_dir: MigrationsDir = None, fmt: FormatOpt = Format.text, debug: Debug = False) -> None:
     """Is the embedded PostgreSQL initialized and running?"""
     with _guard(debug):
-        result = commands.server_status(_settings(None, migrations_dir, None, debug))
+        result = commands.server_status(_local_settings(migrations_dir, debug))
         _emit(fmt, result, report.server_status_text, report.to_json)
 
 
@@ -769,7 +892,7 @@ def server_status(migrations_dir: MigrationsDir = None, fmt: FormatOpt = Format.
 def server_stop(migrations_dir: MigrationsDir = None, debug: Debug = False) -> None:
     """Stop the embedded PostgreSQL (the next command starts it again)."""
     with _guard(debug):
-        settings = _settings(None, migrations_dir, None, debug)
+        settings = _local_settings(migrations_dir, debug)
         stopped = commands.server_stop(settings)
         typer.echo(
             f"✅ Stopped the embedded PostgreSQL in {settings.embedded_data_dir}"
@@ -778,16 +901,10 @@ def server_stop(migrations_dir: MigrationsDir = None, debug: Debug = False) -> N
         )
 
 
-def _terminate(signum: int, frame: object) -> None:
-    # Stopped by a deploy system: unwind like Ctrl-C, so the open step is rolled back,
-    # recorded, and the migration lock released.
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    import signal
-
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT (Ctrl-C) and SIGTERM (a deploy system stopping us) cancel the running statement;
+    # the open step is rolled back and recorded, the migration lock released (interrupts.py).
+    interrupts.install()
     try:
         app()
     except SystemExit as e:

@@ -1,28 +1,42 @@
 """Settings: where the database is, where the migrations are, where tracking lives.
 
 Resolution order for the database URL: ``--database-url``, ``POSTSTACK_DATABASE_URL``,
-``DATABASE_URL``, ``poststack.toml``, ``[tool.poststack]`` in ``pyproject.toml``;
-with none, an embedded PostgreSQL. An empty value counts as unset.
+``DATABASE_URL``, ``poststack.toml``, ``[tool.poststack]`` in ``pyproject.toml``. An empty
+value counts as unset; the value ``embedded`` (or ``--embedded``) chooses the embedded
+PostgreSQL. With none named, the embedded server is used only where the caller says it may
+be (an interactive terminal, the demo): elsewhere a missing secret must not become a
+successful run on a throwaway server.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from reconciler.errors import UsageError
+from reconciler.errors import DatabaseUnavailable, UsageError
 
 DEFAULT_MIGRATIONS_DIR = "migrations"
 DEFAULT_SCHEMA = "public"
 DEFAULT_LOCK_TIMEOUT = 30.0
 MAX_LOCK_TIMEOUT = 2_147_483  # PostgreSQL's lock_timeout ceiling, in seconds
 EMBEDDED = "embedded"
+
+# The one list of what poststack reads: each project-file key, and its environment variable.
+SETTING_VARIABLES: dict[str, str] = {
+    "database_url": "POSTSTACK_DATABASE_URL",
+    "migrations_dir": "POSTSTACK_MIGRATIONS_DIR",
+    "tracking_schema": "POSTSTACK_SCHEMA",
+}
+# POSTSTACK_ variables that poststack's own test suite and benchmarks read, not poststack:
+# a developer's shell has them set while running poststack.
+OTHER_VARIABLES = ("POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@/\n]*)(?P<tail>@)")
@@ -37,7 +51,7 @@ _PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]*)", re.IG
 @dataclass(frozen=True)
 class Settings:
     """Everything a command needs to know about where things are. ``database_url`` is
-    ``None`` when the embedded server is to be used."""
+    ``None`` when the embedded server is to be used (it was chosen, or allowed by default)."""
 
     database_url: str | None
     url_source: str
@@ -101,14 +115,65 @@ def _read_project_file(cwd: Path) -> tuple[dict[str, object], Path | None, str]:
     """The [tool.poststack] table (or poststack.toml's top level) and the file it came from."""
     own = cwd / "poststack.toml"
     if own.is_file():
-        return _load_toml(own), own, "poststack.toml"
+        table = _load_toml(own)
+        _check_keys(table, str(own))
+        return table, own, "poststack.toml"
     pyproject = cwd / "pyproject.toml"
     if pyproject.is_file():
         tool = _load_toml(pyproject).get("tool", {})
         table = tool.get("poststack") if isinstance(tool, dict) else None
         if isinstance(table, dict):
+            _check_keys(table, f"{pyproject} [tool.poststack]")
             return table, pyproject, "pyproject.toml [tool.poststack]"
     return {}, None, ""
+
+
+def _did_you_mean(name: str, known: Collection[str]) -> str:
+    """``; did you mean 'x'?`` for the closest known name, compared without case and with
+    ``-`` read as ``_`` (``database-url``, ``DATABASE_URL``); else nothing."""
+    by_form = {k.lower().replace("-", "_"): k for k in known}
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), list(by_form), n=1, cutoff=0.6)
+    return f"; did you mean {by_form[close[0]]!r}?" if close else ""
+
+
+def _check_keys(table: Mapping[str, object], where: str) -> None:
+    """A key poststack does not read is a typo until shown otherwise: a misspelt
+    ``database-url`` must not quietly leave the database unset."""
+    for key in table:
+        if key not in SETTING_VARIABLES:
+            raise UsageError(
+                f"{where}: unknown key {key!r}{_did_you_mean(key, SETTING_VARIABLES)}",
+                f"poststack reads {', '.join(SETTING_VARIABLES)}.",
+            )
+
+
+def _check_environment(env: Mapping[str, str]) -> None:
+    """A POSTSTACK_ variable poststack does not read is a typo (POSTSTACK_DATABSE_URL), for
+    the same reason as an unknown key."""
+    known = (*SETTING_VARIABLES.values(), *OTHER_VARIABLES)
+    for name in sorted(env):
+        if name.startswith("POSTSTACK_") and name not in known:
+            raise UsageError(
+                f"environment variable {name} is not one poststack reads{_did_you_mean(name, known)}",
+                f"poststack reads {', '.join(SETTING_VARIABLES.values())} (and DATABASE_URL); rename or unset {name}.",
+            )
+
+
+def _names_embedded(url: str) -> bool:
+    return url.strip().lower() == EMBEDDED
+
+
+def _nothing_named(cwd: Path) -> DatabaseUnavailable:
+    """Where poststack looked, and how to choose: the one sentence a deploy with a missing
+    secret prints instead of migrating a throwaway server."""
+    places = ["--database-url", "POSTSTACK_DATABASE_URL", "DATABASE_URL", str(cwd / "poststack.toml")]
+    if not (cwd / "poststack.toml").is_file():  # when it exists, pyproject.toml is not read
+        places.append(f"{cwd / 'pyproject.toml'} [tool.poststack]")
+    return DatabaseUnavailable(
+        f"no database named: poststack looked at {', '.join(places[:-1])} and {places[-1]}; "
+        "set one of them to a postgresql:// URL, or pass --embedded for a throwaway local server "
+        "(the default only on an interactive terminal)"
+    )
 
 
 def _load_toml(path: Path) -> dict[str, object]:
@@ -133,6 +198,8 @@ def _string_option(table: Mapping[str, object], key: str, path: Path | None) -> 
 def resolve_settings(
     *,
     database_url: str | None = None,
+    embedded: bool = False,
+    embedded_by_default: bool = False,
     migrations_dir: str | Path | None = None,
     tracking_schema: str | None = None,
     lock_timeout: float | None = None,
@@ -140,20 +207,33 @@ def resolve_settings(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Settings:
-    """Resolve flags, environment and project file into Settings. Flags win."""
+    """Resolve flags, environment and project file into Settings. Flags win.
+
+    ``embedded`` is the --embedded flag. ``embedded_by_default`` says whether, with no
+    database named anywhere, the embedded server may be used: the interface decides (an
+    interactive terminal, the demo); otherwise that is DatabaseUnavailable, raised after
+    every usage error so a typo is reported as one."""
     env = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
+    _check_environment(env)
     table, project_file, project_label = _read_project_file(cwd)
     base = project_file.parent if project_file else cwd
 
     url, source = _nonempty(database_url), "--database-url"
-    for variable in ("POSTSTACK_DATABASE_URL", "DATABASE_URL"):
+    if embedded:
+        if url is not None and not _names_embedded(url):
+            raise UsageError(f"--embedded and --database-url {masked_url(url)} name two databases; pass one of them")
+        url, source = EMBEDDED, "--embedded"  # a flag: it wins over the environment, as --database-url does
+    for variable in (SETTING_VARIABLES["database_url"], "DATABASE_URL"):
         if url is None:
             url, source = _nonempty(env.get(variable)), variable
     if url is None:
         url, source = _string_option(table, "database_url", project_file), project_label
+    nothing_named = url is None
     if url is None:
         source = EMBEDDED
+    elif _names_embedded(url):
+        url = None  # the embedded server, chosen by name in ``source``
     elif not re.match(r"^postgres(ql)?(\+psycopg2)?://", url):
         raise UsageError(
             f"database URL from {source} is not a postgresql:// URL: {masked_url(url)}",
@@ -163,7 +243,7 @@ def resolve_settings(
     directory = _nonempty(str(migrations_dir) if migrations_dir is not None else None)
     dir_base = cwd
     if directory is None:
-        directory = _nonempty(env.get("POSTSTACK_MIGRATIONS_DIR"))
+        directory = _nonempty(env.get(SETTING_VARIABLES["migrations_dir"]))
     if directory is None:
         directory, dir_base = _string_option(table, "migrations_dir", project_file), base
     directory = directory or DEFAULT_MIGRATIONS_DIR
@@ -173,7 +253,7 @@ def resolve_settings(
 
     schema = (
         _nonempty(tracking_schema)
-        or _nonempty(env.get("POSTSTACK_SCHEMA"))
+        or _nonempty(env.get(SETTING_VARIABLES["tracking_schema"]))
         or _string_option(table, "tracking_schema", project_file)
         or DEFAULT_SCHEMA
     )
@@ -185,6 +265,8 @@ def resolve_settings(
     if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LOCK_TIMEOUT:
         raise UsageError(f"--lock-timeout must be between 0 and {MAX_LOCK_TIMEOUT} seconds")
 
+    if nothing_named and not embedded_by_default:
+        raise _nothing_named(cwd)
     return Settings(
         database_url=url,
         url_source=source,

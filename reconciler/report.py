@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from reconciler import errors
 from reconciler.issues import SHORT_CHECKSUM, Severity
 from reconciler.plan import Plan, PlannedStep
 from reconciler.statements import Statement
@@ -99,6 +100,27 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+# --- where it ran -----------------------------------------------------------------------
+
+
+def database_text(database: Any) -> str:
+    """A DatabaseRef in words: the masked URL, and for the embedded server, that it is it."""
+    if database.embedded_dir is None:
+        return database.url
+    # Its socket usually lives in the data directory: the URL then names it already.
+    where = "" if str(database.embedded_dir) in database.url else f" ({database.embedded_dir})"
+    return f"embedded PostgreSQL at {database.url}{where}"
+
+
+def database_line(database: Any) -> str:
+    """The last line of every command that changes a database: which one it changed."""
+    return f"Database: {database_text(database)}"
+
+
+def _with_database(text: str, database: Any) -> str:
+    return f"{text}\n{database_line(database)}"
+
+
 # --- migrate / rollback -----------------------------------------------------------------
 
 
@@ -107,6 +129,10 @@ def _versions(steps: Any) -> str:
 
 
 def run_text(result: Any) -> str:
+    return _with_database(_run_outcome_text(result), result.database)
+
+
+def _run_outcome_text(result: Any) -> str:
     plan: Plan = result.plan
     migrations = [s for s in plan.steps if s.action in ("apply_migration", "rollback_migration")]
     verb = "applied" if result.operation == "migrate" else "rolled back"
@@ -152,6 +178,7 @@ def run_json(result: Any) -> str:
     return to_json(
         {
             "operation": result.operation,
+            "database": result.database.url,
             "dry_run": result.dry_run,
             "ok": result.ok,
             "plan": result.plan.to_json(),
@@ -160,6 +187,82 @@ def run_json(result: Any) -> str:
             "elapsed_s": round(execution.elapsed_s, 3) if execution else None,
         }
     )
+
+
+# --- interrupted (SIGINT, SIGTERM) ------------------------------------------------------
+
+_KEPT = {
+    errors.ROLLED_BACK: "rolled back; nothing of it was kept.",
+    errors.HALF_DONE: "left half-done: it ran outside a transaction, so the statements before the "
+    "interrupted one were kept.",
+    errors.COMMITTED: "it had already committed, so it is kept; nothing after it ran.",
+    errors.COMMIT_UNKNOWN: "told twice, poststack closed the connection while the step was committing: "
+    "it may or may not have been applied.",
+    errors.BETWEEN_STEPS: "no step was running.",
+}
+
+
+def interrupted_text(interruption: errors.Interruption) -> str:
+    """What a stop signal cut short and what it kept, ending with the database."""
+    i = interruption
+    file = Path(i.source).name if i.source else None
+    if i.step is None:
+        where = "between steps"
+    elif i.action == "apply_migration":
+        where = f"during migration {i.version}" + (f" ({file})" if file else "")
+    elif i.action == "rollback_migration":
+        where = f"while rolling back migration {i.version}" + (f" ({file})" if file else "")
+    else:
+        where = f"during step {i.step} ({i.reason})"
+    if i.kept == errors.CONNECTION_CLOSED:
+        kept = "told twice, poststack closed the connection; " + (
+            "the server rolls the step back when it notices."
+            if i.transactional
+            else "the statement it was running may still finish on the server, and those before it were kept."
+        )
+    else:
+        kept = _KEPT.get(i.kept, i.kept)
+    lines = [f"❌ Interrupted ({i.signal}) {where}: {kept}"]
+    if i.undone:
+        lines.append(f"   Rolled back with it (same transaction): step(s) {', '.join(map(str, i.undone))}.")
+    lines.append(f"   {_done_before(i)}")
+    lines.append(f"   {_after_interrupt(i)}")
+    lines.append(database_line(i.database))
+    return "\n".join(lines)
+
+
+def _done_before(i: errors.Interruption) -> str:
+    if i.operation in ("migrate", "rollback"):
+        action = "apply_migration" if i.operation == "migrate" else "rollback_migration"
+        versions = [version for _, a, version in i.done if a == action and version]
+        verb = "Applied" if i.operation == "migrate" else "Rolled back"
+        if not versions:
+            return f"Nothing was {verb.lower()} before it."
+        when = "in this run" if i.kept == errors.COMMITTED else "before the interrupt"
+        return f"{verb} {when}: {', '.join(versions)}."
+    if not i.done:
+        return "No step was done before it."
+    return f"Done before the interrupt: step(s) {', '.join(str(index) for index, _, _ in i.done)}."
+
+
+def _after_interrupt(i: errors.Interruption) -> str:
+    if i.kept in (errors.CONNECTION_CLOSED, errors.COMMIT_UNKNOWN):
+        return (
+            "Nothing more was recorded: run poststack db diagnose to see where it stopped "
+            "(and to release the migration lock once its backend has ended)."
+        )
+    if i.kept == errors.HALF_DONE and i.operation == "migrate":
+        return (
+            "It is recorded as interrupted; see what it left with poststack db diagnose, clean that up, "
+            "then run poststack db migrate --retry-failed."
+        )
+    if i.kept == errors.ROLLED_BACK and i.operation == "migrate":
+        if i.recorded:
+            return "It is recorded as interrupted; run poststack db migrate again to apply it."
+        return "Run poststack db migrate again to apply it."
+    if i.operation == "migrate":
+        return "Run poststack db migrate again for what remains."
+    return "Run the same command again to finish."
 
 
 # --- status / info ----------------------------------------------------------------------
@@ -246,7 +349,10 @@ def info_text(result: Any) -> str:
 
 def info_json(result: Any) -> str:
     data = asdict(result)
-    data["lock"] = None if result.lock is None else {**asdict(result.lock), "description": lock_text(result.lock)}
+    lock = result.lock
+    data["lock"] = (
+        None if lock is None else {**asdict(lock), "holder_alive": lock.holder_alive, "description": lock_text(lock)}
+    )
     return to_json(data)
 
 
@@ -264,6 +370,7 @@ def create_schema_text(result: Any) -> str:
         lines.append(f"✅ Created {', '.join(result.created)} in schema {result.tracking_schema}")
     else:
         lines.append(f"✅ Tracking tables already exist in schema {result.tracking_schema}; nothing created")
+    lines.append(database_line(result.database))
     return "\n".join(lines)
 
 
@@ -455,6 +562,10 @@ def remediation_plan_json(plan: Plan) -> str:
 
 
 def apply_text(result: Any) -> str:
+    return _with_database(_apply_outcome_text(result), result.database)
+
+
+def _apply_outcome_text(result: Any) -> str:
     plan = result.plan
     lines = []
     execution = result.execution
@@ -501,6 +612,7 @@ def apply_json(result: Any) -> str:
     return to_json(
         {
             "ok": result.ok,
+            "database": result.database.url,
             "plan_hash": result.plan.hash,
             "outcomes": [asdict(o) for o in execution.outcomes] if execution else [],
             "failure": asdict(execution.failure) if execution and execution.failure else None,
@@ -531,6 +643,10 @@ def recover_dry_run_text(plan: Plan) -> str:
 
 
 def recover_text(result: Any) -> str:
+    return _with_database(_recover_outcome_text(result), result.database)
+
+
+def _recover_outcome_text(result: Any) -> str:
     plan = result.plan
     tracked = [
         o.version
@@ -540,7 +656,7 @@ def recover_text(result: Any) -> str:
     if result.execution is None:
         return "✅ Nothing to recover: every migration the catalog shows applied is tracked."
     if not result.ok:
-        return "🔄 Starting migration recovery...\n" + apply_text(result)
+        return "🔄 Starting migration recovery...\n" + _apply_outcome_text(result)
     forced = [i["version"] for i in plan.issues if i["type"] == "undetermined" and i["version"] in tracked]
     lines = ["🔄 Starting migration recovery...", "✅ Recovery completed successfully!"]
     lines.append(f"   Added tracking for migrations {', '.join(tracked)}")
@@ -551,15 +667,25 @@ def recover_text(result: Any) -> str:
 
 def front_end_text(verb: str, result: Any) -> str:
     """repair and clean: what was done, in one line per kind of fix."""
+    return _with_database(_front_end_outcome_text(verb, result), result.database)
+
+
+def _front_end_outcome_text(verb: str, result: Any) -> str:
     if result.execution is None:
-        return f"✅ Nothing to {verb}." + ("" if not result.plan.steps else "\n" + apply_text(result))
+        return f"✅ Nothing to {verb}." + ("" if not result.plan.steps else "\n" + _apply_outcome_text(result))
     if not result.ok:
-        return apply_text(result)
+        return _apply_outcome_text(result)
     done = [result.plan.steps[o.index - 1] for o in result.execution.outcomes if o.ok and o.outcome == "ok"]
     lines = [f"✅ {verb.capitalize()} completed successfully!"]
     lines += [f"   {s.reason[0].upper()}{s.reason[1:]}" for s in done]
     lines += _afterwards(result.plan, result.remaining)
     return "\n".join(lines)
+
+
+def unlock_text(result: Any) -> str:
+    """db unlock-migrations, as it has always said it: the lock released, and whose it was."""
+    holder = next(s.args["holder"] for s in result.plan.steps if s.action == "release_lock")
+    return _with_database(f"✅ Released the migration lock ({holder.removeprefix('held by ')})", result.database)
 
 
 def playbooks_text(playbooks: Any) -> str:

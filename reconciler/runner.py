@@ -192,7 +192,12 @@ def migrate(
     # so a bad file or a migration that may have run already is refused before anything
     # (even the tracking tables) is written.
     tracking, readiness = look(session, settings, migrations, target, allow)
-    plan = migrate_plan(migrations, tracking, readiness, target)
+    locked = tracking.lock is not None and tracking.lock.locked
+    if dry_run or not (readiness.holds and locked):
+        plan = migrate_plan(migrations, tracking, readiness, target)
+    # Held while the migration lock is taken: a live run may be half-way through a migration
+    # outside a transaction, and a dead one explains itself first (the lock says it stopped
+    # mid-way). Either way the lock decides first; the evidence is read again under it.
     if dry_run:
         return RunResult("migrate", plan, None, True, session.database_ref)
     schema = settings.tracking_schema
@@ -202,7 +207,7 @@ def migrate(
         # Planned again under the lock: a concurrent run's work is seen, never repeated. The
         # catalog is read again only when tracking changed meanwhile.
         now = observe_tracking(session, schema)
-        if now.rows != tracking.rows:
+        if now.rows != tracking.rows or readiness.holds:
             now, readiness = look(session, settings, migrations, target, allow, now)
         plan = migrate_plan(migrations, now, readiness, target)
         execution = executor.execute(session, plan, on_step)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import EMBEDDED, mask_url, resolve_settings
-from reconciler.errors import UsageError
+from reconciler.config import EMBEDDED, OTHER_VARIABLES, SETTING_VARIABLES, mask_url, resolve_settings
+from reconciler.errors import EXIT_DATABASE, DatabaseUnavailable, UsageError
 
 URL_A = "postgresql://a:pw@host/a"
 URL_B = "postgresql://b:pw@host/b"
@@ -21,7 +21,7 @@ URL_B = "postgresql://b:pw@host/b"
     ],
 )
 def test_url_resolution_order_and_empty_means_unset(tmp_path, flag, env, expected, source):
-    settings = resolve_settings(database_url=flag, environ=env, cwd=tmp_path)
+    settings = resolve_settings(database_url=flag, environ=env, cwd=tmp_path, embedded_by_default=True)
     assert settings.database_url == expected
     assert settings.url_source == source
     assert settings.embedded is (expected is None)
@@ -50,7 +50,7 @@ def test_environment_beats_project_file(tmp_path: Path):
 
 
 def test_embedded_data_lives_beside_migrations(tmp_path: Path):
-    settings = resolve_settings(environ={}, cwd=tmp_path, migrations_dir="sql/migrations")
+    settings = resolve_settings(environ={}, cwd=tmp_path, migrations_dir="sql/migrations", embedded=True)
     assert settings.embedded_data_dir == tmp_path / "sql" / ".poststack" / "pgdata"
 
 
@@ -131,3 +131,106 @@ def test_a_configured_url_is_shown_without_its_password_however_written(url: str
         and "cret" not in shown
         and "p@ss" not in shown
     )
+
+
+# --- no database named: the embedded server only where the caller allows it ---------------
+
+
+def test_no_database_named_is_refused_unless_allowed(tmp_path: Path):
+    with pytest.raises(DatabaseUnavailable) as raised:
+        resolve_settings(environ={}, cwd=tmp_path)
+    message = raised.value.summary
+    assert raised.value.exit_code == EXIT_DATABASE == 3
+    for place in (
+        "--database-url",
+        "POSTSTACK_DATABASE_URL",
+        "DATABASE_URL",
+        f"{tmp_path}/poststack.toml",
+        f"{tmp_path}/pyproject.toml [tool.poststack]",
+    ):
+        assert place in message
+    assert "--embedded for a throwaway local server" in message and "postgresql://" in message
+    assert resolve_settings(environ={}, cwd=tmp_path, embedded_by_default=True).embedded
+    # A usage error (a typo, say) is reported as one, not hidden behind the missing database.
+    with pytest.raises(UsageError, match="not a plain PostgreSQL identifier"):
+        resolve_settings(environ={}, cwd=tmp_path, tracking_schema="bad schema")
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "toml", "source"),
+    [
+        ("embedded", {}, None, "--database-url"),
+        (None, {"POSTSTACK_DATABASE_URL": "embedded"}, None, "POSTSTACK_DATABASE_URL"),
+        (None, {"DATABASE_URL": " Embedded "}, None, "DATABASE_URL"),
+        (None, {}, 'database_url = "embedded"\n', "poststack.toml"),
+        ("embedded", {"POSTSTACK_DATABASE_URL": URL_A}, None, "--database-url"),  # the flag wins
+    ],
+)
+def test_embedded_chosen_by_value_in_any_source(tmp_path: Path, flag, env, toml, source):
+    if toml:
+        (tmp_path / "poststack.toml").write_text(toml)
+    settings = resolve_settings(database_url=flag, environ=env, cwd=tmp_path)
+    assert settings.embedded and settings.database_url is None and settings.url_source == source
+
+
+def test_embedded_in_pyproject(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text('[tool.poststack]\ndatabase_url = "embedded"\n')
+    assert resolve_settings(environ={}, cwd=tmp_path).embedded
+
+
+def test_embedded_flag_wins_over_the_environment_but_not_with_a_url_flag(tmp_path: Path):
+    settings = resolve_settings(embedded=True, environ={"DATABASE_URL": URL_B}, cwd=tmp_path)
+    assert settings.embedded and settings.url_source == "--embedded"
+    assert resolve_settings(embedded=True, database_url="embedded", environ={}, cwd=tmp_path).embedded
+    with pytest.raises(UsageError, match=r"--embedded and --database-url postgresql://a:\*\*\*@host/a") as raised:
+        resolve_settings(embedded=True, database_url=URL_A, environ={}, cwd=tmp_path)
+    assert raised.value.exit_code == 2
+
+
+# --- unknown keys and variables ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "where"),
+    [
+        ("poststack.toml", 'database-url = "postgresql://t@h/t"\n', "poststack.toml"),
+        (
+            "pyproject.toml",
+            '[tool.poststack]\nDATABASE_URL = "postgresql://t@h/t"\n',
+            "pyproject.toml [tool.poststack]",
+        ),
+    ],
+)
+def test_an_unknown_key_is_named_with_a_suggestion(tmp_path: Path, file: str, text: str, where: str):
+    (tmp_path / file).write_text(text)
+    with pytest.raises(UsageError) as raised:
+        resolve_settings(environ={}, cwd=tmp_path, embedded_by_default=True)
+    assert raised.value.exit_code == 2
+    assert raised.value.summary.startswith(f"{tmp_path}/{where}: unknown key ")
+    assert raised.value.summary.endswith("did you mean 'database_url'?")
+    assert "database_url, migrations_dir, tracking_schema" in (raised.value.detail or "")
+
+
+def test_an_unknown_key_without_a_near_one(tmp_path: Path):
+    (tmp_path / "poststack.toml").write_text('colour = "blue"\n')
+    with pytest.raises(UsageError, match=r"unknown key 'colour'$"):
+        resolve_settings(environ={}, cwd=tmp_path, embedded_by_default=True)
+
+
+def test_every_documented_key_is_read(tmp_path: Path):
+    (tmp_path / "poststack.toml").write_text("".join(f'{key} = "x"\n' for key in SETTING_VARIABLES))
+    with pytest.raises(UsageError, match="not a postgresql:// URL"):  # read, not refused as unknown
+        resolve_settings(environ={}, cwd=tmp_path)
+
+
+def test_a_mistyped_variable_is_named_with_a_suggestion(tmp_path: Path):
+    with pytest.raises(UsageError) as raised:
+        resolve_settings(environ={"POSTSTACK_DATABSE_URL": URL_A}, cwd=tmp_path)
+    assert raised.value.exit_code == 2
+    assert raised.value.summary == (
+        "environment variable POSTSTACK_DATABSE_URL is not one poststack reads; did you mean 'POSTSTACK_DATABASE_URL'?"
+    )
+    # Those poststack reads, and those its own tests and benchmarks read, are not typos.
+    env = dict.fromkeys(OTHER_VARIABLES, "x") | dict.fromkeys(SETTING_VARIABLES.values(), "")
+    assert {"POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY"} <= set(env)
+    assert resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path).database_url == URL_A

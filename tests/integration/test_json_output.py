@@ -323,7 +323,10 @@ def test_info_while_a_live_run_holds_the_lock(cli, db, database_url: str):
             )
         lock = json_of(cli, "db", "migration-info")["lock"]
         assert lock["locked"] is True and lock["holder_alive"] is True and lock["backend_pid"] == pid
-        assert lock["description"].endswith(", alive)")
+        assert ", alive); its backend is idle" in lock["description"]
+        # Another host's process cannot be checked from here: the backend is what counts.
+        assert lock["description"].endswith("; deploy is another host, so its process cannot be checked from here")
+        assert (lock["client_alive"], lock["client_local"], lock["backend_alive"]) == (None, False, True)
         report = json_of(cli, "db", "diagnose")  # a live holder is not a stuck lock
         assert report["overall_status"] == "pass" and report["database_state"]["lock"]["holder_alive"] is True
         refused = cli("db", "migrate", "--lock-timeout", "1", "--format", "json")
@@ -488,11 +491,12 @@ def test_apply_releases_a_stuck_lock(cli, db):
     assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
 
 
-def test_apply_with_nothing_to_run(cli, migrations_dir: Path):
+def test_apply_with_nothing_to_run(cli, database_url: str, migrations_dir: Path):
     json_of(cli, "db", "migrate")
     nothing = json_of(cli, "apply", "--auto-approve")
     assert nothing == {
         "ok": True,
+        "database": database_url,  # the test server's URL has no password to mask
         "plan_hash": nothing["plan_hash"],
         "outcomes": [],
         "failure": None,

@@ -35,7 +35,7 @@ def four(migrations_dir: Path) -> Path:
 # --- Quick Problem Resolution and Scenario 1: not tracked -------------------------------
 
 
-def test_recover_as_in_the_guide(cli, db, four: Path):
+def test_recover_as_in_the_guide(cli, db, database_url: str, four: Path):
     cli("db", "migrate", "--target", "001")
     apply_by_hand(db, four, "002", "003", "004")
     preview = cli("db", "recover", "--dry-run")
@@ -52,6 +52,7 @@ def test_recover_as_in_the_guide(cli, db, four: Path):
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         "🔄 Starting migration recovery...\n✅ Recovery completed successfully!\n   Added tracking for migrations 002, 003, 004\n"
+        f"Database: {database_url}\n"
     )
     status = cli("db", "migration-status")
     assert status.stdout.startswith("Current version: 004\nApplied migrations: 4\nPending migrations: 0\n")
