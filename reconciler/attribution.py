@@ -6,6 +6,7 @@ its verify script returns true. With no evidence and no verify script it is unde
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -13,6 +14,7 @@ from reconciler.catalog import CatalogSnapshot
 from reconciler.effects import ObjectRef
 from reconciler.files import Migration
 from reconciler.history import History
+from reconciler.tracking import AuditedApplication
 
 
 class Verdict(StrEnum):
@@ -28,11 +30,32 @@ class Attribution:
     verdict: Verdict
     found: tuple[ObjectRef, ...] = ()
     missing: tuple[ObjectRef, ...] = ()
-    basis: str = "catalog"  # catalog, verify script
+    basis: str = "catalog"  # catalog, verify script, audit
     reason: str = ""
 
 
 def attribute(
+    migration: Migration,
+    history: History,
+    catalog: CatalogSnapshot,
+    verify: bool | str | None,
+    audited: AuditedApplication | None = None,
+) -> Attribution:
+    found = _attribute(migration, history, catalog, verify)
+    if found.verdict is Verdict.UNDETERMINED and audited is not None:
+        # The catalog cannot tell; poststack's own audit trail can: its tracking row was lost.
+        how = "applied" if audited.action == "apply_migration" else "recorded as applied"
+        return Attribution(
+            found.version,
+            Verdict.APPLIED,
+            basis="audit",
+            reason=f"the audit table says poststack {how} it at {audited.at:%Y-%m-%d %H:%M:%S %Z} "
+            "and has not rolled it back since",
+        )
+    return found
+
+
+def _attribute(
     migration: Migration, history: History, catalog: CatalogSnapshot, verify: bool | str | None
 ) -> Attribution:
     version = migration.version
@@ -70,6 +93,24 @@ def attribute(
     else:
         verdict = Verdict.ABSENT
     return Attribution(version, verdict, found, missing, reason=reason)
+
+
+def attribute_unapplied(
+    migrations: Iterable[Migration],
+    applied: Container[int],
+    history: History,
+    catalog: CatalogSnapshot,
+    verify: Mapping[str, bool | str],
+    audited: Mapping[int, AuditedApplication],
+) -> dict[str, Attribution]:
+    """What the catalog says of every migration without a successful tracking row. A failed
+    attempt does not stop the look: the migration may have been applied by hand before it
+    (the attempt failed on that)."""
+    return {
+        m.version: attribute(m, history, catalog, verify.get(m.version), audited.get(m.number))
+        for m in migrations
+        if m.number not in applied
+    }
 
 
 def _no_evidence_reason(migration: Migration, history: History) -> str:

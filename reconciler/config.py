@@ -2,7 +2,7 @@
 
 Resolution order for the database URL: ``--database-url``, ``POSTSTACK_DATABASE_URL``,
 ``DATABASE_URL``, ``poststack.toml``, ``[tool.poststack]`` in ``pyproject.toml``. An empty
-value counts as unset; the value ``embedded`` (or ``--embedded``) chooses the embedded
+value counts as unset (but an empty ``--database-url`` flag is an error); the value ``embedded`` (or ``--embedded``) chooses the embedded
 PostgreSQL. With none named, the embedded server is used only where the caller says it may
 be (an interactive terminal, the demo): elsewhere a missing secret must not become a
 successful run on a throwaway server.
@@ -148,8 +148,9 @@ def _check_keys(table: Mapping[str, object], where: str) -> None:
 
 
 def _check_environment(env: Mapping[str, str]) -> None:
-    """A POSTSTACK_ variable poststack does not read is a typo (POSTSTACK_DATABSE_URL), for
-    the same reason as an unknown key."""
+    """A POSTSTACK_ variable poststack does not read is a typo (POSTSTACK_DATABSE_URL,
+    POSTSTACK_DB_URL), for the same reason as an unknown key: ignored, it would let
+    DATABASE_URL or the default choose the database instead."""
     known = (*SETTING_VARIABLES.values(), *OTHER_VARIABLES)
     for name in sorted(env):
         if name.startswith("POSTSTACK_") and name not in known:
@@ -219,6 +220,13 @@ def resolve_settings(
     table, project_file, project_label = _read_project_file(cwd)
     base = project_file.parent if project_file else cwd
 
+    if database_url is not None and not database_url.strip():
+        # Written in a script as --database-url "$DB_URL" with DB_URL unset: falling back to
+        # DATABASE_URL would run on a database nobody named.
+        raise UsageError(
+            "--database-url is empty (a variable that was not set?)",
+            "Pass the URL, or leave the flag out to use POSTSTACK_DATABASE_URL, DATABASE_URL or poststack.toml.",
+        )
     url, source = _nonempty(database_url), "--database-url"
     if embedded:
         if url is not None and not _names_embedded(url):

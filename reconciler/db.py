@@ -55,6 +55,7 @@ class DatabaseRef:
 
     url: str
     embedded_dir: Path | None = None
+    name: str | None = None  # the database the connection reached (the URL may leave it to PGDATABASE)
 
 
 def resolve_url(settings: Settings, notify: Callable[[str], None] | None = None) -> str:
@@ -134,7 +135,8 @@ class Session:
 
     @property
     def database_ref(self) -> DatabaseRef:
-        return DatabaseRef(self.display_url, self.embedded_dir)
+        name = None if self.conn.closed else self.conn.info.dbname
+        return DatabaseRef(self.display_url, self.embedded_dir, name)
 
     def run(self, statement: Statement) -> None:
         self.round_trips += 1
@@ -284,8 +286,10 @@ def connect(settings: Settings, notify: Callable[[str], None] | None = None) -> 
 
 # COPY ... FROM STDIN / TO STDOUT needs a blocking connection: under a wait callback psycopg2
 # refuses it and leaves the connection in COPY state. Such statements wait in libpq.
-_COPY = re.compile(r"\bcopy\b", re.IGNORECASE)
-_COPY_BYTES = re.compile(rb"\bcopy\b", re.IGNORECASE)
+# Only a statement that is a COPY from the client or to it: a comment, a string or a name
+# containing "copy" is an ordinary statement, and stays interruptible.
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+_COPY = re.compile(r"^\s*copy\b.*\b(from\s+stdin|to\s+stdout)\b", re.IGNORECASE | re.DOTALL)
 
 
 class _Cursor(psycopg2.extensions.cursor):
@@ -310,8 +314,10 @@ class _Cursor(psycopg2.extensions.cursor):
 
 def _is_copy(query: object) -> bool:
     if isinstance(query, bytes):
-        return _COPY_BYTES.search(query) is not None
-    return isinstance(query, str) and _COPY.search(query) is not None
+        query = query.decode("utf-8", "replace")
+    if not isinstance(query, str):
+        return False
+    return any(_COPY.search(part) for part in _COMMENTS.sub(" ", query).split(";"))
 
 
 @contextmanager

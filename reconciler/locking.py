@@ -45,7 +45,9 @@ def advisory_key(schema: str) -> int:
 _ADVISORY_HOLDER = (
     "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %(hi)s::bigint::oid "
-    "AND l.objid = %(lo)s::bigint::oid AND l.objsubid = 1"
+    "AND l.objid = %(lo)s::bigint::oid AND l.objsubid = 1 "
+    # Advisory locks belong to a database: the same key taken in another one is not ours.
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 
 
@@ -133,8 +135,10 @@ def migration_lock(
             raise LockTimeout(f"{LOCKED}: {state.describe()}", detail)
         if session.conn.closed:
             return
-        session.run(tracking.take_lock_row_statement(schema, host_pid()))
+        # Marked first: the UPDATE commits at once, and a stop signal raised as it returns
+        # must still release it (the release matches only this backend's own row).
         taken = True
+        session.run(tracking.take_lock_row_statement(schema, host_pid()))
         yield
     finally:
         # A run that ends alive, even by failing or after reconnecting, releases the row.

@@ -18,7 +18,7 @@ from reconciler.catalog import CatalogSnapshot
 from reconciler.effects import ObjectRef
 from reconciler.files import Migration, MigrationSet
 from reconciler.history import ALWAYS_PRESENT, History
-from reconciler.tracking import ObservedTracking
+from reconciler.tracking import AuditedApplication, ObservedTracking, TrackingRow
 
 
 class HoldKind(StrEnum):
@@ -27,6 +27,7 @@ class HoldKind(StrEnum):
     FAILED_OUTSIDE_TRANSACTION = "failed_outside_transaction"
     OUT_OF_ORDER = "out_of_order"
     UNDETERMINED = "undetermined"
+    RENUMBERED = "renumbered"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Hold:
     kind: HoldKind
     reason: str  # why it cannot run: one sentence
     remedy: str  # what to run next
+    newer: str | None = None  # out of order: the newest applied migration it is older than
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,15 @@ def decide(
     allow: Allowances = NOTHING_ALLOWED,
     limit: int | None = None,
     recorded: frozenset[int] = frozenset(),
+    audited: Mapping[int, AuditedApplication] | None = None,
 ) -> Readiness:
     """``attributions`` covers every migration without a successful tracking row (it may be
     empty when there is none). ``recorded``: versions that steps earlier in the same plan
-    record as applied without running them (recover)."""
+    record as applied without running them (recover). ``audited``: what the audit table
+    says poststack ran, which a row recorded by recover since does not undo."""
     # version number -> whether poststack ran it (False: recorded without running it)
-    applied: dict[int, bool] = {n: not row.recorded_without_running for n, row in tracking.applied.items()}
+    ran = {n for n, a in (audited or {}).items() if a.ran}
+    applied: dict[int, bool] = {n: not row.recorded_without_running or n in ran for n, row in tracking.applied.items()}
     applied.update({n: False for n in recorded})
     shown_applied = [
         m.number
@@ -89,13 +94,17 @@ def decide(
         if m.number not in applied and _verdict(attributions, m) is Verdict.APPLIED
     ]
     newest = max([*applied, *shown_applied], default=None)
+    files = {m.number for m in migrations.migrations}
+    fileless = [row for n, row in tracking.applied.items() if n not in files and row.checksum]
     runnable: list[Runnable] = []
     holds: list[Hold] = []
     waiting: list[str] = []
     for migration in migrations.migrations:
         if migration.number in applied or (limit is not None and migration.number > limit):
             continue
-        hold = _hold(migration, tracking, attributions, history, catalog, allow, applied, newest)
+        hold = _renumbered(migration, fileless) or _hold(
+            migration, tracking, attributions, history, catalog, allow, applied, newest
+        )
         if hold is not None:
             holds.append(hold)
         elif holds:
@@ -104,6 +113,22 @@ def decide(
             runnable.append(Runnable(migration, migration.number in tracking.failed))
             applied[migration.number] = True  # what runs before it counts as run by poststack
     return Readiness(tuple(runnable), tuple(holds), tuple(waiting))
+
+
+def _renumbered(migration: Migration, fileless: list[TrackingRow]) -> Hold | None:
+    """A pending file with the very content of an applied migration whose file is gone: the
+    same migration under a new number (a merge conflict resolved by renaming), not a new one."""
+    for row in fileless:
+        if migration.file.checksum_as(row.checksum_algorithm) == row.checksum:
+            return Hold(
+                migration.version,
+                HoldKind.RENUMBERED,
+                f"Migration {migration.version} has the same content as applied migration {row.version}, whose "
+                "file is gone: it was renumbered, and running it would apply it again",
+                f"Give the file its old version back ({row.version}_…); if it is a new migration that only looks "
+                "the same, make it differ (a comment will do).",
+            )
+    return None
 
 
 def _verdict(attributions: Mapping[str, Attribution], migration: Migration) -> Verdict | None:
@@ -126,18 +151,30 @@ def _hold(
     verdict = found.verdict if found is not None else None
     failed = tracking.failed.get(migration.number)
     see = "poststack db diagnose shows the evidence"
-    if failed is not None and not failed.transactional and not (allow.retry_failed or version in allow.retry):
-        return Hold(
-            version,
-            HoldKind.FAILED_OUTSIDE_TRANSACTION,
-            f"Migration {version} failed earlier outside a transaction and may be partly applied "
-            f"(its error was: {failed.error})",
-            "See what it left with poststack db diagnose (an INVALID index, some of its objects), clean that up "
-            "or make the file tolerate it, then run poststack db migrate --retry-failed.",
-        )
+    if failed is not None and not failed.transactional:
+        retry = allow.retry_failed or version in allow.retry
+        if not retry:
+            return Hold(
+                version,
+                HoldKind.FAILED_OUTSIDE_TRANSACTION,
+                f"Migration {version} failed earlier outside a transaction and may be partly applied "
+                f"(its error was: {failed.error})",
+                "See what it left with poststack db diagnose (an INVALID index, some of its objects), clean that "
+                "up or make the file tolerate it, then run poststack db migrate --retry-failed.",
+            )
+        if verdict is Verdict.APPLIED and found is not None:
+            return Hold(
+                version,
+                HoldKind.MISSING_TRACKING,
+                f"Migration {version} failed earlier outside a transaction, but now all of it shows in the "
+                f"catalog ({found.reason}); running it again could apply it twice",
+                "If it was finished by hand, clear the failed attempt (poststack db repair --force), then track "
+                "it (poststack db recover).",
+            )
+        return None  # the person looked, and made the file tolerate what the attempt left
     if verdict is Verdict.APPLIED and found is not None:
         basis = found.reason if found.basis == "catalog" else found.reason or found.basis
-        attempt = " (an earlier attempt failed because of that)" if failed is not None else ""
+        attempt = f" (an earlier attempt to run it failed: {failed.error})" if failed is not None else ""
         return Hold(
             version,
             HoldKind.MISSING_TRACKING,
@@ -172,7 +209,7 @@ def _hold(
                 "If it ran, track it without running it: poststack db recover --force (or give it a verify script); "
                 "to run it now, out of order: poststack db migrate --allow-out-of-order."
             )
-        return Hold(version, HoldKind.OUT_OF_ORDER, why, remedy)
+        return Hold(version, HoldKind.OUT_OF_ORDER, why, remedy, newer)
     if verdict is Verdict.UNDETERMINED and failed is None and not allow.undetermined:
         unsure = _why_unsure(migration, applied, history, catalog, tracking.schema)
         if unsure is not None:

@@ -20,6 +20,8 @@ from reconciler.plan import Plan, PlannedStep, PlaybookRef
 from reconciler.playbook import EVIDENCE_APPLIED, PENDING, Playbook, PlaybookError, StepSpec, find
 from reconciler.render import RenderError, evaluate, render_value
 
+HELD = "(held: not run)"  # the playbook name of the steps that say which migrations were held
+
 
 @dataclass(frozen=True)
 class PlanRequest:
@@ -50,6 +52,7 @@ def _readiness(facts: Facts, request: PlanRequest, retryable: set[str], recorded
         observed.catalog,
         allow,
         recorded=recorded,
+        audited=observed.audited,
     )
 
 
@@ -86,7 +89,13 @@ def _evidence_applied(facts: Facts) -> list[dict[str, Any]]:
     desired, observed = facts.desired, facts.observed
     items = []
     for migration in desired.migrations.migrations:
-        found = attribute(migration, desired.history, observed.catalog, observed.verify.get(migration.version))
+        found = attribute(
+            migration,
+            desired.history,
+            observed.catalog,
+            observed.verify.get(migration.version),
+            observed.audited.get(migration.number),
+        )
         tracked = migration.number in observed.tracking.applied
         if found.verdict is Verdict.APPLIED or (tracked and found.verdict is Verdict.UNDETERMINED):
             items.append(
@@ -151,26 +160,29 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
         for spec in book.steps:
             steps += _expand(book, spec, context, ctx, issues, context["pending"])
 
+    # What stays held once every step has run: said when this plan is the one that converges
+    # the database (chosen by the issues, or naming a playbook that migrates).
+    final = None
+    if migrating and (not request.playbooks or any(s.for_each == PENDING for p in chosen for s in p.steps)):
+        recorded = frozenset(int(s.version) for s in steps if s.action == "track_migration" and s.version)
+        final = _readiness(facts, request, retryable, recorded)
+    held = {h.version for h in final.holds} if final else set()
+
     handled = {t for p in chosen for t in p.handles}
     if not request.variables.get("allow_out_of_order"):
         handled.discard(IssueType.OUT_OF_ORDER.value)  # only an explicit flag runs them
-    held = {h.version: h for h in readiness.holds} if readiness else {}
     if request.include_unhandled:
         for issue in issues:
             if issue.type.value not in handled and issue.version not in held:
                 steps.append(_manual_for(issue, ctx))
-    if readiness and readiness.holds:
-        covered = {s.version for s in steps if s.action in ("manual", "track_migration")}
-        waiting = list(readiness.waiting)
-        for hold in readiness.holds:
-            if hold.version not in covered:
-                steps.append(_manual_for_hold(hold, waiting, ctx))
-                waiting = []  # said once, with the first
-        if waiting:
-            first = readiness.holds[0].version
-            instructions = f"Migrations {', '.join(waiting)} wait until migration {first} is resolved."
-            step = get_action("manual").step(ctx, {"instructions": instructions})
-            steps.append(replace(step, playbook="(held: not run)", title="pending migrations wait"))
+    if final and final.holds:
+        # Every held migration gets a step of its own, so apply can tell it did not converge;
+        # one a playbook's step already explains is named briefly.
+        covered = {s.version for s in steps if s.action == "manual"}
+        waiting = list(final.waiting)
+        for hold in final.holds:
+            steps.append(_manual_for_hold(hold, waiting, ctx, brief=hold.version in covered))
+            waiting = []  # said once, with the first
 
     # A step's own action counts too (the loader also refuses one in a playbook not marked destructive).
     destructive = any(p.destructive for p in chosen) or any(get_action(s.action).destructive for s in steps)
@@ -233,13 +245,17 @@ def _expand(
     return planned
 
 
-def _manual_for_hold(hold: Hold, waiting: list[str], ctx: BuildContext) -> PlannedStep:
-    instructions = f"{hold.reason}. {hold.remedy}"
+def _manual_for_hold(hold: Hold, waiting: list[str], ctx: BuildContext, *, brief: bool) -> PlannedStep:
+    instructions = (
+        f"Migration {hold.version} is not run until the step above is done"
+        if brief
+        else f"{hold.reason}. {hold.remedy}"
+    )
     if waiting:
         instructions += f" Migrations {', '.join(waiting)} wait until migration {hold.version} is resolved."
     held = {"type": hold.kind.value, "version": hold.version, "message": hold.reason}
     step = get_action("manual").step(ctx, {"instructions": instructions, "issue": held})
-    return replace(step, playbook="(held: not run)", title=f"migration {hold.version} is held ({hold.kind.value})")
+    return replace(step, playbook=HELD, title=f"migration {hold.version} is held ({hold.kind.value})")
 
 
 def _manual_for(issue: Issue, ctx: BuildContext) -> PlannedStep:

@@ -19,7 +19,7 @@ from reconciler.db import DatabaseRef, Session, connect
 from reconciler.errors import OperationFailed, PoststackError, UsageError
 from reconciler.issues import Issue
 from reconciler.plan import Plan
-from reconciler.planner import PlanRequest, plan_remediation
+from reconciler.planner import HELD, PlanRequest, plan_remediation
 from reconciler.playbook import load_all
 from reconciler.state import read_state
 from reconciler.tracking import observe_tracking
@@ -116,8 +116,14 @@ class ApplyResult:
     database: DatabaseRef  # where it ran: the report names it
 
     @property
+    def held(self) -> tuple[str, ...]:
+        """Pending migrations the plan did not run because they may have run already, or wait
+        behind one that may: apply did not converge, and must not say it did."""
+        return tuple(s.version for s in self.plan.steps if s.playbook == HELD and s.version)
+
+    @property
     def ok(self) -> bool:
-        return self.execution is None or self.execution.ok
+        return (self.execution is None or self.execution.ok) and not self.held
 
 
 def apply_plan(

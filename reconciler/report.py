@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from reconciler import errors
 from reconciler.issues import SHORT_CHECKSUM, Severity
@@ -105,11 +107,15 @@ def render_plan(plan: Plan) -> str:
 
 def database_text(database: Any) -> str:
     """A DatabaseRef in words: the masked URL, and for the embedded server, that it is it."""
+    url = database.url
+    name = getattr(database, "name", None)
+    if name and not re.search(rf"/{re.escape(quote(name))}(\?|$)", url):
+        url += f" (database {name})"  # the URL left it to PGDATABASE or the user name
     if database.embedded_dir is None:
-        return database.url
+        return url
     # Its socket usually lives in the data directory: the URL then names it already.
     where = "" if str(database.embedded_dir) in database.url else f" ({database.embedded_dir})"
-    return f"embedded PostgreSQL at {database.url}{where}"
+    return f"embedded PostgreSQL at {url}{where}"
 
 
 def database_line(database: Any) -> str:
@@ -569,8 +575,12 @@ def _apply_outcome_text(result: Any) -> str:
     plan = result.plan
     lines = []
     execution = result.execution
+    held = f"pending migration(s) {', '.join(result.held)} held, not run (see below)" if result.held else ""
     if execution is None:
-        lines.append(f"✅ {plan.nothing_to_do or 'Nothing to do'}; nothing was run.")
+        if held:
+            lines.append(f"❌ Nothing was run: {held}.")
+        else:
+            lines.append(f"✅ {plan.nothing_to_do or 'Nothing to do'}; nothing was run.")
     elif execution.failure:
         failure = execution.failure
         step = plan.steps[failure.step - 1]
@@ -583,7 +593,10 @@ def _apply_outcome_text(result: Any) -> str:
         lines.append(f"   Kept: step(s) {', '.join(map(str, kept)) or 'none'}. Nothing after step {failure.step} ran.")
     else:
         ran = [o for o in execution.outcomes if o.outcome == "ok"]
-        lines.append(f"✅ Apply complete: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s.")
+        if held:
+            lines.append(f"❌ Applied in part: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s; {held}.")
+        else:
+            lines.append(f"✅ Apply complete: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s.")
     lines += _afterwards(plan, result.remaining)
     return "\n".join(lines)
 
@@ -662,6 +675,13 @@ def _recover_outcome_text(result: Any) -> str:
     lines.append(f"   Added tracking for migrations {', '.join(tracked)}")
     if forced:
         lines.append(f"   (without evidence, because of --force: {', '.join(forced)})")
+    for issue in plan.issues:
+        unchecked = issue["details"].get("unchecked_statements") if issue["type"] == "missing_tracking" else None
+        if unchecked and issue["version"] in tracked:
+            lines.append(
+                f"⚠️  Migration {issue['version']} also changes data ({'; '.join(unchecked[:3])}): the catalog "
+                "shows its schema changes, not whether those ran; check them by hand"
+            )
     return "\n".join(lines)
 
 

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 from reconciler import executor, locking
 from reconciler.actions import BuildContext, get_action
+from reconciler.attribution import attribute_unapplied
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session
 from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
 from reconciler.files import MigrationSet, version_number
 from reconciler.pending import NOTHING_ALLOWED, Allowances, Readiness, decide
 from reconciler.plan import Plan, PlannedStep
+from reconciler.state import read_state_of
 from reconciler.tracking import ObservedTracking, observe_tracking
 
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -157,24 +159,31 @@ def look(
     allow: Allowances,
     tracking: ObservedTracking | None = None,
 ) -> tuple[ObservedTracking, Readiness]:
-    """Tracking, and when anything is pending, the catalog: which pending migrations may run.
-    The catalog is read in the same constant number of queries as diagnose."""
+    """Which pending migrations may run: from tracking alone when nothing is pending, else
+    from one read of tracking and catalog together, in diagnose's constant number of queries."""
     tracking = tracking if tracking is not None else observe_tracking(session, settings.tracking_schema)
     limit = _target_number(migrations, target) if target is not None else None
-    pending = [
-        m for m in migrations.migrations if m.number not in tracking.applied and (limit is None or m.number <= limit)
-    ]
-    if not pending:
+    if all(m.number in tracking.applied or (limit is not None and m.number > limit) for m in migrations.migrations):
         return tracking, decide(migrations, tracking, {}, None, None, allow, limit)
-    from reconciler.catalog import session_search_path
-    from reconciler.checks.base import Facts
-    from reconciler.state import DesiredState, observe, read_history
-
-    history = read_history(migrations, session_search_path(session), settings.tracking_schema)
-    desired = DesiredState(migrations, (), history)
-    observed = observe(session, settings.tracking_schema, desired)
-    facts = Facts(desired, observed)
-    readiness = decide(migrations, observed.tracking, facts.attributions, history, observed.catalog, allow, limit)
+    desired, observed = read_state_of(session, migrations, settings.tracking_schema)
+    attributions = attribute_unapplied(
+        migrations.migrations,
+        observed.tracking.applied,
+        desired.history,
+        observed.catalog,
+        observed.verify,
+        observed.audited,
+    )
+    readiness = decide(
+        migrations,
+        observed.tracking,
+        attributions,
+        desired.history,
+        observed.catalog,
+        allow,
+        limit,
+        audited=observed.audited,
+    )
     return observed.tracking, readiness
 
 
@@ -204,11 +213,9 @@ def migrate(
     with locking.migration_lock(
         session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
     ):
-        # Planned again under the lock: a concurrent run's work is seen, never repeated. The
-        # catalog is read again only when tracking changed meanwhile.
-        now = observe_tracking(session, schema)
-        if now.rows != tracking.rows or readiness.holds:
-            now, readiness = look(session, settings, migrations, target, allow, now)
+        # Looked at again under the lock: a concurrent run's work, or a migration applied by
+        # hand while this one waited, is seen, never repeated.
+        now, readiness = look(session, settings, migrations, target, allow)
         plan = migrate_plan(migrations, now, readiness, target)
         execution = executor.execute(session, plan, on_step)
     return RunResult("migrate", plan, execution, False, session.database_ref)

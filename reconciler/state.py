@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -69,6 +69,7 @@ class ObservedState:
     catalog: CatalogSnapshot
     verify: dict[str, bool | str]  # version -> verify script's answer, or its error
     server: ServerInfo
+    audited: dict[int, tracking.AuditedApplication] = field(default_factory=dict)  # applied, says the audit
 
     @cached_property
     def fingerprint(self) -> str:
@@ -97,7 +98,14 @@ def observe(session: Session, schema: str, desired: DesiredState) -> ObservedSta
             if m.verify is not None and m.number not in observed_tracking.applied
         }
         verify = run_verify_scripts(session, scripts)
-    return ObservedState(observed_tracking, catalog, verify, server)
+        audited = tracking.read_audited_applications(session, schema) if tracking.AUDIT_TABLE in tables else {}
+    return ObservedState(observed_tracking, catalog, verify, server, audited)
+
+
+def read_state_of(session: Session, migrations: MigrationSet, schema: str) -> tuple[DesiredState, ObservedState]:
+    """Both sides for migrations already loaded (migrate has refused unusable files already)."""
+    desired = DesiredState(migrations, (), read_history(migrations, session_search_path(session), schema))
+    return desired, observe(session, schema, desired)
 
 
 def read_state(session: Session, directory: Path, schema: str) -> tuple[DesiredState, ObservedState]:

@@ -271,6 +271,11 @@ def read_lock(session: Any, schema: str) -> LockState:
         pid = liveness.local_pid(locked_by)
         client_local = pid is not None
         client_alive = liveness.process_alive(pid, age_s) if pid is not None else None
+        if client_alive is False and backend_alive and state is not None and state != "active":
+            # A backend between statements reads from its client, and ends as soon as that
+            # client is gone: this one's client lives, in a process this host cannot see (a
+            # container sharing the host name, another pid namespace).
+            client_alive = None
     return LockState(
         locked,
         locked_at,
@@ -352,6 +357,50 @@ def delete_version_statement(schema: str, version: str) -> Statement:
         f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {SAME_VERSION}",
         {"version": version},
     )
+
+
+@dataclass(frozen=True)
+class AuditedApplication:
+    """The audit table's last word on a version, when that word is that it is applied."""
+
+    version: str
+    action: str  # apply_migration (poststack ran it) or track_migration (recover recorded it)
+    at: datetime
+    ran: bool  # poststack ran it, and has not rolled it back since (whatever was recorded after)
+
+    @property
+    def number(self) -> int:
+        return int(self.version) if self.version.isdigit() else -1
+
+
+# What says a version is applied, or no longer is; other actions (checksums, duplicate rows,
+# failed attempts cleared) leave the question where it was.
+_APPLYING = ("apply_migration", "track_migration")
+_UNAPPLYING = ("rollback_migration",)
+
+
+def read_audited_applications(session: Any, schema: str) -> dict[int, AuditedApplication]:
+    """Versions the audit table says poststack applied (or recorded) and has not rolled back
+    since: evidence that outlives tracking rows deleted by hand or restored from an old copy."""
+    rows = session.query(
+        f"SELECT version, action, at FROM {qualified(schema, AUDIT_TABLE)} "
+        "WHERE outcome = 'ok' AND version IS NOT NULL AND action = ANY(%(actions)s) ORDER BY id",
+        {"actions": [*_APPLYING, *_UNAPPLYING]},
+    )
+    last: dict[int, tuple[str, str, datetime]] = {}
+    ran: dict[int, bool] = {}
+    for version, action, at in rows:
+        if not version.isdigit():
+            continue
+        number = int(version)
+        last[number] = (version, action, at)
+        if action != "track_migration":
+            ran[number] = action == "apply_migration"
+    return {
+        n: AuditedApplication(version, action, at, ran.get(n, False))
+        for n, (version, action, at) in last.items()
+        if action in _APPLYING
+    }
 
 
 def audit_statement(

@@ -115,6 +115,21 @@ def database_url(pg_server: Server, template_db: str) -> Iterator[str]:
     conn.close()
 
 
+@contextlib.contextmanager
+def scratch_database(server: Server, name: str, template: str = "template0") -> Iterator[str]:
+    """One more database on the test server, for a test that needs two (or one per example
+    of a property), dropped however the test ends. Yields its URL."""
+    admin = _admin(server.admin_url)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        yield server.url_for(name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 @pytest.fixture
 def db(database_url: str) -> Iterator[psycopg2.extensions.connection]:
     """A plain connection to the test database, for arranging and inspecting."""

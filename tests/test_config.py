@@ -16,7 +16,7 @@ URL_B = "postgresql://b:pw@host/b"
         (None, {"POSTSTACK_DATABASE_URL": URL_A, "DATABASE_URL": URL_B}, URL_A, "POSTSTACK_DATABASE_URL"),
         (None, {"DATABASE_URL": URL_B}, URL_B, "DATABASE_URL"),
         (None, {"POSTSTACK_DATABASE_URL": "", "DATABASE_URL": URL_B}, URL_B, "DATABASE_URL"),
-        ("", {"POSTSTACK_DATABASE_URL": "  "}, None, EMBEDDED),
+        (None, {"POSTSTACK_DATABASE_URL": "  "}, None, EMBEDDED),
         (None, {}, None, EMBEDDED),
     ],
 )
@@ -234,3 +234,11 @@ def test_a_mistyped_variable_is_named_with_a_suggestion(tmp_path: Path):
     env = dict.fromkeys(OTHER_VARIABLES, "x") | dict.fromkeys(SETTING_VARIABLES.values(), "")
     assert {"POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY"} <= set(env)
     assert resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path).database_url == URL_A
+    # Not only near misses: POSTSTACK_DB_URL ignored would let DATABASE_URL choose the database.
+    with pytest.raises(UsageError, match="POSTSTACK_DB_URL is not one poststack reads"):
+        resolve_settings(environ={"POSTSTACK_DB_URL": URL_A, "DATABASE_URL": URL_B}, cwd=tmp_path)
+
+
+def test_an_empty_database_url_flag_is_refused_not_passed_over(tmp_path: Path):
+    with pytest.raises(UsageError, match="--database-url is empty"):
+        resolve_settings(database_url="", environ={"DATABASE_URL": URL_B}, cwd=tmp_path)

@@ -25,7 +25,7 @@ class ReleaseLock(Action):
         pid = args["holder_backend_pid"]
         statements = []
         if args.get("terminate") and pid is not None:
-            statements.append(Statement("SELECT pg_terminate_backend(%(pid)s)", {"pid": pid}))
+            statements.append(tracking.terminate_holder_statement(ctx.schema, pid))
         statements.append(tracking.clear_lock_row_statement(ctx.schema, pid))
         verb = f"end backend {pid} and release" if args.get("terminate") else "release"
         return PlannedStep(

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
-from reconciler.attribution import Attribution, attribute
+from reconciler.attribution import Attribution, attribute_unapplied
 from reconciler.files import Migration
 from reconciler.issues import Issue, IssueType, Severity
 from reconciler.pending import Readiness, decide
@@ -50,11 +50,16 @@ class Facts:
 
     @cached_property
     def attributions(self) -> dict[str, Attribution]:
-        """What the catalog says of every unapplied migration. A failed attempt does not stop
-        the look: the migration may have been applied by hand before it (the attempt failed
-        on that)."""
-        history, catalog, verify = self.desired.history, self.observed.catalog, self.observed.verify
-        return {m.version: attribute(m, history, catalog, verify.get(m.version)) for m in self.unapplied}
+        """What the catalog says of every unapplied migration (attribute_unapplied)."""
+        desired, observed = self.desired, self.observed
+        return attribute_unapplied(
+            desired.migrations.migrations,
+            observed.tracking.applied,
+            desired.history,
+            observed.catalog,
+            observed.verify,
+            observed.audited,
+        )
 
     @cached_property
     def readiness(self) -> Readiness:
@@ -65,6 +70,7 @@ class Facts:
             self.attributions,
             self.desired.history,
             self.observed.catalog,
+            audited=self.observed.audited,
         )
 
 

@@ -28,6 +28,11 @@ def missing_tracking(facts: Facts) -> list[Issue]:
             "objects_found": [o.display() for o in found.found],
             "reason": found.reason,
         }
+        effects = facts.desired.history.effects.get(migration.version)
+        unchecked = [f"line {u.line}: {u.reason}" for u in (effects.unattributed if effects else ())]
+        if unchecked and found.basis == "catalog":
+            # The catalog shows what it built, not whether its data changes ran with it.
+            details["unchecked_statements"] = unchecked
         if failed is not None:
             # The attempt rolled back: what the catalog shows was there before it (by hand).
             details["failed_attempt"] = failed.error

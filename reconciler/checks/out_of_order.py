@@ -1,30 +1,25 @@
-"""out_of_order: a pending migration older than the newest applied one (often a merge)."""
+"""out_of_order: a pending migration older than the newest applied one (often a merge, or
+one applied by hand whose tracking was lost). migrate refuses it without
+--allow-out-of-order: the check reports exactly the migrations migrate holds for that."""
 
 from __future__ import annotations
 
-from reconciler.attribution import Verdict
 from reconciler.checks.base import Facts, check
 from reconciler.issues import Issue, IssueType
+from reconciler.pending import HoldKind
 
 
 @check(IssueType.OUT_OF_ORDER)
 def out_of_order(facts: Facts) -> list[Issue]:
-    applied = facts.observed.tracking.applied
-    if not applied:
-        return []
-    newest = applied[max(applied)]
-    issues = []
-    for migration in facts.untracked:
-        if migration.number >= newest.number:
-            continue
-        if facts.attributions[migration.version].verdict is not Verdict.ABSENT:
-            continue  # applied, partial or undetermined: another check says so
-        issues.append(
-            Issue(
-                IssueType.OUT_OF_ORDER,
-                f"Migration {migration.version} is pending but older than applied migration {newest.version}",
-                migration.version,
-                {"description": migration.description, "newest_applied": newest.version},
-            )
+    described = {m.version: m.description for m in facts.desired.migrations.migrations}
+    return [
+        Issue(
+            IssueType.OUT_OF_ORDER,
+            hold.reason,
+            hold.version,
+            {"description": described.get(hold.version, ""), "newest_applied": hold.newer},
+            suggested_fix=hold.remedy,
         )
-    return issues
+        for hold in facts.readiness.holds
+        if hold.kind is HoldKind.OUT_OF_ORDER
+    ]

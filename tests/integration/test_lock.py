@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 
 from reconciler.locking import advisory_key
-from tests.conftest import run_process, sql, start_migrate, start_process, wait_for, write
+from tests.conftest import run_process, scratch_database, sql, start_migrate, start_process, wait_for, write
 
 
 def test_concurrent_processes_apply_each_migration_once(database_url: str, tmp_path: Path):
@@ -71,6 +71,28 @@ def test_live_holder_is_waited_for_then_named(cli, db, database_url: str):
     assert sql(db, "SELECT count(*) FROM schema_migrations") == [(0,)]
     # Once the holder is gone, the next run proceeds.
     assert cli("db", "migrate", "--lock-timeout", "1").exit_code == 0
+
+
+def test_the_same_key_held_in_another_database_is_not_named(cli, database_url: str, pg_server, template_db):
+    """Advisory locks belong to a database: a run on another database of the server holds
+    the same key, and naming its backend would send someone to end a healthy run."""
+    assert cli("db", "create-schema").exit_code == 0
+    holders = []
+    with scratch_database(pg_server, f"poststack_lock_other_{os.getpid()}", template_db) as other_url:
+        try:
+            for url, name in ((other_url, "elsewhere"), (database_url, "deploy-bot")):
+                holder = psycopg2.connect(url, application_name=name)
+                holder.autocommit = True
+                with holder.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (advisory_key("public"),))
+                    holders.append((holder, cur.fetchone()[1]))
+            result = cli("db", "migrate", "--lock-timeout", "0")
+            assert result.exit_code == 1
+            assert f"backend pid {holders[1][1]}, application deploy-bot" in result.stderr
+            assert str(holders[0][1]) not in result.stderr and "elsewhere" not in result.stderr
+        finally:
+            for holder, _ in holders:
+                holder.close()
 
 
 def test_lock_row_of_a_dead_run_is_reported_at_once(cli, db):

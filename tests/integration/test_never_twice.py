@@ -6,14 +6,31 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
 
 from reconciler.backup import find_client
-from tests.conftest import run_cli, sql, write
+from tests.conftest import Result, run_cli, scratch_database, sql, write
 
 LOSE_TRACKING = "DROP TABLE schema_migrations, schema_migrations_lock, schema_migrations_audit"
+
+
+def _bound(url: str, directory: Path) -> Callable[..., Result]:
+    """poststack bound to a database and a migrations directory."""
+
+    def cli(*args: str) -> Result:
+        return run_cli(*args, "--database-url", url, "--migrations-dir", str(directory))
+
+    return cli
+
+
+def _project(tmp_path: Path, url: str) -> tuple[Path, Callable[..., Result]]:
+    """An empty migrations directory, and poststack bound to it and to ``url``."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    return directory, _bound(url, directory)
 
 
 def _prices(directory: Path) -> None:
@@ -23,12 +40,8 @@ def _prices(directory: Path) -> None:
 
 
 def test_recover_then_migrate_never_reruns_a_data_migration(database_url: str, db, tmp_path: Path):
-    directory = tmp_path / "migrations"
-    directory.mkdir()
+    directory, cli = _project(tmp_path, database_url)
     _prices(directory)
-
-    def cli(*args: str):
-        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
 
     assert cli("db", "migrate", "--target", "001").exit_code == 0
     sql(db, "INSERT INTO prices VALUES (1, 5)")
@@ -52,7 +65,8 @@ def test_recover_then_migrate_never_reruns_a_data_migration(database_url: str, d
     assert "Migration 002 is pending but older than applied migration 003" in again.stderr
     assert "probably applied by hand" in again.stderr and "--allow-out-of-order" in again.stderr
     applied = cli("apply", "--auto-approve")
-    assert applied.exit_code == 0, applied.output
+    assert applied.exit_code == 1, applied.output  # apply did not converge: it must not say it did
+    assert "❌ Nothing was run: pending migration(s) 002 held, not run" in applied.stdout
     assert "migration 002 is held (out_of_order)" in applied.stdout
     assert sql(db, "SELECT amount FROM prices") == [(500,)]
     assert sql(db, "SELECT count(*) FROM schema_migrations_audit WHERE action = 'apply_migration'") == [(0,)]
@@ -64,14 +78,10 @@ def test_recover_then_migrate_never_reruns_a_data_migration(database_url: str, d
 
 
 def test_apply_never_runs_a_later_migration_over_a_partly_applied_one(database_url: str, db, tmp_path: Path):
-    directory = tmp_path / "migrations"
-    directory.mkdir()
+    directory, cli = _project(tmp_path, database_url)
     write(directory, "001_a.sql", "CREATE TABLE a (id int);\n")
     write(directory, "002_b.sql", "CREATE TABLE b (id int);\nCREATE TABLE c (id int);\n")
     write(directory, "003_d.sql", "CREATE TABLE d (id int);\n")
-
-    def cli(*args: str):
-        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
 
     assert cli("db", "migrate", "--target", "001").exit_code == 0
     sql(db, "CREATE TABLE b (id int)")  # half of 002, by hand
@@ -81,7 +91,7 @@ def test_apply_never_runs_a_later_migration_over_a_partly_applied_one(database_u
     held = [s for s in plan["steps"] if s["action"] == "manual" and s["version"] == "002"]
     assert held, plan["steps"]
     result = cli("apply", "--auto-approve")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "Migrations 003 wait until migration 002 is resolved" in result.stdout
     assert sql(db, "SELECT to_regclass('public.d')") == [(None,)]
     refused = cli("db", "migrate")
@@ -93,17 +103,13 @@ def test_apply_never_runs_a_later_migration_over_a_partly_applied_one(database_u
 def test_a_failed_attempt_does_not_hide_what_the_catalog_shows(database_url: str, db, tmp_path: Path):
     """001 was applied by hand; an attempt to run it again failed on that (as an earlier
     poststack did) and left a failed row. diagnose still sees 001 applied; recover tracks it."""
-    directory = tmp_path / "migrations"
-    directory.mkdir()
+    directory, cli = _project(tmp_path, database_url)
     write(
         directory,
         "001_users.sql",
         "CREATE TABLE users (id int PRIMARY KEY);\nCREATE TABLE roles (id int);\nCREATE INDEX users_idx ON users (id);\n",
     )
     write(directory, "002_posts.sql", "CREATE TABLE posts (id int);\n")
-
-    def cli(*args: str):
-        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
 
     assert cli("db", "create-schema").exit_code == 0
     sql(db, (directory / "001_users.sql").read_text())
@@ -135,14 +141,10 @@ def test_a_failed_attempt_does_not_hide_what_the_catalog_shows(database_url: str
 def test_data_migrations_after_recovered_ones_wait_for_a_person(database_url: str, db, tmp_path: Path):
     """The newest migrations changed only data: after tracking is lost and recovered, nothing
     shows whether they ran, and poststack ran none of what comes before them."""
-    directory = tmp_path / "migrations"
-    directory.mkdir()
+    directory, cli = _project(tmp_path, database_url)
     write(directory, "001_counts.sql", "CREATE TABLE counts (n int);\nINSERT INTO counts VALUES (0);\n")
     write(directory, "002_bump.sql", "UPDATE counts SET n = n + 1;\n")
     write(directory, "003_bump.sql", "UPDATE counts SET n = n + 10;\n")
-
-    def cli(*args: str):
-        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
 
     assert cli("db", "migrate").exit_code == 0
     sql(db, LOSE_TRACKING)
@@ -152,7 +154,7 @@ def test_data_migrations_after_recovered_ones_wait_for_a_person(database_url: st
     assert "Migration 002 cannot be confirmed pending" in refused.stderr
     assert "recorded without poststack running them" in refused.stderr
     assert "--allow-undetermined" in refused.stderr
-    assert cli("apply", "--auto-approve").exit_code == 0
+    assert cli("apply", "--auto-approve").exit_code == 1
     assert sql(db, "SELECT n FROM counts") == [(11,)]
 
     # Told that they did not run (here: the person knows better), poststack runs them.
@@ -194,10 +196,9 @@ def _churning_history(directory: Path) -> None:
 def test_a_schema_restored_from_a_dump_is_recovered_without_rerunning_anything(
     pg_server, database_url: str, db, tmp_path: Path
 ):
-    directory = tmp_path / "migrations"
-    directory.mkdir()
+    directory, migrate_here = _project(tmp_path, database_url)
     _churning_history(directory)
-    assert run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(directory)).exit_code == 0
+    assert migrate_here("db", "migrate").exit_code == 0
     server_major = int(sql(db, "SHOW server_version_num")[0][0]) // 10000
     pg_dump = find_client("pg_dump", server_major)
     dump = subprocess.run(
@@ -205,32 +206,57 @@ def test_a_schema_restored_from_a_dump_is_recovered_without_rerunning_anything(
     ).stdout
 
     name = "restored_" + sql(db, "SELECT current_database()")[0][0]
-    restored = pg_server.url_for(name)
-    admin = psycopg2.connect(pg_server.admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    try:
+    with scratch_database(pg_server, name) as restored:
         with psycopg2.connect(restored) as loading, loading.cursor() as cur:
             cur.execute("\n".join(line for line in dump.splitlines() if not line.startswith("\\")))
         loading.close()
-        target = psycopg2.connect(restored)
-        target.autocommit = True
-
-        def cli(*args: str):
-            return run_cli(*args, "--database-url", restored, "--migrations-dir", str(directory))
+        cli = _bound(restored, directory)
 
         # The tracking tables came back empty: nothing may run before recovery.
         assert cli("db", "migrate").exit_code == 1
         assert cli("db", "recover").exit_code == 0
         after = cli("db", "migrate")
         assert after.exit_code == 1, after.output  # what recover could not prove is held, not run
-        assert cli("apply", "--auto-approve").exit_code == 0
+        assert cli("apply", "--auto-approve").exit_code == 1
+        target = psycopg2.connect(restored)
         ran = sql(target, "SELECT count(*) FROM schema_migrations_audit WHERE action = 'apply_migration'")
         assert ran == [(0,)], "a migration of the restored history ran again"
         assert sql(target, "SELECT count(*) FROM schema_migrations WHERE execution_ms IS NOT NULL") == [(0,)]
         target.close()
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+
+
+def test_tracking_rows_deleted_by_hand_are_found_in_the_audit_trail(database_url: str, db, tmp_path: Path):
+    """The newest rows are gone (a tracking table restored from an older copy): the catalog
+    cannot tell that the data migrations ran, poststack's audit table can."""
+    directory, cli = _project(tmp_path, database_url)
+    write(directory, "001_counts.sql", "CREATE TABLE counts (n int);\nINSERT INTO counts VALUES (0);\n")
+    write(directory, "002_bump.sql", "UPDATE counts SET n = n + 1;\n")
+    write(directory, "003_bump.sql", "UPDATE counts SET n = n + 10;\n")
+
+    assert cli("db", "migrate").exit_code == 0
+    sql(db, "DELETE FROM schema_migrations WHERE version IN ('002', '003')")
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1, refused.output
+    assert "Migration 002 appears to be applied already but is not tracked (the audit table says" in refused.stderr
+    recovered = cli("db", "recover")
+    assert recovered.exit_code == 0, recovered.output
+    assert "Added tracking for migrations 002, 003" in recovered.stdout
+    assert cli("db", "migrate").stdout.startswith("✅ Database is up to date")
+    assert sql(db, "SELECT n FROM counts") == [(11,)]
+
+    # Rolled back through poststack, the audit trail says so, and it runs again.
+    write(directory, "003_bump.rollback.sql", "UPDATE counts SET n = n - 10;\n")
+    assert cli("db", "rollback", "002").exit_code == 0
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT n FROM counts") == [(11,)]
+
+
+def test_a_renumbered_migration_is_not_run_again(cli, db, migrations_dir: Path):
+    assert cli("db", "migrate").exit_code == 0
+    old = migrations_dir / "004_add_audit_function.sql"
+    old.rename(migrations_dir / "006_add_audit_function.sql")
+    (migrations_dir / "004_add_audit_function.rollback.sql").unlink()
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1, refused.output
+    assert "Migration 006 has the same content as applied migration 004, whose file is gone" in refused.stderr
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '006'") == [(0,)]

@@ -18,6 +18,7 @@ from reconciler.files import CHECKSUM_ALGORITHM
 from reconciler.issues import IssueType
 from reconciler.state import observe, read_desired
 from reconciler.tracking import create_statements
+from tests.conftest import scratch_database
 
 _databases = itertools.count()
 
@@ -80,12 +81,7 @@ def test_diagnose_never_lies(data, pg_server, template_db, tmp_path_factory):
     desired = read_desired(directory)
 
     name = f"poststack_prop_{next(_databases)}_{id(history) % 100000}"
-    admin = psycopg2.connect(pg_server.admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    url = pg_server.url_for(name)
-    try:
+    with scratch_database(pg_server, name, template_db) as url:
         conn = psycopg2.connect(url)
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -111,7 +107,3 @@ def test_diagnose_never_lies(data, pg_server, template_db, tmp_path_factory):
                 assert number not in claimed, f"claimed unapplied migration {number}\n{history}"
             elif number not in tracked and desired.history.evidence_of(migration.version):
                 assert number in claimed, f"missed applied migration {number}\n{history}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()

@@ -22,7 +22,7 @@ import psycopg2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import run_cli, sql
+from tests.conftest import run_cli, scratch_database, sql
 
 _databases = itertools.count()
 COUNTER = "CREATE TABLE migration_runs (version text NOT NULL)"
@@ -111,17 +111,12 @@ def test_no_migration_ever_runs_twice(data, pg_server, template_db, tmp_path_fac
         (directory / f"{number:03d}_m{number}.sql").write_text(body + ";\n")
 
     name = f"poststack_twice_{next(_databases)}_{id(history) % 100000}"
-    admin = psycopg2.connect(pg_server.admin_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    url = pg_server.url_for(name)
-
-    def cli(*args: str):
-        return run_cli(*args, "--database-url", url, "--migrations-dir", str(directory))
-
     story = [f"{by_poststack} by poststack, {by_hand} by hand, tracking {lost}, then {operations}"]
-    try:
+    with scratch_database(pg_server, name, template_db) as url:
+
+        def cli(*args: str):
+            return run_cli(*args, "--database-url", url, "--migrations-dir", str(directory))
+
         conn = psycopg2.connect(url)
         conn.autocommit = True
         sql(conn, COUNTER)
@@ -149,7 +144,3 @@ def test_no_migration_ever_runs_twice(data, pg_server, template_db, tmp_path_fac
             twice = sql(conn, "SELECT version, count(*) FROM migration_runs GROUP BY 1 HAVING count(*) > 1")
             assert not twice, "ran twice: " + repr(twice) + "\n" + "\n".join(story) + "\n" + repr(history)
         conn.close()
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()

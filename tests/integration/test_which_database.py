@@ -198,3 +198,19 @@ def test_every_changing_command_ends_naming_the_database(pg_server, database_url
     _ends_naming(run("db", "create-schema"), shown)
     as_json = json.loads(run("db", "migrate", "--format", "json").stdout)
     assert as_json["database"] == shown
+
+
+def test_the_database_line_names_the_database_the_url_left_to_pgdatabase(database_url: str, migrations_dir: Path):
+    url = make_url(database_url)
+    without_name = url.set(database="").render_as_string(hide_password=False).replace("+psycopg2", "")
+    result = run_cli(
+        "db",
+        "migrate",
+        "--database-url",
+        without_name,
+        "--migrations-dir",
+        str(migrations_dir),
+        env={"PGDATABASE": url.database},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().splitlines()[-1].endswith(f"(database {url.database})")
