@@ -42,16 +42,21 @@ def attribute(
     audited: AuditedApplication | None = None,
 ) -> Attribution:
     found = _attribute(migration, history, catalog, verify)
-    if found.verdict is Verdict.UNDETERMINED and audited is not None:
-        # The catalog cannot tell; poststack's own audit trail can: its tracking row was lost.
+    if audited is not None and audited.applied and found.basis != "verify script":
+        # poststack's own audit trail says it ran and was not rolled back since: its tracking
+        # row was lost. What the catalog lacks of it was dropped later (drift, or dynamic SQL
+        # the parser cannot see): running it again would not undo that, and may apply its
+        # data twice. A verify script still has the last word.
         how = "applied" if audited.action == "apply_migration" else "recorded as applied"
-        return Attribution(
-            found.version,
-            Verdict.APPLIED,
-            basis="audit",
-            reason=f"the audit table says poststack {how} it at {audited.at:%Y-%m-%d %H:%M:%S %Z} "
-            "and has not rolled it back since",
+        reason = (
+            f"the audit table says poststack {how} it at {audited.at:%Y-%m-%d %H:%M:%S %Z} "
+            "and has not rolled it back since"
         )
+        if found.verdict in (Verdict.ABSENT, Verdict.PARTIAL):
+            # Two witnesses disagree: undone by hand, or dropped later. A person decides.
+            reason += f", but the catalog lacks it ({found.reason}): undone by hand, or dropped later"
+            return Attribution(found.version, Verdict.UNDETERMINED, found.found, found.missing, "audit", reason)
+        return Attribution(found.version, Verdict.APPLIED, found.found, (), basis="audit", reason=reason)
     return found
 
 

@@ -375,7 +375,11 @@ def migration_info(
 @db_app.command("create-schema")
 def create_schema(
     force: Annotated[
-        bool, typer.Option("--force", help="Drop and recreate the tracking tables (their history is lost).")
+        bool,
+        typer.Option(
+            "--force",
+            help="Drop and recreate the tracking and lock tables (their rows are lost; the audit table stays).",
+        ),
     ] = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
@@ -636,6 +640,9 @@ def apply_command(
             )
             plan = remediation.make_plan(settings, request, _notify)
         runnable = [s for s in plan.steps if s.action != "manual"]
+        # A plan of the whole database answers for its health; one playbook or issue type,
+        # only for what it fixes.
+        whole = not (playbook or issue_type)
         if fmt is Format.text:
             typer.echo(report.remediation_plan_text(plan))
         if runnable:
@@ -644,11 +651,13 @@ def apply_command(
             # database while this one waited for the lock, plan again from what is there.
             replan = request if (auto_approve and plan_file is None and not plan.destructive) else None
             with _StepProgress("applying") as progress:
-                result = remediation.apply_plan(settings, plan, notify=_notify, on_step=progress.on_step, replan=replan)
+                result = remediation.apply_plan(
+                    settings, plan, notify=_notify, on_step=progress.on_step, replan=replan, whole=whole
+                )
             if result.plan is not plan:
                 _err("⚠️  The database changed while waiting for the migration lock; planned again and applied that.")
         else:
-            result = remediation.apply_plan(settings, plan, notify=_notify)  # nothing runs; re-diagnoses
+            result = remediation.apply_plan(settings, plan, notify=_notify, whole=whole)  # nothing runs; re-diagnoses
         if fmt is Format.text:
             typer.echo("")
         _emit(fmt, result, report.apply_text, report.apply_json)
@@ -677,8 +686,15 @@ def _approve(plan: Any, *, saved: bool, auto_approve: bool, confirm: bool) -> No
 
 @db_app.command()
 def recover(
+    versions: Annotated[
+        list[str] | None,
+        typer.Argument(help="Only these versions; with --force, track them even without evidence (your word)."),
+    ] = None,
     dry_run: DryRun = False,
-    force: Annotated[bool, typer.Option("--force", help="Also track undetermined migrations (no evidence).")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also track undetermined migrations that migrate holds (or the VERSIONS named)."),
+    ] = False,
     lock_timeout: LockTimeoutOpt = 30.0,
     database_url: DatabaseUrl = None,
     embedded: EmbeddedOpt = False,
@@ -691,7 +707,7 @@ def recover(
 
     with _guard(debug):
         settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        plan = remediation.recover(settings, force=force, notify=_notify)
+        plan = remediation.recover(settings, force=force, versions=tuple(versions or ()), notify=_notify)
         if dry_run:
             typer.echo(report.recover_dry_run_text(plan))
             return

@@ -15,7 +15,7 @@ from reconciler.db import DatabaseRef, Session, connect
 from reconciler.errors import DatabaseUnavailable, UsageError
 from reconciler.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
 from reconciler.plan import Plan
-from reconciler.tracking import LockState, ObservedTracking, observe_tracking
+from reconciler.tracking import RESET_TABLES, LockState, ObservedTracking, observe_tracking
 
 if TYPE_CHECKING:  # the execution stack is imported by the verbs that run something
     from reconciler import executor, runner
@@ -244,7 +244,7 @@ def create_schema(settings: Settings, *, force: bool, notify: Notify | None = No
             )
         after = observe_tracking(session, schema).tables
         database = session.database_ref
-    dropped = tuple(sorted(before)) if force else ()
+    dropped = tuple(sorted(before & set(RESET_TABLES))) if force else ()
     created = tuple(sorted(after - (before - set(dropped))))
     return CreateSchemaResult(schema, dropped, len(observed.rows) if force else 0, created, execution, database)
 

@@ -16,9 +16,10 @@ from enum import StrEnum
 from reconciler.attribution import Attribution, Verdict
 from reconciler.catalog import CatalogSnapshot
 from reconciler.effects import ObjectRef
+from reconciler.errors import PoststackError
 from reconciler.files import Migration, MigrationSet
 from reconciler.history import ALWAYS_PRESENT, History
-from reconciler.tracking import AuditedApplication, ObservedTracking, TrackingRow
+from reconciler.tracking import FAILED_ATTEMPT, AuditedApplication, ObservedTracking, TrackingRow
 
 
 class HoldKind(StrEnum):
@@ -85,7 +86,8 @@ def decide(
     record as applied without running them (recover). ``audited``: what the audit table
     says poststack ran, which a row recorded by recover since does not undo."""
     # version number -> whether poststack ran it (False: recorded without running it)
-    ran = {n for n, a in (audited or {}).items() if a.ran}
+    audited = audited or {}
+    ran = {n for n, a in audited.items() if a.ran}
     applied: dict[int, bool] = {n: not row.recorded_without_running or n in ran for n, row in tracking.applied.items()}
     applied.update({n: False for n in recorded})
     shown_applied = [
@@ -102,16 +104,20 @@ def decide(
     for migration in migrations.migrations:
         if migration.number in applied or (limit is not None and migration.number > limit):
             continue
-        hold = _renumbered(migration, fileless) or _hold(
-            migration, tracking, attributions, history, catalog, allow, applied, newest
+        hold = (
+            _renumbered(migration, fileless)
+            or _failed_in_audit(migration, tracking, audited.get(migration.number), allow)
+            or _hold(migration, tracking, attributions, history, catalog, allow, applied, newest)
         )
         if hold is not None:
             holds.append(hold)
-        elif holds:
+            continue
+        if holds:
             waiting.append(migration.version)
         else:
             runnable.append(Runnable(migration, migration.number in tracking.failed))
-            applied[migration.number] = True  # what runs before it counts as run by poststack
+        # What poststack runs (now, or once the hold before it is resolved) vouches for what follows.
+        applied[migration.number] = True
     return Readiness(tuple(runnable), tuple(holds), tuple(waiting))
 
 
@@ -129,6 +135,30 @@ def _renumbered(migration: Migration, fileless: list[TrackingRow]) -> Hold | Non
                 "the same, make it differ (a comment will do).",
             )
     return None
+
+
+def _failed_in_audit(
+    migration: Migration, tracking: ObservedTracking, audited: AuditedApplication | None, allow: Allowances
+) -> Hold | None:
+    """Its tracking rows are gone (a reset, rows deleted by hand), but the audit table's last
+    word is a failed attempt of a file that runs outside a transaction: part of it may have
+    been kept, and running it whole again may repeat that part."""
+    if audited is None or audited.action != FAILED_ATTEMPT or migration.number in tracking.failed:
+        return None
+    try:
+        transactional = migration.file.script.transactional
+    except PoststackError:
+        return None  # a file that does not parse is refused on its own
+    if transactional or allow.retry_failed or migration.version in allow.retry:
+        return None
+    return Hold(
+        migration.version,
+        HoldKind.FAILED_OUTSIDE_TRANSACTION,
+        f"Migration {migration.version} failed earlier outside a transaction and may be partly applied (the "
+        f"audit table records its last attempt failing: {audited.detail}); its tracking rows are gone",
+        "See what it left with poststack db diagnose, clean that up or make the file tolerate it, then run "
+        "poststack db migrate --retry-failed.",
+    )
 
 
 def _verdict(attributions: Mapping[str, Attribution], migration: Migration) -> Verdict | None:
@@ -189,6 +219,14 @@ def _hold(
             f"Migration {version} is partly applied ({found.reason})",
             f"Finish it or undo it by hand, then run poststack db migrate ({see}).",
         )
+    if verdict is Verdict.UNDETERMINED and found is not None and found.basis == "audit" and not allow.undetermined:
+        return Hold(
+            version,
+            HoldKind.UNDETERMINED,
+            f"Migration {version} cannot be confirmed pending: {found.reason}",
+            f"If it is still applied, track it: poststack db recover --force {version}; if it was undone and "
+            "must run again: poststack db migrate --allow-undetermined.",
+        )
     if newest is not None and migration.number < newest and not allow.out_of_order:
         newer = _version_of(newest, tracking, attributions)
         if verdict is Verdict.ABSENT:
@@ -206,8 +244,8 @@ def _hold(
                 "catalog shows whether it ran: it was probably applied by hand (its tracking lost) or skipped on purpose"
             )
             remedy = (
-                "If it ran, track it without running it: poststack db recover --force (or give it a verify script); "
-                "to run it now, out of order: poststack db migrate --allow-out-of-order."
+                f"If it ran, track it without running it: poststack db recover --force {version} (or give it a "
+                "verify script); to run it now, out of order: poststack db migrate --allow-out-of-order."
             )
         return Hold(version, HoldKind.OUT_OF_ORDER, why, remedy, newer)
     if verdict is Verdict.UNDETERMINED and failed is None and not allow.undetermined:
@@ -217,7 +255,7 @@ def _hold(
                 version,
                 HoldKind.UNDETERMINED,
                 f"Migration {version} cannot be confirmed pending: {unsure}, and nothing it does shows in the catalog",
-                f"If it ran, track it: poststack db recover --force (or add {migration.label}.verify.sql returning "
+                f"If it ran, track it: poststack db recover --force {version} (or add {migration.label}.verify.sql returning "
                 "true once it has run); if it did not, run it: poststack db migrate --allow-undetermined.",
             )
     return None

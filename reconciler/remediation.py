@@ -17,7 +17,8 @@ from reconciler.checks import Facts, run_checks
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
 from reconciler.errors import OperationFailed, PoststackError, UsageError
-from reconciler.issues import Issue
+from reconciler.files import load_migrations, version_number
+from reconciler.issues import Issue, Severity
 from reconciler.plan import Plan
 from reconciler.planner import HELD, PlanRequest, plan_remediation
 from reconciler.playbook import load_all
@@ -31,6 +32,7 @@ DEFAULT_VARIABLES = {
     "allow_undetermined": False,
     "wait": False,
     "lock_timeout": 30.0,  # the command's --lock-timeout: how long a wait_for_backend step may wait
+    "versions": [],  # db recover VERSION ...: only these
 }
 
 
@@ -114,6 +116,9 @@ class ApplyResult:
     execution: executor.ExecutionResult | None  # None when the plan had nothing to run
     remaining: tuple[Issue, ...]  # what a fresh diagnosis finds afterwards
     database: DatabaseRef  # where it ran: the report names it
+    # apply converges the whole database: high-severity issues left afterwards make it fail.
+    # The fix commands (recover, repair, clean) answer only for what they fix.
+    whole: bool = False
 
     @property
     def held(self) -> tuple[str, ...]:
@@ -122,8 +127,15 @@ class ApplyResult:
         return tuple(s.version for s in self.plan.steps if s.playbook == HELD and s.version)
 
     @property
+    def unresolved(self) -> tuple[Issue, ...]:
+        """For apply: high-severity issues a fresh diagnosis still finds (not healthy yet)."""
+        if not self.whole:
+            return ()
+        return tuple(i for i in self.remaining if i.severity is not None and i.severity >= Severity.HIGH)
+
+    @property
     def ok(self) -> bool:
-        return (self.execution is None or self.execution.ok) and not self.held
+        return (self.execution is None or self.execution.ok) and not self.held and not self.unresolved
 
 
 def apply_plan(
@@ -132,9 +144,11 @@ def apply_plan(
     notify: Any = None,
     on_step: Any = None,
     replan: PlanRequest | None = None,
+    whole: bool = False,
 ) -> ApplyResult:
     """Run a plan made by make_plan (now or saved). Refused, before anything runs, when it
-    was made for another database or the database changed since (stale)."""
+    was made for another database or the database changed since (stale). ``whole``: the
+    run answers for the whole database (poststack apply), not one kind of fix."""
     schema = plan.tracking_schema
     if schema != settings.tracking_schema:
         raise UsageError(
@@ -148,7 +162,7 @@ def apply_plan(
                 "Apply it where it was made, or make a new plan here with poststack plan.",
             )
         if not any(s.action != "manual" for s in plan.steps):
-            return ApplyResult(plan, None, tuple(run_checks(_facts(session, settings))), session.database_ref)
+            return ApplyResult(plan, None, tuple(run_checks(_facts(session, settings))), session.database_ref, whole)
         # The lock row: a plan that releases a stuck lock, or that creates the tables, runs
         # under the advisory lock alone and leaves the row to its steps.
         releases_lock = any(s.action == "release_lock" for s in plan.steps)
@@ -187,14 +201,23 @@ def apply_plan(
             execution = executor.execute(session, current[0], on_step, settings.migrations_dir)
         plan = current[0]
         remaining = tuple(run_checks(_facts(session, settings)))
-    return ApplyResult(plan, execution, remaining, session.database_ref)
+    return ApplyResult(plan, execution, remaining, session.database_ref, whole)
 
 
 # --- front-ends ---------------------------------------------------------------------------
 
 
-def recover(settings: Settings, *, force: bool, notify: Any = None) -> Plan:
-    request = PlanRequest(("recover",), ("missing_tracking", "undetermined"), {"force": force}, "recover", False)
+def recover(settings: Settings, *, force: bool, versions: tuple[str, ...] = (), notify: Any = None) -> Plan:
+    """Track what shows applied; with ``force``, also the undetermined migrations migrate
+    holds. ``versions``: only these (and with force, these even when nothing holds them:
+    the person's word)."""
+    migrations = load_migrations(settings.migrations_dir)
+    for version in versions:
+        if migrations.find(version) is None:
+            raise UsageError(f"no migration {version} in {settings.migrations_dir}")
+    named = [m.version for m in migrations.migrations if any(m.number == version_number(v) for v in versions)]
+    variables = {"force": force, "versions": named}
+    request = PlanRequest(("recover",), ("missing_tracking", "undetermined"), variables, "recover", False)
     return make_plan(settings, request, notify)
 
 

@@ -370,7 +370,7 @@ def create_schema_text(result: Any) -> str:
     if result.dropped:
         lines.append(
             f"🗑  Dropped {', '.join(result.dropped)} from schema {result.tracking_schema} "
-            f"({result.dropped_rows} tracking row(s) and the audit history were lost)"
+            f"({result.dropped_rows} tracking row(s) were lost; the audit table keeps the history)"
         )
     if result.created:
         lines.append(f"✅ Created {', '.join(result.created)} in schema {result.tracking_schema}")
@@ -579,6 +579,8 @@ def _apply_outcome_text(result: Any) -> str:
     if execution is None:
         if held:
             lines.append(f"❌ Nothing was run: {held}.")
+        elif result.unresolved:
+            lines.append(f"❌ Nothing was run, and {len(result.unresolved)} high-severity issue(s) remain (below).")
         else:
             lines.append(f"✅ {plan.nothing_to_do or 'Nothing to do'}; nothing was run.")
     elif execution.failure:
@@ -595,6 +597,11 @@ def _apply_outcome_text(result: Any) -> str:
         ran = [o for o in execution.outcomes if o.outcome == "ok"]
         if held:
             lines.append(f"❌ Applied in part: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s; {held}.")
+        elif result.unresolved:
+            lines.append(
+                f"❌ Applied {len(ran)} step(s) in {execution.elapsed_s:.2f}s, but {len(result.unresolved)} "
+                "high-severity issue(s) remain (below)."
+            )
         else:
             lines.append(f"✅ Apply complete: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s.")
     lines += _afterwards(plan, result.remaining)

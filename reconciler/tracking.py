@@ -187,8 +187,13 @@ def create_statements(schema: str) -> list[Statement]:
     return statements
 
 
+# What a reset drops. The audit table is append-only and stays: it is what remembers, after
+# the tracking rows are rebuilt from the catalog, which migrations poststack ran.
+RESET_TABLES = (MIGRATIONS_TABLE, LOCK_TABLE)
+
+
 def drop_statements(schema: str) -> list[Statement]:
-    return [Statement(f"DROP TABLE IF EXISTS {qualified(schema, t)} CASCADE") for t in TABLES]
+    return [Statement(f"DROP TABLE IF EXISTS {qualified(schema, t)} CASCADE") for t in RESET_TABLES]
 
 
 # The columns poststack reads; a table of the same name without them belongs to another tool.
@@ -257,6 +262,8 @@ def read_lock(session: Any, schema: str) -> LockState:
         # A backend that started after the lock was taken reuses the pid: not the holder.
         "LEFT JOIN pg_stat_activity a ON a.pid = l.backend_pid "
         "     AND (a.backend_start IS NULL OR a.backend_start <= l.locked_at) "
+        # A row copied from another database (pg_dump | psql) names that database's backend.
+        "     AND a.datname = current_database() "
         "WHERE l.id = 1"
     )
     if row is None:
@@ -361,45 +368,63 @@ def delete_version_statement(schema: str, version: str) -> Statement:
 
 @dataclass(frozen=True)
 class AuditedApplication:
-    """The audit table's last word on a version, when that word is that it is applied."""
+    """The audit table's last word on a version: that it is applied, or that the last
+    attempt to apply it failed."""
 
     version: str
-    action: str  # apply_migration (poststack ran it) or track_migration (recover recorded it)
+    action: str  # apply_migration (poststack ran it), track_migration (recover recorded it), or FAILED_ATTEMPT
     at: datetime
     ran: bool  # poststack ran it, and has not rolled it back since (whatever was recorded after)
+    detail: str | None = None  # a failed attempt's error
 
     @property
     def number(self) -> int:
         return int(self.version) if self.version.isdigit() else -1
 
+    @property
+    def applied(self) -> bool:
+        return self.action in _APPLYING
 
+
+FAILED_ATTEMPT = "failed attempt"
 # What says a version is applied, or no longer is; other actions (checksums, duplicate rows,
 # failed attempts cleared) leave the question where it was.
 _APPLYING = ("apply_migration", "track_migration")
 _UNAPPLYING = ("rollback_migration",)
+_CLEARING = "remove_tracking_row"
 
 
 def read_audited_applications(session: Any, schema: str) -> dict[int, AuditedApplication]:
-    """Versions the audit table says poststack applied (or recorded) and has not rolled back
-    since: evidence that outlives tracking rows deleted by hand or restored from an old copy."""
+    """Per version, the audit table's last word, when it is that the version is applied (run
+    or recorded, not rolled back since) or that its last attempt failed: evidence that
+    outlives tracking rows deleted by hand, restored from an old copy, or reset."""
     rows = session.query(
-        f"SELECT version, action, at FROM {qualified(schema, AUDIT_TABLE)} "
-        "WHERE outcome = 'ok' AND version IS NOT NULL AND action = ANY(%(actions)s) ORDER BY id",
-        {"actions": [*_APPLYING, *_UNAPPLYING]},
+        f"SELECT version, action, outcome, at, detail FROM {qualified(schema, AUDIT_TABLE)} "
+        "WHERE version IS NOT NULL AND action = ANY(%(actions)s) "
+        "AND (outcome = 'ok' OR (outcome = 'failed' AND action = 'apply_migration')) ORDER BY id",
+        {"actions": [*_APPLYING, *_UNAPPLYING, _CLEARING]},
     )
-    last: dict[int, tuple[str, str, datetime]] = {}
+    last: dict[int, tuple[str, str, datetime, str | None]] = {}
     ran: dict[int, bool] = {}
-    for version, action, at in rows:
+    for version, action, outcome, at, detail in rows:
         if not version.isdigit():
             continue
         number = int(version)
-        last[number] = (version, action, at)
+        if action == _CLEARING:
+            # A failed attempt cleared by repair was looked at: the next run may retry it.
+            if number in last and last[number][1] == FAILED_ATTEMPT:
+                del last[number]
+            continue
+        if outcome == "failed":
+            last[number] = (version, FAILED_ATTEMPT, at, detail)
+            continue
+        last[number] = (version, action, at, None)
         if action != "track_migration":
             ran[number] = action == "apply_migration"
     return {
-        n: AuditedApplication(version, action, at, ran.get(n, False))
-        for n, (version, action, at) in last.items()
-        if action in _APPLYING
+        n: AuditedApplication(version, action, at, ran.get(n, False), detail)
+        for n, (version, action, at, detail) in last.items()
+        if action != "rollback_migration"
     }
 
 
@@ -449,7 +474,7 @@ def release_lock_row_statement(schema: str, backend_pid: int) -> Statement:
     a new connection once that backend is gone (the run lost its connection)."""
     return Statement(
         f"UPDATE {qualified(schema, LOCK_TABLE)} SET {_UNLOCKED} WHERE id = 1 AND backend_pid = %(pid)s "
-        "AND (pg_backend_pid() = %(pid)s OR NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s))",
+        "AND (pg_backend_pid() = %(pid)s OR NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND datname = current_database()))",
         {"pid": backend_pid},
     )
 
@@ -458,7 +483,8 @@ def terminate_holder_statement(schema: str, holder_backend_pid: int | None) -> S
     """End the lock's backend, only while the row still names it (not a later run's)."""
     return Statement(
         f"SELECT pg_terminate_backend(backend_pid) FROM {qualified(schema, LOCK_TABLE)} "
-        "WHERE id = 1 AND locked AND backend_pid = %(pid)s",
+        "WHERE id = 1 AND locked AND backend_pid = %(pid)s "
+        "AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND datname = current_database())",
         {"pid": holder_backend_pid},
     )
 

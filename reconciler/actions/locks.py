@@ -54,7 +54,12 @@ class WaitForBackend(Action):
         terminate = bool(args.get("terminate"))
         statements = [tracking.terminate_holder_statement(ctx.schema, pid)] if terminate else []
         # The last statement is the probe, asked until it says the backend is gone.
-        statements.append(Statement("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s)", {"pid": pid}))
+        statements.append(
+            Statement(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND datname = current_database())",
+                {"pid": pid},
+            )
+        )
         reason = (
             f"end backend {pid} and wait up to {timeout:g}s for it to exit"
             if terminate

@@ -26,9 +26,8 @@ class CreateTracking(Action):
 @register
 class DropTracking(Action):
     name = "drop_tracking"
-    summary = "Drop the tracking, lock and audit tables (their history is lost)"
+    summary = "Drop the tracking and lock tables (their rows are lost; the append-only audit table is kept)"
     destructive = True
-    audited = False  # the audit table is among what it drops
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         return PlannedStep(

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
-from reconciler.attribution import Attribution, attribute_unapplied
+from reconciler.attribution import Attribution, Verdict, attribute_unapplied
 from reconciler.files import Migration
 from reconciler.issues import Issue, IssueType, Severity
 from reconciler.pending import Readiness, decide
@@ -72,6 +72,23 @@ class Facts:
             self.observed.catalog,
             audited=self.observed.audited,
         )
+
+
+def held_after_recovery(facts: Facts) -> frozenset[str]:
+    """Versions migrate would still hold once recover has tracked what the catalog shows
+    applied: the undetermined migrations a person must decide about (recover --force), as
+    opposed to data migrations that simply have not run yet."""
+    shown = frozenset(m.number for m in facts.unapplied if facts.attributions[m.version].verdict is Verdict.APPLIED)
+    readiness = decide(
+        facts.desired.migrations,
+        facts.observed.tracking,
+        facts.attributions,
+        facts.desired.history,
+        facts.observed.catalog,
+        recorded=shown,
+        audited=facts.observed.audited,
+    )
+    return frozenset(h.version for h in readiness.holds)
 
 
 def run_checks(facts: Facts, types: Iterable[IssueType] | None = None, minimum: Severity = Severity.LOW) -> list[Issue]:

@@ -4,13 +4,14 @@ nothing it does is attributable and it has no verify script. Never counted as ap
 from __future__ import annotations
 
 from reconciler.attribution import Verdict
-from reconciler.checks.base import Facts, check
+from reconciler.checks.base import Facts, check, held_after_recovery
 from reconciler.issues import Issue, IssueType
 
 
 @check(IssueType.UNDETERMINED)
 def undetermined(facts: Facts) -> list[Issue]:
     issues = []
+    held = held_after_recovery(facts)
     for migration in facts.untracked:
         found = facts.attributions[migration.version]
         if found.verdict is not Verdict.UNDETERMINED:
@@ -24,6 +25,9 @@ def undetermined(facts: Facts) -> list[Issue]:
                 {
                     "description": migration.description,
                     "reason": found.reason,
+                    # migrate holds it even once recover has tracked what shows applied: a person
+                    # must say whether it ran (recover --force tracks only these)
+                    "held": migration.version in held,
                     "unattributed_statements": [
                         f"line {u.line}: {u.reason}" for u in (effects.unattributed if effects else ())
                     ],

@@ -4,7 +4,9 @@ migration applied by hand), each end to end on a real server."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -260,3 +262,113 @@ def test_a_renumbered_migration_is_not_run_again(cli, db, migrations_dir: Path):
     assert refused.exit_code == 1, refused.output
     assert "Migration 006 has the same content as applied migration 004, whose file is gone" in refused.stderr
     assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '006'") == [(0,)]
+
+
+def test_a_merge_that_renumbers_an_applied_migration_is_not_papered_over(cli, db, migrations_dir: Path):
+    """004 was applied; a merge moved it to 006 and gave 004 to another branch's migration.
+    Accepting the new 004's checksum would record it as applied without running it."""
+    assert cli("db", "migrate").exit_code == 0
+    (migrations_dir / "004_add_audit_function.sql").rename(migrations_dir / "006_add_audit_function.sql")
+    (migrations_dir / "004_add_audit_function.rollback.sql").unlink()
+    write(migrations_dir, "004_add_tags.sql", "CREATE TABLE tags (id int);\n")
+    report = json.loads(cli("db", "diagnose", "--format", "json").stdout)
+    mismatch = next(i for i in report["issues"] if i["type"] == "checksum_mismatch")
+    assert not mismatch["auto_fixable"] and "006_add_audit_function.sql" in mismatch["message"]
+    result = cli("apply", "--auto-approve")
+    assert result.exit_code == 1, result.output
+    assert sql(db, "SELECT checksum FROM schema_migrations WHERE version = '004'") != [(None,)]
+    assert "update_checksum" not in result.stdout
+    assert cli("db", "repair", "--force").exit_code in (0, 1)
+    assert sql(db, "SELECT to_regclass('public.tags')") == [(None,)]
+    tracked = sql(db, "SELECT checksum FROM schema_migrations WHERE version = '004'")[0][0]
+    assert tracked != hashlib.sha256(b"CREATE TABLE tags (id int);\n").hexdigest()
+
+
+def test_the_audit_trail_wins_over_a_catalog_that_lost_the_objects(database_url: str, db, tmp_path: Path):
+    """003 drops 002's table with dynamic SQL the parser cannot see; 002's row is deleted.
+    The catalog says 002 never ran; the audit table says it did."""
+    directory, cli = _project(tmp_path, database_url)
+    write(directory, "001_runs.sql", "CREATE TABLE runs (v text);\n")
+    write(directory, "002_b2.sql", "CREATE TABLE b2 (id int);\nINSERT INTO runs VALUES ('002');\n")
+    write(directory, "003_drop.sql", "DO $$ BEGIN EXECUTE 'DROP TABLE b2'; END $$;\n")
+    assert cli("db", "migrate").exit_code == 0
+    sql(db, "DELETE FROM schema_migrations WHERE version = '002'")
+    refused = cli("db", "migrate", "--allow-out-of-order")
+    assert refused.exit_code == 1, refused.output
+    assert "the audit table says poststack applied it" in refused.stderr
+    assert "undone by hand, or dropped later" in refused.stderr
+    assert cli("db", "recover", "--force", "002").exit_code == 0
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_the_newest_migration_undone_by_hand_waits_for_a_person(database_url: str, db, tmp_path: Path):
+    """Its table dropped and its row deleted by hand: the audit says it ran, the catalog says
+    it did not. It is not run again on a guess; --allow-undetermined runs it."""
+    directory, cli = _project(tmp_path, database_url)
+    write(directory, "001_runs.sql", "CREATE TABLE runs (v text);\n")
+    write(directory, "002_t.sql", "CREATE TABLE t2 (id int);\nINSERT INTO runs VALUES ('002');\n")
+    assert cli("db", "migrate").exit_code == 0
+    sql(db, "DROP TABLE t2; DELETE FROM schema_migrations WHERE version = '002'")
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1 and "Migration 002 cannot be confirmed pending" in refused.stderr
+    assert cli("db", "migrate", "--allow-undetermined").exit_code == 0
+    assert sql(db, "SELECT count(*) FROM runs") == [(2,)]
+
+
+def test_an_emergency_reset_forgets_nothing_that_ran(database_url: str, db, tmp_path: Path):
+    """The reset rebuilds tracking from the catalog; the audit table it keeps still knows the
+    data migration ran and the concurrent build failed half-way."""
+    directory, cli = _project(tmp_path, database_url)
+    write(directory, "001_t.sql", "CREATE TABLE t (id int);\nCREATE TABLE runs (v text);\n")
+    write(directory, "002_data.sql", "INSERT INTO t VALUES (1), (1);\nINSERT INTO runs VALUES ('002');\n")
+    write(
+        directory,
+        "003_unique.sql",
+        "INSERT INTO runs VALUES ('003');\nCREATE UNIQUE INDEX CONCURRENTLY t_id ON t (id);\n",
+    )
+    assert cli("db", "migrate").exit_code == 1  # 003's build fails on the duplicate, after its INSERT
+    reset = cli("apply", "--playbook", "emergency-reset", "--auto-approve", "--confirm")
+    assert reset.exit_code in (0, 1), reset.output
+    assert sql(db, "SELECT to_regclass('public.schema_migrations_audit') IS NOT NULL") == [(True,)]
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1, refused.output
+    assert "Migration 003 failed earlier outside a transaction" in refused.stderr
+    assert sql(db, "SELECT v, count(*) FROM runs GROUP BY v ORDER BY v") == [("002", 1), ("003", 1)]
+
+
+def test_recover_force_tracks_only_what_migrate_holds(database_url: str, db, tmp_path: Path):
+    """After lost tracking, --force tracks the data migration between recovered ones, never
+    the ones after a migration that has not run (they cannot have run either)."""
+    directory, cli = _project(tmp_path, database_url)
+    write(directory, "001_a.sql", "CREATE TABLE a (n int);\nINSERT INTO a VALUES (0);\n")
+    write(directory, "002_bump.sql", "UPDATE a SET n = n + 1;\n")
+    write(directory, "003_b.sql", "CREATE TABLE b (id int);\n")
+    write(directory, "004_c.sql", "CREATE TABLE c (id int);\n")
+    write(directory, "005_fill.sql", "INSERT INTO c VALUES (5);\n")
+    assert cli("db", "migrate", "--target", "003").exit_code == 0
+    sql(db, LOSE_TRACKING)
+    forced = cli("db", "recover", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "Added tracking for migrations 001, 003, 002\n" in forced.stdout  # never 005: 004 has not run
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT count(*) FROM c") == [(1,)]
+    assert sql(db, "SELECT n FROM a") == [(1,)]
+
+
+def test_a_lock_row_copied_from_another_database_never_ends_a_backend_there(cli, db, pg_server, template_db):
+    """pg_dump | psql copied a locked row naming a backend of the source database."""
+    assert cli("db", "create-schema").exit_code == 0
+    with scratch_database(pg_server, f"poststack_source_{os.getpid()}", template_db) as source_url:
+        other = psycopg2.connect(source_url)
+        other_pid = sql(other, "SELECT pg_backend_pid()")[0][0]
+        sql(
+            db,
+            "UPDATE schema_migrations_lock SET locked = true, locked_at = now() - interval '1 minute', "
+            "locked_by = 'elsewhere:1', backend_pid = %s, application_name = 'poststack'",
+            (other_pid,),
+        )
+        result = cli("db", "clean", "--locks", "--confirm", "--terminate")
+        assert result.exit_code in (0, 1), result.output
+        assert sql(other, "SELECT 1") == [(1,)], "the other database's backend was ended"
+        other.close()
