@@ -63,7 +63,8 @@ def poststack_argv(*args: str) -> list[str]:
 
 def poststack(*args: str) -> subprocess.CompletedProcess[str]:
     argv = poststack_argv(*args)
-    return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "POSTSTACK_DATABASE_URL": ""})
+    env = {k: v for k, v in os.environ.items() if k != "POSTSTACK_DATABASE_URL"}  # each call names its database
+    return subprocess.run(argv, capture_output=True, text=True, env=env)
 
 
 def timed(fn: Callable[[], object], runs: int) -> list[float]:

@@ -569,7 +569,11 @@ def plan_command(
     allow_out_of_order: AllowOutOfOrder = False,
     allow_undetermined: AllowUndetermined = False,
     detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 0: nothing to do; 2: changes planned; 1: error.")
+        bool,
+        typer.Option(
+            "--detailed-exitcode",
+            help="Exit 0: nothing to do; 2: changes planned, or migrations held for a person; 1: error.",
+        ),
     ] = False,
     fmt: FormatOpt = Format.text,
     database_url: DatabaseUrl = None,
@@ -580,7 +584,7 @@ def plan_command(
 ) -> None:
     """Diagnose, choose playbooks, and show exactly what apply would run."""
     from reconciler import remediation
-    from reconciler.planner import PlanRequest
+    from reconciler.planner import HELD, PlanRequest
 
     with _guard(debug):
         settings = _settings(database_url, embedded, migrations_dir, schema, debug)
@@ -595,7 +599,8 @@ def plan_command(
         _emit(fmt, plan, report.remediation_plan_text, report.remediation_plan_json)
         if out is not None and fmt is Format.text:
             typer.echo(f"Saved to {out}; run it with: poststack apply {out}")
-        if detailed_exitcode and any(s.action != "manual" for s in plan.steps):
+        # Held migrations are changes the database still needs, though a person must decide them.
+        if detailed_exitcode and any(s.action != "manual" or s.playbook == HELD for s in plan.steps):
             raise typer.Exit(2)
 
 

@@ -2,8 +2,8 @@
 
 Resolution order for the database URL: ``--database-url``, ``POSTSTACK_DATABASE_URL``,
 ``DATABASE_URL``, ``poststack.toml``, ``[tool.poststack]`` in ``pyproject.toml``. An empty
-value counts as unset (but an empty ``--database-url`` flag is an error); the value ``embedded`` (or ``--embedded``) chooses the embedded
-PostgreSQL. With none named, the embedded server is used only where the caller says it may
+DATABASE_URL counts as unset, an empty poststack setting is an error; the value
+``embedded`` (or ``--embedded``) chooses the embedded PostgreSQL. With none named, the embedded server is used only where the caller says it may
 be (an interactive terminal, the demo): elsewhere a missing secret must not become a
 successful run on a throwaway server.
 """
@@ -160,6 +160,26 @@ def _check_environment(env: Mapping[str, str]) -> None:
             )
 
 
+def _refuse_empty(flags: Mapping[str, str | None], env: Mapping[str, str]) -> None:
+    """A setting given but empty is a variable that was not set (--schema "$SCHEMA", a secret
+    that was not mounted): falling back to the next source, or to the default, would run
+    on a database, or with a tracking table, nobody chose."""
+    for name, value in flags.items():
+        if value is not None and not value.strip():
+            raise UsageError(
+                f"{name} is empty (a variable that was not set?)",
+                f"Pass a value, or leave {name} out to use the environment, poststack.toml or the default.",
+            )
+    for name in SETTING_VARIABLES.values():
+        value = env.get(name)
+        if value is not None and not value.strip():
+            raise UsageError(
+                f"environment variable {name} is set but empty (a secret that was not mounted?)",
+                f"Give it a value, or unset it to use {'DATABASE_URL, ' if name.endswith('DATABASE_URL') else ''}"
+                "poststack.toml or the default.",
+            )
+
+
 def _names_embedded(url: str) -> bool:
     return url.strip().lower() == EMBEDDED
 
@@ -220,13 +240,14 @@ def resolve_settings(
     table, project_file, project_label = _read_project_file(cwd)
     base = project_file.parent if project_file else cwd
 
-    if database_url is not None and not database_url.strip():
-        # Written in a script as --database-url "$DB_URL" with DB_URL unset: falling back to
-        # DATABASE_URL would run on a database nobody named.
-        raise UsageError(
-            "--database-url is empty (a variable that was not set?)",
-            "Pass the URL, or leave the flag out to use POSTSTACK_DATABASE_URL, DATABASE_URL or poststack.toml.",
-        )
+    _refuse_empty(
+        {
+            "--database-url": database_url,
+            "--migrations-dir": None if migrations_dir is None else str(migrations_dir),
+            "--schema": tracking_schema,
+        },
+        env,
+    )
     url, source = _nonempty(database_url), "--database-url"
     if embedded:
         if url is not None and not _names_embedded(url):

@@ -9,6 +9,7 @@ unresolved earlier one is how data migrations get applied twice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -137,6 +138,24 @@ def _renumbered(migration: Migration, fileless: list[TrackingRow]) -> Hold | Non
     return None
 
 
+def _kept(migration: Migration, error: str | None) -> str:
+    """Which of its statements the failed attempt kept: those before the line it failed on
+    (its error starts with file:line), said so a person can make them safe to run again."""
+    match = re.match(r"^(?P<file>[^\n]*?):(?P<line>\d+): ", error or "")
+    if match is None or not match["file"].endswith(migration.path.name):
+        return ""
+    try:
+        statements = migration.file.script.statements
+    except PoststackError:
+        return ""
+    before = [s for s in statements if s.line < int(match["line"])]
+    if not before:
+        return "; nothing before the failing statement ran"
+    shown = ", ".join(f"line {s.line} ({s.kind.removesuffix('Stmt')})" for s in before[:4])
+    more = f" and {len(before) - 4} more" if len(before) > 4 else ""
+    return f"; kept from that attempt: {shown}{more}"
+
+
 def _failed_in_audit(
     migration: Migration, tracking: ObservedTracking, audited: AuditedApplication | None, allow: Allowances
 ) -> Hold | None:
@@ -188,9 +207,10 @@ def _hold(
                 version,
                 HoldKind.FAILED_OUTSIDE_TRANSACTION,
                 f"Migration {version} failed earlier outside a transaction and may be partly applied "
-                f"(its error was: {failed.error})",
+                f"(its error was: {failed.error}){_kept(migration, failed.error)}",
                 "See what it left with poststack db diagnose (an INVALID index, some of its objects), clean that "
-                "up or make the file tolerate it, then run poststack db migrate --retry-failed.",
+                "up or make the file tolerate it, then run poststack db migrate --retry-failed: the whole file "
+                "runs again.",
             )
         if verdict is Verdict.APPLIED and found is not None:
             return Hold(

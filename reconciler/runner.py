@@ -44,6 +44,12 @@ def migrate_plan(
     over an unresolved earlier one."""
     ctx = BuildContext(observed.schema, migrations)
     limit = _target_number(migrations, target) if target is not None else None
+    if not migrations.migrations and observed.applied:
+        raise UsageError(
+            f"no migration files in {migrations.directory}, yet {len(observed.applied)} migration(s) are tracked "
+            "as applied there",
+            "Point --migrations-dir (or POSTSTACK_MIGRATIONS_DIR) at the project's migrations.",
+        )
     if readiness.holds:
         raise MigrationsHeld(readiness)
     steps: list[PlannedStep] = []

@@ -15,12 +15,11 @@ URL_B = "postgresql://b:pw@host/b"
         (URL_A, {"POSTSTACK_DATABASE_URL": URL_B, "DATABASE_URL": URL_B}, URL_A, "--database-url"),
         (None, {"POSTSTACK_DATABASE_URL": URL_A, "DATABASE_URL": URL_B}, URL_A, "POSTSTACK_DATABASE_URL"),
         (None, {"DATABASE_URL": URL_B}, URL_B, "DATABASE_URL"),
-        (None, {"POSTSTACK_DATABASE_URL": "", "DATABASE_URL": URL_B}, URL_B, "DATABASE_URL"),
-        (None, {"POSTSTACK_DATABASE_URL": "  "}, None, EMBEDDED),
+        (None, {"DATABASE_URL": ""}, None, EMBEDDED),  # another tool's variable: empty is unset
         (None, {}, None, EMBEDDED),
     ],
 )
-def test_url_resolution_order_and_empty_means_unset(tmp_path, flag, env, expected, source):
+def test_url_resolution_order(tmp_path, flag, env, expected, source):
     settings = resolve_settings(database_url=flag, environ=env, cwd=tmp_path, embedded_by_default=True)
     assert settings.database_url == expected
     assert settings.url_source == source
@@ -231,7 +230,7 @@ def test_a_mistyped_variable_is_named_with_a_suggestion(tmp_path: Path):
         "environment variable POSTSTACK_DATABSE_URL is not one poststack reads; did you mean 'POSTSTACK_DATABASE_URL'?"
     )
     # Those poststack reads, and those its own tests and benchmarks read, are not typos.
-    env = dict.fromkeys(OTHER_VARIABLES, "x") | dict.fromkeys(SETTING_VARIABLES.values(), "")
+    env = dict.fromkeys(OTHER_VARIABLES, "x") | dict.fromkeys(SETTING_VARIABLES.values(), "ops")
     assert {"POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY"} <= set(env)
     assert resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path).database_url == URL_A
     # Not only near misses: POSTSTACK_DB_URL ignored would let DATABASE_URL choose the database.
@@ -242,3 +241,19 @@ def test_a_mistyped_variable_is_named_with_a_suggestion(tmp_path: Path):
 def test_an_empty_database_url_flag_is_refused_not_passed_over(tmp_path: Path):
     with pytest.raises(UsageError, match="--database-url is empty"):
         resolve_settings(database_url="", environ={"DATABASE_URL": URL_B}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "named"),
+    [
+        ({}, {"POSTSTACK_DATABASE_URL": "", "DATABASE_URL": URL_B}, "POSTSTACK_DATABASE_URL is set but empty"),
+        ({}, {"POSTSTACK_SCHEMA": " "}, "POSTSTACK_SCHEMA is set but empty"),
+        ({"tracking_schema": ""}, {}, "--schema is empty"),
+        ({"migrations_dir": ""}, {}, "--migrations-dir is empty"),
+    ],
+)
+def test_an_empty_setting_is_refused_not_passed_over(tmp_path: Path, flags, env, named):
+    """An empty POSTSTACK_DATABASE_URL (a secret not mounted) would fall back to DATABASE_URL;
+    an empty --schema to public, where the data migrations look never run."""
+    with pytest.raises(UsageError, match=named):
+        resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path, **flags)

@@ -372,3 +372,29 @@ def test_a_lock_row_copied_from_another_database_never_ends_a_backend_there(cli,
         assert result.exit_code in (0, 1), result.output
         assert sql(other, "SELECT 1") == [(1,)], "the other database's backend was ended"
         other.close()
+
+
+def test_a_failed_attempt_outside_a_transaction_says_what_it_kept(database_url: str, db, tmp_path: Path):
+    directory, cli = _project(tmp_path, database_url)
+    write(directory, "001_t.sql", "CREATE TABLE t (id int);\nINSERT INTO t VALUES (1), (1);\n")
+    write(
+        directory,
+        "002_unique.sql",
+        "INSERT INTO t VALUES (2);\nCREATE UNIQUE INDEX CONCURRENTLY t_id ON t (id);\n",
+    )
+    assert cli("db", "migrate").exit_code == 1
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1
+    assert "kept from that attempt: line 1 (Insert)" in refused.stderr
+    assert "the whole file runs again" in refused.stderr
+    # A plan that can only hold migrations is not "nothing to do".
+    assert cli("plan", "--detailed-exitcode").exit_code == 2
+
+
+def test_an_empty_migrations_directory_is_not_up_to_date(cli, database_url: str, tmp_path: Path):
+    assert cli("db", "migrate").exit_code == 0
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    result = run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(empty))
+    assert result.exit_code == 2, result.output
+    assert "no migration files in" in result.stderr and "5 migration(s) are tracked" in result.stderr
