@@ -137,6 +137,9 @@ def validate(settings: Settings, *, check_rollbacks: bool, notify: Any = None) -
         errors += _parse_errors(migration)
     missing = tuple(m.version for m in desired.migrations.migrations if m.rollback is None)
     warnings = [f"Missing rollback files for migrations: {', '.join(missing)}"] if check_rollbacks and missing else []
+    empty = [m.version for m in desired.migrations.migrations if m.file.empty]
+    if empty:
+        warnings.append(f"Migrations with no statements (tracked when applied, as no-ops): {', '.join(empty)}")
     count = len(desired.migrations.migrations)
     if errors:
         return Validation(count, tuple(errors), tuple(warnings), False, missing)

@@ -54,9 +54,16 @@ class SqlFile:
             script = parse_script(self.text)
         except ScriptSyntaxError as e:
             raise MigrationFileError(f"{self.path}:{e.line}: {e.message}") from e
-        if not script.statements:
-            raise MigrationFileError(f"{self.path}: contains no SQL statements")
-        return script
+        return script  # an empty or comment-only file is a valid no-op, as every peer treats it
+
+    @property
+    def empty(self) -> bool:
+        """Holds no statement (empty, or only comments): running it changes nothing, so it
+        can never run twice to harm. False for a file that does not parse."""
+        try:
+            return not self.script.statements
+        except MigrationFileError:
+            return False
 
 
 @dataclass(frozen=True)

@@ -106,9 +106,13 @@ def decide(
         if migration.number in applied or (limit is not None and migration.number > limit):
             continue
         hold = (
-            _renumbered(migration, fileless)
-            or _failed_in_audit(migration, tracking, audited.get(migration.number), allow)
-            or _hold(migration, tracking, attributions, history, catalog, allow, applied, newest)
+            None
+            if migration.file.empty
+            else (
+                _renumbered(migration, fileless)
+                or _failed_in_audit(migration, tracking, audited.get(migration.number), allow)
+                or _hold(migration, tracking, attributions, history, catalog, allow, applied, newest)
+            )
         )
         if hold is not None:
             holds.append(hold)

@@ -65,8 +65,6 @@ def test_missing_directory_is_a_usage_error(tmp_path: Path):
     ("sql", "message"),
     [
         ("SELECT 1;\n\nCREATE TABLE (;\n", r"002_a.sql:3: syntax error"),
-        ("", "contains no SQL statements"),
-        ("-- only a comment\n", "contains no SQL statements"),
     ],
 )
 def test_script_problems_name_file_and_line(tmp_path: Path, sql, message):
@@ -74,3 +72,11 @@ def test_script_problems_name_file_and_line(tmp_path: Path, sql, message):
     migration = load_migrations(tmp_path).migrations[0]
     with pytest.raises(MigrationFileError, match=message):
         _ = migration.file.script
+
+
+@pytest.mark.parametrize("text", ["", "-- only a comment\n", "/* a block */\n-- and a line\n"])
+def test_empty_and_comment_only_files_are_valid_no_ops(tmp_path: Path, text: str):
+    write(tmp_path, "002_a.sql", text)
+    migration = load_migrations(tmp_path).migrations[0]
+    assert migration.file.script.statements == () and migration.file.script.transactional
+    assert migration.file.empty

@@ -14,8 +14,8 @@ def undetermined(facts: Facts) -> list[Issue]:
     held = held_after_recovery(facts)
     for migration in facts.untracked:
         found = facts.attributions[migration.version]
-        if found.verdict is not Verdict.UNDETERMINED:
-            continue
+        if found.verdict is not Verdict.UNDETERMINED or migration.file.empty:
+            continue  # an empty migration changes nothing: whether it ran does not matter
         effects = facts.desired.history.effects.get(migration.version)
         issues.append(
             Issue(

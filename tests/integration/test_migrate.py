@@ -110,7 +110,6 @@ def test_failed_non_transactional_migration_blocks_until_repaired(cli, db, migra
         ("bad_name.sql", "SELECT 1;", "bad_name.sql: file name does not match NNN_description.sql"),
         ("002_again.sql", "SELECT 1;", "duplicate migration version 002"),
         ("006_latin1.sql", b"SELECT 'caf\xe9';", "006_latin1.sql:1: not valid UTF-8"),
-        ("006_empty.sql", "", "006_empty.sql: contains no SQL statements"),
     ],
 )
 def test_bad_files_are_refused_before_anything_runs(cli, db, migrations_dir: Path, name, content, message):
@@ -160,3 +159,29 @@ def test_custom_tracking_schema(cli, db):
     assert result.exit_code == 0, result.output
     assert sql(db, "SELECT count(*) FROM ops.schema_migrations") == [(5,)]
     assert sql(db, "SELECT to_regclass('public.schema_migrations')") == [(None,)]
+
+
+def test_empty_and_comment_only_migrations_are_tracked_no_ops(cli, db, migrations_dir: Path):
+    """Real histories keep them (another database's dialect, a placeholder): they apply,
+    roll back and apply again, and are never held for lack of evidence."""
+    write(migrations_dir, "006_for_mysql_only.sql", "-- nothing to do on PostgreSQL\n/* see the mysql dir */\n")
+    write(migrations_dir, "006_for_mysql_only.rollback.sql", "")
+    write(migrations_dir, "007_empty.sql", "")
+    write(migrations_dir, "007_empty.rollback.sql", "-- nothing\n")
+    write(migrations_dir, "008_after.sql", "CREATE TABLE after_them (id int);\n")
+    write(migrations_dir, "008_after.rollback.sql", "DROP TABLE after_them;\n")
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT version FROM schema_migrations WHERE version > '005' ORDER BY id") == [
+        ("006",),
+        ("007",),
+        ("008",),
+    ]
+    assert cli("db", "rollback", "005").exit_code == 0
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version > '005'") == [(0,)]
+    assert cli("db", "migrate").exit_code == 0
+    # Tracking lost: the empty ones hold nothing up (nothing they do can run twice).
+    sql(db, "DROP TABLE schema_migrations, schema_migrations_lock, schema_migrations_audit")
+    assert cli("db", "recover").exit_code == 0
+    result = cli("db", "migrate")
+    assert result.exit_code == 0, result.output
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE success") == [(8,)]
