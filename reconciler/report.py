@@ -130,8 +130,20 @@ def _with_database(text: str, database: Any) -> str:
 # --- migrate / rollback -----------------------------------------------------------------
 
 
+# A list longer than this is shown by its ends and its count: 346 versions on one line help
+# nobody on call. The whole list is in --format json.
+BRIEF_LIMIT = 12
+
+
+def brief(items: list[str], limit: int = BRIEF_LIMIT) -> str:
+    """``items`` joined with commas, or, past ``limit``, the first and last few and a count."""
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:3])}, … {', '.join(items[-3:])} ({len(items)} in all; --format json lists them)"
+
+
 def _versions(steps: Any) -> str:
-    return ", ".join(s.version for s in steps if s.version) or "none"
+    return brief([s.version for s in steps if s.version]) or "none"
 
 
 def run_text(result: Any) -> str:
@@ -245,10 +257,10 @@ def _done_before(i: errors.Interruption) -> str:
         if not versions:
             return f"Nothing was {verb.lower()} before it."
         when = "in this run" if i.kept == errors.COMMITTED else "before the interrupt"
-        return f"{verb} {when}: {', '.join(versions)}."
+        return f"{verb} {when}: {brief(versions)}."
     if not i.done:
         return "No step was done before it."
-    return f"Done before the interrupt: step(s) {', '.join(str(index) for index, _, _ in i.done)}."
+    return f"Done before the interrupt: step(s) {brief([str(index) for index, _, _ in i.done])}."
 
 
 def _after_interrupt(i: errors.Interruption) -> str:
@@ -287,16 +299,16 @@ def status_text(result: Any) -> str:
         for entry in result.failed:
             lines.append(f"  ❌ {entry.version} {entry.description}: {entry.error or 'no error recorded'}")
     if result.pending:
-        lines.append("Pending: " + ", ".join(f"{e.version}_{e.description}" for e in result.pending))
+        lines.append("Pending: " + brief([f"{e.version}_{e.description}" for e in result.pending]))
     if result.undetermined:
         lines.append(
             "Undetermined: "
-            + ", ".join(f"{e.version}_{e.description}" for e in result.undetermined)
+            + brief([f"{e.version}_{e.description}" for e in result.undetermined])
             + " (nothing in the catalog shows whether they ran; see poststack db diagnose --type undetermined)"
         )
     missing = [e.version for e in result.applied if not e.file_present]
     if missing:
-        lines.append(f"⚠️  Applied but their files are missing: {', '.join(missing)}")
+        lines.append(f"⚠️  Applied but their files are missing: {brief(list(missing))}")
     if result.up_to_date:
         lines.append("✅ Database is up to date!")
     return "\n".join(lines)
@@ -575,7 +587,7 @@ def _apply_outcome_text(result: Any) -> str:
     plan = result.plan
     lines = []
     execution = result.execution
-    held = f"pending migration(s) {', '.join(result.held)} held, not run (see below)" if result.held else ""
+    held = f"pending migration(s) {brief(list(result.held))} held, not run (see below)" if result.held else ""
     if execution is None:
         if held:
             lines.append(f"❌ Nothing was run: {held}.")
@@ -592,7 +604,9 @@ def _apply_outcome_text(result: Any) -> str:
         if undone:
             lines.append(f"   Rolled back with it (same transaction): step(s) {', '.join(map(str, undone))}.")
         kept = [o.index for o in execution.outcomes if o.ok]
-        lines.append(f"   Kept: step(s) {', '.join(map(str, kept)) or 'none'}. Nothing after step {failure.step} ran.")
+        lines.append(
+            f"   Kept: step(s) {brief([str(k) for k in kept]) or 'none'}. Nothing after step {failure.step} ran."
+        )
     else:
         ran = [o for o in execution.outcomes if o.outcome == "ok"]
         if held:
@@ -679,9 +693,9 @@ def _recover_outcome_text(result: Any) -> str:
         return "🔄 Starting migration recovery...\n" + _apply_outcome_text(result)
     forced = [i["version"] for i in plan.issues if i["type"] == "undetermined" and i["version"] in tracked]
     lines = ["🔄 Starting migration recovery...", "✅ Recovery completed successfully!"]
-    lines.append(f"   Added tracking for migrations {', '.join(tracked)}")
+    lines.append(f"   Added tracking for migrations {brief(tracked)}")
     if forced:
-        lines.append(f"   (without evidence, because of --force: {', '.join(forced)})")
+        lines.append(f"   (without evidence, because of --force: {brief(forced)})")
     for issue in plan.issues:
         unchecked = issue["details"].get("unchecked_statements") if issue["type"] == "missing_tracking" else None
         if unchecked and issue["version"] in tracked:

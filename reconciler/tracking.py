@@ -235,11 +235,28 @@ def existing_tables(session: Any, schema: str) -> set[str]:
         if missing:
             from reconciler.errors import DatabaseUnavailable
 
+            tool = _foreign_tool(session, schema, frozenset(columns))
             raise DatabaseUnavailable(
-                f"{schema}.{name} exists but was not created by poststack (its columns: {', '.join(sorted(columns))})",
-                "Another migration tool's table? Keep poststack's tables apart with --schema (e.g. --schema poststack).",
+                f"{schema}.{name} belongs to another tool ({tool}; its columns: {', '.join(sorted(columns))}), "
+                "and poststack will not touch it: keep poststack's tables apart with --schema poststack "
+                "(or POSTSTACK_SCHEMA, or tracking_schema in poststack.toml)",
             )
     return {r[0] for r in rows}
+
+
+def _foreign_tool(session: Any, schema: str, columns: frozenset[str]) -> str:
+    """Which tool made a schema_migrations table poststack did not, from its columns. Read
+    only on the way to refusing it."""
+    if columns == {"version", "dirty"}:
+        return "it looks like golang-migrate's"
+    if columns == {"version"}:
+        rails = session.query_one(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %(schema)s AND c.relname = 'ar_internal_metadata'",
+            {"schema": schema},
+        )
+        return "it looks like Rails's" if rails else "it looks like dbmate's (or Rails's)"
+    return "not one poststack recognizes"
 
 
 def read_rows(session: Any, schema: str) -> list[TrackingRow]:

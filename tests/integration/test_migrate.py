@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import catalog_snapshot, sql, write
+from tests.conftest import catalog_snapshot, run_cli, sql, write
 
 
 def test_applies_pending_in_order_with_tracking_and_audit(cli, db):
@@ -185,3 +185,20 @@ def test_empty_and_comment_only_migrations_are_tracked_no_ops(cli, db, migration
     result = cli("db", "migrate")
     assert result.exit_code == 0, result.output
     assert sql(db, "SELECT count(*) FROM schema_migrations WHERE success") == [(8,)]
+
+
+def test_a_long_history_is_summed_up_not_listed(database_url: str, tmp_path: Path):
+    """346 versions on one line help nobody: the ends and a count, the whole list in JSON."""
+    directory = tmp_path / "long"
+    directory.mkdir()
+    for number in range(1, 41):
+        write(directory, f"{number:03d}_t{number}.sql", f"CREATE TABLE t{number} (id int);\n")
+    common = ("--database-url", database_url, "--migrations-dir", str(directory))
+    dry = run_cli("db", "migrate", "--dry-run", *common)
+    first = dry.stdout.splitlines()[0]
+    assert "001, 002, 003, … 038, 039, 040 (40 in all; --format json lists them)" in first, first
+    assert "020" not in first
+    data = json.loads(run_cli("db", "migrate", "--format", "json", *common).stdout)
+    assert data["ok"] and [o["version"] for o in data["outcomes"]] == [f"{n:03d}" for n in range(1, 41)]
+    status = run_cli("db", "migration-status", *common)
+    assert status.exit_code == 0 and "040" in status.stdout

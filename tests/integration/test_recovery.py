@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from reconciler.locking import advisory_key
-from tests.conftest import PASSWORD, PASSWORD_ROLE, run_cli, sql, start_migrate, wait_for, write
+from tests.conftest import PASSWORD, PASSWORD_ROLE, catalog_snapshot, run_cli, sql, start_migrate, wait_for, write
 
 
 def dead_lock_row(db) -> None:
@@ -174,14 +174,32 @@ def test_status_exits_1_with_failed_migrations(cli, migrations_dir: Path):
     assert cli("db", "migration-status").exit_code == 1
 
 
-def test_another_tools_schema_migrations_is_refused_by_name(cli, db):
-    sql(db, "CREATE TABLE schema_migrations (version varchar PRIMARY KEY, dirty boolean NOT NULL)")
-    result = cli("db", "migrate")
-    assert result.exit_code == 3
-    assert (
-        "public.schema_migrations exists but was not created by poststack (its columns: dirty, version)"
-        in result.stderr
-    )
+@pytest.mark.parametrize(
+    ("ddl", "tool"),
+    [
+        # golang-migrate's: https://github.com/golang-migrate/migrate database/postgres (version bigint, dirty)
+        ("CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL)", "golang-migrate's"),
+        # dbmate's: https://github.com/amacneil/dbmate pkg/driver/postgres (version varchar(128) primary key)
+        ("CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY)", "dbmate's (or Rails's)"),
+        # Rails keeps ar_internal_metadata beside it
+        (
+            "CREATE TABLE schema_migrations (version varchar PRIMARY KEY); "
+            "CREATE TABLE ar_internal_metadata (key varchar PRIMARY KEY, value varchar)",
+            "Rails's",
+        ),
+        ("CREATE TABLE schema_migrations (id int, applied text)", "not one poststack recognizes"),
+    ],
+)
+def test_another_tools_schema_migrations_is_refused_by_name(cli, db, ddl: str, tool: str):
+    sql(db, ddl)
+    before = catalog_snapshot(db)
+    for command in (("db", "migrate"), ("db", "diagnose"), ("db", "recover"), ("plan",), ("db", "migration-status")):
+        result = cli(*command)
+        assert result.exit_code == 3, (command, result.output)
+        line = result.stderr.strip()
+        assert line.startswith("❌ public.schema_migrations belongs to another tool (") and tool in line, line
+        assert "--schema poststack" in line and len(line.splitlines()) == 1
+    assert catalog_snapshot(db) == before  # refused before touching anything
     assert cli("db", "migrate", "--schema", "poststack").exit_code == 0
 
 
