@@ -9,12 +9,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.attribution import Verdict
 from reconciler.checks import Facts, run_checks
 from reconciler.config import Settings
 from reconciler.db import connect
 from reconciler.errors import MigrationFileError
 from reconciler.files import Migration
 from reconciler.issues import Issue, IssueType, Severity
+from reconciler.pending import own_table_risks
 from reconciler.state import DesiredState, ObservedState, read_desired, read_state
 
 
@@ -146,6 +148,11 @@ def validate(settings: Settings, *, check_rollbacks: bool, notify: Any = None) -
     with connect(settings, notify) as session:
         desired, observed = read_state(session, settings.migrations_dir, settings.tracking_schema)
     facts = Facts(desired, observed)
+    # Read with this database's search_path. What already ran (tracked, or shown applied
+    # for recover to track) never runs again, so only the rest can break poststack's tables.
+    for migration in facts.unapplied:
+        if facts.attributions[migration.version].verdict is not Verdict.APPLIED:
+            errors += [r.message for r in own_table_risks(migration, desired.history, settings.tracking_schema)]
     for issue in run_checks(facts, _TRACKING_ERRORS):
         errors.append(issue.message)
     return Validation(count, tuple(errors), tuple(warnings), True, missing)

@@ -92,10 +92,31 @@ class StatementEffects:
 
 
 @dataclass(frozen=True)
+class OwnTables:
+    """poststack's own tables, in the tracking schema: no migration may drop, rename,
+    truncate or move them, or poststack loses its record half-way through a run."""
+
+    schema: str
+    # (table name, what it is to poststack, what poststack would lose with it)
+    tables: tuple[tuple[str, str, str], ...]
+
+    def find(self, name: str) -> tuple[str, str] | None:
+        """(what it is, what would be lost) of a table of that name, or None."""
+        return next(((role, loss) for table, role, loss in self.tables if table == name), None)
+
+
+@dataclass(frozen=True)
+class OwnTableConflict:
+    line: int
+    what: str  # e.g. "drops poststack's tracking table public.schema_migrations; poststack would lose ..."
+
+
+@dataclass(frozen=True)
 class MigrationEffects:
     version: str
     statements: tuple[StatementEffects, ...] = ()
     error: str | None = None  # the file does not parse: nothing is attributable
+    conflicts: tuple[OwnTableConflict, ...] = ()  # statements that would break poststack's own tables
 
     @property
     def creates(self) -> tuple[ObjectRef, ...]:
@@ -189,11 +210,17 @@ def _role_name(role: Any, user: str | None) -> str | None:
 
 
 def read_effects(
-    version: str, text: str, namespace: Namespace | None = None, tree: Any = None, error: str | None = None
+    version: str,
+    text: str,
+    namespace: Namespace | None = None,
+    tree: Any = None,
+    error: str | None = None,
+    own: OwnTables | None = None,
 ) -> MigrationEffects:
     """Effects of one migration's SQL. Pass the history's ``namespace`` (files in order)
     so that unqualified names resolve against what earlier migrations created; pass
-    ``tree`` when the file was parsed already."""
+    ``tree`` when the file was parsed already; pass ``own`` to find the statements that
+    would break poststack's own tables (``conflicts``)."""
     if tree is None and error is None:
         tree, error = parse(text)
     if error is not None:
@@ -202,14 +229,27 @@ def read_effects(
     namespace = namespace if namespace is not None else Namespace()
     scope = _Scope(namespace, namespace.default_path)
     results = []
+    conflicts: list[OwnTableConflict] = []
     lines = LineIndex(text)
     for raw_stmt in raw:
         start = raw_stmt.stmt_location or 0
         line = lines.line(start) + _leading_newlines(text, start, raw_stmt.stmt_len or 0)
+        if own is not None:  # before its effects: its names resolve as the statement sees them
+            conflicts += [OwnTableConflict(line, what) for what in _own_table_conflicts(raw_stmt.stmt, scope, own)]
         effects = _statement_effects(raw_stmt.stmt, line, scope)
         namespace.apply(effects)
         results.append(effects)
-    return MigrationEffects(version, tuple(results))
+    return MigrationEffects(version, tuple(results), conflicts=tuple(conflicts))
+
+
+def own_table_conflicts(
+    text: str, own: OwnTables, namespace: Namespace | None = None, tree: Any = None
+) -> tuple[OwnTableConflict, ...]:
+    """The statements of one migration that would drop, rename, truncate or move poststack's
+    own tables (``own``), or whose names collide with them, with their lines. Pure. Pass the
+    history's ``namespace`` (as state.read_history builds it) so that unqualified names
+    resolve through the search_path as the migration will see them."""
+    return read_effects("", text, namespace, tree, own=own).conflicts
 
 
 def _leading_newlines(text: str, start: int, length: int) -> int:
@@ -721,6 +761,100 @@ def _set_schema_plain(node: Any, scope: _Scope) -> _Found:
     if object_type == "OBJECT_EXTENSION":
         return [], [], []  # extension members are not checked
     raise _CannotTell(f"ALTER ... SET SCHEMA of {object_type.removeprefix('OBJECT_').lower()}: not read by poststack")
+
+
+# --- poststack's own tables ------------------------------------------------------------
+
+_REFUSED_MID_RUN = "PostgreSQL would refuse it mid-run"
+
+
+def _own_table(scope: _Scope, own: OwnTables, schema: str | None, name: str) -> str | None:
+    """``name`` when ``schema.name`` (or ``name`` found through the search_path) is one of
+    poststack's tables, else None. Names come folded as PostgreSQL folds unquoted ones."""
+    if own.find(name) is None or schema == TEMP_SCHEMA:
+        return None
+    if schema is not None:
+        return name if schema == own.schema else None
+    if ("relation", TEMP_SCHEMA, name) in scope.namespace.objects:
+        return None
+    # poststack's tables exist before any migration runs: the first schema on the path that
+    # holds the name wins, theirs counted.
+    for candidate in scope.path:
+        if candidate == own.schema:
+            return name
+        if ("relation", candidate, name) in scope.namespace.objects:
+            return None
+    return None
+
+
+def _own_relation(scope: _Scope, own: OwnTables, rangevar: Any) -> str | None:
+    if _is_temp(rangevar):
+        return None
+    return _own_table(scope, own, rangevar.schemaname, rangevar.relname)
+
+
+def _own_display(own: OwnTables, name: str) -> tuple[str, str]:
+    """("poststack's tracking table public.schema_migrations", "poststack would lose its record mid-run")"""
+    role, loss = own.find(name) or ("table", "its record")
+    return f"poststack's {role} {own.schema}.{name}", f"poststack would lose {loss} mid-run"
+
+
+def _own_table_conflicts(node: Any, scope: _Scope, own: OwnTables) -> list[str]:
+    """What ``node`` would do to poststack's tables, one phrase per table, or nothing."""
+    kind = type(node).__name__
+    found: list[str] = []
+    if kind == "DropStmt":
+        remove = _kind_name(node.removeType)
+        if remove == "OBJECT_TABLE":  # DROP VIEW/INDEX of a table fails without harm
+            for obj in node.objects or ():
+                names = _strings(obj)
+                name = _own_table(scope, own, names[-2] if len(names) >= 2 else None, names[-1])
+                if name is not None:
+                    table, loss = _own_display(own, name)
+                    found.append(f"drops {table}; {loss}")
+        elif remove == "OBJECT_SCHEMA":
+            for obj in node.objects or ():
+                if getattr(obj, "sval", None) != own.schema:
+                    continue
+                if _kind_name(node.behavior) == "DROP_CASCADE":
+                    found.append(
+                        f"drops schema {own.schema} with CASCADE, and poststack's tables in it; "
+                        "poststack would lose its record mid-run"
+                    )
+                else:  # poststack's tables are always in it by then
+                    found.append(f"drops schema {own.schema}, which holds poststack's tables; {_REFUSED_MID_RUN}")
+    elif kind == "TruncateStmt":
+        for rangevar in node.relations or ():
+            name = _own_relation(scope, own, rangevar)
+            if name is not None:
+                table, loss = _own_display(own, name)
+                found.append(f"truncates {table}; {loss}")
+    elif kind == "RenameStmt":
+        rename = _kind_name(node.renameType)
+        if rename in _RELATION_KINDS and node.relation is not None:
+            name = _own_relation(scope, own, node.relation)
+            if name is not None:
+                table, loss = _own_display(own, name)
+                found.append(f"renames {table} to {node.newname}; {loss}")
+            elif own.find(node.newname) is not None and not _is_temp(node.relation):
+                schema, old = _relation(scope, node.relation)
+                if schema == own.schema:  # a rename stays in its schema: the name is taken
+                    table, _ = _own_display(own, node.newname)
+                    found.append(f"renames {schema}.{old} to the name of {table}; {_REFUSED_MID_RUN}")
+        elif rename == "OBJECT_SCHEMA" and node.subname == own.schema:
+            found.append(
+                f"renames schema {own.schema}, and poststack's tables with it; poststack would lose its record mid-run"
+            )
+    elif kind == "AlterObjectSchemaStmt" and _kind_name(node.objectType) in _RELATION_KINDS and node.relation:
+        name = _own_relation(scope, own, node.relation)
+        if name is not None:
+            table, loss = _own_display(own, name)
+            found.append(f"moves {table} to schema {node.newschema}; {loss}")
+        elif node.newschema == own.schema and own.find(node.relation.relname) and not _is_temp(node.relation):
+            schema, moved = _relation(scope, node.relation)
+            table, _ = _own_display(own, moved)
+            found.append(f"moves {schema}.{moved} into schema {own.schema}, where {table} is; {_REFUSED_MID_RUN}")
+    return found
 
 
 _HANDLERS: dict[str, Any] = {

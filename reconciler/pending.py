@@ -16,8 +16,8 @@ from enum import StrEnum
 
 from reconciler.attribution import Attribution, Verdict
 from reconciler.catalog import CatalogSnapshot
-from reconciler.effects import ObjectRef
-from reconciler.errors import PoststackError
+from reconciler.effects import ObjectRef, OwnTableConflict
+from reconciler.errors import MigrationFileError, PoststackError
 from reconciler.files import Migration, MigrationSet
 from reconciler.history import ALWAYS_PRESENT, History
 from reconciler.tracking import FAILED_ATTEMPT, AuditedApplication, ObservedTracking, TrackingRow
@@ -61,10 +61,48 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class OwnTableRisk:
+    """A statement of a migration that would run which would break poststack's own tables."""
+
+    migration: Migration
+    conflict: OwnTableConflict
+    tracking_schema: str
+
+    @property
+    def message(self) -> str:
+        example = "poststack" if self.tracking_schema != "poststack" else "poststack_tracking"
+        return (
+            f"{self.migration.path}:{self.conflict.line}: {self.conflict.what}. Keep poststack's tables apart with "
+            f"--schema (e.g. --schema {example}) or remove that statement."
+        )
+
+
+def own_table_risks(migration: Migration, history: History | None, tracking_schema: str) -> list[OwnTableRisk]:
+    effects = history.effects.get(migration.version) if history is not None else None
+    return [OwnTableRisk(migration, c, tracking_schema) for c in (effects.conflicts if effects else ())]
+
+
+class OwnTablesAtRisk(MigrationFileError):
+    """Migrations that would run would drop, rename, truncate or move poststack's own tables:
+    refused before anything runs, as a file poststack cannot use with this tracking schema."""
+
+    def __init__(self, risks: tuple[OwnTableRisk, ...]) -> None:
+        more = (
+            f" (and {len(risks) - 1} more such statement(s); poststack db validate lists them)"
+            if len(risks) > 1
+            else ""
+        )
+        super().__init__(risks[0].message + more)
+        self.risks = risks
+
+
+@dataclass(frozen=True)
 class Readiness:
     runnable: tuple[Runnable, ...]  # in order, all before the first hold
     holds: tuple[Hold, ...]  # every held migration, in order
     waiting: tuple[str, ...]  # not held themselves, but after the first hold
+    # Statements of runnable migrations that would break poststack's own tables: nothing may run.
+    risks: tuple[OwnTableRisk, ...] = ()
 
     @property
     def blocked(self) -> bool:
@@ -102,6 +140,7 @@ def decide(
     runnable: list[Runnable] = []
     holds: list[Hold] = []
     waiting: list[str] = []
+    risks: list[OwnTableRisk] = []
     for migration in migrations.migrations:
         if migration.number in applied or (limit is not None and migration.number > limit):
             continue
@@ -121,9 +160,11 @@ def decide(
             waiting.append(migration.version)
         else:
             runnable.append(Runnable(migration, migration.number in tracking.failed))
+            # Only what would run now: one behind a hold may yet be tracked without running.
+            risks += own_table_risks(migration, history, tracking.schema)
         # What poststack runs (now, or once the hold before it is resolved) vouches for what follows.
         applied[migration.number] = True
-    return Readiness(tuple(runnable), tuple(holds), tuple(waiting))
+    return Readiness(tuple(runnable), tuple(holds), tuple(waiting), tuple(risks))
 
 
 def _renumbered(migration: Migration, fileless: list[TrackingRow]) -> Hold | None:

@@ -15,7 +15,7 @@ from reconciler.attribution import Verdict, attribute
 from reconciler.checks import Facts, run_checks
 from reconciler.errors import UsageError
 from reconciler.issues import Issue, IssueType
-from reconciler.pending import Allowances, Hold, Readiness, decide
+from reconciler.pending import Allowances, Hold, OwnTablesAtRisk, Readiness, decide, own_table_risks
 from reconciler.plan import Plan, PlannedStep, PlaybookRef
 from reconciler.playbook import EVIDENCE_APPLIED, PENDING, Playbook, PlaybookError, StepSpec, find
 from reconciler.render import RenderError, evaluate, render_value
@@ -159,6 +159,13 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
             context["pending"] = _pending_items(readiness)
         for spec in book.steps:
             steps += _expand(book, spec, context, ctx, issues, context["pending"])
+    # A plan that would run a migration breaking poststack's own tables is no plan: it
+    # would fail half-way, poststack's record gone.
+    desired = facts.desired
+    running = [desired.migrations.find(s.version) for s in steps if s.action == "apply_migration" and s.version]
+    risks = [r for m in running if m is not None for r in own_table_risks(m, desired.history, ctx.schema)]
+    if risks:
+        raise OwnTablesAtRisk(tuple(risks))
 
     # What stays held once every step has run: said when this plan is the one that converges
     # the database (chosen by the issues, or naming a playbook that migrates).

@@ -12,7 +12,7 @@ from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session
 from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
 from reconciler.files import MigrationSet, version_number
-from reconciler.pending import NOTHING_ALLOWED, Allowances, Readiness, decide
+from reconciler.pending import NOTHING_ALLOWED, Allowances, OwnTablesAtRisk, Readiness, decide
 from reconciler.plan import Plan, PlannedStep
 from reconciler.state import read_state_of
 from reconciler.tracking import ObservedTracking, observe_tracking
@@ -50,6 +50,8 @@ def migrate_plan(
             "as applied there",
             "Point --migrations-dir (or POSTSTACK_MIGRATIONS_DIR) at the project's migrations.",
         )
+    if readiness.risks:  # found only half-way through a run otherwise, poststack's record gone
+        raise OwnTablesAtRisk(readiness.risks)
     if readiness.holds:
         raise MigrationsHeld(readiness)
     steps: list[PlannedStep] = []
@@ -208,7 +210,7 @@ def migrate(
     # (even the tracking tables) is written.
     tracking, readiness = look(session, settings, migrations, target, allow)
     locked = tracking.lock is not None and tracking.lock.locked
-    if dry_run or not (readiness.holds and locked):
+    if dry_run or readiness.risks or not (readiness.holds and locked):
         plan = migrate_plan(migrations, tracking, readiness, target)
     # Held while the migration lock is taken: a live run may be half-way through a migration
     # outside a transaction, and a dead one explains itself first (the lock says it stopped

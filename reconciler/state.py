@@ -11,7 +11,7 @@ from pathlib import Path
 from reconciler import tracking
 from reconciler.catalog import CatalogSnapshot, read_catalog, run_verify_scripts, session_search_path
 from reconciler.db import ServerInfo, Session
-from reconciler.effects import DEFAULT_PATH, Namespace, parse, read_effects, schemas_created
+from reconciler.effects import DEFAULT_PATH, Namespace, OwnTables, parse, read_effects, schemas_created
 from reconciler.files import FileProblem, Migration, MigrationSet, scan_migrations
 from reconciler.history import History, analyze
 from reconciler.tracking import ObservedTracking
@@ -57,8 +57,23 @@ def read_history(
     later = set().union(*(schemas_created(tree, user) for _, tree, _ in parsed)) if parsed else set()
     start = (set(existing) - later) if existing else set(path[:1])
     namespace = Namespace(path, schemas=start, user=user)
-    effects = (read_effects(m.version, m.file.text, namespace, tree, error) for m, tree, error in parsed)
+    own = own_tables(tracking_schema)
+    effects = (read_effects(m.version, m.file.text, namespace, tree, error, own) for m, tree, error in parsed)
     return analyze(effects, tracking_schema)
+
+
+def own_tables(tracking_schema: str) -> OwnTables:
+    """poststack's tables in ``tracking_schema``: what a migration must leave alone."""
+    roles = {
+        tracking.MIGRATIONS_TABLE: ("tracking table", "its record"),
+        tracking.LOCK_TABLE: ("lock table", "its lock"),
+        tracking.AUDIT_TABLE: ("audit table", "its audit trail"),
+    }
+    tables = []
+    for table in tracking.TABLES:  # every table poststack keeps counts, named above or not
+        role, loss = roles.get(table, ("table", "its record"))
+        tables.append((table, role, loss))
+    return OwnTables(tracking_schema, tuple(tables))
 
 
 @dataclass(frozen=True)
