@@ -160,9 +160,14 @@ def test_killed_run_whose_backend_still_runs_is_told_apart_and_ended(database_ur
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     write(migrations, "001_first.sql", "CREATE TABLE first (id int);\n")
-    write(migrations, "002_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);\n")
-    pid, backend = kill_migrate_in(database_url, migrations, db, "SELECT pg_sleep(30)")
-    # The client is gone; its backend sleeps on until it next writes to it.
+    # 002 blocks on a lock the test holds: its backend stays busy for as long as the test
+    # needs (a pg_sleep could end under a slow machine's five commands).
+    write(migrations, "002_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_advisory_xact_lock(4243);\n")
+    blocker = psycopg2.connect(database_url)
+    blocker.autocommit = True
+    sql(blocker, "SELECT pg_advisory_lock(4243)")
+    pid, backend = kill_migrate_in(database_url, migrations, db, "SELECT pg_advisory_xact_lock(4243)")
+    # The client is gone; its backend waits on until it next writes to it.
     assert sql(db, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,)) == [(1,)]
     args = ("--database-url", database_url, "--migrations-dir", str(migrations))
 
@@ -170,7 +175,10 @@ def test_killed_run_whose_backend_still_runs_is_told_apart_and_ended(database_ur
     assert refused.exit_code == 1, refused.output
     assert f"held by {socket.gethostname()}:{pid} (backend pid {backend}" in refused.stderr
     assert "that poststack process is gone" in refused.stderr
-    assert f"its backend pid {backend} is still running `" in refused.stderr and "pg_sleep(30)` (for " in refused.stderr
+    assert (
+        f"its backend pid {backend} is still running `" in refused.stderr
+        and "pg_advisory_xact_lock(4243)` (for " in refused.stderr
+    )
     assert "--confirm --wait" in refused.stderr and "--confirm --terminate" in refused.stderr
     assert "Another poststack run is migrating" not in refused.output
 
@@ -181,7 +189,7 @@ def test_killed_run_whose_backend_still_runs_is_told_apart_and_ended(database_ur
     assert "--wait" in issue["suggested_fix"] and "--terminate" in issue["suggested_fix"]
     lock = report["database_state"]["lock"]
     assert (lock["client_alive"], lock["client_local"], lock["backend_alive"]) == (False, True, True)
-    assert lock["backend_state"] == "active" and "SELECT pg_sleep(30)" in lock["backend_query"]
+    assert lock["backend_state"] == "active" and "SELECT pg_advisory_xact_lock(4243)" in lock["backend_query"]
     info = json.loads(run_process("db", "migration-info", "--format", "json", *args).stdout)["lock"]
     assert (info["client_alive"], info["backend_alive"], info["holder_alive"]) == (False, True, False)
 
@@ -198,6 +206,7 @@ def test_killed_run_whose_backend_still_runs_is_told_apart_and_ended(database_ur
     assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",)]
     assert sql(db, "SELECT to_regclass('slow')") == [(None,)]  # its transaction was rolled back
 
+    blocker.close()
     write(migrations, "002_slow.sql", "CREATE TABLE slow (id int);\n")
     again = run_process("db", "migrate", *args)
     assert again.exit_code == 0, again.output
