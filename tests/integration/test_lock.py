@@ -156,17 +156,26 @@ def kill_migrate_in(database_url: str, migrations: Path, db, statement: str) -> 
     return proc.pid, backend
 
 
-def test_killed_run_whose_backend_still_runs_is_told_apart_and_ended(database_url: str, tmp_path: Path, db):
+def _killed_while_blocked(
+    database_url: str, tmp_path: Path, db, name: str, key: int
+) -> tuple[Path, psycopg2.extensions.connection, int, int]:
+    """A db migrate SIGKILLed while its 002 waits on advisory lock ``key``, which the returned
+    connection holds: the backend stays busy exactly as long as the test needs (a pg_sleep
+    could end while a slow machine runs the test's commands). Also the migrations directory,
+    the killed process's pid and its backend's."""
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     write(migrations, "001_first.sql", "CREATE TABLE first (id int);\n")
-    # 002 blocks on a lock the test holds: its backend stays busy for as long as the test
-    # needs (a pg_sleep could end under a slow machine's five commands).
-    write(migrations, "002_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_advisory_xact_lock(4243);\n")
+    write(migrations, f"002_{name}.sql", f"CREATE TABLE {name} (id int);\nSELECT pg_advisory_xact_lock({key});\n")
     blocker = psycopg2.connect(database_url)
     blocker.autocommit = True
-    sql(blocker, "SELECT pg_advisory_lock(4243)")
-    pid, backend = kill_migrate_in(database_url, migrations, db, "SELECT pg_advisory_xact_lock(4243)")
+    sql(blocker, f"SELECT pg_advisory_lock({key})")
+    pid, backend = kill_migrate_in(database_url, migrations, db, f"SELECT pg_advisory_xact_lock({key})")
+    return migrations, blocker, pid, backend
+
+
+def test_killed_run_whose_backend_still_runs_is_told_apart_and_ended(database_url: str, tmp_path: Path, db):
+    migrations, blocker, pid, backend = _killed_while_blocked(database_url, tmp_path, db, "slow", 4243)
     # The client is gone; its backend waits on until it next writes to it.
     assert sql(db, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,)) == [(1,)]
     args = ("--database-url", database_url, "--migrations-dir", str(migrations))
@@ -214,16 +223,9 @@ def test_killed_run_whose_backend_still_runs_is_told_apart_and_ended(database_ur
 
 
 def test_wait_releases_the_lock_once_the_killed_runs_backend_ends(database_url: str, tmp_path: Path, db):
-    migrations = tmp_path / "migrations"
-    migrations.mkdir()
-    write(migrations, "001_first.sql", "CREATE TABLE first (id int);\n")
-    # 002 blocks on a lock the test holds, so its backend ends exactly when the test says.
-    write(migrations, "002_blocked.sql", "CREATE TABLE blocked (id int);\nSELECT pg_advisory_xact_lock(4242);\n")
-    blocker = psycopg2.connect(database_url)
-    blocker.autocommit = True
-    sql(blocker, "SELECT pg_advisory_lock(4242)")
+    # Its backend ends exactly when the test releases the blocker.
+    migrations, blocker, _, backend = _killed_while_blocked(database_url, tmp_path, db, "blocked", 4242)
     try:
-        _, backend = kill_migrate_in(database_url, migrations, db, "SELECT pg_advisory_xact_lock(4242)")
         args = ("--database-url", database_url, "--migrations-dir", str(migrations))
 
         # Bounded: a backend still running when --lock-timeout runs out is named, and the row kept.
