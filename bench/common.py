@@ -58,7 +58,7 @@ def write_history(directory: Path, count: int) -> Path:
 def poststack_argv(*args: str) -> list[str]:
     """The installed console script beside this interpreter (as a user runs it), else the module."""
     script = Path(sys.executable).parent / "poststack"
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.cli", *args]
+    return [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.interface.cli", *args]
 
 
 def poststack(*args: str) -> subprocess.CompletedProcess[str]:

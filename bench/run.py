@@ -46,7 +46,7 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, subp
 def psql_path(url: str) -> str:
     import psycopg2
 
-    from reconciler import backup as backups
+    from reconciler.remediation import backup as backups
 
     conn = psycopg2.connect(url)
     major = conn.server_version // 10000

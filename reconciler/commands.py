@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 from reconciler import __version__, embedded
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
+from reconciler.desired.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
 from reconciler.errors import DatabaseUnavailable, UsageError
-from reconciler.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
-from reconciler.plan import Plan
-from reconciler.tracking import RESET_TABLES, LockState, ObservedTracking, observe_tracking
+from reconciler.observed.tracking import RESET_TABLES, LockState, ObservedTracking, observe_tracking
+from reconciler.remediation.plan import Plan
 
 if TYPE_CHECKING:  # the execution stack is imported by the verbs that run something
-    from reconciler import executor, runner
-    from reconciler.history import History
-    from reconciler.pending import Allowances
+    from reconciler.desired.history import History
+    from reconciler.diagnosis.pending import Allowances
+    from reconciler.remediation import executor, runner
 
 Notify = Callable[[str], None]
 
@@ -37,8 +37,8 @@ def migrate(
     notify: Notify | None = None,
     on_step: executor.StepCallback | None = None,
 ) -> runner.RunResult:
-    from reconciler import runner
-    from reconciler.pending import Allowances
+    from reconciler.diagnosis.pending import Allowances
+    from reconciler.remediation import runner
 
     migrations = load_migrations(settings.migrations_dir)
     with connect(settings, notify) as session:
@@ -55,7 +55,7 @@ def rollback(
     notify: Notify | None = None,
     on_step: executor.StepCallback | None = None,
 ) -> runner.RunResult:
-    from reconciler import runner
+    from reconciler.remediation import runner
 
     migrations = load_migrations(settings.migrations_dir)
     with connect(settings, notify) as session:
@@ -137,8 +137,8 @@ def migration_status(settings: Settings, notify: Notify | None = None) -> Status
         tracked = set(observed.applied) | set(observed.failed)
         history = None
         if any(m.number not in tracked and m.verify is None for m in migrations.migrations):
-            from reconciler.catalog import session_search_path
-            from reconciler.state import read_history
+            from reconciler.observed.catalog import session_search_path
+            from reconciler.observed.state import read_history
 
             history = read_history(migrations, session_search_path(session), settings.tracking_schema)
         return _status_from(migrations, observed, session.display_url, history)
@@ -221,8 +221,9 @@ class CreateSchemaResult:
 
 
 def create_schema(settings: Settings, *, force: bool, notify: Notify | None = None) -> CreateSchemaResult:
-    from reconciler import executor, locking, runner
-    from reconciler.actions import BuildContext, get_action
+    from reconciler.observed import locking
+    from reconciler.remediation import executor, runner
+    from reconciler.remediation.actions import BuildContext, get_action
 
     schema = settings.tracking_schema
     empty = MigrationSet(settings.migrations_dir, ())
@@ -264,7 +265,7 @@ def backup(
     notify: Notify | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Any:
-    from reconciler import backup as backups
+    from reconciler.remediation import backup as backups
 
     path = output or default_backup_path(settings)
     if path.is_dir():  # --output backups/ means a new timestamped file in it
@@ -339,8 +340,8 @@ class InteractiveShell:
 
 def interactive_shell(settings: Settings, notify: Notify | None = None) -> InteractiveShell:
     """The psql invocation for an interactive session (the CLI execs it)."""
-    from reconciler import backup as backups
     from reconciler.dsn import libpq_env
+    from reconciler.remediation import backup as backups
 
     with connect(settings, notify) as session:
         major = session.server_info().major

@@ -24,12 +24,13 @@ from urllib.parse import quote, urlencode
 
 import psycopg2
 
-from reconciler import dsn, tracking
+from reconciler import dsn
 from reconciler.bundled import EXAMPLE_MIGRATIONS
 from reconciler.config import Settings, masked_url
 from reconciler.db import Session, open_raw, resolve_url
+from reconciler.desired.files import load_migrations
 from reconciler.errors import DatabaseUnavailable, OperationFailed
-from reconciler.files import load_migrations
+from reconciler.observed import tracking
 from reconciler.statements import Statement, qualified, quote_ident
 
 DATABASE_PREFIX = "poststack_demo_"
@@ -40,7 +41,7 @@ LOCK_WAIT_S = 30.0
 # server sees its connection die exactly as it does when a CI runner is cancelled.
 _LOCK_HOLDER = """
 import sys, time
-from reconciler import locking
+from reconciler.observed import locking
 from reconciler.db import Session, open_raw
 session = Session(open_raw(sys.argv[1]), sys.argv[1])
 with locking.migration_lock(session, "public", 10):
@@ -154,7 +155,7 @@ class _Demo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSTSTACK_") and k != "DATABASE_URL"}
         env |= {"POSTSTACK_DATABASE_URL": self.url, "NO_COLOR": "1"}
         proc = subprocess.run(
-            [sys.executable, "-m", "reconciler.cli", *args],
+            [sys.executable, "-m", "reconciler.interface.cli", *args],
             cwd=self.workspace,
             env=env,
             capture_output=True,

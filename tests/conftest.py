@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.interface.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_MIGRATIONS = REPO / "migrations"
@@ -178,7 +178,7 @@ def run_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None 
     full_env.update(env or {})
     # The console script installed beside this interpreter (venv or pyenv), else the module.
     script = Path(sys.executable).parent / "poststack"
-    argv = [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.cli", *args]
+    argv = [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.interface.cli", *args]
     proc = subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -242,13 +242,13 @@ def wait_for(conn: psycopg2.extensions.connection, query: str, expected: object,
 def start_process(*args: str) -> subprocess.Popen[str]:
     """Any poststack command running in the background, to wait on while a test acts."""
     env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
-    argv = [sys.executable, "-m", "reconciler.cli", *args]
+    argv = [sys.executable, "-m", "reconciler.interface.cli", *args]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def start_migrate(database_url: str, migrations_dir: Path) -> subprocess.Popen[str]:
     """A poststack db migrate running in the background, to kill, signal or race."""
-    argv = [sys.executable, "-m", "reconciler.cli", "db", "migrate"]
+    argv = [sys.executable, "-m", "reconciler.interface.cli", "db", "migrate"]
     argv += ["--database-url", database_url, "--migrations-dir", str(migrations_dir)]
     env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

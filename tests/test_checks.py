@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.catalog import CatalogSnapshot
-from reconciler.checks import Facts, run_checks
 from reconciler.db import ServerInfo
-from reconciler.effects import ObjectRef
-from reconciler.issues import IssueType, Severity
-from reconciler.state import ObservedState, read_desired
-from reconciler.tracking import TABLES, LockState, ObservedTracking, TrackingRow
+from reconciler.desired.effects import ObjectRef
+from reconciler.diagnosis.checks import Facts, run_checks
+from reconciler.diagnosis.issues import IssueType, Severity
+from reconciler.observed.catalog import CatalogSnapshot
+from reconciler.observed.state import ObservedState, read_desired
+from reconciler.observed.tracking import TABLES, LockState, ObservedTracking, TrackingRow
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 FILES = {

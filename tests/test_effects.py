@@ -2,8 +2,8 @@
 
 import pytest
 
-from reconciler.effects import read_effects
-from reconciler.history import analyze
+from reconciler.desired.effects import read_effects
+from reconciler.desired.history import analyze
 
 
 def creates(sql: str) -> list[str]:
@@ -102,7 +102,7 @@ def test_unattributed_statements_are_recorded_not_guessed(sql, reason):
 
 
 def test_search_path_references_find_the_schema_that_holds_the_name():
-    from reconciler.effects import Namespace
+    from reconciler.desired.effects import Namespace
 
     namespace = Namespace()
     read_effects("1", "CREATE SCHEMA billing; CREATE TABLE users (id int)", namespace)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.files import load_migrations, read_sql_file
 from reconciler.errors import MigrationFileError, UsageError
-from reconciler.files import load_migrations, read_sql_file
 from tests.conftest import write
 
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import liveness
-from reconciler.actions import BuildContext
-from reconciler.checks import run_checks
-from reconciler.checks.stuck_lock import ORPHAN_FIX
-from reconciler.issues import IssueType
-from reconciler.planner import PlanRequest, plan_remediation
-from reconciler.playbook import load_all
-from reconciler.remediation import DEFAULT_VARIABLES
-from reconciler.tracking import LockState, query_start
+from reconciler.diagnosis.checks import run_checks
+from reconciler.diagnosis.checks.stuck_lock import ORPHAN_FIX
+from reconciler.diagnosis.issues import IssueType
+from reconciler.observed import liveness
+from reconciler.observed.tracking import LockState, query_start
+from reconciler.remediation.actions import BuildContext
+from reconciler.remediation.fixes import DEFAULT_VARIABLES
+from reconciler.remediation.planner import PlanRequest, plan_remediation
+from reconciler.remediation.playbook import load_all
 from tests.test_checks import ACCOUNTS, NOW, facts_for, row
 
 DEAD = LockState(True, NOW, "ci:42", 999, "poststack", 60.0, False)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.effects import Namespace, own_table_conflicts
+from reconciler.desired.effects import Namespace, own_table_conflicts
+from reconciler.diagnosis.pending import NOTHING_ALLOWED, OwnTablesAtRisk, decide
 from reconciler.errors import EXIT_PROBLEMS, MigrationFileError
-from reconciler.pending import NOTHING_ALLOWED, OwnTablesAtRisk, decide
-from reconciler.runner import migrate_plan
-from reconciler.state import own_tables, read_desired
-from reconciler.tracking import ObservedTracking
+from reconciler.observed.state import own_tables, read_desired
+from reconciler.observed.tracking import ObservedTracking
+from reconciler.remediation.runner import migrate_plan
 
 TRACKING = "poststack's tracking table public.schema_migrations"
 RECORD = "poststack would lose its record mid-run"

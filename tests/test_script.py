@@ -1,6 +1,6 @@
 import pytest
 
-from reconciler.script import ScriptSyntaxError, parse_script
+from reconciler.desired.script import ScriptSyntaxError, parse_script
 
 
 def test_statements_carry_their_first_line():

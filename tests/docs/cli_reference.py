@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer.main
 
-from reconciler.cli import app
+from reconciler.interface.cli import app
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 WIDTH = "100"
@@ -51,7 +51,7 @@ def command_paths() -> list[tuple[str, ...]]:
 def help_text(path: tuple[str, ...]) -> str:
     env = {**os.environ, "COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb"}
     script = Path(sys.executable).parent / "poststack"
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "reconciler.cli"]
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "reconciler.interface.cli"]
     proc = subprocess.run([*argv, *path, "--help"], capture_output=True, text=True, env=env, check=True)
     return proc.stdout.rstrip() + "\n"
 

@@ -25,10 +25,10 @@ import jsonschema
 import pytest
 import yaml
 
-from reconciler.actions import registered
 from reconciler.bundled import PLAYBOOKS, SCHEMAS
-from reconciler.playbook import load_all, load_playbook, project_dir
-from reconciler.remediation import DEFAULT_VARIABLES
+from reconciler.remediation.actions import registered
+from reconciler.remediation.fixes import DEFAULT_VARIABLES
+from reconciler.remediation.playbook import load_all, load_playbook, project_dir
 from tests.conftest import REPO, run_cli, sql, write
 
 DOC = REPO / "docs" / "playbooks.md"

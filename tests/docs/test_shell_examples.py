@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from reconciler import backup as backups
+from reconciler.remediation import backup as backups
 from tests.conftest import EXAMPLE_MIGRATIONS, REPO
 from tests.docs.shell_examples import (
     Scenario,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from reconciler import backup as backups
 from reconciler.dsn import libpq_env
+from reconciler.remediation import backup as backups
 from tests.conftest import PASSWORD, PASSWORD_ROLE, catalog_snapshot, run_cli, sql, write
 
 

@@ -293,7 +293,7 @@ def test_validate_reports_syntax_errors_without_the_database(tmp_path: Path, mig
 
 def test_constant_number_of_round_trips(database_url: str, tmp_path: Path):
     from reconciler.config import resolve_settings
-    from reconciler.diagnosis import diagnose as run_diagnose
+    from reconciler.diagnosis.diagnose import diagnose as run_diagnose
 
     counts = []
     for count in (20, 120):

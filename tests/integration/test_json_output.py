@@ -21,9 +21,9 @@ import typer.main
 from jsonschema import Draft202012Validator
 
 import reconciler
-from reconciler.cli import app
 from reconciler.config import masked_url
-from reconciler.locking import advisory_key
+from reconciler.interface.cli import app
+from reconciler.observed.locking import advisory_key
 from tests.conftest import REPO, Result, run_cli, run_process, sql, write
 
 SCHEMAS = REPO / "schemas"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg2
 
-from reconciler.locking import advisory_key
+from reconciler.observed.locking import advisory_key
 from tests.conftest import run_process, scratch_database, sql, start_migrate, start_process, wait_for, write
 
 

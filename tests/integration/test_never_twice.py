@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg2
 
-from reconciler.backup import find_client
+from reconciler.remediation.backup import find_client
 from tests.conftest import Result, run_cli, scratch_database, sql, write
 
 LOSE_TRACKING = "DROP TABLE schema_migrations, schema_migrations_lock, schema_migrations_audit"

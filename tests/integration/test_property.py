@@ -11,13 +11,13 @@ import psycopg2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.checks import Facts, run_checks
 from reconciler.config import resolve_settings
 from reconciler.db import connect
-from reconciler.files import CHECKSUM_ALGORITHM
-from reconciler.issues import IssueType
-from reconciler.state import observe, read_desired
-from reconciler.tracking import create_statements
+from reconciler.desired.files import CHECKSUM_ALGORITHM
+from reconciler.diagnosis.checks import Facts, run_checks
+from reconciler.diagnosis.issues import IssueType
+from reconciler.observed.state import observe, read_desired
+from reconciler.observed.tracking import create_statements
 from tests.conftest import scratch_database
 
 _databases = itertools.count()

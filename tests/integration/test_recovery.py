@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from reconciler.locking import advisory_key
+from reconciler.observed.locking import advisory_key
 from tests.conftest import PASSWORD, PASSWORD_ROLE, catalog_snapshot, run_cli, sql, start_migrate, wait_for, write
 
 

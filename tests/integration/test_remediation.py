@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import backup as backups
 from reconciler.config import masked_url
 from reconciler.dsn import libpq_env
+from reconciler.remediation import backup as backups
 from tests.conftest import catalog_snapshot, sql, write
 
 
@@ -368,7 +368,7 @@ def test_edited_and_foreign_plans_are_refused(cli, db, migrations_dir: Path, tmp
     unhashed.write_text(json.dumps(data))
     result = cli("apply", str(unhashed))
     assert result.exit_code == 2 and "the plan has no hash" in result.stderr
-    from reconciler.plan import Plan
+    from reconciler.remediation.plan import Plan
 
     data = json.loads(plan_file.read_text())
     data["database"] = "production"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from reconciler import cli as cli_module
+from reconciler.interface import cli as cli_module
 from tests.conftest import EXAMPLE_MIGRATIONS, PASSWORD, PASSWORD_ROLE, Result, run_cli, run_process, sql
 
 DEAD_HOLDER = (
@@ -52,7 +52,7 @@ def test_ci_stops_it_even_on_a_terminal(tmp_path: Path):
     project = _project(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTSTACK_") and k != "DATABASE_URL"}
     script = Path(sys.executable).parent / "poststack"
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "reconciler.cli"]
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "reconciler.interface.cli"]
     controller, terminal = pty.openpty()
     try:
         proc = subprocess.run(

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from reconciler.plan import Plan
+from reconciler.remediation.plan import Plan
 from tests.conftest import PASSWORD, PASSWORD_ROLE, REPO, catalog_snapshot, run_cli, sql, write
 
 CASES = yaml.safe_load((REPO / "tests" / "data" / "bad_inputs.yaml").read_text())
@@ -92,8 +92,8 @@ def _run_as_nobody(args: list[str]) -> tuple[int, str]:
     this process, so it does not matter whether that user may run this interpreter or read
     the virtual environment (a pyenv Python under a private home, a venv in a 0700 temp dir)."""
     import reconciler.commands  # imported before the fork: that user may not be able to read them
-    import reconciler.report
-    import reconciler.runner  # noqa: F401
+    import reconciler.interface.report
+    import reconciler.remediation.runner  # noqa: F401
 
     nobody = pwd.getpwnam("nobody")
     read_end, write_end = os.pipe()

@@ -42,7 +42,7 @@ def history(directory: Path) -> Path:
 def launch(args: list[str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTSTACK_DATABASE_URL")}
     return subprocess.Popen(
-        [sys.executable, "-m", "reconciler.cli", *args],
+        [sys.executable, "-m", "reconciler.interface.cli", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

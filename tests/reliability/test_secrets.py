@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from reconciler.locking import advisory_key
+from reconciler.observed.locking import advisory_key
 from tests.conftest import PASSWORD, PASSWORD_ROLE, run_cli, sql, write
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from reconciler.locking import advisory_key
+from reconciler.observed.locking import advisory_key
 from tests.conftest import run_cli, run_process, sql, wait_for, write
 
 # A statement that would run far longer than any bound below: only a cancel ends it early.
@@ -31,7 +31,7 @@ POSTSTACK_BACKENDS = (
 def _start(database_url: str, migrations: Path, *args: str) -> subprocess.Popen[str]:
     """poststack in a real process (its own signal handling, as a user runs it)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "POSTSTACK_DATABASE_URL")}
-    argv = [sys.executable, "-m", "reconciler.cli", *args]
+    argv = [sys.executable, "-m", "reconciler.interface.cli", *args]
     argv += ["--database-url", database_url, "--migrations-dir", str(migrations)]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -1,0 +1,1 @@
+"""What the files say: the migrations on disk, their statements and effects."""

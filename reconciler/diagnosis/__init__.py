@@ -1,0 +1,1 @@
+"""The diff between desired and observed: the issue catalogue, evidence, checks."""

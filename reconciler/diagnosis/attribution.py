@@ -1,0 +1,129 @@
+"""Is an untracked migration applied? Decided from evidence only, never guessed.
+
+Pure. A migration counts as applied only when every object of its evidence exists, or
+its verify script returns true. With no evidence and no verify script it is undetermined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler.desired.effects import ObjectRef
+from reconciler.desired.files import Migration
+from reconciler.desired.history import History
+from reconciler.observed.catalog import CatalogSnapshot
+from reconciler.observed.tracking import AuditedApplication
+
+
+class Verdict(StrEnum):
+    APPLIED = "applied"
+    PARTIAL = "partial"
+    ABSENT = "absent"
+    UNDETERMINED = "undetermined"
+
+
+@dataclass(frozen=True)
+class Attribution:
+    version: str
+    verdict: Verdict
+    found: tuple[ObjectRef, ...] = ()
+    missing: tuple[ObjectRef, ...] = ()
+    basis: str = "catalog"  # catalog, verify script, audit
+    reason: str = ""
+
+
+def attribute(
+    migration: Migration,
+    history: History,
+    catalog: CatalogSnapshot,
+    verify: bool | str | None,
+    audited: AuditedApplication | None = None,
+) -> Attribution:
+    found = _attribute(migration, history, catalog, verify)
+    if audited is not None and audited.applied and found.basis != "verify script":
+        # poststack's own audit trail says it ran and was not rolled back since: its tracking
+        # row was lost. What the catalog lacks of it was dropped later (drift, or dynamic SQL
+        # the parser cannot see): running it again would not undo that, and may apply its
+        # data twice. A verify script still has the last word.
+        how = "applied" if audited.action == "apply_migration" else "recorded as applied"
+        reason = (
+            f"the audit table says poststack {how} it at {audited.at:%Y-%m-%d %H:%M:%S %Z} "
+            "and has not rolled it back since"
+        )
+        if found.verdict in (Verdict.ABSENT, Verdict.PARTIAL):
+            # Two witnesses disagree: undone by hand, or dropped later. A person decides.
+            reason += f", but the catalog lacks it ({found.reason}): undone by hand, or dropped later"
+            return Attribution(found.version, Verdict.UNDETERMINED, found.found, found.missing, "audit", reason)
+        return Attribution(found.version, Verdict.APPLIED, found.found, (), basis="audit", reason=reason)
+    return found
+
+
+def _attribute(
+    migration: Migration, history: History, catalog: CatalogSnapshot, verify: bool | str | None
+) -> Attribution:
+    version = migration.version
+    if isinstance(verify, bool):
+        verdict = Verdict.APPLIED if verify else Verdict.ABSENT
+        return Attribution(
+            version,
+            verdict,
+            basis="verify script",
+            reason=f"{migration.label}.verify.sql returned {str(verify).lower()}",
+        )
+    if isinstance(verify, str):
+        return Attribution(
+            version, Verdict.UNDETERMINED, basis="verify script", reason=f"its verify script gave no answer: {verify}"
+        )
+    effects = history.effects.get(version)
+    if effects is not None and effects.error:
+        return Attribution(version, Verdict.UNDETERMINED, reason=f"the file {effects.error}")
+    evidence = history.evidence_of(version)
+    # What it drops for good must be gone if it ran: one still there says it did not (fully).
+    left = tuple(o for o in history.gone_after(version) if catalog.has(o))
+    if not evidence:
+        if left:
+            return Attribution(version, Verdict.ABSENT, reason=f"{left[0].display()}, which it drops, still exists")
+        return Attribution(version, Verdict.UNDETERMINED, reason=_no_evidence_reason(migration, history))
+    found = tuple(o for o in evidence if catalog.has(o))
+    missing = tuple(o for o in evidence if not catalog.has(o)) + left
+    reason = f"{len(found)} of {len(evidence)} objects exist"
+    if left:
+        reason += f"; {len(left)} it drops still exist ({', '.join(o.display() for o in left[:3])})"
+    if not missing:
+        verdict = Verdict.APPLIED
+    elif found:
+        verdict = Verdict.PARTIAL
+    else:
+        verdict = Verdict.ABSENT
+    return Attribution(version, verdict, found, missing, reason=reason)
+
+
+def attribute_unapplied(
+    migrations: Iterable[Migration],
+    applied: Container[int],
+    history: History,
+    catalog: CatalogSnapshot,
+    verify: Mapping[str, bool | str],
+    audited: Mapping[int, AuditedApplication],
+) -> dict[str, Attribution]:
+    """What the catalog says of every migration without a successful tracking row. A failed
+    attempt does not stop the look: the migration may have been applied by hand before it
+    (the attempt failed on that)."""
+    return {
+        m.version: attribute(m, history, catalog, verify.get(m.version), audited.get(m.number))
+        for m in migrations
+        if m.number not in applied
+    }
+
+
+def _no_evidence_reason(migration: Migration, history: History) -> str:
+    effects = history.effects.get(migration.version)
+    unattributed = effects.unattributed if effects else ()
+    if unattributed:
+        kinds = sorted({u.reason for u in unattributed})
+        return "it has no attributable effects (" + "; ".join(kinds) + ") and no verify script"
+    if effects and effects.creates:
+        return "everything it creates is also created, dropped or renamed by another migration, and it has no verify script"
+    return "it has no attributable effects and no verify script"

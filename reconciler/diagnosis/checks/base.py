@@ -1,0 +1,97 @@
+"""The check registry and the facts every check reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+from reconciler.desired.files import Migration
+from reconciler.diagnosis.attribution import Attribution, Verdict, attribute_unapplied
+from reconciler.diagnosis.issues import Issue, IssueType, Severity
+from reconciler.diagnosis.pending import Readiness, decide
+from reconciler.observed.state import DesiredState, ObservedState
+
+Check = Callable[["Facts"], list[Issue]]
+CHECKS: dict[IssueType, Check] = {}
+
+
+def check(issue_type: IssueType) -> Callable[[Check], Check]:
+    def register(fn: Check) -> Check:
+        if issue_type in CHECKS:
+            raise RuntimeError(f"a check for {issue_type} is registered twice")
+        CHECKS[issue_type] = fn
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True)
+class Facts:
+    desired: DesiredState
+    observed: ObservedState
+
+    @cached_property
+    def problem_versions(self) -> frozenset[int]:
+        """Versions whose file is there but unusable (not UTF-8, unreadable, ...)."""
+        return frozenset(int(p.version) for p in self.desired.problems if p.version and p.version.isdigit())
+
+    @cached_property
+    def untracked(self) -> tuple[Migration, ...]:
+        """Migrations with no tracking row at all (failed rows count as tracked)."""
+        tracked = set(self.observed.tracking.applied) | set(self.observed.tracking.failed)
+        return tuple(m for m in self.desired.migrations.migrations if m.number not in tracked)
+
+    @cached_property
+    def unapplied(self) -> tuple[Migration, ...]:
+        """Migrations with no successful tracking row: untracked, or only failed attempts."""
+        applied = self.observed.tracking.applied
+        return tuple(m for m in self.desired.migrations.migrations if m.number not in applied)
+
+    @cached_property
+    def attributions(self) -> dict[str, Attribution]:
+        """What the catalog says of every unapplied migration (attribute_unapplied)."""
+        desired, observed = self.desired, self.observed
+        return attribute_unapplied(
+            desired.migrations.migrations,
+            observed.tracking.applied,
+            desired.history,
+            observed.catalog,
+            observed.verify,
+            observed.audited,
+        )
+
+    @cached_property
+    def readiness(self) -> Readiness:
+        """Which pending migrations may run now, with nothing explicitly allowed."""
+        return decide(
+            self.desired.migrations,
+            self.observed.tracking,
+            self.attributions,
+            self.desired.history,
+            self.observed.catalog,
+            audited=self.observed.audited,
+        )
+
+
+def held_after_recovery(facts: Facts) -> frozenset[str]:
+    """Versions migrate would still hold once recover has tracked what the catalog shows
+    applied: the undetermined migrations a person must decide about (recover --force), as
+    opposed to data migrations that simply have not run yet."""
+    shown = frozenset(m.number for m in facts.unapplied if facts.attributions[m.version].verdict is Verdict.APPLIED)
+    readiness = decide(
+        facts.desired.migrations,
+        facts.observed.tracking,
+        facts.attributions,
+        facts.desired.history,
+        facts.observed.catalog,
+        recorded=shown,
+        audited=facts.observed.audited,
+    )
+    return frozenset(h.version for h in readiness.holds)
+
+
+def run_checks(facts: Facts, types: Iterable[IssueType] | None = None, minimum: Severity = Severity.LOW) -> list[Issue]:
+    wanted = set(types) if types else set(CHECKS)
+    issues = [issue for t, fn in CHECKS.items() if t in wanted for issue in fn(facts)]
+    return sorted((i for i in issues if i.severity is not None and i.severity >= minimum), key=lambda i: i.sort_key)

@@ -1,0 +1,28 @@
+"""missing_objects: drift. A tracked, successful migration's objects are gone."""
+
+from __future__ import annotations
+
+from reconciler.diagnosis.checks.base import Facts, check
+from reconciler.diagnosis.issues import Issue, IssueType
+
+
+@check(IssueType.MISSING_OBJECTS)
+def missing_objects(facts: Facts) -> list[Issue]:
+    issues = []
+    catalog = facts.observed.catalog
+    for number, row in sorted(facts.observed.tracking.applied.items()):
+        if number not in facts.desired.by_number:
+            continue
+        evidence = facts.desired.history.evidence_of(row.version)
+        missing = [o for o in evidence if not catalog.has(o)]
+        if not missing:
+            continue
+        issues.append(
+            Issue(
+                IssueType.MISSING_OBJECTS,
+                f"Migration {row.version} is tracked as applied but {len(missing)} of its {len(evidence)} objects are missing",
+                row.version,
+                {"objects_missing": [o.display() for o in missing], "description": row.description},
+            )
+        )
+    return issues

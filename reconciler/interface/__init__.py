@@ -1,0 +1,1 @@
+"""The shell: typer commands and the text/JSON views of results."""

@@ -1,0 +1,790 @@
+"""Text and JSON views of command results. Pure: results in, strings out."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from reconciler import errors
+from reconciler.diagnosis.issues import SHORT_CHECKSUM, Severity
+from reconciler.observed.tracking import RUNTIME_PARAMS, LockState
+from reconciler.remediation.plan import Plan, PlannedStep
+from reconciler.statements import Statement
+
+# --- JSON -------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (Path, Decimal)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).hex()
+    return str(value)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_default, ensure_ascii=False)
+
+
+# --- SQL previews -----------------------------------------------------------------------
+
+
+def sql_literal(value: Any) -> str:
+    """A display-only SQL literal. What runs uses bound parameters, never this."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "ARRAY[" + ", ".join(sql_literal(v) for v in value) + "]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def render_statement(statement: Statement) -> str:
+    """The statement as it will run, parameters shown inline; measured values marked."""
+    sql = statement.sql
+    if statement.params:
+        rendered = {}
+        for key, value in statement.params.items():
+            # The error is only measured for a failure's row; a success row's stays NULL.
+            measured = (
+                key in RUNTIME_PARAMS and value is None and not (key == "error" and statement.params.get("success"))
+            )
+            rendered[key] = "<measured at run time>" if measured else sql_literal(value)
+        sql = sql.replace("%%", "\x00")
+        for key, value in rendered.items():
+            sql = sql.replace(f"%({key})s", value)
+        sql = sql.replace("\x00", "%")
+    return sql.rstrip().rstrip(";") + ";"
+
+
+def render_step(index: int, step: PlannedStep) -> list[str]:
+    where = "in a transaction" if step.transactional else f"outside a transaction: {step.no_transaction_reason}"
+    lines = [f"  {index}. {step.reason}  [{where}]"]
+    last_source = None
+    for statement in step.statements:
+        if statement.source and statement.source != last_source:
+            lines.append(f"     -- {statement.source}")
+            last_source = statement.source
+        lines += ["     " + line for line in render_statement(statement).splitlines()]
+    if step.bookkeeping:
+        lines.append(
+            "     -- record it" + ("" if step.transactional else " (one transaction, after the statements above)")
+        )
+        for statement in step.bookkeeping:
+            lines += ["     " + line for line in render_statement(statement).splitlines()]
+    return lines
+
+
+def render_plan(plan: Plan) -> str:
+    if not plan.steps:
+        return f"{plan.nothing_to_do or 'Nothing to do'}."
+    count = len(plan.steps)
+    lines = [
+        f"Plan: {plan.operation}, {count} step{'s' if count != 1 else ''} (tracking schema {plan.tracking_schema})"
+    ]
+    for index, step in enumerate(plan.steps, start=1):
+        lines += render_step(index, step)
+    return "\n".join(lines)
+
+
+# --- where it ran -----------------------------------------------------------------------
+
+
+def database_text(database: Any) -> str:
+    """A DatabaseRef in words: the masked URL, and for the embedded server, that it is it."""
+    url = database.url
+    name = getattr(database, "name", None)
+    if name and not re.search(rf"/{re.escape(quote(name))}(\?|$)", url):
+        url += f" (database {name})"  # the URL left it to PGDATABASE or the user name
+    if database.embedded_dir is None:
+        return url
+    # Its socket usually lives in the data directory: the URL then names it already.
+    where = "" if str(database.embedded_dir) in database.url else f" ({database.embedded_dir})"
+    return f"embedded PostgreSQL at {url}{where}"
+
+
+def database_line(database: Any) -> str:
+    """The last line of every command that changes a database: which one it changed."""
+    return f"Database: {database_text(database)}"
+
+
+def _with_database(text: str, database: Any) -> str:
+    return f"{text}\n{database_line(database)}"
+
+
+# --- migrate / rollback -----------------------------------------------------------------
+
+
+# A list longer than this is shown by its ends and its count: 346 versions on one line help
+# nobody on call. The whole list is in --format json.
+BRIEF_LIMIT = 12
+
+
+def brief(items: list[str], limit: int = BRIEF_LIMIT) -> str:
+    """``items`` joined with commas, or, past ``limit``, the first and last few and a count."""
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:3])}, … {', '.join(items[-3:])} ({len(items)} in all; --format json lists them)"
+
+
+def _versions(steps: Any) -> str:
+    return brief([s.version for s in steps if s.version]) or "none"
+
+
+def run_text(result: Any) -> str:
+    return _with_database(_run_outcome_text(result), result.database)
+
+
+def _run_outcome_text(result: Any) -> str:
+    plan: Plan = result.plan
+    migrations = [s for s in plan.steps if s.action in ("apply_migration", "rollback_migration")]
+    verb = "applied" if result.operation == "migrate" else "rolled back"
+    if result.dry_run:
+        if not migrations:
+            return f"🔍 Dry run: {plan.nothing_to_do or 'nothing to do'}; nothing would change."
+        head = (
+            f"🔍 Dry run: {len(migrations)} migration(s) would be {verb}: {_versions(migrations)}. Nothing was changed."
+        )
+        return head + "\n" + render_plan(plan)
+    execution = result.execution
+    if execution is None or not migrations:
+        if result.operation == "migrate" and plan.nothing_to_do == "Database is up to date":
+            return "✅ Database is up to date!"
+        return f"✅ {plan.nothing_to_do or 'Nothing to do'}."
+    done = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
+    if execution.ok:
+        return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)} ({execution.elapsed_s:.2f}s)"
+    failure = execution.failure
+    step = plan.steps[failure.step - 1]
+    where = f"{failure.location}: " if failure.location else ""
+    kept = (
+        "Nothing of it was kept (it ran in a transaction)."
+        if step.transactional
+        else "It ran outside a transaction: statements before the failing one were kept."
+    )
+    lines = [
+        f"❌ Migration {failure.version} failed: {where}{failure.message}",
+        f"   {verb.capitalize()} before the failure: {_versions(done)}. {kept}",
+    ]
+    if result.operation == "migrate" and step.transactional:
+        lines.append("   It is recorded as failed; fix the file and run poststack db migrate again.")
+    elif result.operation == "migrate":
+        lines.append(
+            "   It is recorded as failed; clean up what it left (see poststack db diagnose), fix the file, "
+            "then run poststack db migrate --retry-failed."
+        )
+    return "\n".join(lines)
+
+
+def run_json(result: Any) -> str:
+    execution = result.execution
+    return to_json(
+        {
+            "operation": result.operation,
+            "database": result.database.url,
+            "dry_run": result.dry_run,
+            "ok": result.ok,
+            "plan": result.plan.to_json(),
+            "outcomes": [asdict(o) for o in execution.outcomes] if execution else [],
+            "failure": asdict(execution.failure) if execution and execution.failure else None,
+            "elapsed_s": round(execution.elapsed_s, 3) if execution else None,
+        }
+    )
+
+
+# --- interrupted (SIGINT, SIGTERM) ------------------------------------------------------
+
+_KEPT = {
+    errors.ROLLED_BACK: "rolled back; nothing of it was kept.",
+    errors.HALF_DONE: "left half-done: it ran outside a transaction, so the statements before the "
+    "interrupted one were kept.",
+    errors.COMMITTED: "it had already committed, so it is kept; nothing after it ran.",
+    errors.COMMIT_UNKNOWN: "told twice, poststack closed the connection while the step was committing: "
+    "it may or may not have been applied.",
+    errors.BETWEEN_STEPS: "no step was running.",
+}
+
+
+def interrupted_text(interruption: errors.Interruption) -> str:
+    """What a stop signal cut short and what it kept, ending with the database."""
+    i = interruption
+    file = Path(i.source).name if i.source else None
+    if i.step is None:
+        where = "between steps"
+    elif i.action == "apply_migration":
+        where = f"during migration {i.version}" + (f" ({file})" if file else "")
+    elif i.action == "rollback_migration":
+        where = f"while rolling back migration {i.version}" + (f" ({file})" if file else "")
+    else:
+        where = f"during step {i.step} ({i.reason})"
+    if i.kept == errors.CONNECTION_CLOSED:
+        kept = "told twice, poststack closed the connection; " + (
+            "the server rolls the step back when it notices."
+            if i.transactional
+            else "the statement it was running may still finish on the server, and those before it were kept."
+        )
+    else:
+        kept = _KEPT.get(i.kept, i.kept)
+    lines = [f"❌ Interrupted ({i.signal}) {where}: {kept}"]
+    if i.undone:
+        lines.append(f"   Rolled back with it (same transaction): step(s) {', '.join(map(str, i.undone))}.")
+    lines.append(f"   {_done_before(i)}")
+    lines.append(f"   {_after_interrupt(i)}")
+    lines.append(database_line(i.database))
+    return "\n".join(lines)
+
+
+def _done_before(i: errors.Interruption) -> str:
+    if i.operation in ("migrate", "rollback"):
+        action = "apply_migration" if i.operation == "migrate" else "rollback_migration"
+        versions = [version for _, a, version in i.done if a == action and version]
+        verb = "Applied" if i.operation == "migrate" else "Rolled back"
+        if not versions:
+            return f"Nothing was {verb.lower()} before it."
+        when = "in this run" if i.kept == errors.COMMITTED else "before the interrupt"
+        return f"{verb} {when}: {brief(versions)}."
+    if not i.done:
+        return "No step was done before it."
+    return f"Done before the interrupt: step(s) {brief([str(index) for index, _, _ in i.done])}."
+
+
+def _after_interrupt(i: errors.Interruption) -> str:
+    if i.kept in (errors.CONNECTION_CLOSED, errors.COMMIT_UNKNOWN):
+        return (
+            "Nothing more was recorded: run poststack db diagnose to see where it stopped "
+            "(and to release the migration lock once its backend has ended)."
+        )
+    if i.kept == errors.HALF_DONE and i.operation == "migrate":
+        return (
+            "It is recorded as interrupted; see what it left with poststack db diagnose, clean that up, "
+            "then run poststack db migrate --retry-failed."
+        )
+    if i.kept == errors.ROLLED_BACK and i.operation == "migrate":
+        if i.recorded:
+            return "It is recorded as interrupted; run poststack db migrate again to apply it."
+        return "Run poststack db migrate again to apply it."
+    if i.operation == "migrate":
+        return "Run poststack db migrate again for what remains."
+    return "Run the same command again to finish."
+
+
+# --- status / info ----------------------------------------------------------------------
+
+
+def status_text(result: Any) -> str:
+    lines = [
+        f"Current version: {result.current_version or 'none'}",
+        f"Applied migrations: {len(result.applied)}",
+        f"Pending migrations: {len(result.pending)}",
+    ]
+    if not result.tracking_exists:
+        lines.append(f"(no tracking tables yet in schema {result.tracking_schema}; poststack db migrate creates them)")
+    if result.failed:
+        lines.append(f"Failed migrations: {len(result.failed)}")
+        for entry in result.failed:
+            lines.append(f"  ❌ {entry.version} {entry.description}: {entry.error or 'no error recorded'}")
+    if result.pending:
+        lines.append("Pending: " + brief([f"{e.version}_{e.description}" for e in result.pending]))
+    if result.undetermined:
+        lines.append(
+            "Undetermined: "
+            + brief([f"{e.version}_{e.description}" for e in result.undetermined])
+            + " (nothing in the catalog shows whether they ran; see poststack db diagnose --type undetermined)"
+        )
+    missing = [e.version for e in result.applied if not e.file_present]
+    if missing:
+        lines.append(f"⚠️  Applied but their files are missing: {brief(list(missing))}")
+    if result.up_to_date:
+        lines.append("✅ Database is up to date!")
+    return "\n".join(lines)
+
+
+def status_json(result: Any) -> str:
+    def entries(items: Any) -> list[dict[str, Any]]:
+        return [asdict(e) for e in items]
+
+    return to_json(
+        {
+            "database": result.database,
+            "tracking_schema": result.tracking_schema,
+            "tracking_exists": result.tracking_exists,
+            "current_version": result.current_version,
+            "applied_count": len(result.applied),
+            "pending_count": len(result.pending),
+            "failed_count": len(result.failed),
+            "up_to_date": result.up_to_date,
+            "applied": entries(result.applied),
+            "pending": entries(result.pending),
+            "failed": entries(result.failed),
+            "undetermined": entries(result.undetermined),
+        }
+    )
+
+
+def lock_text(lock: LockState | None) -> str:
+    if lock is None:
+        return "no lock table yet"
+    if not lock.locked:
+        return "unlocked"
+    return "LOCKED " + lock.describe()
+
+
+def info_text(result: Any) -> str:
+    lines = [
+        f"poststack {result.poststack_version}",
+        f"Database: {result.database} (PostgreSQL {result.server_version})",
+        f"Tracking schema: {result.tracking_schema}" + ("" if result.tracking_exists else " (tables not created yet)"),
+        f"Migrations directory: {result.migrations_dir}",
+        f"Checksum algorithm: {result.checksum_algorithm}",
+        f"Lock: {lock_text(result.lock)}",
+        f"Migrations: {len(result.files)}",
+        "",
+        f"  {'VERSION':<8} {'STATUS':<8} {'CHECKSUM':<12} {'ROLLBACK':<8} {'VERIFY':<6} {'TXN':<4} DESCRIPTION",
+    ]
+    for f in result.files:
+        txn = "?" if f.transactional is None else ("yes" if f.transactional else "no")
+        lines.append(
+            f"  {f.version:<8} {f.status:<8} {f.checksum[:12]:<12} {'yes' if f.rollback else 'no':<8} "
+            f"{'yes' if f.verify else 'no':<6} {txn:<4} {f.description}"
+        )
+    return "\n".join(lines)
+
+
+def info_json(result: Any) -> str:
+    data = asdict(result)
+    lock = result.lock
+    data["lock"] = (
+        None if lock is None else {**asdict(lock), "holder_alive": lock.holder_alive, "description": lock_text(lock)}
+    )
+    return to_json(data)
+
+
+# --- the rest ---------------------------------------------------------------------------
+
+
+def create_schema_text(result: Any) -> str:
+    lines = []
+    if result.dropped:
+        lines.append(
+            f"🗑  Dropped {', '.join(result.dropped)} from schema {result.tracking_schema} "
+            f"({result.dropped_rows} tracking row(s) were lost; the audit table keeps the history)"
+        )
+    if result.created:
+        lines.append(f"✅ Created {', '.join(result.created)} in schema {result.tracking_schema}")
+    else:
+        lines.append(f"✅ Tracking tables already exist in schema {result.tracking_schema}; nothing created")
+    lines.append(database_line(result.database))
+    return "\n".join(lines)
+
+
+def backup_text(result: Any) -> str:
+    return (
+        f"✅ Backup written to {result.path} ({_size(result.size_bytes)}, {result.elapsed_s:.1f}s) "
+        f"with {result.tool.path} {result.tool.version} for PostgreSQL {result.server_major}"
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def shell_text(result: Any) -> str:
+    if not result.columns:
+        return result.status
+    cells = [[("" if v is None else str(v)) for v in row] for row in result.rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
+    lines = [" " + " | ".join(c.center(w) for c, w in zip(result.columns, widths, strict=False)).rstrip()]
+    lines.append("-" + "-+-".join("-" * w for w in widths) + "-")
+    lines += [" " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip() for row in cells]
+    lines.append(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
+    return "\n".join(lines)
+
+
+def server_status_text(status: Any) -> str:
+    if not status.initialized:
+        return f"Embedded PostgreSQL: not initialized ({status.data_dir}); the first command creates it"
+    if not status.running:
+        return f"Embedded PostgreSQL {status.version}: stopped ({status.data_dir})"
+    return f"Embedded PostgreSQL {status.version}: running, pid {status.pid} ({status.data_dir})\nURL: {status.url}"
+
+
+# --- diagnose / validate / verify -------------------------------------------------------
+
+
+def _details_text(issue: Any) -> str | None:
+    keys = issue.shown if issue.shown is not None else tuple(issue.details)
+    shown = {}
+    for key in keys:
+        value = issue.details.get(key)
+        if isinstance(value, str) and key.endswith("checksum") and len(value) == 64:
+            value = value[:SHORT_CHECKSUM]
+        shown[key] = value
+    return repr(shown) if shown else None
+
+
+def diagnosis_text(result: Any) -> str:
+    issues = result.issues
+    lines = [
+        "Migration Diagnostics Report",
+        "=" * 50,
+        f"Overall Status: {'✅ PASS' if not issues else '❌ FAIL'}",
+        f"Total Issues: {len(issues)}",
+    ]
+    if issues:
+        lines += ["", "Issue Breakdown:"]
+        for severity in sorted({i.severity for i in issues}, reverse=True):
+            count = sum(1 for i in issues if i.severity == severity)
+            lines.append(f"  {severity.emoji} {severity.name}: {count}")
+        lines += ["", "Detailed Issues:"]
+        for issue in issues:
+            lines += ["", f"{issue.severity.emoji} {issue.type.value.upper()}: {issue.message}"]
+            if issue.version is not None:
+                lines.append(f"   Version: {issue.version}")
+            details = _details_text(issue)
+            if details:
+                lines.append(f"   Details: {details}")
+            if issue.details.get("error") and "error" not in (issue.shown or ()):
+                lines.append(f"   Error: {issue.details['error']}")
+            lines.append(f"   Suggested Fix: {issue.suggested_fix}")
+            lines.append(f"   Auto-fixable: {'Yes' if issue.auto_fixable else 'No'}")
+    return "\n".join(lines)
+
+
+def diagnosis_json(result: Any) -> str:
+    return to_json(
+        {
+            "overall_status": "pass" if not result.issues else "fail",
+            "total_issues": len(result.issues),
+            "checked_types": [t.value for t in result.types],
+            "minimum_severity": result.minimum.label,
+            "issues": [i.to_json() for i in result.issues],
+            "database_state": result.database_state,
+            "fingerprint": result.fingerprint,
+        }
+    )
+
+
+def validation_text(result: Any) -> str:
+    lines = []
+    if result.errors:
+        lines.append("❌ Validation failed:")
+        lines += [f"  - {e}" for e in result.errors]
+    if result.warnings:
+        lines.append("⚠️  Validation warnings:")
+        lines += [f"  - {w}" for w in result.warnings]
+    if not result.errors:
+        checked = "files parse, versions are unique" + (", tracking is consistent" if result.checked_database else "")
+        lines.append(f"✅ Validation passed: {result.migrations} migration(s); {checked}")
+    return "\n".join(lines)
+
+
+def verification_text(result: Any) -> str:
+    if result.ok:
+        return f"✅ All {result.checked} applied migration(s) match their files"
+    return "\n".join(["❌ Migration verification failed!", *(f"   Error: {e}" for e in result.errors)])
+
+
+def checks_json(result: Any) -> str:
+    """validate and verify-migrations: their result, and whether it passed."""
+    return to_json({"ok": result.ok, **asdict(result)})
+
+
+# --- remediation plans, apply, front-ends -------------------------------------------------
+
+
+def _step_lines(index: int, step: PlannedStep) -> list[str]:
+    origin = f"[{step.playbook}: {step.action}]" if step.playbook else f"[{step.action}]"
+    lines = [f"  {index}. {step.title or step.reason} {origin}"]
+    if step.action == "manual":
+        instructions = step.reason.removeprefix("MANUAL: ")
+        if instructions != step.title:
+            lines.append(f"     for a person: {instructions}")
+    elif step.title and step.title != step.reason:
+        lines.append(f"     {step.reason}")
+    if step.command:
+        lines.append("     $ " + " ".join(step.command))
+    for statement in step.statements:
+        lines += ["     " + line for line in render_statement(statement).splitlines()]
+    for statement in step.bookkeeping:
+        lines += ["     " + line for line in render_statement(statement).splitlines()]
+    return lines
+
+
+def plan_summary(plan: Plan) -> str:
+    runnable = [s for s in plan.steps if s.action != "manual"]
+    manual = len(plan.steps) - len(runnable)
+    groups = [g for g in plan.transactions() if plan.steps[g[0]].action != "manual"]
+    parts = [f"{len(runnable)} step(s) to run"]
+    if runnable:
+        parts.append(f"{len(groups)} transaction(s)")
+    parts.append(f"{manual} for a person")
+    return (
+        "Plan: "
+        + ", ".join(parts)
+        + f"; fingerprint {plan.fingerprint[:12]}"
+        + (" (DESTRUCTIVE)" if plan.destructive else "")
+    )
+
+
+def remediation_plan_text(plan: Plan) -> str:
+    lines = []
+    if plan.issues:
+        lines.append(f"Issues ({len(plan.issues)}):")
+        for issue in plan.issues:
+            severity = Severity[issue["severity"].upper()]
+            lines.append(f"  {severity.emoji} {issue['type'].upper()}: {issue['message']}")
+    else:
+        lines.append("Issues: none")
+    if plan.playbooks:
+        lines.append("Playbooks: " + ", ".join(f"{p.name} v{p.version}" for p in plan.playbooks))
+    if plan.steps:
+        lines.append("")
+        lines.append("Steps:")
+        for number, group in enumerate(plan.transactions(), start=1):
+            first = plan.steps[group[0]]
+            if first.action == "manual":
+                pass
+            elif first.transactional:
+                span = f"step {group[0] + 1}" if len(group) == 1 else f"steps {group[0] + 1}-{group[-1] + 1}"
+                lines.append(f"  -- transaction {number}: {span}")
+            else:
+                lines.append(f"  -- step {group[0] + 1} runs outside a transaction: {first.no_transaction_reason}")
+            for index in group:
+                lines += _step_lines(index + 1, plan.steps[index])
+    lines.append("")
+    lines.append(plan.nothing_to_do + "." if plan.nothing_to_do and not plan.steps else plan_summary(plan))
+    return "\n".join(lines)
+
+
+def remediation_plan_json(plan: Plan) -> str:
+    return to_json({**plan.to_json(), "hash": plan.hash})
+
+
+def apply_text(result: Any) -> str:
+    return _with_database(_apply_outcome_text(result), result.database)
+
+
+def _apply_outcome_text(result: Any) -> str:
+    plan = result.plan
+    lines = []
+    execution = result.execution
+    held = f"pending migration(s) {brief(list(result.held))} held, not run (see below)" if result.held else ""
+    if execution is None:
+        if held:
+            lines.append(f"❌ Nothing was run: {held}.")
+        elif result.unresolved:
+            lines.append(f"❌ Nothing was run, and {len(result.unresolved)} high-severity issue(s) remain (below).")
+        else:
+            lines.append(f"✅ {plan.nothing_to_do or 'Nothing to do'}; nothing was run.")
+    elif execution.failure:
+        failure = execution.failure
+        step = plan.steps[failure.step - 1]
+        where = f"{failure.location}: " if failure.location else ""
+        lines.append(f"❌ Step {failure.step} ({step.title or step.reason}) failed: {where}{failure.message}")
+        undone = [o.index for o in execution.outcomes if o.outcome == "rolled back"]
+        if undone:
+            lines.append(f"   Rolled back with it (same transaction): step(s) {', '.join(map(str, undone))}.")
+        kept = [o.index for o in execution.outcomes if o.ok]
+        lines.append(
+            f"   Kept: step(s) {brief([str(k) for k in kept]) or 'none'}. Nothing after step {failure.step} ran."
+        )
+    else:
+        ran = [o for o in execution.outcomes if o.outcome == "ok"]
+        if held:
+            lines.append(f"❌ Applied in part: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s; {held}.")
+        elif result.unresolved:
+            lines.append(
+                f"❌ Applied {len(ran)} step(s) in {execution.elapsed_s:.2f}s, but {len(result.unresolved)} "
+                "high-severity issue(s) remain (below)."
+            )
+        else:
+            lines.append(f"✅ Apply complete: {len(ran)} step(s) run in {execution.elapsed_s:.2f}s.")
+    lines += _afterwards(plan, result.remaining)
+    return "\n".join(lines)
+
+
+def _afterwards(plan: Plan, remaining: Any) -> list[str]:
+    """What a person must still do, and what a fresh diagnosis finds."""
+    lines = []
+    manual = [s for s in plan.steps if s.action == "manual"]
+    if manual:
+        lines.append("For a person to do:")
+        lines += [f"  - {s.reason.removeprefix('MANUAL: ')}" for s in manual]
+    lines.append(_remaining_text(remaining))
+    return lines
+
+
+def _remaining_text(remaining: Any) -> str:
+    if not remaining:
+        return "Re-diagnosis: ✅ no issues left."
+    shown = [f"  {i.severity.emoji} {i.type.value.upper()}: {i.message}" for i in remaining[:10]]
+    more = [f"  … and {len(remaining) - 10} more"] if len(remaining) > 10 else []
+    return "\n".join([f"Re-diagnosis: {len(remaining)} issue(s) remain:", *shown, *more])
+
+
+def apply_json(result: Any) -> str:
+    execution = result.execution
+    return to_json(
+        {
+            "ok": result.ok,
+            "database": result.database.url,
+            "plan_hash": result.plan.hash,
+            "outcomes": [asdict(o) for o in execution.outcomes] if execution else [],
+            "failure": asdict(execution.failure) if execution and execution.failure else None,
+            "remaining_issues": [i.to_json() for i in result.remaining],
+        }
+    )
+
+
+def recover_dry_run_text(plan: Plan) -> str:
+    lines = ["🔍 Dry run - analyzing recovery options..."]
+    tracked = [s for s in plan.steps if s.action == "track_migration"]
+    if not tracked:
+        lines.append("✅ Nothing to recover: every migration the catalog shows applied is tracked.")
+        return "\n".join(lines)
+    by_version = {i["version"]: i for i in plan.issues}
+    lines.append(f"Would recover {len(tracked)} issue(s):")
+    for step in tracked:
+        issue = by_version.get(step.version, {})
+        if issue.get("type") == "undetermined":
+            lines.append(f"  - {issue['message']} (included by --force: {issue['details'].get('reason')})")
+            lines.append("    Fix: Track it as applied without evidence")
+        else:
+            lines.append(f"  - {issue.get('message', step.reason)}")
+            lines.append(f"    Fix: {issue.get('suggested_fix', 'Use recovery mode to track this migration')}")
+    lines.append("")
+    lines.append(remediation_plan_text(plan))
+    return "\n".join(lines)
+
+
+def recover_text(result: Any) -> str:
+    return _with_database(_recover_outcome_text(result), result.database)
+
+
+def _recover_outcome_text(result: Any) -> str:
+    plan = result.plan
+    tracked = [
+        o.version
+        for o in (result.execution.outcomes if result.execution else ())
+        if o.ok and o.action == "track_migration"
+    ]
+    if result.execution is None:
+        return "✅ Nothing to recover: every migration the catalog shows applied is tracked."
+    if not result.ok:
+        return "🔄 Starting migration recovery...\n" + _apply_outcome_text(result)
+    forced = [i["version"] for i in plan.issues if i["type"] == "undetermined" and i["version"] in tracked]
+    lines = ["🔄 Starting migration recovery...", "✅ Recovery completed successfully!"]
+    lines.append(f"   Added tracking for migrations {brief(tracked)}")
+    if forced:
+        lines.append(f"   (without evidence, because of --force: {brief(forced)})")
+    for issue in plan.issues:
+        unchecked = issue["details"].get("unchecked_statements") if issue["type"] == "missing_tracking" else None
+        if unchecked and issue["version"] in tracked:
+            lines.append(
+                f"⚠️  Migration {issue['version']} also changes data ({'; '.join(unchecked[:3])}): the catalog "
+                "shows its schema changes, not whether those ran; check them by hand"
+            )
+    return "\n".join(lines)
+
+
+def front_end_text(verb: str, result: Any) -> str:
+    """repair and clean: what was done, in one line per kind of fix."""
+    return _with_database(_front_end_outcome_text(verb, result), result.database)
+
+
+def _front_end_outcome_text(verb: str, result: Any) -> str:
+    if result.execution is None:
+        return f"✅ Nothing to {verb}." + ("" if not result.plan.steps else "\n" + _apply_outcome_text(result))
+    if not result.ok:
+        return _apply_outcome_text(result)
+    done = [result.plan.steps[o.index - 1] for o in result.execution.outcomes if o.ok and o.outcome == "ok"]
+    lines = [f"✅ {verb.capitalize()} completed successfully!"]
+    lines += [f"   {s.reason[0].upper()}{s.reason[1:]}" for s in done]
+    lines += _afterwards(result.plan, result.remaining)
+    return "\n".join(lines)
+
+
+def unlock_text(result: Any) -> str:
+    """db unlock-migrations, as it has always said it: the lock released, and whose it was."""
+    holder = next(s.args["holder"] for s in result.plan.steps if s.action == "release_lock")
+    return _with_database(f"✅ Released the migration lock ({holder.removeprefix('held by ')})", result.database)
+
+
+def playbooks_text(playbooks: Any) -> str:
+    lines = [f"  {'NAME':<20} {'VER':<4} {'AUTO':<5} {'DESTRUCTIVE':<12} {'HANDLES':<45} SOURCE"]
+    for book in sorted(playbooks.values(), key=lambda b: (b.order, b.name)):
+        handles = ", ".join(book.handles) or "(run by name)"
+        source = "built-in" if book.builtin else str(book.path)
+        lines.append(
+            f"  {book.name:<20} {book.version:<4} {'yes' if book.auto else 'no':<5} "
+            f"{'yes' if book.destructive else 'no':<12} {handles:<45} {source}"
+        )
+    return "\n".join(lines)
+
+
+def playbook_show_text(book: Any) -> str:
+    lines = [
+        f"{book.name} v{book.version}{' (DESTRUCTIVE)' if book.destructive else ''}",
+        book.description,
+        f"Handles: {', '.join(book.handles) or '(run by name only)'}",
+        f"File: {book.path} (sha256 {book.sha256[:12]})",
+        "Steps:",
+    ]
+    for number, step in enumerate(book.steps, start=1):
+        lines.append(f"  {number}. {step.name} [{step.action}] (line {step.line})")
+        if step.for_each:
+            lines.append(f"     for each: {step.for_each}")
+        if step.when:
+            lines.append(f"     when: {step.when}")
+        for key, value in step.args.items():
+            lines.append(f"     {key}: {value}")
+    return "\n".join(lines)
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def demo_event_text(event: Any) -> str:
+    if event.kind == "section":
+        return f"\n━━ {event.text}"
+    if event.kind == "note":
+        return f"   • {event.text}"
+    run = event.run
+    lines = [f"\n$ {event.text}", *(f"    {line}" for line in run.output.splitlines())]
+    if run.exit_code:
+        lines.append(f"    (exit {run.exit_code})")
+    return "\n".join(lines)
+
+
+def demo_result_text(result: Any) -> str:
+    ending = (
+        "✅ Fixed: diagnose finds nothing wrong, and every migration is tracked."
+        if result.healthy
+        else "❌ The demo database still has problems (see the last diagnose above)."
+    )
+    if result.kept is None:
+        return f"\n{ending}\nThe scratch database and its files have been removed."
+    password = " (put the password back where it shows ***)" if "***" in result.database else ""
+    return (
+        f"\n{ending}\nKept for you to explore: the database {result.database} and the project in {result.kept}.\n"
+        f"Try: cd {result.kept}, set POSTSTACK_DATABASE_URL to that URL{password}, and run poststack db diagnose"
+    )

@@ -1,0 +1,1 @@
+"""What the database says: catalog, tracking, lock and audit tables, read-only."""

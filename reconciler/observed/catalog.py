@@ -1,0 +1,201 @@
+"""Observed state, part two: the live catalog, in one read-only query.
+
+System schemas, objects that belong to extensions, and poststack's own tables are left
+out. Verify scripts (``NNN_name.verify.sql``) run here too, all in one query.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import psycopg2
+
+from reconciler.desired.effects import ObjectRef
+
+_CATALOG_SQL = r"""
+WITH ns AS (
+    SELECT n.oid, n.nspname FROM pg_namespace n
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\_toast%%' AND n.nspname NOT LIKE 'pg\_temp\_%%'
+),
+ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
+rel AS (
+    SELECT c.oid, c.relname, c.relkind, ns.nspname FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'i', 'I', 'f', 'c')
+      AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid)
+      AND NOT (ns.nspname = %(schema)s AND c.relname = ANY(%(own)s))
+)
+SELECT 'schema'::text, NULL::text, ns.nspname::text, NULL::text, NULL::text[], true FROM ns
+    WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = ns.oid)
+UNION ALL
+SELECT CASE rel.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized_view' WHEN 'S' THEN 'sequence'
+                        WHEN 'i' THEN 'index' WHEN 'I' THEN 'index' ELSE 'table' END,
+       rel.nspname, rel.relname, t.relname, NULL, coalesce(i.indisvalid, true)
+    FROM rel LEFT JOIN pg_index i ON i.indexrelid = rel.oid LEFT JOIN pg_class t ON t.oid = i.indrelid
+    WHERE rel.relkind <> 'c'
+UNION ALL
+SELECT 'column', rel.nspname, a.attname, rel.relname, NULL, true
+    FROM pg_attribute a JOIN rel ON rel.oid = a.attrelid
+    WHERE a.attnum > 0 AND NOT a.attisdropped AND rel.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')
+UNION ALL
+SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END, ns.nspname, p.proname, NULL,
+       ARRAY(SELECT t.typname::text FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(typ, n)
+             JOIN pg_type t ON t.oid = u.typ ORDER BY u.n), true
+    FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
+    WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = p.oid)
+UNION ALL
+SELECT CASE t.typtype WHEN 'e' THEN 'enum' WHEN 'd' THEN 'domain' WHEN 'r' THEN 'range' ELSE 'composite' END,
+       ns.nspname, t.typname, NULL, NULL, true
+    FROM pg_type t JOIN ns ON ns.oid = t.typnamespace LEFT JOIN pg_class c ON c.oid = t.typrelid
+    WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND c.relkind = 'c'))
+      AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_type'::regclass AND ext.objid = t.oid)
+UNION ALL
+SELECT 'extension', NULL, e.extname, NULL, NULL, true FROM pg_extension e
+UNION ALL
+SELECT 'trigger', rel.nspname, tg.tgname, rel.relname, NULL, true
+    FROM pg_trigger tg JOIN rel ON rel.oid = tg.tgrelid WHERE NOT tg.tgisinternal
+UNION ALL
+SELECT 'policy', rel.nspname, pol.polname, rel.relname, NULL, true
+    FROM pg_policy pol JOIN rel ON rel.oid = pol.polrelid
+"""
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    objects: tuple[ObjectRef, ...]
+    invalid_indexes: tuple[ObjectRef, ...] = field(default=())
+
+    @cached_property
+    def keys(self) -> frozenset[tuple[Any, ...]]:
+        # An INVALID index (a concurrent build that failed or was killed) is not there in
+        # any sense that shows a migration ran.
+        invalid = {o.key for o in self.invalid_indexes}
+        return frozenset(o.key for o in self.objects if o.key not in invalid)
+
+    def has(self, ref: ObjectRef) -> bool:
+        return ref.key in self.keys
+
+    @cached_property
+    def schemas(self) -> tuple[str, ...]:
+        return tuple(sorted(o.name for o in self.objects if o.kind == "schema"))
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(o.kind for o in self.objects).items()))
+
+
+# poststack's own relations: its tables and what PostgreSQL made for them.
+OWN_RELATIONS = (
+    "schema_migrations",
+    "schema_migrations_lock",
+    "schema_migrations_audit",
+    "schema_migrations_pkey",
+    "schema_migrations_lock_pkey",
+    "schema_migrations_audit_pkey",
+    "schema_migrations_id_seq",
+    "schema_migrations_audit_id_seq",
+    "schema_migrations_version_idx",
+)
+
+
+def session_search_path(session: Any) -> tuple[tuple[str, ...], frozenset[str], str]:
+    """The search_path migrations run with (the role's or database's default), "$user"
+    resolved, which of its schemas exist, and the role: where unqualified names land."""
+    row = session.query_one("SELECT current_setting('search_path'), current_user, current_schemas(false)")
+    assert row is not None
+    path, user, existing = row
+    names = []
+    for part in path.split(","):
+        name = part.strip().strip('"')
+        if name == "$user":
+            name = user
+        if name and name not in ("pg_catalog", "pg_temp"):
+            names.append(name)
+    return tuple(names) or ("public",), frozenset(existing or ()), user
+
+
+def read_catalog(session: Any, tracking_schema: str) -> CatalogSnapshot:
+    rows = session.query(_CATALOG_SQL, {"schema": tracking_schema, "own": list(OWN_RELATIONS)})
+    objects = []
+    invalid = []
+    for kind, schema, name, parent, args, valid in rows:
+        ref = ObjectRef(kind, schema, name, parent, tuple(args) if args is not None else None)
+        objects.append(ref)
+        if not valid:
+            invalid.append(ref)
+    return CatalogSnapshot(tuple(sorted(objects)), tuple(sorted(invalid)))
+
+
+class VerifyScriptError(ValueError):
+    pass
+
+
+def verify_query(text: str) -> str:
+    """A verify script as one SELECT, deparsed by pglast: exactly one statement, a SELECT
+    without data-changing parts, with no comment or semicolon left to break out of the
+    query it is placed in."""
+    from pglast import parser
+    from pglast.stream import RawStream
+
+    try:
+        statements = parser.parse_sql(text)
+    except parser.ParseError as e:
+        raise VerifyScriptError(f"does not parse: {e.args[0] if e.args else e}") from e
+    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+        raise VerifyScriptError("must be exactly one SELECT returning one boolean")
+    select = statements[0].stmt
+    if select.intoClause is not None or select.lockingClause:
+        raise VerifyScriptError("must only read (no SELECT INTO, no FOR UPDATE)")
+    for cte in getattr(select.withClause, "ctes", None) or ():
+        if type(cte.ctequery).__name__ != "SelectStmt":
+            raise VerifyScriptError("must only read (no INSERT, UPDATE or DELETE in WITH)")
+    return RawStream()(select)
+
+
+def run_verify_scripts(session: Any, scripts: dict[str, str]) -> dict[str, bool | str]:
+    """Each verify script's answer: true or false, or why there is none (an error, NULL, no
+    row). They run as one query inside the read-only snapshot; when one fails, halves are
+    tried, so a failure costs a few round trips, not one per script."""
+    results: dict[str, bool | str] = {}
+    queries: dict[str, str] = {}
+    for version, text in scripts.items():
+        try:
+            queries[version] = verify_query(text)
+        except VerifyScriptError as e:
+            results[version] = f"verify script {e}"
+    _answer(session, sorted(queries), queries, results)
+    return results
+
+
+def _answer(session: Any, versions: list[str], queries: dict[str, str], results: dict[str, bool | str]) -> None:
+    if not versions:
+        return
+    # Read-only whatever the surrounding transaction (an assert step inside apply runs in a
+    # read-write one): a verify script that tries to write fails, and nothing it did stays.
+    session.query("SAVEPOINT poststack_verify")
+    session.query("SET LOCAL transaction_read_only = on")
+    try:
+        _try(session, versions, queries, results)
+    finally:
+        session.query("ROLLBACK TO SAVEPOINT poststack_verify")
+        session.query("RELEASE SAVEPOINT poststack_verify")
+
+
+def _try(session: Any, versions: list[str], queries: dict[str, str], results: dict[str, bool | str]) -> None:
+    combined = "SELECT " + ", ".join(f"({queries[v]})::boolean" for v in versions)
+    try:
+        row = session.query_one(combined)
+    except psycopg2.Error as e:
+        session.query("ROLLBACK TO SAVEPOINT poststack_verify")  # the savepoint stays for the next try
+        session.query("SET LOCAL transaction_read_only = on")
+        if len(versions) == 1:
+            results[versions[0]] = " ".join((getattr(e.diag, "message_primary", None) or str(e)).split())
+            return
+        middle = len(versions) // 2
+        _try(session, versions[:middle], queries, results)
+        _try(session, versions[middle:], queries, results)
+        return
+    for version, value in zip(versions, row or (), strict=True):
+        results[version] = value if isinstance(value, bool) else "it returned NULL or no row"

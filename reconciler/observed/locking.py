@@ -1,0 +1,212 @@
+"""The migration lock: a session-level advisory lock plus the lock row that names its holder.
+
+The advisory lock is what serializes runs; the server drops it when a run's connection
+dies, so a crash never blocks forever. The lock row is what a crash leaves behind: a row
+whose holder is no longer a live backend is a stuck lock, reported at once and never
+waited on. A killed run's backend outlives its process until its statement ends (it only
+notices the vanished client when it next writes to it): that lock is neither a live run
+nor safe to clear, and is reported as such, with both ways out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg2.errors
+
+from reconciler import interrupts
+from reconciler.db import Session, host_pid
+from reconciler.errors import LockTimeout
+from reconciler.observed import tracking
+
+LOCKED = "migration system is locked"
+HOLDER_UNKNOWN = "holder unknown (it may have just finished)"
+WAIT_FIX = "poststack db clean --locks --confirm --wait"
+TERMINATE_FIX = "poststack db clean --locks --confirm --terminate"
+
+
+def orphan_advice(state: tracking.LockState) -> str:
+    """What to do about a lock whose poststack process is gone while its backend still runs."""
+    return (
+        f"No run is migrating: backend {state.backend_pid} only finishes that statement, and notices its client "
+        f"is gone when it does. Wait for it to end, then release the lock: {WAIT_FIX} (waits up to "
+        f"--lock-timeout); or end it now: {TERMINATE_FIX}."
+    )
+
+
+def advisory_key(schema: str) -> int:
+    """A stable signed 64-bit key for this tracking schema's lock."""
+    digest = hashlib.sha256(f"poststack:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+_ADVISORY_HOLDER = (
+    "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %(hi)s::bigint::oid "
+    "AND l.objid = %(lo)s::bigint::oid AND l.objsubid = 1 "
+    # Advisory locks belong to a database: the same key taken in another one is not ours.
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def _key_parts(schema: str) -> dict[str, int]:
+    key = advisory_key(schema) & 0xFFFFFFFFFFFFFFFF
+    return {"hi": key >> 32, "lo": key & 0xFFFFFFFF}
+
+
+def advisory_holder_pid(session: Session, schema: str) -> int | None:
+    """The backend holding the advisory lock now, if any."""
+    row = session.query_one(f"SELECT l.pid {_ADVISORY_HOLDER}", _key_parts(schema))
+    return row[0] if row else None
+
+
+def describe_advisory_holder(session: Session, schema: str) -> str:
+    """Who holds the advisory lock now, from pg_locks and pg_stat_activity."""
+    row = session.query_one(
+        "SELECT l.pid, a.application_name, host(a.client_addr), "
+        "       extract(epoch FROM now() - a.xact_start)::float8, extract(epoch FROM now() - a.backend_start)::float8 "
+        f"{_ADVISORY_HOLDER}",
+        _key_parts(schema),
+    )
+    if row is None:
+        return HOLDER_UNKNOWN
+    pid, app, addr, _xact_age, session_age = row
+    age = f"{session_age:.0f}s" if session_age is not None else "unknown age"
+    return f"backend pid {pid}, application {app or 'unknown'}, client {addr or 'local'}, session age {age}, alive"
+
+
+@contextmanager
+def advisory_only(session: Session, schema: str, timeout_s: float) -> Iterator[None]:
+    """Hold only the advisory lock: for work on the tracking tables themselves
+    (creating or recreating them), where the lock row may not exist."""
+    _acquire_advisory(session, schema, timeout_s)
+    try:
+        yield
+    finally:
+        with interrupts.shielded():  # a stop signal lets the release finish
+            _release_advisory(session, schema)
+
+
+@contextmanager
+def migration_lock(
+    session: Session,
+    schema: str,
+    timeout_s: float,
+    prepare: Callable[[], None] | None = None,
+    take_row: bool = True,
+    ending: frozenset[int] = frozenset(),
+) -> Iterator[None]:
+    """Hold the migration lock for the block.
+
+    Waits up to ``timeout_s`` for another live run; fails at once on a lock row left by
+    a run that is no longer alive. ``prepare`` runs once the advisory lock is held and
+    before the lock row is read (it creates the tracking tables when they are absent).
+    ``ending``: backends the block itself ends (a plan that terminates the lock's holder);
+    their advisory lock is not waited for, or the block could never run."""
+    held = _acquire_advisory(session, schema, timeout_s, ending)
+    taken = False
+    own_pid = session.server_info().backend_pid
+    try:
+        if prepare is not None:
+            prepare()
+        if not take_row:
+            # A plan that releases a stuck lock (or creates the tables) runs under the
+            # advisory lock alone: it is the one that clears the row.
+            yield
+            return
+        state = tracking.read_lock(session, schema)
+        if state.locked:
+            if state.orphaned:
+                detail = orphan_advice(state)
+            elif state.holder_alive:
+                detail = "Another process set the lock row without poststack's advisory lock; wait for it or stop it."
+            elif state.client_alive:
+                detail = (
+                    "Its poststack process lost its connection and still runs; it releases the lock as it ends. "
+                    "If it does not, see poststack db diagnose, then poststack db unlock-migrations --confirm."
+                )
+            else:
+                detail = (
+                    "The run that held it is gone (crashed or killed) and may have stopped mid-way. "
+                    "See poststack db diagnose, then release it with poststack db unlock-migrations --confirm."
+                )
+            raise LockTimeout(f"{LOCKED}: {state.describe()}", detail)
+        if session.conn.closed:
+            return
+        # Marked first: the UPDATE commits at once, and a stop signal raised as it returns
+        # must still release it (the release matches only this backend's own row).
+        taken = True
+        session.run(tracking.take_lock_row_statement(schema, host_pid()))
+        yield
+    finally:
+        # A run that ends alive, even by failing or after reconnecting, releases the row.
+        # Only a process that dies leaves it set: the stuck lock diagnose reports. A stop
+        # signal lets the release finish (a second one does not).
+        with interrupts.shielded():
+            if taken and not session.conn.closed:
+                try:
+                    session.rollback()
+                    session.run(tracking.release_lock_row_statement(schema, own_pid))
+                except psycopg2.Error:
+                    pass
+            if held:
+                _release_advisory(session, schema)
+
+
+def _acquire_advisory(session: Session, schema: str, timeout_s: float, ending: frozenset[int] = frozenset()) -> bool:
+    """Poll for the advisory lock. Waiting inside pg_advisory_lock() would hold a snapshot
+    for the whole wait, and the holder's CREATE INDEX CONCURRENTLY waits for every older
+    snapshot to end: the two would wait for each other until the deadlock detector killed
+    one. Between tries this session holds nothing. False (not held) when its holder is one
+    of the backends in ``ending``."""
+    key = advisory_key(schema)
+    deadline = time.monotonic() + timeout_s
+    pause = 0.02
+    while True:
+        got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
+        if got and got[0]:
+            return True
+        if ending and advisory_holder_pid(session, schema) in ending:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)
+    # Timed out. The lock may change hands between the last try and naming its holder:
+    # try again and look again a few times, so the error names whoever holds it.
+    for _ in range(3):
+        busy = _busy(session, schema, timeout_s)
+        if busy.holder_known:
+            raise busy
+        got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
+        if got and got[0]:
+            return True
+    raise busy
+
+
+def _release_advisory(session: Session, schema: str) -> None:
+    if session.conn.closed or session.reconnected:
+        return  # the server released it with the connection that held it
+    try:
+        session.rollback()
+        session.query("SELECT pg_advisory_unlock(%(key)s)", {"key": advisory_key(schema)})
+    except psycopg2.Error:
+        pass
+
+
+def _busy(session: Session, schema: str, timeout_s: float) -> LockTimeout:
+    session.rollback()  # the failed lock wait aborted nothing, but be sure no transaction is open
+    tables = tracking.existing_tables(session, schema)
+    row_state = tracking.read_lock(session, schema) if tracking.LOCK_TABLE in tables else None
+    holder = row_state.describe() if row_state and row_state.locked else describe_advisory_holder(session, schema)
+    if row_state is not None and row_state.orphaned:
+        detail = orphan_advice(row_state)  # no run is migrating: only its backend lingers
+    else:
+        detail = "Another poststack run is migrating. Wait for it to finish, or raise --lock-timeout."
+    error = LockTimeout(f"{LOCKED}: waited {timeout_s:g}s; {holder}", detail)
+    error.holder_known = holder != HOLDER_UNKNOWN
+    return error

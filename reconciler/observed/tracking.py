@@ -1,0 +1,576 @@
+"""The tracking, lock and audit tables: their DDL, typed reads, and the statements that write them.
+
+``schema_migrations`` has one row per application of a migration (no unique version:
+duplicates must be representable to be diagnosed). ``schema_migrations_lock`` has one
+row naming who holds the migration lock. ``schema_migrations_audit`` is append-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from reconciler.observed import liveness
+from reconciler.statements import Statement, qualified, quote_ident
+
+MIGRATIONS_TABLE = "schema_migrations"
+LOCK_TABLE = "schema_migrations_lock"
+AUDIT_TABLE = "schema_migrations_audit"
+TABLES = (MIGRATIONS_TABLE, LOCK_TABLE, AUDIT_TABLE)
+
+# Params the executor fills in when a statement runs (a measurement, the server's error).
+RUNTIME_PARAMS = frozenset({"execution_ms", "error"})
+
+
+@dataclass(frozen=True)
+class TrackingRow:
+    id: int
+    version: str
+    description: str
+    checksum: str | None
+    checksum_algorithm: str
+    applied_at: datetime
+    applied_by: str
+    execution_ms: int | None
+    success: bool
+    error: str | None
+    transactional: bool
+
+    @property
+    def recorded_without_running(self) -> bool:
+        """Recorded by db recover (or by hand), not run by poststack: it has no execution time."""
+        return self.execution_ms is None
+
+    @property
+    def number(self) -> int:
+        # A version that is not a number (another tool's row) gets a number of its own,
+        # below every real one, so such rows are never lumped together.
+        if self.version.isdigit():
+            return int(self.version)
+        return -1 - int(hashlib.sha256(self.version.encode()).hexdigest()[:12], 16)
+
+
+@dataclass(frozen=True)
+class LockState:
+    """The lock row, and whether the run it names is alive: its backend (seen from the
+    server) and its poststack process (seen only from that process's own host)."""
+
+    locked: bool
+    locked_at: datetime | None
+    locked_by: str | None  # host:pid of the poststack process
+    backend_pid: int | None
+    application_name: str | None
+    age_s: float | None
+    backend_alive: bool  # the row's backend is still connected (false when not locked)
+    backend_state: str | None = None  # that backend's pg_stat_activity.state: active, idle in transaction, ...
+    backend_query: str | None = None  # the start of its current (or last) statement
+    backend_query_s: float | None = None  # seconds since that statement started
+    client_alive: bool | None = None  # the poststack process; None: cannot be checked from here
+    client_local: bool = False  # locked_by names this machine, so its process could be checked
+
+    @property
+    def holder_alive(self) -> bool:
+        """The run holding the lock is alive: its backend is connected and its process is
+        not known to be gone. A locked row whose holder is not alive is a stuck lock."""
+        return self.locked and self.backend_alive and self.client_alive is not False
+
+    @property
+    def orphaned(self) -> bool:
+        """The poststack process is gone but its backend still runs (its last statement,
+        until it next writes to the vanished client): neither live nor safe to clear."""
+        return self.locked and self.backend_alive and self.client_alive is False
+
+    @property
+    def host(self) -> str | None:
+        return (self.locked_by.rpartition(":")[0] or None) if self.locked_by else None
+
+    def activity(self) -> str | None:
+        """What the row's backend is doing, in words, if it is connected."""
+        if not self.backend_alive or self.backend_state is None:
+            return None
+        query = f"`{self.backend_query}`" if self.backend_query else "a statement"
+        took = f" (for {self.backend_query_s:.0f}s)" if self.backend_query_s is not None else ""
+        if self.backend_state == "active":
+            return f"running {query}{took}"
+        if self.backend_state.startswith("idle in transaction"):
+            return f"{self.backend_state}, after {query}"
+        return self.backend_state
+
+    def describe(self) -> str:
+        if not self.locked:
+            return "not locked"
+        age = f"{self.age_s:.0f}s" if self.age_s is not None else "unknown age"
+        head = (
+            f"held by {self.locked_by or 'unknown'} (backend pid {self.backend_pid}, "
+            f"application {self.application_name or 'unknown'}, age {age}"
+        )
+        if self.orphaned:
+            doing = self.activity() or "connected"
+            return f"{head}): that poststack process is gone; its backend pid {self.backend_pid} is still {doing}"
+        text = f"{head}, {'alive' if self.backend_alive else 'not alive'})"
+        if self.backend_alive:
+            doing = self.activity()
+            text += f"; its backend is {doing}" if doing else ""
+            if self.client_alive is None and self.host and not self.client_local:
+                text += f"; {self.host} is another host, so its process cannot be checked from here"
+            elif self.client_alive is None:
+                text += "; its process cannot be checked"
+        elif self.client_alive:
+            text += "; that poststack process is still running (it lost its connection)"
+        return text
+
+
+QUERY_SHOWN = 60  # characters of the holder backend's statement that are shown
+
+
+def query_start(query: str | None) -> str | None:
+    """The start of a statement on one line, as a lock's description shows it."""
+    if not query:
+        return None
+    flat = " ".join(query.split())
+    return flat if len(flat) <= QUERY_SHOWN else flat[: QUERY_SHOWN - 1].rstrip() + "…"
+
+
+def create_statements(schema: str) -> list[Statement]:
+    m, lock, audit = (qualified(schema, t) for t in TABLES)
+    statements = []
+    if schema != "public":
+        statements.append(Statement(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"))
+    statements += [
+        Statement(
+            f"CREATE TABLE IF NOT EXISTS {m} (\n"
+            "    id bigserial PRIMARY KEY,\n"
+            "    version text NOT NULL,\n"
+            "    description text NOT NULL,\n"
+            "    checksum text,\n"
+            "    checksum_algorithm text NOT NULL DEFAULT 'sha256-lf',\n"
+            "    applied_at timestamptz NOT NULL DEFAULT now(),\n"
+            "    applied_by text NOT NULL DEFAULT current_user,\n"
+            "    execution_ms integer,\n"
+            "    success boolean NOT NULL,\n"
+            "    error text,\n"
+            "    transactional boolean NOT NULL DEFAULT true\n"
+            ")"
+        ),
+        Statement(f"CREATE INDEX IF NOT EXISTS {quote_ident(MIGRATIONS_TABLE + '_version_idx')} ON {m} (version)"),
+        Statement(
+            f"CREATE TABLE IF NOT EXISTS {lock} (\n"
+            "    id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),\n"
+            "    locked boolean NOT NULL DEFAULT false,\n"
+            "    locked_at timestamptz,\n"
+            "    locked_by text,\n"
+            "    backend_pid integer,\n"
+            "    application_name text\n"
+            ")"
+        ),
+        Statement(f"INSERT INTO {lock} (id, locked) VALUES (1, false) ON CONFLICT (id) DO NOTHING"),
+        Statement(
+            f"CREATE TABLE IF NOT EXISTS {audit} (\n"
+            "    id bigserial PRIMARY KEY,\n"
+            "    at timestamptz NOT NULL DEFAULT clock_timestamp(),\n"
+            "    actor text NOT NULL DEFAULT current_user,\n"
+            "    host_pid text NOT NULL,\n"
+            "    operation text NOT NULL,\n"
+            "    plan_hash text,\n"
+            "    step integer,\n"
+            "    action text,\n"
+            "    version text,\n"
+            "    outcome text NOT NULL,\n"
+            "    detail text\n"
+            ")"
+        ),
+    ]
+    return statements
+
+
+# What a reset drops. The audit table is append-only and stays: it is what remembers, after
+# the tracking rows are rebuilt from the catalog, which migrations poststack ran.
+RESET_TABLES = (MIGRATIONS_TABLE, LOCK_TABLE)
+
+
+def drop_statements(schema: str) -> list[Statement]:
+    return [Statement(f"DROP TABLE IF EXISTS {qualified(schema, t)} CASCADE") for t in RESET_TABLES]
+
+
+# The columns poststack reads; a table of the same name without them belongs to another tool.
+REQUIRED_COLUMNS = {
+    MIGRATIONS_TABLE: frozenset(
+        {
+            "id",
+            "version",
+            "description",
+            "checksum",
+            "checksum_algorithm",
+            "applied_at",
+            "applied_by",
+            "execution_ms",
+            "success",
+            "error",
+            "transactional",
+        }
+    ),
+    LOCK_TABLE: frozenset({"id", "locked", "locked_at", "locked_by", "backend_pid", "application_name"}),
+    AUDIT_TABLE: frozenset(
+        {"id", "at", "actor", "host_pid", "operation", "plan_hash", "step", "action", "version", "outcome", "detail"}
+    ),
+}
+
+
+def existing_tables(session: Any, schema: str) -> set[str]:
+    """poststack's tables present in ``schema``. A table of one of their names that another
+    tool made (dbmate, Rails and golang-migrate all use schema_migrations) is refused."""
+    rows = session.query(
+        "SELECT c.relname, array_agg(a.attname::text) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s) GROUP BY c.relname",
+        {"schema": schema, "tables": list(TABLES)},
+    )
+    for name, columns in rows:
+        missing = REQUIRED_COLUMNS[name] - set(columns)
+        if missing:
+            from reconciler.errors import DatabaseUnavailable
+
+            tool = _foreign_tool(session, schema, frozenset(columns))
+            raise DatabaseUnavailable(
+                f"{schema}.{name} belongs to another tool ({tool}; its columns: {', '.join(sorted(columns))}), "
+                "and poststack will not touch it: keep poststack's tables apart with --schema poststack "
+                "(or POSTSTACK_SCHEMA, or tracking_schema in poststack.toml)",
+            )
+    return {r[0] for r in rows}
+
+
+def _foreign_tool(session: Any, schema: str, columns: frozenset[str]) -> str:
+    """Which tool made a schema_migrations table poststack did not, from its columns. Read
+    only on the way to refusing it."""
+    if columns == {"version", "dirty"}:
+        return "it looks like golang-migrate's"
+    if columns == {"version"}:
+        rails = session.query_one(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %(schema)s AND c.relname = 'ar_internal_metadata'",
+            {"schema": schema},
+        )
+        return "it looks like Rails's" if rails else "it looks like dbmate's (or Rails's)"
+    return "not one poststack recognizes"
+
+
+def read_rows(session: Any, schema: str) -> list[TrackingRow]:
+    rows = session.query(
+        "SELECT id, version, description, checksum, checksum_algorithm, applied_at, applied_by, "
+        f"execution_ms, success, error, transactional FROM {qualified(schema, MIGRATIONS_TABLE)} ORDER BY id"
+    )
+    return [TrackingRow(*r) for r in rows]
+
+
+def read_lock(session: Any, schema: str) -> LockState:
+    """The lock row, its backend as pg_stat_activity shows it, and, when the row names this
+    machine, whether its poststack process still runs (observed here, so checks stay pure)."""
+    row = session.query_one(
+        "SELECT l.locked, l.locked_at, l.locked_by, l.backend_pid, l.application_name, "
+        "       extract(epoch FROM now() - l.locked_at)::float8, "
+        "       l.locked AND a.pid IS NOT NULL, a.state, left(a.query, 500), "
+        "       extract(epoch FROM clock_timestamp() - a.query_start)::float8 "
+        f"FROM {qualified(schema, LOCK_TABLE)} l "
+        # A backend that started after the lock was taken reuses the pid: not the holder.
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.backend_pid "
+        "     AND (a.backend_start IS NULL OR a.backend_start <= l.locked_at) "
+        # A row copied from another database (pg_dump | psql) names that database's backend.
+        "     AND a.datname = current_database() "
+        "WHERE l.id = 1"
+    )
+    if row is None:
+        return LockState(False, None, None, None, None, None, False)
+    locked, locked_at, locked_by, backend_pid, application, age_s, backend_alive, state, query, query_s = row
+    if not backend_alive or state is None:  # gone, or its activity is hidden from this role
+        state, query, query_s = None, None, None
+    elif query_s is not None:
+        query_s = max(query_s, 0.0)  # the two clock readings may race by a hair
+    client_alive, client_local = None, False
+    if locked:
+        pid = liveness.local_pid(locked_by)
+        client_local = pid is not None
+        client_alive = liveness.process_alive(pid, age_s) if pid is not None else None
+        if client_alive is False and backend_alive and state is not None and state != "active":
+            # A backend between statements reads from its client, and ends as soon as that
+            # client is gone: this one's client lives, in a process this host cannot see (a
+            # container sharing the host name, another pid namespace).
+            client_alive = None
+    return LockState(
+        locked,
+        locked_at,
+        locked_by,
+        backend_pid,
+        application,
+        age_s,
+        bool(backend_alive),
+        state,
+        query_start(query),
+        query_s,
+        client_alive,
+        client_local,
+    )
+
+
+def insert_row_statement(
+    schema: str,
+    *,
+    version: str,
+    description: str,
+    checksum: str | None,
+    algorithm: str,
+    success: bool,
+    transactional: bool,
+) -> Statement:
+    """The tracking row for one application; ``execution_ms`` and ``error`` are measured at run time."""
+    return Statement(
+        f"INSERT INTO {qualified(schema, MIGRATIONS_TABLE)} "
+        "(version, description, checksum, checksum_algorithm, execution_ms, success, error, transactional) "
+        "VALUES (%(version)s, %(description)s, %(checksum)s, %(algorithm)s, %(execution_ms)s, "
+        "%(success)s, %(error)s, %(transactional)s)",
+        {
+            "version": version,
+            "description": description,
+            "checksum": checksum,
+            "algorithm": algorithm,
+            "execution_ms": None,
+            "success": success,
+            "error": None,
+            "transactional": transactional,
+        },
+    )
+
+
+def recorded_row_statement(
+    schema: str, *, version: str, description: str, checksum: str | None, algorithm: str, transactional: bool
+) -> Statement:
+    """The tracking row of a migration recorded as applied without poststack running it (db
+    recover): no execution time, which is how later runs tell it from one poststack ran."""
+    return Statement(
+        f"INSERT INTO {qualified(schema, MIGRATIONS_TABLE)} "
+        "(version, description, checksum, checksum_algorithm, execution_ms, success, transactional) "
+        "VALUES (%(version)s, %(description)s, %(checksum)s, %(algorithm)s, NULL, true, %(transactional)s)",
+        {
+            "version": version,
+            "description": description,
+            "checksum": checksum,
+            "algorithm": algorithm,
+            "transactional": transactional,
+        },
+    )
+
+
+# Versions compare as numbers: a row written as "2" belongs to the file 002_x.sql.
+SAME_VERSION = "ltrim(version, '0') = ltrim(%(version)s, '0')"
+
+
+def delete_failed_rows_statement(schema: str, version: str) -> Statement:
+    """A successful retry replaces the failed attempts' rows; the audit table keeps their history."""
+    return Statement(
+        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {SAME_VERSION} AND NOT success",
+        {"version": version},
+    )
+
+
+def delete_version_statement(schema: str, version: str) -> Statement:
+    return Statement(
+        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {SAME_VERSION}",
+        {"version": version},
+    )
+
+
+@dataclass(frozen=True)
+class AuditedApplication:
+    """The audit table's last word on a version: that it is applied, or that the last
+    attempt to apply it failed."""
+
+    version: str
+    action: str  # apply_migration (poststack ran it), track_migration (recover recorded it), or FAILED_ATTEMPT
+    at: datetime
+    ran: bool  # poststack ran it, and has not rolled it back since (whatever was recorded after)
+    detail: str | None = None  # a failed attempt's error
+
+    @property
+    def number(self) -> int:
+        return int(self.version) if self.version.isdigit() else -1
+
+    @property
+    def applied(self) -> bool:
+        return self.action in _APPLYING
+
+
+FAILED_ATTEMPT = "failed attempt"
+# What says a version is applied, or no longer is; other actions (checksums, duplicate rows,
+# failed attempts cleared) leave the question where it was.
+_APPLYING = ("apply_migration", "track_migration")
+_UNAPPLYING = ("rollback_migration",)
+_CLEARING = "remove_tracking_row"
+
+
+def read_audited_applications(session: Any, schema: str) -> dict[int, AuditedApplication]:
+    """Per version, the audit table's last word, when it is that the version is applied (run
+    or recorded, not rolled back since) or that its last attempt failed: evidence that
+    outlives tracking rows deleted by hand, restored from an old copy, or reset."""
+    rows = session.query(
+        f"SELECT version, action, outcome, at, detail FROM {qualified(schema, AUDIT_TABLE)} "
+        "WHERE version IS NOT NULL AND action = ANY(%(actions)s) "
+        "AND (outcome = 'ok' OR (outcome = 'failed' AND action = 'apply_migration')) ORDER BY id",
+        {"actions": [*_APPLYING, *_UNAPPLYING, _CLEARING]},
+    )
+    last: dict[int, tuple[str, str, datetime, str | None]] = {}
+    ran: dict[int, bool] = {}
+    for version, action, outcome, at, detail in rows:
+        if not version.isdigit():
+            continue
+        number = int(version)
+        if action == _CLEARING:
+            # A failed attempt cleared by repair was looked at: the next run may retry it.
+            if number in last and last[number][1] == FAILED_ATTEMPT:
+                del last[number]
+            continue
+        if outcome == "failed":
+            last[number] = (version, FAILED_ATTEMPT, at, detail)
+            continue
+        last[number] = (version, action, at, None)
+        if action != "track_migration":
+            ran[number] = action == "apply_migration"
+    return {
+        n: AuditedApplication(version, action, at, ran.get(n, False), detail)
+        for n, (version, action, at, detail) in last.items()
+        if action != "rollback_migration"
+    }
+
+
+def audit_statement(
+    schema: str,
+    *,
+    host_pid: str,
+    operation: str,
+    plan_hash: str | None,
+    step: int | None,
+    action: str | None,
+    version: str | None,
+    outcome: str,
+    detail: str | None,
+) -> Statement:
+    return Statement(
+        f"INSERT INTO {qualified(schema, AUDIT_TABLE)} "
+        "(host_pid, operation, plan_hash, step, action, version, outcome, detail) "
+        "VALUES (%(host_pid)s, %(operation)s, %(plan_hash)s, %(step)s, %(action)s, %(version)s, %(outcome)s, %(detail)s)",
+        {
+            "host_pid": host_pid,
+            "operation": operation,
+            "plan_hash": plan_hash,
+            "step": step,
+            "action": action,
+            "version": version,
+            "outcome": outcome,
+            "detail": detail,
+        },
+    )
+
+
+def take_lock_row_statement(schema: str, host_pid: str) -> Statement:
+    return Statement(
+        f"UPDATE {qualified(schema, LOCK_TABLE)} SET locked = true, locked_at = now(), "
+        "locked_by = %(host_pid)s, backend_pid = pg_backend_pid(), "
+        "application_name = current_setting('application_name') WHERE id = 1",
+        {"host_pid": host_pid},
+    )
+
+
+_UNLOCKED = "locked = false, locked_at = NULL, locked_by = NULL, backend_pid = NULL, application_name = NULL"
+
+
+def release_lock_row_statement(schema: str, backend_pid: int) -> Statement:
+    """Release the row a run took from backend ``backend_pid``: from that backend, or from
+    a new connection once that backend is gone (the run lost its connection)."""
+    return Statement(
+        f"UPDATE {qualified(schema, LOCK_TABLE)} SET {_UNLOCKED} WHERE id = 1 AND backend_pid = %(pid)s "
+        "AND (pg_backend_pid() = %(pid)s OR NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND datname = current_database()))",
+        {"pid": backend_pid},
+    )
+
+
+def terminate_holder_statement(schema: str, holder_backend_pid: int | None) -> Statement:
+    """End the lock's backend, only while the row still names it (not a later run's)."""
+    return Statement(
+        f"SELECT pg_terminate_backend(backend_pid) FROM {qualified(schema, LOCK_TABLE)} "
+        "WHERE id = 1 AND locked AND backend_pid = %(pid)s "
+        "AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND datname = current_database())",
+        {"pid": holder_backend_pid},
+    )
+
+
+def clear_lock_row_statement(schema: str, holder_backend_pid: int | None) -> Statement:
+    """Clear a lock row left by another run, only if it still names the holder that was shown."""
+    return Statement(
+        f"UPDATE {qualified(schema, LOCK_TABLE)} SET {_UNLOCKED} "
+        "WHERE id = 1 AND locked AND backend_pid IS NOT DISTINCT FROM %(pid)s",
+        {"pid": holder_backend_pid},
+    )
+
+
+# --- one read of all three -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedTracking:
+    schema: str
+    tables: frozenset[str]
+    rows: tuple[TrackingRow, ...]
+    lock: LockState | None
+
+    @property
+    def exists(self) -> bool:
+        return MIGRATIONS_TABLE in self.tables
+
+    @property
+    def complete(self) -> bool:
+        return self.tables == frozenset(TABLES)
+
+    @cached_property
+    def applied(self) -> dict[int, TrackingRow]:
+        """Version number → its latest successful row."""
+        result: dict[int, TrackingRow] = {}
+        for row in self.rows:
+            if row.success:
+                result[row.number] = row
+        return result
+
+    @cached_property
+    def failed(self) -> dict[int, TrackingRow]:
+        """Version number → its latest failed row, for versions with no successful row."""
+        result: dict[int, TrackingRow] = {}
+        for row in self.rows:
+            if not row.success and row.number not in self.applied:
+                result[row.number] = row
+        return result
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A stable hash of what was observed; a saved plan is bound to it."""
+        payload = {
+            "schema": self.schema,
+            "tables": sorted(self.tables),
+            "rows": [[r.id, r.version, r.checksum, r.success] for r in self.rows],
+            "locked": bool(self.lock and self.lock.locked),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def current(self) -> TrackingRow | None:
+        return self.applied[max(self.applied)] if self.applied else None
+
+
+def observe_tracking(session: Any, schema: str) -> ObservedTracking:
+    """One consistent read of the tracking tables. Creates nothing."""
+    with session.snapshot():
+        tables = frozenset(existing_tables(session, schema))
+        rows = tuple(read_rows(session, schema)) if MIGRATIONS_TABLE in tables else ()
+        lock = read_lock(session, schema) if LOCK_TABLE in tables else None
+    return ObservedTracking(schema=schema, tables=tables, rows=rows, lock=lock)

@@ -1,0 +1,1 @@
+"""Playbooks rendered into plans, and the one executor that runs them."""

@@ -1,0 +1,100 @@
+"""The action registry. An action declares its arguments, builds a PlannedStep whose
+statements are exactly what it will run, and (rarely) overrides how it runs."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from reconciler.desired.files import Migration, MigrationSet
+from reconciler.errors import UsageError
+from reconciler.remediation.plan import PlannedStep
+from reconciler.statements import Statement
+
+_REGISTRY: dict[str, type[Action]] = {}
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What an action may consult while building its step: pure data, no connection."""
+
+    schema: str
+    migrations: MigrationSet
+    backups_dir: Path | None = None  # where backup steps write
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an action may use while it runs, beyond its statements."""
+
+    session: Any
+    schema: str
+    migrations_dir: Path | None
+
+
+class StepError(Exception):
+    """A step that did not do what it must (an assertion, a failed program): its
+    transaction is rolled back and the run stops there, like a failed statement."""
+
+
+def migration_for(ctx: BuildContext, version: Any) -> Migration:
+    """The migration file of ``version``, or a usage error naming the directory."""
+    migration = ctx.migrations.find(str(version))
+    if migration is None:
+        raise UsageError(f"no migration {version} in {ctx.migrations.directory}")
+    return migration
+
+
+class Action:
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    required: ClassVar[tuple[str, ...]] = ()
+    optional: ClassVar[tuple[str, ...]] = ()
+    destructive: ClassVar[bool] = False
+    audited: ClassVar[bool] = True  # False only where the audit table itself is gone afterwards
+    static_args: ClassVar[tuple[str, ...]] = ()  # SQL text: never templated, values go in params
+
+    def step(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        self.check_args(args)
+        return self.build(ctx, args)
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        unknown = sorted(set(args) - set(self.required) - set(self.optional))
+        missing = [a for a in self.required if a not in args]
+        if unknown:
+            raise UsageError(f"action {self.name}: unknown argument(s) {', '.join(unknown)}")
+        if missing:
+            raise UsageError(f"action {self.name}: missing argument(s) {', '.join(missing)}")
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        raise NotImplementedError
+
+    def run_body(self, run: RunContext, step: PlannedStep, before: Callable[[Statement], None]) -> None:
+        """Run the step's body; ``before`` is told each statement first (for error locations).
+        The executor owns transactions, bookkeeping and audit."""
+        for statement in step.statements:
+            before(statement)
+            run.session.run(statement)
+
+
+def register(cls: type[Action]) -> type[Action]:
+    if cls.name in _REGISTRY:
+        raise RuntimeError(f"action {cls.name} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_action(name: str) -> Action:
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown action {name!r}{hint}") from None
+
+
+def registered() -> dict[str, type[Action]]:
+    return dict(_REGISTRY)

@@ -1,0 +1,81 @@
+"""apply_migration and rollback_migration: a migration file's statements plus its tracking write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.desired.files import CHECKSUM_ALGORITHM, Migration, SqlFile
+from reconciler.errors import UsageError
+from reconciler.observed import tracking
+from reconciler.remediation.actions.base import Action, BuildContext, migration_for, register
+from reconciler.remediation.plan import PlannedStep
+from reconciler.statements import Statement
+
+
+def _migration(ctx: BuildContext, version: str) -> Migration:
+    migration = ctx.migrations.find(str(version))
+    if migration is None:
+        raise UsageError(f"no migration {version} in {ctx.migrations.directory}")
+    return migration
+
+
+def _file_statements(file: SqlFile) -> tuple[Statement, ...]:
+    source = str(file.path)
+    return tuple(Statement(s.sql, None, source=source, line=s.line) for s in file.script.statements)
+
+
+@register
+class ApplyMigration(Action):
+    name = "apply_migration"
+    summary = "Run a migration file and record it in schema_migrations"
+    required = ("version",)
+    optional = ("retry",)
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        migration = migration_for(ctx, args["version"])
+        script = migration.file.script
+        row = {
+            "version": migration.version,
+            "description": migration.description,
+            "checksum": migration.checksum,
+            "algorithm": CHECKSUM_ALGORITHM,
+            "transactional": script.transactional,
+        }
+        bookkeeping = []
+        if args.get("retry"):
+            bookkeeping.append(tracking.delete_failed_rows_statement(ctx.schema, migration.version))
+        bookkeeping.append(tracking.insert_row_statement(ctx.schema, success=True, **row))
+        return PlannedStep(
+            action=self.name,
+            reason=f"apply {migration.path.name}" + (" (retrying a failed attempt)" if args.get("retry") else ""),
+            args={"version": migration.version, **({"retry": True} if args.get("retry") else {})},
+            version=migration.version,
+            statements=_file_statements(migration.file),
+            bookkeeping=tuple(bookkeeping),
+            on_failure=(tracking.insert_row_statement(ctx.schema, success=False, **row),),
+            transactional=script.transactional,
+            no_transaction_reason=script.reason,
+        )
+
+
+@register
+class RollbackMigration(Action):
+    name = "rollback_migration"
+    summary = "Run a migration's .rollback.sql and remove its tracking rows"
+    required = ("version",)
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        migration = migration_for(ctx, args["version"])
+        if migration.rollback is None:
+            raise UsageError(f"Migration {migration.version} has no rollback file")
+        script = migration.rollback.script
+        return PlannedStep(
+            action=self.name,
+            reason=f"roll back {migration.path.name} with {migration.rollback.path.name}",
+            args={"version": migration.version},
+            version=migration.version,
+            statements=_file_statements(migration.rollback),
+            bookkeeping=(tracking.delete_version_statement(ctx.schema, migration.version),),
+            transactional=script.transactional,
+            no_transaction_reason=script.reason,
+        )

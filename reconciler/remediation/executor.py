@@ -1,0 +1,430 @@
+"""The one execution path: run a plan's steps in order, recording each in the audit table
+inside the transaction that does its work.
+
+Steps run in the transactions ``Plan.transactions()`` says: one per step for migrate and
+rollback, consecutive steps together for remediation plans; a step PostgreSQL refuses in a
+transaction runs on its own. A failure rolls back the unfinished transaction, is recorded
+(tracking row, audit row), and stops the run: what committed before it stays. A stop signal
+(SIGINT, SIGTERM: see interrupts.py) cancels the running statement and ends the run the
+same way, raising Interrupted: what it kept is said, never guessed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+import psycopg2
+
+from reconciler.db import BATCH_SEPARATOR, Session, host_pid, is_connection_lost, server_error_text, sqlstate
+from reconciler.errors import (
+    BETWEEN_STEPS,
+    COMMIT_UNKNOWN,
+    COMMITTED,
+    CONNECTION_CLOSED,
+    HALF_DONE,
+    ROLLED_BACK,
+    DatabaseUnavailable,
+    Interrupted,
+    Interruption,
+)
+from reconciler.interrupts import Signalled, signal_name
+from reconciler.observed import tracking
+from reconciler.remediation.actions import Action, RunContext, StepError, get_action
+from reconciler.remediation.plan import Plan, PlannedStep
+from reconciler.statements import Statement, qualified
+
+RESET_SESSION = Statement("RESET ALL; RESET ROLE", None)
+BEGIN = Statement("BEGIN", None)
+COMMIT = Statement("COMMIT", None)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    index: int  # 1-based
+    action: str
+    version: str | None
+    ok: bool
+    elapsed_ms: int
+    error: str | None = None
+    outcome: str = "ok"  # ok, failed, rolled back, manual
+
+
+@dataclass(frozen=True)
+class Failure:
+    step: int
+    action: str
+    version: str | None
+    message: str  # the server's error
+    location: str | None  # file:line of the failing statement, when known
+    sqlstate: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    plan: Plan
+    outcomes: tuple[StepOutcome, ...]
+    failure: Failure | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def done(self) -> tuple[StepOutcome, ...]:
+        return tuple(o for o in self.outcomes if o.ok)
+
+
+@dataclass
+class _Context:
+    session: Session
+    plan: Plan
+    migrations_dir: Path | None
+    who: str = field(default_factory=host_pid)
+    started: datetime | None = None  # the server's clock when the run began
+
+    @property
+    def run(self) -> RunContext:
+        return RunContext(self.session, self.plan.tracking_schema, self.migrations_dir)
+
+
+StepCallback = Callable[[int, PlannedStep], None]
+
+
+class _StepFailed(Exception):
+    def __init__(self, failure: Failure, outcome: StepOutcome) -> None:
+        self.failure = failure
+        self.outcome = outcome
+
+
+class _StepInterrupted(Exception):
+    """A stop signal ended step ``index`` (0: none was running); ``kept`` says what of it
+    stays (errors.py)."""
+
+    def __init__(self, index: int, signum: int, kept: str, recorded: bool = False) -> None:
+        self.index = index
+        self.signum = signum
+        self.kept = kept
+        self.recorded = recorded
+
+
+@dataclass
+class _Progress:
+    """How far a run got, for the report of an interrupted one."""
+
+    committed: list[StepOutcome] = field(default_factory=list)
+    open: list[StepOutcome] = field(default_factory=list)  # done in the transaction still open
+    current: int | None = None  # the step running now (1-based)
+
+
+def execute(
+    session: Session, plan: Plan, on_step: StepCallback | None = None, migrations_dir: Path | None = None
+) -> ExecutionResult:
+    """Run ``plan`` on ``session``. The caller holds the migration lock. A stop signal raises
+    Interrupted, once the open transaction is rolled back and the step recorded as
+    interrupted."""
+    ctx = _Context(session, plan, migrations_dir)
+    progress = _Progress()
+    try:
+        return _execute(ctx, progress, on_step)
+    except _StepInterrupted as stopped:
+        raise Interrupted(_interruption(ctx, progress, stopped)) from stopped.__cause__
+    except KeyboardInterrupt as e:
+        # Outside a step's own handling (before it, between two, or while recording a
+        # failure): roll back what is open; the step, if any, is not recorded.
+        raise Interrupted(_interruption(ctx, progress, _outside_step(ctx, progress, e))) from e
+
+
+def _execute(ctx: _Context, progress: _Progress, on_step: StepCallback | None) -> ExecutionResult:
+    session, plan = ctx.session, ctx.plan
+    # The server's clock at the start: this run's audit rows are the ones written after it
+    # (the same plan, from the same host:pid, may have run before).
+    started_row = session.query_one("SELECT clock_timestamp()")
+    ctx.started = started_row[0] if started_row else None
+    outcomes = progress.committed
+    started = time.monotonic()
+    for group in plan.transactions():
+        in_group: list[StepOutcome] = []
+        progress.open = in_group
+        transactional = plan.steps[group[0]].transactional
+        try:
+            for position, index in enumerate(group):
+                step = plan.steps[index]
+                progress.current = index + 1
+                if on_step:
+                    on_step(index + 1, step)
+                opens = transactional and position == 0
+                closes = transactional and position == len(group) - 1
+                in_group.append(_run_step(ctx, index + 1, step, opens=opens, closes=closes))
+                progress.current = None
+        except _StepFailed as failed:
+            # The failed step's transaction is gone: the steps that shared it were undone.
+            undone = [
+                replace(o, ok=False, outcome="rolled back", error=f"undone with step {failed.failure.step}")
+                for o in in_group
+            ]
+            outcomes += [*undone, failed.outcome]
+            return ExecutionResult(plan, tuple(outcomes), failed.failure, time.monotonic() - started)
+        outcomes += in_group
+        progress.open = []
+    return ExecutionResult(plan, tuple(outcomes), None, time.monotonic() - started)
+
+
+def _outside_step(ctx: _Context, progress: _Progress, e: KeyboardInterrupt) -> _StepInterrupted:
+    """A stop signal outside a step's own handling: roll back whatever is open."""
+    session = ctx.session
+    signum = e.signum if isinstance(e, Signalled) else signal.SIGINT
+    index = progress.current or 0
+    if session.conn.closed:
+        return _StepInterrupted(index, signum, CONNECTION_CLOSED)
+    was_open = session.in_transaction
+    session.rollback()  # a group's transaction may be open between its steps
+    if not was_open:  # what the group did had committed
+        progress.committed += [o for o in progress.open if o not in progress.committed]
+        progress.open = []
+    if not index:
+        return _StepInterrupted(0, signum, BETWEEN_STEPS)
+    step = ctx.plan.steps[index - 1]
+    return _StepInterrupted(index, signum, ROLLED_BACK if step.transactional or was_open else HALF_DONE)
+
+
+def _interruption(ctx: _Context, progress: _Progress, stopped: _StepInterrupted) -> Interruption:
+    """What an interrupted run kept, as data for the report."""
+    step = ctx.plan.steps[stopped.index - 1] if stopped.index else None
+    committed = stopped.kept == COMMITTED  # the open transaction committed with the step
+    done = [(o.index, o.action, o.version) for o in (*progress.committed, *(progress.open if committed else ()))]
+    if step is not None and committed:
+        done.append((stopped.index, step.action, step.version))
+    undone = () if committed or stopped.kept == HALF_DONE else tuple(o.index for o in progress.open)
+    return Interruption(
+        signal=signal_name(stopped.signum),
+        signum=stopped.signum,
+        operation=ctx.plan.operation,
+        kept=stopped.kept,
+        step=stopped.index or None,
+        action=step.action if step else None,
+        version=step.version if step else None,
+        source=next((s.source for s in step.statements if s.source), None) if step else None,
+        reason=step.reason if step else None,
+        transactional=step.transactional if step else True,
+        undone=undone,
+        done=tuple(done),
+        recorded=stopped.recorded,
+        database=ctx.session.database_ref,
+    )
+
+
+def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, closes: bool) -> StepOutcome:
+    """Run one step inside its group's transaction (or on its own, when it cannot be in one).
+    ``opens``/``closes``: the step begins/commits the group's transaction.
+
+    Round trips are the cost of a long history: BEGIN travels with the step's first
+    statement, and the bookkeeping, audit row and COMMIT go together in one send."""
+    session = ctx.session
+    action = get_action(step.action)
+    t0 = time.monotonic()
+    current: list[tuple[Statement, int]] = []  # the statement being run, and where it starts in what was sent
+    opening = [BEGIN] if opens else []
+    commits = closes or not step.transactional
+    committing = False  # the send that ends in COMMIT went out: from then on only the database knows
+    try:
+        if type(action).run_body is Action.run_body:  # the body is its statements: send them
+            for statement in step.statements:
+                current[:] = [(statement, _sent_length(opening))]
+                session.run_batch([*opening, statement])
+                opening = []
+        else:  # backup, assert, manual: the action runs its body itself
+            if opening:
+                session.begin()
+                opening = []
+            action.run_body(ctx.run, step, lambda s: current.__setitem__(slice(None), [(s, 0)]))
+        current.clear()
+        runtime = {"execution_ms": _ms_since(t0), "error": None}
+        tail = [*opening] if step.transactional else [BEGIN]  # record a step run on its own atomically
+        tail += [*_reset(session), *(_with_runtime(s, runtime) for s in step.bookkeeping)]
+        outcome = "manual" if step.action == "manual" else "ok"
+        if action.audited:
+            tail.append(_audit(ctx, index, step, outcome, None))
+        if commits:
+            tail.append(COMMIT)
+        committing = commits
+        session.run_batch(tail, cancellable=not commits)
+        return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome)
+    except (psycopg2.Error, StepError) as e:
+        lost = isinstance(e, psycopg2.Error) and (is_connection_lost(e) or session.conn.closed)
+        # An error the server sent means the COMMIT did not happen; only a lost answer is a question.
+        committed = _committed(ctx, index, step) if committing and lost else False
+        if committed:
+            # The COMMIT went through and only its answer was lost: the step is done.
+            raise DatabaseUnavailable(
+                f"lost the connection to the database just after step {index} ({step.reason}) committed: "
+                f"{server_error_text(e) if isinstance(e, psycopg2.Error) else e}",
+                "It is recorded as done; run poststack db migration-status to see where things stand.",
+            ) from e
+        session.rollback()
+        if lost:
+            _connection_lost(ctx, index, step, e, t0, unknown=committed is None)
+        message = server_error_text(e) if isinstance(e, psycopg2.Error) else str(e)
+        location = _location(*current[0], e) if current and isinstance(e, psycopg2.Error) else None
+        _record_failure(ctx, index, step, message, location, _ms_since(t0))
+        failure = Failure(index, step.action, step.version, message, location, sqlstate(e))
+        raise _StepFailed(
+            failure, StepOutcome(index, step.action, step.version, False, _ms_since(t0), message, "failed")
+        ) from e
+    except KeyboardInterrupt as e:
+        raise _stopped(ctx, index, step, e, t0, committing=committing) from e
+    except BaseException:
+        # Ended some other way (SystemExit): undo the open transaction and say so in
+        # tracking, unless the step had already committed, in which case nothing failed.
+        if not session.conn.closed and not (committing and _committed(ctx, index, step)):
+            session.rollback()
+            _record_failure(ctx, index, step, "interrupted", None, _ms_since(t0))
+        raise
+
+
+# What the tracking row of an interrupted step says after "interrupted by SIGINT: ".
+_RECORDED = {ROLLED_BACK: "rolled back", HALF_DONE: "left half-done, statements before it were kept"}
+
+
+def _stopped(
+    ctx: _Context, index: int, step: PlannedStep, e: KeyboardInterrupt, t0: float, *, committing: bool
+) -> _StepInterrupted:
+    """A stop signal ended the step: its running statement was cancelled (or had just
+    finished), or a second signal closed the connection. Undo what is open and record it as
+    interrupted, unless the step had committed."""
+    session = ctx.session
+    signum = e.signum if isinstance(e, Signalled) else signal.SIGINT
+    if session.conn.closed:  # told twice: nothing more is asked of the server
+        return _StepInterrupted(index, signum, COMMIT_UNKNOWN if committing else CONNECTION_CLOSED)
+    # A COMMIT on its way is let finish (interrupts.holding): the signal is raised after it.
+    if committing and ((isinstance(e, Signalled) and e.completed) or _committed(ctx, index, step)):
+        return _StepInterrupted(index, signum, COMMITTED)
+    session.rollback()
+    kept = ROLLED_BACK if step.transactional else HALF_DONE
+    message = f"interrupted by {signal_name(signum)}: {_RECORDED[kept]}"
+    return _StepInterrupted(index, signum, kept, _record_failure(ctx, index, step, message, None, _ms_since(t0)))
+
+
+def _reset(session: Session) -> list[Statement]:
+    """What a step SET (search_path, role, ...) must not leak into its bookkeeping or into the
+    next step. Usually sent with the bookkeeping; on its own when the step changed
+    client_encoding, because the server decodes a whole send in the encoding it had when
+    the send arrived."""
+    if session.client_encoding_changed():
+        session.run(RESET_SESSION)
+        return []
+    return [RESET_SESSION]
+
+
+def _committed(ctx: _Context, index: int, step: PlannedStep) -> bool | None:
+    """After an error or interrupt once the COMMIT was sent: did the step commit? Its audit
+    row, written in the same transaction, says. None: cannot tell (no audit row for this
+    action, or the server is out of reach)."""
+    session = ctx.session
+    if not get_action(step.action).audited:
+        return None
+    if session.conn.closed and not session.reconnect():
+        return None
+    try:
+        session.rollback()
+        row = session.query_one(
+            f"SELECT EXISTS (SELECT 1 FROM {qualified(ctx.plan.tracking_schema, tracking.AUDIT_TABLE)} "
+            "WHERE plan_hash = %s AND step = %s AND host_pid = %s AND outcome IN ('ok', 'manual') AND at >= %s)",
+            (ctx.plan.hash, index, ctx.who, ctx.started),
+        )
+    except psycopg2.Error:
+        return None
+    return bool(row and row[0])
+
+
+def _sent_length(statements: list[Statement]) -> int:
+    """Characters sent before the next statement in a batch of parameterless ``statements``."""
+    return sum(len(s.sql) + len(BATCH_SEPARATOR) for s in statements)
+
+
+def _connection_lost(
+    ctx: _Context, index: int, step: PlannedStep, error: psycopg2.Error, t0: float, *, unknown: bool = False
+) -> None:
+    """``unknown``: the connection went while the step's COMMIT was on its way, and the server
+    could not be asked afterwards whether it arrived."""
+    if not unknown and ctx.session.reconnect():
+        # Record it, so diagnose and the next migrate know the step did not finish.
+        _record_failure(ctx, index, step, f"connection lost: {server_error_text(error)}", None, _ms_since(t0))
+    if unknown:
+        kept = "It was committing: it may or may not have been applied"
+    elif step.transactional:
+        kept = "The server rolled that step back"
+    else:
+        kept = "That step ran outside a transaction: the statements it had finished were kept"
+    raise DatabaseUnavailable(
+        f"lost the connection to the database during step {index} ({step.reason}): {server_error_text(error)}",
+        f"{kept}; run poststack db diagnose to see where it stopped.",
+    ) from error
+
+
+def _record_failure(
+    ctx: _Context, index: int, step: PlannedStep, message: str, location: str | None, elapsed_ms: int
+) -> bool:
+    """Write the failure's tracking row and audit row in a transaction of their own.
+    False if that failed too."""
+    session = ctx.session
+    detail = f"{location}: {message}" if location else message
+    runtime = {"execution_ms": elapsed_ms, "error": detail}
+    try:
+        reset = _reset(session)
+    except psycopg2.Error:
+        reset = [RESET_SESSION]
+    record = [BEGIN, *reset, *(_with_runtime(s, runtime) for s in step.on_failure)]
+    if get_action(step.action).audited:
+        record.append(_audit(ctx, index, step, "failed", detail))
+    try:
+        session.run_batch([*record, COMMIT])
+    except psycopg2.Error:
+        session.rollback()  # the failure itself is still reported to the user
+        return False
+    return True
+
+
+def _audit(ctx: _Context, index: int, step: PlannedStep, outcome: str, detail: str | None) -> Statement:
+    return tracking.audit_statement(
+        ctx.plan.tracking_schema,
+        host_pid=ctx.who,
+        operation=ctx.plan.operation,
+        plan_hash=ctx.plan.hash,
+        step=index,
+        action=step.action,
+        version=step.version,
+        outcome=outcome,
+        detail=detail if detail is not None else step.reason,
+    )
+
+
+def _with_runtime(statement: Statement, runtime: dict[str, object]) -> Statement:
+    if statement.params is None:
+        return statement
+    params = dict(statement.params)
+    for key in tracking.RUNTIME_PARAMS & params.keys():
+        if params[key] is None:
+            params[key] = runtime[key]
+    return replace(statement, params=params)
+
+
+def _location(statement: Statement, offset: int, error: BaseException) -> str | None:
+    """file:line of the failing statement, refined by the server's error position (counted
+    from the start of what was sent, where the statement began at ``offset``)."""
+    if statement.source is None or statement.line is None:
+        return None
+    line = statement.line
+    position = getattr(getattr(error, "diag", None), "statement_position", None)
+    if position and str(position).isdigit() and 0 < int(position) - offset <= len(statement.sql):
+        line += statement.sql.count("\n", 0, int(position) - offset - 1)
+    return f"{statement.source}:{line}"
+
+
+def _ms_since(t0: float) -> int:
+    return int((time.monotonic() - t0) * 1000)

@@ -1,0 +1,256 @@
+"""plan, apply and the guide's fix commands (recover, repair, clean, unlock-migrations).
+
+One function per verb; each returns data. They all go through the same planner and the
+same executor: a front-end only fixes which playbooks and variables are used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.config import Settings
+from reconciler.db import DatabaseRef, Session, connect
+from reconciler.desired.files import load_migrations, version_number
+from reconciler.diagnosis.checks import Facts, run_checks
+from reconciler.diagnosis.issues import Issue, Severity
+from reconciler.errors import OperationFailed, PoststackError, UsageError
+from reconciler.observed import locking, tracking
+from reconciler.observed.state import read_state
+from reconciler.observed.tracking import observe_tracking
+from reconciler.remediation import executor
+from reconciler.remediation.actions import BuildContext
+from reconciler.remediation.plan import Plan
+from reconciler.remediation.planner import HELD, PlanRequest, plan_remediation
+from reconciler.remediation.playbook import load_all
+
+DEFAULT_VARIABLES = {
+    "force": False,
+    "terminate": False,
+    "allow_out_of_order": False,
+    "allow_undetermined": False,
+    "wait": False,
+    "lock_timeout": 30.0,  # the command's --lock-timeout: how long a wait_for_backend step may wait
+    "versions": [],  # db recover VERSION ...: only these
+}
+
+
+class StalePlan(OperationFailed):
+    """The database changed since the plan was made."""
+
+
+def build_context(settings: Settings, desired_migrations: Any) -> BuildContext:
+    return BuildContext(
+        settings.tracking_schema, desired_migrations, settings.migrations_dir.resolve().parent / "backups"
+    )
+
+
+def _facts(session: Session, settings: Settings) -> Facts:
+    return Facts(*read_state(session, settings.migrations_dir, settings.tracking_schema))
+
+
+def _with_defaults(request: PlanRequest, settings: Settings | None = None) -> PlanRequest:
+    timeout = {"lock_timeout": settings.lock_timeout} if settings is not None else {}
+    variables = {**DEFAULT_VARIABLES, **timeout, **request.variables}
+    return PlanRequest(request.playbooks, request.issue_types, variables, request.operation, request.include_unhandled)
+
+
+def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> Plan:
+    playbooks = load_all(settings.migrations_dir)  # malformed playbooks fail before any connection
+    with connect(settings, notify) as session:
+        facts = _facts(session, settings)
+    return plan_remediation(
+        facts, playbooks, _with_defaults(request, settings), build_context(settings, facts.desired.migrations)
+    )
+
+
+# --- saved plans --------------------------------------------------------------------------
+
+
+def save_plan(plan: Plan, path: Path) -> None:
+    data = plan.to_json()
+    data["hash"] = plan.hash
+    try:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    except OSError as e:
+        raise UsageError(f"cannot write plan file {path}: {e.strerror}") from e
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a saved plan, refusing one that is not a poststack plan or was edited."""
+    import jsonschema
+
+    from reconciler.remediation.playbook import json_schema
+
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read plan file {path}: {e.strerror}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not a poststack plan (not JSON: {e})") from e
+    errors = list(jsonschema.Draft202012Validator(json_schema("plan.schema.json")).iter_errors(data))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise UsageError(f"{path}: not a poststack plan: {where}: {errors[0].message}")
+    plan = Plan.from_json(data)
+    if not data.get("hash"):
+        raise UsageError(
+            f"{path}: the plan has no hash, so an edit could not be told apart",
+            "Make a new one with poststack plan --out FILE.",
+        )
+    if data["hash"] != plan.hash:
+        raise UsageError(
+            f"{path}: the plan was edited after it was made (its hash does not match)",
+            "Make a new one with poststack plan --out FILE.",
+        )
+    return plan
+
+
+# --- apply --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    execution: executor.ExecutionResult | None  # None when the plan had nothing to run
+    remaining: tuple[Issue, ...]  # what a fresh diagnosis finds afterwards
+    database: DatabaseRef  # where it ran: the report names it
+    # apply converges the whole database: high-severity issues left afterwards make it fail.
+    # The fix commands (recover, repair, clean) answer only for what they fix.
+    whole: bool = False
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        """Pending migrations the plan did not run because they may have run already, or wait
+        behind one that may: apply did not converge, and must not say it did."""
+        return tuple(s.version for s in self.plan.steps if s.playbook == HELD and s.version)
+
+    @property
+    def unresolved(self) -> tuple[Issue, ...]:
+        """For apply: high-severity issues a fresh diagnosis still finds (not healthy yet)."""
+        if not self.whole:
+            return ()
+        return tuple(i for i in self.remaining if i.severity is not None and i.severity >= Severity.HIGH)
+
+    @property
+    def ok(self) -> bool:
+        return (self.execution is None or self.execution.ok) and not self.held and not self.unresolved
+
+
+def apply_plan(
+    settings: Settings,
+    plan: Plan,
+    notify: Any = None,
+    on_step: Any = None,
+    replan: PlanRequest | None = None,
+    whole: bool = False,
+) -> ApplyResult:
+    """Run a plan made by make_plan (now or saved). Refused, before anything runs, when it
+    was made for another database or the database changed since (stale). ``whole``: the
+    run answers for the whole database (poststack apply), not one kind of fix."""
+    schema = plan.tracking_schema
+    if schema != settings.tracking_schema:
+        raise UsageError(
+            f"the plan is for tracking schema {schema}, not {settings.tracking_schema} (use --schema {schema})"
+        )
+    with connect(settings, notify) as session:
+        database = session.server_info().database
+        if plan.database is not None and plan.database != database:
+            raise UsageError(
+                f"the plan was made for database {plan.database}, not {database}",
+                "Apply it where it was made, or make a new plan here with poststack plan.",
+            )
+        if not any(s.action != "manual" for s in plan.steps):
+            return ApplyResult(plan, None, tuple(run_checks(_facts(session, settings))), session.database_ref, whole)
+        # The lock row: a plan that releases a stuck lock, or that creates the tables, runs
+        # under the advisory lock alone and leaves the row to its steps.
+        releases_lock = any(s.action == "release_lock" for s in plan.steps)
+        take_row = not releases_lock and tracking.LOCK_TABLE in observe_tracking(session, schema).tables
+        # Backends the plan ends (the lock's holder, --terminate): the advisory lock one of
+        # them keeps is not waited for, or the plan that ends it could never start.
+        ending = frozenset(
+            pid
+            for s in plan.steps
+            if s.action in ("wait_for_backend", "release_lock") and s.args.get("terminate")
+            for pid in (s.args.get("backend_pid", s.args.get("holder_backend_pid")),)
+            if isinstance(pid, int)
+        )
+
+        current = [plan]
+
+        def still_fresh() -> None:
+            # Under the advisory lock, before the lock row is touched: nothing slips in.
+            facts = _facts(session, settings)
+            if facts.observed.fingerprint == plan.fingerprint:
+                return
+            if replan is None:
+                raise StalePlan(
+                    "Saved plan is stale: the database changed since the plan was made",
+                    "Nothing was run. Make a new plan with poststack plan (and review it) before applying.",
+                )
+            # Approved in advance: plan again, under the lock, from what is there now.
+            books = load_all(settings.migrations_dir)
+            current[0] = plan_remediation(
+                facts, books, _with_defaults(replan, settings), build_context(settings, facts.desired.migrations)
+            )
+
+        with locking.migration_lock(
+            session, schema, settings.lock_timeout, still_fresh, take_row=take_row, ending=ending
+        ):
+            execution = executor.execute(session, current[0], on_step, settings.migrations_dir)
+        plan = current[0]
+        remaining = tuple(run_checks(_facts(session, settings)))
+    return ApplyResult(plan, execution, remaining, session.database_ref, whole)
+
+
+# --- front-ends ---------------------------------------------------------------------------
+
+
+def recover(settings: Settings, *, force: bool, versions: tuple[str, ...] = (), notify: Any = None) -> Plan:
+    """Track what shows applied; with ``force``, also the undetermined migrations migrate
+    holds. ``versions``: only these (and with force, these even when nothing holds them:
+    the person's word)."""
+    migrations = load_migrations(settings.migrations_dir)
+    for version in versions:
+        if migrations.find(version) is None:
+            raise UsageError(f"no migration {version} in {settings.migrations_dir}")
+    named = [m.version for m in migrations.migrations if any(m.number == version_number(v) for v in versions)]
+    variables = {"force": force, "versions": named}
+    request = PlanRequest(("recover",), ("missing_tracking", "undetermined"), variables, "recover", False)
+    return make_plan(settings, request, notify)
+
+
+def repair(settings: Settings, *, issue_types: tuple[str, ...], force: bool, notify: Any = None) -> Plan:
+    types = issue_types or ("checksum_mismatch", "duplicate_version", "partial_migration")
+    for t in types:
+        if t not in ("checksum_mismatch", "duplicate_version", "partial_migration"):
+            raise UsageError(f"repair fixes checksum_mismatch, duplicate_version and partial_migration, not {t}")
+    return make_plan(settings, PlanRequest(("repair",), types, {"force": force}, "repair", False), notify)
+
+
+def clean(
+    settings: Settings,
+    *,
+    locks: bool,
+    duplicates: bool,
+    terminate: bool,
+    wait: bool = False,
+    operation: str = "clean",
+    notify: Any = None,
+) -> Plan:
+    if not (locks or duplicates):
+        raise UsageError("say what to clean: --locks, --duplicates, or both")
+    books = (("clean-locks",) if locks else ()) + (("clean-duplicates",) if duplicates else ())
+    types = (("stuck_lock",) if locks else ()) + (("duplicate_version",) if duplicates else ())
+    variables = {"terminate": terminate, "wait": wait}
+    return make_plan(settings, PlanRequest(books, types, variables, operation, False), notify)
+
+
+def checked_apply(settings: Settings, plan: Plan, notify: Any = None, on_step: Any = None) -> ApplyResult:
+    """apply_plan for the front-ends, which plan and apply in one go."""
+    try:
+        return apply_plan(settings, plan, notify, on_step)
+    except StalePlan as e:
+        raise PoststackError("the database changed while the fix was being planned; run the command again") from e

@@ -1,0 +1,255 @@
+"""migrate and rollback: build a plan from files and tracking (pure), then hand it to the
+executor under the migration lock. One execution path for everything that writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.config import Settings
+from reconciler.db import DatabaseRef, Session
+from reconciler.desired.files import MigrationSet, version_number
+from reconciler.diagnosis.attribution import attribute_unapplied
+from reconciler.diagnosis.pending import NOTHING_ALLOWED, Allowances, OwnTablesAtRisk, Readiness, decide
+from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
+from reconciler.observed import locking
+from reconciler.observed.state import read_state_of
+from reconciler.observed.tracking import ObservedTracking, observe_tracking
+from reconciler.remediation import executor
+from reconciler.remediation.actions import BuildContext, get_action
+from reconciler.remediation.plan import Plan, PlannedStep
+
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    operation: str  # migrate, rollback
+    plan: Plan
+    execution: executor.ExecutionResult | None  # None for a dry run
+    dry_run: bool
+    database: DatabaseRef  # where it ran: the report names it, so no run passes for another's
+
+    @property
+    def ok(self) -> bool:
+        return self.execution is None or self.execution.ok
+
+
+def migrate_plan(
+    migrations: MigrationSet,
+    observed: ObservedTracking,
+    readiness: Readiness,
+    target: str | None = None,
+) -> Plan:
+    """Every pending migration up to ``target``, in numeric order, as ``readiness`` allows.
+    Pure. Refused whole when any migration up to ``target`` is held: a later one never runs
+    over an unresolved earlier one."""
+    ctx = BuildContext(observed.schema, migrations)
+    limit = _target_number(migrations, target) if target is not None else None
+    if not migrations.migrations and observed.applied:
+        raise UsageError(
+            f"no migration files in {migrations.directory}, yet {len(observed.applied)} migration(s) are tracked "
+            "as applied there",
+            "Point --migrations-dir (or POSTSTACK_MIGRATIONS_DIR) at the project's migrations.",
+        )
+    if readiness.risks:  # found only half-way through a run otherwise, poststack's record gone
+        raise OwnTablesAtRisk(readiness.risks)
+    if readiness.holds:
+        raise MigrationsHeld(readiness)
+    steps: list[PlannedStep] = []
+    notes: list[str] = []
+    if not observed.complete:
+        steps.append(get_action("create_tracking").step(ctx, {}))
+
+    for migration in migrations.migrations:
+        row = observed.applied.get(migration.number)
+        if row is not None and row.checksum and row.checksum != migration.file.checksum_as(row.checksum_algorithm):
+            notes.append(
+                f"Migration {migration.version} was edited after it was applied "
+                f"(checksum {row.checksum[:8]} tracked, {migration.checksum[:8]} on disk); "
+                "see poststack db diagnose --type checksum_mismatch"
+            )
+    newest_applied = max(observed.applied, default=None)
+    for item in readiness.runnable:
+        migration = item.migration
+        if newest_applied is not None and migration.number < newest_applied:
+            notes.append(
+                f"Migration {migration.version} is applied out of order "
+                f"(migration {observed.applied[newest_applied].version} is already applied; --allow-out-of-order)"
+            )
+        steps.append(get_action("apply_migration").step(ctx, {"version": migration.version, "retry": item.retry}))
+
+    reason = None
+    if not any(s.action == "apply_migration" for s in steps):
+        reason = "Database is up to date" if limit is None else f"Database is already at or past {target}"
+    return Plan("migrate", observed.schema, observed.fingerprint, tuple(steps), reason, tuple(notes))
+
+
+class MigrationsHeld(OperationFailed):
+    """Pending migrations that may already have run, or must not run yet: nothing runs."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        first = readiness.holds[0]
+        others = [h.version for h in readiness.holds[1:]]
+        detail = first.remedy
+        if others:
+            detail += f" Also held: {_listing(others)}."
+        if readiness.waiting:
+            detail += f" Waiting behind them: {_listing(list(readiness.waiting))}."
+        super().__init__(f"Nothing was run. {first.reason}.", detail)
+        self.readiness = readiness
+
+
+def _listing(versions: list[str], most: int = 6) -> str:
+    if len(versions) <= most:
+        return ", ".join(versions)
+    return f"{', '.join(versions[:3])} … {', '.join(versions[-2:])} ({len(versions)} in all)"
+
+
+def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: str) -> Plan:
+    """Undo every applied migration above ``target``, newest first. Refuses the whole plan
+    if any of them has no rollback file. Pure."""
+    limit = version_number(target)
+    known = {m.number for m in migrations.migrations} | set(observed.applied)
+    if limit != 0 and limit not in known:
+        raise UsageError(
+            f"no migration {target} in {migrations.directory} or in the tracking table",
+            "Name an existing version to roll back to: every applied migration above it is undone.",
+        )
+    ctx = BuildContext(observed.schema, migrations)
+    by_number = migrations.by_number()
+    to_undo = sorted((n for n in observed.applied if n > limit), reverse=True)
+    no_file = [observed.applied[n].version for n in sorted(to_undo) if n not in by_number]
+    if no_file:
+        raise OperationFailed(
+            f"Rollback failed: Migration {no_file[0]} is tracked but its file is missing",
+            f"Tracked without a file: {', '.join(no_file)}. Nothing was rolled back.",
+        )
+    no_rollback = [observed.applied[n].version for n in sorted(to_undo) if by_number[n].rollback is None]
+    if no_rollback:
+        raise OperationFailed(
+            f"Rollback failed: Migration {no_rollback[0]} has no rollback file",
+            f"Missing rollback files for migrations: {', '.join(no_rollback)}. Nothing was rolled back.",
+        )
+    steps = tuple(get_action("rollback_migration").step(ctx, {"version": by_number[n].version}) for n in to_undo)
+    reason = None if steps else f"Nothing to roll back: no applied migration above {target}"
+    return Plan("rollback", observed.schema, observed.fingerprint, steps, reason)
+
+
+def _target_number(migrations: MigrationSet, target: str) -> int:
+    if migrations.find(target) is None:
+        raise UsageError(f"--target {target}: no migration {target} in {migrations.directory}")
+    return version_number(target)
+
+
+def ensure_tracking(session: Session, settings: Settings, migrations: MigrationSet) -> None:
+    """Create the tracking tables when absent (under the advisory lock, by the executor)."""
+    observed = observe_tracking(session, settings.tracking_schema)
+    if observed.complete:
+        return
+    ctx = BuildContext(settings.tracking_schema, migrations)
+    plan = Plan(
+        "create-schema", settings.tracking_schema, observed.fingerprint, (get_action("create_tracking").step(ctx, {}),)
+    )
+    result = executor.execute(session, plan)
+    if result.failure:
+        if result.failure.sqlstate == INSUFFICIENT_PRIVILEGE:
+            raise DatabaseUnavailable(
+                f"cannot create the tracking tables in schema {settings.tracking_schema}: {result.failure.message}",
+                f"Grant the role CREATE on schema {settings.tracking_schema}, or point --schema at a schema it owns.",
+            )
+        raise OperationFailed(f"cannot create the tracking tables: {result.failure.message}")
+
+
+def look(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    target: str | None,
+    allow: Allowances,
+    tracking: ObservedTracking | None = None,
+) -> tuple[ObservedTracking, Readiness]:
+    """Which pending migrations may run: from tracking alone when nothing is pending, else
+    from one read of tracking and catalog together, in diagnose's constant number of queries."""
+    tracking = tracking if tracking is not None else observe_tracking(session, settings.tracking_schema)
+    limit = _target_number(migrations, target) if target is not None else None
+    if all(m.number in tracking.applied or (limit is not None and m.number > limit) for m in migrations.migrations):
+        return tracking, decide(migrations, tracking, {}, None, None, allow, limit)
+    desired, observed = read_state_of(session, migrations, settings.tracking_schema)
+    attributions = attribute_unapplied(
+        migrations.migrations,
+        observed.tracking.applied,
+        desired.history,
+        observed.catalog,
+        observed.verify,
+        observed.audited,
+    )
+    readiness = decide(
+        migrations,
+        observed.tracking,
+        attributions,
+        desired.history,
+        observed.catalog,
+        allow,
+        limit,
+        audited=observed.audited,
+    )
+    return observed.tracking, readiness
+
+
+def migrate(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    *,
+    target: str | None = None,
+    dry_run: bool = False,
+    allow: Allowances = NOTHING_ALLOWED,
+    on_step: executor.StepCallback | None = None,
+) -> RunResult:
+    # Planning from a read-only look first parses every pending file and reads the catalog,
+    # so a bad file or a migration that may have run already is refused before anything
+    # (even the tracking tables) is written.
+    tracking, readiness = look(session, settings, migrations, target, allow)
+    locked = tracking.lock is not None and tracking.lock.locked
+    if dry_run or readiness.risks or not (readiness.holds and locked):
+        plan = migrate_plan(migrations, tracking, readiness, target)
+    # Held while the migration lock is taken: a live run may be half-way through a migration
+    # outside a transaction, and a dead one explains itself first (the lock says it stopped
+    # mid-way). Either way the lock decides first; the evidence is read again under it.
+    if dry_run:
+        return RunResult("migrate", plan, None, True, session.database_ref)
+    schema = settings.tracking_schema
+    with locking.migration_lock(
+        session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
+    ):
+        # Looked at again under the lock: a concurrent run's work, or a migration applied by
+        # hand while this one waited, is seen, never repeated.
+        now, readiness = look(session, settings, migrations, target, allow)
+        plan = migrate_plan(migrations, now, readiness, target)
+        execution = executor.execute(session, plan, on_step)
+    return RunResult("migrate", plan, execution, False, session.database_ref)
+
+
+def rollback(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    target: str,
+    *,
+    dry_run: bool = False,
+    on_step: executor.StepCallback | None = None,
+) -> RunResult:
+    schema = settings.tracking_schema
+    if dry_run:
+        plan = rollback_plan(migrations, observe_tracking(session, schema), target)
+        return RunResult("rollback", plan, None, True, session.database_ref)
+    observed = observe_tracking(session, schema)
+    if not observed.exists:
+        plan = rollback_plan(migrations, observed, target)  # nothing applied: a plan with no steps
+        return RunResult("rollback", plan, None, False, session.database_ref)
+    with locking.migration_lock(
+        session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
+    ):
+        plan = rollback_plan(migrations, observe_tracking(session, schema), target)
+        execution = executor.execute(session, plan, on_step)
+    return RunResult("rollback", plan, execution, False, session.database_ref)
