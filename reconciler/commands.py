@@ -14,7 +14,7 @@ from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
 from reconciler.desired.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
 from reconciler.errors import DatabaseUnavailable, UsageError
-from reconciler.observed.tracking import RESET_TABLES, LockState, ObservedTracking, observe_tracking
+from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking, reset_tables
 from reconciler.remediation.plan import Plan
 
 if TYPE_CHECKING:  # the execution stack is imported by the verbs that run something
@@ -40,7 +40,7 @@ def migrate(
     from reconciler.diagnosis.pending import Allowances
     from reconciler.remediation import runner
 
-    migrations = load_migrations(settings.migrations_dir)
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
         return runner.migrate(
             session, settings, migrations, target=target, dry_run=dry_run, allow=allow or Allowances(), on_step=on_step
@@ -57,7 +57,7 @@ def rollback(
 ) -> runner.RunResult:
     from reconciler.remediation import runner
 
-    migrations = load_migrations(settings.migrations_dir)
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
         return runner.rollback(session, settings, migrations, version, dry_run=dry_run, on_step=on_step)
 
@@ -93,13 +93,13 @@ class StatusResult:
 def _status_from(
     migrations: MigrationSet, observed: ObservedTracking, database: str, history: History | None = None
 ) -> StatusResult:
-    files = migrations.by_number()
+    files = migrations.by_key()
     applied = tuple(
         MigrationEntry(row.version, row.description, row.applied_at, None, number in files)
         for number, row in sorted(observed.applied.items())
     )
     pending = tuple(
-        MigrationEntry(m.version, m.description) for m in migrations.migrations if m.number not in observed.applied
+        MigrationEntry(m.version, m.description) for m in migrations.migrations if m.key not in observed.applied
     )
     failed = tuple(
         MigrationEntry(row.version, row.description, row.applied_at, row.error, number in files)
@@ -114,7 +114,7 @@ def _status_from(
         undetermined = tuple(
             MigrationEntry(m.version, m.description)
             for m in migrations.migrations
-            if m.number not in tracked and m.verify is None and not history.evidence_of(m.version)
+            if m.key not in tracked and m.verify is None and not history.evidence_of(m.version)
         )
     return StatusResult(
         database=database,
@@ -129,18 +129,18 @@ def _status_from(
 
 
 def migration_status(settings: Settings, notify: Notify | None = None) -> StatusResult:
-    migrations = load_migrations(settings.migrations_dir)
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
-        observed = observe_tracking(session, settings.tracking_schema)
+        observed = observe_tracking(session, settings.tracking)
         # Only untracked files without a verify script can be undetermined; parsing the whole
         # history is for them alone.
         tracked = set(observed.applied) | set(observed.failed)
         history = None
-        if any(m.number not in tracked and m.verify is None for m in migrations.migrations):
+        if any(m.key not in tracked and m.verify is None for m in migrations.migrations):
             from reconciler.observed.catalog import session_search_path
             from reconciler.observed.state import read_history
 
-            history = read_history(migrations, session_search_path(session), settings.tracking_schema)
+            history = read_history(migrations, session_search_path(session), settings.tracking)
         return _status_from(migrations, observed, session.display_url, history)
 
 
@@ -170,9 +170,9 @@ class InfoResult:
 
 
 def migration_info(settings: Settings, notify: Notify | None = None) -> InfoResult:
-    migrations = load_migrations(settings.migrations_dir)
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
-        observed = observe_tracking(session, settings.tracking_schema)
+        observed = observe_tracking(session, settings.tracking)
         server = session.server_info()
         files = []
         for m in migrations.migrations:
@@ -180,9 +180,7 @@ def migration_info(settings: Settings, notify: Notify | None = None) -> InfoResu
                 transactional: bool | None = m.file.script.transactional
             except Exception:
                 transactional = None
-            status = (
-                "applied" if m.number in observed.applied else "failed" if m.number in observed.failed else "pending"
-            )
+            status = "applied" if m.key in observed.applied else "failed" if m.key in observed.failed else "pending"
             files.append(
                 FileInfo(
                     m.version,
@@ -225,27 +223,27 @@ def create_schema(settings: Settings, *, force: bool, notify: Notify | None = No
     from reconciler.remediation import executor, runner
     from reconciler.remediation.actions import BuildContext, get_action
 
-    schema = settings.tracking_schema
+    schema, location = settings.tracking_schema, settings.tracking
     empty = MigrationSet(settings.migrations_dir, ())
-    ctx = BuildContext(schema, empty)
+    ctx = BuildContext(location, empty)
     with connect(settings, notify) as session:
-        observed = observe_tracking(session, schema)
+        observed = observe_tracking(session, location)
         before = observed.tables
         steps = []
         if force and before:
             steps.append(get_action("drop_tracking").step(ctx, {}))
         steps.append(get_action("create_tracking").step(ctx, {}))
-        plan = Plan("create-schema", schema, observed.fingerprint, tuple(steps))
-        with locking.advisory_only(session, schema, settings.lock_timeout):
+        plan = Plan("create-schema", location, observed.fingerprint, tuple(steps))
+        with locking.advisory_only(session, location, settings.lock_timeout):
             execution = executor.execute(session, plan)
         if execution.failure and execution.failure.sqlstate == runner.INSUFFICIENT_PRIVILEGE:
             raise DatabaseUnavailable(
                 f"cannot create the tracking tables in schema {schema}: {execution.failure.message}",
                 f"Grant the role CREATE on schema {schema}, or point --schema at a schema it owns.",
             )
-        after = observe_tracking(session, schema).tables
+        after = observe_tracking(session, location).tables
         database = session.database_ref
-    dropped = tuple(sorted(before & set(RESET_TABLES))) if force else ()
+    dropped = tuple(sorted(before & set(reset_tables(location)))) if force else ()
     created = tuple(sorted(after - (before - set(dropped))))
     return CreateSchemaResult(schema, dropped, len(observed.rows) if force else 0, created, execution, database)
 

@@ -10,20 +10,22 @@ successful run on a throwaway server.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from reconciler.errors import DatabaseUnavailable, UsageError
+from reconciler.errors import DatabaseUnavailable, UsageError, did_you_mean
+from reconciler.statements import qualified
 
 DEFAULT_MIGRATIONS_DIR = "migrations"
 DEFAULT_SCHEMA = "public"
+# The tracking tables are <prefix>migrations, <prefix>migrations_lock, <prefix>migrations_audit.
+DEFAULT_TABLE_PREFIX = "schema_"
 DEFAULT_LOCK_TIMEOUT = 30.0
 MAX_LOCK_TIMEOUT = 2_147_483  # PostgreSQL's lock_timeout ceiling, in seconds
 EMBEDDED = "embedded"
@@ -33,10 +35,17 @@ SETTING_VARIABLES: dict[str, str] = {
     "database_url": "POSTSTACK_DATABASE_URL",
     "migrations_dir": "POSTSTACK_MIGRATIONS_DIR",
     "tracking_schema": "POSTSTACK_SCHEMA",
+    "table_prefix": "POSTSTACK_TABLE_PREFIX",
+    "layout": "POSTSTACK_LAYOUT",
 }
 # POSTSTACK_ variables that poststack's own test suite and benchmarks read, not poststack:
 # a developer's shell has them set while running poststack.
-OTHER_VARIABLES = ("POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY")
+OTHER_VARIABLES = (
+    "POSTSTACK_TEST_DATABASE_URL",
+    "POSTSTACK_BENCH_DATABASE_URL",
+    "POSTSTACK_RELIABILITY",
+    "POSTSTACK_FOREIGN_TOOLS",  # where the tests find dbmate and sqlx (tests/foreign)
+)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@/\n]*)(?P<tail>@)")
@@ -46,6 +55,51 @@ _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?
 _CARELESS_URL = re.compile(r"^(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>.*)(?P<tail>@[^@]*)$", re.DOTALL)
 _PASSWORD_IN_DSN = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]*)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TrackingLocation:
+    """Where poststack keeps its tables: a schema, and the prefix of their names. Two
+    prefixes in one schema are two independent histories, each with its own lock."""
+
+    schema: str = DEFAULT_SCHEMA
+    prefix: str = DEFAULT_TABLE_PREFIX
+
+    @property
+    def migrations_table(self) -> str:
+        return f"{self.prefix}migrations"
+
+    @property
+    def lock_table(self) -> str:
+        return f"{self.prefix}migrations_lock"
+
+    @property
+    def audit_table(self) -> str:
+        return f"{self.prefix}migrations_audit"
+
+    @property
+    def tables(self) -> tuple[str, str, str]:
+        return (self.migrations_table, self.lock_table, self.audit_table)
+
+    @property
+    def version_index(self) -> str:
+        return f"{self.prefix}migrations_version_idx"
+
+    # The qualified, quoted names, for SQL text.
+    @property
+    def migrations_sql(self) -> str:
+        return qualified(self.schema, self.migrations_table)
+
+    @property
+    def lock_sql(self) -> str:
+        return qualified(self.schema, self.lock_table)
+
+    @property
+    def audit_sql(self) -> str:
+        return qualified(self.schema, self.audit_table)
+
+
+DEFAULT_TRACKING = TrackingLocation()
 
 
 @dataclass(frozen=True)
@@ -59,6 +113,12 @@ class Settings:
     tracking_schema: str
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     debug: bool = False
+    table_prefix: str = DEFAULT_TABLE_PREFIX
+    layout: str | None = None  # a layout's name; None: detected from the migrations directory
+
+    @property
+    def tracking(self) -> TrackingLocation:
+        return TrackingLocation(self.tracking_schema, self.table_prefix)
 
     @property
     def embedded(self) -> bool:
@@ -128,21 +188,13 @@ def _read_project_file(cwd: Path) -> tuple[dict[str, object], Path | None, str]:
     return {}, None, ""
 
 
-def _did_you_mean(name: str, known: Collection[str]) -> str:
-    """``; did you mean 'x'?`` for the closest known name, compared without case and with
-    ``-`` read as ``_`` (``database-url``, ``DATABASE_URL``); else nothing."""
-    by_form = {k.lower().replace("-", "_"): k for k in known}
-    close = difflib.get_close_matches(name.lower().replace("-", "_"), list(by_form), n=1, cutoff=0.6)
-    return f"; did you mean {by_form[close[0]]!r}?" if close else ""
-
-
 def _check_keys(table: Mapping[str, object], where: str) -> None:
     """A key poststack does not read is a typo until shown otherwise: a misspelt
     ``database-url`` must not quietly leave the database unset."""
     for key in table:
         if key not in SETTING_VARIABLES:
             raise UsageError(
-                f"{where}: unknown key {key!r}{_did_you_mean(key, SETTING_VARIABLES)}",
+                f"{where}: unknown key {key!r}{did_you_mean(key, SETTING_VARIABLES)}",
                 f"poststack reads {', '.join(SETTING_VARIABLES)}.",
             )
 
@@ -155,7 +207,7 @@ def _check_environment(env: Mapping[str, str]) -> None:
     for name in sorted(env):
         if name.startswith("POSTSTACK_") and name not in known:
             raise UsageError(
-                f"environment variable {name} is not one poststack reads{_did_you_mean(name, known)}",
+                f"environment variable {name} is not one poststack reads{did_you_mean(name, known)}",
                 f"poststack reads {', '.join(SETTING_VARIABLES.values())} (and DATABASE_URL); rename or unset {name}.",
             )
 
@@ -223,6 +275,8 @@ def resolve_settings(
     embedded_by_default: bool = False,
     migrations_dir: str | Path | None = None,
     tracking_schema: str | None = None,
+    table_prefix: str | None = None,
+    layout: str | None = None,
     lock_timeout: float | None = None,
     debug: bool = False,
     environ: Mapping[str, str] | None = None,
@@ -245,6 +299,8 @@ def resolve_settings(
             "--database-url": database_url,
             "--migrations-dir": None if migrations_dir is None else str(migrations_dir),
             "--schema": tracking_schema,
+            "--table-prefix": table_prefix,
+            "--layout": layout,
         },
         env,
     )
@@ -290,6 +346,28 @@ def resolve_settings(
         raise UsageError(f"tracking schema {schema!r} is not a plain PostgreSQL identifier")
     schema = schema.lower()  # as PostgreSQL folds an unquoted name: --schema Ops means ops
 
+    prefix = (
+        _nonempty(table_prefix)
+        or _nonempty(env.get(SETTING_VARIABLES["table_prefix"]))
+        or _string_option(table, "table_prefix", project_file)
+        or DEFAULT_TABLE_PREFIX
+    )
+    # The longest name, the sequence PostgreSQL makes for <prefix>migrations_audit
+    # (<prefix>migrations_audit_id_seq), must stay within its 63 bytes, or it is cut short.
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_$]{0,39}$", prefix):
+        raise UsageError(
+            f"tracking table prefix {prefix!r} is not the start of a plain PostgreSQL identifier",
+            "Use letters, digits and underscores, at most 40 characters (e.g. poststack_).",
+        )
+    prefix = prefix.lower()
+
+    chosen_layout = (
+        _nonempty(layout)
+        or _nonempty(env.get(SETTING_VARIABLES["layout"]))
+        or _string_option(table, "layout", project_file)
+    )
+    # Its name is checked against the layouts by the interface (config sits below desired/).
+
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LOCK_TIMEOUT:
         raise UsageError(f"--lock-timeout must be between 0 and {MAX_LOCK_TIMEOUT} seconds")
@@ -303,4 +381,6 @@ def resolve_settings(
         tracking_schema=schema,
         lock_timeout=timeout,
         debug=debug,
+        table_prefix=prefix,
+        layout=chosen_layout,
     )

@@ -26,12 +26,11 @@ import psycopg2
 
 from reconciler import dsn
 from reconciler.bundled import EXAMPLE_MIGRATIONS
-from reconciler.config import Settings, masked_url
+from reconciler.config import Settings, TrackingLocation, masked_url
 from reconciler.db import Session, open_raw, resolve_url
 from reconciler.desired.files import load_migrations
 from reconciler.errors import DatabaseUnavailable, OperationFailed
-from reconciler.observed import tracking
-from reconciler.statements import Statement, qualified, quote_ident
+from reconciler.statements import Statement, quote_ident
 
 DATABASE_PREFIX = "poststack_demo_"
 EDIT = "-- Reviewed after release: email should become citext one day.\n"
@@ -41,10 +40,11 @@ LOCK_WAIT_S = 30.0
 # server sees its connection die exactly as it does when a CI runner is cancelled.
 _LOCK_HOLDER = """
 import sys, time
+from reconciler.config import TrackingLocation
 from reconciler.observed import locking
 from reconciler.db import Session, open_raw
 session = Session(open_raw(sys.argv[1]), sys.argv[1])
-with locking.migration_lock(session, "public", 10):
+with locking.migration_lock(session, TrackingLocation(sys.argv[2], sys.argv[3]), 10):
     print(session.server_info().backend_pid, flush=True)
     time.sleep(600)
 """
@@ -88,7 +88,7 @@ def run_demo(
         workspace = Path(tempfile.mkdtemp(prefix="poststack-demo-"))
         shutil.copytree(EXAMPLE_MIGRATIONS, workspace / "migrations")
         started = True
-        healthy = _Demo(url, workspace, on_event).play()
+        healthy = _Demo(url, workspace, on_event, settings.tracking).play()
     finally:
         if not (keep and started):
             _drop_database(server_url, name)
@@ -98,10 +98,11 @@ def run_demo(
 
 
 class _Demo:
-    def __init__(self, url: str, workspace: Path, on_event: OnEvent) -> None:
+    def __init__(self, url: str, workspace: Path, on_event: OnEvent, location: TrackingLocation) -> None:
         self.url = url
         self.workspace = workspace
         self.on_event = on_event
+        self.location = location  # where the tracking tables are: the commands are told too
         self.migrations = load_migrations(workspace / "migrations")
 
     def play(self) -> bool:
@@ -153,7 +154,12 @@ class _Demo:
         """Run ``poststack args`` as the user would. Output that begins by repeating ``repeats``
         (apply printing the plan it runs) is shown once, not twice."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSTSTACK_") and k != "DATABASE_URL"}
-        env |= {"POSTSTACK_DATABASE_URL": self.url, "NO_COLOR": "1"}
+        env |= {
+            "POSTSTACK_DATABASE_URL": self.url,
+            "POSTSTACK_SCHEMA": self.location.schema,
+            "POSTSTACK_TABLE_PREFIX": self.location.prefix,
+            "NO_COLOR": "1",
+        }
         proc = subprocess.run(
             [sys.executable, "-m", "reconciler.interface.cli", *args],
             cwd=self.workspace,
@@ -191,7 +197,7 @@ class _Demo:
             session.close()
 
     def record_twice(self, version: str) -> None:
-        table = qualified("public", tracking.MIGRATIONS_TABLE)
+        table = self.location.migrations_sql
         columns = "version, description, checksum, checksum_algorithm, execution_ms, success, error, transactional"
         session = self.session()
         try:
@@ -204,7 +210,7 @@ class _Demo:
 
     def kill_lock_holder(self) -> int:
         holder = subprocess.Popen(
-            [sys.executable, "-c", _LOCK_HOLDER, self.url],
+            [sys.executable, "-c", _LOCK_HOLDER, self.url, self.location.schema, self.location.prefix],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

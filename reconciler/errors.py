@@ -6,6 +6,8 @@ these (``raise ... from e``); the CLI prints them without a traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,3 +98,12 @@ class Interrupted(PoststackError):
     def __init__(self, interruption: Interruption) -> None:
         super().__init__(f"interrupted by {interruption.signal}", exit_code=128 + interruption.signum)
         self.interruption = interruption
+
+
+def did_you_mean(name: str, known: Collection[str]) -> str:
+    """``; did you mean 'x'?`` for the closest known name, compared without case and with
+    ``-`` read as ``_`` (``database-url``, ``DATABASE_URL``); else nothing. For every
+    registry and setting poststack looks a name up in."""
+    by_form = {k.lower().replace("-", "_"): k for k in known}
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), list(by_form), n=1, cutoff=0.6)
+    return f"; did you mean {by_form[close[0]]!r}?" if close else ""

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.config import DEFAULT_TRACKING
 from reconciler.db import ServerInfo
 from reconciler.desired.effects import ObjectRef
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import IssueType, Severity
 from reconciler.observed.catalog import CatalogSnapshot
 from reconciler.observed.state import ObservedState, read_desired
-from reconciler.observed.tracking import TABLES, LockState, ObservedTracking, TrackingRow
+from reconciler.observed.tracking import LockState, ObservedTracking, TrackingRow
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 FILES = {
@@ -68,7 +69,7 @@ def facts_for(tmp_path: Path, rows=(), objects=(), lock=None, verify=None, inval
         )
         for i, (version, success, checksum, _, transactional) in enumerate(rows)
     )
-    tracking = ObservedTracking("public", frozenset(TABLES), tracking_rows, lock)
+    tracking = ObservedTracking(DEFAULT_TRACKING, frozenset(DEFAULT_TRACKING.tables), tracking_rows, lock)
     catalog = CatalogSnapshot(tuple(sorted([obj("schema", None, "public"), *objects])), tuple(invalid))
     server = ServerInfo("15.18", 150018, "app", "app", 1)
     return Facts(desired, ObservedState(tracking, catalog, verify or {}, server))
@@ -296,11 +297,11 @@ def test_checksum_compared_with_the_rows_own_algorithm(tmp_path):
         r.__class__(**{**r.__dict__, "checksum": raw, "checksum_algorithm": "sha256"})
         for r in facts.observed.tracking.rows
     )
-    tracking = facts.observed.tracking.__class__("public", facts.observed.tracking.tables, rows, None)
+    tracking = facts.observed.tracking.__class__(DEFAULT_TRACKING, facts.observed.tracking.tables, rows, None)
     legacy = Facts(facts.desired, facts.observed.__class__(tracking, facts.observed.catalog, {}, facts.observed.server))
     assert run_checks(legacy, [IssueType.CHECKSUM_MISMATCH]) == []
     rows = tuple(r.__class__(**{**r.__dict__, "checksum_algorithm": "md5"}) for r in rows)
-    tracking = tracking.__class__("public", tracking.tables, rows, None)
+    tracking = tracking.__class__(DEFAULT_TRACKING, tracking.tables, rows, None)
     unknown = Facts(
         facts.desired, facts.observed.__class__(tracking, facts.observed.catalog, {}, facts.observed.server)
     )

@@ -257,3 +257,65 @@ def test_an_empty_setting_is_refused_not_passed_over(tmp_path: Path, flags, env,
     an empty --schema to public, where the data migrations look never run."""
     with pytest.raises(UsageError, match=named):
         resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path, **flags)
+
+
+# --- where the tracking tables live: schema and table prefix ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "project", "expected"),
+    [
+        ("flag_", {"POSTSTACK_TABLE_PREFIX": "env_"}, 'table_prefix = "toml_"', "flag_"),
+        (None, {"POSTSTACK_TABLE_PREFIX": "env_"}, 'table_prefix = "toml_"', "env_"),
+        (None, {}, 'table_prefix = "toml_"', "toml_"),
+        (None, {}, "", "schema_"),
+        ("PostStack_", {}, "", "poststack_"),  # folded, as PostgreSQL folds the unquoted names it makes
+    ],
+)
+def test_table_prefix_resolution_order(tmp_path: Path, flag, env, project, expected):
+    (tmp_path / "poststack.toml").write_text(f'database_url = "{URL_A}"\n{project}\n')
+    settings = resolve_settings(table_prefix=flag, environ=env, cwd=tmp_path)
+    assert settings.table_prefix == expected
+    assert settings.tracking.tables == (
+        f"{expected}migrations",
+        f"{expected}migrations_lock",
+        f"{expected}migrations_audit",
+    )
+
+
+def test_table_prefix_in_pyproject(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.poststack]\ndatabase_url = "{URL_A}"\ntracking_schema = "ops"\ntable_prefix = "poststack_"\n'
+    )
+    location = resolve_settings(environ={}, cwd=tmp_path).tracking
+    assert (location.schema, location.prefix) == ("ops", "poststack_")
+    assert location.migrations_sql == '"ops"."poststack_migrations"'
+    assert location.lock_sql == '"ops"."poststack_migrations_lock"'
+    assert location.audit_sql == '"ops"."poststack_migrations_audit"'
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("bad prefix", "not the start of a plain PostgreSQL identifier"),
+        ("1st_", "not the start of a plain PostgreSQL identifier"),
+        ('x"; drop table y; --', "not the start of a plain PostgreSQL identifier"),
+        # <prefix>migrations_audit_id_seq, which PostgreSQL names, would pass 63 bytes and be cut
+        ("p" * 41, "at most 40 characters"),
+    ],
+)
+def test_a_bad_table_prefix_is_a_usage_error(tmp_path: Path, prefix: str, message: str):
+    with pytest.raises(UsageError) as raised:
+        resolve_settings(database_url=URL_A, table_prefix=prefix, environ={}, cwd=tmp_path)
+    assert message in f"{raised.value.summary} {raised.value.detail}"
+    longest = resolve_settings(database_url=URL_A, table_prefix="p" * 40, environ={}, cwd=tmp_path).tracking
+    assert len(f"{longest.audit_table}_id_seq") == 63
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "named"),
+    [({"table_prefix": ""}, {}, "--table-prefix is empty"), ({}, {"POSTSTACK_TABLE_PREFIX": ""}, "is set but empty")],
+)
+def test_an_empty_table_prefix_is_refused_not_passed_over(tmp_path: Path, flags, env, named):
+    with pytest.raises(UsageError, match=named):
+        resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path, **flags)

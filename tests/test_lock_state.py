@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.config import DEFAULT_TRACKING
 from reconciler.diagnosis.checks import run_checks
 from reconciler.diagnosis.checks.stuck_lock import ORPHAN_FIX
 from reconciler.diagnosis.issues import IssueType
@@ -111,7 +112,9 @@ def test_stuck_lock_names_the_process_and_the_backend(tmp_path: Path, lock: Lock
 def clean_locks_plan(tmp_path: Path, lock: LockState, **variables: object) -> list[tuple[str, dict]]:
     facts = facts_for(tmp_path, [row("001")], ACCOUNTS, lock)
     request = PlanRequest(("clean-locks",), ("stuck_lock",), {**DEFAULT_VARIABLES, **variables}, "clean", False)
-    plan = plan_remediation(facts, load_all(tmp_path), request, BuildContext("public", facts.desired.migrations))
+    plan = plan_remediation(
+        facts, load_all(tmp_path), request, BuildContext(DEFAULT_TRACKING, facts.desired.migrations)
+    )
     return [(s.action, s.args) for s in plan.steps]
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.config import DEFAULT_TRACKING, TrackingLocation
 from reconciler.desired.effects import Namespace, own_table_conflicts
+from reconciler.desired.versions import parse_version
 from reconciler.diagnosis.pending import NOTHING_ALLOWED, OwnTablesAtRisk, decide
 from reconciler.errors import EXIT_PROBLEMS, MigrationFileError
 from reconciler.observed.state import own_tables, read_desired
@@ -18,8 +20,10 @@ RECORD = "poststack would lose its record mid-run"
 REFUSED = "PostgreSQL would refuse it mid-run"
 
 
-def conflicts(sql: str, schema: str = "public", namespace: Namespace | None = None) -> list[tuple[int, str]]:
-    return [(c.line, c.what) for c in own_table_conflicts(sql, own_tables(schema), namespace)]
+def conflicts(
+    sql: str, schema: str = "public", namespace: Namespace | None = None, prefix: str = "schema_"
+) -> list[tuple[int, str]]:
+    return [(c.line, c.what) for c in own_table_conflicts(sql, own_tables(TrackingLocation(schema, prefix)), namespace)]
 
 
 @pytest.mark.parametrize(
@@ -111,6 +115,22 @@ def test_only_the_configured_tracking_schema_counts() -> None:
     ]
 
 
+def test_only_the_configured_table_names_count() -> None:
+    """With another prefix, a table called schema_migrations is anybody's (an old tool's):
+    the point of the setting. poststack's own names are protected as before."""
+    assert conflicts("DROP TABLE schema_migrations; TRUNCATE schema_migrations_lock", prefix="poststack_") == []
+    assert conflicts("ALTER TABLE schema_migrations RENAME TO old_versions", prefix="poststack_") == []
+    assert conflicts("DROP TABLE poststack_migrations, schema_migrations_audit", prefix="poststack_") == [
+        (1, f"drops poststack's tracking table public.poststack_migrations; {RECORD}")
+    ]
+    assert conflicts("ALTER TABLE old RENAME TO poststack_migrations_audit", prefix="poststack_") == [
+        (1, f"renames public.old to the name of poststack's audit table public.poststack_migrations_audit; {REFUSED}")
+    ]
+    assert conflicts("DROP SCHEMA public CASCADE", prefix="poststack_") == [
+        (1, f"drops schema public with CASCADE, and poststack's tables in it; {RECORD}")
+    ]
+
+
 FILES = {
     "001_accounts.sql": "CREATE TABLE accounts (id int);",
     "002_drop_old.sql": "-- the old tool's table\nCREATE TABLE notes (id int);\nDROP TABLE schema_migrations;\n",
@@ -118,34 +138,54 @@ FILES = {
 }
 
 
-def _desired(tmp_path: Path, schema: str = "public"):
+def _desired(tmp_path: Path, location: TrackingLocation = DEFAULT_TRACKING):
     for name, text in FILES.items():
         (tmp_path / name).write_text(text)
-    return read_desired(tmp_path, tracking_schema=schema)
+    return read_desired(tmp_path, location=location)
 
 
 def test_migrate_plan_refuses_a_runnable_migration_that_breaks_poststacks_tables(tmp_path: Path) -> None:
     desired = _desired(tmp_path)
-    observed = ObservedTracking("public", frozenset(), (), None)
+    observed = ObservedTracking(TrackingLocation(), frozenset(), (), None)
     readiness = decide(desired.migrations, observed, {}, desired.history, None, NOTHING_ALLOWED)
     with pytest.raises(OwnTablesAtRisk) as refused:
         migrate_plan(desired.migrations, observed, readiness)
     assert refused.value.summary == (
         f"{tmp_path / '002_drop_old.sql'}:3: drops {TRACKING}; {RECORD}. Keep poststack's tables apart with "
-        "--schema (e.g. --schema poststack) or remove that statement."
+        "--schema (e.g. --schema poststack) or --table-prefix (e.g. --table-prefix poststack_), or remove that statement."
     )
     assert isinstance(refused.value, MigrationFileError) and refused.value.exit_code == EXIT_PROBLEMS
 
 
-def test_migrate_plan_runs_it_with_another_tracking_schema_or_below_the_target(tmp_path: Path) -> None:
-    desired = _desired(tmp_path, "poststack")
-    observed = ObservedTracking("poststack", frozenset(), (), None)
+def test_a_statement_on_the_whole_schema_is_kept_apart_by_schema_alone(tmp_path: Path) -> None:
+    (tmp_path / "001_reset.sql").write_text("DROP SCHEMA public CASCADE;\nCREATE SCHEMA public;\n")
+    desired = read_desired(tmp_path)
+    observed = ObservedTracking(TrackingLocation(), frozenset(), (), None)
+    readiness = decide(desired.migrations, observed, {}, desired.history, None, NOTHING_ALLOWED)
+    assert [r.message for r in readiness.risks] == [
+        f"{tmp_path / '001_reset.sql'}:1: drops schema public with CASCADE, and poststack's tables in it; {RECORD}. "
+        "Keep poststack's tables apart with --schema (e.g. --schema poststack) or remove that statement."
+    ]
+
+
+@pytest.mark.parametrize(
+    "location", [TrackingLocation("poststack"), TrackingLocation("public", "poststack_")], ids=["schema", "prefix"]
+)
+def test_migrate_plan_runs_it_with_poststacks_tables_elsewhere(tmp_path: Path, location: TrackingLocation) -> None:
+    desired = _desired(tmp_path, location)
+    observed = ObservedTracking(location, frozenset(), (), None)
     readiness = decide(desired.migrations, observed, {}, desired.history, None, NOTHING_ALLOWED)
     assert readiness.risks == ()
     plan = migrate_plan(desired.migrations, observed, readiness)
     assert [s.version for s in plan.steps if s.action == "apply_migration"] == ["001", "002", "003"]
+    assert plan.tracking == location
+    assert location.migrations_sql in plan.steps[0].statements[1].sql  # create_tracking names its tables
 
+
+def test_migrate_plan_runs_it_below_the_target(tmp_path: Path) -> None:
     desired = _desired(tmp_path)
-    observed = ObservedTracking("public", frozenset(), (), None)
-    readiness = decide(desired.migrations, observed, {}, desired.history, None, NOTHING_ALLOWED, limit=1)
+    observed = ObservedTracking(TrackingLocation(), frozenset(), (), None)
+    readiness = decide(
+        desired.migrations, observed, {}, desired.history, None, NOTHING_ALLOWED, limit=parse_version("1")
+    )
     assert [s.version for s in migrate_plan(desired.migrations, observed, readiness, "001").steps][-1] == "001"

@@ -110,6 +110,11 @@ class OwnTableConflict:
     line: int
     what: str  # e.g. "drops poststack's tracking table public.schema_migrations; poststack would lose ..."
 
+    @property
+    def whole_schema(self) -> bool:
+        """It drops or renames the tracking schema itself: other table names would not help."""
+        return self.what.startswith(("drops schema ", "renames schema "))
+
 
 @dataclass(frozen=True)
 class MigrationEffects:

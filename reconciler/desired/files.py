@@ -1,30 +1,29 @@
-"""Desired state, part one: the migration files on disk.
+"""Desired state, part one: the migration files on disk, in any layout poststack reads.
 
-``NNN_description.sql`` with optional ``.rollback.sql`` and ``.verify.sql`` companions.
-The checksum is SHA-256 of the text with a leading BOM dropped and CRLF folded to LF,
+poststack's own layout is ``NNN_description.sql`` with optional ``.rollback.sql`` and
+``.verify.sql`` companions; other tools' layouts are read by ``layouts/``. The checksum is SHA-256 of the text with a leading BOM dropped and CRLF folded to LF,
 so a Windows checkout of an unchanged file is not a "modification".
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 from reconciler.desired.script import Script, ScriptSyntaxError, parse_script
-from reconciler.errors import MigrationFileError, UsageError
+from reconciler.desired.versions import VersionKey, parse_version
+from reconciler.errors import MigrationFileError
 
 CHECKSUM_ALGORITHM = "sha256-lf"  # what poststack records now
 # Every algorithm a tracking row may name: rows keep the one they were written with, so the
 # default can change without turning old history into "mismatches".
-CHECKSUM_ALGORITHMS = ("sha256-lf", "sha256")
-FILE_NAME = re.compile(
-    r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_\-]*)(?:\.(?P<kind>rollback|verify))?\.sql$"
-)
-NAME_HINT = "expected NNN_description.sql, NNN_description.rollback.sql or NNN_description.verify.sql"
+# Imported rows keep the checksum the other tool recorded, in its algorithm (db import):
+# sqlx's SHA-384 and Prisma's SHA-256 of the file's bytes, Flyway's CRC32 of its lines.
+CHECKSUM_ALGORITHMS = ("sha256-lf", "sha256", "sha384", "flyway-crc32")
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,10 @@ class SqlFile:
     path: Path
     text: str  # BOM dropped, line endings normalized to LF
     raw_sha256: str = ""  # of the bytes as they are on disk
+    raw: bytes = field(default=b"", repr=False, compare=False)  # the bytes, for other tools' checksums
+    # The layout's own way of saying "outside a transaction" (dbmate's transaction:false,
+    # diesel's run_in_transaction = false, ...), honoured besides the parser's detection.
+    no_transaction_marker: str | None = None
 
     @cached_property
     def checksum(self) -> str:
@@ -45,6 +48,10 @@ class SqlFile:
             return self.checksum
         if algorithm == "sha256":
             return self.raw_sha256
+        if algorithm == "sha384":
+            return hashlib.sha384(self.raw).hexdigest()
+        if algorithm == "flyway-crc32":
+            return str(flyway_checksum(self.text))
         return None
 
     @cached_property
@@ -54,6 +61,8 @@ class SqlFile:
             script = parse_script(self.text)
         except ScriptSyntaxError as e:
             raise MigrationFileError(f"{self.path}:{e.line}: {e.message}") from e
+        if self.no_transaction_marker and script.transactional:
+            return replace(script, transactional=False, reason=self.no_transaction_marker)
         return script  # an empty or comment-only file is a valid no-op, as every peer treats it
 
     @property
@@ -68,12 +77,15 @@ class SqlFile:
 
 @dataclass(frozen=True)
 class Migration:
-    version: str  # as written, e.g. "002"
-    number: int  # for ordering
+    version: str  # as written, e.g. "002", "20240101120000", "1.2.3"
+    key: VersionKey  # for ordering and matching
     description: str
     file: SqlFile
     rollback: SqlFile | None
     verify: SqlFile | None
+    # Where its verify script is, or would go, in its layout; None where the layout has no
+    # place for one (a dbmate file, a Flyway script): then only db recover --force can vouch.
+    verify_at: Path | None = None
 
     @property
     def path(self) -> Path:
@@ -91,20 +103,27 @@ class Migration:
 @dataclass(frozen=True)
 class MigrationSet:
     directory: Path
-    migrations: tuple[Migration, ...]  # ordered by number
+    migrations: tuple[Migration, ...]  # ordered by key
+    layout: str = "poststack"
 
-    def by_number(self) -> dict[int, Migration]:
-        return {m.number: m for m in self.migrations}
+    def by_key(self) -> dict[VersionKey, Migration]:
+        return {m.key: m for m in self.migrations}
 
     def find(self, version: str) -> Migration | None:
-        number = version_number(version)
-        return next((m for m in self.migrations if m.number == number), None)
+        key = parse_version(version)
+        return next((m for m in self.migrations if m.key == key), None)
 
 
-def version_number(version: str) -> int:
-    if not version.isdigit():
-        raise UsageError(f"version {version!r} is not a number; versions are the leading digits of a file name")
-    return int(version)
+def flyway_checksum(text: str) -> int:
+    """Flyway's checksum: CRC32 over each line's UTF-8 bytes, line breaks left out, as a
+    signed 32-bit number (its ChecksumCalculator), so line endings do not count."""
+    crc = 0
+    lines = re.split(r"\r\n|\r|\n", text.removeprefix("\ufeff"))
+    if lines and lines[-1] == "":
+        lines.pop()  # a final line break ends the last line; it does not start another
+    for line in lines:
+        crc = zlib.crc32(line.encode("utf-8"), crc)
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
 def read_sql_file(path: Path) -> SqlFile:
@@ -113,6 +132,7 @@ def read_sql_file(path: Path) -> SqlFile:
     except OSError as e:
         raise MigrationFileError(f"{path}: cannot read: {e.strerror}") from e
     raw_sha256 = hashlib.sha256(data).hexdigest()
+    raw = data
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -124,7 +144,7 @@ def read_sql_file(path: Path) -> SqlFile:
         ) from e
     if "\x00" in text:
         raise MigrationFileError(f"{path}: contains a NUL byte; PostgreSQL cannot run it")
-    return SqlFile(path=path, text=text.replace("\r\n", "\n"), raw_sha256=raw_sha256)
+    return SqlFile(path=path, text=text.replace("\r\n", "\n"), raw_sha256=raw_sha256, raw=raw)
 
 
 @dataclass(frozen=True)
@@ -143,82 +163,22 @@ class Scan:
     problems: tuple[FileProblem, ...]
 
 
-def scan_migrations(directory: Path) -> Scan:
-    """Discover and read migration files, keeping the usable ones and naming the rest.
-    A missing or unlistable directory is a usage error."""
-    try:
-        if not directory.exists():
-            raise UsageError(
-                f"migrations directory {directory} does not exist",
-                "Create it, or point --migrations-dir (or POSTSTACK_MIGRATIONS_DIR) at your migrations.",
-            )
-        if not directory.is_dir():
-            raise UsageError(f"migrations directory {directory} is not a directory")
-        # Case-insensitive, so 004_x.SQL is refused by name rather than silently skipped.
-        # scandir knows each entry's type without a stat per file (2,000 migrations, 4,000 files).
-        with os.scandir(directory) as listing:
-            names = sorted(
-                e.name
-                for e in listing
-                if e.name.lower().endswith(".sql") and not e.name.startswith(".") and e.is_file()
-            )
-    except OSError as e:  # a directory above it, or it, cannot be read
-        raise UsageError(f"migrations directory {directory}: cannot read it: {e.strerror}") from e
+def scan_migrations(directory: Path, layout: str | None = None) -> Scan:
+    """Discover and read migration files in ``layout`` (detected when None), keeping the
+    usable ones and naming the rest. A missing or unlistable directory, or one whose files
+    follow no layout or several, is a usage error."""
+    from reconciler.desired.layouts import choose_layout, list_entries
 
-    problems: list[FileProblem] = []
-    mains: dict[int, list[tuple[Path, re.Match[str]]]] = {}
-    companions: dict[tuple[str, str], Path] = {}
-    for name in names:
-        path = directory / name
-        match = FILE_NAME.match(name)
-        if match is None:
-            message = f"{path}: file name does not match NNN_description.sql ({NAME_HINT})"
-            problems.append(FileProblem("bad_name", message, None, (path,)))
-            continue
-        if match["kind"]:
-            companions[(match["kind"], f"{match['version']}_{match['description']}")] = path
-        else:
-            mains.setdefault(int(match["version"]), []).append((path, match))
-
-    migrations = []
-    for number in sorted(mains):
-        found = mains[number]
-        if len(found) > 1:
-            names = ", ".join(p.name for p, _ in found)
-            version = found[0][1]["version"]
-            message = f"{directory}: duplicate migration version {version}: {names}"
-            problems.append(FileProblem("duplicate_version", message, version, tuple(p for p, _ in found)))
-            for _path, match in found:
-                for kind in ("rollback", "verify"):
-                    companions.pop((kind, f"{match['version']}_{match['description']}"), None)
-            continue
-        path, match = found[0]
-        label = f"{match['version']}_{match['description']}"
-        rollback = companions.pop(("rollback", label), None)
-        verify = companions.pop(("verify", label), None)
-        try:
-            migrations.append(
-                Migration(
-                    version=match["version"],
-                    number=number,
-                    description=match["description"],
-                    file=read_sql_file(path),
-                    rollback=read_sql_file(rollback) if rollback else None,
-                    verify=read_sql_file(verify) if verify else None,
-                )
-            )
-        except MigrationFileError as e:
-            problems.append(FileProblem("unreadable", e.summary, match["version"], (path,)))
-    for (kind, label), path in sorted(companions.items()):
-        message = f"{path}: {kind} file has no migration {label}.sql beside it"
-        problems.append(FileProblem("orphan_companion", message, None, (path,)))
-    return Scan(MigrationSet(directory, tuple(migrations)), tuple(problems))
+    entries = list_entries(directory)
+    chosen = choose_layout(directory, entries, layout)
+    scan = chosen.read(directory, entries)
+    return Scan(replace(scan.migrations, layout=chosen.name), scan.problems)
 
 
-def load_migrations(directory: Path) -> MigrationSet:
+def load_migrations(directory: Path, layout: str | None = None) -> MigrationSet:
     """The migrations, or MigrationFileError naming the first bad file: any bad file name,
     duplicate version, orphaned companion or unreadable file is refused before anything runs."""
-    scan = scan_migrations(directory)
+    scan = scan_migrations(directory, layout)
     if scan.problems:
         first = scan.problems[0].message
         more = f" (and {len(scan.problems) - 1} more problem(s) in {directory})" if len(scan.problems) > 1 else ""

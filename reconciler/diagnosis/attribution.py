@@ -13,6 +13,7 @@ from enum import StrEnum
 from reconciler.desired.effects import ObjectRef
 from reconciler.desired.files import Migration
 from reconciler.desired.history import History
+from reconciler.desired.versions import VersionKey
 from reconciler.observed.catalog import CatalogSnapshot
 from reconciler.observed.tracking import AuditedApplication
 
@@ -70,7 +71,8 @@ def _attribute(
             version,
             verdict,
             basis="verify script",
-            reason=f"{migration.label}.verify.sql returned {str(verify).lower()}",
+            reason=f"{migration.verify.path.name if migration.verify else 'its verify script'} returned "
+            f"{str(verify).lower()}",
         )
     if isinstance(verify, str):
         return Attribution(
@@ -106,15 +108,15 @@ def attribute_unapplied(
     history: History,
     catalog: CatalogSnapshot,
     verify: Mapping[str, bool | str],
-    audited: Mapping[int, AuditedApplication],
+    audited: Mapping[VersionKey, AuditedApplication],
 ) -> dict[str, Attribution]:
     """What the catalog says of every migration without a successful tracking row. A failed
     attempt does not stop the look: the migration may have been applied by hand before it
     (the attempt failed on that)."""
     return {
-        m.version: attribute(m, history, catalog, verify.get(m.version), audited.get(m.number))
+        m.version: attribute(m, history, catalog, verify.get(m.version), audited.get(m.key))
         for m in migrations
-        if m.number not in applied
+        if m.key not in applied
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from reconciler.config import Settings
 from reconciler.db import connect
 from reconciler.desired.files import Migration
+from reconciler.desired.versions import version_key
 from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, IssueType, Severity
@@ -45,6 +46,7 @@ def database_state(desired: DesiredState, observed: ObservedState, display_url: 
         },
         "tracking": {
             "schema": tracking.schema,
+            "table_prefix": tracking.location.prefix,
             "tables_present": sorted(tracking.tables),
             "rows": len(tracking.rows),
             "applied": len(tracking.applied),
@@ -75,7 +77,7 @@ def database_state(desired: DesiredState, observed: ObservedState, display_url: 
 def read_facts(settings: Settings, notify: Any = None) -> tuple[Facts, str, int]:
     """Desired and observed state, the database's display URL, and the round trips it took."""
     with connect(settings, notify) as session:
-        desired, observed = read_state(session, settings.migrations_dir, settings.tracking_schema)
+        desired, observed = read_state(session, settings.migrations_dir, settings.tracking, settings.layout)
         return Facts(desired, observed), session.display_url, session.round_trips
 
 
@@ -133,7 +135,7 @@ _TRACKING_ERRORS = (
 
 def validate(settings: Settings, *, check_rollbacks: bool, notify: Any = None) -> Validation:
     """Files first, without touching the database; then, if they are sound, tracking."""
-    desired = read_desired(settings.migrations_dir, tracking_schema=settings.tracking_schema)
+    desired = read_desired(settings.migrations_dir, location=settings.tracking, layout=settings.layout)
     errors = [p.message for p in desired.problems]
     for migration in desired.migrations.migrations:
         errors += _parse_errors(migration)
@@ -146,13 +148,13 @@ def validate(settings: Settings, *, check_rollbacks: bool, notify: Any = None) -
     if errors:
         return Validation(count, tuple(errors), tuple(warnings), False, missing)
     with connect(settings, notify) as session:
-        desired, observed = read_state(session, settings.migrations_dir, settings.tracking_schema)
+        desired, observed = read_state(session, settings.migrations_dir, settings.tracking, settings.layout)
     facts = Facts(desired, observed)
     # Read with this database's search_path. What already ran (tracked, or shown applied
     # for recover to track) never runs again, so only the rest can break poststack's tables.
     for migration in facts.unapplied:
         if facts.attributions[migration.version].verdict is not Verdict.APPLIED:
-            errors += [r.message for r in own_table_risks(migration, desired.history, settings.tracking_schema)]
+            errors += [r.message for r in own_table_risks(migration, desired.history, settings.tracking)]
     for issue in run_checks(facts, _TRACKING_ERRORS):
         errors.append(issue.message)
     return Validation(count, tuple(errors), tuple(warnings), True, missing)
@@ -180,9 +182,9 @@ def verify_migrations(settings: Settings, notify: Any = None) -> Verification:
     errors = []
     applied = facts.observed.tracking.applied
     for number, row in sorted(applied.items()):
-        migration = facts.desired.by_number.get(number)
+        migration = facts.desired.by_key.get(number)
         if migration is None:
-            problem = next((p for p in facts.desired.problems if p.version and int(p.version) == number), None)
+            problem = next((p for p in facts.desired.problems if p.version and version_key(p.version) == number), None)
             errors.append(problem.message if problem else f"Migration {row.version} is tracked but its file is missing")
             continue
         current = migration.file.checksum_as(row.checksum_algorithm)

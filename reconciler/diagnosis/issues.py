@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from reconciler.desired.versions import VersionKey, version_key
 from reconciler.errors import UsageError
 
 
@@ -119,9 +120,9 @@ class Issue:
             object.__setattr__(self, "auto_fixable", kind.auto_fixable)
 
     @property
-    def sort_key(self) -> tuple[int, str, int, str]:
+    def sort_key(self) -> tuple[int, str, VersionKey, str]:
         assert self.severity is not None
-        number = int(self.version) if self.version and self.version.isdigit() else -1
+        number = (version_key(self.version) if self.version else None) or VersionKey((-1,))
         return (-self.severity, self.type.value, number, self.message)
 
     def to_json(self) -> dict[str, Any]:

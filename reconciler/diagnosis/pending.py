@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from reconciler.config import TrackingLocation
 from reconciler.desired.effects import ObjectRef, OwnTableConflict
 from reconciler.desired.files import Migration, MigrationSet
 from reconciler.desired.history import ALWAYS_PRESENT, History
+from reconciler.desired.versions import VersionKey, version_key
 from reconciler.diagnosis.attribution import Attribution, Verdict
 from reconciler.errors import MigrationFileError, PoststackError
 from reconciler.observed.catalog import CatalogSnapshot
@@ -66,20 +68,26 @@ class OwnTableRisk:
 
     migration: Migration
     conflict: OwnTableConflict
-    tracking_schema: str
+    location: TrackingLocation
 
     @property
     def message(self) -> str:
-        example = "poststack" if self.tracking_schema != "poststack" else "poststack_tracking"
+        schema = "poststack" if self.location.schema != "poststack" else "poststack_tracking"
+        prefix = "poststack_" if self.location.prefix != "poststack_" else "poststack_tracking_"
+        # Another prefix keeps poststack's tables out of the way of a table of the same
+        # name, not of a statement on the whole schema.
+        apart = "" if self.conflict.whole_schema else f" or --table-prefix (e.g. --table-prefix {prefix}),"
         return (
             f"{self.migration.path}:{self.conflict.line}: {self.conflict.what}. Keep poststack's tables apart with "
-            f"--schema (e.g. --schema {example}) or remove that statement."
+            f"--schema (e.g. --schema {schema}){apart} or remove that statement."
         )
 
 
-def own_table_risks(migration: Migration, history: History | None, tracking_schema: str) -> list[OwnTableRisk]:
+def own_table_risks(migration: Migration, history: History | None, location: TrackingLocation) -> list[OwnTableRisk]:
+    """The statements of ``migration`` that would break poststack's tables at ``location``
+    (the history was read with that location: see observed.state.read_history)."""
     effects = history.effects.get(migration.version) if history is not None else None
-    return [OwnTableRisk(migration, c, tracking_schema) for c in (effects.conflicts if effects else ())]
+    return [OwnTableRisk(migration, c, location) for c in (effects.conflicts if effects else ())]
 
 
 class OwnTablesAtRisk(MigrationFileError):
@@ -116,9 +124,9 @@ def decide(
     history: History | None,
     catalog: CatalogSnapshot | None,
     allow: Allowances = NOTHING_ALLOWED,
-    limit: int | None = None,
-    recorded: frozenset[int] = frozenset(),
-    audited: Mapping[int, AuditedApplication] | None = None,
+    limit: VersionKey | None = None,
+    recorded: frozenset[VersionKey] = frozenset(),
+    audited: Mapping[VersionKey, AuditedApplication] | None = None,
 ) -> Readiness:
     """``attributions`` covers every migration without a successful tracking row (it may be
     empty when there is none). ``recorded``: versions that steps earlier in the same plan
@@ -127,29 +135,29 @@ def decide(
     # version number -> whether poststack ran it (False: recorded without running it)
     audited = audited or {}
     ran = {n for n, a in audited.items() if a.ran}
-    applied: dict[int, bool] = {n: not row.recorded_without_running or n in ran for n, row in tracking.applied.items()}
+    applied: dict[VersionKey, bool] = {
+        n: not row.recorded_without_running or n in ran for n, row in tracking.applied.items()
+    }
     applied.update({n: False for n in recorded})
     shown_applied = [
-        m.number
-        for m in migrations.migrations
-        if m.number not in applied and _verdict(attributions, m) is Verdict.APPLIED
+        m.key for m in migrations.migrations if m.key not in applied and _verdict(attributions, m) is Verdict.APPLIED
     ]
     newest = max([*applied, *shown_applied], default=None)
-    files = {m.number for m in migrations.migrations}
+    files = {m.key for m in migrations.migrations}
     fileless = [row for n, row in tracking.applied.items() if n not in files and row.checksum]
     runnable: list[Runnable] = []
     holds: list[Hold] = []
     waiting: list[str] = []
     risks: list[OwnTableRisk] = []
     for migration in migrations.migrations:
-        if migration.number in applied or (limit is not None and migration.number > limit):
+        if migration.key in applied or (limit is not None and migration.key > limit):
             continue
         hold = (
             None
             if migration.file.empty
             else (
                 _renumbered(migration, fileless)
-                or _failed_in_audit(migration, tracking, audited.get(migration.number), allow)
+                or _failed_in_audit(migration, tracking, audited.get(migration.key), allow)
                 or _hold(migration, tracking, attributions, history, catalog, allow, applied, newest)
             )
         )
@@ -159,11 +167,11 @@ def decide(
         if holds:
             waiting.append(migration.version)
         else:
-            runnable.append(Runnable(migration, migration.number in tracking.failed))
+            runnable.append(Runnable(migration, migration.key in tracking.failed))
             # Only what would run now: one behind a hold may yet be tracked without running.
-            risks += own_table_risks(migration, history, tracking.schema)
+            risks += own_table_risks(migration, history, tracking.location)
         # What poststack runs (now, or once the hold before it is resolved) vouches for what follows.
-        applied[migration.number] = True
+        applied[migration.key] = True
     return Readiness(tuple(runnable), tuple(holds), tuple(waiting), tuple(risks))
 
 
@@ -207,7 +215,7 @@ def _failed_in_audit(
     """Its tracking rows are gone (a reset, rows deleted by hand), but the audit table's last
     word is a failed attempt of a file that runs outside a transaction: part of it may have
     been kept, and running it whole again may repeat that part."""
-    if audited is None or audited.action != FAILED_ATTEMPT or migration.number in tracking.failed:
+    if audited is None or audited.action != FAILED_ATTEMPT or migration.key in tracking.failed:
         return None
     try:
         transactional = migration.file.script.transactional
@@ -237,13 +245,13 @@ def _hold(
     history: History | None,
     catalog: CatalogSnapshot | None,
     allow: Allowances,
-    applied: dict[int, bool],
+    applied: dict[VersionKey, bool],
     newest: int | None,
 ) -> Hold | None:
     version = migration.version
     found = attributions.get(version)
     verdict = found.verdict if found is not None else None
-    failed = tracking.failed.get(migration.number)
+    failed = tracking.failed.get(migration.key)
     see = "poststack db diagnose shows the evidence"
     if failed is not None and not failed.transactional:
         retry = allow.retry_failed or version in allow.retry
@@ -292,7 +300,7 @@ def _hold(
             f"If it is still applied, track it: poststack db recover --force {version}; if it was undone and "
             "must run again: poststack db migrate --allow-undetermined.",
         )
-    if newest is not None and migration.number < newest and not allow.out_of_order:
+    if newest is not None and migration.key < newest and not allow.out_of_order:
         newer = _version_of(newest, tracking, attributions)
         if verdict is Verdict.ABSENT:
             why = (
@@ -320,22 +328,27 @@ def _hold(
                 version,
                 HoldKind.UNDETERMINED,
                 f"Migration {version} cannot be confirmed pending: {unsure}, and nothing it does shows in the catalog",
-                f"If it ran, track it: poststack db recover --force {version} (or add {migration.label}.verify.sql returning "
-                "true once it has run); if it did not, run it: poststack db migrate --allow-undetermined.",
+                f"If it ran, track it: poststack db recover --force {version}"
+                + (
+                    f" (or add {migration.verify_at.name} returning true once it has run)"
+                    if migration.verify_at
+                    else ""
+                )
+                + "; if it did not, run it: poststack db migrate --allow-undetermined.",
             )
     return None
 
 
 def _why_unsure(
     migration: Migration,
-    applied: dict[int, bool],
+    applied: dict[VersionKey, bool],
     history: History | None,
     catalog: CatalogSnapshot | None,
     tracking_schema: str,
 ) -> str | None:
     """Why the tracking table cannot vouch that ``migration`` never ran, or None when it can:
     the migrations before it ran through poststack, which would have recorded this one too."""
-    before = [n for n in applied if n < migration.number]
+    before = [n for n in applied if n < migration.key]
     if before:
         if applied[max(before)]:
             return None
@@ -372,6 +385,6 @@ def _version_of(number: int, tracking: ObservedTracking, attributions: Mapping[s
     if row is not None:
         return row.version
     for version in attributions:
-        if version.isdigit() and int(version) == number:
+        if version_key(version) == number:
             return version
     return str(number)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import signal
 import sys
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from reconciler import interrupts
-from reconciler.config import Settings, mask_url, resolve_settings
+from reconciler.config import DEFAULT_LOCK_TIMEOUT, Settings, mask_url, resolve_settings
 from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
 
 
@@ -75,12 +79,126 @@ MigrationsDir = Annotated[
     typer.Option("--migrations-dir", help="Directory of NNN_description.sql files [default: ./migrations]."),
 ]
 Schema = Annotated[str | None, typer.Option("--schema", help="Schema of the tracking tables [default: public].")]
+TablePrefix = Annotated[
+    str | None,
+    typer.Option(
+        "--table-prefix",
+        help="Prefix of the tracking tables (<prefix>migrations, <prefix>migrations_lock, "
+        "<prefix>migrations_audit) [default: schema_].",
+    ),
+]
+LayoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--layout",
+        help="Layout of the migrations directory: poststack, golang-migrate, dbmate, flyway, diesel or prisma "
+        "[default: detected].",
+    ),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")]
 LockTimeoutOpt = Annotated[
     float, typer.Option("--lock-timeout", help="Seconds to wait for another run's migration lock.")
 ]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The options commands share, declared once: each field is an option (its flag, help and
+    default), named as resolve_settings' keyword for it. A new setting is one field here.
+
+    A command takes the ones its decorator names (db_command: DB_OPTIONS, local_command:
+    LOCAL_OPTIONS, plus ``also``); the rest keep their defaults."""
+
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT
+    fmt: FormatOpt = Format.text
+    database_url: DatabaseUrl = None
+    embedded: EmbeddedOpt = False
+    migrations_dir: MigrationsDir = None
+    tracking_schema: Schema = None
+    table_prefix: TablePrefix = None
+    layout: LayoutOpt = None
+    debug: Debug = False
+
+    def settings(self, *, embedded_by_default: bool | None = None) -> Settings:
+        """Settings from these options, the environment and the project file. With no database
+        named, the embedded server only for a person at a terminal (unless told otherwise)."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_SETTINGS}
+        settings = resolve_settings(
+            **given, embedded_by_default=_interactive() if embedded_by_default is None else embedded_by_default
+        )
+        if settings.layout is None:
+            return settings
+        # config sits below desired/, so a layout's name is checked here (and made canonical).
+        from reconciler.desired.layouts import layout_named
+
+        return replace(settings, layout=layout_named(settings.layout).name)
+
+    def local_settings(self) -> Settings:
+        """For the commands that open no connection (playbooks, db server): which database
+        would be used does not concern them, so an unnamed one is not refused."""
+        return self.settings(embedded_by_default=True)
+
+
+_NOT_SETTINGS = frozenset({"fmt"})  # how to print, not where things are
+# Taken only by the commands that ask for them (``also``): not every command waits for the
+# lock or prints JSON.
+_ON_REQUEST = frozenset({"lock_timeout", "fmt"})
+# Every command that opens a connection takes the rest; the commands that open none, these.
+DB_OPTIONS = tuple(f.name for f in fields(Shared) if f.name not in _ON_REQUEST)
+LOCAL_OPTIONS = ("migrations_dir", "debug")
+
+
+@functools.cache
+def _shared_parameters() -> dict[str, inspect.Parameter]:
+    """Shared's fields as keyword parameters, with their real (Annotated) types: once."""
+    hints = typing.get_type_hints(Shared, include_extras=True)
+    return {
+        f.name: inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in fields(Shared)
+    }
+
+
+def _command(group: typer.Typer, name: str | None, takes: tuple[str, ...]) -> Callable[[Callable[..., None]], Any]:
+    """Register ``body(options: Shared, ...)`` as a command that also takes the shared options
+    named in ``takes``: they are appended to its signature (so typer shows them), gathered
+    into one Shared, and the body runs inside _guard, which turns errors into one line."""
+    known = _shared_parameters()
+    if unknown := set(takes) - set(known):
+        raise ValueError(f"no shared option {sorted(unknown)}")
+    shared = [parameter for name, parameter in known.items() if name in takes]  # in one order everywhere
+
+    def register(body: Callable[..., None]) -> Any:
+        signature = inspect.signature(body, eval_str=True)
+        _options, *own = signature.parameters.values()
+        if clash := {p.name for p in own} & set(takes):
+            raise ValueError(f"{body.__name__}: {sorted(clash)} are shared options, declared in Shared")
+
+        @functools.wraps(body)
+        def command(**kwargs: Any) -> None:
+            options = Shared(**{p.name: kwargs.pop(p.name) for p in shared})
+            with _guard(options.debug):
+                body(options, **kwargs)
+
+        parameters = [*own, *shared]
+        # typer reads the signature, and the annotations for their types (the module's own
+        # are strings under `from __future__ import annotations`: these are the real ones).
+        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+        return group.command(name)(command)
+
+    return register
+
+
+def db_command(group: typer.Typer, name: str | None = None, *, also: tuple[str, ...] = ()) -> Any:
+    """A command that opens a connection: it takes every setting (DB_OPTIONS), and ``also``."""
+    return _command(group, name, (*also, *DB_OPTIONS))
+
+
+def local_command(group: typer.Typer, name: str | None = None, *, also: tuple[str, ...] = ()) -> Any:
+    """A command that opens no connection: only the migrations directory and --debug, and ``also``."""
+    return _command(group, name, (*also, *LOCAL_OPTIONS))
 
 
 AllowOutOfOrder = Annotated[
@@ -156,35 +274,13 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty() and not in_ci
 
 
-def _settings(
-    database_url: str | None,
-    embedded: bool,
-    migrations_dir: Path | None,
-    schema: str | None,
-    debug: bool,
-    lock_timeout: float | None = None,
-    *,
-    embedded_by_default: bool | None = None,
-) -> Settings:
-    return resolve_settings(
-        database_url=database_url,
-        embedded=embedded,
-        embedded_by_default=_interactive() if embedded_by_default is None else embedded_by_default,
-        migrations_dir=migrations_dir,
-        tracking_schema=schema,
-        lock_timeout=lock_timeout,
-        debug=debug,
-    )
-
-
-def _local_settings(migrations_dir: Path | None, debug: bool) -> Settings:
-    """For the commands that open no connection (playbooks, db server): which database
-    would be used does not concern them, so an unnamed one is not refused."""
-    return _settings(None, False, migrations_dir, None, debug, embedded_by_default=True)
-
-
-def _emit(fmt: Format, result: Any, text: Callable[[Any], str], json_view: Callable[[Any], str]) -> None:
+def _emit(
+    fmt: Format, result: Any, text: Callable[[Any], str], json_view: Callable[[Any], str], *, ok: bool = True
+) -> None:
+    """The result in words or JSON; then, unless it is ``ok``, exit 1 (in either format)."""
     typer.echo(json_view(result) if fmt is Format.json else text(result))
+    if not ok:
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 def _notes(notes: tuple[str, ...]) -> None:
@@ -247,8 +343,9 @@ def version(fmt: FormatOpt = Format.text) -> None:
     typer.echo(text if fmt is Format.text else json.dumps(asdict(result), indent=2))
 
 
-@app.command()
+@_command(app, None, ("embedded", "debug"))
 def demo(
+    options: Shared,
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the scratch database and project behind to explore.")
     ] = False,
@@ -256,28 +353,26 @@ def demo(
         str | None,
         typer.Option("--database-url", help="Server to create the scratch database on [default: embedded]."),
     ] = None,
-    embedded: EmbeddedOpt = False,
-    debug: Debug = False,
 ) -> None:
     """Break a scratch database the ways the troubleshooting guide describes, then diagnose,
     plan and fix it with the real commands, and remove it."""
     from reconciler.demo import run_demo
 
-    with _guard(debug):
-        # A scratch database is the demo's purpose (the README's first command, run in CI
-        # too): the embedded server is its default everywhere.
-        settings = _settings(database_url, embedded, None, None, debug, embedded_by_default=True)
-        result = run_demo(settings, lambda event: typer.echo(report.demo_event_text(event)), keep=keep, notify=_notify)
-        typer.echo(report.demo_result_text(result))
-        if not result.healthy:
-            raise typer.Exit(EXIT_PROBLEMS)
+    # A scratch database is the demo's purpose (the README's first command, run in CI
+    # too): the embedded server is its default everywhere.
+    settings = replace(options, database_url=database_url).settings(embedded_by_default=True)
+    result = run_demo(settings, lambda event: typer.echo(report.demo_event_text(event)), keep=keep, notify=_notify)
+    typer.echo(report.demo_result_text(result))
+    if not result.healthy:
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 # --- db -------------------------------------------------------------------------------------
 
 
-@db_app.command()
+@db_command(db_app, also=("lock_timeout", "fmt"))
 def migrate(
+    options: Shared,
     dry_run: DryRun = False,
     target: Annotated[str | None, typer.Option("--target", help="Apply pending migrations up to this version.")] = None,
     retry_failed: Annotated[
@@ -286,94 +381,54 @@ def migrate(
     ] = False,
     allow_out_of_order: AllowOutOfOrder = False,
     allow_undetermined: AllowUndetermined = False,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    fmt: FormatOpt = Format.text,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Apply pending migrations in numeric order, each in its own transaction."""
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        with _StepProgress("migrating") as progress:
-            result = commands.migrate(
-                settings,
-                target=target,
-                dry_run=dry_run,
-                allow=_allowances(allow_out_of_order, allow_undetermined, retry_failed),
-                notify=_notify,
-                on_step=progress.on_step,
-            )
-        _notes(result.plan.notes)
-        _emit(fmt, result, report.run_text, report.run_json)
-        if not result.ok:
-            raise typer.Exit(EXIT_PROBLEMS)
+    settings = options.settings()
+    with _StepProgress("migrating") as progress:
+        result = commands.migrate(
+            settings,
+            target=target,
+            dry_run=dry_run,
+            allow=_allowances(allow_out_of_order, allow_undetermined, retry_failed),
+            notify=_notify,
+            on_step=progress.on_step,
+        )
+    _notes(result.plan.notes)
+    _emit(options.fmt, result, report.run_text, report.run_json, ok=result.ok)
 
 
-@db_app.command()
+@db_command(db_app, also=("lock_timeout", "fmt"))
 def rollback(
+    options: Shared,
     version: Annotated[
         str, typer.Argument(help="Roll back to this version: every applied migration above it is undone.")
     ],
     dry_run: DryRun = False,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    fmt: FormatOpt = Format.text,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Undo every applied migration above VERSION, newest first, with its .rollback.sql."""
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        with _StepProgress("rolling back") as progress:
-            result = commands.rollback(settings, version, dry_run=dry_run, notify=_notify, on_step=progress.on_step)
-        _emit(fmt, result, report.run_text, report.run_json)
-        if not result.ok:
-            raise typer.Exit(EXIT_PROBLEMS)
+    settings = options.settings()
+    with _StepProgress("rolling back") as progress:
+        result = commands.rollback(settings, version, dry_run=dry_run, notify=_notify, on_step=progress.on_step)
+    _emit(options.fmt, result, report.run_text, report.run_json, ok=result.ok)
 
 
-@db_app.command("migration-status")
-def migration_status(
-    fmt: FormatOpt = Format.text,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
-) -> None:
+@db_command(db_app, "migration-status", also=("fmt",))
+def migration_status(options: Shared) -> None:
     """Current version, applied, pending and failed migrations."""
-    with _guard(debug):
-        result = commands.migration_status(
-            _settings(database_url, embedded, migrations_dir, schema, debug), notify=_notify
-        )
-        _emit(fmt, result, report.status_text, report.status_json)
-        if result.failed:
-            raise typer.Exit(EXIT_PROBLEMS)
+    result = commands.migration_status(options.settings(), notify=_notify)
+    _emit(options.fmt, result, report.status_text, report.status_json, ok=not result.failed)
 
 
-@db_app.command("migration-info")
-def migration_info(
-    fmt: FormatOpt = Format.text,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
-) -> None:
+@db_command(db_app, "migration-info", also=("fmt",))
+def migration_info(options: Shared) -> None:
     """Migration files with checksums and companions, server version, lock state."""
-    with _guard(debug):
-        result = commands.migration_info(
-            _settings(database_url, embedded, migrations_dir, schema, debug), notify=_notify
-        )
-        _emit(fmt, result, report.info_text, report.info_json)
+    result = commands.migration_info(options.settings(), notify=_notify)
+    _emit(options.fmt, result, report.info_text, report.info_json)
 
 
-@db_app.command("create-schema")
+@db_command(db_app, "create-schema", also=("lock_timeout", "fmt"))
 def create_schema(
+    options: Shared,
     force: Annotated[
         bool,
         typer.Option(
@@ -381,156 +436,115 @@ def create_schema(
             help="Drop and recreate the tracking and lock tables (their rows are lost; the audit table stays).",
         ),
     ] = False,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Create the tracking, lock and audit tables."""
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        result = commands.create_schema(settings, force=force, notify=_notify)
-        if result.execution.failure:
-            _err(f"❌ create-schema failed: {result.execution.failure.message}")
-            raise typer.Exit(EXIT_PROBLEMS)
+    result = commands.create_schema(options.settings(), force=force, notify=_notify)
+    failure = result.execution.failure
+    if options.fmt is Format.json:
+        typer.echo(report.create_schema_json(result))
+    elif failure:
+        _err(f"❌ create-schema failed: {failure.message}")
+    else:
         typer.echo(report.create_schema_text(result))
+    if failure:
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
-@db_app.command()
+@db_command(db_app, also=("fmt",))
 def backup(
+    options: Shared,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write [default: backups/poststack-<UTC time>.sql].")
     ] = None,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Dump the database with a pg_dump matching the server's major version."""
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug)
-        on_progress = None
-        progress: Any = None
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn
+    settings = options.settings()
+    on_progress = None
+    progress: Any = None
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn
 
-            progress = Progress(
-                SpinnerColumn(),
-                TextColumn("backing up: {task.description}"),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            progress.start()
-            task = progress.add_task("starting", total=None)
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("backing up: {task.description}"),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        progress.start()
+        task = progress.add_task("starting", total=None)
 
-            def on_progress(size: int) -> None:
-                progress.update(task, description=f"{size / 1048576:.1f} MiB written")
+        def on_progress(size: int) -> None:
+            progress.update(task, description=f"{size / 1048576:.1f} MiB written")
 
-        try:
-            result = commands.backup(settings, output, notify=_notify, on_progress=on_progress)
-        finally:
-            if progress is not None:
-                progress.stop()
+    try:
+        result = commands.backup(settings, output, notify=_notify, on_progress=on_progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if options.fmt is Format.json:
+        typer.echo(report.backup_json(result, settings.display_url))
+    else:
         typer.echo(report.backup_text(result))
 
 
-@db_app.command()
+@db_command(db_app)
 def shell(
+    options: Shared,
     command: Annotated[str | None, typer.Option("-c", "--command", help="Run this SQL and print the result.")] = None,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Open psql on the database, or run SQL with -c (or from standard input)."""
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug)
-        if command is None and not sys.stdin.isatty():
-            command = sys.stdin.read()
-        if command is None:
-            target = commands.interactive_shell(settings, notify=_notify)
-            os.execve(target.argv[0], list(target.argv), target.env)
-        result = commands.shell_command(settings, command, notify=_notify)
-        for notice in result.notices:
-            _err(notice)
-        typer.echo(report.shell_text(result))
-        # Last, on stderr: stdout stays the query's result alone, as psql -c prints it.
-        _err(report.database_line(result.database))
+    settings = options.settings()
+    if command is None and not sys.stdin.isatty():
+        command = sys.stdin.read()
+    if command is None:
+        target = commands.interactive_shell(settings, notify=_notify)
+        os.execve(target.argv[0], list(target.argv), target.env)
+    result = commands.shell_command(settings, command, notify=_notify)
+    for notice in result.notices:
+        _err(notice)
+    typer.echo(report.shell_text(result))
+    # Last, on stderr: stdout stays the query's result alone, as psql -c prints it.
+    _err(report.database_line(result.database))
 
 
-@db_app.command()
+@db_command(db_app, also=("fmt",))
 def diagnose(
+    options: Shared,
     issue_type: Annotated[list[str] | None, typer.Option("--type", help="Only this issue type (repeatable).")] = None,
     severity: Annotated[str, typer.Option("--severity", help="Only issues at or above: low, medium, high.")] = "low",
-    fmt: FormatOpt = Format.text,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Compare files, tracking and the live catalog; report every disagreement."""
     from reconciler.diagnosis import diagnose as diagnosis
     from reconciler.diagnosis.issues import IssueType, Severity
 
-    with _guard(debug):
-        types = [IssueType.parse(t) for value in issue_type or () for t in value.split(",") if t.strip()]
-        minimum = Severity.parse(severity)
-        result = diagnosis.diagnose(
-            _settings(database_url, embedded, migrations_dir, schema, debug), types, minimum, notify=_notify
-        )
-        _emit(fmt, result, report.diagnosis_text, report.diagnosis_json)
-        if not result.ok:
-            raise typer.Exit(EXIT_PROBLEMS)
+    types = [IssueType.parse(t) for value in issue_type or () for t in value.split(",") if t.strip()]
+    minimum = Severity.parse(severity)
+    result = diagnosis.diagnose(options.settings(), types, minimum, notify=_notify)
+    _emit(options.fmt, result, report.diagnosis_text, report.diagnosis_json, ok=result.ok)
 
 
-@db_app.command()
+@db_command(db_app, also=("fmt",))
 def validate(
+    options: Shared,
     check_rollbacks: Annotated[
         bool, typer.Option("--check-rollbacks", help="Warn about migrations without a rollback file.")
     ] = False,
-    fmt: FormatOpt = Format.text,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Every file parses, versions are unique, tracking agrees with the files."""
     from reconciler.diagnosis import diagnose as diagnosis
 
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug)
-        result = diagnosis.validate(settings, check_rollbacks=check_rollbacks, notify=_notify)
-        _emit(fmt, result, report.validation_text, report.checks_json)
-        if not result.ok:
-            raise typer.Exit(EXIT_PROBLEMS)
+    result = diagnosis.validate(options.settings(), check_rollbacks=check_rollbacks, notify=_notify)
+    _emit(options.fmt, result, report.validation_text, report.checks_json, ok=result.ok)
 
 
-@db_app.command("verify-migrations")
-def verify_migrations(
-    fmt: FormatOpt = Format.text,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
-) -> None:
+@db_command(db_app, "verify-migrations", also=("fmt",))
+def verify_migrations(options: Shared) -> None:
     """Every applied migration's file still exists and matches its recorded checksum."""
     from reconciler.diagnosis import diagnose as diagnosis
 
-    with _guard(debug):
-        result = diagnosis.verify_migrations(
-            _settings(database_url, embedded, migrations_dir, schema, debug), notify=_notify
-        )
-        _emit(fmt, result, report.verification_text, report.checks_json)
-        if not result.ok:
-            raise typer.Exit(EXIT_PROBLEMS)
+    result = diagnosis.verify_migrations(options.settings(), notify=_notify)
+    _emit(options.fmt, result, report.verification_text, report.checks_json, ok=result.ok)
 
 
 # --- remediation: plan, apply, and the guide's fix commands -----------------------------
@@ -558,8 +572,9 @@ def _run_plan(settings: Settings, plan: Any) -> Any:
         return remediation.checked_apply(settings, plan, notify=_notify, on_step=progress.on_step)
 
 
-@app.command("plan")
+@db_command(app, "plan", also=("fmt",))
 def plan_command(
+    options: Shared,
     playbook: PlaybookOpt = None,
     issue_type: IssueTypeOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Save the plan to apply it later.")] = None,
@@ -575,37 +590,31 @@ def plan_command(
             help="Exit 0: nothing to do; 2: changes planned, or migrations held for a person; 1: error.",
         ),
     ] = False,
-    fmt: FormatOpt = Format.text,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Diagnose, choose playbooks, and show exactly what apply would run."""
     from reconciler.remediation import fixes as remediation
     from reconciler.remediation.planner import HELD, PlanRequest
 
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug)
-        request = PlanRequest(
-            tuple(playbook or ()),
-            _issue_types(issue_type),
-            _plan_variables(force, allow_out_of_order, allow_undetermined),
-        )
-        plan = remediation.make_plan(settings, request, notify=_notify)
-        if out is not None:
-            remediation.save_plan(plan, out)
-        _emit(fmt, plan, report.remediation_plan_text, report.remediation_plan_json)
-        if out is not None and fmt is Format.text:
-            typer.echo(f"Saved to {out}; run it with: poststack apply {out}")
-        # Held migrations are changes the database still needs, though a person must decide them.
-        if detailed_exitcode and any(s.action != "manual" or s.playbook == HELD for s in plan.steps):
-            raise typer.Exit(2)
+    settings = options.settings()
+    request = PlanRequest(
+        tuple(playbook or ()),
+        _issue_types(issue_type),
+        _plan_variables(force, allow_out_of_order, allow_undetermined),
+    )
+    plan = remediation.make_plan(settings, request, notify=_notify)
+    if out is not None:
+        remediation.save_plan(plan, out)
+    _emit(options.fmt, plan, report.remediation_plan_text, report.remediation_plan_json)
+    if out is not None and options.fmt is Format.text:
+        typer.echo(f"Saved to {out}; run it with: poststack apply {out}")
+    # Held migrations are changes the database still needs, though a person must decide them.
+    if detailed_exitcode and any(s.action != "manual" or s.playbook == HELD for s in plan.steps):
+        raise typer.Exit(2)
 
 
-@app.command("apply")
+@db_command(app, "apply", also=("fmt", "lock_timeout"))
 def apply_command(
+    options: Shared,
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved with poststack plan --out.")] = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask before applying.")] = False,
     confirm: Annotated[bool, typer.Option("--confirm", help="Allow a destructive plan (it backs up first).")] = False,
@@ -616,58 +625,48 @@ def apply_command(
     ] = False,
     allow_out_of_order: AllowOutOfOrder = False,
     allow_undetermined: AllowUndetermined = False,
-    fmt: FormatOpt = Format.text,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Run a saved plan, or plan afresh and run it after you approve."""
     from reconciler.remediation import fixes as remediation
     from reconciler.remediation.planner import PlanRequest
 
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        request = None
-        if plan_file is not None:
-            if playbook or issue_type or force or allow_out_of_order or allow_undetermined:
-                raise UsageError(
-                    "--playbook, --issue-type, --force and --allow-* choose a new plan; a saved plan is applied as it is"
-                )
-            plan = remediation.load_plan(plan_file)
-        else:
-            request = PlanRequest(
-                tuple(playbook or ()),
-                _issue_types(issue_type),
-                _plan_variables(force, allow_out_of_order, allow_undetermined),
+    settings = options.settings()
+    request = None
+    if plan_file is not None:
+        if playbook or issue_type or force or allow_out_of_order or allow_undetermined:
+            raise UsageError(
+                "--playbook, --issue-type, --force and --allow-* choose a new plan; a saved plan is applied as it is"
             )
-            plan = remediation.make_plan(settings, request, _notify)
-        runnable = [s for s in plan.steps if s.action != "manual"]
-        # A plan of the whole database answers for its health; one playbook or issue type,
-        # only for what it fixes.
-        whole = not (playbook or issue_type)
-        if fmt is Format.text:
-            typer.echo(report.remediation_plan_text(plan))
-        if runnable:
-            _approve(plan, saved=plan_file is not None, auto_approve=auto_approve, confirm=confirm)
-            # Approved in advance (--auto-approve, no plan file): if another run changed the
-            # database while this one waited for the lock, plan again from what is there.
-            replan = request if (auto_approve and plan_file is None and not plan.destructive) else None
-            with _StepProgress("applying") as progress:
-                result = remediation.apply_plan(
-                    settings, plan, notify=_notify, on_step=progress.on_step, replan=replan, whole=whole
-                )
-            if result.plan is not plan:
-                _err("⚠️  The database changed while waiting for the migration lock; planned again and applied that.")
-        else:
-            result = remediation.apply_plan(settings, plan, notify=_notify, whole=whole)  # nothing runs; re-diagnoses
-        if fmt is Format.text:
-            typer.echo("")
-        _emit(fmt, result, report.apply_text, report.apply_json)
-        if not result.ok:
-            raise typer.Exit(EXIT_PROBLEMS)
+        plan = remediation.load_plan(plan_file)
+    else:
+        request = PlanRequest(
+            tuple(playbook or ()),
+            _issue_types(issue_type),
+            _plan_variables(force, allow_out_of_order, allow_undetermined),
+        )
+        plan = remediation.make_plan(settings, request, _notify)
+    runnable = [s for s in plan.steps if s.action != "manual"]
+    # A plan of the whole database answers for its health; one playbook or issue type,
+    # only for what it fixes.
+    whole = not (playbook or issue_type)
+    if options.fmt is Format.text:
+        typer.echo(report.remediation_plan_text(plan))
+    if runnable:
+        _approve(plan, saved=plan_file is not None, auto_approve=auto_approve, confirm=confirm)
+        # Approved in advance (--auto-approve, no plan file): if another run changed the
+        # database while this one waited for the lock, plan again from what is there.
+        replan = request if (auto_approve and plan_file is None and not plan.destructive) else None
+        with _StepProgress("applying") as progress:
+            result = remediation.apply_plan(
+                settings, plan, notify=_notify, on_step=progress.on_step, replan=replan, whole=whole
+            )
+        if result.plan is not plan:
+            _err("⚠️  The database changed while waiting for the migration lock; planned again and applied that.")
+    else:
+        result = remediation.apply_plan(settings, plan, notify=_notify, whole=whole)  # nothing runs; re-diagnoses
+    if options.fmt is Format.text:
+        typer.echo("")
+    _emit(options.fmt, result, report.apply_text, report.apply_json, ok=result.ok)
 
 
 def _approve(plan: Any, *, saved: bool, auto_approve: bool, confirm: bool) -> None:
@@ -689,8 +688,25 @@ def _approve(plan: Any, *, saved: bool, auto_approve: bool, confirm: bool) -> No
         raise UsageError("not approved: nothing was applied")
 
 
-@db_app.command()
+def _unrun(
+    options: Shared, settings: Settings, plan: Any, text: str, *, dry_run: bool = False, ok: bool = True
+) -> None:
+    """A fix command's plan that was not run (a dry run, or nothing to run): ``text``, or the
+    plan as the JSON result of a run that ran nothing."""
+    if options.fmt is Format.json:
+        typer.echo(report.fix_plan_json(plan, settings.display_url, dry_run=dry_run, ok=ok))
+    elif text:
+        typer.echo(text)
+
+
+def _fixed(options: Shared, result: Any, text: Callable[[Any], str]) -> None:
+    """A fix command's run: its result in words or JSON; exit 1 unless it went well."""
+    _emit(options.fmt, result, text, report.fix_result_json, ok=result.ok)
+
+
+@db_command(db_app, also=("lock_timeout", "fmt"))
 def recover(
+    options: Shared,
     versions: Annotated[
         list[str] | None,
         typer.Argument(help="Only these versions; with --force, track them even without evidence (your word)."),
@@ -700,38 +716,72 @@ def recover(
         bool,
         typer.Option("--force", help="Also track undetermined migrations that migrate holds (or the VERSIONS named)."),
     ] = False,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Track migrations the catalog shows applied but tracking does not (missing_tracking)."""
     from reconciler.remediation import fixes as remediation
 
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        plan = remediation.recover(settings, force=force, versions=tuple(versions or ()), notify=_notify)
-        if dry_run:
-            typer.echo(report.recover_dry_run_text(plan))
-            return
-        if not any(s.action == "track_migration" for s in plan.steps):
-            typer.echo("✅ Nothing to recover: every migration the catalog shows applied is tracked.")
-            return
-        for issue in plan.issues:
-            if issue["type"] == "undetermined" and any(s.version == issue["version"] for s in plan.steps):
-                typer.echo(
-                    f"⚠️  Including migration {issue['version']} without evidence (--force): {issue['details']['reason']}"
-                )
-        result = _run_plan(settings, plan)
-        typer.echo(report.recover_text(result))
-        if not result.ok:
-            raise typer.Exit(EXIT_PROBLEMS)
+    settings = options.settings()
+    plan = remediation.recover(settings, force=force, versions=tuple(versions or ()), notify=_notify)
+    if dry_run:
+        _unrun(options, settings, plan, report.recover_dry_run_text(plan), dry_run=True)
+        return
+    if not any(s.action == "track_migration" for s in plan.steps):
+        _unrun(options, settings, plan, "✅ Nothing to recover: every migration the catalog shows applied is tracked.")
+        return
+    # A warning before the result: on stdout beside the text, on stderr beside JSON.
+    warn = typer.echo if options.fmt is Format.text else _err
+    for issue in plan.issues:
+        if issue["type"] == "undetermined" and any(s.version == issue["version"] for s in plan.steps):
+            warn(f"⚠️  Including migration {issue['version']} without evidence (--force): {issue['details']['reason']}")
+    _fixed(options, _run_plan(settings, plan), report.recover_text)
 
 
-@db_app.command()
+@db_command(db_app, "import", also=("lock_timeout", "fmt"))
+def import_command(
+    options: Shared,
+    from_tool: Annotated[
+        str,
+        typer.Option(
+            "--from", help="The tool whose history to take over: flyway, dbmate, golang-migrate, sqlx, diesel, prisma."
+        ),
+    ],
+    from_schema: Annotated[
+        str | None, typer.Option("--from-schema", help="Schema of its history table [default: the current schema].")
+    ] = None,
+    from_table: Annotated[
+        str | None, typer.Option("--from-table", help="Its history table, if not the tool's default name.")
+    ] = None,
+    dry_run: DryRun = False,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask before importing.")] = False,
+) -> None:
+    """Record another tool's migration history in poststack's tracking, cross-checked
+    against the catalog; the other tool's table is left as it is."""
+    from reconciler.remediation import fixes as remediation
+
+    settings = options.settings()
+    imported = remediation.import_history(
+        settings, from_tool, from_schema=from_schema, from_table=from_table, notify=_notify
+    )
+    if options.fmt is Format.text:
+        typer.echo(report.import_plan_text(imported))
+    runnable = any(s.action != "manual" for s in imported.plan.steps)
+    result = None
+    if runnable and not dry_run:
+        _approve(imported.plan, saved=False, auto_approve=auto_approve, confirm=False)
+        result = _run_plan(settings, imported.plan)
+    if options.fmt is Format.json:
+        typer.echo(report.import_json(imported, result, settings.display_url, dry_run=dry_run))
+    elif dry_run:
+        typer.echo("Dry run: nothing was imported.")
+    else:
+        typer.echo("\n" + report.import_text(imported, result))
+    if imported.refused or (result is not None and not result.ok):
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+@db_command(db_app, also=("lock_timeout", "fmt"))
 def repair(
+    options: Shared,
     issue_type: Annotated[
         list[str] | None,
         typer.Option("--issue-type", help="checksum_mismatch, duplicate_version or partial_migration."),
@@ -740,26 +790,16 @@ def repair(
         bool, typer.Option("--force", help="Also clear failed attempts that ran outside a transaction.")
     ] = False,
     dry_run: DryRun = False,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Repair tracking rows: accept edited files, drop duplicate rows, clear failed attempts."""
     from reconciler.remediation import fixes as remediation
 
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        plan = remediation.repair(settings, issue_types=_issue_types(issue_type), force=force, notify=_notify)
-        if dry_run:
-            typer.echo(report.remediation_plan_text(plan))
-            return
-        result = _run_plan(settings, plan)
-        typer.echo(report.front_end_text("repair", result))
-        if not result.ok:
-            raise typer.Exit(EXIT_PROBLEMS)
+    settings = options.settings()
+    plan = remediation.repair(settings, issue_types=_issue_types(issue_type), force=force, notify=_notify)
+    if dry_run:
+        _unrun(options, settings, plan, report.remediation_plan_text(plan), dry_run=True)
+        return
+    _fixed(options, _run_plan(settings, plan), functools.partial(report.front_end_text, "repair"))
 
 
 ConfirmOpt = Annotated[bool, typer.Option("--confirm", help="Really do it (without: show what would run).")]
@@ -780,44 +820,48 @@ WaitOpt = Annotated[
 
 
 def _clean(
-    settings: Settings, *, locks: bool, duplicates: bool, confirm: bool, terminate: bool, legacy: bool, wait: bool
+    options: Shared, *, locks: bool, duplicates: bool, confirm: bool, terminate: bool, legacy: bool, wait: bool
 ) -> None:
     from reconciler.remediation import fixes as remediation
 
-    operation = "unlock" if legacy else "clean"
+    settings = options.settings()
     plan = remediation.clean(
         settings,
         locks=locks,
         duplicates=duplicates,
         terminate=terminate,
         wait=wait,
-        operation=operation,
+        operation="unlock" if legacy else "clean",
         notify=_notify,
     )
     runnable = [s for s in plan.steps if s.action != "manual"]
     manual = [s for s in plan.steps if s.action == "manual"]
     if not runnable:
+        for step in manual:
+            _err(f"❌ {step.reason.removeprefix('MANUAL: ')}")
+        nothing = "✅ The migration lock is not held; nothing to release." if legacy else "✅ Nothing to clean."
+        _unrun(options, settings, plan, "" if manual else nothing, ok=not manual)
         if manual:
-            for step in manual:
-                _err(f"❌ {step.reason.removeprefix('MANUAL: ')}")
             raise typer.Exit(EXIT_PROBLEMS)
-        typer.echo("✅ The migration lock is not held; nothing to release." if legacy else "✅ Nothing to clean.")
         return
     if not confirm:
-        typer.echo(report.remediation_plan_text(plan))
-        typer.echo("Nothing changed: add --confirm to do it.")
+        preview = f"{report.remediation_plan_text(plan)}\nNothing changed: add --confirm to do it."
+        _unrun(options, settings, plan, preview, dry_run=True)
+        if options.fmt is Format.json:
+            _err("Nothing changed: add --confirm to do it.")
         raise typer.Exit(EXIT_USAGE)
     result = _run_plan(settings, plan)
-    if legacy and result.ok:
-        typer.echo(report.unlock_text(result))
-    else:
-        typer.echo(report.front_end_text("clean", result))
-    if not result.ok:
-        raise typer.Exit(EXIT_PROBLEMS)
+    # unlock-migrations says what it has always said: the lock released, and whose it was.
+    _fixed(
+        options,
+        result,
+        report.unlock_text if legacy and result.ok else functools.partial(report.front_end_text, "clean"),
+    )
 
 
-@db_app.command()
+@db_command(db_app, also=("lock_timeout", "fmt"))
 def clean(
+    options: Shared,
     locks: Annotated[bool, typer.Option("--locks", help="Release a lock left by a crashed or killed run.")] = False,
     duplicates: Annotated[
         bool, typer.Option("--duplicates", help="Delete duplicate tracking rows (the oldest stays).")
@@ -825,101 +869,69 @@ def clean(
     confirm: ConfirmOpt = False,
     terminate: TerminateOpt = False,
     wait: WaitOpt = False,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
 ) -> None:
     """Clean up stuck locks and duplicate tracking rows."""
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        _clean(
-            settings, locks=locks, duplicates=duplicates, confirm=confirm, terminate=terminate, legacy=False, wait=wait
-        )
+    _clean(options, locks=locks, duplicates=duplicates, confirm=confirm, terminate=terminate, legacy=False, wait=wait)
 
 
-@db_app.command("unlock-migrations")
+@db_command(db_app, "unlock-migrations", also=("lock_timeout", "fmt"))
 def unlock_migrations(
-    confirm: ConfirmOpt = False,
-    terminate: TerminateOpt = False,
-    wait: WaitOpt = False,
-    lock_timeout: LockTimeoutOpt = 30.0,
-    database_url: DatabaseUrl = None,
-    embedded: EmbeddedOpt = False,
-    migrations_dir: MigrationsDir = None,
-    schema: Schema = None,
-    debug: Debug = False,
+    options: Shared, confirm: ConfirmOpt = False, terminate: TerminateOpt = False, wait: WaitOpt = False
 ) -> None:
     """Release a migration lock left by a crashed or killed run (same as db clean --locks)."""
-    with _guard(debug):
-        settings = _settings(database_url, embedded, migrations_dir, schema, debug, lock_timeout)
-        _clean(settings, locks=True, duplicates=False, confirm=confirm, terminate=terminate, legacy=True, wait=wait)
+    _clean(options, locks=True, duplicates=False, confirm=confirm, terminate=terminate, legacy=True, wait=wait)
 
 
-@playbooks_app.command("list")
-def playbooks_list(migrations_dir: MigrationsDir = None, debug: Debug = False) -> None:
+@local_command(playbooks_app, "list")
+def playbooks_list(options: Shared) -> None:
     """Built-in playbooks and the project's own (playbooks/ beside the migrations)."""
     from reconciler.remediation.playbook import load_all
 
-    with _guard(debug):
-        settings = _local_settings(migrations_dir, debug)
-        typer.echo(report.playbooks_text(load_all(settings.migrations_dir)))
+    typer.echo(report.playbooks_text(load_all(options.local_settings().migrations_dir)))
 
 
-@playbooks_app.command("show")
-def playbooks_show(
-    name: Annotated[str, typer.Argument(help="Playbook name.")],
-    migrations_dir: MigrationsDir = None,
-    debug: Debug = False,
-) -> None:
+@local_command(playbooks_app, "show")
+def playbooks_show(options: Shared, name: Annotated[str, typer.Argument(help="Playbook name.")]) -> None:
     """Show a playbook's steps."""
     from reconciler.remediation.playbook import find, load_all
 
-    with _guard(debug):
-        settings = _local_settings(migrations_dir, debug)
-        typer.echo(report.playbook_show_text(find(load_all(settings.migrations_dir), name)))
+    typer.echo(report.playbook_show_text(find(load_all(options.local_settings().migrations_dir), name)))
 
 
-@playbooks_app.command("validate")
+@local_command(playbooks_app, "validate")
 def playbooks_validate(
+    options: Shared,
     file: Annotated[Path | None, typer.Argument(help="A playbook file; without it, every playbook in use.")] = None,
-    migrations_dir: MigrationsDir = None,
-    debug: Debug = False,
 ) -> None:
     """Check playbooks against the schema and the action registry."""
     from reconciler.remediation.playbook import load_all, load_playbook
 
-    with _guard(debug):
-        settings = _local_settings(migrations_dir, debug)
-        books = [load_playbook(file)] if file is not None else list(load_all(settings.migrations_dir).values())
-        for book in books:
-            typer.echo(f"✅ {book.path}: valid ({book.name} v{book.version}, {len(book.steps)} steps)")
+    settings = options.local_settings()
+    books = [load_playbook(file)] if file is not None else list(load_all(settings.migrations_dir).values())
+    for book in books:
+        typer.echo(f"✅ {book.path}: valid ({book.name} v{book.version}, {len(book.steps)} steps)")
 
 
 # --- db server --------------------------------------------------------------------------------
 
 
-@server_app.command("status")
-def server_status(migrations_dir: MigrationsDir = None, fmt: FormatOpt = Format.text, debug: Debug = False) -> None:
+@local_command(server_app, "status", also=("fmt",))
+def server_status(options: Shared) -> None:
     """Is the embedded PostgreSQL initialized and running?"""
-    with _guard(debug):
-        result = commands.server_status(_local_settings(migrations_dir, debug))
-        _emit(fmt, result, report.server_status_text, report.to_json)
+    result = commands.server_status(options.local_settings())
+    _emit(options.fmt, result, report.server_status_text, report.to_json)
 
 
-@server_app.command("stop")
-def server_stop(migrations_dir: MigrationsDir = None, debug: Debug = False) -> None:
+@local_command(server_app, "stop")
+def server_stop(options: Shared) -> None:
     """Stop the embedded PostgreSQL (the next command starts it again)."""
-    with _guard(debug):
-        settings = _local_settings(migrations_dir, debug)
-        stopped = commands.server_stop(settings)
-        typer.echo(
-            f"✅ Stopped the embedded PostgreSQL in {settings.embedded_data_dir}"
-            if stopped
-            else f"The embedded PostgreSQL in {settings.embedded_data_dir} is not running"
-        )
+    settings = options.local_settings()
+    stopped = commands.server_stop(settings)
+    typer.echo(
+        f"✅ Stopped the embedded PostgreSQL in {settings.embedded_data_dir}"
+        if stopped
+        else f"The embedded PostgreSQL in {settings.embedded_data_dir} is not running"
+    )
 
 
 def main() -> None:

@@ -191,8 +191,17 @@ def _run_outcome_text(result: Any) -> str:
     return "\n".join(lines)
 
 
+def _executed(execution: Any) -> dict[str, Any]:
+    """What ran, in every JSON result of a command that changes the database: one outcome
+    per step that ran, the failed step (or null), and how long the steps took (or null)."""
+    return {
+        "outcomes": [asdict(o) for o in execution.outcomes] if execution else [],
+        "failure": asdict(execution.failure) if execution and execution.failure else None,
+        "elapsed_s": round(execution.elapsed_s, 3) if execution else None,
+    }
+
+
 def run_json(result: Any) -> str:
-    execution = result.execution
     return to_json(
         {
             "operation": result.operation,
@@ -200,9 +209,7 @@ def run_json(result: Any) -> str:
             "dry_run": result.dry_run,
             "ok": result.ok,
             "plan": result.plan.to_json(),
-            "outcomes": [asdict(o) for o in execution.outcomes] if execution else [],
-            "failure": asdict(execution.failure) if execution and execution.failure else None,
-            "elapsed_s": round(execution.elapsed_s, 3) if execution else None,
+            **_executed(result.execution),
         }
     )
 
@@ -392,10 +399,42 @@ def create_schema_text(result: Any) -> str:
     return "\n".join(lines)
 
 
+def create_schema_json(result: Any) -> str:
+    return to_json(
+        {
+            "operation": "create-schema",
+            "database": result.database.url,
+            "ok": result.execution.ok,
+            "tracking_schema": result.tracking_schema,
+            "dropped": list(result.dropped),
+            "dropped_rows": result.dropped_rows,
+            "created": list(result.created),
+            **_executed(result.execution),
+        }
+    )
+
+
 def backup_text(result: Any) -> str:
     return (
         f"✅ Backup written to {result.path} ({_size(result.size_bytes)}, {result.elapsed_s:.1f}s) "
         f"with {result.tool.path} {result.tool.version} for PostgreSQL {result.server_major}"
+    )
+
+
+def backup_json(result: Any, database: str) -> str:
+    """``database``: the one dumped, as its settings name it (BackupResult does not carry the
+    DatabaseRef of the session commands.backup opened)."""
+    return to_json(
+        {
+            "operation": "backup",
+            "database": database,
+            "ok": True,
+            "path": str(result.path.absolute()),
+            "size_bytes": result.size_bytes,
+            "elapsed_s": round(result.elapsed_s, 3),
+            "tool": {"path": str(result.tool.path), "version": result.tool.version, "major": result.tool.major},
+            "server_major": result.server_major,
+        }
     )
 
 
@@ -642,15 +681,123 @@ def _remaining_text(remaining: Any) -> str:
 
 
 def apply_json(result: Any) -> str:
-    execution = result.execution
+    executed = _executed(result.execution)
     return to_json(
         {
             "ok": result.ok,
             "database": result.database.url,
             "plan_hash": result.plan.hash,
-            "outcomes": [asdict(o) for o in execution.outcomes] if execution else [],
-            "failure": asdict(execution.failure) if execution and execution.failure else None,
+            "outcomes": executed["outcomes"],
+            "failure": executed["failure"],
             "remaining_issues": [i.to_json() for i in result.remaining],
+        }
+    )
+
+
+def fix_result_json(result: Any) -> str:
+    """recover, repair, clean and unlock-migrations, after their plan ran."""
+    return _fix_json(result.plan, result.database.url, result.ok, result.execution, result.remaining)
+
+
+def fix_plan_json(plan: Plan, database: str, *, dry_run: bool = False, ok: bool = True) -> str:
+    """The same commands when their plan did not run: a dry run, or nothing to run (``ok``
+    false when what is left is for a person). ``database``: where it was planned."""
+    return _fix_json(plan, database, ok, None, None, dry_run=dry_run)
+
+
+def _fix_json(plan: Plan, database: str, ok: bool, execution: Any, remaining: Any, *, dry_run: bool = False) -> str:
+    return to_json(
+        {
+            "operation": plan.operation,
+            "database": database,
+            "dry_run": dry_run,
+            "ok": ok,
+            "plan": {**plan.to_json(), "hash": plan.hash},
+            **_executed(execution),
+            # null: nothing ran, so the database was not diagnosed again
+            "remaining_issues": None if remaining is None else [i.to_json() for i in remaining],
+        }
+    )
+
+
+# --- db import ------------------------------------------------------------------------------
+
+_DECISIONS = (
+    ("import", "✅ import as applied"),
+    ("failed", "⚠️  import as a failed attempt (a partial_migration to resolve)"),
+    ("refuse", "❌ not imported"),
+    ("skip", "   left as it is"),
+)
+
+
+def import_plan_text(imported: Any) -> str:
+    """What db import read, what it decided for each migration and why, then the plan."""
+    lines = [f"Read {imported.tool}'s history from {imported.table} (left as it is):"]
+    for decision, label in _DECISIONS:
+        items = [i for i in imported.items if i.decision == decision]
+        if not items:
+            continue
+        lines.append(f"  {label}: {brief([i.version for i in items])}")
+        if decision in ("refuse", "failed"):
+            lines += [
+                f"     {i.version}: {i.reason}" + (f" ({i.detail})" if i.detail else "") for i in items[:BRIEF_LIMIT]
+            ]
+    if not imported.items:
+        lines.append("  (no rows)")
+    return "\n".join(lines) + "\n\n" + remediation_plan_text(imported.plan)
+
+
+def import_text(imported: Any, result: Any) -> str:
+    """After the import ran (``result``), or when nothing could (None)."""
+    if result is None:
+        outcome = "Nothing to import." if not imported.refused else "Nothing imported."
+        text = outcome + _refused_line(imported)
+        return text
+    if not result.ok:
+        return _with_database(_apply_outcome_text(result), result.database)
+    done = (
+        [o.version for o in result.execution.outcomes if o.ok and o.action == "import_migration"]
+        if result.execution
+        else []
+    )
+    failed = (
+        [o.version for o in result.execution.outcomes if o.ok and o.action == "import_failed_attempt"]
+        if result.execution
+        else []
+    )
+    lines = [
+        f"✅ Imported {imported.tool}'s history: {len(done)} migration(s) tracked as applied"
+        + (f" ({brief(done)})" if done else "")
+    ]
+    if failed:
+        lines.append(f"⚠️  Recorded {len(failed)} failed attempt(s) ({brief(failed)}): see poststack db diagnose")
+    text = "\n".join(lines) + _refused_line(imported)
+    return _with_database(text, result.database)
+
+
+def _refused_line(imported: Any) -> str:
+    refused = [i.version for i in imported.refused]
+    if not refused:
+        return ""
+    return f"\n❌ Not imported, the catalog or the files disagree with {imported.tool}: {brief(refused)} (see above)"
+
+
+def import_json(imported: Any, result: Any, database: str, *, dry_run: bool) -> str:
+    plan = result.plan if result is not None else imported.plan
+    ok = (result is None or result.ok) and not imported.refused
+    execution = result.execution if result is not None else None
+    return to_json(
+        {
+            "operation": "import",
+            "tool": imported.tool,
+            "table": imported.table,
+            "database": result.database.url if result is not None else database,
+            "dry_run": dry_run,
+            "ok": ok,
+            "items": [i.to_json() for i in imported.items],
+            "plan": {**plan.to_json(), "hash": plan.hash},
+            **_executed(execution),
+            "remaining_issues": None if result is None else [i.to_json() for i in result.remaining],
         }
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg2
 
+from reconciler.config import TrackingLocation
 from reconciler.desired.effects import ObjectRef
 
 _CATALOG_SQL = r"""
@@ -86,18 +87,12 @@ class CatalogSnapshot:
         return dict(sorted(Counter(o.kind for o in self.objects).items()))
 
 
-# poststack's own relations: its tables and what PostgreSQL made for them.
-OWN_RELATIONS = (
-    "schema_migrations",
-    "schema_migrations_lock",
-    "schema_migrations_audit",
-    "schema_migrations_pkey",
-    "schema_migrations_lock_pkey",
-    "schema_migrations_audit_pkey",
-    "schema_migrations_id_seq",
-    "schema_migrations_audit_id_seq",
-    "schema_migrations_version_idx",
-)
+def own_relations(location: TrackingLocation) -> tuple[str, ...]:
+    """poststack's own relations at ``location``: its tables and what PostgreSQL made for them
+    (config keeps the prefix short enough that none of these names is cut at 63 bytes)."""
+    m, lock, audit = location.tables
+    made = (f"{m}_pkey", f"{lock}_pkey", f"{audit}_pkey", f"{m}_id_seq", f"{audit}_id_seq")
+    return (*location.tables, *made, location.version_index)
 
 
 def session_search_path(session: Any) -> tuple[tuple[str, ...], frozenset[str], str]:
@@ -116,8 +111,8 @@ def session_search_path(session: Any) -> tuple[tuple[str, ...], frozenset[str], 
     return tuple(names) or ("public",), frozenset(existing or ()), user
 
 
-def read_catalog(session: Any, tracking_schema: str) -> CatalogSnapshot:
-    rows = session.query(_CATALOG_SQL, {"schema": tracking_schema, "own": list(OWN_RELATIONS)})
+def read_catalog(session: Any, location: TrackingLocation) -> CatalogSnapshot:
+    rows = session.query(_CATALOG_SQL, {"schema": location.schema, "own": list(own_relations(location))})
     objects = []
     invalid = []
     for kind, schema, name, parent, args, valid in rows:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import psycopg2.errors
 
 from reconciler import interrupts
+from reconciler.config import DEFAULT_TABLE_PREFIX, TrackingLocation
 from reconciler.db import Session, host_pid
 from reconciler.errors import LockTimeout
 from reconciler.observed import tracking
@@ -37,9 +38,13 @@ def orphan_advice(state: tracking.LockState) -> str:
     )
 
 
-def advisory_key(schema: str) -> int:
-    """A stable signed 64-bit key for this tracking schema's lock."""
-    digest = hashlib.sha256(f"poststack:{schema}".encode()).digest()
+def advisory_key(location: TrackingLocation) -> int:
+    """A stable signed 64-bit key for the lock of the tracking tables at ``location``: two
+    prefixes in one schema are two histories, locked apart. The default prefix keeps the key
+    poststack used before prefixes could be set, so a run of an older poststack still
+    excludes a run of this one (a schema name has no ":", so no two locations share a key)."""
+    name = location.schema if location.prefix == DEFAULT_TABLE_PREFIX else f"{location.schema}:{location.prefix}"
+    digest = hashlib.sha256(f"poststack:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -52,24 +57,24 @@ _ADVISORY_HOLDER = (
 )
 
 
-def _key_parts(schema: str) -> dict[str, int]:
-    key = advisory_key(schema) & 0xFFFFFFFFFFFFFFFF
+def _key_parts(location: TrackingLocation) -> dict[str, int]:
+    key = advisory_key(location) & 0xFFFFFFFFFFFFFFFF
     return {"hi": key >> 32, "lo": key & 0xFFFFFFFF}
 
 
-def advisory_holder_pid(session: Session, schema: str) -> int | None:
+def advisory_holder_pid(session: Session, location: TrackingLocation) -> int | None:
     """The backend holding the advisory lock now, if any."""
-    row = session.query_one(f"SELECT l.pid {_ADVISORY_HOLDER}", _key_parts(schema))
+    row = session.query_one(f"SELECT l.pid {_ADVISORY_HOLDER}", _key_parts(location))
     return row[0] if row else None
 
 
-def describe_advisory_holder(session: Session, schema: str) -> str:
+def describe_advisory_holder(session: Session, location: TrackingLocation) -> str:
     """Who holds the advisory lock now, from pg_locks and pg_stat_activity."""
     row = session.query_one(
         "SELECT l.pid, a.application_name, host(a.client_addr), "
         "       extract(epoch FROM now() - a.xact_start)::float8, extract(epoch FROM now() - a.backend_start)::float8 "
         f"{_ADVISORY_HOLDER}",
-        _key_parts(schema),
+        _key_parts(location),
     )
     if row is None:
         return HOLDER_UNKNOWN
@@ -79,21 +84,21 @@ def describe_advisory_holder(session: Session, schema: str) -> str:
 
 
 @contextmanager
-def advisory_only(session: Session, schema: str, timeout_s: float) -> Iterator[None]:
+def advisory_only(session: Session, location: TrackingLocation, timeout_s: float) -> Iterator[None]:
     """Hold only the advisory lock: for work on the tracking tables themselves
     (creating or recreating them), where the lock row may not exist."""
-    _acquire_advisory(session, schema, timeout_s)
+    _acquire_advisory(session, location, timeout_s)
     try:
         yield
     finally:
         with interrupts.shielded():  # a stop signal lets the release finish
-            _release_advisory(session, schema)
+            _release_advisory(session, location)
 
 
 @contextmanager
 def migration_lock(
     session: Session,
-    schema: str,
+    location: TrackingLocation,
     timeout_s: float,
     prepare: Callable[[], None] | None = None,
     take_row: bool = True,
@@ -106,7 +111,7 @@ def migration_lock(
     before the lock row is read (it creates the tracking tables when they are absent).
     ``ending``: backends the block itself ends (a plan that terminates the lock's holder);
     their advisory lock is not waited for, or the block could never run."""
-    held = _acquire_advisory(session, schema, timeout_s, ending)
+    held = _acquire_advisory(session, location, timeout_s, ending)
     taken = False
     own_pid = session.server_info().backend_pid
     try:
@@ -117,7 +122,7 @@ def migration_lock(
             # advisory lock alone: it is the one that clears the row.
             yield
             return
-        state = tracking.read_lock(session, schema)
+        state = tracking.read_lock(session, location)
         if state.locked:
             if state.orphaned:
                 detail = orphan_advice(state)
@@ -139,7 +144,7 @@ def migration_lock(
         # Marked first: the UPDATE commits at once, and a stop signal raised as it returns
         # must still release it (the release matches only this backend's own row).
         taken = True
-        session.run(tracking.take_lock_row_statement(schema, host_pid()))
+        session.run(tracking.take_lock_row_statement(location, host_pid()))
         yield
     finally:
         # A run that ends alive, even by failing or after reconnecting, releases the row.
@@ -149,27 +154,29 @@ def migration_lock(
             if taken and not session.conn.closed:
                 try:
                     session.rollback()
-                    session.run(tracking.release_lock_row_statement(schema, own_pid))
+                    session.run(tracking.release_lock_row_statement(location, own_pid))
                 except psycopg2.Error:
                     pass
             if held:
-                _release_advisory(session, schema)
+                _release_advisory(session, location)
 
 
-def _acquire_advisory(session: Session, schema: str, timeout_s: float, ending: frozenset[int] = frozenset()) -> bool:
+def _acquire_advisory(
+    session: Session, location: TrackingLocation, timeout_s: float, ending: frozenset[int] = frozenset()
+) -> bool:
     """Poll for the advisory lock. Waiting inside pg_advisory_lock() would hold a snapshot
     for the whole wait, and the holder's CREATE INDEX CONCURRENTLY waits for every older
     snapshot to end: the two would wait for each other until the deadlock detector killed
     one. Between tries this session holds nothing. False (not held) when its holder is one
     of the backends in ``ending``."""
-    key = advisory_key(schema)
+    key = advisory_key(location)
     deadline = time.monotonic() + timeout_s
     pause = 0.02
     while True:
         got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
         if got and got[0]:
             return True
-        if ending and advisory_holder_pid(session, schema) in ending:
+        if ending and advisory_holder_pid(session, location) in ending:
             return False
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -179,7 +186,7 @@ def _acquire_advisory(session: Session, schema: str, timeout_s: float, ending: f
     # Timed out. The lock may change hands between the last try and naming its holder:
     # try again and look again a few times, so the error names whoever holds it.
     for _ in range(3):
-        busy = _busy(session, schema, timeout_s)
+        busy = _busy(session, location, timeout_s)
         if busy.holder_known:
             raise busy
         got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
@@ -188,21 +195,21 @@ def _acquire_advisory(session: Session, schema: str, timeout_s: float, ending: f
     raise busy
 
 
-def _release_advisory(session: Session, schema: str) -> None:
+def _release_advisory(session: Session, location: TrackingLocation) -> None:
     if session.conn.closed or session.reconnected:
         return  # the server released it with the connection that held it
     try:
         session.rollback()
-        session.query("SELECT pg_advisory_unlock(%(key)s)", {"key": advisory_key(schema)})
+        session.query("SELECT pg_advisory_unlock(%(key)s)", {"key": advisory_key(location)})
     except psycopg2.Error:
         pass
 
 
-def _busy(session: Session, schema: str, timeout_s: float) -> LockTimeout:
+def _busy(session: Session, location: TrackingLocation, timeout_s: float) -> LockTimeout:
     session.rollback()  # the failed lock wait aborted nothing, but be sure no transaction is open
-    tables = tracking.existing_tables(session, schema)
-    row_state = tracking.read_lock(session, schema) if tracking.LOCK_TABLE in tables else None
-    holder = row_state.describe() if row_state and row_state.locked else describe_advisory_holder(session, schema)
+    tables = tracking.existing_tables(session, location)
+    row_state = tracking.read_lock(session, location) if location.lock_table in tables else None
+    holder = row_state.describe() if row_state and row_state.locked else describe_advisory_holder(session, location)
     if row_state is not None and row_state.orphaned:
         detail = orphan_advice(row_state)  # no run is migrating: only its backend lingers
     else:

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from reconciler.config import DEFAULT_TRACKING, TrackingLocation
 from reconciler.db import ServerInfo, Session
 from reconciler.desired.effects import DEFAULT_PATH, Namespace, OwnTables, parse, read_effects, schemas_created
 from reconciler.desired.files import FileProblem, Migration, MigrationSet, scan_migrations
 from reconciler.desired.history import History, analyze
+from reconciler.desired.versions import VersionKey
 from reconciler.observed import tracking
 from reconciler.observed.catalog import CatalogSnapshot, read_catalog, run_verify_scripts, session_search_path
 from reconciler.observed.tracking import ObservedTracking
@@ -29,8 +31,8 @@ class DesiredState:
     history: History
 
     @cached_property
-    def by_number(self) -> dict[int, Migration]:
-        return self.migrations.by_number()
+    def by_key(self) -> dict[VersionKey, Migration]:
+        return self.migrations.by_key()
 
 
 # The path, which of its schemas exist now, and the role migrations run as.
@@ -39,16 +41,22 @@ DEFAULT_SEARCH_PATH: SearchPath = (DEFAULT_PATH, frozenset(DEFAULT_PATH), None)
 
 
 def read_desired(
-    directory: Path, search_path: SearchPath = DEFAULT_SEARCH_PATH, tracking_schema: str = "public"
+    directory: Path,
+    search_path: SearchPath = DEFAULT_SEARCH_PATH,
+    location: TrackingLocation = DEFAULT_TRACKING,
+    layout: str | None = None,
 ) -> DesiredState:
-    """``search_path`` is the one migrations run with (the role's or database's default)."""
-    scan = scan_migrations(directory)
-    history = read_history(scan.migrations, search_path, tracking_schema)
+    """``search_path`` is the one migrations run with (the role's or database's default);
+    ``layout`` the directory's (None: detected)."""
+    scan = scan_migrations(directory, layout)
+    history = read_history(scan.migrations, search_path, location)
     return DesiredState(scan.migrations, scan.problems, history)
 
 
 def read_history(
-    migrations: MigrationSet, search_path: SearchPath = DEFAULT_SEARCH_PATH, tracking_schema: str = "public"
+    migrations: MigrationSet,
+    search_path: SearchPath = DEFAULT_SEARCH_PATH,
+    location: TrackingLocation = DEFAULT_TRACKING,
 ) -> History:
     path, existing, user = search_path
     parsed = [(m, *parse(m.file.text)) for m in migrations.migrations]
@@ -57,23 +65,24 @@ def read_history(
     later = set().union(*(schemas_created(tree, user) for _, tree, _ in parsed)) if parsed else set()
     start = (set(existing) - later) if existing else set(path[:1])
     namespace = Namespace(path, schemas=start, user=user)
-    own = own_tables(tracking_schema)
+    own = own_tables(location)
     effects = (read_effects(m.version, m.file.text, namespace, tree, error, own) for m, tree, error in parsed)
-    return analyze(effects, tracking_schema)
+    return analyze(effects, location.schema)
 
 
-def own_tables(tracking_schema: str) -> OwnTables:
-    """poststack's tables in ``tracking_schema``: what a migration must leave alone."""
+def own_tables(location: TrackingLocation) -> OwnTables:
+    """poststack's tables at ``location``: what a migration must leave alone. Only these
+    names count: with another prefix, a migration may drop a table called schema_migrations."""
     roles = {
-        tracking.MIGRATIONS_TABLE: ("tracking table", "its record"),
-        tracking.LOCK_TABLE: ("lock table", "its lock"),
-        tracking.AUDIT_TABLE: ("audit table", "its audit trail"),
+        location.migrations_table: ("tracking table", "its record"),
+        location.lock_table: ("lock table", "its lock"),
+        location.audit_table: ("audit table", "its audit trail"),
     }
     tables = []
-    for table in tracking.TABLES:  # every table poststack keeps counts, named above or not
+    for table in location.tables:  # every table poststack keeps counts, named above or not
         role, loss = roles.get(table, ("table", "its record"))
         tables.append((table, role, loss))
-    return OwnTables(tracking_schema, tuple(tables))
+    return OwnTables(location.schema, tuple(tables))
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ class ObservedState:
     catalog: CatalogSnapshot
     verify: dict[str, bool | str]  # version -> verify script's answer, or its error
     server: ServerInfo
-    audited: dict[int, tracking.AuditedApplication] = field(default_factory=dict)  # applied, says the audit
+    audited: dict[VersionKey, tracking.AuditedApplication] = field(default_factory=dict)  # applied, says the audit
 
     @cached_property
     def fingerprint(self) -> str:
@@ -97,34 +106,38 @@ class ObservedState:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def observe(session: Session, schema: str, desired: DesiredState) -> ObservedState:
+def observe(session: Session, location: TrackingLocation, desired: DesiredState) -> ObservedState:
     """One consistent, read-only snapshot, in a constant number of queries. Verify scripts
     run for the migrations that tracking does not record as applied."""
     server = session.server_info()
     with session.snapshot():
-        tables = frozenset(tracking.existing_tables(session, schema))
-        rows = tuple(tracking.read_rows(session, schema)) if tracking.MIGRATIONS_TABLE in tables else ()
-        lock = tracking.read_lock(session, schema) if tracking.LOCK_TABLE in tables else None
-        observed_tracking = ObservedTracking(schema=schema, tables=tables, rows=rows, lock=lock)
-        catalog = read_catalog(session, schema)
+        tables = frozenset(tracking.existing_tables(session, location))
+        rows = tuple(tracking.read_rows(session, location)) if location.migrations_table in tables else ()
+        lock = tracking.read_lock(session, location) if location.lock_table in tables else None
+        observed_tracking = ObservedTracking(location=location, tables=tables, rows=rows, lock=lock)
+        catalog = read_catalog(session, location)
         scripts = {
             m.version: m.verify.text
             for m in desired.migrations.migrations
-            if m.verify is not None and m.number not in observed_tracking.applied
+            if m.verify is not None and m.key not in observed_tracking.applied
         }
         verify = run_verify_scripts(session, scripts)
-        audited = tracking.read_audited_applications(session, schema) if tracking.AUDIT_TABLE in tables else {}
+        audited = tracking.read_audited_applications(session, location) if location.audit_table in tables else {}
     return ObservedState(observed_tracking, catalog, verify, server, audited)
 
 
-def read_state_of(session: Session, migrations: MigrationSet, schema: str) -> tuple[DesiredState, ObservedState]:
+def read_state_of(
+    session: Session, migrations: MigrationSet, location: TrackingLocation
+) -> tuple[DesiredState, ObservedState]:
     """Both sides for migrations already loaded (migrate has refused unusable files already)."""
-    desired = DesiredState(migrations, (), read_history(migrations, session_search_path(session), schema))
-    return desired, observe(session, schema, desired)
+    desired = DesiredState(migrations, (), read_history(migrations, session_search_path(session), location))
+    return desired, observe(session, location, desired)
 
 
-def read_state(session: Session, directory: Path, schema: str) -> tuple[DesiredState, ObservedState]:
+def read_state(
+    session: Session, directory: Path, location: TrackingLocation, layout: str | None = None
+) -> tuple[DesiredState, ObservedState]:
     """Both sides: the files read with the search_path this database gives migrations, and
     one read-only snapshot of the database."""
-    desired = read_desired(directory, session_search_path(session), schema)
-    return desired, observe(session, schema, desired)
+    desired = read_desired(directory, session_search_path(session), location, layout)
+    return desired, observe(session, location, desired)

@@ -1,8 +1,10 @@
 """The tracking, lock and audit tables: their DDL, typed reads, and the statements that write them.
 
-``schema_migrations`` has one row per application of a migration (no unique version:
-duplicates must be representable to be diagnosed). ``schema_migrations_lock`` has one
-row naming who holds the migration lock. ``schema_migrations_audit`` is append-only.
+Where they are is a TrackingLocation (config): a schema, and a prefix for their names,
+``schema_`` unless configured. ``<prefix>migrations`` has one row per application of a
+migration (no unique version: duplicates must be representable to be diagnosed).
+``<prefix>migrations_lock`` has one row naming who holds the migration lock.
+``<prefix>migrations_audit`` is append-only.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from reconciler.config import TrackingLocation
+from reconciler.desired.versions import VersionKey, version_key
 from reconciler.observed import liveness
-from reconciler.statements import Statement, qualified, quote_ident
-
-MIGRATIONS_TABLE = "schema_migrations"
-LOCK_TABLE = "schema_migrations_lock"
-AUDIT_TABLE = "schema_migrations_audit"
-TABLES = (MIGRATIONS_TABLE, LOCK_TABLE, AUDIT_TABLE)
+from reconciler.statements import Statement, quote_ident
 
 # Params the executor fills in when a statement runs (a measurement, the server's error).
 RUNTIME_PARAMS = frozenset({"execution_ms", "error"})
+
+
+def _odd_key(version: str) -> VersionKey:
+    return VersionKey((-1 - int(hashlib.sha256(version.encode()).hexdigest()[:12], 16),))
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,10 @@ class TrackingRow:
         return self.execution_ms is None
 
     @property
-    def number(self) -> int:
-        # A version that is not a number (another tool's row) gets a number of its own,
-        # below every real one, so such rows are never lumped together.
-        if self.version.isdigit():
-            return int(self.version)
-        return -1 - int(hashlib.sha256(self.version.encode()).hexdigest()[:12], 16)
+    def key(self) -> VersionKey:
+        # A version that is not one (another tool's row) gets a key of its own, below every
+        # real one, so such rows are never lumped together.
+        return version_key(self.version) or _odd_key(self.version)
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,11 @@ def query_start(query: str | None) -> str | None:
     return flat if len(flat) <= QUERY_SHOWN else flat[: QUERY_SHOWN - 1].rstrip() + "…"
 
 
-def create_statements(schema: str) -> list[Statement]:
-    m, lock, audit = (qualified(schema, t) for t in TABLES)
+def create_statements(location: TrackingLocation) -> list[Statement]:
+    m, lock, audit = location.migrations_sql, location.lock_sql, location.audit_sql
     statements = []
-    if schema != "public":
-        statements.append(Statement(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"))
+    if location.schema != "public":
+        statements.append(Statement(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(location.schema)}"))
     statements += [
         Statement(
             f"CREATE TABLE IF NOT EXISTS {m} (\n"
@@ -156,7 +157,7 @@ def create_statements(schema: str) -> list[Statement]:
             "    transactional boolean NOT NULL DEFAULT true\n"
             ")"
         ),
-        Statement(f"CREATE INDEX IF NOT EXISTS {quote_ident(MIGRATIONS_TABLE + '_version_idx')} ON {m} (version)"),
+        Statement(f"CREATE INDEX IF NOT EXISTS {quote_ident(location.version_index)} ON {m} (version)"),
         Statement(
             f"CREATE TABLE IF NOT EXISTS {lock} (\n"
             "    id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),\n"
@@ -187,18 +188,20 @@ def create_statements(schema: str) -> list[Statement]:
     return statements
 
 
-# What a reset drops. The audit table is append-only and stays: it is what remembers, after
-# the tracking rows are rebuilt from the catalog, which migrations poststack ran.
-RESET_TABLES = (MIGRATIONS_TABLE, LOCK_TABLE)
+def reset_tables(location: TrackingLocation) -> tuple[str, str]:
+    """What a reset drops. The audit table is append-only and stays: it is what remembers,
+    after the tracking rows are rebuilt from the catalog, which migrations poststack ran."""
+    return (location.migrations_table, location.lock_table)
 
 
-def drop_statements(schema: str) -> list[Statement]:
-    return [Statement(f"DROP TABLE IF EXISTS {qualified(schema, t)} CASCADE") for t in RESET_TABLES]
+def drop_statements(location: TrackingLocation) -> list[Statement]:
+    return [Statement(f"DROP TABLE IF EXISTS {t} CASCADE") for t in (location.migrations_sql, location.lock_sql)]
 
 
-# The columns poststack reads; a table of the same name without them belongs to another tool.
+# The columns poststack reads, per table (by its TrackingLocation property); a table of the
+# same name without them belongs to another tool.
 REQUIRED_COLUMNS = {
-    MIGRATIONS_TABLE: frozenset(
+    "migrations_table": frozenset(
         {
             "id",
             "version",
@@ -213,40 +216,50 @@ REQUIRED_COLUMNS = {
             "transactional",
         }
     ),
-    LOCK_TABLE: frozenset({"id", "locked", "locked_at", "locked_by", "backend_pid", "application_name"}),
-    AUDIT_TABLE: frozenset(
+    "lock_table": frozenset({"id", "locked", "locked_at", "locked_by", "backend_pid", "application_name"}),
+    "audit_table": frozenset(
         {"id", "at", "actor", "host_pid", "operation", "plan_hash", "step", "action", "version", "outcome", "detail"}
     ),
 }
 
 
-def existing_tables(session: Any, schema: str) -> set[str]:
-    """poststack's tables present in ``schema``. A table of one of their names that another
+def existing_tables(session: Any, location: TrackingLocation) -> set[str]:
+    """poststack's tables present at ``location``. A table of one of their names that another
     tool made (dbmate, Rails and golang-migrate all use schema_migrations) is refused."""
     rows = session.query(
         "SELECT c.relname, array_agg(a.attname::text) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
         "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s) GROUP BY c.relname",
-        {"schema": schema, "tables": list(TABLES)},
+        {"schema": location.schema, "tables": list(location.tables)},
     )
+    required = {getattr(location, role): columns for role, columns in REQUIRED_COLUMNS.items()}
     for name, columns in rows:
-        missing = REQUIRED_COLUMNS[name] - set(columns)
+        missing = required[name] - set(columns)
         if missing:
             from reconciler.errors import DatabaseUnavailable
 
-            tool = _foreign_tool(session, schema, frozenset(columns))
+            tool = _foreign_tool(session, location.schema, frozenset(columns))
             raise DatabaseUnavailable(
-                f"{schema}.{name} belongs to another tool ({tool}; its columns: {', '.join(sorted(columns))}), "
-                "and poststack will not touch it: keep poststack's tables apart with --schema poststack "
-                "(or POSTSTACK_SCHEMA, or tracking_schema in poststack.toml)",
+                f"{location.schema}.{name} belongs to another tool ({tool}; its columns: "
+                f"{', '.join(sorted(columns))}), and poststack will not touch it: {keep_apart(location)}",
             )
     return {r[0] for r in rows}
 
 
+def keep_apart(location: TrackingLocation) -> str:
+    """How to choose another location for poststack's tables, with examples other than ``location``."""
+    schema = "poststack" if location.schema != "poststack" else "poststack_tracking"
+    prefix = "poststack_" if location.prefix != "poststack_" else "poststack_tracking_"
+    return (
+        f"keep poststack's tables apart with --schema {schema} or --table-prefix {prefix} (or POSTSTACK_SCHEMA "
+        "or POSTSTACK_TABLE_PREFIX, or tracking_schema or table_prefix in poststack.toml)"
+    )
+
+
 def _foreign_tool(session: Any, schema: str, columns: frozenset[str]) -> str:
-    """Which tool made a schema_migrations table poststack did not, from its columns. Read
-    only on the way to refusing it."""
+    """Which tool made a table at poststack's tracking location, from its columns (most are
+    another tool's schema_migrations). Read only on the way to refusing it."""
     if columns == {"version", "dirty"}:
         return "it looks like golang-migrate's"
     if columns == {"version"}:
@@ -259,15 +272,15 @@ def _foreign_tool(session: Any, schema: str, columns: frozenset[str]) -> str:
     return "not one poststack recognizes"
 
 
-def read_rows(session: Any, schema: str) -> list[TrackingRow]:
+def read_rows(session: Any, location: TrackingLocation) -> list[TrackingRow]:
     rows = session.query(
         "SELECT id, version, description, checksum, checksum_algorithm, applied_at, applied_by, "
-        f"execution_ms, success, error, transactional FROM {qualified(schema, MIGRATIONS_TABLE)} ORDER BY id"
+        f"execution_ms, success, error, transactional FROM {location.migrations_sql} ORDER BY id"
     )
     return [TrackingRow(*r) for r in rows]
 
 
-def read_lock(session: Any, schema: str) -> LockState:
+def read_lock(session: Any, location: TrackingLocation) -> LockState:
     """The lock row, its backend as pg_stat_activity shows it, and, when the row names this
     machine, whether its poststack process still runs (observed here, so checks stay pure)."""
     row = session.query_one(
@@ -275,7 +288,7 @@ def read_lock(session: Any, schema: str) -> LockState:
         "       extract(epoch FROM now() - l.locked_at)::float8, "
         "       l.locked AND a.pid IS NOT NULL, a.state, left(a.query, 500), "
         "       extract(epoch FROM clock_timestamp() - a.query_start)::float8 "
-        f"FROM {qualified(schema, LOCK_TABLE)} l "
+        f"FROM {location.lock_sql} l "
         # A backend that started after the lock was taken reuses the pid: not the holder.
         "LEFT JOIN pg_stat_activity a ON a.pid = l.backend_pid "
         "     AND (a.backend_start IS NULL OR a.backend_start <= l.locked_at) "
@@ -317,7 +330,7 @@ def read_lock(session: Any, schema: str) -> LockState:
 
 
 def insert_row_statement(
-    schema: str,
+    location: TrackingLocation,
     *,
     version: str,
     description: str,
@@ -328,7 +341,7 @@ def insert_row_statement(
 ) -> Statement:
     """The tracking row for one application; ``execution_ms`` and ``error`` are measured at run time."""
     return Statement(
-        f"INSERT INTO {qualified(schema, MIGRATIONS_TABLE)} "
+        f"INSERT INTO {location.migrations_sql} "
         "(version, description, checksum, checksum_algorithm, execution_ms, success, error, transactional) "
         "VALUES (%(version)s, %(description)s, %(checksum)s, %(algorithm)s, %(execution_ms)s, "
         "%(success)s, %(error)s, %(transactional)s)",
@@ -346,12 +359,18 @@ def insert_row_statement(
 
 
 def recorded_row_statement(
-    schema: str, *, version: str, description: str, checksum: str | None, algorithm: str, transactional: bool
+    location: TrackingLocation,
+    *,
+    version: str,
+    description: str,
+    checksum: str | None,
+    algorithm: str,
+    transactional: bool,
 ) -> Statement:
     """The tracking row of a migration recorded as applied without poststack running it (db
     recover): no execution time, which is how later runs tell it from one poststack ran."""
     return Statement(
-        f"INSERT INTO {qualified(schema, MIGRATIONS_TABLE)} "
+        f"INSERT INTO {location.migrations_sql} "
         "(version, description, checksum, checksum_algorithm, execution_ms, success, transactional) "
         "VALUES (%(version)s, %(description)s, %(checksum)s, %(algorithm)s, NULL, true, %(transactional)s)",
         {
@@ -368,17 +387,17 @@ def recorded_row_statement(
 SAME_VERSION = "ltrim(version, '0') = ltrim(%(version)s, '0')"
 
 
-def delete_failed_rows_statement(schema: str, version: str) -> Statement:
+def delete_failed_rows_statement(location: TrackingLocation, version: str) -> Statement:
     """A successful retry replaces the failed attempts' rows; the audit table keeps their history."""
     return Statement(
-        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {SAME_VERSION} AND NOT success",
+        f"DELETE FROM {location.migrations_sql} WHERE {SAME_VERSION} AND NOT success",
         {"version": version},
     )
 
 
-def delete_version_statement(schema: str, version: str) -> Statement:
+def delete_version_statement(location: TrackingLocation, version: str) -> Statement:
     return Statement(
-        f"DELETE FROM {qualified(schema, MIGRATIONS_TABLE)} WHERE {SAME_VERSION}",
+        f"DELETE FROM {location.migrations_sql} WHERE {SAME_VERSION}",
         {"version": version},
     )
 
@@ -395,8 +414,8 @@ class AuditedApplication:
     detail: str | None = None  # a failed attempt's error
 
     @property
-    def number(self) -> int:
-        return int(self.version) if self.version.isdigit() else -1
+    def key(self) -> VersionKey:
+        return version_key(self.version) or _odd_key(self.version)
 
     @property
     def applied(self) -> bool:
@@ -406,27 +425,29 @@ class AuditedApplication:
 FAILED_ATTEMPT = "failed attempt"
 # What says a version is applied, or no longer is; other actions (checksums, duplicate rows,
 # failed attempts cleared) leave the question where it was.
-_APPLYING = ("apply_migration", "track_migration")
+# import_migration: a tool that tracks every run it makes ran it, as poststack would have.
+_APPLYING = ("apply_migration", "track_migration", "import_migration")
+_RUNNING = ("apply_migration", "import_migration")
 _UNAPPLYING = ("rollback_migration",)
 _CLEARING = "remove_tracking_row"
 
 
-def read_audited_applications(session: Any, schema: str) -> dict[int, AuditedApplication]:
+def read_audited_applications(session: Any, location: TrackingLocation) -> dict[VersionKey, AuditedApplication]:
     """Per version, the audit table's last word, when it is that the version is applied (run
     or recorded, not rolled back since) or that its last attempt failed: evidence that
     outlives tracking rows deleted by hand, restored from an old copy, or reset."""
     rows = session.query(
-        f"SELECT version, action, outcome, at, detail FROM {qualified(schema, AUDIT_TABLE)} "
+        f"SELECT version, action, outcome, at, detail FROM {location.audit_sql} "
         "WHERE version IS NOT NULL AND action = ANY(%(actions)s) "
         "AND (outcome = 'ok' OR (outcome = 'failed' AND action = 'apply_migration')) ORDER BY id",
         {"actions": [*_APPLYING, *_UNAPPLYING, _CLEARING]},
     )
-    last: dict[int, tuple[str, str, datetime, str | None]] = {}
-    ran: dict[int, bool] = {}
+    last: dict[VersionKey, tuple[str, str, datetime, str | None]] = {}
+    ran: dict[VersionKey, bool] = {}
     for version, action, outcome, at, detail in rows:
-        if not version.isdigit():
+        number = version_key(version)
+        if number is None:
             continue
-        number = int(version)
         if action == _CLEARING:
             # A failed attempt cleared by repair was looked at: the next run may retry it.
             if number in last and last[number][1] == FAILED_ATTEMPT:
@@ -437,7 +458,7 @@ def read_audited_applications(session: Any, schema: str) -> dict[int, AuditedApp
             continue
         last[number] = (version, action, at, None)
         if action != "track_migration":
-            ran[number] = action == "apply_migration"
+            ran[number] = action in _RUNNING
     return {
         n: AuditedApplication(version, action, at, ran.get(n, False), detail)
         for n, (version, action, at, detail) in last.items()
@@ -446,7 +467,7 @@ def read_audited_applications(session: Any, schema: str) -> dict[int, AuditedApp
 
 
 def audit_statement(
-    schema: str,
+    location: TrackingLocation,
     *,
     host_pid: str,
     operation: str,
@@ -458,7 +479,7 @@ def audit_statement(
     detail: str | None,
 ) -> Statement:
     return Statement(
-        f"INSERT INTO {qualified(schema, AUDIT_TABLE)} "
+        f"INSERT INTO {location.audit_sql} "
         "(host_pid, operation, plan_hash, step, action, version, outcome, detail) "
         "VALUES (%(host_pid)s, %(operation)s, %(plan_hash)s, %(step)s, %(action)s, %(version)s, %(outcome)s, %(detail)s)",
         {
@@ -474,9 +495,9 @@ def audit_statement(
     )
 
 
-def take_lock_row_statement(schema: str, host_pid: str) -> Statement:
+def take_lock_row_statement(location: TrackingLocation, host_pid: str) -> Statement:
     return Statement(
-        f"UPDATE {qualified(schema, LOCK_TABLE)} SET locked = true, locked_at = now(), "
+        f"UPDATE {location.lock_sql} SET locked = true, locked_at = now(), "
         "locked_by = %(host_pid)s, backend_pid = pg_backend_pid(), "
         "application_name = current_setting('application_name') WHERE id = 1",
         {"host_pid": host_pid},
@@ -486,30 +507,30 @@ def take_lock_row_statement(schema: str, host_pid: str) -> Statement:
 _UNLOCKED = "locked = false, locked_at = NULL, locked_by = NULL, backend_pid = NULL, application_name = NULL"
 
 
-def release_lock_row_statement(schema: str, backend_pid: int) -> Statement:
+def release_lock_row_statement(location: TrackingLocation, backend_pid: int) -> Statement:
     """Release the row a run took from backend ``backend_pid``: from that backend, or from
     a new connection once that backend is gone (the run lost its connection)."""
     return Statement(
-        f"UPDATE {qualified(schema, LOCK_TABLE)} SET {_UNLOCKED} WHERE id = 1 AND backend_pid = %(pid)s "
+        f"UPDATE {location.lock_sql} SET {_UNLOCKED} WHERE id = 1 AND backend_pid = %(pid)s "
         "AND (pg_backend_pid() = %(pid)s OR NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND datname = current_database()))",
         {"pid": backend_pid},
     )
 
 
-def terminate_holder_statement(schema: str, holder_backend_pid: int | None) -> Statement:
+def terminate_holder_statement(location: TrackingLocation, holder_backend_pid: int | None) -> Statement:
     """End the lock's backend, only while the row still names it (not a later run's)."""
     return Statement(
-        f"SELECT pg_terminate_backend(backend_pid) FROM {qualified(schema, LOCK_TABLE)} "
+        f"SELECT pg_terminate_backend(backend_pid) FROM {location.lock_sql} "
         "WHERE id = 1 AND locked AND backend_pid = %(pid)s "
         "AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %(pid)s AND datname = current_database())",
         {"pid": holder_backend_pid},
     )
 
 
-def clear_lock_row_statement(schema: str, holder_backend_pid: int | None) -> Statement:
+def clear_lock_row_statement(location: TrackingLocation, holder_backend_pid: int | None) -> Statement:
     """Clear a lock row left by another run, only if it still names the holder that was shown."""
     return Statement(
-        f"UPDATE {qualified(schema, LOCK_TABLE)} SET {_UNLOCKED} "
+        f"UPDATE {location.lock_sql} SET {_UNLOCKED} "
         "WHERE id = 1 AND locked AND backend_pid IS NOT DISTINCT FROM %(pid)s",
         {"pid": holder_backend_pid},
     )
@@ -520,42 +541,47 @@ def clear_lock_row_statement(schema: str, holder_backend_pid: int | None) -> Sta
 
 @dataclass(frozen=True)
 class ObservedTracking:
-    schema: str
+    location: TrackingLocation
     tables: frozenset[str]
     rows: tuple[TrackingRow, ...]
     lock: LockState | None
 
     @property
+    def schema(self) -> str:
+        return self.location.schema
+
+    @property
     def exists(self) -> bool:
-        return MIGRATIONS_TABLE in self.tables
+        return self.location.migrations_table in self.tables
 
     @property
     def complete(self) -> bool:
-        return self.tables == frozenset(TABLES)
+        return self.tables == frozenset(self.location.tables)
 
     @cached_property
-    def applied(self) -> dict[int, TrackingRow]:
+    def applied(self) -> dict[VersionKey, TrackingRow]:
         """Version number → its latest successful row."""
-        result: dict[int, TrackingRow] = {}
+        result: dict[VersionKey, TrackingRow] = {}
         for row in self.rows:
             if row.success:
-                result[row.number] = row
+                result[row.key] = row
         return result
 
     @cached_property
-    def failed(self) -> dict[int, TrackingRow]:
+    def failed(self) -> dict[VersionKey, TrackingRow]:
         """Version number → its latest failed row, for versions with no successful row."""
-        result: dict[int, TrackingRow] = {}
+        result: dict[VersionKey, TrackingRow] = {}
         for row in self.rows:
-            if not row.success and row.number not in self.applied:
-                result[row.number] = row
+            if not row.success and row.key not in self.applied:
+                result[row.key] = row
         return result
 
     @cached_property
     def fingerprint(self) -> str:
         """A stable hash of what was observed; a saved plan is bound to it."""
         payload = {
-            "schema": self.schema,
+            "schema": self.location.schema,
+            "prefix": self.location.prefix,
             "tables": sorted(self.tables),
             "rows": [[r.id, r.version, r.checksum, r.success] for r in self.rows],
             "locked": bool(self.lock and self.lock.locked),
@@ -567,10 +593,10 @@ class ObservedTracking:
         return self.applied[max(self.applied)] if self.applied else None
 
 
-def observe_tracking(session: Any, schema: str) -> ObservedTracking:
+def observe_tracking(session: Any, location: TrackingLocation) -> ObservedTracking:
     """One consistent read of the tracking tables. Creates nothing."""
     with session.snapshot():
-        tables = frozenset(existing_tables(session, schema))
-        rows = tuple(read_rows(session, schema)) if MIGRATIONS_TABLE in tables else ()
-        lock = read_lock(session, schema) if LOCK_TABLE in tables else None
-    return ObservedTracking(schema=schema, tables=tables, rows=rows, lock=lock)
+        tables = frozenset(existing_tables(session, location))
+        rows = tuple(read_rows(session, location)) if location.migrations_table in tables else ()
+        lock = read_lock(session, location) if location.lock_table in tables else None
+    return ObservedTracking(location=location, tables=tables, rows=rows, lock=lock)

@@ -36,7 +36,7 @@ from reconciler.interrupts import Signalled, signal_name
 from reconciler.observed import tracking
 from reconciler.remediation.actions import Action, RunContext, StepError, get_action
 from reconciler.remediation.plan import Plan, PlannedStep
-from reconciler.statements import Statement, qualified
+from reconciler.statements import Statement
 
 RESET_SESSION = Statement("RESET ALL; RESET ROLE", None)
 BEGIN = Statement("BEGIN", None)
@@ -85,12 +85,13 @@ class _Context:
     session: Session
     plan: Plan
     migrations_dir: Path | None
+    layout: str | None = None
     who: str = field(default_factory=host_pid)
     started: datetime | None = None  # the server's clock when the run began
 
     @property
     def run(self) -> RunContext:
-        return RunContext(self.session, self.plan.tracking_schema, self.migrations_dir)
+        return RunContext(self.session, self.plan.tracking, self.migrations_dir, self.layout)
 
 
 StepCallback = Callable[[int, PlannedStep], None]
@@ -123,12 +124,16 @@ class _Progress:
 
 
 def execute(
-    session: Session, plan: Plan, on_step: StepCallback | None = None, migrations_dir: Path | None = None
+    session: Session,
+    plan: Plan,
+    on_step: StepCallback | None = None,
+    migrations_dir: Path | None = None,
+    layout: str | None = None,
 ) -> ExecutionResult:
     """Run ``plan`` on ``session``. The caller holds the migration lock. A stop signal raises
     Interrupted, once the open transaction is rolled back and the step recorded as
     interrupted."""
-    ctx = _Context(session, plan, migrations_dir)
+    ctx = _Context(session, plan, migrations_dir, layout)
     progress = _Progress()
     try:
         return _execute(ctx, progress, on_step)
@@ -333,7 +338,7 @@ def _committed(ctx: _Context, index: int, step: PlannedStep) -> bool | None:
     try:
         session.rollback()
         row = session.query_one(
-            f"SELECT EXISTS (SELECT 1 FROM {qualified(ctx.plan.tracking_schema, tracking.AUDIT_TABLE)} "
+            f"SELECT EXISTS (SELECT 1 FROM {ctx.plan.tracking.audit_sql} "
             "WHERE plan_hash = %s AND step = %s AND host_pid = %s AND outcome IN ('ok', 'manual') AND at >= %s)",
             (ctx.plan.hash, index, ctx.who, ctx.started),
         )
@@ -392,7 +397,7 @@ def _record_failure(
 
 def _audit(ctx: _Context, index: int, step: PlannedStep, outcome: str, detail: str | None) -> Statement:
     return tracking.audit_statement(
-        ctx.plan.tracking_schema,
+        ctx.plan.tracking,
         host_pid=ctx.who,
         operation=ctx.plan.operation,
         plan_hash=ctx.plan.hash,

@@ -7,21 +7,24 @@ same executor: a front-end only fixes which playbooks and variables are used.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
-from reconciler.desired.files import load_migrations, version_number
+from reconciler.desired.files import load_migrations
+from reconciler.desired.versions import parse_version
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, Severity
 from reconciler.errors import OperationFailed, PoststackError, UsageError
-from reconciler.observed import locking, tracking
+from reconciler.observed import locking
+from reconciler.observed.foreign import read_foreign_history, tool_named
 from reconciler.observed.state import read_state
 from reconciler.observed.tracking import observe_tracking
 from reconciler.remediation import executor
 from reconciler.remediation.actions import BuildContext
+from reconciler.remediation.importing import REFUSE, ImportItem, import_items
 from reconciler.remediation.plan import Plan
 from reconciler.remediation.planner import HELD, PlanRequest, plan_remediation
 from reconciler.remediation.playbook import load_all
@@ -34,6 +37,7 @@ DEFAULT_VARIABLES = {
     "wait": False,
     "lock_timeout": 30.0,  # the command's --lock-timeout: how long a wait_for_backend step may wait
     "versions": [],  # db recover VERSION ...: only these
+    "tool": "",  # db import --from TOOL: the other tool, as messages name it
 }
 
 
@@ -42,19 +46,17 @@ class StalePlan(OperationFailed):
 
 
 def build_context(settings: Settings, desired_migrations: Any) -> BuildContext:
-    return BuildContext(
-        settings.tracking_schema, desired_migrations, settings.migrations_dir.resolve().parent / "backups"
-    )
+    return BuildContext(settings.tracking, desired_migrations, settings.migrations_dir.resolve().parent / "backups")
 
 
 def _facts(session: Session, settings: Settings) -> Facts:
-    return Facts(*read_state(session, settings.migrations_dir, settings.tracking_schema))
+    return Facts(*read_state(session, settings.migrations_dir, settings.tracking, settings.layout))
 
 
 def _with_defaults(request: PlanRequest, settings: Settings | None = None) -> PlanRequest:
     timeout = {"lock_timeout": settings.lock_timeout} if settings is not None else {}
     variables = {**DEFAULT_VARIABLES, **timeout, **request.variables}
-    return PlanRequest(request.playbooks, request.issue_types, variables, request.operation, request.include_unhandled)
+    return replace(request, variables=variables)
 
 
 def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> Plan:
@@ -150,10 +152,17 @@ def apply_plan(
     """Run a plan made by make_plan (now or saved). Refused, before anything runs, when it
     was made for another database or the database changed since (stale). ``whole``: the
     run answers for the whole database (poststack apply), not one kind of fix."""
-    schema = plan.tracking_schema
-    if schema != settings.tracking_schema:
+    location = plan.tracking
+    if location.schema != settings.tracking_schema:
         raise UsageError(
-            f"the plan is for tracking schema {schema}, not {settings.tracking_schema} (use --schema {schema})"
+            f"the plan is for tracking schema {location.schema}, not {settings.tracking_schema} "
+            f"(use --schema {location.schema})"
+        )
+    if location.prefix != settings.table_prefix:
+        here = settings.tracking.migrations_table
+        raise UsageError(
+            f"the plan is for the tracking tables {location.migrations_table}*, not {here}* "
+            f"(use --table-prefix {location.prefix})"
         )
     with connect(settings, notify) as session:
         database = session.server_info().database
@@ -167,7 +176,7 @@ def apply_plan(
         # The lock row: a plan that releases a stuck lock, or that creates the tables, runs
         # under the advisory lock alone and leaves the row to its steps.
         releases_lock = any(s.action == "release_lock" for s in plan.steps)
-        take_row = not releases_lock and tracking.LOCK_TABLE in observe_tracking(session, schema).tables
+        take_row = not releases_lock and location.lock_table in observe_tracking(session, location).tables
         # Backends the plan ends (the lock's holder, --terminate): the advisory lock one of
         # them keeps is not waited for, or the plan that ends it could never start.
         ending = frozenset(
@@ -197,9 +206,9 @@ def apply_plan(
             )
 
         with locking.migration_lock(
-            session, schema, settings.lock_timeout, still_fresh, take_row=take_row, ending=ending
+            session, location, settings.lock_timeout, still_fresh, take_row=take_row, ending=ending
         ):
-            execution = executor.execute(session, current[0], on_step, settings.migrations_dir)
+            execution = executor.execute(session, current[0], on_step, settings.migrations_dir, settings.layout)
         plan = current[0]
         remaining = tuple(run_checks(_facts(session, settings)))
     return ApplyResult(plan, execution, remaining, session.database_ref, whole)
@@ -212,11 +221,11 @@ def recover(settings: Settings, *, force: bool, versions: tuple[str, ...] = (), 
     """Track what shows applied; with ``force``, also the undetermined migrations migrate
     holds. ``versions``: only these (and with force, these even when nothing holds them:
     the person's word)."""
-    migrations = load_migrations(settings.migrations_dir)
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
     for version in versions:
         if migrations.find(version) is None:
             raise UsageError(f"no migration {version} in {settings.migrations_dir}")
-    named = [m.version for m in migrations.migrations if any(m.number == version_number(v) for v in versions)]
+    named = [m.version for m in migrations.migrations if any(m.key == parse_version(v) for v in versions)]
     variables = {"force": force, "versions": named}
     request = PlanRequest(("recover",), ("missing_tracking", "undetermined"), variables, "recover", False)
     return make_plan(settings, request, notify)
@@ -254,3 +263,48 @@ def checked_apply(settings: Settings, plan: Plan, notify: Any = None, on_step: A
         return apply_plan(settings, plan, notify, on_step)
     except StalePlan as e:
         raise PoststackError("the database changed while the fix was being planned; run the command again") from e
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """db import's plan, and what it decided for each migration the other tool has a word on."""
+
+    plan: Plan
+    tool: str
+    table: str  # the other tool's table, schema-qualified
+    items: tuple[ImportItem, ...]
+
+    @property
+    def refused(self) -> tuple[ImportItem, ...]:
+        return tuple(i for i in self.items if i.decision == REFUSE)
+
+
+def import_history(
+    settings: Settings,
+    tool_name: str,
+    *,
+    from_schema: str | None = None,
+    from_table: str | None = None,
+    notify: Any = None,
+) -> ImportPlan:
+    """Read ``tool_name``'s history table (left as it is), cross-check each row against the
+    catalog, and plan the import playbook over the result."""
+    tool = tool_named(tool_name)
+    playbooks = load_all(settings.migrations_dir)
+    with connect(settings, notify) as session:
+        facts = _facts(session, settings)
+        schema = from_schema or session.query_one("SELECT current_schema()")[0]  # type: ignore[index]
+        history = read_foreign_history(session, tool, schema, from_table)
+    items = tuple(import_items(history, facts))
+    request = PlanRequest(
+        ("import",),
+        (),
+        {"tool": tool.label},
+        "import",
+        include_unhandled=False,
+        imported=tuple(i.to_json() for i in items),
+    )
+    plan = plan_remediation(
+        facts, playbooks, _with_defaults(request, settings), build_context(settings, facts.desired.migrations)
+    )
+    return ImportPlan(plan, tool.label, history.table, items)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from reconciler.config import DEFAULT_TABLE_PREFIX, TrackingLocation
 from reconciler.statements import Statement
 
 PLAN_FORMAT = 1
@@ -86,7 +87,7 @@ class PlaybookRef:
 @dataclass(frozen=True)
 class Plan:
     operation: str  # migrate, rollback, create-schema, remediate, ...
-    tracking_schema: str
+    tracking: TrackingLocation  # where the tables its statements name are
     fingerprint: str  # of the observed state the plan was computed from
     steps: tuple[PlannedStep, ...]
     nothing_to_do: str | None = None  # the reason, when there are no steps
@@ -99,12 +100,17 @@ class Plan:
     database: str | None = None  # current_database() it was made for
     destructive: bool = False
 
+    @property
+    def tracking_schema(self) -> str:
+        return self.tracking.schema
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": PLAN_FORMAT,
             "operation": self.operation,
             "database": self.database,
-            "tracking_schema": self.tracking_schema,
+            "tracking_schema": self.tracking.schema,
+            "table_prefix": self.tracking.prefix,
             "fingerprint": self.fingerprint,
             "grouping": self.grouping,
             "destructive": self.destructive,
@@ -119,7 +125,7 @@ class Plan:
     def from_json(cls, data: dict[str, Any]) -> Plan:
         return cls(
             operation=data["operation"],
-            tracking_schema=data["tracking_schema"],
+            tracking=TrackingLocation(data["tracking_schema"], data.get("table_prefix", DEFAULT_TABLE_PREFIX)),
             fingerprint=data["fingerprint"],
             nothing_to_do=data.get("nothing_to_do"),
             notes=tuple(data.get("notes") or ()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.desired.versions import VersionKey, parse_version, version_key
 from reconciler.diagnosis.attribution import Verdict, attribute
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, IssueType
@@ -17,7 +18,7 @@ from reconciler.diagnosis.pending import Allowances, Hold, OwnTablesAtRisk, Read
 from reconciler.errors import UsageError
 from reconciler.remediation.actions import BuildContext, get_action
 from reconciler.remediation.plan import Plan, PlannedStep, PlaybookRef
-from reconciler.remediation.playbook import EVIDENCE_APPLIED, PENDING, Playbook, PlaybookError, StepSpec, find
+from reconciler.remediation.playbook import EVIDENCE_APPLIED, IMPORTED, PENDING, Playbook, PlaybookError, StepSpec, find
 from reconciler.remediation.render import RenderError, evaluate, render_value
 
 HELD = "(held: not run)"  # the playbook name of the steps that say which migrations were held
@@ -30,9 +31,10 @@ class PlanRequest:
     variables: dict[str, Any] = field(default_factory=dict)  # force, terminate, ...
     operation: str = "remediate"
     include_unhandled: bool = True  # add manual steps for issues no playbook handles
+    imported: tuple[dict[str, Any], ...] = ()  # db import's items (importing.py), for for_each: imported
 
 
-def _readiness(facts: Facts, request: PlanRequest, retryable: set[str], recorded: frozenset[int]) -> Readiness:
+def _readiness(facts: Facts, request: PlanRequest, retryable: set[str], recorded: frozenset[VersionKey]) -> Readiness:
     """Which pending migrations may run after the steps planned so far (``recorded``: what
     they track as applied). A migration that failed outside a transaction is retried only
     when its repair was planned (``retryable``) or forced."""
@@ -68,6 +70,8 @@ def _observed_summary(facts: Facts) -> dict[str, Any]:
     lock = tracking.lock
     return {
         "schema": tracking.schema,
+        "table_prefix": tracking.location.prefix,
+        "migrations_table": tracking.location.migrations_table,
         "database": facts.observed.server.database,
         "tables_present": sorted(tracking.tables),
         "applied": [row.version for _, row in sorted(tracking.applied.items())],
@@ -94,9 +98,9 @@ def _evidence_applied(facts: Facts) -> list[dict[str, Any]]:
             desired.history,
             observed.catalog,
             observed.verify.get(migration.version),
-            observed.audited.get(migration.number),
+            observed.audited.get(migration.key),
         )
-        tracked = migration.number in observed.tracking.applied
+        tracked = migration.key in observed.tracking.applied
         if found.verdict is Verdict.APPLIED or (tracked and found.verdict is Verdict.UNDETERMINED):
             items.append(
                 {
@@ -133,7 +137,9 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
     migrating = not wanted or PENDING in wanted
     # Only for choosing playbooks: what recover in the same plan would track counts as tracked.
     tracked_by_recover = frozenset(
-        int(i.version) for i in issues if i.type is IssueType.MISSING_TRACKING and i.version and i.version.isdigit()
+        k
+        for i in issues
+        if i.type is IssueType.MISSING_TRACKING and i.version and (k := version_key(i.version)) is not None
     )
     readiness = _readiness(facts, request, retryable, tracked_by_recover) if migrating else None
     present = {i.type.value for i in issues} | ({PENDING} if readiness and readiness.runnable else set())
@@ -148,13 +154,14 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
         if any(s.for_each == EVIDENCE_APPLIED for p in chosen for s in p.steps)
         else [],
         "vars": dict(request.variables),
+        IMPORTED: list(request.imported),
     }
     steps: list[PlannedStep] = []
     for book in chosen:
         if migrating:
             # Pending is what may run after the steps before this playbook: a migration they
             # track as applied by hand is never run, and anything older than it is out of order.
-            recorded = frozenset(int(s.version) for s in steps if s.action == "track_migration" and s.version)
+            recorded = frozenset(parse_version(s.version) for s in steps if s.action == "track_migration" and s.version)
             readiness = _readiness(facts, request, retryable, recorded)
             context["pending"] = _pending_items(readiness)
         for spec in book.steps:
@@ -163,7 +170,7 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
     # would fail half-way, poststack's record gone.
     desired = facts.desired
     running = [desired.migrations.find(s.version) for s in steps if s.action == "apply_migration" and s.version]
-    risks = [r for m in running if m is not None for r in own_table_risks(m, desired.history, ctx.schema)]
+    risks = [r for m in running if m is not None for r in own_table_risks(m, desired.history, ctx.location)]
     if risks:
         raise OwnTablesAtRisk(tuple(risks))
 
@@ -171,7 +178,7 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
     # the database (chosen by the issues, or naming a playbook that migrates).
     final = None
     if migrating and (not request.playbooks or any(s.for_each == PENDING for p in chosen for s in p.steps)):
-        recorded = frozenset(int(s.version) for s in steps if s.action == "track_migration" and s.version)
+        recorded = frozenset(parse_version(s.version) for s in steps if s.action == "track_migration" and s.version)
         final = _readiness(facts, request, retryable, recorded)
     held = {h.version for h in final.holds} if final else set()
 
@@ -204,7 +211,7 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
         nothing = "Nothing to do: no issue a playbook can fix" if issues else "Nothing to do: no issues found"
     return Plan(
         operation=request.operation,
-        tracking_schema=ctx.schema,
+        tracking=ctx.location,
         fingerprint=facts.observed.fingerprint,
         steps=tuple(steps),
         nothing_to_do=nothing,
@@ -230,6 +237,8 @@ def _expand(
         items = [("migration", m) for m in pending]
     elif spec.for_each == EVIDENCE_APPLIED:
         items = [("migration", m) for m in base[EVIDENCE_APPLIED]]
+    elif spec.for_each == IMPORTED:
+        items = [("migration", m) for m in base[IMPORTED]]
     else:  # an issue type: the loader refused anything else
         items = [("issue", i.to_json()) for i in issues if i.type.value == spec.for_each]
     planned = []

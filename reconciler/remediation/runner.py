@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session
-from reconciler.desired.files import MigrationSet, version_number
+from reconciler.desired.files import MigrationSet
+from reconciler.desired.layouts import layout_named
+from reconciler.desired.versions import VersionKey, parse_version
 from reconciler.diagnosis.attribution import attribute_unapplied
 from reconciler.diagnosis.pending import NOTHING_ALLOWED, Allowances, OwnTablesAtRisk, Readiness, decide
 from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
@@ -43,7 +45,7 @@ def migrate_plan(
     """Every pending migration up to ``target``, in numeric order, as ``readiness`` allows.
     Pure. Refused whole when any migration up to ``target`` is held: a later one never runs
     over an unresolved earlier one."""
-    ctx = BuildContext(observed.schema, migrations)
+    ctx = BuildContext(observed.location, migrations)
     limit = _target_number(migrations, target) if target is not None else None
     if not migrations.migrations and observed.applied:
         raise UsageError(
@@ -61,7 +63,7 @@ def migrate_plan(
         steps.append(get_action("create_tracking").step(ctx, {}))
 
     for migration in migrations.migrations:
-        row = observed.applied.get(migration.number)
+        row = observed.applied.get(migration.key)
         if row is not None and row.checksum and row.checksum != migration.file.checksum_as(row.checksum_algorithm):
             notes.append(
                 f"Migration {migration.version} was edited after it was applied "
@@ -71,7 +73,7 @@ def migrate_plan(
     newest_applied = max(observed.applied, default=None)
     for item in readiness.runnable:
         migration = item.migration
-        if newest_applied is not None and migration.number < newest_applied:
+        if newest_applied is not None and migration.key < newest_applied:
             notes.append(
                 f"Migration {migration.version} is applied out of order "
                 f"(migration {observed.applied[newest_applied].version} is already applied; --allow-out-of-order)"
@@ -81,7 +83,7 @@ def migrate_plan(
     reason = None
     if not any(s.action == "apply_migration" for s in steps):
         reason = "Database is up to date" if limit is None else f"Database is already at or past {target}"
-    return Plan("migrate", observed.schema, observed.fingerprint, tuple(steps), reason, tuple(notes))
+    return Plan("migrate", observed.location, observed.fingerprint, tuple(steps), reason, tuple(notes))
 
 
 class MigrationsHeld(OperationFailed):
@@ -108,47 +110,53 @@ def _listing(versions: list[str], most: int = 6) -> str:
 def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: str) -> Plan:
     """Undo every applied migration above ``target``, newest first. Refuses the whole plan
     if any of them has no rollback file. Pure."""
-    limit = version_number(target)
-    known = {m.number for m in migrations.migrations} | set(observed.applied)
-    if limit != 0 and limit not in known:
+    limit = parse_version(target)
+    known = {m.key for m in migrations.migrations} | set(observed.applied)
+    if limit != VersionKey((0,)) and limit not in known:  # 0: roll everything back
         raise UsageError(
             f"no migration {target} in {migrations.directory} or in the tracking table",
             "Name an existing version to roll back to: every applied migration above it is undone.",
         )
-    ctx = BuildContext(observed.schema, migrations)
-    by_number = migrations.by_number()
+    ctx = BuildContext(observed.location, migrations)
+    by_key = migrations.by_key()
     to_undo = sorted((n for n in observed.applied if n > limit), reverse=True)
-    no_file = [observed.applied[n].version for n in sorted(to_undo) if n not in by_number]
+    no_file = [observed.applied[n].version for n in sorted(to_undo) if n not in by_key]
     if no_file:
         raise OperationFailed(
             f"Rollback failed: Migration {no_file[0]} is tracked but its file is missing",
             f"Tracked without a file: {', '.join(no_file)}. Nothing was rolled back.",
         )
-    no_rollback = [observed.applied[n].version for n in sorted(to_undo) if by_number[n].rollback is None]
+    no_rollback = [observed.applied[n].version for n in sorted(to_undo) if by_key[n].rollback is None]
     if no_rollback:
+        layout = layout_named(migrations.layout)
+        why = (
+            f"{layout.tool} writes no down migrations: undo it with a new migration instead"
+            if layout.rollback_file is None
+            else f"Missing rollback files for migrations: {', '.join(no_rollback)}"
+        )
         raise OperationFailed(
             f"Rollback failed: Migration {no_rollback[0]} has no rollback file",
-            f"Missing rollback files for migrations: {', '.join(no_rollback)}. Nothing was rolled back.",
+            f"{why}. Nothing was rolled back.",
         )
-    steps = tuple(get_action("rollback_migration").step(ctx, {"version": by_number[n].version}) for n in to_undo)
+    steps = tuple(get_action("rollback_migration").step(ctx, {"version": by_key[n].version}) for n in to_undo)
     reason = None if steps else f"Nothing to roll back: no applied migration above {target}"
-    return Plan("rollback", observed.schema, observed.fingerprint, steps, reason)
+    return Plan("rollback", observed.location, observed.fingerprint, steps, reason)
 
 
-def _target_number(migrations: MigrationSet, target: str) -> int:
+def _target_number(migrations: MigrationSet, target: str) -> VersionKey:
     if migrations.find(target) is None:
         raise UsageError(f"--target {target}: no migration {target} in {migrations.directory}")
-    return version_number(target)
+    return parse_version(target)
 
 
 def ensure_tracking(session: Session, settings: Settings, migrations: MigrationSet) -> None:
     """Create the tracking tables when absent (under the advisory lock, by the executor)."""
-    observed = observe_tracking(session, settings.tracking_schema)
+    observed = observe_tracking(session, settings.tracking)
     if observed.complete:
         return
-    ctx = BuildContext(settings.tracking_schema, migrations)
+    ctx = BuildContext(settings.tracking, migrations)
     plan = Plan(
-        "create-schema", settings.tracking_schema, observed.fingerprint, (get_action("create_tracking").step(ctx, {}),)
+        "create-schema", settings.tracking, observed.fingerprint, (get_action("create_tracking").step(ctx, {}),)
     )
     result = executor.execute(session, plan)
     if result.failure:
@@ -170,11 +178,11 @@ def look(
 ) -> tuple[ObservedTracking, Readiness]:
     """Which pending migrations may run: from tracking alone when nothing is pending, else
     from one read of tracking and catalog together, in diagnose's constant number of queries."""
-    tracking = tracking if tracking is not None else observe_tracking(session, settings.tracking_schema)
+    tracking = tracking if tracking is not None else observe_tracking(session, settings.tracking)
     limit = _target_number(migrations, target) if target is not None else None
-    if all(m.number in tracking.applied or (limit is not None and m.number > limit) for m in migrations.migrations):
+    if all(m.key in tracking.applied or (limit is not None and m.key > limit) for m in migrations.migrations):
         return tracking, decide(migrations, tracking, {}, None, None, allow, limit)
-    desired, observed = read_state_of(session, migrations, settings.tracking_schema)
+    desired, observed = read_state_of(session, migrations, settings.tracking)
     attributions = attribute_unapplied(
         migrations.migrations,
         observed.tracking.applied,
@@ -218,9 +226,8 @@ def migrate(
     # mid-way). Either way the lock decides first; the evidence is read again under it.
     if dry_run:
         return RunResult("migrate", plan, None, True, session.database_ref)
-    schema = settings.tracking_schema
     with locking.migration_lock(
-        session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
+        session, settings.tracking, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
     ):
         # Looked at again under the lock: a concurrent run's work, or a migration applied by
         # hand while this one waited, is seen, never repeated.
@@ -239,17 +246,17 @@ def rollback(
     dry_run: bool = False,
     on_step: executor.StepCallback | None = None,
 ) -> RunResult:
-    schema = settings.tracking_schema
+    location = settings.tracking
     if dry_run:
-        plan = rollback_plan(migrations, observe_tracking(session, schema), target)
+        plan = rollback_plan(migrations, observe_tracking(session, location), target)
         return RunResult("rollback", plan, None, True, session.database_ref)
-    observed = observe_tracking(session, schema)
+    observed = observe_tracking(session, location)
     if not observed.exists:
         plan = rollback_plan(migrations, observed, target)  # nothing applied: a plan with no steps
         return RunResult("rollback", plan, None, False, session.database_ref)
     with locking.migration_lock(
-        session, schema, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
+        session, location, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
     ):
-        plan = rollback_plan(migrations, observe_tracking(session, schema), target)
+        plan = rollback_plan(migrations, observe_tracking(session, location), target)
         execution = executor.execute(session, plan, on_step)
     return RunResult("rollback", plan, execution, False, session.database_ref)

@@ -21,7 +21,7 @@ import typer.main
 from jsonschema import Draft202012Validator
 
 import reconciler
-from reconciler.config import masked_url
+from reconciler.config import DEFAULT_TRACKING, masked_url
 from reconciler.interface.cli import app
 from reconciler.observed.locking import advisory_key
 from tests.conftest import REPO, Result, run_cli, run_process, sql, write
@@ -41,6 +41,14 @@ SCHEMA_FOR: dict[str, str] = {
     "db validate": "validate-report.schema.json",
     "db verify-migrations": "verify-report.schema.json",
     "db server status": "server-status.schema.json",
+    # The commands that change the database: tests/integration/test_json_results.py.
+    "db create-schema": "create-schema-result.schema.json",
+    "db backup": "backup-result.schema.json",
+    "db recover": "fix-result.schema.json",
+    "db repair": "fix-result.schema.json",
+    "db clean": "fix-result.schema.json",
+    "db unlock-migrations": "fix-result.schema.json",
+    "db import": "import-result.schema.json",  # tests/foreign/test_import.py
 }
 
 BAD_MIGRATION = "CREATE TABLE widgets (id int);\nINSERT INTO nosuch VALUES (1);\n"
@@ -315,7 +323,7 @@ def test_info_while_a_live_run_holds_the_lock(cli, db, database_url: str):
     holder.autocommit = True
     try:
         with holder.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (advisory_key("public"),))
+            cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (advisory_key(DEFAULT_TRACKING),))
             pid = cur.fetchone()[1]
             cur.execute(
                 "UPDATE schema_migrations_lock SET locked = true, locked_at = now(), locked_by = 'deploy:1', "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg2
 
+from reconciler.config import DEFAULT_TRACKING
 from reconciler.observed.locking import advisory_key
 from tests.conftest import run_process, scratch_database, sql, start_migrate, start_process, wait_for, write
 
@@ -56,7 +57,7 @@ def test_live_holder_is_waited_for_then_named(cli, db, database_url: str):
     holder = psycopg2.connect(database_url, application_name="deploy-bot")
     holder.autocommit = True
     with holder.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (advisory_key("public"),))
+        cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (advisory_key(DEFAULT_TRACKING),))
         holder_pid = cur.fetchone()[1]
     try:
         started = time.monotonic()
@@ -84,7 +85,7 @@ def test_the_same_key_held_in_another_database_is_not_named(cli, database_url: s
                 holder = psycopg2.connect(url, application_name=name)
                 holder.autocommit = True
                 with holder.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (advisory_key("public"),))
+                    cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (advisory_key(DEFAULT_TRACKING),))
                     holders.append((holder, cur.fetchone()[1]))
             result = cli("db", "migrate", "--lock-timeout", "0")
             assert result.exit_code == 1

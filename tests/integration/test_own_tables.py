@@ -12,7 +12,12 @@ from tests.conftest import catalog_snapshot, sql, write
 
 TRACKING = "poststack's tracking table public.schema_migrations"
 RECORD = "poststack would lose its record mid-run"
-ADVICE = "Keep poststack's tables apart with --schema (e.g. --schema poststack) or remove that statement."
+ADVICE = (
+    "Keep poststack's tables apart with --schema (e.g. --schema poststack) or --table-prefix "
+    "(e.g. --table-prefix poststack_), or remove that statement."
+)
+# A statement on the whole schema: another prefix would not keep poststack's tables out of it.
+SCHEMA_ADVICE = "Keep poststack's tables apart with --schema (e.g. --schema poststack) or remove that statement."
 
 
 @pytest.mark.parametrize(
@@ -55,7 +60,8 @@ def test_migrate_refuses_before_anything_runs(cli, db, migrations_dir: Path, con
     for args in (("db", "migrate"), ("db", "migrate", "--dry-run")):
         result = cli(*args)
         assert result.exit_code == 1, result.output
-        assert f"❌ {path}:{line}: {what}. {ADVICE}\n" in result.stderr
+        advice = SCHEMA_ADVICE if what.startswith("drops schema") else ADVICE
+        assert f"❌ {path}:{line}: {what}. {advice}\n" in result.stderr
         assert result.stderr.count("\n") <= 2 and "Traceback" not in result.output
     assert catalog_snapshot(db) == before  # not 001-005, not even the tracking tables
 

@@ -11,7 +11,7 @@ import psycopg2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.config import resolve_settings
+from reconciler.config import DEFAULT_TRACKING, resolve_settings
 from reconciler.db import connect
 from reconciler.desired.files import CHECKSUM_ALGORITHM
 from reconciler.diagnosis.checks import Facts, run_checks
@@ -85,11 +85,11 @@ def test_diagnose_never_lies(data, pg_server, template_db, tmp_path_factory):
         conn = psycopg2.connect(url)
         conn.autocommit = True
         with conn.cursor() as cur:
-            for statement in create_statements("public"):
+            for statement in create_statements(DEFAULT_TRACKING):
                 cur.execute(statement.sql, statement.params)
             for migration in desired.migrations.migrations[:applied]:
                 cur.execute(migration.file.text)
-                if migration.number in tracked:
+                if int(migration.version) in tracked:
                     cur.execute(
                         "INSERT INTO schema_migrations (version, description, checksum, checksum_algorithm, success) "
                         "VALUES (%s, %s, %s, %s, true)",
@@ -98,11 +98,11 @@ def test_diagnose_never_lies(data, pg_server, template_db, tmp_path_factory):
         conn.close()
         settings_ = resolve_settings(database_url=url, migrations_dir=directory, environ={})
         with connect(settings_) as session:
-            observed = observe(session, "public", desired)
+            observed = observe(session, DEFAULT_TRACKING, desired)
         issues = run_checks(Facts(desired, observed), [IssueType.MISSING_TRACKING])
         claimed = {int(i.version) for i in issues}
         for migration in desired.migrations.migrations:
-            number = migration.number
+            number = int(migration.version)
             if number > applied:
                 assert number not in claimed, f"claimed unapplied migration {number}\n{history}"
             elif number not in tracked and desired.history.evidence_of(migration.version):

@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from reconciler.config import DEFAULT_TRACKING
 from reconciler.observed.locking import advisory_key
 from tests.conftest import PASSWORD, PASSWORD_ROLE, catalog_snapshot, run_cli, sql, start_migrate, wait_for, write
 
@@ -64,7 +65,7 @@ def test_unlock_waits_for_a_running_poststack(cli, db, database_url):
     cli("db", "create-schema")
     holder = psycopg2.connect(database_url)
     holder.autocommit = True
-    sql(holder, "SELECT pg_advisory_lock(%s)", (advisory_key("public"),))
+    sql(holder, "SELECT pg_advisory_lock(%s)", (advisory_key(DEFAULT_TRACKING),))
     dead_lock_row(db)
     result = cli("db", "unlock-migrations", "--confirm", "--lock-timeout", "1")
     assert result.exit_code == 1 and "migration system is locked" in result.stderr

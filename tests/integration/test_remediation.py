@@ -487,7 +487,8 @@ steps:
         (
             "name: bad\nversion: 1\ndescription: d\nhandles: []\nsteps:\n  - name: s\n    action: manual\n"
             "    for_each: partial_migrations\n    args: {instructions: x}\n",
-            ":6: for_each 'partial_migrations' is not an issue type, pending or evidence_applied; did you mean partial_migration?",
+            ":6: for_each 'partial_migrations' is not an issue type, pending, evidence_applied or imported; "
+            "did you mean partial_migration?",
         ),
     ],
 )
@@ -603,13 +604,14 @@ def test_playbooks_list_show_validate(migrations_dir: Path):
         "migrate",
         "emergency-reset",
         "corruption-recovery",
+        "import",
     ):
         assert name in listed.stdout
     shown = cli("playbooks", "show", "recover")
     assert "recover v1" in shown.stdout and "for each: missing_tracking" in shown.stdout
     assert cli("playbooks", "show", "recovr").exit_code == 2
     valid = cli("playbooks", "validate")
-    assert valid.exit_code == 0 and valid.stdout.count("✅") == 8
+    assert valid.exit_code == 0 and valid.stdout.count("✅") == 9
     project_playbook(
         migrations_dir,
         "recover",

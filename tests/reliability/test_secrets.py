@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy.engine import make_url
 
+from reconciler.config import DEFAULT_TRACKING
 from reconciler.observed.locking import advisory_key
 from tests.conftest import PASSWORD, PASSWORD_ROLE, run_cli, sql, write
 
@@ -47,7 +48,7 @@ def test_the_password_is_never_written_anywhere(
     # A lock held by someone else: the waiting run names the holder, not the password.
     holder = psycopg2.connect(url)
     holder.autocommit = True
-    sql(holder, "SELECT pg_advisory_lock(%s)", (advisory_key("public"),))
+    sql(holder, "SELECT pg_advisory_lock(%s)", (advisory_key(DEFAULT_TRACKING),))
     outputs.append(run_cli("db", "migrate", "--lock-timeout", "0.2", *common).output)
     holder.close()
     # Connection errors repeat the URL, masked.

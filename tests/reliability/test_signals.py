@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from reconciler.config import DEFAULT_TRACKING
 from reconciler.observed.locking import advisory_key
 from tests.conftest import run_cli, run_process, sql, wait_for, write
 
@@ -195,7 +196,7 @@ def test_a_run_waiting_for_the_migration_lock_stops_on_sigterm(database_url: str
     holder = psycopg2.connect(database_url)
     holder.autocommit = True
     try:
-        sql(holder, "SELECT pg_advisory_lock(%s)", (advisory_key("public"),))
+        sql(holder, "SELECT pg_advisory_lock(%s)", (advisory_key(DEFAULT_TRACKING),))
         proc = _start(database_url, migrations, "db", "migrate", "--lock-timeout", "60")
         # Its polling shows in pg_stat_activity as its last query.
         wait_for(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from reconciler.desired.files import Migration
+from reconciler.desired.versions import VersionKey, version_key
 from reconciler.diagnosis.attribution import Attribution, Verdict, attribute_unapplied
 from reconciler.diagnosis.issues import Issue, IssueType, Severity
 from reconciler.diagnosis.pending import Readiness, decide
@@ -32,21 +33,21 @@ class Facts:
     observed: ObservedState
 
     @cached_property
-    def problem_versions(self) -> frozenset[int]:
+    def problem_versions(self) -> frozenset[VersionKey]:
         """Versions whose file is there but unusable (not UTF-8, unreadable, ...)."""
-        return frozenset(int(p.version) for p in self.desired.problems if p.version and p.version.isdigit())
+        return frozenset(k for p in self.desired.problems if p.version and (k := version_key(p.version)) is not None)
 
     @cached_property
     def untracked(self) -> tuple[Migration, ...]:
         """Migrations with no tracking row at all (failed rows count as tracked)."""
         tracked = set(self.observed.tracking.applied) | set(self.observed.tracking.failed)
-        return tuple(m for m in self.desired.migrations.migrations if m.number not in tracked)
+        return tuple(m for m in self.desired.migrations.migrations if m.key not in tracked)
 
     @cached_property
     def unapplied(self) -> tuple[Migration, ...]:
         """Migrations with no successful tracking row: untracked, or only failed attempts."""
         applied = self.observed.tracking.applied
-        return tuple(m for m in self.desired.migrations.migrations if m.number not in applied)
+        return tuple(m for m in self.desired.migrations.migrations if m.key not in applied)
 
     @cached_property
     def attributions(self) -> dict[str, Attribution]:
@@ -78,7 +79,7 @@ def held_after_recovery(facts: Facts) -> frozenset[str]:
     """Versions migrate would still hold once recover has tracked what the catalog shows
     applied: the undetermined migrations a person must decide about (recover --force), as
     opposed to data migrations that simply have not run yet."""
-    shown = frozenset(m.number for m in facts.unapplied if facts.attributions[m.version].verdict is Verdict.APPLIED)
+    shown = frozenset(m.key for m in facts.unapplied if facts.attributions[m.version].verdict is Verdict.APPLIED)
     readiness = decide(
         facts.desired.migrations,
         facts.observed.tracking,

@@ -14,7 +14,7 @@ from reconciler.diagnosis.issues import Issue, IssueType
 def checksum_mismatch(facts: Facts) -> list[Issue]:
     issues = []
     for number, row in sorted(facts.observed.tracking.applied.items()):
-        migration = facts.desired.by_number.get(number)
+        migration = facts.desired.by_key.get(number)
         if migration is None or row.checksum is None:
             continue
         # Compare with the algorithm the row was written with.

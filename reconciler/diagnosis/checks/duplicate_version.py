@@ -12,11 +12,11 @@ from reconciler.diagnosis.issues import Issue, IssueType
 @check(IssueType.DUPLICATE_VERSION)
 def duplicate_version(facts: Facts) -> list[Issue]:
     issues = []
-    rows_by_number = defaultdict(list)
+    rows_by_key = defaultdict(list)
     for row in facts.observed.tracking.rows:
         if row.success:
-            rows_by_number[row.number].append(row)
-    for rows in rows_by_number.values():
+            rows_by_key[row.key].append(row)
+    for rows in rows_by_key.values():
         if len(rows) < 2:
             continue
         issues.append(

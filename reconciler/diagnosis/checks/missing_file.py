@@ -17,5 +17,5 @@ def missing_file(facts: Facts) -> list[Issue]:
         )
         for number, row in sorted(facts.observed.tracking.applied.items())
         # A file that is there but unusable is an invalid_file, not a missing one.
-        if number not in facts.desired.by_number and number not in facts.problem_versions
+        if number not in facts.desired.by_key and number not in facts.problem_versions
     ]

@@ -11,7 +11,7 @@ def missing_objects(facts: Facts) -> list[Issue]:
     issues = []
     catalog = facts.observed.catalog
     for number, row in sorted(facts.observed.tracking.applied.items()):
-        if number not in facts.desired.by_number:
+        if number not in facts.desired.by_key:
             continue
         evidence = facts.desired.history.evidence_of(row.version)
         missing = [o for o in evidence if not catalog.has(o)]

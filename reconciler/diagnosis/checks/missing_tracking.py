@@ -19,7 +19,7 @@ def missing_tracking(facts: Facts) -> list[Issue]:
         found = facts.attributions[migration.version]
         if found.verdict is not Verdict.APPLIED:
             continue
-        failed = failed_rows.get(migration.number)
+        failed = failed_rows.get(migration.key)
         if failed is not None and not failed.transactional:
             continue  # it failed half-way outside a transaction: what exists may be its own half
         details = {

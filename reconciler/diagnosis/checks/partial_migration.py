@@ -15,7 +15,7 @@ def partial_migration(facts: Facts) -> list[Issue]:
     issues = []
     shown_by_catalog = []  # failed attempts that rolled back, where the catalog says more
     for number, row in sorted(facts.observed.tracking.failed.items()):
-        migration = facts.desired.by_number.get(number)
+        migration = facts.desired.by_key.get(number)
         found = facts.attributions.get(migration.version) if migration is not None else None
         if row.transactional and found is not None and found.verdict in (Verdict.APPLIED, Verdict.PARTIAL):
             # The attempt left nothing: the objects were there before it. Applied: missing_tracking
@@ -33,7 +33,7 @@ def partial_migration(facts: Facts) -> list[Issue]:
                     "description": row.description,
                     "error": row.error,
                     "ran_in_transaction": row.transactional,
-                    "file_present": number in facts.desired.by_number,
+                    "file_present": number in facts.desired.by_key,
                 },
                 # Retrying is safe when the failure left nothing behind: it ran in a transaction,
                 # or it was one statement (a killed concurrent build leaves only an INVALID

@@ -32,7 +32,9 @@ def undetermined(facts: Facts) -> list[Issue]:
                         f"line {u.line}: {u.reason}" for u in (effects.unattributed if effects else ())
                     ],
                 },
-                suggested_fix=f"Add {migration.label}.verify.sql returning true once it is applied",
+                suggested_fix=f"Add {migration.verify_at.name} returning true once it is applied"
+                if migration.verify_at
+                else f"If it ran, track it: poststack db recover --force {migration.version}",
             )
         )
     return issues

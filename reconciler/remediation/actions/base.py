@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from reconciler.config import TrackingLocation
 from reconciler.desired.files import Migration, MigrationSet
 from reconciler.errors import UsageError
 from reconciler.remediation.plan import PlannedStep
@@ -21,7 +22,7 @@ _REGISTRY: dict[str, type[Action]] = {}
 class BuildContext:
     """What an action may consult while building its step: pure data, no connection."""
 
-    schema: str
+    location: TrackingLocation  # where poststack's tables are
     migrations: MigrationSet
     backups_dir: Path | None = None  # where backup steps write
 
@@ -31,8 +32,9 @@ class RunContext:
     """What an action may use while it runs, beyond its statements."""
 
     session: Any
-    schema: str
+    location: TrackingLocation
     migrations_dir: Path | None
+    layout: str | None = None  # the migrations directory's, as the command was given it
 
 
 class StepError(Exception):

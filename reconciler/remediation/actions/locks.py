@@ -25,8 +25,8 @@ class ReleaseLock(Action):
         pid = args["holder_backend_pid"]
         statements = []
         if args.get("terminate") and pid is not None:
-            statements.append(tracking.terminate_holder_statement(ctx.schema, pid))
-        statements.append(tracking.clear_lock_row_statement(ctx.schema, pid))
+            statements.append(tracking.terminate_holder_statement(ctx.location, pid))
+        statements.append(tracking.clear_lock_row_statement(ctx.location, pid))
         verb = f"end backend {pid} and release" if args.get("terminate") else "release"
         return PlannedStep(
             action=self.name,
@@ -52,7 +52,7 @@ class WaitForBackend(Action):
                 f"action {self.name}: timeout_s must be a number of seconds, not {args['timeout_s']!r}"
             ) from e
         terminate = bool(args.get("terminate"))
-        statements = [tracking.terminate_holder_statement(ctx.schema, pid)] if terminate else []
+        statements = [tracking.terminate_holder_statement(ctx.location, pid)] if terminate else []
         # The last statement is the probe, asked until it says the backend is gone.
         statements.append(
             Statement(

@@ -43,8 +43,8 @@ class ApplyMigration(Action):
         }
         bookkeeping = []
         if args.get("retry"):
-            bookkeeping.append(tracking.delete_failed_rows_statement(ctx.schema, migration.version))
-        bookkeeping.append(tracking.insert_row_statement(ctx.schema, success=True, **row))
+            bookkeeping.append(tracking.delete_failed_rows_statement(ctx.location, migration.version))
+        bookkeeping.append(tracking.insert_row_statement(ctx.location, success=True, **row))
         return PlannedStep(
             action=self.name,
             reason=f"apply {migration.path.name}" + (" (retrying a failed attempt)" if args.get("retry") else ""),
@@ -52,7 +52,7 @@ class ApplyMigration(Action):
             version=migration.version,
             statements=_file_statements(migration.file),
             bookkeeping=tuple(bookkeeping),
-            on_failure=(tracking.insert_row_statement(ctx.schema, success=False, **row),),
+            on_failure=(tracking.insert_row_statement(ctx.location, success=False, **row),),
             transactional=script.transactional,
             no_transaction_reason=script.reason,
         )
@@ -75,7 +75,7 @@ class RollbackMigration(Action):
             args={"version": migration.version},
             version=migration.version,
             statements=_file_statements(migration.rollback),
-            bookkeeping=(tracking.delete_version_statement(ctx.schema, migration.version),),
+            bookkeeping=(tracking.delete_version_statement(ctx.location, migration.version),),
             transactional=script.transactional,
             no_transaction_reason=script.reason,
         )

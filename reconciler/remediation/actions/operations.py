@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.config import TrackingLocation
 from reconciler.errors import UsageError
-from reconciler.observed.tracking import TABLES
 from reconciler.remediation.actions.base import Action, BuildContext, RunContext, StepError, register
 from reconciler.remediation.plan import PlannedStep
 from reconciler.statements import Statement, quote_ident
@@ -26,7 +26,7 @@ class Backup(Action):
         directory = ctx.backups_dir or Path("backups")
         kind = "schema" if args.get("schema_only") else "full"
         output = Path(args["output"]) if args.get("output") else directory / f"poststack-{kind}-{stamp}.sql"
-        extra = dump_args(ctx.schema, bool(args.get("schema_only")), bool(args.get("exclude_tracking")))
+        extra = dump_args(ctx.location, bool(args.get("schema_only")), bool(args.get("exclude_tracking")))
         return PlannedStep(
             self.name,
             f"back up the database ({'schema only' if args.get('schema_only') else 'schema and data'}) to {output}",
@@ -47,16 +47,16 @@ class Backup(Action):
         session = run.session
         try:
             tool = backups.find_client("pg_dump", session.server_info().major)
-            extra = dump_args(run.schema, step.args["schema_only"], step.args["exclude_tracking"])
+            extra = dump_args(run.location, step.args["schema_only"], step.args["exclude_tracking"])
             backups.run_pg_dump(session.url, tool, Path(step.args["output"]), extra)
         except PoststackError as e:
             raise StepError(f"backup failed: {e.summary}") from e
 
 
-def dump_args(schema: str, schema_only: bool, exclude_tracking: bool) -> list[str]:
+def dump_args(location: TrackingLocation, schema_only: bool, exclude_tracking: bool) -> list[str]:
     extra = ["--schema-only"] if schema_only else []
     if exclude_tracking:
-        extra += [f"--exclude-table={quote_ident(schema)}.{quote_ident(t)}" for t in TABLES]
+        extra += [f"--exclude-table={quote_ident(location.schema)}.{quote_ident(t)}" for t in location.tables]
     return extra
 
 
@@ -135,7 +135,7 @@ class Assert(Action):
             from reconciler.diagnosis.issues import IssueType
             from reconciler.observed.state import read_state
 
-            desired, observed = read_state(run.session, run.migrations_dir, run.schema)
+            desired, observed = read_state(run.session, run.migrations_dir, run.location, run.layout)
             left = run_checks(Facts(desired, observed), [IssueType(t) for t in step.args["gone"]])
             if left:
                 shown = "; ".join(i.message for i in left[:3])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.desired.files import CHECKSUM_ALGORITHM
+from reconciler.desired.files import CHECKSUM_ALGORITHM, CHECKSUM_ALGORITHMS, Migration
+from reconciler.errors import UsageError
 from reconciler.observed.tracking import (
-    MIGRATIONS_TABLE,
     SAME_VERSION,
     delete_failed_rows_statement,
     delete_version_statement,
@@ -14,7 +14,24 @@ from reconciler.observed.tracking import (
 )
 from reconciler.remediation.actions.base import Action, BuildContext, migration_for, register
 from reconciler.remediation.plan import PlannedStep
-from reconciler.statements import Statement, qualified
+from reconciler.statements import Statement
+
+
+def _recorded_applied(
+    ctx: BuildContext, migration: Migration, checksum: str, algorithm: str
+) -> tuple[Statement, Statement]:
+    """The statements that record ``migration`` applied without running it. A failed attempt's
+    row (it ran while the migration was already applied) is replaced by the row that says it
+    is applied; the audit table keeps its history."""
+    row = recorded_row_statement(
+        ctx.location,
+        version=migration.version,
+        description=migration.description,
+        checksum=checksum,
+        algorithm=algorithm,
+        transactional=migration.file.script.transactional,
+    )
+    return delete_failed_rows_statement(ctx.location, migration.version), row
 
 
 @register
@@ -26,17 +43,7 @@ class TrackMigration(Action):
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         migration = migration_for(ctx, args["version"])
-        row = recorded_row_statement(
-            ctx.schema,
-            version=migration.version,
-            description=migration.description,
-            checksum=migration.checksum,
-            algorithm=CHECKSUM_ALGORITHM,
-            transactional=migration.file.script.transactional,
-        )
-        # A failed attempt's row (it ran while the migration was already applied by hand) is
-        # replaced by the row that says it is applied; the audit table keeps its history.
-        statements = (delete_failed_rows_statement(ctx.schema, migration.version), row)
+        statements = _recorded_applied(ctx, migration, migration.checksum, CHECKSUM_ALGORITHM)
         reason = f"track migration {migration.version} as applied"
         if args.get("reason"):
             reason += f" ({args['reason']})"
@@ -52,7 +59,7 @@ class RemoveTrackingRow(Action):
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         version = str(args["version"])
-        table = qualified(ctx.schema, MIGRATIONS_TABLE)
+        table = ctx.location.migrations_sql
         if args.get("ids"):
             ids = [int(i) for i in args["ids"]]
             # Only rows of this version: an id list cannot reach another migration's rows.
@@ -61,10 +68,10 @@ class RemoveTrackingRow(Action):
             )
             reason = f"remove tracking row(s) {', '.join(map(str, ids))} of migration {version}"
         elif args.get("only_failed", True):
-            statement = delete_failed_rows_statement(ctx.schema, version)
+            statement = delete_failed_rows_statement(ctx.location, version)
             reason = f"remove the failed tracking row(s) of migration {version}, so migrate runs it again"
         else:
-            statement = delete_version_statement(ctx.schema, version)
+            statement = delete_version_statement(ctx.location, version)
             reason = f"remove every tracking row of migration {version}"
         return PlannedStep(self.name, reason, dict(args, version=version), (statement,), version=version)
 
@@ -78,7 +85,7 @@ class UpdateChecksum(Action):
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         migration = migration_for(ctx, args["version"])
         statement = Statement(
-            f"UPDATE {qualified(ctx.schema, MIGRATIONS_TABLE)} SET checksum = %(checksum)s, "
+            f"UPDATE {ctx.location.migrations_sql} SET checksum = %(checksum)s, "
             f"checksum_algorithm = %(algorithm)s WHERE {SAME_VERSION} AND success",
             {"checksum": migration.checksum, "algorithm": CHECKSUM_ALGORITHM, "version": migration.version},
         )
@@ -94,7 +101,7 @@ class DedupeRows(Action):
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         version = str(args["version"])
-        table = qualified(ctx.schema, MIGRATIONS_TABLE)
+        table = ctx.location.migrations_sql
         statement = Statement(
             f"DELETE FROM {table} WHERE {SAME_VERSION} AND success AND id > "
             f"(SELECT min(id) FROM {table} WHERE {SAME_VERSION} AND success)",
@@ -102,3 +109,56 @@ class DedupeRows(Action):
         )
         reason = f"keep the oldest tracking row of migration {version}, delete its duplicates"
         return PlannedStep(self.name, reason, {"version": version}, (statement,), version=version)
+
+
+@register
+class ImportMigration(Action):
+    name = "import_migration"
+    summary = "Record a migration another tool applied (db import), with that tool's checksum when it kept one"
+    required = ("version", "tool")
+    optional = ("checksum", "algorithm", "reason")
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        migration = migration_for(ctx, args["version"])
+        # The tool's own checksum, in its algorithm, says whether the file changed since that
+        # tool ran it (diagnose compares in the row's algorithm); without one, today's file.
+        algorithm = str(args.get("algorithm") or CHECKSUM_ALGORITHM)
+        if algorithm not in CHECKSUM_ALGORITHMS:
+            raise UsageError(f"action {self.name}: unknown checksum algorithm {algorithm!r}")
+        checksum = str(args["checksum"]) if args.get("checksum") else migration.checksum
+        if not args.get("checksum"):
+            algorithm = CHECKSUM_ALGORITHM
+        statements = _recorded_applied(ctx, migration, checksum, algorithm)
+        reason = f"import migration {migration.version} as applied ({args['tool']} recorded it)"
+        if args.get("reason"):
+            reason += f": {args['reason']}"
+        step_args = {"version": migration.version, "tool": args["tool"], "checksum": checksum, "algorithm": algorithm}
+        return PlannedStep(self.name, reason, step_args, statements, version=migration.version)
+
+
+@register
+class ImportFailedAttempt(Action):
+    name = "import_failed_attempt"
+    summary = "Record that another tool's run of a migration failed part-way (a partial_migration to resolve)"
+    required = ("version", "tool")
+    optional = ("detail",)
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        migration = migration_for(ctx, args["version"])
+        detail = f"{args['tool']}: {args.get('detail') or 'failed'}"
+        # Outside a transaction as far as poststack can know: how far it got is for a person.
+        statement = Statement(
+            f"INSERT INTO {ctx.location.migrations_sql} "
+            "(version, description, checksum, checksum_algorithm, execution_ms, success, error, transactional) "
+            "VALUES (%(version)s, %(description)s, %(checksum)s, %(algorithm)s, NULL, false, %(error)s, false)",
+            {
+                "version": migration.version,
+                "description": migration.description,
+                "checksum": migration.checksum,
+                "algorithm": CHECKSUM_ALGORITHM,
+                "error": detail,
+            },
+        )
+        reason = f"import {args['tool']}'s failed attempt at migration {migration.version} ({detail})"
+        step_args = {"version": migration.version, "tool": args["tool"], "detail": args.get("detail")}
+        return PlannedStep(self.name, reason, step_args, (statement,), version=migration.version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.config import DEFAULT_TABLE_PREFIX
 from reconciler.observed import tracking
 from reconciler.remediation.actions.base import Action, BuildContext, register
 from reconciler.remediation.plan import PlannedStep
@@ -17,9 +18,9 @@ class CreateTracking(Action):
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         return PlannedStep(
             action=self.name,
-            reason=f"create the tracking tables in schema {ctx.schema}",
+            reason=f"create the tracking tables {_where(ctx)}",
             args={},
-            statements=tuple(tracking.create_statements(ctx.schema)),
+            statements=tuple(tracking.create_statements(ctx.location)),
         )
 
 
@@ -32,7 +33,15 @@ class DropTracking(Action):
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         return PlannedStep(
             action=self.name,
-            reason=f"drop the tracking tables in schema {ctx.schema}",
+            reason=f"drop the tracking tables {_where(ctx)}",
             args={},
-            statements=tuple(tracking.drop_statements(ctx.schema)),
+            statements=tuple(tracking.drop_statements(ctx.location)),
         )
+
+
+def _where(ctx: BuildContext) -> str:
+    """``in schema public``; with another prefix, the tables' names too."""
+    location = ctx.location
+    if location.prefix == DEFAULT_TABLE_PREFIX:
+        return f"in schema {location.schema}"
+    return f"{location.migrations_table}* in schema {location.schema}"

@@ -1,0 +1,55 @@
+"""The layouts poststack reads, one module per tool, registered by name; and detection.
+
+A directory is read in one layout: the one ``--layout`` names, or else the one that claims
+most of its entries. Files that layout does not read are refused by name (and said to be in
+another tool's layout when they are), so a mixed directory is an error, never half-read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler.desired.layouts.base import (
+    LAYOUTS,
+    Entry,
+    Layout,
+    layout_named,
+    list_entries,
+    register,
+    unique_layouts,
+)
+
+# Importing the modules registers their layouts, in the order detection prefers on a tie.
+from reconciler.desired.layouts import (  # noqa: F401  isort: skip
+    poststack,
+    updown,
+    dbmate,
+    flyway,
+    diesel,
+    prisma,
+)
+from reconciler.errors import MigrationFileError
+
+__all__ = ["LAYOUTS", "Entry", "Layout", "choose_layout", "layout_named", "list_entries", "register"]
+
+
+def choose_layout(directory: Path, entries: Sequence[Entry], name: str | None) -> Layout:
+    """The layout named, or the one most of the directory's migrations are in."""
+    if name is not None:
+        return layout_named(name)
+    counts = {layout.name: sum(1 for e in entries if layout.claims(e)) for layout in unique_layouts()}
+    best = max(counts.values(), default=0)
+    if best == 0:
+        # Nothing in any layout: poststack's own (also a new project's) names what it expected.
+        return LAYOUTS["poststack"]
+    leaders = [n for n, c in counts.items() if c == best]
+    if "poststack" in leaders:
+        leaders = ["poststack"]  # a tie with the home layout: the others' files are refused by name
+    if len(leaders) > 1:
+        examples = [f"{LAYOUTS[n].tool}: {next(e.name for e in entries if LAYOUTS[n].claims(e))}" for n in leaders]
+        raise MigrationFileError(
+            f"{directory}: mixes layouts, as many files in each ({'; '.join(examples)})",
+            "Keep one layout per directory, or pass --layout to choose one (the others' files are then refused).",
+        )
+    return LAYOUTS[leaders[0]]

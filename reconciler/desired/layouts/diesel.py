@@ -1,0 +1,73 @@
+"""diesel's layout: one directory per migration, ``<version>_<name>/`` holding ``up.sql``,
+``down.sql`` and optionally ``metadata.toml``, whose ``run_in_transaction = false`` runs it
+outside a transaction. As in diesel, a ``metadata.toml`` that leaves the key out means
+false too (its field is ``#[serde(default)] bool``, diesel_migrations/migrations_internals).
+
+The version is the directory name before its first ``_``, written with or without dashes
+(``2020-01-01-000000``); diesel records it without them, and the key compares the digits.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from reconciler.desired.files import Scan, SqlFile, read_sql_file
+from reconciler.desired.layouts.base import Entry, Layout, read_directories, register
+from reconciler.errors import MigrationFileError
+
+DIRECTORY = re.compile(r"^(?P<version>\d+(?:-\d+)*)_(?P<description>.+)$")
+KNOWN_FILES = frozenset({"up.sql", "down.sql", "metadata.toml"})
+
+
+def _claims(entry: Entry) -> bool:
+    return entry.is_dir and DIRECTORY.match(entry.name) is not None and (entry.path / "up.sql").is_file()
+
+
+def _run_in_transaction(path: Path) -> bool:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise MigrationFileError(f"{path}: cannot read: {e}") from e
+    unknown = set(data) - {"run_in_transaction"}
+    if unknown or not isinstance(data.get("run_in_transaction", False), bool):
+        raise MigrationFileError(f"{path}: poststack honours only run_in_transaction = true|false here")
+    return bool(data.get("run_in_transaction", False))
+
+
+def _load(directory: Path) -> tuple[SqlFile, SqlFile | None, None]:
+    try:
+        names = {p.name for p in directory.iterdir()}
+    except OSError as e:
+        raise MigrationFileError(f"{directory}: cannot read it: {e.strerror}") from e
+    strays = sorted(n for n in names - KNOWN_FILES if not n.startswith("."))
+    if strays:
+        raise MigrationFileError(f"{directory / strays[0]}: diesel migrations hold up.sql, down.sql and metadata.toml")
+    up = read_sql_file(directory / "up.sql")
+    down = read_sql_file(directory / "down.sql") if "down.sql" in names else None
+    metadata = directory / "metadata.toml"
+    if "metadata.toml" in names and not _run_in_transaction(metadata):
+        marker = f"diesel: run_in_transaction = false in {metadata}"
+        up = replace(up, no_transaction_marker=marker)
+        down = replace(down, no_transaction_marker=marker) if down else None
+    return up, down, None
+
+
+def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
+    return read_directories(directory, entries, DIESEL, DIRECTORY, "up.sql", _load)
+
+
+DIESEL = register(
+    Layout(
+        name="diesel",
+        tool="diesel",
+        pattern="<version>_<name>/up.sql",
+        expected="<version>_<name>/ directories holding up.sql, down.sql and optionally metadata.toml",
+        claims=_claims,
+        read=_read,
+        rollback_file=lambda m: str(m.path.with_name("down.sql")),
+    )
+)

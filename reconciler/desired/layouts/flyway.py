@@ -1,0 +1,135 @@
+"""Flyway's layout: ``V<version>__<description>.sql``, ``U<version>__<description>.sql`` undo
+files, and per-script ``<file>.sql.conf`` settings.
+
+Versions are dotted (``V1.2.10__x``, or ``V1_2_10__x``: an underscore is a dot, as Flyway
+reads it) and compare part by part as numbers. ``executeInTransaction=false`` in a script's
+``.conf`` runs it outside a transaction. Flyway substitutes ``${placeholders}``; poststack
+does not know their values, so a file that uses one is refused, not run half-right.
+Repeatable ``R__`` files are refused by name until poststack can re-apply them as Flyway does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from reconciler.desired.files import FileProblem, Scan, SqlFile, read_sql_file
+from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, register, unrecognized
+from reconciler.errors import MigrationFileError
+
+# The description is optional: V1.sql is a migration (Flyway's ResourceNameParser).
+FILE_NAME = re.compile(r"^(?P<prefix>[VU])(?P<version>\d+(?:[._]\d+)*)(?:__(?P<description>.+))?\.sql$")
+REPEATABLE = re.compile(r"^R__(?P<description>.+)\.sql$")
+CONF_SUFFIX = ".sql.conf"
+PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}")
+
+
+def _claims(entry: Entry) -> bool:
+    if entry.is_dir:
+        return False
+    return bool(FILE_NAME.match(entry.name) or REPEATABLE.match(entry.name) or entry.name.endswith(CONF_SUFFIX))
+
+
+def _read_conf(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MigrationFileError(f"{path}: cannot read: {e}") from e
+    settings = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = (part.strip() for part in line.partition("="))
+        known = {"executeInTransaction": ("true", "false"), "encoding": ("UTF-8", "utf-8", "UTF8")}
+        if not sep or key not in known or value not in known[key]:
+            raise MigrationFileError(
+                f"{path}:{number}: {line!r} is not a script setting poststack can honour "
+                "(executeInTransaction=true|false, encoding=UTF-8)"
+            )
+        settings[key] = value
+    return settings
+
+
+def _read_script(path: Path, conf: Path | None) -> SqlFile:
+    file = read_sql_file(path)
+    found = PLACEHOLDER.search(file.text)
+    if found is not None:
+        line = file.text.count("\n", 0, found.start()) + 1
+        raise MigrationFileError(
+            f"{path}:{line}: Flyway placeholder {found.group()}: poststack does not substitute placeholders"
+        )
+    if conf is not None and _read_conf(conf).get("executeInTransaction") == "false":
+        file = replace(file, no_transaction_marker=f"Flyway: executeInTransaction=false in {conf.name}")
+    return file
+
+
+def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
+    problems: list[FileProblem] = []
+    names = {e.name for e in entries}
+    versioned: dict[str, tuple[Path, re.Match[str]]] = {}
+    undo: dict[str, Path] = {}
+    for entry in entries:
+        if entry.is_dir:
+            continue
+        if REPEATABLE.match(entry.name):
+            problems.append(
+                FileProblem(
+                    "bad_name",
+                    f"{entry.path}: Flyway repeatable migrations (R__) are not run by poststack; "
+                    "fold it into a versioned migration (V<version>__...)",
+                    None,
+                    (entry.path,),
+                )
+            )
+            continue
+        if entry.name.endswith(CONF_SUFFIX):
+            if entry.name.removesuffix(".conf") not in names:
+                message = f"{entry.path}: script settings for {entry.name.removesuffix('.conf')}, which is not there"
+                problems.append(FileProblem("orphan_companion", message, None, (entry.path,)))
+            continue
+        match = FILE_NAME.match(entry.name)
+        if match is None:
+            continue
+        version = match["version"].replace("_", ".")
+        if match["prefix"] == "U":
+            undo[version] = entry.path
+        else:
+            versioned[entry.name] = (entry.path, match)
+    found = []
+    matched_undo = set()
+    for path, match in versioned.values():
+        version = match["version"].replace("_", ".")
+        undo_path = undo.get(version)
+        matched_undo.add(version)
+
+        def conf_of(script: Path) -> Path | None:
+            conf = script.with_name(script.name + ".conf")
+            return conf if conf.name in names else None
+
+        def load(path: Path = path, undo_path: Path | None = undo_path):  # type: ignore[no-untyped-def]
+            down = _read_script(undo_path, conf_of(undo_path)) if undo_path else None
+            return _read_script(path, conf_of(path)), down, None
+
+        paths = (path, undo_path) if undo_path else (path,)
+        found.append(Found(version, match["description"] or "", paths, load))
+    for version, path in sorted(undo.items()):
+        if version not in matched_undo:
+            message = f"{path}: undo file has no versioned migration V{version}__... beside it"
+            problems.append(FileProblem("orphan_companion", message, None, (path,)))
+    return assemble(directory, found, unrecognized(entries, FLYWAY) + problems)
+
+
+FLYWAY = register(
+    Layout(
+        name="flyway",
+        tool="Flyway",
+        pattern="V<version>__<description>.sql",
+        expected="V<version>__<description>.sql, with U<version>__<description>.sql undo files",
+        claims=_claims,
+        read=_read,
+        rollback_file=lambda m: str(m.path.with_name(f"U{m.version}__{m.description}.sql")),
+    )
+)

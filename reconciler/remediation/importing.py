@@ -1,0 +1,128 @@
+"""db import: another tool's history, cross-checked against the catalog, as items for the
+import playbook. Pure: the foreign rows and the observed state in, one item per migration
+the tool has an opinion on out.
+
+Each item says what import does with it and why:
+- ``import``: the tool recorded it applied, and the catalog agrees or cannot tell;
+- ``failed``: the tool's run failed part-way (golang-migrate ``dirty``, Flyway or sqlx
+  ``success = false``, a Prisma migration never finished): recorded as a failed attempt, so
+  diagnose shows a partial_migration for a person to resolve;
+- ``refuse``: the tool says applied but the catalog contradicts it, or there is no file for
+  it: reported, never imported silently;
+- ``skip``: poststack already tracks it, or the tool undid it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from reconciler.desired.files import Migration
+from reconciler.desired.versions import VersionKey, version_key
+from reconciler.diagnosis.attribution import Verdict, attribute
+from reconciler.diagnosis.checks import Facts
+from reconciler.observed.foreign import APPLIED, BASELINE, FAILED, UNDONE, ForeignHistory, ForeignRow
+
+IMPORT, FAILED_ATTEMPT, REFUSE, SKIP = "import", "failed", "refuse", "skip"
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    version: str  # the file's, as written; the tool's when there is no file
+    tool_version: str  # as the tool recorded it
+    decision: str  # IMPORT, FAILED_ATTEMPT, REFUSE or SKIP
+    reason: str
+    description: str | None = None
+    checksum: str | None = None  # the tool's, for an imported row
+    algorithm: str | None = None
+    detail: str | None = None  # a failed run's error
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _claims(history: ForeignHistory, migrations: tuple[Migration, ...]) -> list[tuple[ForeignRow, Migration | None]]:
+    """What the tool says of each version: its rows' last word per version, and for
+    golang-migrate (one row, the current version) or a Flyway baseline, the versions below."""
+    last: dict[VersionKey | str, ForeignRow] = {}
+    for row in history.rows:
+        key = version_key(row.version)
+        last[key if key is not None else row.version] = row
+    by_key = {m.key: m for m in migrations}
+    claims: list[tuple[ForeignRow, Migration | None]] = []
+    floors = [
+        (k, r) for k, r in last.items() if isinstance(k, VersionKey) and (r.state == BASELINE or history.cumulative)
+    ]
+    for key, row in floors:
+        # Below the current (golang-migrate) or baseline (Flyway) version: applied, says the tool.
+        word = "below golang-migrate's current version" if history.cumulative else "at or below Flyway's baseline"
+        for migration in migrations:
+            below = migration.key < key or (row.state == BASELINE and migration.key == key)
+            if below and migration.key not in last:
+                claims.append((ForeignRow(migration.version, APPLIED, detail=f"{word} {row.version}"), migration))
+    for key, row in last.items():
+        if row.state == BASELINE:
+            continue
+        claims.append((row, by_key.get(key) if isinstance(key, VersionKey) else None))
+    return sorted(claims, key=lambda c: (c[1].key if c[1] else VersionKey((-1,)), c[0].version))
+
+
+def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
+    desired, observed = facts.desired, facts.observed
+    items = []
+    for row, migration in _claims(history, desired.migrations.migrations):
+        tool = history.tool
+        if migration is None:
+            if row.state in (APPLIED, FAILED):
+                if row.version.startswith("-"):
+                    why = (
+                        f"{tool} recorded version {row.version} {row.state}: rolling back the first migration "
+                        "failed part-way, so what is left of it is for a person to check"
+                    )
+                elif row.version.startswith("R__"):
+                    why = f"{tool} recorded repeatable migration {row.version}; poststack does not run repeatables"
+                else:
+                    why = f"{tool} recorded version {row.version} {row.state}, but no migration file has that version"
+                items.append(ImportItem(row.version, row.version, REFUSE, why, row.description))
+            continue
+        version = migration.version
+        tracked = observed.tracking.applied.get(migration.key)
+        if tracked is not None:
+            items.append(ImportItem(version, row.version, SKIP, "already tracked by poststack", migration.description))
+            continue
+        if row.state == UNDONE:
+            items.append(ImportItem(version, row.version, SKIP, f"{tool} undid it", migration.description))
+            continue
+        if row.state == FAILED:
+            items.append(
+                ImportItem(
+                    version,
+                    row.version,
+                    FAILED_ATTEMPT,
+                    f"{tool}'s run failed part-way",
+                    migration.description,
+                    detail=row.detail or "failed",
+                )
+            )
+            continue
+        found = attribute(
+            migration,
+            desired.history,
+            observed.catalog,
+            observed.verify.get(version),
+            observed.audited.get(migration.key),
+        )
+        said = f"{tool} recorded it applied" + (f" ({row.detail})" if row.detail else "")
+        if found.verdict is Verdict.APPLIED:
+            reason = f"{said}; the {found.basis} agrees"
+        elif found.verdict is Verdict.UNDETERMINED:
+            reason = f"{said}; the catalog cannot tell ({found.reason or 'it leaves nothing to see'})"
+        else:
+            missing = ", ".join(str(m) for m in found.missing[:3]) or "what it creates"
+            state = "only part of it" if found.verdict is Verdict.PARTIAL else "none of it"
+            reason = f"{said}, but the catalog shows {state}: {missing} missing"
+            items.append(ImportItem(version, row.version, REFUSE, reason, migration.description))
+            continue
+        checksum, algorithm = (row.checksum, row.algorithm) if row.checksum and row.algorithm else (None, None)
+        items.append(ImportItem(version, row.version, IMPORT, reason, migration.description, checksum, algorithm))
+    return items
