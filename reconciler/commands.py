@@ -13,6 +13,7 @@ from reconciler import __version__, embedded
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
 from reconciler.desired.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
+from reconciler.diagnosis.pending import changed_repeatable
 from reconciler.errors import DatabaseUnavailable, UsageError
 from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking, reset_tables
 from reconciler.remediation.plan import Plan
@@ -99,7 +100,9 @@ def _status_from(
         for number, row in sorted(observed.applied.items())
     )
     pending = tuple(
-        MigrationEntry(m.version, m.description) for m in migrations.migrations if m.key not in observed.applied
+        MigrationEntry(m.version, m.description)
+        for m in migrations.migrations
+        if m.key not in observed.applied or changed_repeatable(m, observed)  # a changed one runs again
     )
     failed = tuple(
         MigrationEntry(row.version, row.description, row.applied_at, row.error, number in files)

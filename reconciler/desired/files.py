@@ -97,7 +97,7 @@ class Migration:
 
     @property
     def label(self) -> str:
-        return f"{self.version}_{self.description}"
+        return self.version if self.key.is_repeatable else f"{self.version}_{self.description}"
 
 
 @dataclass(frozen=True)

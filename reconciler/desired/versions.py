@@ -4,7 +4,8 @@ One rule serves every layout poststack reads: a version is digits, optionally in
 parts (Flyway's ``1.2.10``, or ``1_2_10`` in a file name), or digits with dashes (diesel's
 ``2020-01-01-000000``). Each part compares as a number, so digits of any width sort right
 (``9`` before ``10``; ``002`` is ``2``), and trailing zero parts do not count, as in Flyway
-(``1.0`` is ``1``).
+(``1.0`` is ``1``). Flyway's repeatable migrations (``R__name``) have no version: they come
+after every versioned one, by name, as Flyway runs them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from reconciler.errors import UsageError
 
 _DOTTED = re.compile(r"^\d+(?:[._]\d+)*$")
 _DASHED = re.compile(r"^\d+(?:-\d+)+$")
+REPEATABLE_PREFIX = "R__"
+_AFTER_EVERY_VERSION = (1 << 63,)
 
 
 @dataclass(frozen=True, order=True)
@@ -24,14 +27,21 @@ class VersionKey:
     one version, ``1.10`` comes after ``1.9``."""
 
     parts: tuple[int, ...]
+    repeatable: str = ""  # a Flyway repeatable's name; its parts sort after every version
+
+    @property
+    def is_repeatable(self) -> bool:
+        return bool(self.repeatable)
 
     def __str__(self) -> str:
-        return ".".join(str(p) for p in self.parts)
+        return f"{REPEATABLE_PREFIX}{self.repeatable}" if self.repeatable else ".".join(str(p) for p in self.parts)
 
 
 def version_key(text: str) -> VersionKey | None:
     """The key of a version as written, or None when ``text`` is not a version."""
     text = text.strip()
+    if text.startswith(REPEATABLE_PREFIX) and len(text) > len(REPEATABLE_PREFIX):
+        return VersionKey(_AFTER_EVERY_VERSION, text.removeprefix(REPEATABLE_PREFIX))
     if _DASHED.match(text):
         return VersionKey((int(text.replace("-", "")),))
     if not _DOTTED.match(text):

@@ -51,6 +51,7 @@ NOTHING_ALLOWED = Allowances()
 class Runnable:
     migration: Migration
     retry: bool  # a failed attempt's row is replaced when it succeeds
+    reapply: bool = False  # a Flyway repeatable changed since it was applied: its row is replaced
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,8 @@ def decide(
     shown_applied = [
         m.key for m in migrations.migrations if m.key not in applied and _verdict(attributions, m) is Verdict.APPLIED
     ]
-    newest = max([*applied, *shown_applied], default=None)
+    # Repeatables come after every version; a new version is not "older" than one of them.
+    newest = max((k for k in [*applied, *shown_applied] if not k.is_repeatable), default=None)
     files = {m.key for m in migrations.migrations}
     fileless = [row for n, row in tracking.applied.items() if n not in files and row.checksum]
     runnable: list[Runnable] = []
@@ -150,7 +152,16 @@ def decide(
     waiting: list[str] = []
     risks: list[OwnTableRisk] = []
     for migration in migrations.migrations:
-        if migration.key in applied or (limit is not None and migration.key > limit):
+        if limit is not None and migration.key > limit:
+            continue
+        if migration.key in applied:
+            if not changed_repeatable(migration, tracking):
+                continue
+            # Run again whenever it changes, as Flyway does; never held: it ran before.
+            if holds:
+                waiting.append(migration.version)
+            else:
+                runnable.append(Runnable(migration, False, reapply=True))
             continue
         hold = (
             None
@@ -173,6 +184,14 @@ def decide(
         # What poststack runs (now, or once the hold before it is resolved) vouches for what follows.
         applied[migration.key] = True
     return Readiness(tuple(runnable), tuple(holds), tuple(waiting), tuple(risks))
+
+
+def changed_repeatable(migration: Migration, tracking: ObservedTracking) -> bool:
+    """A Flyway repeatable whose file is not what was last applied."""
+    row = tracking.applied.get(migration.key)
+    if not migration.key.is_repeatable or row is None or not row.checksum:
+        return False
+    return migration.file.checksum_as(row.checksum_algorithm) != row.checksum
 
 
 def _renumbered(migration: Migration, fileless: list[TrackingRow]) -> Hold | None:

@@ -169,7 +169,19 @@ def _flyway(session: Any, table: str) -> tuple[ForeignRow, ...]:
                 rows.append(ForeignRow(str(version), UNDONE, description, detail="deleted by flyway repair"))
             continue
         if version is None:
-            rows.append(ForeignRow(f"R__{description}", FAILED if not success else APPLIED, description, detail=kind))
+            # A repeatable: its file is R__<description with _ for spaces>.sql; the last row counts.
+            checksum_text = None if checksum is None else str(checksum)
+            rows.append(
+                ForeignRow(
+                    f"R__{description.replace(' ', '_')}",
+                    APPLIED if success else FAILED,
+                    description,
+                    checksum_text,
+                    "flyway-crc32" if checksum_text else None,
+                    installed_on,
+                    None if success else f"success = false ({kind})",
+                )
+            )
             continue
         if kind == "BASELINE":
             state = BASELINE

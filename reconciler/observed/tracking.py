@@ -590,7 +590,8 @@ class ObservedTracking:
 
     @property
     def current(self) -> TrackingRow | None:
-        return self.applied[max(self.applied)] if self.applied else None
+        versioned = [k for k in self.applied if not k.is_repeatable]  # repeatables have no version
+        return self.applied[max(versioned)] if versioned else None
 
 
 def observe_tracking(session: Any, location: TrackingLocation) -> ObservedTracking:

@@ -79,8 +79,6 @@ def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
                         f"{tool} recorded version {row.version} {row.state}: rolling back the first migration "
                         "failed part-way, so what is left of it is for a person to check"
                     )
-                elif row.version.startswith("R__"):
-                    why = f"{tool} recorded repeatable migration {row.version}; poststack does not run repeatables"
                 else:
                     why = f"{tool} recorded version {row.version} {row.state}, but no migration file has that version"
                 items.append(ImportItem(row.version, row.version, REFUSE, why, row.description))

@@ -60,7 +60,7 @@ def _readiness(facts: Facts, request: PlanRequest, retryable: set[str], recorded
 
 def _pending_items(readiness: Readiness) -> list[dict[str, Any]]:
     return [
-        {"version": r.migration.version, "description": r.migration.description, "retry": r.retry}
+        {"version": r.migration.version, "description": r.migration.description, "retry": r.retry, "reapply": r.reapply}
         for r in readiness.runnable
     ]
 

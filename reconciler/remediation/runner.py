@@ -64,13 +64,15 @@ def migrate_plan(
 
     for migration in migrations.migrations:
         row = observed.applied.get(migration.key)
+        if migration.key.is_repeatable:
+            continue  # a changed repeatable is run again, as Flyway runs it: not an edit
         if row is not None and row.checksum and row.checksum != migration.file.checksum_as(row.checksum_algorithm):
             notes.append(
                 f"Migration {migration.version} was edited after it was applied "
                 f"(checksum {row.checksum[:8]} tracked, {migration.checksum[:8]} on disk); "
                 "see poststack db diagnose --type checksum_mismatch"
             )
-    newest_applied = max(observed.applied, default=None)
+    newest_applied = max((k for k in observed.applied if not k.is_repeatable), default=None)
     for item in readiness.runnable:
         migration = item.migration
         if newest_applied is not None and migration.key < newest_applied:
@@ -78,7 +80,8 @@ def migrate_plan(
                 f"Migration {migration.version} is applied out of order "
                 f"(migration {observed.applied[newest_applied].version} is already applied; --allow-out-of-order)"
             )
-        steps.append(get_action("apply_migration").step(ctx, {"version": migration.version, "retry": item.retry}))
+        arguments = {"version": migration.version, "retry": item.retry, "reapply": item.reapply}
+        steps.append(get_action("apply_migration").step(ctx, arguments))
 
     reason = None
     if not any(s.action == "apply_migration" for s in steps):
@@ -119,7 +122,8 @@ def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: 
         )
     ctx = BuildContext(observed.location, migrations)
     by_key = migrations.by_key()
-    to_undo = sorted((n for n in observed.applied if n > limit), reverse=True)
+    # Repeatables are not undone (Flyway has no undo for them either): they stay applied.
+    to_undo = sorted((n for n in observed.applied if n > limit and not n.is_repeatable), reverse=True)
     no_file = [observed.applied[n].version for n in sorted(to_undo) if n not in by_key]
     if no_file:
         raise OperationFailed(

@@ -164,7 +164,6 @@ def test_flyway_versions_undo_and_script_settings(tmp_path: Path) -> None:
     [
         ({"V1__a.sql": "SELECT '${schema}';"}, r"V1__a.sql:1: Flyway placeholder \$\{schema\}"),
         ({"V1__a.sql": "SELECT 1;", "V1__a.sql.conf": "mixed=true\n"}, "V1__a.sql.conf:1: 'mixed=true'"),
-        ({"V1__a.sql": "SELECT 1;", "R__views.sql": "SELECT 1;"}, "R__views.sql: Flyway repeatable"),
         ({"V1__a.sql": "SELECT 1;", "U2__b.sql": "SELECT 1;"}, "U2__b.sql: undo file has no versioned migration"),
         ({"V1__a.sql": "SELECT 1;", "V1.0__b.sql": "SELECT 1;"}, "duplicate migration version"),
     ],
@@ -173,6 +172,22 @@ def test_flyway_files_poststack_cannot_honour_are_refused(tmp_path: Path, files:
     write(tmp_path, files)
     with pytest.raises(MigrationFileError, match=says):
         load_migrations(tmp_path)
+
+
+def test_flyway_repeatables_come_after_every_version_by_name(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "V1__init.sql": "CREATE TABLE a (id int);",
+            "R__b_view.sql": "CREATE OR REPLACE VIEW b AS SELECT 1 AS one;",
+            "R__a_view.sql": "CREATE OR REPLACE VIEW a_v AS SELECT id FROM a;",
+            "V20240101__later.sql": "SELECT 1;",
+        },
+    )
+    migrations = load_migrations(tmp_path)
+    assert [m.version for m in migrations.migrations] == ["1", "20240101", "R__a_view", "R__b_view"]
+    assert [m.key.is_repeatable for m in migrations.migrations] == [False, False, True, True]
+    assert parse_version("R__a_view") == migrations.migrations[2].key
 
 
 def test_diesel_directories(tmp_path: Path) -> None:

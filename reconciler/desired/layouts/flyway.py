@@ -5,7 +5,8 @@ Versions are dotted (``V1.2.10__x``, or ``V1_2_10__x``: an underscore is a dot, 
 reads it) and compare part by part as numbers. ``executeInTransaction=false`` in a script's
 ``.conf`` runs it outside a transaction. Flyway substitutes ``${placeholders}``; poststack
 does not know their values, so a file that uses one is refused, not run half-right.
-Repeatable ``R__`` files are refused by name until poststack can re-apply them as Flyway does.
+Repeatable ``R__<description>.sql`` files run after every versioned migration, by name, and
+again whenever they change, as Flyway runs them; their version is written ``R__<description>``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from reconciler.desired.files import FileProblem, Scan, SqlFile, read_sql_file
 from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, register, unrecognized
+from reconciler.desired.versions import REPEATABLE_PREFIX
 from reconciler.errors import MigrationFileError
 
 # The description is optional: V1.sql is a migration (Flyway's ResourceNameParser).
@@ -69,21 +71,25 @@ def _read_script(path: Path, conf: Path | None) -> SqlFile:
 def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     problems: list[FileProblem] = []
     names = {e.name for e in entries}
+
+    def conf_of(script: Path) -> Path | None:
+        conf = script.with_name(script.name + ".conf")
+        return conf if conf.name in names else None
+
     versioned: dict[str, tuple[Path, re.Match[str]]] = {}
     undo: dict[str, Path] = {}
+    found = []
     for entry in entries:
         if entry.is_dir:
             continue
-        if REPEATABLE.match(entry.name):
-            problems.append(
-                FileProblem(
-                    "bad_name",
-                    f"{entry.path}: Flyway repeatable migrations (R__) are not run by poststack; "
-                    "fold it into a versioned migration (V<version>__...)",
-                    None,
-                    (entry.path,),
-                )
-            )
+        repeatable = REPEATABLE.match(entry.name)
+        if repeatable:
+
+            def load_repeatable(path: Path = entry.path):  # type: ignore[no-untyped-def]
+                return _read_script(path, conf_of(path)), None, None
+
+            version = f"{REPEATABLE_PREFIX}{repeatable['description']}"
+            found.append(Found(version, repeatable["description"], (entry.path,), load_repeatable))
             continue
         if entry.name.endswith(CONF_SUFFIX):
             if entry.name.removesuffix(".conf") not in names:
@@ -98,16 +104,11 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
             undo[version] = entry.path
         else:
             versioned[entry.name] = (entry.path, match)
-    found = []
     matched_undo = set()
     for path, match in versioned.values():
         version = match["version"].replace("_", ".")
         undo_path = undo.get(version)
         matched_undo.add(version)
-
-        def conf_of(script: Path) -> Path | None:
-            conf = script.with_name(script.name + ".conf")
-            return conf if conf.name in names else None
 
         def load(path: Path = path, undo_path: Path | None = undo_path):  # type: ignore[no-untyped-def]
             down = _read_script(undo_path, conf_of(undo_path)) if undo_path else None

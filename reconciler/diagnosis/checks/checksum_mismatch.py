@@ -15,8 +15,8 @@ def checksum_mismatch(facts: Facts) -> list[Issue]:
     issues = []
     for number, row in sorted(facts.observed.tracking.applied.items()):
         migration = facts.desired.by_key.get(number)
-        if migration is None or row.checksum is None:
-            continue
+        if migration is None or row.checksum is None or number.is_repeatable:
+            continue  # a changed Flyway repeatable is not an edit: migrate runs it again
         # Compare with the algorithm the row was written with.
         current = migration.file.checksum_as(row.checksum_algorithm)
         if current == row.checksum:

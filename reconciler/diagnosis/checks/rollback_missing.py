@@ -21,5 +21,5 @@ def rollback_missing(facts: Facts) -> list[Issue]:
             {"expected_file": expected(m)},
         )
         for m in facts.desired.migrations.migrations
-        if m.rollback is None
+        if m.rollback is None and not m.key.is_repeatable  # a repeatable is never undone
     ]

@@ -29,11 +29,16 @@ class ApplyMigration(Action):
     name = "apply_migration"
     summary = "Run a migration file and record it in schema_migrations"
     required = ("version",)
-    optional = ("retry",)
+    optional = ("retry", "reapply")
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         migration = migration_for(ctx, args["version"])
         script = migration.file.script
+        reapply = bool(args.get("reapply"))
+        if reapply and not migration.key.is_repeatable:
+            raise UsageError(
+                f"action {self.name}: only a repeatable migration is applied again, not {migration.version}"
+            )
         row = {
             "version": migration.version,
             "description": migration.description,
@@ -44,11 +49,21 @@ class ApplyMigration(Action):
         bookkeeping = []
         if args.get("retry"):
             bookkeeping.append(tracking.delete_failed_rows_statement(ctx.location, migration.version))
+        if reapply:  # the row of its last application gives way to this one's
+            bookkeeping.append(tracking.delete_version_statement(ctx.location, migration.version))
         bookkeeping.append(tracking.insert_row_statement(ctx.location, success=True, **row))
+        why = (
+            " (retrying a failed attempt)"
+            if args.get("retry")
+            else " (changed since it was applied)"
+            if reapply
+            else ""
+        )
+        flags = {**({"retry": True} if args.get("retry") else {}), **({"reapply": True} if reapply else {})}
         return PlannedStep(
             action=self.name,
-            reason=f"apply {migration.path.name}" + (" (retrying a failed attempt)" if args.get("retry") else ""),
-            args={"version": migration.version, **({"retry": True} if args.get("retry") else {})},
+            reason=f"apply {migration.path.name}{why}",
+            args={"version": migration.version, **flags},
             version=migration.version,
             statements=_file_statements(migration.file),
             bookkeeping=tuple(bookkeeping),

@@ -1,0 +1,93 @@
+"""Flyway's repeatable migrations (R__) on a real server: run after every versioned one, by
+name; run again, once, when they change; never undone by a rollback; never what makes a new
+versioned migration "out of order"; imported from Flyway's own history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.conftest import run_cli, sql
+from tests.foreign import tools as T
+
+FILES = {
+    "V1__create_users.sql": "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL);\n",
+    "U1__create_users.sql": "DROP TABLE users CASCADE;\n",
+    "V2__seed.sql": "INSERT INTO users (name) VALUES ('admin');\n",
+    "U2__seed.sql": "DELETE FROM users WHERE name = 'admin';\n",
+    "R__users_view.sql": "CREATE OR REPLACE VIEW users_view AS SELECT id FROM users;\n",
+    "R__user_count.sql": "CREATE OR REPLACE FUNCTION user_count() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM users $$;\n",
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    directory = tmp_path / "sql"
+    directory.mkdir()
+    for name, text in FILES.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def poststack(url: str, directory: Path, *args: str):  # type: ignore[no-untyped-def]
+    return run_cli(*args, "--database-url", url, "--migrations-dir", str(directory))
+
+
+def test_repeatables_run_last_and_again_when_changed(project: Path, database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    first = poststack(database_url, project, "db", "migrate", "--format", "json")
+    assert first.exit_code == 0, first.output
+    ran = [s["version"] for s in json.loads(first.stdout)["plan"]["steps"] if s["action"] == "apply_migration"]
+    assert ran == ["1", "2", "R__user_count", "R__users_view"]
+    assert poststack(database_url, project, "db", "migrate", "--format", "json").exit_code == 0
+    assert poststack(database_url, project, "db", "diagnose").exit_code == 0
+
+    (project / "R__users_view.sql").write_text("CREATE OR REPLACE VIEW users_view AS SELECT id, name FROM users;\n")
+    status = json.loads(poststack(database_url, project, "db", "migration-status", "--format", "json").stdout)
+    assert [m["version"] for m in status["pending"]] == ["R__users_view"]
+    diagnosis = poststack(database_url, project, "db", "diagnose", "--format", "json")
+    assert "checksum_mismatch" not in {i["type"] for i in json.loads(diagnosis.stdout)["issues"]}
+    again = poststack(database_url, project, "db", "migrate", "--format", "json")
+    assert again.exit_code == 0, again.output
+    steps = json.loads(again.stdout)["plan"]["steps"]
+    assert [(s["version"], s["args"].get("reapply")) for s in steps] == [("R__users_view", True)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = 'R__users_view'") == [(1,)]
+    assert sql(db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users_view'") == [(2,)]
+    assert sql(db, "SELECT count(*) FROM users") == [(1,)]  # the versioned data migration ran once
+
+    # A new versioned migration is not "older" than the repeatables applied before it.
+    (project / "V3__add_email.sql").write_text("ALTER TABLE users ADD COLUMN email text;\n")
+    (project / "U3__add_email.sql").write_text("ALTER TABLE users DROP COLUMN email;\n")
+    third = poststack(database_url, project, "db", "migrate")
+    assert third.exit_code == 0, third.output
+    assert sql(db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'email'") == [(1,)]
+
+    # Rolling back undoes versions only; the repeatables stay applied, as in Flyway.
+    back = poststack(database_url, project, "db", "rollback", "2")
+    assert back.exit_code == 0, back.output
+    applied = json.loads(poststack(database_url, project, "db", "migration-status", "--format", "json").stdout)
+    assert [m["version"] for m in applied["applied"]] == ["1", "2", "R__user_count", "R__users_view"]
+
+
+def test_flyways_repeatable_rows_are_imported_and_a_change_since_runs_again(project: Path, database_url: str) -> None:
+    T.flyway_apply(database_url, project)
+    (project / "R__user_count.sql").write_text(
+        "CREATE OR REPLACE FUNCTION user_count() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) + 0 FROM users $$;\n"
+    )
+    imported = poststack(
+        database_url, project, "db", "import", "--from", "flyway", "--auto-approve", "--format", "json"
+    )
+    assert imported.exit_code == 0, imported.output
+    decided = {i["version"]: i["decision"] for i in json.loads(imported.stdout)["items"]}
+    assert decided == {"1": "import", "2": "import", "R__user_count": "import", "R__users_view": "import"}
+    plan = poststack(database_url, project, "db", "migrate", "--dry-run", "--format", "json")
+    steps = json.loads(plan.stdout)["plan"]["steps"]
+    assert [s["version"] for s in steps if s["action"] == "apply_migration"] == ["R__user_count"]
+    assert poststack(database_url, project, "db", "migrate").exit_code == 0
+    conn = psycopg2.connect(database_url)
+    try:
+        assert sql(conn, "SELECT count(*) FROM users") == [(1,)]
+    finally:
+        conn.close()
