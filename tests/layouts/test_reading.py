@@ -190,6 +190,30 @@ def test_flyway_repeatables_come_after_every_version_by_name(tmp_path: Path) -> 
     assert parse_version("R__a_view") == migrations.migrations[2].key
 
 
+def test_flyway_reads_its_folders_recursively(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "release1/V1__init.sql": "CREATE TABLE a (id int);",
+            "release2/V2__more.sql": "SELECT 1;",
+            "release2/U2__more.sql": "SELECT 2;",
+            "release2/V2__more.sql.conf": "executeInTransaction=false\n",
+        },
+    )
+    migrations = load_migrations(tmp_path)
+    assert migrations.layout == "flyway"
+    assert [m.version for m in migrations.migrations] == ["1", "2"]
+    assert migrations.migrations[1].rollback is not None
+    assert not migrations.migrations[1].file.script.transactional
+    write(tmp_path, {"release2/notes.sql": "SELECT 3;"})
+    with pytest.raises(MigrationFileError, match=r"release2/notes.sql: file name does not match V<version>__"):
+        load_migrations(tmp_path)
+    (tmp_path / "release2" / "notes.sql").unlink()
+    write(tmp_path, {"release3/U2__again.sql": "SELECT 2;"})
+    with pytest.raises(MigrationFileError, match="a second undo file for version 2"):
+        load_migrations(tmp_path)
+
+
 def test_diesel_directories(tmp_path: Path) -> None:
     write(
         tmp_path,

@@ -11,6 +11,7 @@ again whenever they change, as Flyway runs them; their version is written ``R__<
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from reconciler.desired.files import FileProblem, Scan, SqlFile, read_sql_file
 from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, register, unrecognized
-from reconciler.desired.versions import REPEATABLE_PREFIX
+from reconciler.desired.versions import REPEATABLE_PREFIX, VersionKey, parse_version
 from reconciler.errors import MigrationFileError
 
 # The description is optional: V1.sql is a migration (Flyway's ResourceNameParser).
@@ -28,10 +29,29 @@ CONF_SUFFIX = ".sql.conf"
 PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}")
 
 
+def _is_flyways(name: str) -> bool:
+    return bool(FILE_NAME.match(name) or REPEATABLE.match(name) or name.endswith(CONF_SUFFIX))
+
+
 def _claims(entry: Entry) -> bool:
-    if entry.is_dir:
-        return False
-    return bool(FILE_NAME.match(entry.name) or REPEATABLE.match(entry.name) or entry.name.endswith(CONF_SUFFIX))
+    if entry.is_dir:  # Flyway reads its locations recursively: a folder per release is common
+        return any(_is_flyways(f.name) for f in _files_below(entry))
+    return _is_flyways(entry.name)
+
+
+def _files_below(entry: Entry) -> list[Entry]:
+    """``entry``, or every file under it (hidden ones left out, as at the top)."""
+    if not entry.is_dir:
+        return [entry]
+
+    def unreadable(error: OSError) -> None:
+        raise MigrationFileError(f"{error.filename}: cannot read it: {error.strerror}")
+
+    found = []
+    for root, folders, files in os.walk(entry.path, onerror=unreadable):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        found += [Entry(Path(root) / name, False) for name in sorted(files) if not name.startswith(".")]
+    return found
 
 
 def _read_conf(path: Path) -> dict[str, str]:
@@ -70,14 +90,15 @@ def _read_script(path: Path, conf: Path | None) -> SqlFile:
 
 def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     problems: list[FileProblem] = []
-    names = {e.name for e in entries}
+    entries = [f for e in entries for f in _files_below(e)]
+    present = frozenset(e.path for e in entries)
 
     def conf_of(script: Path) -> Path | None:
         conf = script.with_name(script.name + ".conf")
-        return conf if conf.name in names else None
+        return conf if conf in present else None
 
-    versioned: dict[str, tuple[Path, re.Match[str]]] = {}
-    undo: dict[str, Path] = {}
+    versioned: dict[Path, tuple[Path, re.Match[str]]] = {}
+    undo: dict[VersionKey, Path] = {}
     found = []
     for entry in entries:
         if entry.is_dir:
@@ -92,7 +113,7 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
             found.append(Found(version, repeatable["description"], (entry.path,), load_repeatable))
             continue
         if entry.name.endswith(CONF_SUFFIX):
-            if entry.name.removesuffix(".conf") not in names:
+            if entry.path.with_name(entry.name.removesuffix(".conf")) not in present:
                 message = f"{entry.path}: script settings for {entry.name.removesuffix('.conf')}, which is not there"
                 problems.append(FileProblem("orphan_companion", message, None, (entry.path,)))
             continue
@@ -101,21 +122,25 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
             continue
         version = match["version"].replace("_", ".")
         if match["prefix"] == "U":
-            undo[version] = entry.path
+            key = parse_version(version)
+            if key in undo:
+                message = f"{entry.path}: a second undo file for version {version} (the other: {undo[key]})"
+                problems.append(FileProblem("duplicate_version", message, version, (undo[key], entry.path)))
+            undo[key] = entry.path
         else:
-            versioned[entry.name] = (entry.path, match)
+            versioned[entry.path] = (entry.path, match)
     matched_undo = set()
     for path, match in versioned.values():
         version = match["version"].replace("_", ".")
-        undo_path = undo.get(version)
-        matched_undo.add(version)
+        undo_path = undo.get(parse_version(version))
+        matched_undo.add(parse_version(version))
 
         def load(path: Path = path, undo_path: Path | None = undo_path):  # type: ignore[no-untyped-def]
             down = _read_script(undo_path, conf_of(undo_path)) if undo_path else None
             return _read_script(path, conf_of(path)), down, None
 
-        paths = (path, undo_path) if undo_path else (path,)
-        found.append(Found(version, match["description"] or "", paths, load))
+        made_of = (path, undo_path) if undo_path else (path,)
+        found.append(Found(version, match["description"] or "", made_of, load))
     for version, path in sorted(undo.items()):
         if version not in matched_undo:
             message = f"{path}: undo file has no versioned migration V{version}__... beside it"
