@@ -18,6 +18,7 @@ from reconciler.remediation.runner import migrate_plan
 TRACKING = "poststack's tracking table public.schema_migrations"
 RECORD = "poststack would lose its record mid-run"
 REFUSED = "PostgreSQL would refuse it mid-run"
+ROWS = "its rows are poststack's record, kept by poststack's own commands"
 
 
 def conflicts(
@@ -30,6 +31,16 @@ def conflicts(
     ("sql", "expected"),
     [
         ("DROP TABLE schema_migrations", [(1, f"drops {TRACKING}; {RECORD}")]),
+        # Rows: DELETE is TRUNCATE by another name, and a migration writing tracking rows lies.
+        ("DELETE FROM schema_migrations", [(1, f"deletes rows of {TRACKING}; {ROWS}")]),
+        ("UPDATE public.schema_migrations SET success = true", [(1, f"updates {TRACKING}; {ROWS}")]),
+        ("INSERT INTO schema_migrations (version) VALUES ('9')", [(1, f"inserts into {TRACKING}; {ROWS}")]),
+        ("DELETE FROM users; UPDATE other.schema_migrations SET x = 1", []),
+        # Everything the role owns goes, poststack's tables with it when that role made them.
+        (
+            "DROP OWNED BY app",
+            [(1, f"drops everything app owns, poststack's tables in public too when app owns them; {RECORD}")],
+        ),
         ("DROP TABLE IF EXISTS schema_migrations CASCADE", [(1, f"drops {TRACKING}; {RECORD}")]),
         ("DROP TABLE Public.SCHEMA_MIGRATIONS", [(1, f"drops {TRACKING}; {RECORD}")]),  # folded, as PostgreSQL does
         ("DROP TABLE mydb.public.schema_migrations", [(1, f"drops {TRACKING}; {RECORD}")]),

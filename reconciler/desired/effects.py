@@ -113,7 +113,7 @@ class OwnTableConflict:
     @property
     def whole_schema(self) -> bool:
         """It drops or renames the tracking schema itself: other table names would not help."""
-        return self.what.startswith(("drops schema ", "renames schema "))
+        return self.what.startswith(("drops schema ", "renames schema ", "drops everything "))
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ def read_effects(
 def own_table_conflicts(
     text: str, own: OwnTables, namespace: Namespace | None = None, tree: Any = None
 ) -> tuple[OwnTableConflict, ...]:
-    """The statements of one migration that would drop, rename, truncate or move poststack's
+    """The statements of one migration that would drop, rename, truncate, move or write poststack's
     own tables (``own``), or whose names collide with them, with their lines. Pure. Pass the
     history's ``namespace`` (as state.read_history builds it) so that unqualified names
     resolve through the search_path as the migration will see them."""
@@ -828,6 +828,22 @@ def _own_table_conflicts(node: Any, scope: _Scope, own: OwnTables) -> list[str]:
                     )
                 else:  # poststack's tables are always in it by then
                     found.append(f"drops schema {own.schema}, which holds poststack's tables; {_REFUSED_MID_RUN}")
+    elif kind == "DropOwnedStmt":
+        # Whatever the role owns goes: poststack's tables too, when that role made them (the
+        # usual case for an application's role). Which role owns them is not known here.
+        roles = ", ".join(getattr(r, "rolename", None) or "CURRENT_USER" for r in node.roles or ())
+        found.append(
+            f"drops everything {roles} owns, poststack's tables in {own.schema} too when {roles} owns them; "
+            "poststack would lose its record mid-run"
+        )
+    elif kind in ("DeleteStmt", "UpdateStmt", "InsertStmt", "MergeStmt") and node.relation is not None:
+        name = _own_relation(scope, own, node.relation)
+        if name is not None:
+            table, _ = _own_display(own, name)
+            verb = {"DeleteStmt": "deletes rows of", "UpdateStmt": "updates", "InsertStmt": "inserts into"}.get(
+                kind, "merges into"
+            )
+            found.append(f"{verb} {table}; its rows are poststack's record, kept by poststack's own commands")
     elif kind == "TruncateStmt":
         for rangevar in node.relations or ():
             name = _own_relation(scope, own, rangevar)

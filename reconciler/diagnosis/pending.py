@@ -78,6 +78,10 @@ class OwnTableRisk:
         # Another prefix keeps poststack's tables out of the way of a table of the same
         # name, not of a statement on the whole schema.
         apart = "" if self.conflict.whole_schema else f" or --table-prefix (e.g. --table-prefix {prefix}),"
+        if self.conflict.what.startswith("drops everything "):
+            return (
+                f"{self.migration.path}:{self.conflict.line}: {self.conflict.what}. Drop the objects by name instead."
+            )
         return (
             f"{self.migration.path}:{self.conflict.line}: {self.conflict.what}. Keep poststack's tables apart with "
             f"--schema (e.g. --schema {schema}){apart} or remove that statement."
@@ -92,7 +96,7 @@ def own_table_risks(migration: Migration, history: History | None, location: Tra
 
 
 class OwnTablesAtRisk(MigrationFileError):
-    """Migrations that would run would drop, rename, truncate or move poststack's own tables:
+    """Migrations that would run would drop, rename, truncate, move or write poststack's own tables:
     refused before anything runs, as a file poststack cannot use with this tracking schema."""
 
     def __init__(self, risks: tuple[OwnTableRisk, ...]) -> None:

@@ -181,7 +181,12 @@ def _run_outcome_text(result: Any) -> str:
         f"❌ Migration {failure.version} failed: {where}{failure.message}",
         f"   {verb.capitalize()} before the failure: {_versions(done)}. {kept}",
     ]
-    if result.operation == "migrate" and step.transactional:
+    if result.operation == "migrate" and not failure.recorded:
+        lines.append(
+            "   poststack could not record the failure either (are its tracking tables still there?): "
+            "run poststack db diagnose before anything else."
+        )
+    elif result.operation == "migrate" and step.transactional:
         lines.append("   It is recorded as failed; fix the file and run poststack db migrate again.")
     elif result.operation == "migrate":
         lines.append(

@@ -62,6 +62,7 @@ class Failure:
     message: str  # the server's error
     location: str | None  # file:line of the failing statement, when known
     sqlstate: str | None = None
+    recorded: bool = True  # its failed tracking row was written (False: the tables were gone too)
 
 
 @dataclass(frozen=True)
@@ -276,8 +277,8 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
             _connection_lost(ctx, index, step, e, t0, unknown=committed is None)
         message = server_error_text(e) if isinstance(e, psycopg2.Error) else str(e)
         location = _location(*current[0], e) if current and isinstance(e, psycopg2.Error) else None
-        _record_failure(ctx, index, step, message, location, _ms_since(t0))
-        failure = Failure(index, step.action, step.version, message, location, sqlstate(e))
+        recorded = _record_failure(ctx, index, step, message, location, _ms_since(t0))
+        failure = Failure(index, step.action, step.version, message, location, sqlstate(e), recorded)
         raise _StepFailed(
             failure, StepOutcome(index, step.action, step.version, False, _ms_since(t0), message, "failed")
         ) from e

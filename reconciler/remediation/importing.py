@@ -57,8 +57,8 @@ def _claims(history: ForeignHistory, migrations: tuple[Migration, ...]) -> list[
         # Below the current (golang-migrate) or baseline (Flyway) version: applied, says the tool.
         word = "below golang-migrate's current version" if history.cumulative else "at or below Flyway's baseline"
         for migration in migrations:
-            below = migration.key < key or (row.state == BASELINE and migration.key == key)
-            if below and migration.key not in last:
+            at_baseline = row.state == BASELINE and migration.key == key
+            if (migration.key < key and migration.key not in last) or at_baseline:
                 claims.append((ForeignRow(migration.version, APPLIED, detail=f"{word} {row.version}"), migration))
     for key, row in last.items():
         if row.state == BASELINE:
@@ -91,6 +91,11 @@ def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
         if row.state == UNDONE:
             items.append(ImportItem(version, row.version, SKIP, f"{tool} undid it", migration.description))
             continue
+        if row.state == FAILED and migration.key in observed.tracking.failed:
+            items.append(
+                ImportItem(version, row.version, SKIP, "its failed attempt is already recorded", migration.description)
+            )
+            continue
         if row.state == FAILED:
             items.append(
                 ImportItem(
@@ -116,7 +121,7 @@ def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
         elif found.verdict is Verdict.UNDETERMINED:
             reason = f"{said}; the catalog cannot tell ({found.reason or 'it leaves nothing to see'})"
         else:
-            missing = ", ".join(str(m) for m in found.missing[:3]) or "what it creates"
+            missing = ", ".join(m.display() for m in found.missing[:3]) or "what it creates"
             state = "only part of it" if found.verdict is Verdict.PARTIAL else "none of it"
             reason = f"{said}, but the catalog shows {state}: {missing} missing"
             items.append(ImportItem(version, row.version, REFUSE, reason, migration.description))

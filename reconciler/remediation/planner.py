@@ -263,12 +263,13 @@ def _expand(
 
 def _manual_for_hold(hold: Hold, waiting: list[str], ctx: BuildContext, *, brief: bool) -> PlannedStep:
     instructions = (
-        f"Migration {hold.version} is not run until the step above is done"
+        f"Migration {hold.version} is not run until the step above is done."
         if brief
         else f"{hold.reason}. {hold.remedy}"
     )
     if waiting:
-        instructions += f" Migrations {', '.join(waiting)} wait until migration {hold.version} is resolved."
+        them = f"Migration {waiting[0]} waits" if len(waiting) == 1 else f"Migrations {', '.join(waiting)} wait"
+        instructions += f" {them} until migration {hold.version} is resolved."
     held = {"type": hold.kind.value, "version": hold.version, "message": hold.reason}
     step = get_action("manual").step(ctx, {"instructions": instructions, "issue": held})
     return replace(step, playbook=HELD, title=f"migration {hold.version} is held ({hold.kind.value})")

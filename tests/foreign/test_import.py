@@ -216,3 +216,36 @@ def test_an_unknown_tool_suggests(tmp_path: Path, database_url: str) -> None:
     project = Project("flyway", tmp_path, database_url)
     result = project.poststack("db", "import", "--from", "flyaway")
     assert result.exit_code == 2 and "did you mean 'flyway'" in result.stderr
+
+
+def test_flyway_baseline_versions_are_imported_on_flyways_word(tmp_path: Path, database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    """The on-call probe's case: the baseline version itself (a seed) was dropped from the import,
+    and migrate's hint would have run it again."""
+    directory = tmp_path / "sql"
+    directory.mkdir()
+    (directory / "V1__a.sql").write_text("CREATE TABLE a (id int);\n")
+    (directory / "V1.1__seed.sql").write_text("INSERT INTO a VALUES (1);\n")
+    (directory / "V2__x.sql").write_text("CREATE TABLE x (id int);\n")
+    sql(db, "CREATE TABLE a (id int); INSERT INTO a VALUES (1);")  # there before Flyway came
+    T.flyway_baseline(database_url, "1.1")
+    T.flyway_apply(database_url, directory)
+    result = run_cli(
+        "db", "import", "--from", "flyway", "--auto-approve", "--format", "json",
+        "--database-url", database_url, "--migrations-dir", str(directory),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    decided = {i["version"]: i["decision"] for i in json.loads(result.stdout)["items"]}
+    assert decided == {"1": "import", "1.1": "import", "2": "import"}
+    migrate = run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(directory))
+    assert migrate.exit_code == 0 and "up to date" in migrate.stdout, migrate.output
+    assert sql(db, "SELECT count(*) FROM a") == [(1,)]
+
+
+def test_importing_twice_records_a_failed_attempt_once(tmp_path: Path, database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    project = Project("golang-migrate", tmp_path, database_url)
+    apply_with("golang-migrate", database_url, project.directory, upto="5")
+    T.golang_migrate_set_version(database_url, 6, dirty=True)
+    for _ in range(2):
+        assert project.poststack("db", "import", "--from", "golang-migrate", "--auto-approve").exit_code == 0
+    assert sql(db, "SELECT count(*) FROM poststack_migrations WHERE version = '6'") == [(1,)]
+    assert sql(db, "SELECT count(*) FROM poststack_migrations") == [(6,)]

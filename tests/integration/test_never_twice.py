@@ -94,7 +94,7 @@ def test_apply_never_runs_a_later_migration_over_a_partly_applied_one(database_u
     assert held, plan["steps"]
     result = cli("apply", "--auto-approve")
     assert result.exit_code == 1, result.output
-    assert "Migrations 003 wait until migration 002 is resolved" in result.stdout
+    assert "Migration 003 waits until migration 002 is resolved" in result.stdout
     assert sql(db, "SELECT to_regclass('public.d')") == [(None,)]
     refused = cli("db", "migrate")
     assert refused.exit_code == 1

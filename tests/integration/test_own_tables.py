@@ -12,6 +12,7 @@ from tests.conftest import catalog_snapshot, sql, write
 
 TRACKING = "poststack's tracking table public.schema_migrations"
 RECORD = "poststack would lose its record mid-run"
+ROWS = "its rows are poststack's record, kept by poststack's own commands"
 ADVICE = (
     "Keep poststack's tables apart with --schema (e.g. --schema poststack) or --table-prefix "
     "(e.g. --table-prefix poststack_), or remove that statement."
@@ -47,6 +48,14 @@ SCHEMA_ADVICE = "Keep poststack's tables apart with --schema (e.g. --schema post
             "poststack would lose its audit trail mid-run",
         ),
         # Unqualified, through the search_path: app holds no such table, so public's is found.
+        # The on-call probe's case: it ran outside a transaction and took the tracking tables with it.
+        (
+            "-- poststack:no-transaction\nDROP OWNED BY CURRENT_USER;\n",
+            2,
+            "drops everything CURRENT_USER owns, poststack's tables in public too when CURRENT_USER owns them; "
+            + RECORD,
+        ),
+        ("DELETE FROM schema_migrations WHERE version = '001';\n", 1, f"deletes rows of {TRACKING}; {ROWS}"),
         (
             "CREATE SCHEMA app;\nSET search_path TO app, public;\nDROP TABLE schema_migrations;\n",
             3,
@@ -60,7 +69,13 @@ def test_migrate_refuses_before_anything_runs(cli, db, migrations_dir: Path, con
     for args in (("db", "migrate"), ("db", "migrate", "--dry-run")):
         result = cli(*args)
         assert result.exit_code == 1, result.output
-        advice = SCHEMA_ADVICE if what.startswith("drops schema") else ADVICE
+        advice = (
+            SCHEMA_ADVICE
+            if what.startswith("drops schema")
+            else "Drop the objects by name instead."
+            if what.startswith("drops everything")
+            else ADVICE
+        )
         assert f"❌ {path}:{line}: {what}. {advice}\n" in result.stderr
         assert result.stderr.count("\n") <= 2 and "Traceback" not in result.output
     assert catalog_snapshot(db) == before  # not 001-005, not even the tracking tables

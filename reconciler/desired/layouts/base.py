@@ -123,7 +123,7 @@ def unrecognized(entries: Sequence[Entry], layout: Layout) -> list[FileProblem]:
         if other is not None:
             message = (
                 f"{entry.path}: {kind} name does not match {layout.pattern}: it is in {other.tool}'s layout, "
-                f"the directory's other migrations in {layout.tool}'s (one layout per directory; see --layout)"
+                f"not {layout.tool}'s (one layout per directory; --layout chooses it)"
             )
         problems.append(FileProblem("bad_name", message, None, (entry.path,)))
     return problems

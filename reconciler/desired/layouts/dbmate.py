@@ -37,6 +37,15 @@ def has_dbmate_sections(path: Path) -> bool:
         return False
 
 
+def _anothers(entry: Entry) -> bool:
+    """Named like a dbmate file but plainly another tool's (golang-migrate's .up.sql, ...): said
+    so by name, rather than read as a dbmate file that lacks its -- migrate:up line."""
+    from reconciler.desired.layouts.base import unique_layouts
+
+    others = (o for o in unique_layouts() if o.name not in ("dbmate", "poststack"))
+    return not has_dbmate_sections(entry.path) and any(o.claims(entry) for o in others)
+
+
 def _claims(entry: Entry) -> bool:
     return not entry.is_dir and FILE_NAME.match(entry.name) is not None and has_dbmate_sections(entry.path)
 
@@ -92,7 +101,7 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
         # Every file named like a migration is read as one: without -- migrate:up it is an
         # error here, as it is to dbmate, not another layout's file to pass over.
         match = FILE_NAME.match(entry.name) if not entry.is_dir else None
-        if match is None:
+        if match is None or _anothers(entry):
             continue
 
         def load(path: Path = entry.path):  # type: ignore[no-untyped-def]
@@ -100,7 +109,9 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
             return up, down, None
 
         found.append(Found(match["version"], match["description"], (entry.path,), load))
-    problems: list[FileProblem] = unrecognized([e for e in entries if not FILE_NAME.match(e.name)], DBMATE)
+    problems: list[FileProblem] = unrecognized(
+        [e for e in entries if not FILE_NAME.match(e.name) or _anothers(e)], DBMATE
+    )
     return assemble(directory, found, problems)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from reconciler.desired.files import Scan, SqlFile, read_sql_file
 from reconciler.desired.layouts.base import Entry, Layout, read_directories, register
-from reconciler.errors import MigrationFileError
+from reconciler.errors import MigrationFileError, did_you_mean
 
 DIRECTORY = re.compile(r"^(?P<version>\d+(?:-\d+)*)_(?P<description>.+)$")
 KNOWN_FILES = frozenset({"up.sql", "down.sql", "metadata.toml"})
@@ -32,9 +32,14 @@ def _run_in_transaction(path: Path) -> bool:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise MigrationFileError(f"{path}: cannot read: {e}") from e
-    unknown = set(data) - {"run_in_transaction"}
-    if unknown or not isinstance(data.get("run_in_transaction", False), bool):
-        raise MigrationFileError(f"{path}: poststack honours only run_in_transaction = true|false here")
+    unknown = sorted(set(data) - {"run_in_transaction"})
+    if unknown:
+        raise MigrationFileError(
+            f"{path}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], ['run_in_transaction'])} "
+            "(diesel reads run_in_transaction = true|false)"
+        )
+    if not isinstance(data.get("run_in_transaction", False), bool):
+        raise MigrationFileError(f"{path}: run_in_transaction must be true or false")
     return bool(data.get("run_in_transaction", False))
 
 

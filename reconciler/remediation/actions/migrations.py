@@ -86,7 +86,8 @@ class RollbackMigration(Action):
         script = migration.rollback.script
         return PlannedStep(
             action=self.name,
-            reason=f"roll back {migration.path.name} with {migration.rollback.path.name}",
+            reason=f"roll back {migration.path.name}"
+            + ("" if migration.rollback.path == migration.path else f" with {migration.rollback.path.name}"),
             args={"version": migration.version},
             version=migration.version,
             statements=_file_statements(migration.rollback),
