@@ -23,23 +23,30 @@ def partial_migration(facts: Facts) -> list[Issue]:
             if found.verdict is Verdict.PARTIAL:
                 shown_by_catalog.append(migration)
             continue
+        details = {
+            "version": row.version,
+            "description": row.description,
+            "error": row.error,
+            "ran_in_transaction": row.transactional,
+            "file_present": number in facts.desired.by_key,
+        }
+        shown = ("version", "description")
+        if not row.transactional and found is not None and (found.found or found.missing):
+            # Outside a transaction, what it kept is what a person must look at before a retry.
+            details["objects_found"] = [o.display() for o in found.found]
+            details["objects_missing"] = [o.display() for o in found.missing]
+            shown += ("objects_found", "objects_missing")
         issues.append(
             Issue(
                 IssueType.PARTIAL_MIGRATION,
                 f"Migration {row.version} was not successfully applied",
                 row.version,
-                {
-                    "version": row.version,
-                    "description": row.description,
-                    "error": row.error,
-                    "ran_in_transaction": row.transactional,
-                    "file_present": number in facts.desired.by_key,
-                },
+                details,
                 # Retrying is safe when the failure left nothing behind: it ran in a transaction,
                 # or it was one statement (a killed concurrent build leaves only an INVALID
                 # index, which drop-invalid-indexes removes).
                 auto_fixable=row.transactional or _single_statement(migration),
-                shown=("version", "description"),
+                shown=shown,
             )
         )
     for migration in (*facts.untracked, *shown_by_catalog):
