@@ -10,13 +10,13 @@ unresolved earlier one is how data migrations get applied twice.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from reconciler.config import TrackingLocation
 from reconciler.desired.effects import ObjectRef, OwnTableConflict
-from reconciler.desired.files import Migration, MigrationSet
+from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import ALWAYS_PRESENT, History
 from reconciler.desired.versions import VersionKey, version_key
 from reconciler.diagnosis.attribution import Attribution, Verdict
@@ -32,6 +32,7 @@ class HoldKind(StrEnum):
     OUT_OF_ORDER = "out_of_order"
     UNDETERMINED = "undetermined"
     RENUMBERED = "renumbered"
+    UNREADABLE = "invalid_file"  # the directory has files poststack cannot read whole
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def decide(
     limit: VersionKey | None = None,
     recorded: frozenset[VersionKey] = frozenset(),
     audited: Mapping[VersionKey, AuditedApplication] | None = None,
+    problems: Sequence[FileProblem] = (),
 ) -> Readiness:
     """``attributions`` covers every migration without a successful tracking row (it may be
     empty when there is none). ``recorded``: versions that steps earlier in the same plan
@@ -157,6 +159,20 @@ def decide(
     risks: list[OwnTableRisk] = []
     for migration in migrations.migrations:
         if limit is not None and migration.key > limit:
+            continue
+        if problems and not holds and migration.key not in applied:
+            # A file that cannot be read whole may be a migration that belongs before this one:
+            # nothing runs until the directory is whole again, as db migrate refuses it.
+            count = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            holds.append(
+                Hold(
+                    migration.version,
+                    HoldKind.UNREADABLE,
+                    f"Migration {migration.version} is not run while the migrations directory has a file poststack "
+                    f"cannot read whole: {problems[0].message}{count}",
+                    "Fix or remove it (poststack db validate lists every such file), then run this again.",
+                )
+            )
             continue
         if migration.key in applied:
             if not changed_repeatable(migration, tracking):
@@ -269,7 +285,7 @@ def _hold(
     catalog: CatalogSnapshot | None,
     allow: Allowances,
     applied: dict[VersionKey, bool],
-    newest: int | None,
+    newest: VersionKey | None,
 ) -> Hold | None:
     version = migration.version
     found = attributions.get(version)
@@ -403,7 +419,7 @@ def _history_object_present(
     return None
 
 
-def _version_of(number: int, tracking: ObservedTracking, attributions: Mapping[str, Attribution]) -> str:
+def _version_of(number: VersionKey, tracking: ObservedTracking, attributions: Mapping[str, Attribution]) -> str:
     row = tracking.applied.get(number)
     if row is not None:
         return row.version

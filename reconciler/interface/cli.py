@@ -76,7 +76,9 @@ EmbeddedOpt = Annotated[
 ]
 MigrationsDir = Annotated[
     Path | None,
-    typer.Option("--migrations-dir", help="Directory of NNN_description.sql files [default: ./migrations]."),
+    typer.Option(
+        "--migrations-dir", help="Directory of migrations, in any layout poststack reads [default: ./migrations]."
+    ),
 ]
 Schema = Annotated[str | None, typer.Option("--schema", help="Schema of the tracking tables [default: public].")]
 TablePrefix = Annotated[

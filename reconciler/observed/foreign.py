@@ -48,6 +48,9 @@ class ForeignTool:
     columns: frozenset[str]  # the columns its table must have
     read: Callable[[Any, str], tuple[ForeignRow, ...]]  # session, qualified table -> rows
     cumulative: bool = False
+    # Columns another tool's table of the same name has and this one's never does: dbmate's
+    # and golang-migrate's are both schema_migrations, told apart by golang-migrate's dirty.
+    not_columns: frozenset[str] = frozenset()
 
 
 TOOLS: dict[str, ForeignTool] = {}
@@ -87,6 +90,13 @@ def read_foreign_history(session: Any, tool: ForeignTool, schema: str, table: st
         )
     columns = {r[0] for r in rows}
     missing = tool.columns - columns
+    if columns & tool.not_columns:
+        other = next((t.label for t in TOOLS.values() if t is not tool and t.columns <= columns), "another tool")
+        raise UsageError(
+            f"{where} is not {tool.label}'s history table: it has a {', '.join(sorted(columns & tool.not_columns))} "
+            f"column, as {other}'s has",
+            f"Its columns: {', '.join(sorted(columns))}. Check --from.",
+        )
     if missing:
         raise UsageError(
             f"{where} is not {tool.label}'s history table: it has no {', '.join(sorted(missing))} column",
@@ -106,7 +116,13 @@ def _dbmate(session: Any, table: str) -> tuple[ForeignRow, ...]:
 def _golang_migrate(session: Any, table: str) -> tuple[ForeignRow, ...]:
     # One row: the current version, and whether its last run failed part-way (dirty).
     return tuple(
-        ForeignRow(str(v), FAILED if dirty else APPLIED, detail="dirty = true" if dirty else None)
+        ForeignRow(
+            str(v),
+            FAILED if dirty else APPLIED,
+            # golang-migrate sets the target version dirty before each step: an up of this
+            # version, or a down from the one after it, stopped part-way.
+            detail="dirty = true: its up, or the down of the migration after it, stopped part-way" if dirty else None,
+        )
         for v, dirty in session.query(f"SELECT version, dirty FROM {table}")
     )
 
@@ -213,7 +229,11 @@ _register(
         _flyway,
     )
 )
-_register(ForeignTool("dbmate", "dbmate", "schema_migrations", frozenset({"version"}), _dbmate))
+_register(
+    ForeignTool(
+        "dbmate", "dbmate", "schema_migrations", frozenset({"version"}), _dbmate, not_columns=frozenset({"dirty"})
+    )
+)
 _register(
     ForeignTool(
         "golang-migrate",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -383,23 +384,21 @@ def recorded_row_statement(
     )
 
 
-# Versions compare as numbers: a row written as "2" belongs to the file 002_x.sql.
-SAME_VERSION = "ltrim(version, '0') = ltrim(%(version)s, '0')"
+# Rows of one version, by the spellings the tracking table has for it ("2" for the file
+# 002_x.sql; Flyway's "1.0" for V1__x.sql): BuildContext.spellings lists them, so the SQL a
+# plan shows is the plain comparison it runs.
+SAME_VERSION = "version = ANY(%(versions)s)"
 
 
-def delete_failed_rows_statement(location: TrackingLocation, version: str) -> Statement:
+def delete_failed_rows_statement(location: TrackingLocation, spellings: Sequence[str]) -> Statement:
     """A successful retry replaces the failed attempts' rows; the audit table keeps their history."""
     return Statement(
-        f"DELETE FROM {location.migrations_sql} WHERE {SAME_VERSION} AND NOT success",
-        {"version": version},
+        f"DELETE FROM {location.migrations_sql} WHERE {SAME_VERSION} AND NOT success", {"versions": list(spellings)}
     )
 
 
-def delete_version_statement(location: TrackingLocation, version: str) -> Statement:
-    return Statement(
-        f"DELETE FROM {location.migrations_sql} WHERE {SAME_VERSION}",
-        {"version": version},
-    )
+def delete_version_statement(location: TrackingLocation, spellings: Sequence[str]) -> Statement:
+    return Statement(f"DELETE FROM {location.migrations_sql} WHERE {SAME_VERSION}", {"versions": list(spellings)})
 
 
 @dataclass(frozen=True)

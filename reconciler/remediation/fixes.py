@@ -45,8 +45,13 @@ class StalePlan(OperationFailed):
     """The database changed since the plan was made."""
 
 
-def build_context(settings: Settings, desired_migrations: Any) -> BuildContext:
-    return BuildContext(settings.tracking, desired_migrations, settings.migrations_dir.resolve().parent / "backups")
+def build_context(settings: Settings, facts: Facts) -> BuildContext:
+    return BuildContext(
+        settings.tracking,
+        facts.desired.migrations,
+        settings.migrations_dir.resolve().parent / "backups",
+        tuple(row.version for row in facts.observed.tracking.rows),
+    )
 
 
 def _facts(session: Session, settings: Settings) -> Facts:
@@ -63,9 +68,7 @@ def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> P
     playbooks = load_all(settings.migrations_dir)  # malformed playbooks fail before any connection
     with connect(settings, notify) as session:
         facts = _facts(session, settings)
-    return plan_remediation(
-        facts, playbooks, _with_defaults(request, settings), build_context(settings, facts.desired.migrations)
-    )
+    return plan_remediation(facts, playbooks, _with_defaults(request, settings), build_context(settings, facts))
 
 
 # --- saved plans --------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def apply_plan(
             # Approved in advance: plan again, under the lock, from what is there now.
             books = load_all(settings.migrations_dir)
             current[0] = plan_remediation(
-                facts, books, _with_defaults(replan, settings), build_context(settings, facts.desired.migrations)
+                facts, books, _with_defaults(replan, settings), build_context(settings, facts)
             )
 
         with locking.migration_lock(
@@ -304,7 +307,5 @@ def import_history(
         include_unhandled=False,
         imported=tuple(i.to_json() for i in items),
     )
-    plan = plan_remediation(
-        facts, playbooks, _with_defaults(request, settings), build_context(settings, facts.desired.migrations)
-    )
+    plan = plan_remediation(facts, playbooks, _with_defaults(request, settings), build_context(settings, facts))
     return ImportPlan(plan, tool.label, history.table, items)

@@ -14,6 +14,7 @@ Each item says what import does with it and why:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,15 +34,20 @@ class ImportItem:
     decision: str  # IMPORT, FAILED_ATTEMPT, REFUSE or SKIP
     reason: str
     description: str | None = None
-    checksum: str | None = None  # the tool's, for an imported row
+    checksum: str | None = None  # the tool's, kept when the file changed since the tool ran it
     algorithm: str | None = None
     detail: str | None = None  # a failed run's error
+    # Applied only by inference (below golang-migrate's current version, at or below a Flyway
+    # baseline), not by a row of its own: recorded as tracked, not as run.
+    inferred: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _claims(history: ForeignHistory, migrations: tuple[Migration, ...]) -> list[tuple[ForeignRow, Migration | None]]:
+def _claims(
+    history: ForeignHistory, migrations: tuple[Migration, ...]
+) -> list[tuple[ForeignRow, Migration | None, bool]]:
     """What the tool says of each version: its rows' last word per version, and for
     golang-migrate (one row, the current version) or a Flyway baseline, the versions below."""
     last: dict[VersionKey | str, ForeignRow] = {}
@@ -49,7 +55,7 @@ def _claims(history: ForeignHistory, migrations: tuple[Migration, ...]) -> list[
         key = version_key(row.version)
         last[key if key is not None else row.version] = row
     by_key = {m.key: m for m in migrations}
-    claims: list[tuple[ForeignRow, Migration | None]] = []
+    claims: list[tuple[ForeignRow, Migration | None, bool]] = []
     floors = [
         (k, r) for k, r in last.items() if isinstance(k, VersionKey) and (r.state == BASELINE or history.cumulative)
     ]
@@ -59,18 +65,31 @@ def _claims(history: ForeignHistory, migrations: tuple[Migration, ...]) -> list[
         for migration in migrations:
             at_baseline = row.state == BASELINE and migration.key == key
             if (migration.key < key and migration.key not in last) or at_baseline:
-                claims.append((ForeignRow(migration.version, APPLIED, detail=f"{word} {row.version}"), migration))
+                claims.append((ForeignRow(migration.version, APPLIED, detail=f"{word} {row.version}"), migration, True))
     for key, row in last.items():
         if row.state == BASELINE:
             continue
-        claims.append((row, by_key.get(key) if isinstance(key, VersionKey) else None))
+        claims.append((row, by_key.get(key) if isinstance(key, VersionKey) else None, False))
     return sorted(claims, key=lambda c: (c[1].key if c[1] else VersionKey((-1,)), c[0].version))
+
+
+def _unchanged(row: ForeignRow, migration: Migration) -> bool | None:
+    """Is the file what the tool ran, by the tool's own rule? None: the tool keeps no checksum.
+    Prisma accepts the script with LF or CRLF line ends, and its early unpadded hex."""
+    if not row.checksum or not row.algorithm:
+        return None
+    file = migration.file
+    if row.algorithm == "sha256":
+        texts = (file.raw, file.text.encode("utf-8"), file.text.replace("\n", "\r\n").encode("utf-8"))
+        digests = [hashlib.sha256(t).digest() for t in texts]
+        return row.checksum in {d.hex() for d in digests} | {"".join(f"{b:x}" for b in d) for d in digests}
+    return file.checksum_as(row.algorithm) == row.checksum
 
 
 def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
     desired, observed = facts.desired, facts.observed
     items = []
-    for row, migration in _claims(history, desired.migrations.migrations):
+    for row, migration, inferred in _claims(history, desired.migrations.migrations):
         tool = history.tool
         if migration is None:
             if row.state in (APPLIED, FAILED):
@@ -126,6 +145,13 @@ def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
             reason = f"{said}, but the catalog shows {state}: {missing} missing"
             items.append(ImportItem(version, row.version, REFUSE, reason, migration.description))
             continue
-        checksum, algorithm = (row.checksum, row.algorithm) if row.checksum and row.algorithm else (None, None)
-        items.append(ImportItem(version, row.version, IMPORT, reason, migration.description, checksum, algorithm))
+        # Unchanged since the tool ran it: recorded with poststack's checksum of the file. Changed:
+        # the tool's own, so diagnose reports the edit (checksum_mismatch) in the tool's terms.
+        changed = _unchanged(row, migration) is False
+        checksum, algorithm = (row.checksum, row.algorithm) if changed else (None, None)
+        if changed:
+            reason += f"; the file changed since {tool} ran it"
+        items.append(
+            ImportItem(version, row.version, IMPORT, reason, migration.description, checksum, algorithm, None, inferred)
+        )
     return items

@@ -55,6 +55,7 @@ def _readiness(facts: Facts, request: PlanRequest, retryable: set[str], recorded
         allow,
         recorded=recorded,
         audited=observed.audited,
+        problems=desired.problems,  # plan/apply run nothing past a file it cannot read whole
     )
 
 

@@ -45,7 +45,7 @@ def migrate_plan(
     """Every pending migration up to ``target``, in numeric order, as ``readiness`` allows.
     Pure. Refused whole when any migration up to ``target`` is held: a later one never runs
     over an unresolved earlier one."""
-    ctx = BuildContext(observed.location, migrations)
+    ctx = BuildContext(observed.location, migrations, recorded=tuple(row.version for row in observed.rows))
     limit = _target_number(migrations, target) if target is not None else None
     if not migrations.migrations and observed.applied:
         raise UsageError(
@@ -120,7 +120,7 @@ def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: 
             f"no migration {target} in {migrations.directory} or in the tracking table",
             "Name an existing version to roll back to: every applied migration above it is undone.",
         )
-    ctx = BuildContext(observed.location, migrations)
+    ctx = BuildContext(observed.location, migrations, recorded=tuple(row.version for row in observed.rows))
     by_key = migrations.by_key()
     # Repeatables are not undone (Flyway has no undo for them either): they stay applied.
     to_undo = sorted((n for n in observed.applied if n > limit and not n.is_repeatable), reverse=True)

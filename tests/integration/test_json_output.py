@@ -463,7 +463,7 @@ def test_plan_that_recovers_and_releases_a_lock(cli, db):
     assert "release_lock" in actions and "track_migration" in actions
     (track,) = [s for s in data["steps"] if s["action"] == "track_migration"]
     assert track["version"] == "003" and track["playbook"] == "recover"
-    assert track["statements"][0]["params"]["version"] == "003"
+    assert track["statements"][0]["params"]["versions"] == ["003"]
 
 
 def test_plan_with_nothing_to_do(cli):

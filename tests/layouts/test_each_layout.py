@@ -78,3 +78,27 @@ def test_plan_and_apply_migrate(project, database_url: str, db) -> None:  # type
     applied = run_cli("apply", "--auto-approve", "--database-url", database_url, "--migrations-dir", str(directory))
     assert applied.exit_code == 0, applied.output
     assert sql(db, "SELECT count(*) FROM users") == [(1,)]
+
+
+def test_plan_and_apply_run_nothing_past_a_file_they_cannot_read_whole(tmp_path: Path, database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    """The reviewer's cases: a dbmate file among poststack's files, and a Flyway placeholder,
+    were run (whole, or skipped over) by plan/apply while db migrate refused them."""
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    (mixed / "002_b.sql").write_text("CREATE TABLE b (id int);\n")
+    (mixed / "003_c.sql").write_text("-- migrate:up\nCREATE TABLE c (id int);\n-- migrate:down\nDROP TABLE c;\n")
+    flyway = tmp_path / "flyway"
+    flyway.mkdir()
+    (flyway / "V1__a.sql").write_text("CREATE TABLE fa (id int);\n")
+    (flyway / "V2__b.sql").write_text("CREATE TABLE ${tbl} (id int);\n")
+    (flyway / "V3__c.sql").write_text("CREATE TABLE fc (id int);\n")
+    for directory, held in ((mixed, "001"), (flyway, "1")):
+        plan = poststack(database_url, directory, "plan", "--format", "json")
+        assert plan.exit_code == 0, plan.output
+        steps = json.loads(plan.stdout)["steps"]
+        assert not [s for s in steps if s["action"] == "apply_migration"]
+        assert any(s["action"] == "manual" and s["version"] == held for s in steps)
+        applied = poststack(database_url, directory, "apply", "--auto-approve")
+        assert applied.exit_code == 1, applied.output
+    assert sql(db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename ~ '^f?[abc]$'") == [(0,)]

@@ -31,8 +31,8 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     companions: dict[tuple[str, str], Path] = {}
     for entry in entries:
         match = FILE_NAME.match(entry.name)
-        if match is None or entry.is_dir:
-            continue
+        if match is None or not _claims(entry):
+            continue  # a dbmate file among ours is refused by name (unrecognized), never run whole
         if match["kind"]:
             companions[(match["kind"], f"{match['version']}_{match['description']}")] = entry.path
         else:

@@ -18,10 +18,10 @@ from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, regi
 
 FILE_NAME = re.compile(
     r"^(?P<version>\d+)_(?P<description>.+?)"
-    r"(?:\.(?P<dialect>postgres|postgresql|cockroach|cockroachdb|mysql|sqlite|sqlite3|mssql|sqlserver))?"
+    r"(?:\.(?P<dialect>postgres|postgresql|pg|cockroach|cockroachdb|crdb|mysql|mariadb|sqlite|sqlite3|mssql|sqlserver|yugabyte))?"
     r"(?P<autocommit>\.autocommit)?\.(?P<direction>up|down)\.sql$"
 )
-OURS = (None, "postgres", "postgresql")  # the dialects that are PostgreSQL's
+OURS = (None, "postgres", "postgresql", "pg")  # PostgreSQL's, as popx canonicalizes them
 SQLX_NO_TRANSACTION = "-- no-transaction"
 
 

@@ -10,10 +10,12 @@ from reconciler.diagnosis.issues import Issue, IssueType
 def missing_objects(facts: Facts) -> list[Issue]:
     issues = []
     catalog = facts.observed.catalog
-    for number, row in sorted(facts.observed.tracking.applied.items()):
-        if number not in facts.desired.by_key:
+    for key, row in sorted(facts.observed.tracking.applied.items()):
+        migration = facts.desired.by_key.get(key)
+        if migration is None:
             continue
-        evidence = facts.desired.history.evidence_of(row.version)
+        # The history knows the file's spelling of the version ("1.0"), the row may have another ("1").
+        evidence = facts.desired.history.evidence_of(migration.version)
         missing = [o for o in evidence if not catalog.has(o)]
         if not missing:
             continue

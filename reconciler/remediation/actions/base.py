@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from reconciler.config import TrackingLocation
 from reconciler.desired.files import Migration, MigrationSet
+from reconciler.desired.versions import version_key
 from reconciler.errors import UsageError
 from reconciler.remediation.plan import PlannedStep
 from reconciler.statements import Statement
@@ -25,6 +26,14 @@ class BuildContext:
     location: TrackingLocation  # where poststack's tables are
     migrations: MigrationSet
     backups_dir: Path | None = None  # where backup steps write
+    recorded: tuple[str, ...] = ()  # every version as the tracking table spells it
+
+    def spellings(self, version: str) -> list[str]:
+        """``version`` and every spelling of it in the tracking table ("2" and "002"; "1.0" and
+        "1"), for statements on its rows: they must reach every row of that version."""
+        key = version_key(version)
+        same = {v for v in self.recorded if key is not None and version_key(v) == key}
+        return sorted(same | {version})
 
 
 @dataclass(frozen=True)

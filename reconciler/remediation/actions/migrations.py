@@ -27,7 +27,7 @@ def _file_statements(file: SqlFile) -> tuple[Statement, ...]:
 @register
 class ApplyMigration(Action):
     name = "apply_migration"
-    summary = "Run a migration file and record it in schema_migrations"
+    summary = "Run a migration file and record it in the tracking table"
     required = ("version",)
     optional = ("retry", "reapply")
 
@@ -48,9 +48,9 @@ class ApplyMigration(Action):
         }
         bookkeeping = []
         if args.get("retry"):
-            bookkeeping.append(tracking.delete_failed_rows_statement(ctx.location, migration.version))
+            bookkeeping.append(tracking.delete_failed_rows_statement(ctx.location, ctx.spellings(migration.version)))
         if reapply:  # the row of its last application gives way to this one's
-            bookkeeping.append(tracking.delete_version_statement(ctx.location, migration.version))
+            bookkeeping.append(tracking.delete_version_statement(ctx.location, ctx.spellings(migration.version)))
         bookkeeping.append(tracking.insert_row_statement(ctx.location, success=True, **row))
         why = (
             " (retrying a failed attempt)"
@@ -91,7 +91,7 @@ class RollbackMigration(Action):
             args={"version": migration.version},
             version=migration.version,
             statements=_file_statements(migration.rollback),
-            bookkeeping=(tracking.delete_version_statement(ctx.location, migration.version),),
+            bookkeeping=(tracking.delete_version_statement(ctx.location, ctx.spellings(migration.version)),),
             transactional=script.transactional,
             no_transaction_reason=script.reason,
         )

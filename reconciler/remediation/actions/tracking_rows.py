@@ -31,7 +31,7 @@ def _recorded_applied(
         algorithm=algorithm,
         transactional=migration.file.script.transactional,
     )
-    return delete_failed_rows_statement(ctx.location, migration.version), row
+    return delete_failed_rows_statement(ctx.location, ctx.spellings(migration.version)), row
 
 
 @register
@@ -64,14 +64,15 @@ class RemoveTrackingRow(Action):
             ids = [int(i) for i in args["ids"]]
             # Only rows of this version: an id list cannot reach another migration's rows.
             statement = Statement(
-                f"DELETE FROM {table} WHERE id = ANY(%(ids)s) AND {SAME_VERSION}", {"ids": ids, "version": version}
+                f"DELETE FROM {table} WHERE id = ANY(%(ids)s) AND {SAME_VERSION}",
+                {"ids": ids, "versions": ctx.spellings(version)},
             )
             reason = f"remove tracking row(s) {', '.join(map(str, ids))} of migration {version}"
         elif args.get("only_failed", True):
-            statement = delete_failed_rows_statement(ctx.location, version)
+            statement = delete_failed_rows_statement(ctx.location, ctx.spellings(version))
             reason = f"remove the failed tracking row(s) of migration {version}, so migrate runs it again"
         else:
-            statement = delete_version_statement(ctx.location, version)
+            statement = delete_version_statement(ctx.location, ctx.spellings(version))
             reason = f"remove every tracking row of migration {version}"
         return PlannedStep(self.name, reason, dict(args, version=version), (statement,), version=version)
 
@@ -87,7 +88,11 @@ class UpdateChecksum(Action):
         statement = Statement(
             f"UPDATE {ctx.location.migrations_sql} SET checksum = %(checksum)s, "
             f"checksum_algorithm = %(algorithm)s WHERE {SAME_VERSION} AND success",
-            {"checksum": migration.checksum, "algorithm": CHECKSUM_ALGORITHM, "version": migration.version},
+            {
+                "checksum": migration.checksum,
+                "algorithm": CHECKSUM_ALGORITHM,
+                "versions": ctx.spellings(migration.version),
+            },
         )
         reason = f"record checksum {migration.checksum[:12]} of {migration.path.name} for migration {migration.version}"
         return PlannedStep(self.name, reason, {"version": migration.version}, (statement,), version=migration.version)
@@ -105,7 +110,7 @@ class DedupeRows(Action):
         statement = Statement(
             f"DELETE FROM {table} WHERE {SAME_VERSION} AND success AND id > "
             f"(SELECT min(id) FROM {table} WHERE {SAME_VERSION} AND success)",
-            {"version": version},
+            {"versions": ctx.spellings(version)},
         )
         reason = f"keep the oldest tracking row of migration {version}, delete its duplicates"
         return PlannedStep(self.name, reason, {"version": version}, (statement,), version=version)

@@ -13,7 +13,7 @@ from reconciler.remediation.plan import PlannedStep
 @register
 class CreateTracking(Action):
     name = "create_tracking"
-    summary = "Create schema_migrations, schema_migrations_lock and schema_migrations_audit if absent"
+    summary = "Create the tracking, lock and audit tables (<prefix>migrations, _lock, _audit) if absent"
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
         return PlannedStep(
