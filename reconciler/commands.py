@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from reconciler import __version__, embedded
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
-from reconciler.desired.files import CHECKSUM_ALGORITHM, MigrationSet, load_migrations
+from reconciler.desired.files import CHECKSUM_ALGORITHM, MigrationSet
+from reconciler.desired.layouts import load_migrations
 from reconciler.diagnosis.pending import changed_repeatable
 from reconciler.errors import DatabaseUnavailable, UsageError
 from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking, reset_tables

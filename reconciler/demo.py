@@ -28,7 +28,7 @@ from reconciler import dsn
 from reconciler.bundled import EXAMPLE_MIGRATIONS
 from reconciler.config import Settings, TrackingLocation, masked_url
 from reconciler.db import Session, open_raw, resolve_url
-from reconciler.desired.files import load_migrations
+from reconciler.desired.layouts import load_migrations
 from reconciler.errors import DatabaseUnavailable, OperationFailed
 from reconciler.statements import Statement, quote_ident
 

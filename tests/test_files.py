@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired.files import load_migrations, read_sql_file
+from reconciler.desired.files import read_sql_file
+from reconciler.desired.layouts import load_migrations
 from reconciler.errors import MigrationFileError, UsageError
 from tests.conftest import write
 

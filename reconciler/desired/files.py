@@ -161,26 +161,3 @@ class Scan:
 
     migrations: MigrationSet
     problems: tuple[FileProblem, ...]
-
-
-def scan_migrations(directory: Path, layout: str | None = None) -> Scan:
-    """Discover and read migration files in ``layout`` (detected when None), keeping the
-    usable ones and naming the rest. A missing or unlistable directory, or one whose files
-    follow no layout or several, is a usage error."""
-    from reconciler.desired.layouts import choose_layout, list_entries
-
-    entries = list_entries(directory)
-    chosen = choose_layout(directory, entries, layout)
-    scan = chosen.read(directory, entries)
-    return Scan(replace(scan.migrations, layout=chosen.name), scan.problems)
-
-
-def load_migrations(directory: Path, layout: str | None = None) -> MigrationSet:
-    """The migrations, or MigrationFileError naming the first bad file: any bad file name,
-    duplicate version, orphaned companion or unreadable file is refused before anything runs."""
-    scan = scan_migrations(directory, layout)
-    if scan.problems:
-        first = scan.problems[0].message
-        more = f" (and {len(scan.problems) - 1} more problem(s) in {directory})" if len(scan.problems) > 1 else ""
-        raise MigrationFileError(first + more)
-    return scan.migrations

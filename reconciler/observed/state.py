@@ -11,8 +11,9 @@ from pathlib import Path
 from reconciler.config import DEFAULT_TRACKING, TrackingLocation
 from reconciler.db import ServerInfo, Session
 from reconciler.desired.effects import DEFAULT_PATH, Namespace, OwnTables, parse, read_effects, schemas_created
-from reconciler.desired.files import FileProblem, Migration, MigrationSet, scan_migrations
+from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import History, analyze
+from reconciler.desired.layouts import scan_migrations
 from reconciler.desired.versions import VersionKey
 from reconciler.observed import tracking
 from reconciler.observed.catalog import CatalogSnapshot, read_catalog, run_verify_scripts, session_search_path

@@ -13,7 +13,7 @@ from typing import Any
 
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
-from reconciler.desired.files import load_migrations
+from reconciler.desired.layouts import load_migrations
 from reconciler.desired.versions import parse_version
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, Severity

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired.files import load_migrations, scan_migrations
+from reconciler.desired.layouts import load_migrations, scan_migrations
 from reconciler.desired.versions import parse_version, version_key
 from reconciler.errors import MigrationFileError, UsageError
 
@@ -87,8 +87,9 @@ def test_popx_dialects_and_autocommit(tmp_path: Path) -> None:
     assert plain.file.script.transactional
 
 
-def test_sqlx_no_transaction_line(tmp_path: Path) -> None:
-    write(tmp_path, {"3_idx.up.sql": "-- no-transaction\nCREATE INDEX i ON t (id);"})
+@pytest.mark.parametrize("name", ["3_idx.up.sql", "3_idx.sql"])  # sqlx's reversible and plain files
+def test_sqlx_no_transaction_line(tmp_path: Path, name: str) -> None:
+    write(tmp_path, {name: "-- no-transaction\nCREATE INDEX i ON t (id);"})
     (migration,) = load_migrations(tmp_path).migrations
     assert not migration.file.script.transactional
     assert "sqlx" in (migration.file.script.reason or "")
@@ -119,6 +120,7 @@ def test_dbmate_halves_keep_the_files_line_numbers(tmp_path: Path) -> None:
         ("-- migrate:up\nSELECT 1;\n-- migrate:up\nSELECT 2;\n", ":3: a second -- migrate:up line"),
         ("-- migrate:up transaction:maybe\nSELECT 1;\n", ":1: dbmate option 'transaction:maybe'"),
         ("CREATE TABLE early (id int);\n-- migrate:up\nSELECT 1;\n", "SQL before the -- migrate:up line"),
+        ("-- migrate:down\nSELECT 2;\n-- migrate:up\nSELECT 1;\n", ":1: -- migrate:down comes before -- migrate:up"),
     ],
 )
 def test_dbmate_files_it_cannot_read_whole_are_refused(tmp_path: Path, text: str, says: str) -> None:

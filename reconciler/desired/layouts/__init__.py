@@ -8,6 +8,7 @@ another tool's layout when they are), so a mixed directory is an error, never ha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from reconciler.desired.layouts.base import (
@@ -29,9 +30,20 @@ from reconciler.desired.layouts import (  # noqa: F401  isort: skip
     diesel,
     prisma,
 )
+from reconciler.desired.files import MigrationSet, Scan
 from reconciler.errors import MigrationFileError
 
-__all__ = ["LAYOUTS", "Entry", "Layout", "choose_layout", "layout_named", "list_entries", "register"]
+__all__ = [
+    "LAYOUTS",
+    "Entry",
+    "Layout",
+    "choose_layout",
+    "layout_named",
+    "list_entries",
+    "load_migrations",
+    "register",
+    "scan_migrations",
+]
 
 
 def choose_layout(directory: Path, entries: Sequence[Entry], name: str | None) -> Layout:
@@ -53,3 +65,24 @@ def choose_layout(directory: Path, entries: Sequence[Entry], name: str | None) -
             "Keep one layout per directory, or pass --layout to choose one (the others' files are then refused).",
         )
     return LAYOUTS[leaders[0]]
+
+
+def scan_migrations(directory: Path, layout: str | None = None) -> Scan:
+    """Discover and read migration files in ``layout`` (detected when None), keeping the
+    usable ones and naming the rest. A missing or unlistable directory, or one whose files
+    follow no layout or several, is a usage error."""
+    entries = list_entries(directory)
+    chosen = choose_layout(directory, entries, layout)
+    scan = chosen.read(directory, entries)
+    return Scan(replace(scan.migrations, layout=chosen.name), scan.problems)
+
+
+def load_migrations(directory: Path, layout: str | None = None) -> MigrationSet:
+    """The migrations, or MigrationFileError naming the first bad file: any bad file name,
+    duplicate version, orphaned companion or unreadable file is refused before anything runs."""
+    scan = scan_migrations(directory, layout)
+    if scan.problems:
+        first = scan.problems[0].message
+        more = f" (and {len(scan.problems) - 1} more problem(s) in {directory})" if len(scan.problems) > 1 else ""
+        raise MigrationFileError(first + more)
+    return scan.migrations

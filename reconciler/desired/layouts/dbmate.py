@@ -55,7 +55,7 @@ def split_sections(file: SqlFile) -> tuple[SqlFile, SqlFile | None]:
     lines = file.text.split("\n")
     starts: dict[str, tuple[int, dict[str, str]]] = {}
     for number, line in enumerate(lines):
-        match = MARKER.match(line.strip())
+        match = MARKER.match(line.rstrip())  # at the start of the line, as dbmate requires
         if match is None:
             continue
         direction = match["direction"]
@@ -64,6 +64,10 @@ def split_sections(file: SqlFile) -> tuple[SqlFile, SqlFile | None]:
         starts[direction] = (number, _options(file.path, number + 1, match["options"]))
     if "up" not in starts:
         raise MigrationFileError(f"{file.path}:1: no -- migrate:up line (dbmate's layout needs one)")
+    if "down" in starts and starts["down"][0] < starts["up"][0]:
+        raise MigrationFileError(
+            f"{file.path}:{starts['down'][0] + 1}: -- migrate:down comes before -- migrate:up (dbmate refuses that too)"
+        )
     bounds = sorted((index, direction) for direction, (index, _) in starts.items())
 
     def half(direction: str) -> SqlFile:

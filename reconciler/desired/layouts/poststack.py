@@ -10,6 +10,7 @@ from pathlib import Path
 from reconciler.desired.files import FileProblem, Scan, read_sql_file
 from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, register, unrecognized
 from reconciler.desired.layouts.dbmate import has_dbmate_sections
+from reconciler.desired.layouts.updown import sqlx_marked
 
 FILE_NAME = re.compile(
     r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_\-]*)(?:\.(?P<kind>rollback|verify))?\.sql$"
@@ -45,7 +46,7 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
 
         def load(path: Path = path, rollback: Path | None = rollback, verify: Path | None = verify):  # type: ignore[no-untyped-def]
             return (
-                read_sql_file(path),
+                sqlx_marked(read_sql_file(path)),  # sqlx's plain files are this layout too
                 read_sql_file(rollback) if rollback else None,
                 read_sql_file(verify) if verify else None,
             )

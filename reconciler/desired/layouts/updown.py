@@ -33,9 +33,14 @@ def _read_one(path: Path, autocommit: bool) -> SqlFile:
     file = read_sql_file(path)
     if autocommit:
         return _marked(file, f"popx: {path.name} is .autocommit.")
-    first = file.text.lstrip("\ufeff").split("\n", 1)[0].strip().lower()
-    if first == SQLX_NO_TRANSACTION:
-        return _marked(file, f"sqlx: first line {SQLX_NO_TRANSACTION}")
+    return sqlx_marked(file)
+
+
+def sqlx_marked(file: SqlFile) -> SqlFile:
+    """sqlx runs a file that starts with ``-- no-transaction`` outside a transaction (its own
+    test is starts_with), in its reversible and in its plain ``<version>_<name>.sql`` files."""
+    if file.text.startswith(SQLX_NO_TRANSACTION):
+        return _marked(file, f"sqlx: the file starts with {SQLX_NO_TRANSACTION}")
     return file
 
 
