@@ -32,6 +32,9 @@ class PlannedStep:
     command: tuple[str, ...] = ()  # for steps that run a program (pg_dump), its argv as shown
     playbook: str | None = None  # the playbook that planned it
     title: str | None = None  # the playbook step's name, rendered
+    # Its transaction commits before the next step starts: PostgreSQL lets no later statement
+    # of the same transaction use an enum value ALTER TYPE ... ADD VALUE added.
+    commit_after: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class PlannedStep:
             "statements": [s.to_json() for s in self.statements],
             "bookkeeping": [s.to_json() for s in self.bookkeeping],
             "on_failure": [s.to_json() for s in self.on_failure],
+            **({"commit_after": True} if self.commit_after else {}),
         }
 
     @classmethod
@@ -64,6 +68,7 @@ class PlannedStep:
             statements=tuple(Statement.from_json(s) for s in data["statements"]),
             bookkeeping=tuple(Statement.from_json(s) for s in data["bookkeeping"]),
             on_failure=tuple(Statement.from_json(s) for s in data["on_failure"]),
+            commit_after=bool(data.get("commit_after", False)),
         )
 
 
@@ -143,7 +148,8 @@ class Plan:
         groups: list[list[int]] = []
         for index, step in enumerate(self.steps):
             joinable = self.grouping == "batch" and step.transactional and groups
-            if joinable and self.steps[groups[-1][-1]].transactional:
+            before = self.steps[groups[-1][-1]] if groups else None
+            if joinable and before is not None and before.transactional and not before.commit_after:
                 groups[-1].append(index)
             else:
                 groups.append([index])

@@ -70,6 +70,7 @@ class ApplyMigration(Action):
             on_failure=(tracking.insert_row_statement(ctx.location, success=False, **row),),
             transactional=script.transactional,
             no_transaction_reason=script.reason,
+            commit_after=any(s.kind == "AlterEnumStmt" for s in script.statements),
         )
 
 
