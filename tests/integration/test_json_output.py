@@ -430,7 +430,8 @@ def assert_keys_match_plan_schema(data: dict[str, Any]) -> None:
     for book in data["playbooks"]:
         assert set(book) == set(schema["properties"]["playbooks"]["items"]["properties"])
     for step in data["steps"]:
-        assert set(step) == set(schema["$defs"]["step"]["properties"])
+        # commit_after is written only when true, so plans without one read as before.
+        assert set(step) | {"commit_after"} == set(schema["$defs"]["step"]["properties"])
         for statement in step["statements"] + step["bookkeeping"] + step["on_failure"]:
             assert set(statement) == set(schema["$defs"]["statement"]["properties"])
     for issue in data["issues"]:
