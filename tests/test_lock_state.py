@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import liveness
 from reconciler.config import DEFAULT_TRACKING
 from reconciler.diagnosis.checks import run_checks
 from reconciler.diagnosis.checks.stuck_lock import ORPHAN_FIX
 from reconciler.diagnosis.issues import IssueType
-from reconciler.observed import liveness
 from reconciler.observed.tracking import LockState, query_start
 from reconciler.remediation.actions import BuildContext
 from reconciler.remediation.fixes import DEFAULT_VARIABLES

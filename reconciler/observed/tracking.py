@@ -17,9 +17,9 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from reconciler import liveness
 from reconciler.config import TrackingLocation
 from reconciler.desired.versions import VersionKey, version_key
-from reconciler.observed import liveness
 from reconciler.statements import Statement, quote_ident
 
 # Params the executor fills in when a statement runs (a measurement, the server's error).

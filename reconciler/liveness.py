@@ -5,7 +5,8 @@ running its current statement until it next writes to that client, so the backen
 alive does not mean the run is: on the holder's host, the process answers that. Elsewhere
 the answer is unknown and the backend is all there is to go on.
 
-Part of observing the lock (tracking.read_lock calls it); checks never do I/O.
+On the ground floor: observing the lock asks it (tracking.read_lock), and so does replay
+about the scratch databases of runs that may have died; checks never do I/O.
 """
 
 from __future__ import annotations

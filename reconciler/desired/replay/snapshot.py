@@ -1,0 +1,145 @@
+"""A normalized catalog snapshot: every object a migration can make, with its definition as
+PostgreSQL itself prints it (pg_get_*def, format_type), in one read-only query.
+
+An object is (kind, identity, definition). Identities carry no OIDs, so the same history
+replayed in a shadow database and applied to production gives equal snapshots; definitions
+let a changed object (a column's type, an index's columns, a function's body) be told from a
+missing one. poststack's own tables and objects that belong to extensions are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.config import TrackingLocation
+
+_USER_SCHEMA = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'"
+_NOT_EXTENSION = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
+
+# One SELECT per kind, each (kind, identity, definition); UNION ALL keeps it one round trip.
+_PARTS = (
+    f"""SELECT 'schema', n.nspname, '' FROM pg_namespace n WHERE {_USER_SCHEMA}
+        AND {_NOT_EXTENSION.format(oid="n.oid")}""",
+    f"""SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+                WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' END,
+            n.nspname || '.' || c.relname,
+            CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid, true)
+                 WHEN c.relkind = 'p' THEN 'partitioned by ' || pg_get_partkeydef(c.oid) ELSE '' END
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {_USER_SCHEMA}
+          AND NOT (n.nspname = %(own_schema)s AND c.relname = ANY(%(own_tables)s))
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_class o ON o.oid = d.refobjid
+                          JOIN pg_namespace onsp ON onsp.oid = o.relnamespace
+                          WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND onsp.nspname = %(own_schema)s
+                            AND o.relname = ANY(%(own_tables)s))
+          AND {_NOT_EXTENSION.format(oid="c.oid")}""",
+    f"""SELECT 'column', n.nspname || '.' || c.relname || '.' || a.attname,
+            format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+            || COALESCE(' DEFAULT ' || pg_get_expr(ad.adbin, ad.adrelid), '')
+            || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text ELSE '' END
+            || CASE WHEN a.attgenerated <> '' THEN ' GENERATED' ELSE '' END
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+        WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {_USER_SCHEMA}
+          AND NOT (n.nspname = %(own_schema)s AND c.relname = ANY(%(own_tables)s))
+          AND {_NOT_EXTENSION.format(oid="c.oid")}""",
+    f"""SELECT 'constraint', n.nspname || '.' || COALESCE(c.relname, t.typname) || '.' || con.conname,
+            pg_get_constraintdef(con.oid, true)
+        FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace
+        LEFT JOIN pg_class c ON c.oid = con.conrelid LEFT JOIN pg_type t ON t.oid = con.contypid
+        WHERE {_USER_SCHEMA} AND NOT (n.nspname = %(own_schema)s AND c.relname = ANY(%(own_tables)s))
+          AND {_NOT_EXTENSION.format(oid="COALESCE(c.oid, t.oid)")}""",
+    f"""SELECT 'index', n.nspname || '.' || i.relname, pg_get_indexdef(i.oid)
+        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
+        JOIN pg_namespace n ON n.oid = i.relnamespace
+        WHERE {_USER_SCHEMA} AND NOT (n.nspname = %(own_schema)s AND c.relname = ANY(%(own_tables)s))
+          AND {_NOT_EXTENSION.format(oid="c.oid")}""",
+    f"""SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END,
+            n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+            CASE WHEN p.prokind = 'a' THEN '' ELSE pg_get_functiondef(p.oid) END
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE {_USER_SCHEMA} AND {_NOT_EXTENSION.format(oid="p.oid")}""",
+    f"""SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT t.tgisinternal AND {_USER_SCHEMA}""",
+    f"""SELECT 'enum', n.nspname || '.' || t.typname,
+            (SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
+             FROM pg_enum e WHERE e.enumtypid = t.oid)
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE t.typtype = 'e' AND {_USER_SCHEMA} AND {_NOT_EXTENSION.format(oid="t.oid")}""",
+    f"""SELECT CASE t.typtype WHEN 'd' THEN 'domain' WHEN 'r' THEN 'range type' ELSE 'composite type' END,
+            n.nspname || '.' || t.typname,
+            CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                 || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END
+                 || COALESCE(' DEFAULT ' || t.typdefault, '') ELSE '' END
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        LEFT JOIN pg_class c ON c.oid = t.typrelid
+        WHERE (t.typtype IN ('d', 'r') OR (t.typtype = 'c' AND c.relkind = 'c')) AND {_USER_SCHEMA}
+          AND {_NOT_EXTENSION.format(oid="t.oid")}""",
+    f"""SELECT 'policy', n.nspname || '.' || c.relname || '.' || p.polname,
+            p.polcmd::text || ' ' || COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' '
+            || COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), '')
+        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_USER_SCHEMA}""",
+    """SELECT 'extension', e.extname, '' FROM pg_extension e WHERE e.extname <> 'plpgsql'""",
+)
+SNAPSHOT_QUERY = "\nUNION ALL\n".join(f"({part})" for part in _PARTS)
+
+
+@dataclass(frozen=True, order=True)
+class CatalogObject:
+    kind: str
+    identity: str  # schema-qualified, no OIDs: equal in a shadow and in production
+    definition: str  # as PostgreSQL prints it; "" where the name is all there is
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The objects of one database state, by (kind, identity)."""
+
+    objects: Mapping[tuple[str, str], str]
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, str, str | None]]) -> Snapshot:
+        return cls({(kind, identity): definition or "" for kind, identity, definition in rows})
+
+    def diff(self, after: Snapshot) -> SnapshotDiff:
+        """What changed from this state to ``after``."""
+        before_keys, after_keys = set(self.objects), set(after.objects)
+        changed = {k for k in before_keys & after_keys if self.objects[k] != after.objects[k]}
+        return SnapshotDiff(
+            added=_objects(after.objects, after_keys - before_keys),
+            removed=_objects(self.objects, before_keys - after_keys),
+            changed=tuple(
+                (CatalogObject(*k, self.objects[k]), CatalogObject(*k, after.objects[k])) for k in sorted(changed)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotDiff:
+    added: tuple[CatalogObject, ...]
+    removed: tuple[CatalogObject, ...]
+    changed: tuple[tuple[CatalogObject, CatalogObject], ...]  # (before, after)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+def _objects(objects: Mapping[tuple[str, str], str], keys: Iterable[tuple[str, str]]) -> tuple[CatalogObject, ...]:
+    return tuple(CatalogObject(kind, identity, objects[(kind, identity)]) for kind, identity in sorted(keys))
+
+
+def read_snapshot(session: Any, location: TrackingLocation) -> Snapshot:
+    """The database's objects now, poststack's tables at ``location`` left out. Read-only."""
+    with session.snapshot():
+        # Definitions name objects as the search_path shows them: with only pg_catalog on it,
+        # every name is qualified, so a shadow and production print the same text.
+        (previous,) = session.query_one("SELECT current_setting('search_path')") or ("",)
+        session.query("SELECT set_config('search_path', 'pg_catalog', true)")
+        rows = session.query(SNAPSHOT_QUERY, {"own_schema": location.schema, "own_tables": list(location.tables)})
+        session.query("SELECT set_config('search_path', %s, true)", (previous,))
+    return Snapshot.of(rows)

@@ -1,0 +1,99 @@
+"""Replay: the history run in a scratch shadow, PostgreSQL's catalog read after each
+migration. What each migration did is the difference between two states, as the server
+prints the objects' definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import DEFAULT_TRACKING
+from reconciler.db import Session, open_raw
+from reconciler.desired.layouts import load_migrations
+from reconciler.desired.replay.replay import replay
+from reconciler.desired.replay.shadow import scratch_shadow
+from reconciler.desired.replay.snapshot import read_snapshot
+from tests.conftest import run_cli
+from tests.layouts.histories import write_history
+
+
+@pytest.fixture
+def target(database_url: str):  # type: ignore[no-untyped-def]
+    session = Session(open_raw(database_url), database_url)
+    yield session
+    session.close()
+
+
+def replayed(target: Session, directory: Path):  # type: ignore[no-untyped-def]
+    migrations = load_migrations(directory).migrations
+    with scratch_shadow(target) as shadow:
+        session = Session(open_raw(shadow.url), shadow.url)
+        try:
+            return replay(session, migrations, DEFAULT_TRACKING)
+        finally:
+            session.close()
+
+
+def test_each_migrations_effect_is_what_the_server_says(tmp_path: Path, target: Session) -> None:
+    versions = write_history("poststack", tmp_path / "m")
+    result = replayed(target, tmp_path / "m")
+    assert result.stopped is None and [v for v, _ in result.states] == versions
+
+    def effect(index: int) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]]:
+        diff = result.effect(versions[index])
+        assert diff is not None
+        return (
+            {(o.kind, o.identity) for o in diff.added},
+            {(o.kind, o.identity) for o in diff.removed},
+            {(old.kind, old.identity) for old, _ in diff.changed},
+        )
+
+    added, removed, changed = effect(0)
+    assert ("table", "public.users") in added and ("column", "public.users.name") in added
+    assert effect(1) == ({("column", "public.users.email")}, set(), set())
+    assert effect(2) == (set(), set(), set())  # the data migration: no schema effect
+    assert effect(3) == (set(), set(), set())  # comment-only
+    added, _, _ = effect(4)
+    assert {("enum", "public.user_status"), ("column", "public.users.status")} <= added
+    assert effect(7) == (set(), set(), {("enum", "public.user_status")})  # the enum grew
+    diff = result.effect(versions[7])
+    assert diff is not None and "'archived'" in diff.changed[0][1].definition
+    added, removed, changed = effect(8)  # the rename: the view and the function replaced around it
+    assert ("column", "public.users.full_name") in added and ("column", "public.users.name") in removed
+    assert {("view", "public.active_users"), ("function", "public.user_count()")} <= changed
+
+
+def test_the_replayed_state_is_the_migrated_databases(tmp_path: Path, target: Session, database_url: str) -> None:
+    write_history("dbmate", tmp_path / "m")
+    result = replayed(target, tmp_path / "m")
+    migrated = run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(tmp_path / "m"))
+    assert migrated.exit_code == 0, migrated.output
+    assert read_snapshot(target, DEFAULT_TRACKING) == result.final  # poststack's own tables left out
+
+
+def test_a_migration_that_fails_in_the_shadow_stops_the_replay_there(tmp_path: Path, target: Session) -> None:
+    directory = tmp_path / "m"
+    directory.mkdir()
+    (directory / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    (directory / "002_ext.sql").write_text("-- needs an extension the shadow lacks\nCREATE EXTENSION no_such_ext;\n")
+    (directory / "003_b.sql").write_text("CREATE TABLE b (id int);\n")
+    (directory / "004_idx.sql").write_text("CREATE INDEX CONCURRENTLY b_id ON b (id);\n")
+    result = replayed(target, directory)
+    assert [v for v, _ in result.states] == ["001"]
+    assert result.stopped is not None and result.stopped.version == "002"
+    assert "002_ext.sql:2: " in result.stopped.reason and "no_such_ext" in result.stopped.reason
+
+
+def test_a_no_transaction_migration_replays_as_it_runs(tmp_path: Path, target: Session) -> None:
+    directory = tmp_path / "m"
+    directory.mkdir()
+    (directory / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    (directory / "002_idx.sql").write_text("CREATE INDEX CONCURRENTLY a_id ON a (id);\n")
+    (directory / "003_path.sql").write_text("SET search_path TO nowhere;\n")  # reset before the next one
+    (directory / "004_b.sql").write_text("CREATE TABLE b (id int);\n")
+    result = replayed(target, directory)
+    assert result.stopped is None
+    diff = result.effect("002")
+    assert diff is not None and [o.identity for o in diff.added] == ["public.a_id"]
+    assert ("table", "public.b") in result.final.objects
