@@ -11,8 +11,9 @@ import pytest
 from reconciler.config import DEFAULT_TRACKING
 from reconciler.db import Session, open_raw
 from reconciler.desired.layouts import load_migrations
+from reconciler.desired.replay.cache import ReplayCache
 from reconciler.desired.replay.replay import replay
-from reconciler.desired.replay.shadow import scratch_shadow
+from reconciler.desired.replay.shadow import scratch_session
 from reconciler.desired.replay.snapshot import read_snapshot
 from tests.conftest import run_cli
 from tests.layouts.histories import write_history
@@ -25,14 +26,9 @@ def target(database_url: str):  # type: ignore[no-untyped-def]
     session.close()
 
 
-def replayed(target: Session, directory: Path):  # type: ignore[no-untyped-def]
+def replayed(target: Session, directory: Path, cache: ReplayCache | None = None):  # type: ignore[no-untyped-def]
     migrations = load_migrations(directory).migrations
-    with scratch_shadow(target) as shadow:
-        session = Session(open_raw(shadow.url), shadow.url)
-        try:
-            return replay(session, migrations, DEFAULT_TRACKING)
-        finally:
-            session.close()
+    return replay(lambda: scratch_session(target), migrations, DEFAULT_TRACKING, cache)
 
 
 def test_each_migrations_effect_is_what_the_server_says(tmp_path: Path, target: Session) -> None:
@@ -97,3 +93,34 @@ def test_a_no_transaction_migration_replays_as_it_runs(tmp_path: Path, target: S
     diff = result.effect("002")
     assert diff is not None and [o.identity for o in diff.added] == ["public.a_id"]
     assert ("table", "public.b") in result.final.objects
+
+
+def test_an_unchanged_history_is_not_replayed_again_and_an_edit_replays_what_follows(
+    tmp_path: Path, target: Session
+) -> None:
+    versions = write_history("poststack", tmp_path / "m")
+    cache = ReplayCache(tmp_path / ".poststack" / "replay", target.server_info().major)
+    cold = replayed(target, tmp_path / "m", cache)
+    assert not cold.from_cache
+    files = sorted((tmp_path / ".poststack" / "replay").rglob("*.json"))
+    assert len(files) == len(versions) + 1  # the start, and after each migration
+
+    def no_shadow():  # type: ignore[no-untyped-def]
+        raise AssertionError("a warm replay opens no shadow")
+
+    warm = replay(no_shadow, load_migrations(tmp_path / "m").migrations, DEFAULT_TRACKING, cache)
+    assert warm.from_cache and warm.states == cold.states and warm.start == cold.start
+
+    # An edit to the second migration: the state before it stays valid, the rest are new.
+    edited = tmp_path / "m" / f"{versions[1]}_add_email.sql"
+    edited.write_text(edited.read_text().replace("email text", "email varchar(200)"))
+    after = replayed(target, tmp_path / "m", cache)
+    assert not after.from_cache and after.stopped is None and after.states[:1] == cold.states[:1]
+    assert after.final.objects[("column", "public.users.email")] == "character varying(200)"
+    assert len(sorted((tmp_path / ".poststack" / "replay").rglob("*.json"))) == len(files) + len(versions) - 1
+
+    # A cache file that cannot be read counts as absent, never as a state.
+    for path in (tmp_path / ".poststack" / "replay").rglob("*.json"):
+        path.write_text("{not json")
+    again = replayed(target, tmp_path / "m", cache)
+    assert not again.from_cache and again.states == after.states

@@ -9,7 +9,8 @@ data) stops the replay there; the report says where and why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import psycopg2
@@ -17,6 +18,7 @@ import psycopg2
 from reconciler.config import TrackingLocation
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
+from reconciler.desired.replay.cache import ReplayCache
 from reconciler.desired.replay.snapshot import Snapshot, SnapshotDiff, read_snapshot
 from reconciler.errors import MigrationFileError
 from reconciler.statements import Statement
@@ -35,6 +37,7 @@ class Replay:
     start: Snapshot  # the shadow before the first migration
     states: tuple[tuple[str, Snapshot], ...]  # (version, the state after it), in order
     stopped: ReplayStop | None = None  # the migration the replay could not run, if any
+    from_cache: bool = False  # every state came from the cache: nothing was replayed
 
     def effect(self, version: str) -> SnapshotDiff | None:
         """What ``version`` changed, as the server saw it; None if it was not replayed."""
@@ -50,16 +53,49 @@ class Replay:
         return self.states[-1][1] if self.states else self.start
 
 
-def replay(shadow: Session, migrations: Sequence[Migration], location: TrackingLocation) -> Replay:
-    """Run ``migrations`` in order on ``shadow`` (an empty database), a snapshot after each."""
-    start = read_snapshot(shadow, location)
-    states: list[tuple[str, Snapshot]] = []
-    for migration in migrations:
-        stop = _run(shadow, migration)
-        if stop is not None:
-            return Replay(start, tuple(states), stop)
-        states.append((migration.version, read_snapshot(shadow, location)))
+def replay(
+    open_shadow: Callable[[], AbstractContextManager[Session]],
+    migrations: Sequence[Migration],
+    location: TrackingLocation,
+    cache: ReplayCache | None = None,
+) -> Replay:
+    """Run ``migrations`` in order in a shadow (an empty database ``open_shadow`` provides),
+    a snapshot after each. With a ``cache``, states already known are read from it, and the
+    shadow is not opened at all when every one is; the prefix before the first unknown state
+    is run without reading the catalog."""
+    keys = cache.keys(list(migrations)) if cache is not None else None
+    known = _cached(cache, keys) if cache is not None and keys is not None else []
+    if keys is not None and len(known) == len(keys):
+        states = tuple((m.version, s) for m, s in zip(migrations, known[1:], strict=True))
+        return Replay(known[0], states, from_cache=True)
+    with open_shadow() as shadow:
+        start = known[0] if known else read_snapshot(shadow, location)
+        if cache is not None and keys is not None and not known:
+            cache.save(keys[0], start)
+        states: list[tuple[str, Snapshot]] = []
+        for index, migration in enumerate(migrations, start=1):
+            stop = _run(shadow, migration)
+            if stop is not None:
+                return Replay(start, tuple(states), stop)
+            if index < len(known):
+                state = known[index]  # known: the catalog is not read again
+            else:
+                state = read_snapshot(shadow, location)
+                if cache is not None and keys is not None:
+                    cache.save(keys[index], state)
+            states.append((migration.version, state))
     return Replay(start, tuple(states))
+
+
+def _cached(cache: ReplayCache, keys: list[str]) -> list[Snapshot]:
+    """The states the cache holds, from the start, up to the first it lacks."""
+    known = []
+    for key in keys:
+        state = cache.load(key)
+        if state is None:
+            break
+        known.append(state)
+    return known
 
 
 def _run(shadow: Session, migration: Migration) -> ReplayStop | None:

@@ -22,7 +22,7 @@ import psycopg2
 import psycopg2.extensions
 
 from reconciler import dsn
-from reconciler.db import Session
+from reconciler.db import Session, open_raw
 from reconciler.liveness import process_alive
 from reconciler.statements import quote_ident
 
@@ -114,3 +114,14 @@ def _drop(session: Session, name: str) -> None:
     force = " WITH (FORCE)" if session.server_info().version_num >= 130000 else ""
     with contextlib.suppress(psycopg2.Error):  # else the next run drops it: its comment says whose
         session.query(f"DROP DATABASE IF EXISTS {quote_ident(name)}{force}")
+
+
+@contextmanager
+def scratch_session(target: Session) -> Iterator[Session]:
+    """A connection to a new scratch shadow beside ``target``; both gone when the block ends."""
+    with scratch_shadow(target) as shadow:
+        session = Session(open_raw(shadow.url), shadow.url)
+        try:
+            yield session
+        finally:
+            session.close()
