@@ -36,6 +36,12 @@ def conflicts(
         ("UPDATE public.schema_migrations SET success = true", [(1, f"updates {TRACKING}; {ROWS}")]),
         ("INSERT INTO schema_migrations (version) VALUES ('9')", [(1, f"inserts into {TRACKING}; {ROWS}")]),
         ("DELETE FROM users; UPDATE other.schema_migrations SET x = 1", []),
+        # Dynamic SQL: what it does cannot be read, so naming poststack's table is enough.
+        (
+            "SELECT 1;\nDO $$ BEGIN EXECUTE 'DELETE FROM schema_migrations'; END $$;",
+            [(2, f"runs a DO block that names {TRACKING}, and what dynamic SQL does to it cannot be read; {RECORD}")],
+        ),
+        ("DO $$ BEGIN RAISE NOTICE 'schema_migrations_x'; END $$;", []),
         # Everything the role owns goes, poststack's tables with it when that role made them.
         (
             "DROP OWNED BY app",

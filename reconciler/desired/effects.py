@@ -12,6 +12,7 @@ such, never guessed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -828,6 +829,16 @@ def _own_table_conflicts(node: Any, scope: _Scope, own: OwnTables) -> list[str]:
                     )
                 else:  # poststack's tables are always in it by then
                     found.append(f"drops schema {own.schema}, which holds poststack's tables; {_REFUSED_MID_RUN}")
+    elif kind == "DoStmt":
+        # Dynamic SQL is beyond the parser: a DO block that names poststack's tables may do
+        # anything to them (the on-call probe's EXECUTE 'DELETE FROM schema_migrations').
+        body = " ".join(getattr(a.arg, "sval", "") for a in node.args or () if getattr(a, "defname", "") == "as")
+        for name, _role, _loss in own.tables:
+            if re.search(rf"\b{re.escape(name)}\b", body, re.IGNORECASE):
+                table, loss = _own_display(own, name)
+                found.append(
+                    f"runs a DO block that names {table}, and what dynamic SQL does to it cannot be read; {loss}"
+                )
     elif kind == "DropOwnedStmt":
         # Whatever the role owns goes: poststack's tables too, when that role made them (the
         # usual case for an application's role). Which role owns them is not known here.

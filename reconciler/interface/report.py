@@ -761,7 +761,8 @@ def import_text(imported: Any, result: Any) -> str:
     if not result.ok:
         return _with_database(_apply_outcome_text(result), result.database)
     done = (
-        [o.version for o in result.execution.outcomes if o.ok and o.action == "import_migration"]
+        # track_migration: applied by inference only (below golang-migrate's version, a Flyway baseline)
+        [o.version for o in result.execution.outcomes if o.ok and o.action in ("import_migration", "track_migration")]
         if result.execution
         else []
     )

@@ -73,8 +73,12 @@ def test_plan_and_apply_migrate(project, database_url: str, db) -> None:  # type
     _layout, directory, versions = project
     plan = run_cli("plan", "--format", "json", "--database-url", database_url, "--migrations-dir", str(directory))
     assert plan.exit_code == 0, plan.output
-    planned = [s["version"] for s in json.loads(plan.stdout)["steps"] if s["action"] == "apply_migration"]
+    steps = json.loads(plan.stdout)["steps"]
+    planned = [s["version"] for s in steps if s["action"] == "apply_migration"]
     assert planned == versions
+    # A data migration this plan runs is no question for a person (the on-call probe saw
+    # "If it ran, track it: db recover --force" beside the step that runs it).
+    assert not [s for s in steps if s["action"] == "manual" and s["version"] in planned]
     applied = run_cli("apply", "--auto-approve", "--database-url", database_url, "--migrations-dir", str(directory))
     assert applied.exit_code == 0, applied.output
     assert sql(db, "SELECT count(*) FROM users") == [(1,)]

@@ -34,7 +34,8 @@ def undetermined(facts: Facts) -> list[Issue]:
                 },
                 suggested_fix=f"Add {migration.verify_at.name} returning true once it is applied"
                 if migration.verify_at
-                else f"If it ran, track it: poststack db recover --force {migration.version}",
+                else f"If it ran, poststack db recover --force {migration.version} tracks it; if it did not, "
+                "poststack db migrate runs it",
             )
         )
     return issues
