@@ -186,3 +186,16 @@ def read_directories(
         paths = (entry.path / main_file,)
         found.append(Found(match["version"], match["description"], paths, lambda d=entry.path: load(d)))
     return assemble(directory, found, unrecognized(entries, layout) + problems)
+
+
+def migration_directory_files(directory: Path, allowed: frozenset[str], holds: str) -> set[str]:
+    """The files of a one-directory-per-migration layout's migration; any other visible file
+    is refused (``holds`` says what the tool's migrations hold), never passed over."""
+    try:
+        names = {p.name for p in directory.iterdir() if not p.name.startswith(".")}
+    except OSError as e:
+        raise MigrationFileError(f"{directory}: cannot read it: {e.strerror}") from e
+    strays = sorted(names - allowed)
+    if strays:
+        raise MigrationFileError(f"{directory / strays[0]}: {holds}")
+    return names

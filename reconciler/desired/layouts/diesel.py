@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reconciler.desired.files import Scan, SqlFile, read_sql_file
-from reconciler.desired.layouts.base import Entry, Layout, read_directories, register
+from reconciler.desired.layouts.base import Entry, Layout, migration_directory_files, read_directories, register
 from reconciler.errors import MigrationFileError, did_you_mean
 
 DIRECTORY = re.compile(r"^(?P<version>\d+(?:-\d+)*)_(?P<description>.+)$")
@@ -44,13 +44,9 @@ def _run_in_transaction(path: Path) -> bool:
 
 
 def _load(directory: Path) -> tuple[SqlFile, SqlFile | None, None]:
-    try:
-        names = {p.name for p in directory.iterdir()}
-    except OSError as e:
-        raise MigrationFileError(f"{directory}: cannot read it: {e.strerror}") from e
-    strays = sorted(n for n in names - KNOWN_FILES if not n.startswith("."))
-    if strays:
-        raise MigrationFileError(f"{directory / strays[0]}: diesel migrations hold up.sql, down.sql and metadata.toml")
+    names = migration_directory_files(
+        directory, KNOWN_FILES, "diesel migrations hold up.sql, down.sql and metadata.toml"
+    )
     up = read_sql_file(directory / "up.sql")
     down = read_sql_file(directory / "down.sql") if "down.sql" in names else None
     metadata = directory / "metadata.toml"

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.desired.files import Scan, SqlFile, read_sql_file
-from reconciler.desired.layouts.base import Entry, Layout, read_directories, register
-from reconciler.errors import MigrationFileError
+from reconciler.desired.layouts.base import Entry, Layout, migration_directory_files, read_directories, register
 
 DIRECTORY = re.compile(r"^(?P<version>\d+)_(?P<description>.+)$")
 LOCK_FILE = "migration_lock.toml"
@@ -24,12 +23,7 @@ def _claims(entry: Entry) -> bool:
 
 
 def _load(directory: Path) -> tuple[SqlFile, None, None]:
-    try:
-        strays = sorted(p.name for p in directory.iterdir() if p.name != "migration.sql" and not p.name.startswith("."))
-    except OSError as e:
-        raise MigrationFileError(f"{directory}: cannot read it: {e.strerror}") from e
-    if strays:
-        raise MigrationFileError(f"{directory / strays[0]}: Prisma migrations hold migration.sql only")
+    migration_directory_files(directory, frozenset({"migration.sql"}), "Prisma migrations hold migration.sql only")
     return read_sql_file(directory / "migration.sql"), None, None
 
 
