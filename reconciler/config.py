@@ -37,6 +37,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "tracking_schema": "POSTSTACK_SCHEMA",
     "table_prefix": "POSTSTACK_TABLE_PREFIX",
     "layout": "POSTSTACK_LAYOUT",
+    "shadow_database_url": "POSTSTACK_SHADOW_DATABASE_URL",
 }
 # POSTSTACK_ variables that poststack's own test suite and benchmarks read, not poststack:
 # a developer's shell has them set while running poststack.
@@ -115,6 +116,8 @@ class Settings:
     debug: bool = False
     table_prefix: str = DEFAULT_TABLE_PREFIX
     layout: str | None = None  # a layout's name; None: detected from the migrations directory
+    shadow_url: str | None = None  # where to replay the history; None: a scratch database beside the target
+    replay: bool = True  # --no-replay: diagnose from the parsed evidence only
 
     @property
     def tracking(self) -> TrackingLocation:
@@ -227,7 +230,7 @@ def _refuse_empty(flags: Mapping[str, str | None], env: Mapping[str, str]) -> No
         if value is not None and not value.strip():
             raise UsageError(
                 f"environment variable {name} is set but empty (a secret that was not mounted?)",
-                f"Give it a value, or unset it to use {'DATABASE_URL, ' if name.endswith('DATABASE_URL') else ''}"
+                f"Give it a value, or unset it to use {'DATABASE_URL, ' if name == SETTING_VARIABLES['database_url'] else ''}"
                 "poststack.toml or the default.",
             )
 
@@ -277,6 +280,8 @@ def resolve_settings(
     tracking_schema: str | None = None,
     table_prefix: str | None = None,
     layout: str | None = None,
+    shadow_url: str | None = None,
+    no_replay: bool = False,
     lock_timeout: float | None = None,
     debug: bool = False,
     environ: Mapping[str, str] | None = None,
@@ -301,6 +306,7 @@ def resolve_settings(
             "--schema": tracking_schema,
             "--table-prefix": table_prefix,
             "--layout": layout,
+            "--shadow-url": shadow_url,
         },
         env,
     )
@@ -368,6 +374,18 @@ def resolve_settings(
     )
     # Its name is checked against the layouts by the interface (config sits below desired/).
 
+    shadow, shadow_source = _nonempty(shadow_url), "--shadow-url"
+    if shadow is None:
+        variable = SETTING_VARIABLES["shadow_database_url"]
+        shadow, shadow_source = _nonempty(env.get(variable)), variable
+    if shadow is None:
+        shadow, shadow_source = _string_option(table, "shadow_database_url", project_file), project_label
+    if shadow is not None and not re.match(r"^postgres(ql)?://", shadow):
+        raise UsageError(
+            f"shadow database URL from {shadow_source} is not a postgresql:// URL: {masked_url(shadow)}",
+            "The history is replayed there: write it as postgresql://USER@HOST:5432/DBNAME.",
+        )
+
     timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LOCK_TIMEOUT:
         raise UsageError(f"--lock-timeout must be between 0 and {MAX_LOCK_TIMEOUT} seconds")
@@ -383,4 +401,6 @@ def resolve_settings(
         debug=debug,
         table_prefix=prefix,
         layout=chosen_layout,
+        shadow_url=shadow,
+        replay=not no_replay,
     )

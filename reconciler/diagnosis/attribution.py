@@ -1,7 +1,10 @@
 """Is an untracked migration applied? Decided from evidence only, never guessed.
 
-Pure. A migration counts as applied only when every object of its evidence exists, or
-its verify script returns true. With no evidence and no verify script it is undetermined.
+Pure. Every verdict names its basis. A verify script has the last word. Then the replayed
+states, where the history could be replayed (diagnosis/replayed.py: ``replay``, or
+``order`` for a data-only migration between two shown applied). Else the parsed evidence
+(``catalog``): applied only when every object only it leaves behind exists. With none of
+these it is undetermined.
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
-from reconciler.desired.effects import ObjectRef
 from reconciler.desired.files import Migration
 from reconciler.desired.history import History
 from reconciler.desired.versions import VersionKey
@@ -25,13 +28,19 @@ class Verdict(StrEnum):
     UNDETERMINED = "undetermined"
 
 
+class Shown(Protocol):
+    """An object a verdict names: a parsed ObjectRef, or a replayed object."""
+
+    def display(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Attribution:
     version: str
     verdict: Verdict
-    found: tuple[ObjectRef, ...] = ()
-    missing: tuple[ObjectRef, ...] = ()
-    basis: str = "catalog"  # catalog, verify script, audit
+    found: tuple[Shown, ...] = ()
+    missing: tuple[Shown, ...] = ()
+    basis: str = "catalog"  # catalog, replay, order, verify script, audit
     reason: str = ""
 
 
@@ -41,8 +50,11 @@ def attribute(
     catalog: CatalogSnapshot,
     verify: bool | str | None,
     audited: AuditedApplication | None = None,
+    replayed: Attribution | None = None,
 ) -> Attribution:
     found = _attribute(migration, history, catalog, verify)
+    if replayed is not None and verify is None:  # a verify script has the last word
+        found = _combined(found, replayed)
     if audited is not None and audited.applied and found.basis != "verify script":
         # poststack's own audit trail says it ran and was not rolled back since: its tracking
         # row was lost. What the catalog lacks of it was dropped later (drift, or dynamic SQL
@@ -59,6 +71,16 @@ def attribute(
             return Attribution(found.version, Verdict.UNDETERMINED, found.found, found.missing, "audit", reason)
         return Attribution(found.version, Verdict.APPLIED, found.found, (), basis="audit", reason=reason)
     return found
+
+
+def _combined(parsed: Attribution, replayed: Attribution) -> Attribution:
+    """The replay decides where it can; where it cannot, the parsed evidence may still."""
+    if replayed.verdict is not Verdict.UNDETERMINED:
+        return replayed
+    if parsed.verdict is not Verdict.UNDETERMINED:
+        return parsed
+    reason = f"{parsed.reason}; replayed, {replayed.reason}"
+    return Attribution(parsed.version, Verdict.UNDETERMINED, basis=replayed.basis, reason=reason)
 
 
 def _attribute(
@@ -109,12 +131,14 @@ def attribute_unapplied(
     catalog: CatalogSnapshot,
     verify: Mapping[str, bool | str],
     audited: Mapping[VersionKey, AuditedApplication],
+    replayed: Mapping[str, Attribution] | None = None,
 ) -> dict[str, Attribution]:
-    """What the catalog says of every migration without a successful tracking row. A failed
+    """What the evidence says of every migration without a successful tracking row. A failed
     attempt does not stop the look: the migration may have been applied by hand before it
-    (the attempt failed on that)."""
+    (the attempt failed on that). ``replayed``: verdicts by state, where replay ran."""
+    replayed = replayed or {}
     return {
-        m.version: attribute(m, history, catalog, verify.get(m.version), audited.get(m.key))
+        m.version: attribute(m, history, catalog, verify.get(m.version), audited.get(m.key), replayed.get(m.version))
         for m in migrations
         if m.key not in applied
     }

@@ -12,6 +12,7 @@ from typing import Any
 from reconciler.config import Settings
 from reconciler.db import connect
 from reconciler.desired.files import Migration
+from reconciler.desired.replay.source import shadow_for
 from reconciler.desired.versions import version_key
 from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks import Facts, run_checks
@@ -71,13 +72,16 @@ def database_state(desired: DesiredState, observed: ObservedState, display_url: 
             "client_local": lock.client_local if lock.locked else None,
         },
         "catalog": observed.catalog.counts(),
+        **({"replay": desired.replay.to_json()} if desired.replay is not None else {}),
     }
 
 
 def read_facts(settings: Settings, notify: Any = None) -> tuple[Facts, str, int]:
     """Desired and observed state, the database's display URL, and the round trips it took."""
     with connect(settings, notify) as session:
-        desired, observed = read_state(session, settings.migrations_dir, settings.tracking, settings.layout)
+        desired, observed = read_state(
+            session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
+        )
         return Facts(desired, observed), session.display_url, session.round_trips
 
 
@@ -148,7 +152,9 @@ def validate(settings: Settings, *, check_rollbacks: bool, notify: Any = None) -
     if errors:
         return Validation(count, tuple(errors), tuple(warnings), False, missing)
     with connect(settings, notify) as session:
-        desired, observed = read_state(session, settings.migrations_dir, settings.tracking, settings.layout)
+        desired, observed = read_state(
+            session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
+        )
     facts = Facts(desired, observed)
     # Read with this database's search_path. What already ran (tracked, or shown applied
     # for recover to track) never runs again, so only the rest can break poststack's tables.

@@ -314,6 +314,17 @@ def _hold(
                 "it (poststack db recover).",
             )
         return None  # the person looked, and made the file tolerate what the attempt left
+    if verdict is Verdict.APPLIED and found is not None and found.basis == "order":
+        if allow.undetermined:
+            return None  # the person says it did not run
+        return Hold(
+            version,
+            HoldKind.UNDETERMINED,
+            f"Migration {version} changes no schema and probably ran already: "
+            f"{found.reason.removesuffix(' (by order only)')}",
+            f"If it ran, track it: poststack db recover --trust-order {version}; if it did not, run it: "
+            "poststack db migrate --allow-undetermined.",
+        )
     if verdict is Verdict.APPLIED and found is not None:
         basis = found.reason if found.basis == "catalog" else found.reason or found.basis
         attempt = f" (an earlier attempt to run it failed: {failed.error})" if failed is not None else ""

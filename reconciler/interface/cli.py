@@ -97,6 +97,18 @@ LayoutOpt = Annotated[
         "[default: detected].",
     ),
 ]
+ShadowUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--shadow-url",
+        help="PostgreSQL server to replay the history on, for evidence (a scratch database is made there); "
+        "else POSTSTACK_SHADOW_DATABASE_URL, poststack.toml [default: a scratch database beside the target].",
+    ),
+]
+NoReplay = Annotated[
+    bool,
+    typer.Option("--no-replay", help="Do not replay the history in a shadow: judge from the parsed SQL only."),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")]
@@ -121,6 +133,8 @@ class Shared:
     tracking_schema: Schema = None
     table_prefix: TablePrefix = None
     layout: LayoutOpt = None
+    shadow_url: ShadowUrl = None
+    no_replay: NoReplay = False
     debug: Debug = False
 
     def settings(self, *, embedded_by_default: bool | None = None) -> Settings:
@@ -143,10 +157,12 @@ class Shared:
         return self.settings(embedded_by_default=True)
 
 
-_NOT_SETTINGS = frozenset({"fmt"})  # how to print, not where things are
+_NOT_SETTINGS = frozenset({"fmt"})
+# Only the commands that judge untracked migrations replay the history.
+REPLAY_OPTIONS = ("shadow_url", "no_replay")  # how to print, not where things are
 # Taken only by the commands that ask for them (``also``): not every command waits for the
 # lock or prints JSON.
-_ON_REQUEST = frozenset({"lock_timeout", "fmt"})
+_ON_REQUEST = frozenset({"lock_timeout", "fmt", *REPLAY_OPTIONS})
 # Every command that opens a connection takes the rest; the commands that open none, these.
 DB_OPTIONS = tuple(f.name for f in fields(Shared) if f.name not in _ON_REQUEST)
 LOCAL_OPTIONS = ("migrations_dir", "debug")
@@ -179,7 +195,9 @@ def _command(group: typer.Typer, name: str | None, takes: tuple[str, ...]) -> Ca
 
         @functools.wraps(body)
         def command(**kwargs: Any) -> None:
-            options = Shared(**{p.name: kwargs.pop(p.name) for p in shared})
+            # A command that does not take the replay options does not replay (unlock must be quick).
+            quiet = {} if "no_replay" in takes else {"no_replay": True}
+            options = Shared(**{p.name: kwargs.pop(p.name) for p in shared}, **quiet)
             with _guard(options.debug):
                 body(options, **kwargs)
 
@@ -510,7 +528,7 @@ def shell(
     _err(report.database_line(result.database))
 
 
-@db_command(db_app, also=("fmt",))
+@db_command(db_app, also=("fmt", *REPLAY_OPTIONS))
 def diagnose(
     options: Shared,
     issue_type: Annotated[list[str] | None, typer.Option("--type", help="Only this issue type (repeatable).")] = None,
@@ -526,7 +544,7 @@ def diagnose(
     _emit(options.fmt, result, report.diagnosis_text, report.diagnosis_json, ok=result.ok)
 
 
-@db_command(db_app, also=("fmt",))
+@db_command(db_app, also=("fmt", *REPLAY_OPTIONS))
 def validate(
     options: Shared,
     check_rollbacks: Annotated[
@@ -574,7 +592,7 @@ def _run_plan(settings: Settings, plan: Any) -> Any:
         return remediation.checked_apply(settings, plan, notify=_notify, on_step=progress.on_step)
 
 
-@db_command(app, "plan", also=("fmt",))
+@db_command(app, "plan", also=("fmt", *REPLAY_OPTIONS))
 def plan_command(
     options: Shared,
     playbook: PlaybookOpt = None,
@@ -614,7 +632,7 @@ def plan_command(
         raise typer.Exit(2)
 
 
-@db_command(app, "apply", also=("fmt", "lock_timeout"))
+@db_command(app, "apply", also=("fmt", "lock_timeout", *REPLAY_OPTIONS))
 def apply_command(
     options: Shared,
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved with poststack plan --out.")] = None,
@@ -706,7 +724,7 @@ def _fixed(options: Shared, result: Any, text: Callable[[Any], str]) -> None:
     _emit(options.fmt, result, text, report.fix_result_json, ok=result.ok)
 
 
-@db_command(db_app, also=("lock_timeout", "fmt"))
+@db_command(db_app, also=("lock_timeout", "fmt", *REPLAY_OPTIONS))
 def recover(
     options: Shared,
     versions: Annotated[
@@ -718,17 +736,26 @@ def recover(
         bool,
         typer.Option("--force", help="Also track undetermined migrations that migrate holds (or the VERSIONS named)."),
     ] = False,
+    trust_order: Annotated[
+        bool,
+        typer.Option(
+            "--trust-order",
+            help="Also track data-only migrations shown applied only by their place between two applied ones.",
+        ),
+    ] = False,
 ) -> None:
     """Track migrations the catalog shows applied but tracking does not (missing_tracking)."""
     from reconciler.remediation import fixes as remediation
 
     settings = options.settings()
-    plan = remediation.recover(settings, force=force, versions=tuple(versions or ()), notify=_notify)
+    plan = remediation.recover(
+        settings, force=force, versions=tuple(versions or ()), trust_order=trust_order, notify=_notify
+    )
     if dry_run:
         _unrun(options, settings, plan, report.recover_dry_run_text(plan), dry_run=True)
         return
     if not any(s.action == "track_migration" for s in plan.steps):
-        _unrun(options, settings, plan, "✅ Nothing to recover: every migration the catalog shows applied is tracked.")
+        _unrun(options, settings, plan, report.nothing_to_recover_text(plan))
         return
     # A warning before the result: on stdout beside the text, on stderr beside JSON.
     warn = typer.echo if options.fmt is Format.text else _err

@@ -841,7 +841,7 @@ def _recover_outcome_text(result: Any) -> str:
         if o.ok and o.action == "track_migration"
     ]
     if result.execution is None:
-        return "✅ Nothing to recover: every migration the catalog shows applied is tracked."
+        return nothing_to_recover_text(plan)
     if not result.ok:
         return "🔄 Starting migration recovery...\n" + _apply_outcome_text(result)
     forced = [i["version"] for i in plan.issues if i["type"] == "undetermined" and i["version"] in tracked]
@@ -856,7 +856,29 @@ def _recover_outcome_text(result: Any) -> str:
                 f"⚠️  Migration {issue['version']} also changes data ({'; '.join(unchecked[:3])}): the catalog "
                 "shows its schema changes, not whether those ran; check them by hand"
             )
+    lines += _left_by_order(plan, tracked)
     return "\n".join(lines)
+
+
+def nothing_to_recover_text(plan: Any) -> str:
+    lines = ["✅ Nothing to recover: every migration the catalog shows applied is tracked.", *_left_by_order(plan, [])]
+    return "\n".join(lines)
+
+
+def _left_by_order(plan: Any, tracked: list[str]) -> list[str]:
+    """Migrations shown applied only by their place in the history, which recover leaves
+    for a person unless told to trust that (--trust-order)."""
+    left = [
+        i
+        for i in plan.issues
+        if i["type"] == "missing_tracking" and i["details"].get("evidence") == "order" and i["version"] not in tracked
+    ]
+    if not left:
+        return []
+    return [
+        f"ℹ️  Left untracked, shown applied by order only (they change no schema, and sit between migrations "
+        f"shown applied): {brief([i['version'] for i in left])}. If they ran: poststack db recover --trust-order"
+    ]
 
 
 def front_end_text(verb: str, result: Any) -> str:

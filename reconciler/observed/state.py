@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from reconciler.desired.effects import DEFAULT_PATH, Namespace, OwnTables, parse
 from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import History, analyze
 from reconciler.desired.layouts import scan_migrations
+from reconciler.desired.replay.snapshot import Snapshot, read_snapshot
+from reconciler.desired.replay.source import ReplayOutcome, ShadowSettings, replay_history
 from reconciler.desired.versions import VersionKey
 from reconciler.observed import tracking
 from reconciler.observed.catalog import CatalogSnapshot, read_catalog, run_verify_scripts, session_search_path
@@ -30,6 +33,7 @@ class DesiredState:
     migrations: MigrationSet
     problems: tuple[FileProblem, ...]
     history: History
+    replay: ReplayOutcome | None = None  # the history replayed in a shadow; None: not asked for
 
     @cached_property
     def by_key(self) -> dict[VersionKey, Migration]:
@@ -95,6 +99,7 @@ class ObservedState:
     verify: dict[str, bool | str]  # version -> verify script's answer, or its error
     server: ServerInfo
     audited: dict[VersionKey, tracking.AuditedApplication] = field(default_factory=dict)  # applied, says the audit
+    live: Snapshot | None = None  # every object with its definition, to compare with replayed states
 
     @cached_property
     def fingerprint(self) -> str:
@@ -103,6 +108,10 @@ class ObservedState:
             "catalog": [list(o.key) for o in self.catalog.objects],
             "invalid": [list(o.key) for o in self.catalog.invalid_indexes],
             "verify": self.verify,
+            # definitions too: a function body edited since the plan was made makes it stale
+            "definitions": hashlib.sha256(
+                json.dumps(sorted(self.live.objects.items()) if self.live else None).encode()
+            ).hexdigest(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -124,7 +133,8 @@ def observe(session: Session, location: TrackingLocation, desired: DesiredState)
         }
         verify = run_verify_scripts(session, scripts)
         audited = tracking.read_audited_applications(session, location) if location.audit_table in tables else {}
-    return ObservedState(observed_tracking, catalog, verify, server, audited)
+        live = read_snapshot(session, location)
+    return ObservedState(observed_tracking, catalog, verify, server, audited, live)
 
 
 def read_state_of(
@@ -136,9 +146,33 @@ def read_state_of(
 
 
 def read_state(
-    session: Session, directory: Path, location: TrackingLocation, layout: str | None = None
+    session: Session,
+    directory: Path,
+    location: TrackingLocation,
+    layout: str | None = None,
+    shadow: ShadowSettings | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[DesiredState, ObservedState]:
     """Both sides: the files read with the search_path this database gives migrations, and
-    one read-only snapshot of the database."""
+    one read-only snapshot of the database. With ``shadow``, the history replayed too
+    (``notify`` hears what limits that evidence)."""
     desired = read_desired(directory, session_search_path(session), location, layout)
+    if shadow is not None:
+        outcome = replay_desired(session, desired, location, shadow)
+        for notice in outcome.notices if notify is not None else ():
+            notify(notice)
+        desired = replace(desired, replay=outcome)
     return desired, observe(session, location, desired)
+
+
+def replay_desired(
+    session: Session, desired: DesiredState, location: TrackingLocation, shadow: ShadowSettings
+) -> ReplayOutcome:
+    """The history replayed; not while files are unreadable: a gap would shift every state."""
+    if desired.problems:
+        return ReplayOutcome(
+            None,
+            "none",
+            f"the migrations directory has a file poststack cannot read whole: {desired.problems[0].message}",
+        )
+    return replay_history(session, desired.migrations.migrations, location, shadow)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
@@ -87,12 +88,13 @@ class _Context:
     plan: Plan
     migrations_dir: Path | None
     layout: str | None = None
+    shadow: Any = None
     who: str = field(default_factory=host_pid)
     started: datetime | None = None  # the server's clock when the run began
 
     @property
     def run(self) -> RunContext:
-        return RunContext(self.session, self.plan.tracking, self.migrations_dir, self.layout)
+        return RunContext(self.session, self.plan.tracking, self.migrations_dir, self.layout, self.shadow)
 
 
 StepCallback = Callable[[int, PlannedStep], None]
@@ -130,11 +132,12 @@ def execute(
     on_step: StepCallback | None = None,
     migrations_dir: Path | None = None,
     layout: str | None = None,
+    shadow: Any = None,
 ) -> ExecutionResult:
     """Run ``plan`` on ``session``. The caller holds the migration lock. A stop signal raises
     Interrupted, once the open transaction is rolled back and the step recorded as
-    interrupted."""
-    ctx = _Context(session, plan, migrations_dir, layout)
+    interrupted. ``shadow``: how a re-diagnosing step replays (ShadowSettings), if at all."""
+    ctx = _Context(session, plan, migrations_dir, layout, shadow)
     progress = _Progress()
     try:
         return _execute(ctx, progress, on_step)

@@ -14,6 +14,7 @@ from typing import Any
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
 from reconciler.desired.layouts import load_migrations
+from reconciler.desired.replay.source import shadow_for
 from reconciler.desired.versions import parse_version
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, Severity
@@ -37,6 +38,7 @@ DEFAULT_VARIABLES = {
     "wait": False,
     "lock_timeout": 30.0,  # the command's --lock-timeout: how long a wait_for_backend step may wait
     "versions": [],  # db recover VERSION ...: only these
+    "trust_order": False,  # db recover --trust-order: also what only its place in the history shows applied
     "tool": "",  # db import --from TOOL: the other tool, as messages name it
 }
 
@@ -54,8 +56,10 @@ def build_context(settings: Settings, facts: Facts) -> BuildContext:
     )
 
 
-def _facts(session: Session, settings: Settings) -> Facts:
-    return Facts(*read_state(session, settings.migrations_dir, settings.tracking, settings.layout))
+def _facts(session: Session, settings: Settings, notify: Any = None) -> Facts:
+    return Facts(
+        *read_state(session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify)
+    )
 
 
 def _with_defaults(request: PlanRequest, settings: Settings | None = None) -> PlanRequest:
@@ -67,7 +71,7 @@ def _with_defaults(request: PlanRequest, settings: Settings | None = None) -> Pl
 def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> Plan:
     playbooks = load_all(settings.migrations_dir)  # malformed playbooks fail before any connection
     with connect(settings, notify) as session:
-        facts = _facts(session, settings)
+        facts = _facts(session, settings, notify)
     return plan_remediation(facts, playbooks, _with_defaults(request, settings), build_context(settings, facts))
 
 
@@ -211,7 +215,9 @@ def apply_plan(
         with locking.migration_lock(
             session, location, settings.lock_timeout, still_fresh, take_row=take_row, ending=ending
         ):
-            execution = executor.execute(session, current[0], on_step, settings.migrations_dir, settings.layout)
+            execution = executor.execute(
+                session, current[0], on_step, settings.migrations_dir, settings.layout, shadow_for(settings)
+            )
         plan = current[0]
         remaining = tuple(run_checks(_facts(session, settings)))
     return ApplyResult(plan, execution, remaining, session.database_ref, whole)
@@ -220,7 +226,9 @@ def apply_plan(
 # --- front-ends ---------------------------------------------------------------------------
 
 
-def recover(settings: Settings, *, force: bool, versions: tuple[str, ...] = (), notify: Any = None) -> Plan:
+def recover(
+    settings: Settings, *, force: bool, versions: tuple[str, ...] = (), trust_order: bool = False, notify: Any = None
+) -> Plan:
     """Track what shows applied; with ``force``, also the undetermined migrations migrate
     holds. ``versions``: only these (and with force, these even when nothing holds them:
     the person's word)."""
@@ -229,7 +237,7 @@ def recover(settings: Settings, *, force: bool, versions: tuple[str, ...] = (), 
         if migrations.find(version) is None:
             raise UsageError(f"no migration {version} in {settings.migrations_dir}")
     named = [m.version for m in migrations.migrations if any(m.key == parse_version(v) for v in versions)]
-    variables = {"force": force, "versions": named}
+    variables = {"force": force, "versions": named, "trust_order": trust_order}
     request = PlanRequest(("recover",), ("missing_tracking", "undetermined"), variables, "recover", False)
     return make_plan(settings, request, notify)
 

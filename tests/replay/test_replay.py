@@ -28,7 +28,7 @@ def target(database_url: str):  # type: ignore[no-untyped-def]
 
 def replayed(target: Session, directory: Path, cache: ReplayCache | None = None):  # type: ignore[no-untyped-def]
     migrations = load_migrations(directory).migrations
-    return replay(lambda: scratch_session(target), migrations, DEFAULT_TRACKING, cache)
+    return replay(lambda: scratch_session(target.url), migrations, DEFAULT_TRACKING, cache)
 
 
 def test_each_migrations_effect_is_what_the_server_says(tmp_path: Path, target: Session) -> None:

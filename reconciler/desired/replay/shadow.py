@@ -1,7 +1,7 @@
 """The shadow database replay runs in: a scratch database beside the target, on its server.
 
-Only CREATE DATABASE and DROP DATABASE go through the target's connection; they act on the
-server, not inside the target database, where nothing but read-only catalog queries run.
+Only CREATE DATABASE and DROP DATABASE go to the target's server, over a connection of their
+own; they act on the server, not inside the target database, where nothing but read-only catalog queries run.
 The scratch database is dropped when the run ends, by an exception or Ctrl-C too. One left by
 a run that was killed (SIGKILL, a lost machine) is dropped by the next run: its comment names
 the host and process that made it, and when.
@@ -117,11 +117,17 @@ def _drop(session: Session, name: str) -> None:
 
 
 @contextmanager
-def scratch_session(target: Session) -> Iterator[Session]:
-    """A connection to a new scratch shadow beside ``target``; both gone when the block ends."""
-    with scratch_shadow(target) as shadow:
-        session = Session(open_raw(shadow.url), shadow.url)
-        try:
-            yield session
-        finally:
-            session.close()
+def scratch_session(target_url: str) -> Iterator[Session]:
+    """A connection to a new scratch shadow on the server of ``target_url``; both gone when
+    the block ends. The database is made and dropped over a connection of its own, so a
+    target session inside a transaction (apply re-diagnosing) is never touched."""
+    admin = Session(open_raw(target_url), target_url)
+    try:
+        with scratch_shadow(admin) as shadow:
+            session = Session(open_raw(shadow.url), shadow.url)
+            try:
+                yield session
+            finally:
+                session.close()
+    finally:
+        admin.close()

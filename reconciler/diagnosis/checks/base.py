@@ -11,6 +11,7 @@ from reconciler.desired.versions import VersionKey, version_key
 from reconciler.diagnosis.attribution import Attribution, Verdict, attribute_unapplied
 from reconciler.diagnosis.issues import Issue, IssueType, Severity
 from reconciler.diagnosis.pending import Readiness, decide
+from reconciler.diagnosis.replayed import ReplayedObject, attribute_by_replay, drift_by_replay
 from reconciler.observed.state import DesiredState, ObservedState
 
 Check = Callable[["Facts"], list[Issue]]
@@ -50,8 +51,43 @@ class Facts:
         return tuple(m for m in self.desired.migrations.migrations if m.key not in applied)
 
     @cached_property
+    def tracked_versions(self) -> frozenset[str]:
+        """The files' spellings of the versions tracked as applied."""
+        applied = self.observed.tracking.applied
+        return frozenset(m.version for m in self.desired.migrations.migrations if m.key in applied)
+
+    @cached_property
+    def replayed(self) -> dict[str, Attribution]:
+        """Verdicts by state for the unapplied migrations the replay ran (none without replay)."""
+        outcome, live = self.desired.replay, self.observed.live
+        if outcome is None or outcome.replay is None or live is None:
+            return {}
+        # An empty migration changes nothing: whether it ran does not matter (migrate runs it).
+        untracked = [m.version for m in self.unapplied if not m.file.empty]
+        return attribute_by_replay(outcome.replay, live.objects, self.tracked_versions, untracked)
+
+    @cached_property
+    def replayed_versions(self) -> frozenset[str]:
+        """Versions whose drift is judged on the replay: replayed on the target's major version,
+        where definitions print alike (elsewhere, existence from the parsed SQL)."""
+        outcome = self.desired.replay
+        if outcome is None or outcome.replay is None or self.observed.live is None or not outcome.same_major:
+            return frozenset()
+        return frozenset(v for v, _ in outcome.replay.states)
+
+    @cached_property
+    def drift(self) -> dict[str, tuple[ReplayedObject, ...]]:
+        """Tracked migrations' objects not as they made them (replayed_versions only)."""
+        outcome, live = self.desired.replay, self.observed.live
+        if not self.replayed_versions or outcome is None or outcome.replay is None or live is None:
+            return {}
+        shown = {v for v, a in self.attributions.items() if a.verdict is Verdict.APPLIED}
+        applied = self.tracked_versions | shown
+        return drift_by_replay(outcome.replay, live.objects, applied, sorted(self.tracked_versions))
+
+    @cached_property
     def attributions(self) -> dict[str, Attribution]:
-        """What the catalog says of every unapplied migration (attribute_unapplied)."""
+        """What the evidence says of every unapplied migration (attribute_unapplied)."""
         desired, observed = self.desired, self.observed
         return attribute_unapplied(
             desired.migrations.migrations,
@@ -60,6 +96,7 @@ class Facts:
             observed.catalog,
             observed.verify,
             observed.audited,
+            self.replayed,
         )
 
     @cached_property

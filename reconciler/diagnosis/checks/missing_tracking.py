@@ -1,7 +1,9 @@
 """missing_tracking: a migration applied (by hand) whose tracking row is missing.
 
-Claimed only on evidence: every object only it leaves behind exists, or its verify script
-returns true. Fixed by ``poststack db recover``.
+Claimed only on evidence (attribution.py names the basis): its replayed changes are
+present, every object only it leaves behind exists, or its verify script returns true.
+A data-only migration shown applied only by its place in the history (basis "order") is
+weaker evidence, and says so. Fixed by ``poststack db recover`` (``--trust-order``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks.base import Facts, check
 from reconciler.diagnosis.issues import Issue, IssueType
+from reconciler.diagnosis.replayed import ORDER
 
 
 @check(IssueType.MISSING_TRACKING)
@@ -36,6 +39,20 @@ def missing_tracking(facts: Facts) -> list[Issue]:
         if failed is not None:
             # The attempt rolled back: what the catalog shows was there before it (by hand).
             details["failed_attempt"] = failed.error
+        if found.basis == ORDER:
+            issues.append(
+                Issue(
+                    IssueType.MISSING_TRACKING,
+                    f"Migration {migration.version} appears to be applied but not tracked, by order only: "
+                    f"{found.reason.removesuffix(' (by order only)')}",
+                    migration.version,
+                    details,
+                    suggested_fix="If it ran, poststack db recover --trust-order tracks it; if it did not, "
+                    "poststack db migrate --allow-undetermined runs it",
+                    shown=("evidence",),
+                )
+            )
+            continue
         issues.append(
             Issue(
                 IssueType.MISSING_TRACKING,

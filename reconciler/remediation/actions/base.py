@@ -44,6 +44,7 @@ class RunContext:
     location: TrackingLocation
     migrations_dir: Path | None
     layout: str | None = None  # the migrations directory's, as the command was given it
+    shadow: Any = None  # ShadowSettings: how a step that re-diagnoses replays (None: it does not)
 
 
 class StepError(Exception):

@@ -102,7 +102,7 @@ class Sql(Action):
 class Assert(Action):
     name = "assert"
     summary = "Re-diagnose and require issue types gone, or require a SQL predicate to be true"
-    optional = ("gone", "sql", "params", "description")
+    optional = ("gone", "sql", "params", "description", "except_evidence")
     static_args = ("sql",)
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
@@ -120,9 +120,13 @@ class Assert(Action):
         reason = args.get("description") or (
             f"check that no {', '.join(gone)} issue is left" if gone else "check that the predicate holds"
         )
-        return PlannedStep(
-            self.name, reason, {"gone": gone, **({"sql": args["sql"]} if args.get("sql") else {})}, statements
-        )
+        unless = args.get("except_evidence") or []
+        if isinstance(unless, str):
+            unless = [unless]
+        kept = {"gone": gone, **({"sql": args["sql"]} if args.get("sql") else {})}
+        if unless:
+            kept["except_evidence"] = list(unless)
+        return PlannedStep(self.name, reason, kept, statements)
 
     def run_body(self, run: RunContext, step: PlannedStep, before: Callable[[Statement], None]) -> None:
         for statement in step.statements:
@@ -135,8 +139,12 @@ class Assert(Action):
             from reconciler.diagnosis.issues import IssueType
             from reconciler.observed.state import read_state
 
-            desired, observed = read_state(run.session, run.migrations_dir, run.location, run.layout)
+            desired, observed = read_state(run.session, run.migrations_dir, run.location, run.layout, run.shadow)
             left = run_checks(Facts(desired, observed), [IssueType(t) for t in step.args["gone"]])
+            # Migrations shown applied only by their place in the history are left for a
+            # person unless the plan trusts that (recover --trust-order).
+            unless = set(step.args.get("except_evidence") or ())
+            left = [i for i in left if i.details.get("evidence") not in unless]
             if left:
                 shown = "; ".join(i.message for i in left[:3])
                 raise StepError(f"assertion failed: {len(left)} issue(s) left: {shown}")

@@ -1,0 +1,183 @@
+"""Where a command's history is replayed, and the replay itself.
+
+The shadow is, in this order: the server a shadow URL names (``--shadow-url``,
+POSTSTACK_SHADOW_DATABASE_URL, ``shadow_database_url`` in the project file); a scratch
+database beside the target, when its role may create one; the embedded server, with a
+warning when its major version differs from the target's. A shadow that cannot be had, or
+a replay that cannot run, leaves diagnosis to the parsed evidence, and says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from reconciler.config import Settings, TrackingLocation, masked_url
+from reconciler.db import Session, open_raw, server_error_text
+from reconciler.desired.files import Migration
+from reconciler.desired.replay.cache import ReplayCache
+from reconciler.desired.replay.replay import Replay, replay
+from reconciler.desired.replay.shadow import can_create_databases, scratch_session
+from reconciler.desired.replay.snapshot import read_snapshot
+from reconciler.errors import PoststackError
+
+Opener = Callable[[], AbstractContextManager[Session]]
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """How a command may replay: from the settings, resolved by the interface."""
+
+    url: str | None = None  # a configured shadow server (libpq URL)
+    cache_dir: Path | None = None  # <project>/.poststack/replay
+    embedded_dir: Path | None = None  # the embedded server's data, the last resort
+
+
+def shadow_for(settings: Settings) -> ShadowSettings | None:
+    """How ``settings`` replay; None when the command does not (it took no replay options)."""
+    if not settings.replay:
+        return None
+    project = settings.migrations_dir.resolve().parent / ".poststack"
+    return ShadowSettings(settings.shadow_url, project / "replay", settings.embedded_data_dir)
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    replay: Replay | None  # None: replay was unavailable (``unavailable`` says why)
+    shadow: str  # where it ran (or would have), for the report
+    unavailable: str | None = None
+    warnings: tuple[str, ...] = ()
+    same_major: bool = True  # the shadow runs the target's major: definitions print alike
+
+    @property
+    def used(self) -> bool:
+        return self.replay is not None
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """What a person should know about the evidence: said once, on stderr."""
+        if self.unavailable is not None:
+            return (f"ℹ️  No replay ({self.unavailable}): untracked migrations are judged from the parsed SQL alone.",)
+        said = tuple(f"⚠️  {w}" for w in self.warnings)
+        stop = self.replay.stopped if self.replay is not None else None
+        if stop is not None:
+            said += (
+                f"⚠️  The replay stopped at migration {stop.version} ({stop.reason}): it and the migrations after "
+                "it are judged from the parsed SQL alone.",
+            )
+        return said
+
+    def to_json(self) -> dict[str, object]:
+        result = self.replay
+        return {
+            "used": result is not None,
+            "shadow": self.shadow,
+            "replayed": len(result.states) if result is not None else 0,
+            "from_cache": bool(result and result.from_cache),
+            "stopped_at": None
+            if result is None or result.stopped is None
+            else {"version": result.stopped.version, "reason": result.stopped.reason},
+            "unavailable": self.unavailable,
+            "warnings": list(self.warnings),
+        }
+
+
+def replay_history(
+    target: Session,
+    migrations: Sequence[Migration],
+    location: TrackingLocation,
+    settings: ShadowSettings,
+) -> ReplayOutcome:
+    try:
+        shadow, opener, major, warnings = _choose(target, settings)
+        same = major == target.server_info().major
+    except (psycopg2.Error, PoststackError) as e:
+        return ReplayOutcome(None, "none", f"no shadow database could be had: {_why(e)}")
+    cache = ReplayCache(settings.cache_dir, major) if settings.cache_dir is not None else None
+    try:
+        result = replay(opener, migrations, location, cache)
+    except (psycopg2.Error, PoststackError) as e:
+        return ReplayOutcome(None, shadow, f"the replay in {shadow} failed: {_why(e)}", warnings, same)
+    return ReplayOutcome(result, shadow, None, warnings, same)
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, psycopg2.Error):
+        return server_error_text(error)
+    if isinstance(error, PoststackError):
+        return error.summary
+    return str(error)
+
+
+def _choose(target: Session, settings: ShadowSettings) -> tuple[str, Opener, int, tuple[str, ...]]:
+    """(where, how to open it, its server's major version, warnings)."""
+    target_major = target.server_info().major
+    if settings.url is not None:
+        probe = Session(open_raw(settings.url), settings.url)
+        try:
+            major = probe.server_info().major
+            creates = can_create_databases(probe)
+        finally:
+            probe.close()
+        where = f"the shadow server {masked_url(settings.url)}"
+        warnings = _version_warning(where, major, target_major)
+        if creates:
+            url = settings.url
+            return f"a scratch database on {where}", lambda: scratch_session(url), major, warnings
+        return f"the shadow database {masked_url(settings.url)}", lambda: _emptied(settings.url or ""), major, warnings
+    if can_create_databases(target):
+        url = target.url
+        return "a scratch database on the target's server", lambda: scratch_session(url), target_major, ()
+    if settings.embedded_dir is None or target.embedded_dir is not None:
+        raise PoststackError("the target's role may not create databases, and no shadow is configured (--shadow-url)")
+    from reconciler import embedded
+
+    embedded_url = embedded.ensure_running(settings.embedded_dir)
+    probe = Session(open_raw(embedded_url), embedded_url)
+    try:
+        major = probe.server_info().major
+    finally:
+        probe.close()
+    where = "a scratch database on the embedded server"
+    warnings = _version_warning("the embedded server", major, target_major)
+    warnings = (
+        "the target's role may not create databases and no shadow is configured (--shadow-url): "
+        "replaying on the embedded server",
+        *warnings,
+    )
+    return where, lambda: scratch_session(embedded_url), major, warnings
+
+
+def _version_warning(where: str, major: int, target_major: int) -> tuple[str, ...]:
+    if major == target_major:
+        return ()
+    return (
+        f"{where} runs PostgreSQL {major}, the target {target_major}: definitions may print differently, "
+        "so fewer migrations may be recognized",
+    )
+
+
+@contextmanager
+def _emptied(url: str) -> Iterator[Session]:
+    """A configured shadow database the role may not create databases beside: used as it is,
+    if it holds nothing, and emptied of what the replay made afterwards."""
+    session = Session(open_raw(url), url)
+    try:
+        objects = read_snapshot(session, TrackingLocation()).objects
+        if any(kind != "schema" or identity != "public" for kind, identity in objects):
+            raise PoststackError(
+                f"the shadow database {masked_url(url)} is not empty, and its role may not create a scratch "
+                "database beside it"
+            )
+        yield session
+    finally:
+        with contextlib.suppress(psycopg2.Error):
+            session.rollback()
+            session.query("DROP OWNED BY CURRENT_USER")
+            session.query("CREATE SCHEMA IF NOT EXISTS public")
+        session.close()
