@@ -8,6 +8,9 @@ W2 db migration-status on 500 and on 2,000 applied migrations (targets 0.15 s, 0
 W3 db diagnose and plan on 2,000 migrations that create 2,000 tables (≤ 1 s each; round trips)
 W4 start-up: poststack --help, poststack version (≤ 0.15 s)
 W5 rollback of the last 50 of 500 migrations, against psql running the same rollback files (≤ 1.2×)
+W6 db diagnose with replay on a churny 350-migration history applied by hand (bench/replay_350.py):
+   cold ≤ 2× psql applying the history once, warm (cached) ≤ 1 s; missing_tracking found for
+   ≥ 98 % of the migrations that change the schema, none for pending ones
 Memory: peak RSS of W3 (≤ 120 MB)
 
 Results, with the machine, go to docs/performance.md (generated: do not edit by hand).
@@ -226,6 +229,39 @@ def main() -> None:
                 f"psql {median(floor):.2f} s; ≤ 1.2×",
                 f"{median(ours) / median(floor):.2f}×",
                 _v(median(ours) / median(floor) <= 1.2),
+            )
+        )
+
+        # W6: diagnose with replay, 350 churny migrations applied by hand (bench/replay_350.py).
+        from bench import replay_350
+
+        w6 = replay_350.measure(admin, work / "w6", runs)
+        rows.append(
+            (
+                "W6 diagnose with replay, 350 migrations applied by hand, cold",
+                f"{median(w6.cold):.2f} s",
+                f"psql {median(w6.psql):.2f} s; ≤ {replay_350.COLD_TARGET:g}×",
+                f"{w6.ratio:.2f}×",
+                _v(w6.passed["cold"]),
+            )
+        )
+        rows.append(
+            (
+                "W6 the same, warm (replay cached)",
+                f"{median(w6.warm):.2f} s",
+                f"≤ {replay_350.WARM_TARGET:g} s",
+                "",
+                _v(w6.passed["warm"]),
+            )
+        )
+        rows.append(
+            (
+                "W6 missing_tracking: schema-changing migrations found; pending ones claimed",
+                f"{w6.found_full}/{w6.schema_versions} all applied, {w6.found_partial}/{w6.applied_schema} "
+                f"with a fifth pending; {len(w6.false_claims)}/{w6.pending} pending claimed",
+                "≥ 98 %; none",
+                "",
+                _v(w6.passed["recall"] and w6.passed["false_claims"]),
             )
         )
     finally:

@@ -34,6 +34,22 @@ from reconciler.statements import Statement, quote_ident
 
 DATABASE_PREFIX = "poststack_demo_"
 EDIT = "-- Reviewed after release: email should become citext one day.\n"
+# A later migration that replaces a function an earlier one made, as real histories do again
+# and again: read as SQL alone, nothing shows whether it ran; replayed, PostgreSQL shows it.
+_TOUCH = (
+    "CREATE OR REPLACE FUNCTION touch_updated_at() RETURNS trigger\n"
+    "LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "    NEW.updated_at := {};\n"
+    "    RETURN NEW;\n"
+    "END;\n"
+    "$$;\n"
+)
+REPLACED_FUNCTION = {
+    "006_touch_updated_at_clock.sql": "-- now() is the transaction's start: a long batch stamped every row alike.\n"
+    + _TOUCH.format("clock_timestamp()"),
+    "006_touch_updated_at_clock.rollback.sql": _TOUCH.format("now()"),
+}
 LOCK_WAIT_S = 30.0
 
 # A deploy that takes the migration lock and is then killed: run as its own process, so the
@@ -87,6 +103,8 @@ def run_demo(
         _check_is_scratch(url, name)
         workspace = Path(tempfile.mkdtemp(prefix="poststack-demo-"))
         shutil.copytree(EXAMPLE_MIGRATIONS, workspace / "migrations")
+        for file_name, text in REPLACED_FUNCTION.items():
+            (workspace / "migrations" / file_name).write_text(text)
         started = True
         healthy = _Demo(url, workspace, on_event, settings.tracking).play()
     finally:
@@ -112,11 +130,12 @@ class _Demo:
         self.poststack("db", "migrate", "--target", "001")
 
         self.section("Breaking it the ways the troubleshooting guide describes")
-        by_hand = ("002", "003", "004")
+        by_hand = ("002", "003", "004", "005", "006")
         for version in by_hand:
             self.run_by_hand(version)
         self.note(
-            f"Migrations {', '.join(by_hand)} were run by hand (psql -f), and never recorded (guide: Scenario 1)."
+            f"Migrations {', '.join(by_hand)} were run by hand (psql -f), and never recorded (guide: Scenario 1). "
+            "006 replaces a function 004 made."
         )
         path = self.workspace / "migrations" / self.migrations.find("001").path.name  # type: ignore[union-attr]
         path.write_text(path.read_text() + EDIT)
@@ -131,6 +150,15 @@ class _Demo:
         self.poststack("db", "migrate", expect=(1,))
 
         self.section("Finding out what is wrong, planning the fix, applying it")
+        self.note(
+            "Read as SQL alone, 006 only replaces a function 004 made: nothing in the catalog's names shows "
+            "whether it ran."
+        )
+        self.poststack("db", "diagnose", "--no-replay", "--type", "undetermined", expect=(1,))
+        self.note(
+            "Replayed in a scratch shadow database, PostgreSQL itself prints each migration's effect: the live "
+            "function body is 006's, so 006 ran."
+        )
         self.poststack("db", "diagnose", expect=(1,))
         plan = self.poststack("plan", "--out", "fix.plan.json")
         shown_plan = plan.output.rsplit("\nSaved to", 1)[0]
@@ -190,8 +218,13 @@ class _Demo:
         assert migration is not None
         session = self.session()
         try:
-            with session.transaction():
-                for statement in migration.file.script.statements:
+            script = migration.file.script
+            if script.transactional:
+                with session.transaction():
+                    for statement in script.statements:
+                        session.run(Statement(statement.sql))
+            else:  # CREATE INDEX CONCURRENTLY and the like: psql runs them one by one too
+                for statement in script.statements:
                     session.run(Statement(statement.sql))
         finally:
             session.close()

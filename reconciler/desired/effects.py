@@ -117,6 +117,23 @@ class OwnTableConflict:
         return self.what.startswith(("drops schema ", "renames schema ", "drops everything "))
 
 
+# Statement kinds that may change rows.
+ROW_CHANGING = frozenset(
+    {
+        "InsertStmt",
+        "UpdateStmt",
+        "DeleteStmt",
+        "MergeStmt",
+        "CopyStmt",
+        "TruncateStmt",
+        "SelectStmt",
+        "CallStmt",
+        "ExecuteStmt",
+        "DoStmt",
+    }
+)
+
+
 @dataclass(frozen=True)
 class MigrationEffects:
     version: str
@@ -135,6 +152,12 @@ class MigrationEffects:
     @property
     def unattributed(self) -> tuple[Unattributed, ...]:
         return tuple(s.unattributed for s in self.statements if s.unattributed)
+
+    @property
+    def may_change_rows(self) -> bool:
+        """A statement whose work on rows no catalog state shows (DML, a function called, a DO
+        block): the schema can show the rest of the migration ran, never this."""
+        return any(u.statement in ROW_CHANGING for u in self.unattributed)
 
 
 @dataclass

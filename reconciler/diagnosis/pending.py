@@ -315,15 +315,15 @@ def _hold(
             )
         return None  # the person looked, and made the file tolerate what the attempt left
     if verdict is Verdict.APPLIED and found is not None and found.basis == "order":
-        if allow.undetermined:
-            return None  # the person says it did not run
+        if allow.out_of_order:
+            return None  # the person says it did not run: it runs now, after later ones
         return Hold(
             version,
-            HoldKind.UNDETERMINED,
-            f"Migration {version} changes no schema and probably ran already: "
-            f"{found.reason.removesuffix(' (by order only)')}",
-            f"If it ran, track it: poststack db recover --trust-order {version}; if it did not, run it: "
-            "poststack db migrate --allow-undetermined.",
+            HoldKind.OUT_OF_ORDER,
+            f"Migration {version} is pending but probably ran already: {found.reason.removesuffix(' (by order only)')}",
+            f"If it ran, track it without running it: poststack db recover --trust-order {version}; to run it "
+            "now, out of order: poststack db migrate --allow-out-of-order.",
+            _version_of(newest, tracking, attributions) if newest is not None else None,
         )
     if verdict is Verdict.APPLIED and found is not None:
         basis = found.reason if found.basis == "catalog" else found.reason or found.basis

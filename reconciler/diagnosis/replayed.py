@@ -44,20 +44,37 @@ class ReplayedObject:
     expected: Value  # what the migration left (None: it dropped the object)
     found: Value  # what the live database holds (None: absent)
 
-    def display(self) -> str:
+    @property
+    def name(self) -> str:
         return f"{self.kind} {self.identity}"
+
+    def display(self) -> str:
+        """As a found or missing object is listed: a drop says so."""
+        return f"{self.name} (dropped)" if self.expected is None else self.name
 
     def described(self) -> str:
         if self.expected is None:
-            return f"{self.display()} (it drops it) still exists"
+            return f"{self.name} (it drops it) still exists"
         if self.found is None:
-            return f"{self.display()} is missing"
-        return f"{self.display()} differs: expected {_short(self.expected)}, found {_short(self.found)}"
+            return f"{self.name} is missing"
+        expected, found = _where_they_differ(self.expected, self.found)
+        return f"{self.name} differs: expected {expected}, found {found}"
 
 
-def _short(definition: str, limit: int = 120) -> str:
-    text = " ".join(definition.split()) or "(no definition)"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _where_they_differ(expected: str, found: str, limit: int = 100) -> tuple[str, str]:
+    """The two definitions from a little before where they part, so that long ones that begin
+    alike (a function's header) do not print alike."""
+    a, b = " ".join(expected.split()) or "(no definition)", " ".join(found.split()) or "(no definition)"
+    common = 0
+    while common < min(len(a), len(b)) and a[common] == b[common]:
+        common += 1
+    start = max(0, common - 20)
+
+    def cut(text: str) -> str:
+        rest = text[start : start + limit] + ("…" if len(text) > start + limit else "")
+        return ("…" if start else "") + rest
+
+    return cut(a), cut(b)
 
 
 class _Seen(Enum):
@@ -73,31 +90,35 @@ class _Seen(Enum):
 class _Writes:
     """The replayed history, as writers of each object."""
 
+    stopped_at: str | None  # the migration the replay could not run: nothing after it is known
     positions: dict[str, int]  # version -> 1-based position in the replay
     changes: dict[int, tuple[Key, ...]]  # position -> the objects it changed
     writers: dict[Key, tuple[tuple[int, Value], ...]]  # object -> (position, value left), START first
+    values: dict[tuple[Key, int], Value]  # (object, position) -> the value that writer left
 
     @classmethod
-    def of(cls, replay: Replay) -> _Writes:
+    def of(cls, replay: Replay, ignored: frozenset[Key] = frozenset()) -> _Writes:
+        """``ignored``: objects that prove nothing (the tracking schema, which poststack makes)."""
         positions: dict[str, int] = {}
         changes: dict[int, tuple[Key, ...]] = {}
         writers: dict[Key, list[tuple[int, Value]]] = {}
-        previous = dict(replay.start.objects)
-        for key, value in previous.items():
-            writers[key] = [(START, value)]
-        for position, (version, state) in enumerate(replay.states, start=1):
+        for key, value in replay.start.objects.items():
+            if key not in ignored:
+                writers[key] = [(START, value)]
+        for position, (version, step) in enumerate(replay.steps, start=1):
             positions[version] = position
-            current = state.objects
-            changed = [k for k, v in current.items() if previous.get(k) != v]
-            changed += [k for k in previous if k not in current]
-            for key in changed:
-                writers.setdefault(key, [(START, None)]).append((position, current.get(key)))
-            changes[position] = tuple(sorted(changed))
-            previous = dict(current)
-        return cls(positions, changes, {k: tuple(w) for k, w in writers.items()})
+            changed = []
+            for key, value in step:
+                if key not in ignored:
+                    writers.setdefault(key, [(START, None)]).append((position, value))
+                    changed.append(key)
+            changes[position] = tuple(changed)
+        stopped = replay.stopped.version if replay.stopped is not None else None
+        values = {(key, p): v for key, written in writers.items() for p, v in written}
+        return cls(stopped, positions, changes, {k: tuple(w) for k, w in writers.items()}, values)
 
     def value_of(self, key: Key, position: int) -> Value:
-        return next(v for p, v in self.writers[key] if p == position)
+        return self.values[(key, position)]
 
 
 def attribute_by_replay(
@@ -105,36 +126,96 @@ def attribute_by_replay(
     live: Mapping[Key, str],
     shown: frozenset[str],
     untracked: Sequence[str],
+    ignored: frozenset[Key] = frozenset(),
+    changes_data: frozenset[str] = frozenset(),
 ) -> dict[str, Attribution]:
     """Verdicts for the ``untracked`` versions the replay ran, by state. ``shown``: versions
-    tracked as applied (a tracking row vouches for them)."""
-    writes = _Writes.of(replay)
+    tracked as applied (a tracking row vouches for them); ``ignored``: objects that prove
+    nothing; ``changes_data``: versions with statements that change rows, not schema."""
+    writes = _Writes.of(replay, ignored)
     wanted = [v for v in untracked if v in writes.positions and v not in shown]
-    applied = {writes.positions[v] for v in shown if v in writes.positions}
+    tracked = {writes.positions[v] for v in shown if v in writes.positions}
+    applied, absent, matched = set(tracked), set[int](), 0
     verdicts: dict[str, Attribution] = {}
-    # Each migration shown applied narrows what may have written last: repeat until settled.
-    for _ in range(len(wanted) + 1):
-        verdicts = {v: _judge(v, writes, live, applied) for v in wanted}
-        grown = applied | {writes.positions[v] for v, a in verdicts.items() if a.verdict is Verdict.APPLIED}
-        if grown == applied:
+    # Each migration shown applied narrows what may have written last, and each shown absent
+    # (a branch merged late, skipped) is left out of the states the live schema is matched
+    # against: repeat until settled.
+    proven = set(tracked)  # tracked, or a change only it makes is live
+    for _ in range(len(wanted) + 2):
+        # The live schema is the replayed state (the absent left out) after ``matched``: what
+        # comes before the last proven migration up to there ran. Past the last proven one,
+        # changes that undo each other would match as well as changes never made.
+        prefix = _matching_prefix(writes, live, absent)
+        matched = max((p for p in proven if p <= prefix), default=0)
+        in_prefix = {p for p in range(1, matched + 1) if writes.changes[p] and p not in absent}
+        judged = {v: _judge(v, writes, live, proven, applied | in_prefix, matched) for v in wanted}
+        verdicts = {v: a for v, (a, _) in judged.items()}
+        shown_now = {writes.positions[v] for v, a in verdicts.items() if a.verdict is Verdict.APPLIED}
+        absent_now = {writes.positions[v] for v, a in verdicts.items() if a.verdict is Verdict.ABSENT}
+        proven_now = tracked | {writes.positions[v] for v, (_, own) in judged.items() if own}
+        if tracked | shown_now == applied and absent_now == absent and proven_now == proven:
             break
-        applied = grown
+        applied, absent, proven = tracked | shown_now, absent_now, proven_now
+    # Superseded, or inside the matching prefix, is what the schema shows, not proof that it
+    # ran: a migration merged late and never run looks the same once later ones overwrote its
+    # changes. For schema changes that is harmless (running it now would undo the later ones);
+    # for data changes it is not: those rest on order alone, tracked only when asked.
+    for version, found in verdicts.items():
+        own = writes.positions[version] in proven
+        if found.verdict is Verdict.APPLIED and not own and version in changes_data:
+            verdicts[version] = Attribution(
+                version,
+                Verdict.APPLIED,
+                found.found,
+                (),
+                ORDER,
+                f"{found.reason}; it also changes data, which no state shows",
+            )
+    applied = tracked | {
+        writes.positions[v] for v, a in verdicts.items() if a.verdict is Verdict.APPLIED and a.basis != ORDER
+    }
     for version, found in verdicts.items():
         if found.basis == ORDER and found.verdict is Verdict.UNDETERMINED:
             verdicts[version] = _by_order(version, writes, applied)
     return verdicts
 
 
-def _judge(version: str, writes: _Writes, live: Mapping[Key, str], applied: set[int]) -> Attribution:
+def _matching_prefix(writes: _Writes, live: Mapping[Key, str], absent: set[int]) -> int:
+    """The last migration after which the replayed state is the live schema, on every object
+    the history touches whose live value the history explains (one changed by hand is drift,
+    not evidence). It must show a change of its own: a migration whose changes are all
+    invisible, or all changed by hand since, cannot be told from one that never ran."""
+    explained = {k for k, w in writes.writers.items() if any(v == live.get(k) for _, v in w)}
+    state = {k: w[0][1] for k, w in writes.writers.items()}  # the start
+    off = {k for k in explained if state[k] != live.get(k)}
+    matched = 0
+    for position in range(1, len(writes.changes) + 1):
+        keys = writes.changes[position] if position not in absent else ()
+        for key in keys:
+            state[key] = writes.value_of(key, position)
+            if key in explained:
+                if state[key] == live.get(key):
+                    off.discard(key)
+                else:
+                    off.add(key)
+        if not off and any(k in explained and state[k] == live.get(k) for k in keys):
+            matched = position
+    return matched
+
+
+def _judge(
+    version: str, writes: _Writes, live: Mapping[Key, str], proven: set[int], applied: set[int], matched: int = 0
+) -> tuple[Attribution, bool]:
+    """The verdict, and whether a change only it makes is live (a proof of its own)."""
     position = writes.positions[version]
     keys = writes.changes[position]
     if not keys:
-        return Attribution(version, Verdict.UNDETERMINED, basis=ORDER, reason="it changes no schema")
+        return Attribution(version, Verdict.UNDETERMINED, basis=ORDER, reason="it changes no schema"), False
     seen: dict[_Seen, list[ReplayedObject]] = {s: [] for s in _Seen}
     superseding: set[int] = set()
     for key in keys:
         found = live.get(key)
-        how, by = _see(key, position, writes, found, applied)
+        how, by = _see(key, position, writes, found, proven, applied)
         seen[how].append(ReplayedObject(key[0], key[1], writes.value_of(key, position), found))
         superseding |= by
     proofs, against = seen[_Seen.PROOF], seen[_Seen.AGAINST]
@@ -146,8 +227,8 @@ def _judge(version: str, writes: _Writes, live: Mapping[Key, str], applied: set[
             reason += f", {len(superseded)} superseded by later migrations shown applied"
         if against:
             reason += "; " + "; ".join(o.described() for o in against[:3])
-            return Attribution(version, Verdict.PARTIAL, tuple(proofs), tuple(against), REPLAY, reason)
-        return Attribution(version, Verdict.APPLIED, tuple(proofs + superseded), (), REPLAY, reason)
+            return Attribution(version, Verdict.PARTIAL, tuple(proofs), tuple(against), REPLAY, reason), False
+        return Attribution(version, Verdict.APPLIED, tuple(proofs + superseded), (), REPLAY, reason), True
     # Objects it makes that exist, but not as it makes them: made or changed by hand. With
     # evidence against the rest, someone did part of it: running it would collide.
     differing = [o for o in seen[_Seen.UNEXPLAINED] if o.expected is not None and o.found is not None]
@@ -156,21 +237,42 @@ def _judge(version: str, writes: _Writes, live: Mapping[Key, str], applied: set[
             f"{len(differing)} of its objects exist with other definitions ({differing[0].described()}); "
             + "; ".join(o.described() for o in against[:3])
         )
-        return Attribution(version, Verdict.PARTIAL, tuple(differing), tuple(against), REPLAY, reason)
+        return Attribution(version, Verdict.PARTIAL, tuple(differing), tuple(against), REPLAY, reason), False
     if against:
         reason = "its changes are not there: " + "; ".join(o.described() for o in against[:3])
-        return Attribution(version, Verdict.ABSENT, (), tuple(against), REPLAY, reason)
+        return Attribution(version, Verdict.ABSENT, (), tuple(against), REPLAY, reason), False
     if len(superseded) == total:
         later = ", ".join(_version_at(writes, p) for p in sorted(superseding))
         reason = f"every change it made was superseded by later migrations shown applied ({later})"
-        return Attribution(version, Verdict.APPLIED, tuple(superseded), (), REPLAY, reason)
-    return Attribution(version, Verdict.UNDETERMINED, basis=REPLAY, reason=_unsure(seen))
+        return Attribution(version, Verdict.APPLIED, tuple(superseded), (), REPLAY, reason), False
+    if position <= matched:
+        return _in_matching_prefix(version, position, matched, writes, live), False
+    return Attribution(version, Verdict.UNDETERMINED, basis=REPLAY, reason=_unsure(seen, writes)), False
 
 
-def _see(key: Key, position: int, writes: _Writes, found: Value, applied: set[int]) -> tuple[_Seen, set[int]]:
+def _in_matching_prefix(
+    version: str, position: int, matched: int, writes: _Writes, live: Mapping[Key, str]
+) -> Attribution:
+    keys = writes.changes[position]
+    found = tuple(
+        ReplayedObject(k[0], k[1], writes.value_of(k, position), live.get(k))
+        for k in keys
+        if live.get(k) == writes.value_of(k, position)
+    )
+    reason = f"the live schema is the replayed state after migration {_version_at(writes, matched)}, which it precedes"
+    if position == matched:
+        reason = "the live schema is the replayed state after it"
+    return Attribution(version, Verdict.APPLIED, found, (), REPLAY, reason)
+
+
+def _see(
+    key: Key, position: int, writes: _Writes, found: Value, proven: set[int], applied: set[int]
+) -> tuple[_Seen, set[int]]:
+    """``proven``: migrations known to have run (tracked, or a proof of their own): only they
+    narrow who may have written last. ``applied``: those and the ones shown applied otherwise."""
     writers = writes.writers[key]
     own = writes.value_of(key, position)
-    last_shown = max((p for p, _ in writers if p in applied and p != position), default=START)
+    last_shown = max((p for p, _ in writers if p in proven and p != position), default=START)
     candidates = [(p, v) for p, v in writers if p >= last_shown]
     producers = {p for p, v in candidates if v == found}
     if own == found and producers == {position}:
@@ -188,20 +290,22 @@ def _see(key: Key, position: int, writes: _Writes, found: Value, applied: set[in
     return _Seen.UNEXPLAINED, set()
 
 
-def _unsure(seen: dict[_Seen, list[ReplayedObject]]) -> str:
+def _unsure(seen: dict[_Seen, list[ReplayedObject]], writes: _Writes) -> str:
     parts = []
     if seen[_Seen.UNEXPLAINED]:
         changed = seen[_Seen.UNEXPLAINED]
-        parts.append(
-            f"{len(changed)} of its objects were changed since by something outside the history "
-            f"({changed[0].described()})"
+        outside = (
+            f"by a migration from {writes.stopped_at} on (where the replay stopped) or by hand"
+            if writes.stopped_at is not None
+            else "by something outside the history"
         )
+        parts.append(f"{len(changed)} of its objects were changed since {outside} ({changed[0].described()})")
     if seen[_Seen.LATER]:
         parts.append(
             f"{len(seen[_Seen.LATER])} of its changes were overwritten by later migrations that are not shown applied"
         )
     if seen[_Seen.AMBIGUOUS]:
-        parts.append(f"what it leaves in {seen[_Seen.AMBIGUOUS][0].display()} other migrations leave too, identically")
+        parts.append(f"what it leaves in {seen[_Seen.AMBIGUOUS][0].name} other migrations leave too, identically")
     return "; ".join(parts) or "the replay shows nothing that only it did"
 
 
@@ -226,13 +330,17 @@ def _version_at(writes: _Writes, position: int) -> str:
 
 
 def drift_by_replay(
-    replay: Replay, live: Mapping[Key, str], applied: frozenset[str], tracked: Sequence[str]
+    replay: Replay,
+    live: Mapping[Key, str],
+    applied: frozenset[str],
+    tracked: Sequence[str],
+    ignored: frozenset[Key] = frozenset(),
 ) -> dict[str, tuple[ReplayedObject, ...]]:
     """For each ``tracked`` version, the objects it was the last applied migration to change
     (``applied``: tracked and shown applied) that are not as it left them: gone, or with
     another definition (a column type changed by hand, an index rebuilt, a function body
     edited). A live value some writer of the history produces is not drift: it is history."""
-    writes = _Writes.of(replay)
+    writes = _Writes.of(replay, ignored)
     positions = {writes.positions[v] for v in applied if v in writes.positions}
     drift: dict[str, tuple[ReplayedObject, ...]] = {}
     for version in tracked:

@@ -550,11 +550,26 @@ def validate(
     check_rollbacks: Annotated[
         bool, typer.Option("--check-rollbacks", help="Warn about migrations without a rollback file.")
     ] = False,
+    round_trip: Annotated[
+        bool,
+        typer.Option(
+            "--round-trip",
+            help="With --check-rollbacks: run every migration, its rollback and the migration again in a "
+            "shadow database; fail when a rollback fails, does not restore the schema, or the migration "
+            "does not re-apply.",
+        ),
+    ] = False,
 ) -> None:
     """Every file parses, versions are unique, tracking agrees with the files."""
     from reconciler.diagnosis import diagnose as diagnosis
 
-    result = diagnosis.validate(options.settings(), check_rollbacks=check_rollbacks, notify=_notify)
+    if round_trip and not check_rollbacks:
+        raise UsageError("--round-trip checks rollbacks: pass it with --check-rollbacks")
+    if round_trip and options.no_replay:
+        raise UsageError("--round-trip runs the history in a shadow database: it cannot be used with --no-replay")
+    result = diagnosis.validate(
+        options.settings(), check_rollbacks=check_rollbacks, round_trip=round_trip, notify=_notify
+    )
     _emit(options.fmt, result, report.validation_text, report.checks_json, ok=result.ok)
 
 
@@ -806,6 +821,34 @@ def import_command(
         typer.echo("\n" + report.import_text(imported, result))
     if imported.refused or (result is not None and not result.ok):
         raise typer.Exit(EXIT_PROBLEMS)
+
+
+@db_command(db_app, also=("fmt", *REPLAY_OPTIONS))
+def formalize(
+    options: Shared,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", metavar="SCHEMA", help="Only the objects in this schema (repeatable)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Describe the migration: NNN_formalize_<name>.sql [default: the objects' schema, or orphans].",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the migration and its rollback; write nothing.")
+    ] = False,
+) -> None:
+    """Write the migration (and its rollback) that creates the objects no migration creates
+    (orphaned_schema), checked in a shadow database. The database is only read."""
+    from reconciler.remediation import formalize as formalizing
+
+    result = formalizing.formalize(
+        options.settings(), only=tuple(only or ()), name=name, dry_run=dry_run, notify=_notify
+    )
+    _emit(options.fmt, result, report.formalize_text, report.formalize_json, ok=result.ok)
 
 
 @db_command(db_app, also=("lock_timeout", "fmt"))

@@ -537,6 +537,9 @@ def validation_text(result: Any) -> str:
         lines += [f"  - {w}" for w in result.warnings]
     if not result.errors:
         checked = "files parse, versions are unique" + (", tracking is consistent" if result.checked_database else "")
+        trip = getattr(result, "round_trip", None)
+        if trip is not None and trip.result is not None:
+            checked += f", {trip.result.checked} rollback(s) round-trip in {trip.shadow}"
         lines.append(f"✅ Validation passed: {result.migrations} migration(s); {checked}")
     return "\n".join(lines)
 
@@ -549,7 +552,27 @@ def verification_text(result: Any) -> str:
 
 def checks_json(result: Any) -> str:
     """validate and verify-migrations: their result, and whether it passed."""
-    return to_json({"ok": result.ok, **asdict(result)})
+    data = {"ok": result.ok, **asdict(result)}
+    if "round_trip" in data:  # validate: only with --round-trip, in a shape of its own
+        data.pop("round_trip")
+        if result.round_trip is not None:
+            data["round_trip"] = round_trip_json(result.round_trip)
+    return to_json(data)
+
+
+def round_trip_json(check: Any) -> dict[str, Any]:
+    """validate --round-trip: what was checked where, each rollback problem, where it stopped."""
+    trip = check.result
+    return {
+        "shadow": check.shadow,
+        "unavailable": check.unavailable,
+        "checked": trip.checked if trip is not None else 0,
+        "problems": [asdict(p) for p in trip.problems] if trip is not None else [],
+        "stopped_at": None
+        if trip is None or trip.stopped is None
+        else {"version": trip.stopped.version, "reason": trip.stopped.reason},
+        "warnings": list(check.warnings),
+    }
 
 
 # --- remediation plans, apply, front-ends -------------------------------------------------
@@ -933,6 +956,128 @@ def playbook_show_text(book: Any) -> str:
         for key, value in step.args.items():
             lines.append(f"     {key}: {value}")
     return "\n".join(lines)
+
+
+# --- db formalize -------------------------------------------------------------------------
+
+
+def formalize_text(result: Any) -> str:
+    orphans, generated, new = result.orphans, result.generated, result.migration
+    lines = [f"ℹ️  {orphans.limitation}."] if orphans.limitation else []
+    where = f" in schema {', '.join(result.only)}" if result.only else ""
+    if generated is not None and new is None:
+        lines.append(f"⚠️  Found only orphaned objects{where} poststack does not write; add them by hand:")
+        lines += [f"  {s.kind} {s.identity}: {s.reason}" for s in generated.skipped]
+        lines.append("Nothing written.")
+        return "\n".join(lines)
+    if generated is None or new is None:
+        what = "objects" if orphans.evidence == "replay" else "schemas"
+        scope = "in it" if result.only else "in the database"
+        lines.append(f"✅ No orphaned {what}{where}: a migration creates every one {scope}. Nothing written.")
+        return "\n".join(lines)
+    found = (
+        "the replayed history never makes" if orphans.evidence == "replay" else "are in a schema no migration creates"
+    )
+    lines.append(f"Found {len(generated.objects)} object(s){where} that {found}:")
+    lines += [f"  {kind} {identity}" for kind, identity in generated.objects]
+    if generated.skipped:
+        lines.append("⚠️  Not written (add them by hand if they belong in the migration):")
+        lines += [f"  {s.kind} {s.identity}: {s.reason}" for s in generated.skipped]
+    if result.written:
+        lines.append(f"✅ Wrote {new.path} and {new.rollback_path}")
+    else:
+        lines += [
+            "Dry run: nothing written.",
+            "",
+            f"-- {new.path}",
+            generated.sql.rstrip(),
+            "",
+            f"-- {new.rollback_path}",
+            generated.rollback_sql.rstrip(),
+            "",
+        ]
+    lines += _formalize_check_lines(result)
+    if result.untracked:
+        lines.append(
+            f"⚠️  Migration(s) {brief(list(result.untracked))} are not tracked on this database: settle them first "
+            f"(poststack db diagnose), or tracking {new.version} puts them out of order."
+        )
+    if result.ok:
+        lines += [
+            "",
+            "Next:" if result.written else "Without --dry-run, it would be written; then:",
+            f"  here, where the objects exist already: poststack db recover  (tracks {new.version} without running it)",
+            "  on every other database: poststack db migrate  (creates them)",
+        ]
+    return "\n".join(lines)
+
+
+def _formalize_check_lines(result: Any) -> list[str]:
+    check = result.check
+    after = f"after migration {result.history[-1]}" if result.history else "on an empty database"
+    if check is None or not check.ran:
+        why = f" ({check.reason})" if check is not None and check.reason else ""
+        return [f"⚠️  Not checked in a shadow database{why}: read the migration before you track it."]
+    if check.ok:
+        compared = (
+            "exactly as they are here" if check.definitions else "(names compared; the shadow's PostgreSQL differs)"
+        )
+        return [
+            f"✅ Checked in {check.shadow}: run {after}, it makes these objects {compared}, "
+            "and its rollback removes them."
+        ]
+    lines = [f"❌ Checked in {check.shadow}: run {after}, it does not reproduce them:"]
+    if check.reason:
+        lines.append(f"  {check.reason}")
+    lines += [f"  it {d}" for d in check.differences]
+    lines += [f"  its rollback {d}" for d in check.rollback_differences]
+    lines.append(
+        f"   Edit {result.migration.path.name} (and its rollback) until poststack db diagnose shows migration "
+        f"{result.migration.version} applied but not tracked; then poststack db recover tracks it."
+    )
+    return lines
+
+
+def formalize_json(result: Any) -> str:
+    generated, new, check = result.generated, result.migration, result.check
+    return to_json(
+        {
+            "operation": "formalize",
+            "database": result.database,
+            "dry_run": result.dry_run,
+            "ok": result.ok,
+            "written": result.written,
+            "evidence": result.orphans.evidence,
+            "limitation": result.orphans.limitation,
+            "only": list(result.only),
+            "untracked": list(result.untracked),
+            "objects": [{"kind": k, "identity": i} for k, i in (generated.objects if generated else ())],
+            "skipped": [
+                {"kind": s.kind, "identity": s.identity, "reason": s.reason}
+                for s in (generated.skipped if generated else ())
+            ],
+            "migration": None
+            if new is None or generated is None
+            else {
+                "version": new.version,
+                "path": str(new.path),
+                "rollback_path": str(new.rollback_path),
+                "sql": generated.sql,
+                "rollback_sql": generated.rollback_sql,
+            },
+            "check": None
+            if check is None
+            else {
+                "shadow": check.shadow,
+                "ran": check.ran,
+                "ok": check.ok,
+                "reason": check.reason,
+                "definitions_compared": check.definitions,
+                "differences": list(check.differences),
+                "rollback_differences": list(check.rollback_differences),
+            },
+        }
+    )
 
 
 # --- demo ---------------------------------------------------------------------------------

@@ -137,10 +137,14 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
     retryable = {i.version for i in issues if i.type is IssueType.PARTIAL_MIGRATION and i.auto_fixable and i.version}
     migrating = not wanted or PENDING in wanted
     # Only for choosing playbooks: what recover in the same plan would track counts as tracked.
+    trust_order = bool(request.variables.get("trust_order"))
     tracked_by_recover = frozenset(
         k
         for i in issues
-        if i.type is IssueType.MISSING_TRACKING and i.version and (k := version_key(i.version)) is not None
+        if i.type is IssueType.MISSING_TRACKING
+        and i.version
+        and (trust_order or i.details.get("evidence") != "order")  # order alone: recover --trust-order
+        and (k := version_key(i.version)) is not None
     )
     readiness = _readiness(facts, request, retryable, tracked_by_recover) if migrating else None
     present = {i.type.value for i in issues} | ({PENDING} if readiness and readiness.runnable else set())

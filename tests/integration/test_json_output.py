@@ -49,6 +49,7 @@ SCHEMA_FOR: dict[str, str] = {
     "db clean": "fix-result.schema.json",
     "db unlock-migrations": "fix-result.schema.json",
     "db import": "import-result.schema.json",  # tests/foreign/test_import.py
+    "db formalize": "formalize-result.schema.json",  # tests/integration/test_formalize.py
 }
 
 BAD_MIGRATION = "CREATE TABLE widgets (id int);\nINSERT INTO nosuch VALUES (1);\n"

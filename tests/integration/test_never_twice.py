@@ -60,6 +60,9 @@ def test_recover_then_migrate_never_reruns_a_data_migration(database_url: str, d
     recovered = cli("db", "recover")
     assert recovered.exit_code == 0, recovered.output
     assert "Added tracking for migrations 001, 003" in recovered.stdout
+    # 002 changed only data: only its place between 001 and 003 says it ran, and recover
+    # does not trust that unless told to.
+    assert "Left untracked, shown applied by order only" in recovered.stdout and "002" in recovered.stdout
 
     # 002 changed only data: nothing shows whether it ran, and 003 after it is applied.
     again = cli("db", "migrate")
@@ -70,11 +73,13 @@ def test_recover_then_migrate_never_reruns_a_data_migration(database_url: str, d
     assert applied.exit_code == 1, applied.output  # apply did not converge: it must not say it did
     assert "❌ Nothing was run: pending migration(s) 002 held, not run" in applied.stdout
     assert "migration 002 is held (out_of_order)" in applied.stdout
+    assert "recover --trust-order 002" in applied.stdout
     assert sql(db, "SELECT amount FROM prices") == [(500,)]
     assert sql(db, "SELECT count(*) FROM schema_migrations_audit WHERE action = 'apply_migration'") == [(0,)]
 
-    # The person knows it ran: recover --force tracks it, and the database is up to date.
-    assert cli("db", "recover", "--force").exit_code == 0
+    # The person knows it ran: recover --force 002 (or --trust-order) tracks it, and the
+    # database is up to date.
+    assert cli("db", "recover", "--force", "002").exit_code == 0
     assert cli("db", "migrate").stdout.startswith("✅ Database is up to date")
     assert sql(db, "SELECT amount FROM prices") == [(500,)]
 
@@ -348,9 +353,11 @@ def test_recover_force_tracks_only_what_migrate_holds(database_url: str, db, tmp
     write(directory, "005_fill.sql", "INSERT INTO c VALUES (5);\n")
     assert cli("db", "migrate", "--target", "003").exit_code == 0
     sql(db, LOSE_TRACKING)
-    forced = cli("db", "recover", "--force")
+    # The replay shows 001 and 003 applied by their changes, 002 by its place between them:
+    # --trust-order tracks it too; never 005: 004 has not run.
+    forced = cli("db", "recover", "--trust-order")
     assert forced.exit_code == 0, forced.output
-    assert "Added tracking for migrations 001, 003, 002\n" in forced.stdout  # never 005: 004 has not run
+    assert "Added tracking for migrations 001, 002, 003\n" in forced.stdout
     assert cli("db", "migrate").exit_code == 0
     assert sql(db, "SELECT count(*) FROM c") == [(1,)]
     assert sql(db, "SELECT n FROM a") == [(1,)]

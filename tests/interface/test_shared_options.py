@@ -64,6 +64,7 @@ def test_every_command_is_classified():
         "db clean",
         "db create-schema",
         "db diagnose",
+        "db formalize",
         "db import",
         "db migrate",
         "db migration-info",

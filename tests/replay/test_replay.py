@@ -34,7 +34,7 @@ def replayed(target: Session, directory: Path, cache: ReplayCache | None = None)
 def test_each_migrations_effect_is_what_the_server_says(tmp_path: Path, target: Session) -> None:
     versions = write_history("poststack", tmp_path / "m")
     result = replayed(target, tmp_path / "m")
-    assert result.stopped is None and [v for v, _ in result.states] == versions
+    assert result.stopped is None and list(result.versions) == versions
 
     def effect(index: int) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]]:
         diff = result.effect(versions[index])
@@ -76,7 +76,7 @@ def test_a_migration_that_fails_in_the_shadow_stops_the_replay_there(tmp_path: P
     (directory / "003_b.sql").write_text("CREATE TABLE b (id int);\n")
     (directory / "004_idx.sql").write_text("CREATE INDEX CONCURRENTLY b_id ON b (id);\n")
     result = replayed(target, directory)
-    assert [v for v, _ in result.states] == ["001"]
+    assert result.versions == ("001",)
     assert result.stopped is not None and result.stopped.version == "002"
     assert "002_ext.sql:2: " in result.stopped.reason and "no_such_ext" in result.stopped.reason
 
@@ -109,13 +109,14 @@ def test_an_unchanged_history_is_not_replayed_again_and_an_edit_replays_what_fol
         raise AssertionError("a warm replay opens no shadow")
 
     warm = replay(no_shadow, load_migrations(tmp_path / "m").migrations, DEFAULT_TRACKING, cache)
-    assert warm.from_cache and warm.states == cold.states and warm.start == cold.start
+    assert warm.from_cache and warm.steps == cold.steps and warm.start == cold.start
 
     # An edit to the second migration: the state before it stays valid, the rest are new.
     edited = tmp_path / "m" / f"{versions[1]}_add_email.sql"
     edited.write_text(edited.read_text().replace("email text", "email varchar(200)"))
     after = replayed(target, tmp_path / "m", cache)
-    assert not after.from_cache and after.stopped is None and after.states[:1] == cold.states[:1]
+    assert not after.from_cache and after.stopped is None and after.steps[:1] == cold.steps[:1]
+    assert after.reused == 2  # the start, and what the first migration changed
     assert after.final.objects[("column", "public.users.email")] == "character varying(200)"
     assert len(sorted((tmp_path / ".poststack" / "replay").rglob("*.json"))) == len(files) + len(versions) - 1
 
@@ -123,4 +124,4 @@ def test_an_unchanged_history_is_not_replayed_again_and_an_edit_replays_what_fol
     for path in (tmp_path / ".poststack" / "replay").rglob("*.json"):
         path.write_text("{not json")
     again = replayed(target, tmp_path / "m", cache)
-    assert not again.from_cache and again.states == after.states
+    assert not again.from_cache and again.steps == after.steps and again.reused == 0

@@ -19,8 +19,10 @@ from reconciler.desired.replay.shadow import (
     drop_leftovers,
     is_dead,
     parse_comment,
+    parse_name,
     scratch_shadow,
     shadow_comment,
+    shadow_name,
 )
 from reconciler.statements import quote_ident
 
@@ -44,8 +46,8 @@ def test_a_scratch_shadow_is_empty_beside_the_target_and_dropped_after(target: S
             cur.execute("SELECT current_database(), count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")
             assert cur.fetchone() == (shadow.database, 0)
         conn.close()  # the drop needs no connection to be gone: WITH (FORCE), but be polite
-        leftover = parse_comment(shadow.database, shadow_comment())
-        assert leftover is not None and leftover.pid == os.getpid()
+        leftover = parse_name(shadow.database)
+        assert leftover is not None and leftover.pid == os.getpid() and not is_dead(leftover)
     assert shadow.database not in databases(target)
 
 
@@ -91,3 +93,18 @@ def test_whose_leftover_is_dead() -> None:
     assert is_dead(Leftover("x", "another-host", 1234, now - timedelta(days=2)), now)
     assert parse_comment("mydb", "poststack shadow of h:1 at 2026-01-01T00:00:00+00:00") is None  # not ours by name
     assert parse_comment(f"{SHADOW_PREFIX}x", "some comment") is None
+
+
+def test_a_shadow_killed_before_its_comment_is_dropped_by_its_name(target: Session) -> None:
+    # SIGKILL between CREATE DATABASE and COMMENT ON DATABASE: the name alone says whose it was.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    name = shadow_name().replace(f"_{os.getpid()}_", f"_{int(gone.stdout)}_")
+    target.query(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0")
+    try:
+        leftover = parse_name(name)
+        assert leftover is not None and is_dead(leftover)
+        assert name in drop_leftovers(target)
+    finally:
+        target.query(f"DROP DATABASE IF EXISTS {quote_ident(name)}")
+    assert name not in databases(target)
+    assert len(shadow_name()) <= 63  # PostgreSQL's limit: never cut short

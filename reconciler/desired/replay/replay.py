@@ -2,14 +2,16 @@
 each: PostgreSQL's own account of what every migration does, computed in a throwaway place.
 
 Each migration runs as it would for real: in a transaction unless it must not be, its
-session reset afterwards (RESET ALL, RESET ROLE), as the executor resets it between steps.
+session reset afterwards (RESET ALL, RESET ROLE), as the executor resets it between steps,
+and with the search_path the target gives migrations (its database's or role's default),
+so that unqualified names land where they landed there.
 A migration that fails in the shadow (a missing extension or role, a statement that needs
 data) stops the replay there; the report says where and why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -19,11 +21,17 @@ from reconciler.config import TrackingLocation
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import ReplayCache
-from reconciler.desired.replay.snapshot import Snapshot, SnapshotDiff, read_snapshot
+from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotDiff, SnapshotReader, changes_between
 from reconciler.errors import MigrationFileError
 from reconciler.statements import Statement
 
-RESET = Statement("RESET ALL; RESET ROLE", None)
+RESET = "RESET ALL; RESET ROLE"
+
+
+def reset_statement(search_path: str | None) -> Statement:
+    if search_path is None:
+        return Statement(RESET, None)
+    return Statement(f"{RESET}; SELECT set_config('search_path', %(path)s, false)", {"path": search_path})
 
 
 @dataclass(frozen=True)
@@ -34,23 +42,51 @@ class ReplayStop:
 
 @dataclass(frozen=True)
 class Replay:
+    """The start and what each migration changed: a history of thousands of migrations over
+    thousands of objects is kept as it grew, not as thousands of whole catalogs."""
+
     start: Snapshot  # the shadow before the first migration
-    states: tuple[tuple[str, Snapshot], ...]  # (version, the state after it), in order
+    steps: tuple[tuple[str, Changes], ...]  # (version, what it changed), in order
     stopped: ReplayStop | None = None  # the migration the replay could not run, if any
     from_cache: bool = False  # every state came from the cache: nothing was replayed
+    reused: int = 0  # states read from the cache (the start counts): the rest were replayed
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        return tuple(version for version, _ in self.steps)
+
+    def states(self) -> Iterator[tuple[str, Snapshot]]:
+        """(version, the state after it), one at a time, rebuilt from the changes."""
+        current = dict(self.start.objects)
+        for version, changes in self.steps:
+            _apply(current, changes)
+            yield version, Snapshot(dict(current))
 
     def effect(self, version: str) -> SnapshotDiff | None:
         """What ``version`` changed, as the server saw it; None if it was not replayed."""
-        previous = self.start
-        for replayed, state in self.states:
+        current = dict(self.start.objects)
+        for replayed, changes in self.steps:
             if replayed == version:
-                return previous.diff(state)
-            previous = state
+                before = {k: current[k] for k, _ in changes if k in current}
+                after = {k: v for k, v in changes if v is not None}
+                return Snapshot(before).diff(Snapshot(after))
+            _apply(current, changes)
         return None
 
     @property
     def final(self) -> Snapshot:
-        return self.states[-1][1] if self.states else self.start
+        current = dict(self.start.objects)
+        for _, changes in self.steps:
+            _apply(current, changes)
+        return Snapshot(current)
+
+
+def _apply(current: dict[Key, str], changes: Changes) -> None:
+    for key, value in changes:
+        if value is None:
+            current.pop(key, None)
+        else:
+            current[key] = value
 
 
 def replay(
@@ -58,47 +94,76 @@ def replay(
     migrations: Sequence[Migration],
     location: TrackingLocation,
     cache: ReplayCache | None = None,
+    search_path: str | None = None,
 ) -> Replay:
     """Run ``migrations`` in order in a shadow (an empty database ``open_shadow`` provides),
-    a snapshot after each. With a ``cache``, states already known are read from it, and the
-    shadow is not opened at all when every one is; the prefix before the first unknown state
-    is run without reading the catalog."""
-    keys = cache.keys(list(migrations)) if cache is not None else None
-    known = _cached(cache, keys) if cache is not None and keys is not None else []
-    if keys is not None and len(known) == len(keys):
-        states = tuple((m.version, s) for m, s in zip(migrations, known[1:], strict=True))
-        return Replay(known[0], states, from_cache=True)
+    the catalog read after each. With a ``cache``, what is known is read from it, and the
+    shadow is not opened at all when everything is; the prefix known is run without reading
+    the catalog. ``search_path``: the one the target gives migrations."""
+    keys = cache.keys(list(migrations), search_path or "") if cache is not None else None
+    start = cache.load_start(keys[0]) if cache is not None and keys is not None else None
+    known: list[Changes] = []
+    if cache is not None and keys is not None and start is not None:
+        for key in keys[1:]:
+            changes = cache.load_changes(key)
+            if changes is None:
+                break
+            known.append(changes)
+    versions = [m.version for m in migrations]
+    if start is not None and len(known) == len(migrations):
+        return Replay(start, tuple(zip(versions, known, strict=True)), from_cache=True, reused=len(known) + 1)
+    reused = len(known) + 1 if start is not None else 0
+    reset = reset_statement(search_path)
     with open_shadow() as shadow:
-        start = known[0] if known else read_snapshot(shadow, location)
-        if cache is not None and keys is not None and not known:
-            cache.save(keys[0], start)
-        states: list[tuple[str, Snapshot]] = []
+        shadow.run(reset)
+        reader = SnapshotReader(shadow, location)
+        if start is None:
+            start = reader.read()
+            if cache is not None and keys is not None:
+                cache.save_start(keys[0], start)
+        current = dict(start.objects)
+        steps: list[tuple[str, Changes]] = []
         for index, migration in enumerate(migrations, start=1):
-            stop = _run(shadow, migration)
+            stop = _run_batched(shadow, migration, reset)
             if stop is not None:
-                return Replay(start, tuple(states), stop)
-            if index < len(known):
-                state = known[index]  # known: the catalog is not read again
+                return Replay(start, tuple(steps), stop, reused=min(reused, index))
+            if index <= len(known):
+                changes = known[index - 1]  # known: the catalog is not read again
+                _apply(current, changes)
             else:
-                state = read_snapshot(shadow, location)
+                state = reader.read().objects
+                changes = changes_between(current, state)
+                current = dict(state)
                 if cache is not None and keys is not None:
-                    cache.save(keys[index], state)
-            states.append((migration.version, state))
-    return Replay(start, tuple(states))
+                    cache.save_changes(keys[index], changes)
+            steps.append((migration.version, changes))
+    return Replay(start, tuple(steps), reused=reused)
 
 
-def _cached(cache: ReplayCache, keys: list[str]) -> list[Snapshot]:
-    """The states the cache holds, from the start, up to the first it lacks."""
-    known = []
-    for key in keys:
-        state = cache.load(key)
-        if state is None:
-            break
-        known.append(state)
-    return known
+def _run_batched(shadow: Session, migration: Migration, reset: Statement) -> ReplayStop | None:
+    """A migration that runs in a transaction, sent whole in one round trip with its reset
+    (a long history is mostly round trips). Where it fails, it is run again statement by
+    statement, rolled back, to say on which line."""
+    try:
+        script = migration.file.script
+    except MigrationFileError:
+        return run_migration(shadow, migration, reset)
+    if not script.transactional or not script.statements:
+        return run_migration(shadow, migration, reset)
+    with shadow.conn.cursor() as cur:
+        reset_sql = cur.mogrify(reset.sql, reset.params).decode() if reset.params else reset.sql
+    # Each ";" on a line of its own: a statement may end in a -- comment.
+    body = "\n;\n".join(statement.sql for statement in script.statements)
+    try:
+        shadow.query(f"BEGIN;\n{body}\n;\nCOMMIT;\n{reset_sql}")
+    except psycopg2.Error:
+        shadow.rollback()
+        shadow.run(reset)
+        return run_migration(shadow, migration, reset)  # None: it ran after all, one by one
+    return None
 
 
-def _run(shadow: Session, migration: Migration) -> ReplayStop | None:
+def run_migration(shadow: Session, migration: Migration, reset: Statement) -> ReplayStop | None:
     try:
         script = migration.file.script
     except MigrationFileError as e:
@@ -119,5 +184,5 @@ def _run(shadow: Session, migration: Migration) -> ReplayStop | None:
     finally:
         if not shadow.conn.closed:
             shadow.rollback()  # a file that left its own BEGIN open
-            shadow.run(RESET)
+            shadow.run(reset)
     return None

@@ -3,13 +3,15 @@
 Only CREATE DATABASE and DROP DATABASE go to the target's server, over a connection of their
 own; they act on the server, not inside the target database, where nothing but read-only catalog queries run.
 The scratch database is dropped when the run ends, by an exception or Ctrl-C too. One left by
-a run that was killed (SIGKILL, a lost machine) is dropped by the next run: its comment names
-the host and process that made it, and when.
+a run that was killed (SIGKILL, a lost machine) is dropped by the next run: its name says
+which host and process made it, and when (a run killed between CREATE DATABASE and COMMENT
+leaves no comment: the name is made in the same statement), and so does its comment, for people.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import uuid
@@ -52,6 +54,28 @@ def shadow_comment(now: datetime | None = None) -> str:
     return f"{_MARK}{socket.gethostname()}:{os.getpid()} at {made}"
 
 
+def host_tag(hostname: str | None = None) -> str:
+    """This host, in eight characters that fit a database name."""
+    return hashlib.sha256((hostname or socket.gethostname()).encode()).hexdigest()[:8]
+
+
+def shadow_name(now: datetime | None = None) -> str:
+    """poststack_shadow_<host>_<pid>_<unix time>_<random>: whose it is, in the name itself."""
+    made = int((now or datetime.now(UTC)).timestamp())
+    return f"{SHADOW_PREFIX}{host_tag()}_{os.getpid()}_{made}_{uuid.uuid4().hex[:6]}"
+
+
+def parse_name(database: str) -> Leftover | None:
+    parts = database.removeprefix(SHADOW_PREFIX).split("_") if database.startswith(SHADOW_PREFIX) else []
+    if len(parts) != 4:
+        return None
+    tag, pid, made, _ = parts
+    try:
+        return Leftover(database, tag, int(pid), datetime.fromtimestamp(int(made), UTC))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def parse_comment(database: str, comment: str | None) -> Leftover | None:
     """The maker of a scratch database, from its comment; None for anything else."""
     if not database.startswith(SHADOW_PREFIX) or not comment or not comment.startswith(_MARK):
@@ -68,7 +92,7 @@ def is_dead(leftover: Leftover, now: datetime | None = None) -> bool:
     """Made by a run that is gone: on this host, its process is; elsewhere, it is a day old."""
 
     now = now or datetime.now(UTC)
-    if leftover.host == socket.gethostname():
+    if leftover.host in (socket.gethostname(), host_tag()):
         age = (now - leftover.made_at).total_seconds()
         return process_alive(leftover.pid, age) is False
     return now - leftover.made_at > FOREIGN_LEFTOVER_AGE
@@ -82,7 +106,7 @@ def drop_leftovers(session: Session) -> tuple[str, ...]:
     )
     dropped = []
     for name, comment in rows:
-        leftover = parse_comment(name, comment)
+        leftover = parse_name(name) or parse_comment(name, comment)
         if leftover is not None and is_dead(leftover):
             _drop(session, name)
             dropped.append(name)
@@ -98,10 +122,13 @@ def can_create_databases(session: Session) -> bool:
 def scratch_shadow(session: Session) -> Iterator[Shadow]:
     """A new, empty scratch database on ``session``'s server, dropped when the block ends."""
     drop_leftovers(session)
-    name = f"{SHADOW_PREFIX}{uuid.uuid4().hex[:12]}"
+    name = shadow_name()
     session.query(f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0")
     try:
         session.query(f"COMMENT ON DATABASE {quote_ident(name)} IS %s", (shadow_comment(),))
+        # Throwaway: a commit need not wait for its WAL to reach the disk (a crash loses nothing
+        # anyone needs). Replay commits once a migration, as the real run does.
+        session.query(f"ALTER DATABASE {quote_ident(name)} SET synchronous_commit = off")
         version = session.server_info().version_num
         url = psycopg2.extensions.make_dsn(dsn.libpq_url(session.url), dbname=name)
         yield Shadow(url, name, version)

@@ -88,6 +88,17 @@ _PARTS = (
 SNAPSHOT_QUERY = "\nUNION ALL\n".join(f"({part})" for part in _PARTS)
 
 
+Key = tuple[str, str]  # (kind, identity)
+# What one migration changed: each object it touched and the definition it left (None: gone).
+Changes = tuple[tuple[Key, str | None], ...]
+
+
+def changes_between(before: Mapping[Key, str], after: Mapping[Key, str]) -> Changes:
+    changed = [(k, v) for k, v in after.items() if before.get(k) != v]
+    changed += [(k, None) for k in before if k not in after]
+    return tuple(sorted(changed, key=lambda change: change[0]))
+
+
 @dataclass(frozen=True, order=True)
 class CatalogObject:
     kind: str
@@ -138,8 +149,48 @@ def read_snapshot(session: Any, location: TrackingLocation) -> Snapshot:
     with session.snapshot():
         # Definitions name objects as the search_path shows them: with only pg_catalog on it,
         # every name is qualified, so a shadow and production print the same text.
-        (previous,) = session.query_one("SELECT current_setting('search_path')") or ("",)
-        session.query("SELECT set_config('search_path', 'pg_catalog', true)")
+        (previous, _) = session.query_one(
+            "SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', true)"
+        ) or ("", None)
         rows = session.query(SNAPSHOT_QUERY, {"own_schema": location.schema, "own_tables": list(location.tables)})
         session.query("SELECT set_config('search_path', %s, true)", (previous,))
     return Snapshot.of(rows)
+
+
+class SnapshotReader:
+    """Reads a shadow's catalog again and again, one round trip each: the query lives in a
+    temporary function that sets its own search_path (so definitions print qualified, and
+    the session's is left alone) and keeps its plan between calls. A migration that ran
+    DISCARD took the function with it: it is made again."""
+
+    _FUNCTION = "pg_temp.poststack_snapshot"
+
+    def __init__(self, session: Any, location: TrackingLocation) -> None:
+        self.session = session
+        self.location = location
+        self._made = False
+
+    def _make(self) -> None:
+        body = SNAPSHOT_QUERY.replace("%(own_schema)s", "p_own_schema").replace("%(own_tables)s", "p_own_tables")
+        body = body.replace("%%", "%")
+        self.session.query(
+            f"CREATE OR REPLACE FUNCTION {self._FUNCTION}(p_own_schema text, p_own_tables text[]) "
+            "RETURNS TABLE (o_kind text, o_identity text, o_definition text) LANGUAGE plpgsql "
+            "SET search_path = pg_catalog AS $poststack$ BEGIN RETURN QUERY "
+            f"SELECT q.k::text, q.i::text, q.d::text FROM ({body}) AS q(k, i, d); END $poststack$"
+        )
+        self._made = True
+
+    def read(self) -> Snapshot:
+        import psycopg2.errors
+
+        if not self._made:
+            self._make()
+        query = f"SELECT * FROM {self._FUNCTION}(%s, %s)"
+        params = (self.location.schema, list(self.location.tables))
+        try:
+            rows = self.session.query(query, params)
+        except (psycopg2.errors.UndefinedFunction, psycopg2.errors.InvalidSchemaName):
+            self._make()
+            rows = self.session.query(query, params)
+        return Snapshot.of(rows)

@@ -3,15 +3,16 @@
 The shadow is, in this order: the server a shadow URL names (``--shadow-url``,
 POSTSTACK_SHADOW_DATABASE_URL, ``shadow_database_url`` in the project file); a scratch
 database beside the target, when its role may create one; the embedded server, with a
-warning when its major version differs from the target's. A shadow that cannot be had, or
-a replay that cannot run, leaves diagnosis to the parsed evidence, and says why.
+warning when its major version differs from the target's. A named shadow that cannot be
+reached is an error; otherwise a shadow that cannot be had, or a replay that cannot run,
+leaves diagnosis to the parsed evidence, and says why. A named database is never replayed
+into: only a scratch database made beside it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,7 @@ from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import ReplayCache
 from reconciler.desired.replay.replay import Replay, replay
 from reconciler.desired.replay.shadow import can_create_databases, scratch_session
-from reconciler.desired.replay.snapshot import read_snapshot
-from reconciler.errors import PoststackError
+from reconciler.errors import DatabaseUnavailable, PoststackError
 
 Opener = Callable[[], AbstractContextManager[Session]]
 
@@ -77,8 +77,9 @@ class ReplayOutcome:
         return {
             "used": result is not None,
             "shadow": self.shadow,
-            "replayed": len(result.states) if result is not None else 0,
+            "replayed": len(result.steps) if result is not None else 0,
             "from_cache": bool(result and result.from_cache),
+            "reused_states": result.reused if result is not None else 0,
             "stopped_at": None
             if result is None or result.stopped is None
             else {"version": result.stopped.version, "reason": result.stopped.reason},
@@ -96,11 +97,17 @@ def replay_history(
     try:
         shadow, opener, major, warnings = _choose(target, settings)
         same = major == target.server_info().major
+    except DatabaseUnavailable as e:
+        if settings.url is not None:
+            raise  # the shadow the person named cannot be reached: say so, exit 3
+        return ReplayOutcome(None, "none", f"no shadow database could be had: {e.summary}")
     except (psycopg2.Error, PoststackError) as e:
         return ReplayOutcome(None, "none", f"no shadow database could be had: {_why(e)}")
     cache = ReplayCache(settings.cache_dir, major) if settings.cache_dir is not None else None
     try:
-        result = replay(opener, migrations, location, cache)
+        # Migrations run with the target's default search_path (its database's or role's).
+        (search_path,) = target.query_one("SELECT current_setting('search_path')") or (None,)
+        result = replay(opener, migrations, location, cache, search_path)
     except (psycopg2.Error, PoststackError) as e:
         return ReplayOutcome(None, shadow, f"the replay in {shadow} failed: {_why(e)}", warnings, same)
     return ReplayOutcome(result, shadow, None, warnings, same)
@@ -114,22 +121,40 @@ def _why(error: Exception) -> str:
     return str(error)
 
 
+def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opener, int, tuple[str, ...]]:
+    """Where a history is run for ``target``, chosen as a replay chooses it: (where, how to
+    open it, its server's major version, warnings). Raises psycopg2.Error or PoststackError
+    when no shadow can be had."""
+    return _choose(target, settings)
+
+
 def _choose(target: Session, settings: ShadowSettings) -> tuple[str, Opener, int, tuple[str, ...]]:
     """(where, how to open it, its server's major version, warnings)."""
     target_major = target.server_info().major
     if settings.url is not None:
-        probe = Session(open_raw(settings.url), settings.url)
+        try:
+            probe = Session(open_raw(settings.url), settings.url)
+        except (psycopg2.Error, DatabaseUnavailable) as e:
+            # Named on purpose: not a reason to judge on less evidence without a word.
+            why = e.summary if isinstance(e, DatabaseUnavailable) else server_error_text(e)
+            raise DatabaseUnavailable(
+                f"the shadow database: {why}",
+                "Fix --shadow-url (or POSTSTACK_SHADOW_DATABASE_URL, shadow_database_url), or leave it out to "
+                "replay beside the target.",
+            ) from e
         try:
             major = probe.server_info().major
             creates = can_create_databases(probe)
         finally:
             probe.close()
         where = f"the shadow server {masked_url(settings.url)}"
+        if not creates:
+            # The named database itself is never used: emptying it afterwards could take what is
+            # in it (it may even be the target).
+            raise PoststackError(f"the role of {where} may not create databases (CREATEDB), where the replay runs")
+        url = settings.url
         warnings = _version_warning(where, major, target_major)
-        if creates:
-            url = settings.url
-            return f"a scratch database on {where}", lambda: scratch_session(url), major, warnings
-        return f"the shadow database {masked_url(settings.url)}", lambda: _emptied(settings.url or ""), major, warnings
+        return f"a scratch database on {where}", lambda: scratch_session(url), major, warnings
     if can_create_databases(target):
         url = target.url
         return "a scratch database on the target's server", lambda: scratch_session(url), target_major, ()
@@ -160,24 +185,3 @@ def _version_warning(where: str, major: int, target_major: int) -> tuple[str, ..
         f"{where} runs PostgreSQL {major}, the target {target_major}: definitions may print differently, "
         "so fewer migrations may be recognized",
     )
-
-
-@contextmanager
-def _emptied(url: str) -> Iterator[Session]:
-    """A configured shadow database the role may not create databases beside: used as it is,
-    if it holds nothing, and emptied of what the replay made afterwards."""
-    session = Session(open_raw(url), url)
-    try:
-        objects = read_snapshot(session, TrackingLocation()).objects
-        if any(kind != "schema" or identity != "public" for kind, identity in objects):
-            raise PoststackError(
-                f"the shadow database {masked_url(url)} is not empty, and its role may not create a scratch "
-                "database beside it"
-            )
-        yield session
-    finally:
-        with contextlib.suppress(psycopg2.Error):
-            session.rollback()
-            session.query("DROP OWNED BY CURRENT_USER")
-            session.query("CREATE SCHEMA IF NOT EXISTS public")
-        session.close()

@@ -64,7 +64,16 @@ class Facts:
             return {}
         # An empty migration changes nothing: whether it ran does not matter (migrate runs it).
         untracked = [m.version for m in self.unapplied if not m.file.empty]
-        return attribute_by_replay(outcome.replay, live.objects, self.tracked_versions, untracked)
+        effects = self.desired.history.effects
+        changes_data = frozenset(v for v in untracked if (e := effects.get(v)) is not None and e.may_change_rows)
+        return attribute_by_replay(
+            outcome.replay, live.objects, self.tracked_versions, untracked, self._proves_nothing, changes_data
+        )
+
+    @property
+    def _proves_nothing(self) -> frozenset[tuple[str, str]]:
+        # The tracking schema: poststack makes it (create-schema), whoever else does.
+        return frozenset({("schema", self.observed.tracking.schema)})
 
     @cached_property
     def replayed_versions(self) -> frozenset[str]:
@@ -73,7 +82,9 @@ class Facts:
         outcome = self.desired.replay
         if outcome is None or outcome.replay is None or self.observed.live is None or not outcome.same_major:
             return frozenset()
-        return frozenset(v for v, _ in outcome.replay.states)
+        if outcome.replay.stopped is not None:
+            return frozenset()  # what the migrations past the stop did is unknown: names only
+        return frozenset(outcome.replay.versions)
 
     @cached_property
     def drift(self) -> dict[str, tuple[ReplayedObject, ...]]:
@@ -83,7 +94,9 @@ class Facts:
             return {}
         shown = {v for v, a in self.attributions.items() if a.verdict is Verdict.APPLIED}
         applied = self.tracked_versions | shown
-        return drift_by_replay(outcome.replay, live.objects, applied, sorted(self.tracked_versions))
+        return drift_by_replay(
+            outcome.replay, live.objects, applied, sorted(self.tracked_versions), self._proves_nothing
+        )
 
     @cached_property
     def attributions(self) -> dict[str, Attribution]:

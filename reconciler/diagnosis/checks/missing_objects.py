@@ -51,11 +51,9 @@ def _replayed_drift(version: str, description: str, off: tuple[ReplayedObject, .
         said.append(f"{len(changed)}{who} {'differs' if len(changed) == 1 else 'differ'} from what it made")
     details: dict[str, object] = {"description": description, "evidence": "replay"}
     if missing:
-        details["objects_missing"] = [o.display() for o in missing]
+        details["objects_missing"] = [o.name for o in missing]
     if changed:
-        details["objects_changed"] = [
-            {"object": o.display(), "expected": o.expected, "found": o.found} for o in changed
-        ]
+        details["objects_changed"] = [{"object": o.name, "expected": o.expected, "found": o.found} for o in changed]
     return Issue(
         IssueType.MISSING_OBJECTS,
         f"Migration {version} is tracked as applied but " + " and ".join(said),

@@ -33,7 +33,7 @@ def missing_tracking(facts: Facts) -> list[Issue]:
         }
         effects = facts.desired.history.effects.get(migration.version)
         unchecked = [f"line {u.line}: {u.reason}" for u in (effects.unattributed if effects else ())]
-        if unchecked and found.basis == "catalog":
+        if unchecked and found.basis in ("catalog", "replay"):
             # The catalog shows what it built, not whether its data changes ran with it.
             details["unchecked_statements"] = unchecked
         if failed is not None:
@@ -48,7 +48,7 @@ def missing_tracking(facts: Facts) -> list[Issue]:
                     migration.version,
                     details,
                     suggested_fix="If it ran, poststack db recover --trust-order tracks it; if it did not, "
-                    "poststack db migrate --allow-undetermined runs it",
+                    "poststack db migrate --allow-out-of-order runs it",
                     shown=("evidence",),
                 )
             )

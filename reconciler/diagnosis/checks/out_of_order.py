@@ -4,9 +4,11 @@ one applied by hand whose tracking was lost). migrate refuses it without
 
 from __future__ import annotations
 
+from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks.base import Facts, check
 from reconciler.diagnosis.issues import Issue, IssueType
 from reconciler.diagnosis.pending import HoldKind
+from reconciler.diagnosis.replayed import ORDER
 
 
 @check(IssueType.OUT_OF_ORDER)
@@ -21,5 +23,11 @@ def out_of_order(facts: Facts) -> list[Issue]:
             suggested_fix=hold.remedy,
         )
         for hold in facts.readiness.holds
-        if hold.kind is HoldKind.OUT_OF_ORDER
+        if hold.kind is HoldKind.OUT_OF_ORDER and not _by_order(facts, hold.version)
     ]
+
+
+def _by_order(facts: Facts, version: str) -> bool:
+    """Shown applied by its place alone: missing_tracking reports it, with that basis."""
+    found = facts.attributions.get(version)
+    return found is not None and found.verdict is Verdict.APPLIED and found.basis == ORDER
