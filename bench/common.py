@@ -82,3 +82,20 @@ def median(values: list[float]) -> float:
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+
+
+def run_psql_script(psql_bin: str, url: str, script: Path) -> float:
+    """Seconds psql takes to run ``script`` as one whole process (the floor benchmarks compare to)."""
+    from reconciler.dsn import libpq_env
+
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [psql_bin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)],
+        capture_output=True,
+        text=True,
+        env=libpq_env(url),
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"psql failed: {proc.stderr}")
+    return elapsed

@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import fresh_database, machine, median, poststack_argv, server_url
+from bench.common import fresh_database, machine, median, poststack_argv, run_psql_script, server_url
 
 NO_TRANSACTION = "-- poststack:no-transaction"
 COLD_TARGET = 2.0  # × psql
@@ -514,19 +514,7 @@ def psql_script(history: list[tuple[Path, Migration]], out: Path) -> Path:
 
 
 def apply_with_psql(url: str, script: Path) -> float:
-    from reconciler.dsn import libpq_env
-
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [psql_bin(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)],
-        capture_output=True,
-        text=True,
-        env=libpq_env(url),
-    )
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"psql failed: {proc.stderr}")
-    return elapsed
+    return run_psql_script(psql_bin(), url, script)
 
 
 def diagnose(url: str, directory: Path, profile: Path | None = None) -> tuple[float, dict]:

@@ -28,7 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import fresh_database, machine, median, poststack_argv, server_url
+from bench.common import fresh_database, machine, median, poststack_argv, run_psql_script, server_url
 from bench.common import write_history as history
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,20 +78,7 @@ def psql_script(paths: list[Path], out: Path, bookkeeping: bool = False) -> Path
     return out
 
 
-def psql(psql_bin: str, url: str, script: Path) -> float:
-    from reconciler.dsn import libpq_env
-
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [psql_bin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)],
-        capture_output=True,
-        text=True,
-        env=libpq_env(url),
-    )
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"psql failed: {proc.stderr}")
-    return elapsed
+psql = run_psql_script  # the floor: psql running the same history
 
 
 def main() -> None:

@@ -9,19 +9,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2
-
 from reconciler.config import Settings
-from reconciler.db import Session, connect, server_error_text
+from reconciler.db import connect
 from reconciler.desired.files import Migration
-from reconciler.desired.replay.roundtrip import RoundTrip, round_trip_history
-from reconciler.desired.replay.source import ShadowSettings, choose_shadow, shadow_for
+from reconciler.desired.replay.source import RoundTripCheck, ShadowSettings, round_trip_in_shadow, shadow_for
 from reconciler.desired.versions import version_key
 from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, IssueType, Severity
 from reconciler.diagnosis.pending import own_table_risks
-from reconciler.errors import MigrationFileError, PoststackError
+from reconciler.errors import MigrationFileError
 from reconciler.observed.state import DesiredState, ObservedState, read_desired, read_state
 
 
@@ -106,16 +103,6 @@ def diagnose(
 
 
 @dataclass(frozen=True)
-class RoundTripCheck:
-    """validate --round-trip: every rollback run after its migration in a shadow."""
-
-    shadow: str  # where it ran (or would have)
-    result: RoundTrip | None  # None: it could not run (``unavailable`` says why)
-    unavailable: str | None = None
-    warnings: tuple[str, ...] = ()  # about the shadow: another major version, the embedded server
-
-
-@dataclass(frozen=True)
 class Validation:
     migrations: int
     errors: tuple[str, ...]
@@ -172,7 +159,8 @@ def validate(settings: Settings, *, check_rollbacks: bool, round_trip: bool = Fa
             session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
         )
         if round_trip:
-            checked_round_trip = _round_trip(session, settings, desired.migrations.migrations)
+            shadow = ShadowSettings(settings.shadow_url, None, settings.embedded_data_dir)
+            checked_round_trip = round_trip_in_shadow(session, desired.migrations.migrations, settings.tracking, shadow)
     facts = Facts(desired, observed)
     # Read with this database's search_path. What already ran (tracked, or shown applied
     # for recover to track) never runs again, so only the rest can break poststack's tables.
@@ -185,27 +173,6 @@ def validate(settings: Settings, *, check_rollbacks: bool, round_trip: bool = Fa
         errors += _round_trip_errors(checked_round_trip)
         warnings += [f"Round-trip checking: {w}" for w in checked_round_trip.warnings]
     return Validation(count, tuple(errors), tuple(warnings), True, missing, checked_round_trip)
-
-
-def _round_trip(target: Session, settings: Settings, migrations: tuple[Migration, ...]) -> RoundTripCheck:
-    """The history walked in a shadow chosen as replay chooses one, each rollback tried on the
-    way. Only catalog reads reach the target; the shadow is a database of its own."""
-    shadow = ShadowSettings(settings.shadow_url, None, settings.embedded_data_dir)
-    try:
-        where, opener, _major, warnings = choose_shadow(target, shadow)
-    except (psycopg2.Error, PoststackError) as e:
-        return RoundTripCheck("none", None, f"no shadow database could be had: {_why(e)}")
-    try:
-        # Migrations run with the target's default search_path, as replay runs them.
-        (search_path,) = target.query_one("SELECT current_setting('search_path')") or (None,)
-        result = round_trip_history(opener, migrations, settings.tracking, search_path)
-        return RoundTripCheck(where, result, None, warnings)
-    except (psycopg2.Error, PoststackError) as e:
-        return RoundTripCheck(where, None, f"it failed in {where}: {_why(e)}", warnings)
-
-
-def _why(error: Exception) -> str:
-    return server_error_text(error) if isinstance(error, psycopg2.Error) else getattr(error, "summary", str(error))
 
 
 def _round_trip_errors(check: RoundTripCheck) -> list[str]:

@@ -20,6 +20,7 @@ from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import ALWAYS_PRESENT, History
 from reconciler.desired.versions import VersionKey, version_key
 from reconciler.diagnosis.attribution import Attribution, Verdict
+from reconciler.diagnosis.replayed import ORDER
 from reconciler.errors import MigrationFileError, PoststackError
 from reconciler.observed.catalog import CatalogSnapshot
 from reconciler.observed.tracking import FAILED_ATTEMPT, AuditedApplication, ObservedTracking, TrackingRow
@@ -314,16 +315,17 @@ def _hold(
                 "it (poststack db recover).",
             )
         return None  # the person looked, and made the file tolerate what the attempt left
-    if verdict is Verdict.APPLIED and found is not None and found.basis == "order":
-        if allow.out_of_order:
-            return None  # the person says it did not run: it runs now, after later ones
+    if verdict is Verdict.APPLIED and found is not None and found.basis == ORDER:
+        # Not released by --allow-out-of-order: that is the advice for a migration skipped on
+        # purpose, and this one probably ran. Running it again is a decision of its own.
+        if allow.undetermined:
+            return None
         return Hold(
             version,
-            HoldKind.OUT_OF_ORDER,
+            HoldKind.UNDETERMINED,
             f"Migration {version} is pending but probably ran already: {found.reason.removesuffix(' (by order only)')}",
-            f"If it ran, track it without running it: poststack db recover --trust-order {version}; to run it "
-            "now, out of order: poststack db migrate --allow-out-of-order.",
-            _version_of(newest, tracking, attributions) if newest is not None else None,
+            f"If it ran, track it without running it: poststack db recover --trust-order {version}; if it did "
+            "not, run it: poststack apply --allow-undetermined.",
         )
     if verdict is Verdict.APPLIED and found is not None:
         basis = found.reason if found.basis == "catalog" else found.reason or found.basis

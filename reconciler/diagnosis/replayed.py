@@ -77,6 +77,32 @@ def _where_they_differ(expected: str, found: str, limit: int = 100) -> tuple[str
     return cut(a), cut(b)
 
 
+# An object's name as the parsed SQL and the catalog both know it: (family, schema, table, name).
+Name = tuple[str, str | None, str | None, str]
+_RELATIONS = frozenset({"table", "view", "materialized view", "sequence", "foreign table", "index"})
+_TYPES = frozenset({"enum", "domain", "range type", "composite type"})
+_ROUTINES = frozenset({"function", "procedure", "aggregate"})
+_CHILDREN = frozenset({"column", "trigger", "policy", "constraint"})
+
+
+def name_of(key: Key) -> Name | None:
+    """The name a snapshot key has in the parsed SQL's terms; None for kinds it does not name."""
+    kind, identity = key
+    if kind in ("schema", "extension"):
+        return (kind, None, None, identity)
+    schema, _, rest = identity.partition(".")
+    if kind in _RELATIONS:
+        return ("relation", schema, None, rest)
+    if kind in _TYPES:
+        return ("type", schema, None, rest)
+    if kind in _ROUTINES:
+        return ("routine", schema, None, rest.partition("(")[0])
+    if kind in _CHILDREN:
+        table, _, name = rest.partition(".")
+        return (kind, schema, table, name)
+    return None
+
+
 class _Seen(Enum):
     PROOF = "proof"
     AGAINST = "against"
@@ -95,9 +121,30 @@ class _Writes:
     changes: dict[int, tuple[Key, ...]]  # position -> the objects it changed
     writers: dict[Key, tuple[tuple[int, Value], ...]]  # object -> (position, value left), START first
     values: dict[tuple[Key, int], Value]  # (object, position) -> the value that writer left
+    named: dict[Name, frozenset[str]]  # a name -> the versions whose parsed SQL names it
+    at: dict[int, str]  # position -> version
+
+    def unseen_writers(self, key: Key, version: str) -> bool:
+        """Whether a migration other than ``version`` names ``key`` but did not change it in the
+        replay (or was not replayed): a writer the states cannot show."""
+        name = name_of(key)
+        if name is None:
+            return False
+        family, _, table, object_name = name
+        naming = self.named.get(name, frozenset()) | self.named.get((family, None, table, object_name), frozenset())
+        for other in naming - {version}:
+            position = self.positions.get(other)
+            if position is None or key not in self.changes[position]:
+                return True
+        return False
 
     @classmethod
-    def of(cls, replay: Replay, ignored: frozenset[Key] = frozenset()) -> _Writes:
+    def of(
+        cls,
+        replay: Replay,
+        ignored: frozenset[Key] = frozenset(),
+        mentions: Mapping[str, frozenset[Name]] | None = None,
+    ) -> _Writes:
         """``ignored``: objects that prove nothing (the tracking schema, which poststack makes)."""
         positions: dict[str, int] = {}
         changes: dict[int, tuple[Key, ...]] = {}
@@ -115,7 +162,13 @@ class _Writes:
             changes[position] = tuple(changed)
         stopped = replay.stopped.version if replay.stopped is not None else None
         values = {(key, p): v for key, written in writers.items() for p, v in written}
-        return cls(stopped, positions, changes, {k: tuple(w) for k, w in writers.items()}, values)
+        named: dict[Name, set[str]] = {}
+        for version, names in (mentions or {}).items():
+            for name in names:
+                named.setdefault(name, set()).add(version)
+        frozen = {name: frozenset(versions) for name, versions in named.items()}
+        at = {p: v for v, p in positions.items()}
+        return cls(stopped, positions, changes, {k: tuple(w) for k, w in writers.items()}, values, frozen, at)
 
     def value_of(self, key: Key, position: int) -> Value:
         return self.values[(key, position)]
@@ -128,11 +181,19 @@ def attribute_by_replay(
     untracked: Sequence[str],
     ignored: frozenset[Key] = frozenset(),
     changes_data: frozenset[str] = frozenset(),
+    mentions: Mapping[str, frozenset[Name]] | None = None,
+    distrusted: Mapping[str, str] | None = None,
 ) -> dict[str, Attribution]:
     """Verdicts for the ``untracked`` versions the replay ran, by state. ``shown``: versions
     tracked as applied (a tracking row vouches for them); ``ignored``: objects that prove
-    nothing; ``changes_data``: versions with statements that change rows, not schema."""
-    writes = _Writes.of(replay, ignored)
+    nothing; ``changes_data``: versions with statements that change rows, not schema;
+    ``mentions``: the objects each migration's parsed SQL creates, replaces or drops (those
+    past where the replay stopped included). A migration that names an object but left it
+    unchanged in the replay (CREATE ... IF NOT EXISTS, a view made again alike) could have
+    made it, had the history run otherwise: that object proves nothing either way.
+    ``distrusted``: versions whose claims rest on order whatever the states show, and why."""
+    writes = _Writes.of(replay, ignored, mentions or {})
+    distrusted = distrusted or {}
     wanted = [v for v in untracked if v in writes.positions and v not in shown]
     tracked = {writes.positions[v] for v in shown if v in writes.positions}
     applied, absent, matched = set(tracked), set[int](), 0
@@ -162,15 +223,15 @@ def attribute_by_replay(
     # for data changes it is not: those rest on order alone, tracked only when asked.
     for version, found in verdicts.items():
         own = writes.positions[version] in proven
-        if found.verdict is Verdict.APPLIED and not own and version in changes_data:
-            verdicts[version] = Attribution(
-                version,
-                Verdict.APPLIED,
-                found.found,
-                (),
-                ORDER,
-                f"{found.reason}; it also changes data, which no state shows",
-            )
+        if found.verdict is not Verdict.APPLIED:
+            continue
+        if version in distrusted:
+            why = distrusted[version]
+        elif not own and version in changes_data:
+            why = "it also changes data, which no state shows"
+        else:
+            continue
+        verdicts[version] = Attribution(version, Verdict.APPLIED, found.found, (), ORDER, f"{found.reason}; {why}")
     applied = tracked | {
         writes.positions[v] for v, a in verdicts.items() if a.verdict is Verdict.APPLIED and a.basis != ORDER
     }
@@ -242,7 +303,7 @@ def _judge(
         reason = "its changes are not there: " + "; ".join(o.described() for o in against[:3])
         return Attribution(version, Verdict.ABSENT, (), tuple(against), REPLAY, reason), False
     if len(superseded) == total:
-        later = ", ".join(_version_at(writes, p) for p in sorted(superseding))
+        later = ", ".join(version_at(writes, p) for p in sorted(superseding))
         reason = f"every change it made was superseded by later migrations shown applied ({later})"
         return Attribution(version, Verdict.APPLIED, tuple(superseded), (), REPLAY, reason), False
     if position <= matched:
@@ -259,7 +320,7 @@ def _in_matching_prefix(
         for k in keys
         if live.get(k) == writes.value_of(k, position)
     )
-    reason = f"the live schema is the replayed state after migration {_version_at(writes, matched)}, which it precedes"
+    reason = f"the live schema is the replayed state after migration {version_at(writes, matched)}, which it precedes"
     if position == matched:
         reason = "the live schema is the replayed state after it"
     return Attribution(version, Verdict.APPLIED, found, (), REPLAY, reason)
@@ -272,6 +333,8 @@ def _see(
     narrow who may have written last. ``applied``: those and the ones shown applied otherwise."""
     writers = writes.writers[key]
     own = writes.value_of(key, position)
+    if writes.unseen_writers(key, version_at(writes, position)):
+        return (_Seen.AMBIGUOUS if own == found else _Seen.LATER), set()
     last_shown = max((p for p, _ in writers if p in proven and p != position), default=START)
     candidates = [(p, v) for p, v in writers if p >= last_shown]
     producers = {p for p, v in candidates if v == found}
@@ -316,8 +379,8 @@ def _by_order(version: str, writes: _Writes, applied: set[int]) -> Attribution:
     after = min((p for p in applied if p > position), default=None)
     if before is not None and after is not None:
         reason = (
-            f"it changes no schema; it sits between {_version_at(writes, before)} and "
-            f"{_version_at(writes, after)}, both shown applied (by order only)"
+            f"it changes no schema; it sits between {version_at(writes, before)} and "
+            f"{version_at(writes, after)}, both shown applied (by order only)"
         )
         return Attribution(version, Verdict.APPLIED, basis=ORDER, reason=reason)
     where = "nothing after it" if before is not None else "nothing before it"
@@ -325,8 +388,8 @@ def _by_order(version: str, writes: _Writes, applied: set[int]) -> Attribution:
     return Attribution(version, Verdict.UNDETERMINED, basis=ORDER, reason=reason)
 
 
-def _version_at(writes: _Writes, position: int) -> str:
-    return next(v for v, p in writes.positions.items() if p == position)
+def version_at(writes: _Writes, position: int) -> str:
+    return writes.at[position]
 
 
 def drift_by_replay(

@@ -72,7 +72,7 @@ def test_recover_then_migrate_never_reruns_a_data_migration(database_url: str, d
     applied = cli("apply", "--auto-approve")
     assert applied.exit_code == 1, applied.output  # apply did not converge: it must not say it did
     assert "❌ Nothing was run: pending migration(s) 002 held, not run" in applied.stdout
-    assert "migration 002 is held (out_of_order)" in applied.stdout
+    assert "migration 002 is held (undetermined)" in applied.stdout
     assert "recover --trust-order 002" in applied.stdout
     assert sql(db, "SELECT amount FROM prices") == [(500,)]
     assert sql(db, "SELECT count(*) FROM schema_migrations_audit WHERE action = 'apply_migration'") == [(0,)]

@@ -193,3 +193,82 @@ def test_a_bad_shadow_url_is_one_line(database_url: str, tmp_path: Path):
     unreachable = cli("db", "diagnose", "--format", "json", "--shadow-url", "postgresql://nobody:pw@127.0.0.1:1/x")
     assert unreachable.exit_code == 3 and unreachable.stdout == ""
     assert "the shadow database: cannot connect to postgresql://nobody:***@127.0.0.1:1/x" in unreachable.stderr
+
+
+def _files(directory: Path, files: dict[str, str]) -> None:
+    directory.mkdir(exist_ok=True)
+    for name, text in files.items():
+        write(directory, name, text)
+
+
+def _simple(tmp_path: Path, database_url: str, files: dict[str, str]):  # type: ignore[no-untyped-def]
+    directory = tmp_path / "migrations"
+    _files(directory, files)
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        return run_cli(*args, "--database-url", database_url, "--migrations-dir", str(directory))
+
+    return directory, cli
+
+
+def test_a_late_merged_migration_that_a_later_one_made_again_alike_is_not_proved(database_url: str, db, tmp_path: Path):
+    # 003 was merged late and never ran; 004 (tracked) made the same table, IF NOT EXISTS. In
+    # the replay 004 changed nothing, yet it is what made the table here.
+    directory, cli = _simple(
+        tmp_path,
+        database_url,
+        {
+            "001_a.sql": "CREATE TABLE a (id int);\n",
+            "002_b.sql": "CREATE TABLE b (id int);\n",
+            "004_audit.sql": "CREATE TABLE IF NOT EXISTS audit_log (id int, note text);\n"
+            "CREATE VIEW audit_notes AS SELECT note FROM audit_log;\n",
+        },
+    )
+    assert cli("db", "migrate").exit_code == 0
+    write(
+        directory,
+        "003_audit.sql",
+        "CREATE TABLE IF NOT EXISTS audit_log (id int, note text);\nINSERT INTO audit_log VALUES (1, 'first');\n",
+    )
+    claims = _claims(_report(cli))
+    assert claims.get("003") != "replay"
+    recovered = cli("db", "recover")
+    assert "003" not in recovered.stdout.split("Added tracking for migrations")[-1].split("\n")[0]
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '003'") == [(0,)]
+
+
+def test_what_comes_after_a_replay_stop_still_counts(database_url: str, db, tmp_path: Path):
+    # 002 never ran; 004 (after the stop) dropped the column 002 would have added, by hand.
+    _directory, cli = _simple(
+        tmp_path,
+        database_url,
+        {
+            "001_a.sql": "CREATE TABLE a (id int);\n",
+            "002_flag.sql": "ALTER TABLE a ADD COLUMN flag boolean;\nCREATE INDEX a_flag ON a (flag);\n",
+            "003_ext.sql": "CREATE EXTENSION no_such_extension_here;\n",
+            "004_unflag.sql": "ALTER TABLE a DROP COLUMN IF EXISTS flag;\nCREATE INDEX IF NOT EXISTS a_flag ON a (id);\n",
+        },
+    )
+    sql(db, "CREATE TABLE a (id int); CREATE INDEX a_flag ON a (id)")  # 001 and 004, by hand
+    report = _report(cli)
+    assert report["database_state"]["replay"]["stopped_at"]["version"] == "003"
+    claims = _claims(report)
+    assert "002" not in claims  # its index name is live, but 004 (not replayed) makes it too
+
+
+def test_allow_out_of_order_does_not_run_what_probably_ran(database_url: str, db, tmp_path: Path):
+    _directory, cli = _simple(
+        tmp_path,
+        database_url,
+        {
+            "001_a.sql": "CREATE TABLE a (id int, n int);\nINSERT INTO a VALUES (1, 0);\n",
+            "002_bump.sql": "UPDATE a SET n = n + 1;\n",
+            "003_b.sql": "CREATE TABLE b (id int);\n",
+        },
+    )
+    assert cli("db", "migrate").exit_code == 0
+    sql(db, "DROP TABLE schema_migrations, schema_migrations_lock, schema_migrations_audit")
+    assert cli("db", "recover").exit_code == 0
+    applied = cli("apply", "--auto-approve", "--allow-out-of-order")
+    assert applied.exit_code == 1 and "poststack apply --allow-undetermined" in applied.stdout
+    assert sql(db, "SELECT n FROM a") == [(1,)]  # the bump never ran twice

@@ -100,7 +100,9 @@ def replay(
     the catalog read after each. With a ``cache``, what is known is read from it, and the
     shadow is not opened at all when everything is; the prefix known is run without reading
     the catalog. ``search_path``: the one the target gives migrations."""
-    keys = cache.keys(list(migrations), search_path or "") if cache is not None else None
+    # What else decides the states: where names land, and which tables are poststack's own.
+    context = f"{search_path or ''} {location.schema} {' '.join(location.tables)}"
+    keys = cache.keys(list(migrations), context) if cache is not None else None
     start = cache.load_start(keys[0]) if cache is not None and keys is not None else None
     known: list[Changes] = []
     if cache is not None and keys is not None and start is not None:

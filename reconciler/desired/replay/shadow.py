@@ -1,7 +1,8 @@
 """The shadow database replay runs in: a scratch database beside the target, on its server.
 
-Only CREATE DATABASE and DROP DATABASE go to the target's server, over a connection of their
-own; they act on the server, not inside the target database, where nothing but read-only catalog queries run.
+Only CREATE, COMMENT ON, ALTER ... SET and DROP DATABASE of the scratch database go to the
+target's server, over a connection of their own; they act on the server, not inside the
+target database, where nothing but read-only catalog queries run.
 The scratch database is dropped when the run ends, by an exception or Ctrl-C too. One left by
 a run that was killed (SIGKILL, a lost machine) is dropped by the next run: its name says
 which host and process made it, and when (a run killed between CREATE DATABASE and COMMENT

@@ -23,8 +23,11 @@ from reconciler.db import Session, open_raw, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import ReplayCache
 from reconciler.desired.replay.replay import Replay, replay
+from reconciler.desired.replay.roundtrip import RoundTrip, round_trip_history
 from reconciler.desired.replay.shadow import can_create_databases, scratch_session
 from reconciler.errors import DatabaseUnavailable, PoststackError
+from reconciler.observed.catalog import session_search_path
+from reconciler.statements import quote_ident
 
 Opener = Callable[[], AbstractContextManager[Session]]
 
@@ -95,7 +98,7 @@ def replay_history(
     settings: ShadowSettings,
 ) -> ReplayOutcome:
     try:
-        shadow, opener, major, warnings = _choose(target, settings)
+        shadow, opener, major, warnings = choose_shadow(target, settings)
         same = major == target.server_info().major
     except DatabaseUnavailable as e:
         if settings.url is not None:
@@ -105,12 +108,16 @@ def replay_history(
         return ReplayOutcome(None, "none", f"no shadow database could be had: {_why(e)}")
     cache = ReplayCache(settings.cache_dir, major) if settings.cache_dir is not None else None
     try:
-        # Migrations run with the target's default search_path (its database's or role's).
-        (search_path,) = target.query_one("SELECT current_setting('search_path')") or (None,)
-        result = replay(opener, migrations, location, cache, search_path)
+        result = replay(opener, migrations, location, cache, migrations_search_path(target))
     except (psycopg2.Error, PoststackError) as e:
         return ReplayOutcome(None, shadow, f"the replay in {shadow} failed: {_why(e)}", warnings, same)
     return ReplayOutcome(result, shadow, None, warnings, same)
+
+
+def migrations_search_path(target: Session) -> str:
+    """The search_path migrations run with on the target (its database's or role's default),
+    "$user" spelled as the target's role: in a shadow, the shadow's role would take its place."""
+    return ", ".join(quote_ident(schema) for schema in session_search_path(target)[0])
 
 
 def _why(error: Exception) -> str:
@@ -122,14 +129,8 @@ def _why(error: Exception) -> str:
 
 
 def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opener, int, tuple[str, ...]]:
-    """Where a history is run for ``target``, chosen as a replay chooses it: (where, how to
-    open it, its server's major version, warnings). Raises psycopg2.Error or PoststackError
-    when no shadow can be had."""
-    return _choose(target, settings)
-
-
-def _choose(target: Session, settings: ShadowSettings) -> tuple[str, Opener, int, tuple[str, ...]]:
-    """(where, how to open it, its server's major version, warnings)."""
+    """Where a history is run for ``target``: (where, how to open it, its server's major
+    version, warnings). Raises psycopg2.Error or PoststackError when no shadow can be had."""
     target_major = target.server_info().major
     if settings.url is not None:
         try:
@@ -151,7 +152,11 @@ def _choose(target: Session, settings: ShadowSettings) -> tuple[str, Opener, int
         if not creates:
             # The named database itself is never used: emptying it afterwards could take what is
             # in it (it may even be the target).
-            raise PoststackError(f"the role of {where} may not create databases (CREATEDB), where the replay runs")
+            raise DatabaseUnavailable(
+                f"the role of {where} may not create databases (CREATEDB): the replay runs in a scratch database "
+                "made there",
+                "Grant it CREATEDB, or name another shadow (--shadow-url), or leave it out to replay beside the target.",
+            )
         url = settings.url
         warnings = _version_warning(where, major, target_major)
         return f"a scratch database on {where}", lambda: scratch_session(url), major, warnings
@@ -185,3 +190,31 @@ def _version_warning(where: str, major: int, target_major: int) -> tuple[str, ..
         f"{where} runs PostgreSQL {major}, the target {target_major}: definitions may print differently, "
         "so fewer migrations may be recognized",
     )
+
+
+@dataclass(frozen=True)
+class RoundTripCheck:
+    """validate --round-trip: every rollback run after its migration in a shadow."""
+
+    shadow: str  # where it ran (or would have)
+    result: RoundTrip | None  # None: it could not run (``unavailable`` says why)
+    unavailable: str | None = None
+    warnings: tuple[str, ...] = ()  # about the shadow: another major version, the embedded server
+
+
+def round_trip_in_shadow(
+    target: Session, migrations: Sequence[Migration], location: TrackingLocation, settings: ShadowSettings
+) -> RoundTripCheck:
+    """The history walked in a shadow chosen as replay chooses one, each rollback tried on the
+    way. Only catalog reads reach the target; the shadow is a database of its own."""
+    try:
+        where, opener, _major, warnings = choose_shadow(target, settings)
+    except (psycopg2.Error, PoststackError) as e:
+        if isinstance(e, DatabaseUnavailable) and settings.url is not None:
+            raise  # the shadow the person named cannot be reached: say so, exit 3
+        return RoundTripCheck("none", None, f"no shadow database could be had: {_why(e)}")
+    try:
+        result = round_trip_history(opener, migrations, location, migrations_search_path(target))
+        return RoundTripCheck(where, result, None, warnings)
+    except (psycopg2.Error, PoststackError) as e:
+        return RoundTripCheck(where, None, f"it failed in {where}: {_why(e)}", warnings)

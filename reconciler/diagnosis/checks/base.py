@@ -6,12 +6,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
+from reconciler.desired.effects import CASCADE, CHILD_KINDS, DEPENDENTS, ROW_CHANGING, MigrationEffects
 from reconciler.desired.files import Migration
 from reconciler.desired.versions import VersionKey, version_key
 from reconciler.diagnosis.attribution import Attribution, Verdict, attribute_unapplied
 from reconciler.diagnosis.issues import Issue, IssueType, Severity
 from reconciler.diagnosis.pending import Readiness, decide
-from reconciler.diagnosis.replayed import ReplayedObject, attribute_by_replay, drift_by_replay
+from reconciler.diagnosis.replayed import Name, ReplayedObject, attribute_by_replay, drift_by_replay
+from reconciler.errors import PoststackError
 from reconciler.observed.state import DesiredState, ObservedState
 
 Check = Callable[["Facts"], list[Issue]]
@@ -65,10 +67,51 @@ class Facts:
         # An empty migration changes nothing: whether it ran does not matter (migrate runs it).
         untracked = [m.version for m in self.unapplied if not m.file.empty]
         effects = self.desired.history.effects
+        replay = outcome.replay
+        if replay.stopped is not None and self._unreadable_after(replay.stopped.version):
+            return {}  # what came after the stop cannot be told: the parsed evidence decides
         changes_data = frozenset(v for v in untracked if (e := effects.get(v)) is not None and e.may_change_rows)
         return attribute_by_replay(
-            outcome.replay, live.objects, self.tracked_versions, untracked, self._proves_nothing, changes_data
+            replay,
+            live.objects,
+            self.tracked_versions,
+            untracked,
+            self._proves_nothing,
+            changes_data,
+            {v: frozenset(_names(e)) for v, e in effects.items()},
+            self._distrusted(untracked),
         )
+
+    def _unreadable_after(self, stopped: str) -> bool:
+        """A migration from the stop on does something to the schema the parser cannot name."""
+        key = version_key(stopped)
+        effects = self.desired.history.effects
+        return any(
+            u.statement not in ROW_CHANGING
+            for m in self.desired.migrations.migrations
+            if key is not None and m.key >= key and (e := effects.get(m.version)) is not None
+            for u in e.unattributed
+        )
+
+    def _distrusted(self, untracked: list[str]) -> dict[str, str]:
+        """Versions whose replayed proof is not enough on its own, and why."""
+        # A tracked migration whose file is gone ran, but the replay could not run it: what it
+        # made may be credited to another. (An edited file is replayed as it is now; a checksum
+        # mismatch says so, and is too common, a comment added, to distrust everything.)
+        tracking, by_key = self.observed.tracking, self.desired.by_key
+        gone = [row.version for key, row in tracking.applied.items() if key not in by_key]
+        if gone:
+            why = f"but tracked migration {gone[0]}'s file is missing, so the history replayed is not the one that ran"
+            return dict.fromkeys(untracked, why)
+        effects = self.desired.history.effects
+        return {
+            m.version: "it runs outside a transaction and also changes data: its schema part may have run alone"
+            for m in self.unapplied
+            if m.version in untracked
+            and (e := effects.get(m.version)) is not None
+            and e.may_change_rows
+            and not _transactional(m)
+        }
 
     @property
     def _proves_nothing(self) -> frozenset[tuple[str, str]]:
@@ -123,6 +166,25 @@ class Facts:
             self.observed.catalog,
             audited=self.observed.audited,
         )
+
+
+def _names(effects: MigrationEffects) -> set[Name]:
+    """What a migration's parsed SQL creates, keeps, replaces or drops, by name."""
+    names: set[Name] = set()
+    for statement in effects.statements:
+        for ref in (*statement.creates, *statement.weak, *statement.touches):
+            if ref.kind in (CASCADE, DEPENDENTS):
+                continue
+            table = ref.parent if ref.kind in CHILD_KINDS else None
+            names.add((ref.family, ref.schema, table, ref.name))
+    return names
+
+
+def _transactional(migration: Migration) -> bool:
+    try:
+        return migration.file.script.transactional
+    except PoststackError:
+        return True  # unreadable: it never runs, so never half
 
 
 def held_after_recovery(facts: Facts) -> frozenset[str]:

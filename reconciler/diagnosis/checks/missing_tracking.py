@@ -48,7 +48,7 @@ def missing_tracking(facts: Facts) -> list[Issue]:
                     migration.version,
                     details,
                     suggested_fix="If it ran, poststack db recover --trust-order tracks it; if it did not, "
-                    "poststack db migrate --allow-out-of-order runs it",
+                    "poststack apply --allow-undetermined runs it",
                     shown=("evidence",),
                 )
             )
