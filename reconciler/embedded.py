@@ -62,6 +62,12 @@ def bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+def bundled_major() -> int:
+    """The major version of the PostgreSQL the package ships, without starting a server."""
+    out = subprocess.run([str(bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1].split(".")[0])
+
+
 def ensure_running(data_dir: Path) -> str:
     """Start (initializing if needed) or reuse the server; return a URL to its poststack database."""
     package = _package()

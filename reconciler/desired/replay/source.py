@@ -11,13 +11,16 @@ into: only a scratch database made beside it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
 
+from reconciler import embedded
 from reconciler.config import Settings, TrackingLocation, masked_url
 from reconciler.db import Session, open_raw, server_error_text
 from reconciler.desired.files import Migration
@@ -165,14 +168,11 @@ def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opene
         return "a scratch database on the target's server", lambda: scratch_session(url), target_major, ()
     if settings.embedded_dir is None or target.embedded_dir is not None:
         raise PoststackError("the target's role may not create databases, and no shadow is configured (--shadow-url)")
-    from reconciler import embedded
-
-    embedded_url = embedded.ensure_running(settings.embedded_dir)
-    probe = Session(open_raw(embedded_url), embedded_url)
+    data_dir = settings.embedded_dir
     try:
-        major = probe.server_info().major
-    finally:
-        probe.close()
+        major = embedded.bundled_major()
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        raise DatabaseUnavailable(f"the embedded server's PostgreSQL cannot be run: {e}") from e
     where = "a scratch database on the embedded server"
     warnings = _version_warning("the embedded server", major, target_major)
     warnings = (
@@ -180,7 +180,22 @@ def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opene
         "replaying on the embedded server",
         *warnings,
     )
-    return where, lambda: scratch_session(embedded_url), major, warnings
+    return where, lambda: _on_embedded(data_dir), major, warnings
+
+
+@contextmanager
+def _on_embedded(data_dir: Path) -> Iterator[Session]:
+    """A scratch database on the embedded server, started for this if it was not running and
+    stopped again afterwards: a replay leaves no server behind (nor starts one for a cache)."""
+    was_running = embedded.status(data_dir).running
+    url = embedded.ensure_running(data_dir)
+    try:
+        with scratch_session(url) as session:
+            yield session
+    finally:
+        if not was_running:
+            with contextlib.suppress(PoststackError):
+                embedded.stop(data_dir)
 
 
 def _version_warning(where: str, major: int, target_major: int) -> tuple[str, ...]:
