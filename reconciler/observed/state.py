@@ -175,4 +175,6 @@ def replay_desired(
             "none",
             f"the migrations directory has a file poststack cannot read whole: {desired.problems[0].message}",
         )
+    if not desired.migrations.migrations:
+        return ReplayOutcome(None, "none")  # nothing to replay: no scratch database for it
     return replay_history(session, desired.migrations.migrations, location, shadow)

@@ -272,3 +272,31 @@ def test_allow_out_of_order_does_not_run_what_probably_ran(database_url: str, db
     applied = cli("apply", "--auto-approve", "--allow-out-of-order")
     assert applied.exit_code == 1 and "poststack apply --allow-undetermined" in applied.stdout
     assert sql(db, "SELECT n FROM a") == [(1,)]  # the bump never ran twice
+
+
+def test_without_createdb_or_a_named_shadow_the_embedded_server_replays_and_is_stopped_again(
+    pg_server: Server, database_url: str, db, tmp_path: Path
+):
+    from sqlalchemy.engine import make_url
+
+    from reconciler import embedded
+
+    sql(db, f"GRANT ALL ON SCHEMA public TO {PASSWORD_ROLE}")
+    directory, _versions, _cli = _project(tmp_path, database_url)
+    target = pg_server.url_for(make_url(database_url).database, user=PASSWORD_ROLE, password=PASSWORD)
+    conn = psycopg2.connect(target)
+    conn.autocommit = True
+    _by_hand(conn, directory, "001", "002")
+    conn.close()
+    result = run_cli("db", "diagnose", "--format", "json", "--database-url", target, "--migrations-dir", str(directory))
+    replay = json.loads(result.stdout)["database_state"]["replay"]
+    assert replay["used"] and replay["shadow"] == "a scratch database on the embedded server"
+    assert "replaying on the embedded server" in result.stderr
+    (server,) = sql(db, "SELECT current_setting('server_version_num')::int / 10000")[0]
+    if server == embedded.bundled_major():
+        assert _claims(json.loads(result.stdout)) == {"001": "replay", "002": "replay"}
+    else:  # another major prints definitions otherwise: the parsed SQL decides, and it says so
+        assert "judged from the parsed SQL alone" in result.stderr
+        assert _claims(json.loads(result.stdout)) == {"001": "catalog", "002": "catalog"}
+    # It was started for the replay, so it is stopped again: nothing left running.
+    assert not embedded.status(tmp_path / ".poststack" / "pgdata").running

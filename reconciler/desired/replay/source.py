@@ -202,8 +202,8 @@ def _version_warning(where: str, major: int, target_major: int) -> tuple[str, ..
     if major == target_major:
         return ()
     return (
-        f"{where} runs PostgreSQL {major}, the target {target_major}: definitions may print differently, "
-        "so fewer migrations may be recognized",
+        f"{where} runs PostgreSQL {major}, the target {target_major}: it prints definitions differently, "
+        "so untracked migrations are judged from the parsed SQL alone",
     )
 
 
