@@ -202,8 +202,11 @@ def decide(
             runnable.append(Runnable(migration, migration.key in tracking.failed))
             # Only what would run now: one behind a hold may yet be tracked without running.
             risks += own_table_risks(migration, history, tracking.location)
-        # What poststack runs (now, or once the hold before it is resolved) vouches for what follows.
-        applied[migration.key] = True
+        # What poststack runs (now, or once the hold before it is resolved) vouches for what
+        # follows; an empty migration vouches for nothing: it could never have been tracked by
+        # whoever ran the ones around it by hand.
+        if not migration.file.empty:
+            applied[migration.key] = True
     return Readiness(tuple(runnable), tuple(holds), tuple(waiting), tuple(risks))
 
 

@@ -405,3 +405,18 @@ def test_an_empty_migrations_directory_is_not_up_to_date(cli, database_url: str,
     result = run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(empty))
     assert result.exit_code == 2, result.output
     assert "no migration files in" in result.stderr and "5 migration(s) are tracked" in result.stderr
+
+
+def test_a_comment_only_migration_run_by_poststack_vouches_for_nothing_after_it(database_url: str, db, tmp_path: Path):
+    """Found by the on-call probe: after recover, migrate ran the comment-only file, then took
+    that as poststack having run what precedes the next one, and ran a data migration that
+    had run by hand a second time."""
+    directory, cli = _project(tmp_path, database_url)
+    write(directory, "001_c.sql", "CREATE TABLE c (n int);\nINSERT INTO c VALUES (0);\n")
+    write(directory, "002_note.sql", "-- MySQL needs something here; nothing on PostgreSQL.\n")
+    write(directory, "003_bump.sql", "UPDATE c SET n = n + 1;\n")
+    sql(db, "CREATE TABLE c (n int); INSERT INTO c VALUES (0); UPDATE c SET n = n + 1")  # 001 and 003, by hand
+    assert cli("db", "recover").exit_code == 0
+    held = cli("db", "migrate")
+    assert held.exit_code == 1 and "Migration 003 cannot be confirmed pending" in held.stderr, held.output
+    assert sql(db, "SELECT n FROM c") == [(1,)]
