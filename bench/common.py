@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -56,9 +57,21 @@ def write_history(directory: Path, count: int) -> Path:
 
 
 def poststack_argv(*args: str) -> list[str]:
-    """The installed console script beside this interpreter (as a user runs it), else the module."""
+    """The installed console script beside this interpreter (as a user runs it), else the module.
+    The package's bytecode is compiled first, as ``pip install`` compiles it: an editable
+    install under PYTHONDONTWRITEBYTECODE would otherwise compile every module on every run."""
+    compile_package()
     script = Path(sys.executable).parent / "poststack"
     return [str(script), *args] if script.exists() else [sys.executable, "-m", "reconciler.interface.cli", *args]
+
+
+@functools.cache
+def compile_package() -> None:
+    import compileall
+
+    import reconciler
+
+    compileall.compile_dir(Path(reconciler.__file__).parent, quiet=1)
 
 
 def poststack(*args: str) -> subprocess.CompletedProcess[str]:

@@ -33,7 +33,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import fresh_database, machine, median, poststack_argv, run_psql_script, server_url
+from bench.common import (
+    compile_package,
+    fresh_database,
+    machine,
+    median,
+    poststack_argv,
+    run_psql_script,
+    server_url,
+)
 
 NO_TRANSACTION = "-- poststack:no-transaction"
 COLD_TARGET = 2.0  # × psql
@@ -541,7 +549,7 @@ def diagnose(url: str, directory: Path, profile: Path | None = None) -> tuple[fl
 
 PHASES = """
 import contextlib, json, sys, time
-from reconciler.desired.replay import cache, replay, source
+from reconciler.desired.replay import cache, incremental, replay, source
 from reconciler.diagnosis import diagnose as diagnosis, replayed
 from reconciler.observed import state
 from reconciler.interface.cli import main
@@ -570,6 +578,8 @@ def wrap(owner, attribute, name, keep=None):
         setattr(owner, attribute, timed(name, getattr(owner, attribute), keep))
 
 wrap(replay, "read_snapshot", "replay: read_snapshot (shadow catalog)", snapshots)
+wrap(incremental.IncrementalReader, "read", "replay: catalog read after a migration (incremental)", snapshots)
+wrap(incremental.IncrementalReader, "agrees", "replay: the check against a full read, at the end")
 wrap(replay, "_run", "replay: _run (a migration's statements)")
 wrap(replay, "run_migration", "replay: run_migration (a migration's statements)")
 wrap(cache.ReplayCache, "save", "replay: cache.save")
@@ -612,6 +622,7 @@ def diagnose_phases(url: str, directory: Path, out: Path) -> tuple[float, dict]:
     process's time, and {"phases": {name: (calls, seconds)}, "snapshots": [seconds, ...]}."""
     import sys
 
+    compile_package()
     argv = [sys.executable, "-c", PHASES, str(out), "db", "diagnose", "--format", "json"]
     argv += ["--database-url", url, "--migrations-dir", str(directory)]
     started = time.perf_counter()
@@ -631,8 +642,8 @@ def print_phases(label: str, elapsed: float, timings: dict, migrations: int) -> 
     shots = timings["snapshots"]
     if len(shots) >= 20:
         print(
-            f"  read_snapshot: first 10 states {median(shots[:10]) * 1000:.1f} ms each (median), "
-            f"last 10 {median(shots[-10:]) * 1000:.1f} ms each: it grows with the schema"
+            f"  catalog reads: first 10 {median(shots[:10]) * 1000:.1f} ms each (median), "
+            f"last 10 {median(shots[-10:]) * 1000:.1f} ms each"
         )
 
 
@@ -654,7 +665,7 @@ def snapshot_parts(url: str, runs: int = 5) -> None:
         with conn.cursor() as cur:
             cur.execute("SET search_path = pg_catalog")
             timings = []
-            for part in (*snapshot._PARTS, snapshot.SNAPSHOT_QUERY):
+            for part in (*(p.select() for p in snapshot._PARTS), snapshot.SNAPSHOT_QUERY):
                 times, rows = [], 0
                 for _ in range(runs):
                     started = time.perf_counter()

@@ -21,7 +21,8 @@ from reconciler.config import TrackingLocation
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import ReplayCache
-from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotDiff, SnapshotReader, changes_between
+from reconciler.desired.replay.incremental import open_reader
+from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotDiff, changes_between
 from reconciler.errors import MigrationFileError
 from reconciler.statements import Statement
 
@@ -115,20 +116,46 @@ def replay(
     if start is not None and len(known) == len(migrations):
         return Replay(start, tuple(zip(versions, known, strict=True)), from_cache=True, reused=len(known) + 1)
     reused = len(known) + 1 if start is not None else 0
+    result = _replay(open_shadow, migrations, location, start, known, reused, search_path, incremental=True)
+    if result is None:  # the incremental reads went astray: replayed again, reading everything
+        result = _replay(open_shadow, migrations, location, start, known, reused, search_path, incremental=False)
+        assert result is not None
+    replayed, read = result
+    if cache is not None and keys is not None:
+        if start is None:
+            cache.save_start(keys[0], replayed.start)
+        for index, changes in read:
+            cache.save_changes(keys[index], changes)
+    return replayed
+
+
+def _replay(
+    open_shadow: Callable[[], AbstractContextManager[Session]],
+    migrations: Sequence[Migration],
+    location: TrackingLocation,
+    start: Snapshot | None,
+    known: list[Changes],
+    reused: int,
+    search_path: str | None,
+    incremental: bool,
+) -> tuple[Replay, list[tuple[int, Changes]]] | None:
+    """The replay, and the changes it read (by position, for the cache); None when the state
+    kept by incremental reads disagrees with the whole catalog at the end."""
     reset = reset_statement(search_path)
+    read: list[tuple[int, Changes]] = []
     with open_shadow() as shadow:
         shadow.run(reset)
-        reader = SnapshotReader(shadow, location)
+        reader = open_reader(shadow, location, incremental)
         if start is None:
             start = reader.read()
-            if cache is not None and keys is not None:
-                cache.save_start(keys[0], start)
         current = dict(start.objects)
         steps: list[tuple[str, Changes]] = []
+        stop = None
         for index, migration in enumerate(migrations, start=1):
             stop = _run_batched(shadow, migration, reset)
             if stop is not None:
-                return Replay(start, tuple(steps), stop, reused=min(reused, index))
+                reused = min(reused, index)
+                break
             if index <= len(known):
                 changes = known[index - 1]  # known: the catalog is not read again
                 _apply(current, changes)
@@ -136,10 +163,14 @@ def replay(
                 state = reader.read().objects
                 changes = changes_between(current, state)
                 current = dict(state)
-                if cache is not None and keys is not None:
-                    cache.save_changes(keys[index], changes)
+                read.append((index, changes))
             steps.append((migration.version, changes))
-    return Replay(start, tuple(steps), reused=reused)
+        if read:
+            if stop is not None:
+                reader.read()  # what the migration that stopped left, if it ran in part
+            if not reader.agrees():
+                return None
+    return Replay(start, tuple(steps), stop, reused=reused), read
 
 
 def _run_batched(shadow: Session, migration: Migration, reset: Statement) -> ReplayStop | None:

@@ -18,16 +18,43 @@ from reconciler.config import TrackingLocation
 _USER_SCHEMA = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'"
 _NOT_EXTENSION = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
 
+
+@dataclass(frozen=True)
+class _Part:
+    """One kind of object: its rows (kind, identity, definition), where they come from, and
+    the OIDs a row belongs to: the object itself and the relation or type it hangs on (the
+    object itself where none), by which an incremental read finds what a migration touched."""
+
+    row: str
+    source: str
+    own: str
+    parent: str
+    by: tuple[str, ...]  # indexed columns equal to own or parent: ``only`` filters on them
+
+    def select(self, owned: bool = False, only: str | None = None) -> str:
+        columns = f"{self.row}, {self.own}, {self.parent}" if owned else self.row
+        where = ""
+        if only:
+            where = "\n          AND (" + " OR ".join(f"{column} = ANY({only})" for column in self.by) + ")"
+        return f"SELECT {columns}\n        {self.source}{where}"
+
+
 # One SELECT per kind, each (kind, identity, definition); UNION ALL keeps it one round trip.
 _PARTS = (
-    f"""SELECT 'schema', n.nspname, '' FROM pg_namespace n WHERE {_USER_SCHEMA}
-        AND {_NOT_EXTENSION.format(oid="n.oid")}""",
-    f"""SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+    _Part(
+        "'schema', n.nspname, ''",
+        f"""FROM pg_namespace n WHERE {_USER_SCHEMA} AND {_NOT_EXTENSION.format(oid="n.oid")}""",
+        "n.oid",
+        "n.oid",
+        ("n.oid",),
+    ),
+    _Part(
+        """CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
                 WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' END,
             n.nspname || '.' || c.relname,
             CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid, true)
-                 WHEN c.relkind = 'p' THEN 'partitioned by ' || pg_get_partkeydef(c.oid) ELSE '' END
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHEN c.relkind = 'p' THEN 'partitioned by ' || pg_get_partkeydef(c.oid) ELSE '' END""",
+        f"""FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {_USER_SCHEMA}
           AND NOT (n.nspname = %(own_schema)s AND c.relname = ANY(%(own_tables)s))
           AND NOT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_class o ON o.oid = d.refobjid
@@ -35,57 +62,111 @@ _PARTS = (
                           WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') AND onsp.nspname = %(own_schema)s
                             AND o.relname = ANY(%(own_tables)s))
           AND {_NOT_EXTENSION.format(oid="c.oid")}""",
-    f"""SELECT 'column', n.nspname || '.' || c.relname || '.' || a.attname,
+        "c.oid",
+        "c.oid",
+        ("c.oid",),
+    ),
+    _Part(
+        """'column', n.nspname || '.' || c.relname || '.' || a.attname,
             format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
             || COALESCE(' DEFAULT ' || pg_get_expr(ad.adbin, ad.adrelid), '')
             || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text ELSE '' END
-            || CASE WHEN a.attgenerated <> '' THEN ' GENERATED' ELSE '' END
-        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            || CASE WHEN a.attgenerated <> '' THEN ' GENERATED' ELSE '' END""",
+        f"""FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {_USER_SCHEMA}
           AND NOT (n.nspname = %(own_schema)s AND c.relname = ANY(%(own_tables)s))
           AND {_NOT_EXTENSION.format(oid="c.oid")}""",
-    f"""SELECT 'constraint', n.nspname || '.' || COALESCE(c.relname, t.typname) || '.' || con.conname,
-            pg_get_constraintdef(con.oid, true)
-        FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace
+        "c.oid",
+        "c.oid",
+        ("a.attrelid",),
+    ),
+    _Part(
+        """'constraint', n.nspname || '.' || COALESCE(c.relname, t.typname) || '.' || con.conname,
+            pg_get_constraintdef(con.oid, true)""",
+        f"""FROM pg_constraint con JOIN pg_namespace n ON n.oid = con.connamespace
         LEFT JOIN pg_class c ON c.oid = con.conrelid LEFT JOIN pg_type t ON t.oid = con.contypid
         WHERE {_USER_SCHEMA} AND NOT (n.nspname = %(own_schema)s AND c.relname = ANY(%(own_tables)s))
           AND {_NOT_EXTENSION.format(oid="COALESCE(c.oid, t.oid)")}""",
-    f"""SELECT 'index', n.nspname || '.' || i.relname, pg_get_indexdef(i.oid)
-        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
+        "con.oid",
+        "COALESCE(c.oid, t.oid)",
+        ("con.oid", "con.conrelid", "con.contypid"),
+    ),
+    _Part(
+        "'index', n.nspname || '.' || i.relname, pg_get_indexdef(i.oid)",
+        f"""FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
         JOIN pg_namespace n ON n.oid = i.relnamespace
         WHERE {_USER_SCHEMA} AND NOT (n.nspname = %(own_schema)s AND c.relname = ANY(%(own_tables)s))
           AND {_NOT_EXTENSION.format(oid="c.oid")}""",
-    f"""SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END,
+        "i.oid",
+        "c.oid",
+        ("x.indexrelid", "x.indrelid"),
+    ),
+    _Part(
+        """CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END,
             n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
-            CASE WHEN p.prokind = 'a' THEN '' ELSE pg_get_functiondef(p.oid) END
-        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            CASE WHEN p.prokind = 'a' THEN '' ELSE pg_get_functiondef(p.oid) END""",
+        f"""FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE {_USER_SCHEMA} AND {_NOT_EXTENSION.format(oid="p.oid")}""",
-    f"""SELECT 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
-        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        "p.oid",
+        "p.oid",
+        ("p.oid",),
+    ),
+    _Part(
+        "'trigger', n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)",
+        f"""FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE NOT t.tgisinternal AND {_USER_SCHEMA}""",
-    f"""SELECT 'enum', n.nspname || '.' || t.typname,
+        "t.oid",
+        "c.oid",
+        ("t.oid", "t.tgrelid"),
+    ),
+    _Part(
+        """'enum', n.nspname || '.' || t.typname,
             (SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
-             FROM pg_enum e WHERE e.enumtypid = t.oid)
-        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+             FROM pg_enum e WHERE e.enumtypid = t.oid)""",
+        f"""FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
         WHERE t.typtype = 'e' AND {_USER_SCHEMA} AND {_NOT_EXTENSION.format(oid="t.oid")}""",
-    f"""SELECT CASE t.typtype WHEN 'd' THEN 'domain' WHEN 'r' THEN 'range type' ELSE 'composite type' END,
+        "t.oid",
+        "t.oid",
+        ("t.oid",),
+    ),
+    _Part(
+        """CASE t.typtype WHEN 'd' THEN 'domain' WHEN 'r' THEN 'range type' ELSE 'composite type' END,
             n.nspname || '.' || t.typname,
             CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
                  || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END
-                 || COALESCE(' DEFAULT ' || t.typdefault, '') ELSE '' END
-        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                 || COALESCE(' DEFAULT ' || t.typdefault, '') ELSE '' END""",
+        f"""FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
         LEFT JOIN pg_class c ON c.oid = t.typrelid
         WHERE (t.typtype IN ('d', 'r') OR (t.typtype = 'c' AND c.relkind = 'c')) AND {_USER_SCHEMA}
           AND {_NOT_EXTENSION.format(oid="t.oid")}""",
-    f"""SELECT 'policy', n.nspname || '.' || c.relname || '.' || p.polname,
+        "t.oid",
+        "t.oid",
+        ("t.oid",),
+    ),
+    _Part(
+        """'policy', n.nspname || '.' || c.relname || '.' || p.polname,
             p.polcmd::text || ' ' || COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' '
-            || COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), '')
-        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            || COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), '')""",
+        f"""FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE {_USER_SCHEMA}""",
-    """SELECT 'extension', e.extname, '' FROM pg_extension e WHERE e.extname <> 'plpgsql'""",
+        "p.oid",
+        "c.oid",
+        ("p.oid", "p.polrelid"),
+    ),
+    _Part(
+        "'extension', e.extname, ''", "FROM pg_extension e WHERE e.extname <> 'plpgsql'", "e.oid", "e.oid", ("e.oid",)
+    ),
 )
-SNAPSHOT_QUERY = "\nUNION ALL\n".join(f"({part})" for part in _PARTS)
+
+
+def snapshot_query(owned: bool = False, only: str | None = None) -> str:
+    """The snapshot query; ``owned`` adds each row's own and parent OIDs, ``only`` (an oid[]
+    expression) keeps the rows of those objects and of what hangs on them."""
+    return "\nUNION ALL\n".join(f"({part.select(owned, only)})" for part in _PARTS)
+
+
+SNAPSHOT_QUERY = snapshot_query()
 
 
 Key = tuple[str, str]  # (kind, identity)

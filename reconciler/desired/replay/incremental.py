@@ -1,0 +1,183 @@
+"""Read a shadow's catalog after each migration by re-reading only what the migration touched.
+
+A full snapshot costs the same after a one-line migration as after a big one, and grows with
+the schema: on a long history it is most of a replay. PostgreSQL says what each command
+touched through event triggers (ddl_command_end, sql_drop); from those objects, everything
+that depends on them (pg_depend, so a renamed column reaches the views, indexes and
+constraints that print its name) is read again, and nothing else.
+
+Event triggers need a superuser; elsewhere the full read is used (``open_reader``). The
+triggers live in the shadow only, with their functions and log in this session's temporary
+schema, and fire even under ``session_replication_role = replica``. A migration touching a
+schema or an extension, or one that ran DISCARD and took the log with it, is followed by a
+full read. ``agrees`` compares the state kept so with a full read, at the end of a replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import psycopg2.errors
+
+from reconciler.config import TrackingLocation
+from reconciler.desired.replay.snapshot import Key, Snapshot, SnapshotReader, snapshot_query
+
+_LOG = "pg_temp.poststack_touched"
+_READ = "pg_temp.poststack_read_touched"
+
+# What a command touched, and (for a dropped default, constraint, trigger, rule or policy
+# whose relation lives on) that relation: the dropped row no longer says which it was.
+_SETUP = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS poststack_touched (classid oid, objid oid);
+CREATE OR REPLACE FUNCTION pg_temp.poststack_log_ddl() RETURNS event_trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog AS $poststack$ BEGIN
+    INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_ddl_commands();
+EXCEPTION WHEN OTHERS THEN
+    INSERT INTO {_LOG} VALUES ('pg_namespace'::regclass, 0);  -- not known: read everything
+END $poststack$;
+CREATE OR REPLACE FUNCTION pg_temp.poststack_log_drop() RETURNS event_trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog AS $poststack$ BEGIN
+    INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_dropped_objects();
+    INSERT INTO {_LOG}
+        SELECT 'pg_class'::regclass::oid, r.oid FROM pg_event_trigger_dropped_objects() o
+        JOIN pg_class r ON r.oid = to_regclass(quote_ident(o.address_names[1]) || '.' || quote_ident(o.address_names[2]))
+        WHERE o.object_type IN ('default value', 'table constraint', 'trigger', 'rule', 'policy')
+          AND cardinality(o.address_names) = 3;
+EXCEPTION WHEN OTHERS THEN
+    INSERT INTO {_LOG} VALUES ('pg_namespace'::regclass, 0);
+END $poststack$;
+DROP EVENT TRIGGER IF EXISTS poststack_replay_ddl;
+DROP EVENT TRIGGER IF EXISTS poststack_replay_drop;
+CREATE EVENT TRIGGER poststack_replay_ddl ON ddl_command_end EXECUTE FUNCTION pg_temp.poststack_log_ddl();
+CREATE EVENT TRIGGER poststack_replay_drop ON sql_drop EXECUTE FUNCTION pg_temp.poststack_log_drop();
+ALTER EVENT TRIGGER poststack_replay_ddl ENABLE ALWAYS;
+ALTER EVENT TRIGGER poststack_replay_drop ENABLE ALWAYS;
+"""
+
+# One round trip a migration. Marker rows have kind '*': ('*', 'all') says the rows are the
+# whole catalog; ('*', 'touched', own) names an object whose rows are replaced by those read.
+_READER = f"""
+CREATE OR REPLACE FUNCTION {_READ}(p_whole boolean, p_own_schema text, p_own_tables text[])
+RETURNS TABLE (o_kind text, o_identity text, o_definition text, o_own oid, o_parent oid)
+LANGUAGE plpgsql SET search_path = pg_catalog
+-- The log has no statistics, and a handful of rows: walk pg_depend by its index.
+SET enable_mergejoin = off SET enable_hashjoin = off AS $poststack$
+DECLARE
+    v_touched oid[];
+BEGIN
+    IF p_whole OR EXISTS (SELECT 1 FROM {_LOG}
+                          WHERE classid IN ('pg_namespace'::regclass, 'pg_extension'::regclass)) THEN
+        DELETE FROM {_LOG};
+        RETURN QUERY SELECT '*'::text, 'all'::text, NULL::text, NULL::oid, NULL::oid;
+        RETURN QUERY SELECT q.k::text, q.i::text, q.d::text, q.o::oid, q.p::oid
+            FROM ({snapshot_query(owned=True).replace("%%", "%")}) AS q(k, i, d, o, p);
+        RETURN;
+    END IF;
+    -- Everything that depends on what was touched prints its name: a renamed column reaches
+    -- the views, indexes and constraints over it. A view hangs on its rule, a default on
+    -- pg_attrdef: those lead to the relation whose rows print them.
+    WITH RECURSIVE touched(classid, objid) AS (
+        SELECT l.classid, l.objid FROM {_LOG} l WHERE l.objid IS NOT NULL AND l.objid <> 0
+        UNION
+        SELECT e.classid, e.objid FROM touched x JOIN (
+            SELECT d.refclassid, d.refobjid, d.classid, d.objid FROM pg_depend d
+            UNION ALL
+            SELECT 'pg_rewrite'::regclass::oid, r.oid, 'pg_class'::regclass::oid, r.ev_class FROM pg_rewrite r
+            UNION ALL
+            SELECT 'pg_attrdef'::regclass::oid, a.oid, 'pg_class'::regclass::oid, a.adrelid FROM pg_attrdef a
+        ) e(refclassid, refobjid, classid, objid) ON e.refclassid = x.classid AND e.refobjid = x.objid
+    )
+    SELECT array_agg(DISTINCT t.objid) INTO v_touched FROM touched t;
+    DELETE FROM {_LOG};
+    IF v_touched IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT '*'::text, 'touched'::text, NULL::text, t, t FROM unnest(v_touched) AS t;
+    RETURN QUERY SELECT q.k::text, q.i::text, q.d::text, q.o::oid, q.p::oid
+        FROM ({snapshot_query(owned=True, only="v_touched").replace("%%", "%")}) AS q(k, i, d, o, p);
+END $poststack$
+""".replace("%(own_schema)s", "p_own_schema").replace("%(own_tables)s", "p_own_tables")
+
+
+class CatalogReader(Protocol):
+    def read(self) -> Snapshot: ...
+
+    def agrees(self) -> bool: ...
+
+
+class _FullReader:
+    """The whole catalog each time: nothing kept between reads, nothing to check."""
+
+    def __init__(self, session: Any, location: TrackingLocation) -> None:
+        self._reader = SnapshotReader(session, location)
+
+    def read(self) -> Snapshot:
+        return self._reader.read()
+
+    def agrees(self) -> bool:
+        return True
+
+
+class IncrementalReader:
+    """The catalog as the migrations left it, read again only where they touched it."""
+
+    def __init__(self, session: Any, location: TrackingLocation) -> None:
+        self.session = session
+        self.location = location
+        self._objects: dict[Key, str] = {}
+        self._owners: dict[Key, tuple[int, int]] = {}  # key -> (own oid, parent oid)
+        self._whole = True  # the next read is of everything (the first, or after DISCARD)
+        self._full = SnapshotReader(session, location)
+        self._make()
+
+    def _make(self) -> None:
+        self.session.query(_SETUP)
+        self.session.query(_READER)
+        self._whole = True
+
+    def read(self) -> Snapshot:
+        params = (self._whole, self.location.schema, list(self.location.tables))
+        query = f"SELECT * FROM {_READ}(%s, %s, %s)"
+        try:
+            rows = self.session.query(query, params)
+        except (psycopg2.errors.UndefinedFunction, psycopg2.errors.UndefinedTable, psycopg2.errors.InvalidSchemaName):
+            # A migration ran DISCARD: the log went with the temporary schema, and with it
+            # what the migration touched. Everything is read again.
+            self.session.rollback()
+            self._make()
+            rows = self.session.query(query, (True, *params[1:]))
+        self._whole = False
+        self._apply(rows)
+        return Snapshot(dict(self._objects))
+
+    def _apply(self, rows: list[tuple[Any, ...]]) -> None:
+        markers = [row for row in rows if row[0] == "*"]
+        if any(identity == "all" for _, identity, *_ in markers):
+            self._objects.clear()
+            self._owners.clear()
+        else:
+            touched = {int(own) for _, _, _, own, _ in markers}
+            for key in [k for k, (own, parent) in self._owners.items() if own in touched or parent in touched]:
+                del self._objects[key]
+                del self._owners[key]
+        for kind, identity, definition, own, parent in rows:
+            if kind != "*":
+                key = (kind, identity)
+                self._objects[key] = definition or ""
+                self._owners[key] = (int(own), int(parent))
+
+    def agrees(self) -> bool:
+        """Whether the state kept equals the whole catalog read now."""
+        return self._full.read().objects == self._objects
+
+
+def open_reader(session: Any, location: TrackingLocation, incremental: bool = True) -> CatalogReader:
+    """The incremental reader where the shadow's role may make event triggers, else the full one."""
+    if incremental:
+        row = session.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if row is not None and row[0]:
+            try:
+                return IncrementalReader(session, location)
+            except psycopg2.Error:
+                session.rollback()
+    return _FullReader(session, location)

@@ -1,0 +1,203 @@
+"""The incremental catalog read (what event triggers say a migration touched, and what depends
+on it) keeps exactly the state a full read sees: after every migration of random churny
+histories, and of histories written to hit what a dependency walk can miss (renames printed
+by other objects, defaults dropped by a cascade, schemas, DISCARD, another role, replica
+mode). And a replay whose incremental state went astray is replayed again, reading all."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.config import DEFAULT_TRACKING
+from reconciler.db import Session
+from reconciler.desired.replay import incremental
+from reconciler.desired.replay.incremental import IncrementalReader, open_reader
+from reconciler.desired.replay.snapshot import SnapshotReader
+from tests.conftest import scratch_database
+from tests.replay.churn import churn_history
+
+_databases = itertools.count()
+
+
+def _session(url: str) -> Session:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return Session(conn, url)
+
+
+def _states_agree(session: Session, migrations: list[str]) -> Iterator[int]:
+    """Run ``migrations`` one by one (each as one query: its own transaction, or none where
+    it says so); yield the position of every one after which the two reads differ."""
+    reader = IncrementalReader(session, DEFAULT_TRACKING)
+    full = SnapshotReader(session, DEFAULT_TRACKING)
+    assert reader.read() == full.read()
+    for position, sql in enumerate(migrations, start=1):
+        session.query(sql if "-- no-transaction" in sql else f"BEGIN;\n{sql}\n;\nCOMMIT;")
+        session.query("RESET ALL; RESET ROLE")
+        if reader.read() != full.read():
+            yield position
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), length=st.integers(10, 45))
+def test_incremental_reads_equal_full_reads_on_churny_histories(seed, length, pg_server, template_db):
+    history = churn_history(random.Random(seed), length)
+    with scratch_database(pg_server, f"poststack_incr_{next(_databases)}_{seed % 10000}", template_db) as url:
+        session = _session(url)
+        try:
+            assert list(_states_agree(session, [m.sql for m in history])) == []
+        finally:
+            session.close()
+
+
+TRICKY = {
+    "renames printed elsewhere": [
+        "CREATE TABLE a (id int PRIMARY KEY, x int CHECK (x > 0), y text)",
+        "CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a (id))",
+        "CREATE INDEX a_x ON a (x) WHERE y IS NOT NULL",
+        "CREATE VIEW va AS SELECT id, x FROM a",
+        "CREATE VIEW vva AS SELECT x FROM va",
+        "ALTER TABLE a RENAME COLUMN x TO x2",
+        "ALTER TABLE a RENAME TO a2",
+        "ALTER TABLE a2 RENAME COLUMN id TO a_key",
+        "ALTER INDEX a_x RENAME TO a_x2",
+    ],
+    "defaults, sequences and cascades": [
+        "CREATE SEQUENCE s",
+        "CREATE TABLE t (id int DEFAULT nextval('s'), n int DEFAULT 3)",
+        "ALTER SEQUENCE s RENAME TO s2",
+        "ALTER TABLE t ALTER COLUMN n DROP DEFAULT",
+        "DROP SEQUENCE s2 CASCADE",
+        "ALTER TABLE t ALTER COLUMN n SET NOT NULL",
+        "ALTER TABLE t ADD COLUMN g int GENERATED ALWAYS AS (n * 2) STORED",
+        "ALTER TABLE t ALTER COLUMN id TYPE bigint",
+        "ALTER TABLE t ADD CONSTRAINT n_positive CHECK (n > 0)",
+        "ALTER TABLE t DROP CONSTRAINT n_positive",
+        "ALTER TABLE t DROP COLUMN g",
+    ],
+    "types, domains and functions": [
+        "CREATE TYPE mood AS ENUM ('sad', 'ok')",
+        "CREATE DOMAIN positive AS int CHECK (VALUE > 0)",
+        "CREATE TABLE p (m mood, q positive)",
+        "CREATE FUNCTION f(m mood) RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'",
+        "CREATE TRIGGER p_bump BEFORE INSERT ON p FOR EACH ROW EXECUTE FUNCTION bump()",
+        "-- no-transaction\nALTER TYPE mood ADD VALUE 'happy'",
+        "ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'",
+        "ALTER TYPE mood RENAME TO feeling",
+        "ALTER DOMAIN positive RENAME TO strictly_positive",
+        "ALTER FUNCTION bump() RENAME TO bump_it",
+        "CREATE OR REPLACE FUNCTION bump_it() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'",
+        "ALTER TABLE p RENAME TO p2",
+        "DROP FUNCTION bump_it() CASCADE",
+    ],
+    "schemas, dynamic SQL and policies": [
+        "CREATE SCHEMA app",
+        "CREATE TABLE app.u (id int, owner text)",
+        "CREATE VIEW public.vu AS SELECT id FROM app.u",
+        "ALTER TABLE app.u ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY own ON app.u USING (owner = current_user)",
+        "ALTER SCHEMA app RENAME TO core",
+        "DO $$ BEGIN EXECUTE 'CREATE TABLE core.made_' || 'late (id int)'; END $$",
+        "ALTER POLICY own ON core.u RENAME TO mine",
+        "CREATE TABLE parted (id int, at date) PARTITION BY RANGE (at)",
+        "CREATE TABLE parted_2026 PARTITION OF parted FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+        "CREATE INDEX parted_at ON parted (at)",
+        "CREATE MATERIALIZED VIEW mu AS SELECT count(*) AS n FROM core.u",
+        "CREATE TABLE copied AS SELECT * FROM core.u",
+        "DROP SCHEMA core CASCADE",
+    ],
+    "a session a migration changes": [
+        "CREATE TABLE r (id int)",
+        "SET session_replication_role = replica; ALTER TABLE r ADD COLUMN replica_mode int",
+        "-- no-transaction\nDISCARD ALL",
+        "ALTER TABLE r ADD COLUMN after_discard int",
+        "-- no-transaction\nDISCARD TEMP",
+        "CREATE INDEX r_id ON r (id)",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRICKY))
+def test_incremental_reads_equal_full_reads_where_dependencies_hide(name, pg_server, template_db):
+    with scratch_database(pg_server, f"poststack_incr_{next(_databases)}", template_db) as url:
+        session = _session(url)
+        try:
+            assert [TRICKY[name][i - 1] for i in _states_agree(session, TRICKY[name])] == []
+        finally:
+            session.close()
+
+
+def test_incremental_read_follows_a_migration_run_as_another_role(pg_server, template_db):
+    role = f"poststack_incr_role_{next(_databases)}_{random.randrange(10**6)}"
+    with scratch_database(pg_server, f"poststack_incr_{next(_databases)}", template_db) as url:
+        session = _session(url)
+        try:
+            session.query(f"CREATE ROLE {role} NOLOGIN; GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+            migrations = [
+                f"SET ROLE {role}; CREATE TABLE owned (id int)",
+                f"SET ROLE {role}; CREATE INDEX o ON owned (id)",
+            ]
+            assert list(_states_agree(session, migrations)) == []
+        finally:
+            session.query(f"DROP OWNED BY {role}; DROP ROLE {role}")
+            session.close()
+
+
+def test_a_role_that_may_not_make_event_triggers_reads_everything(pg_server, template_db):
+    role = f"poststack_incr_plain_{next(_databases)}_{random.randrange(10**6)}"
+    with scratch_database(pg_server, f"poststack_incr_{next(_databases)}", template_db) as url:
+        session = _session(url)
+        try:
+            session.query(f"CREATE ROLE {role} NOLOGIN")
+            assert isinstance(open_reader(session, DEFAULT_TRACKING), IncrementalReader)
+            session.query(f"SET ROLE {role}")
+            assert not isinstance(open_reader(session, DEFAULT_TRACKING), IncrementalReader)
+            assert not isinstance(open_reader(session, DEFAULT_TRACKING, incremental=False), IncrementalReader)
+        finally:
+            session.query(f"RESET ROLE; DROP ROLE {role}")
+            session.close()
+
+
+def test_a_replay_whose_incremental_state_disagrees_is_replayed_reading_everything(
+    pg_server, template_db, tmp_path, monkeypatch
+):
+    from contextlib import contextmanager
+
+    from reconciler.desired.layouts import load_migrations
+    from reconciler.desired.replay.replay import replay
+
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "001_t.sql").write_text("CREATE TABLE t (id int);\n")
+    (directory / "002_v.sql").write_text("CREATE VIEW v AS SELECT id FROM t;\n")
+    readers: list[str] = []
+    real_open = incremental.open_reader
+
+    def counting_open(session, location, incremental=True):
+        reader = real_open(session, location, incremental)
+        readers.append(type(reader).__name__)
+        return reader
+
+    monkeypatch.setattr(IncrementalReader, "agrees", lambda self: False)
+    monkeypatch.setattr("reconciler.desired.replay.replay.open_reader", counting_open)
+
+    @contextmanager
+    def shadow():
+        with scratch_database(pg_server, f"poststack_incr_{next(_databases)}", template_db) as url:
+            session = _session(url)
+            try:
+                yield session
+            finally:
+                session.close()
+
+    result = replay(shadow, load_migrations(directory).migrations, DEFAULT_TRACKING)
+    assert readers == ["IncrementalReader", "_FullReader"]
+    assert ("view", "public.v") in result.final.objects and ("table", "public.t") in result.final.objects
