@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg2
 import pytest
@@ -125,52 +126,51 @@ TRICKY = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TRICKY))
-def test_incremental_reads_equal_full_reads_where_dependencies_hide(name, pg_server, template_db):
+@contextmanager
+def _shadow(pg_server, template_db) -> Iterator[Session]:
     with scratch_database(pg_server, f"poststack_incr_{next(_databases)}", template_db) as url:
         session = _session(url)
         try:
-            assert [TRICKY[name][i - 1] for i in _states_agree(session, TRICKY[name])] == []
+            yield session
         finally:
             session.close()
+
+
+@contextmanager
+def _role(session: Session) -> Iterator[str]:
+    """A throwaway role (roles are the server's: the name is this test's alone)."""
+    role = f"poststack_incr_role_{next(_databases)}_{random.randrange(10**6)}"
+    session.query(f"CREATE ROLE {role} NOLOGIN; GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+    try:
+        yield role
+    finally:
+        session.query(f"RESET ROLE; DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("name", sorted(TRICKY))
+def test_incremental_reads_equal_full_reads_where_dependencies_hide(name, pg_server, template_db):
+    with _shadow(pg_server, template_db) as session:
+        assert [TRICKY[name][i - 1] for i in _states_agree(session, TRICKY[name])] == []
 
 
 def test_incremental_read_follows_a_migration_run_as_another_role(pg_server, template_db):
-    role = f"poststack_incr_role_{next(_databases)}_{random.randrange(10**6)}"
-    with scratch_database(pg_server, f"poststack_incr_{next(_databases)}", template_db) as url:
-        session = _session(url)
-        try:
-            session.query(f"CREATE ROLE {role} NOLOGIN; GRANT CREATE, USAGE ON SCHEMA public TO {role}")
-            migrations = [
-                f"SET ROLE {role}; CREATE TABLE owned (id int)",
-                f"SET ROLE {role}; CREATE INDEX o ON owned (id)",
-            ]
-            assert list(_states_agree(session, migrations)) == []
-        finally:
-            session.query(f"DROP OWNED BY {role}; DROP ROLE {role}")
-            session.close()
+    with _shadow(pg_server, template_db) as session, _role(session) as role:
+        migrations = [f"SET ROLE {role}; CREATE TABLE owned (id int)", f"SET ROLE {role}; CREATE INDEX o ON owned (id)"]
+        assert list(_states_agree(session, migrations)) == []
 
 
 def test_a_role_that_may_not_make_event_triggers_reads_everything(pg_server, template_db):
-    role = f"poststack_incr_plain_{next(_databases)}_{random.randrange(10**6)}"
-    with scratch_database(pg_server, f"poststack_incr_{next(_databases)}", template_db) as url:
-        session = _session(url)
-        try:
-            session.query(f"CREATE ROLE {role} NOLOGIN")
-            assert isinstance(open_reader(session, DEFAULT_TRACKING), IncrementalReader)
-            session.query(f"SET ROLE {role}")
-            assert not isinstance(open_reader(session, DEFAULT_TRACKING), IncrementalReader)
-            assert not isinstance(open_reader(session, DEFAULT_TRACKING, incremental=False), IncrementalReader)
-        finally:
-            session.query(f"RESET ROLE; DROP ROLE {role}")
-            session.close()
+    with _shadow(pg_server, template_db) as session, _role(session) as role:
+        assert isinstance(open_reader(session, DEFAULT_TRACKING), IncrementalReader)
+        session.query(f"SET ROLE {role}")
+        assert not isinstance(open_reader(session, DEFAULT_TRACKING), IncrementalReader)
+        session.query("RESET ROLE")
+        assert not isinstance(open_reader(session, DEFAULT_TRACKING, incremental=False), IncrementalReader)
 
 
 def test_a_replay_whose_incremental_state_disagrees_is_replayed_reading_everything(
     pg_server, template_db, tmp_path, monkeypatch
 ):
-    from contextlib import contextmanager
-
     from reconciler.desired.layouts import load_migrations
     from reconciler.desired.replay.replay import replay
 
@@ -189,15 +189,6 @@ def test_a_replay_whose_incremental_state_disagrees_is_replayed_reading_everythi
     monkeypatch.setattr(IncrementalReader, "agrees", lambda self: False)
     monkeypatch.setattr("reconciler.desired.replay.replay.open_reader", counting_open)
 
-    @contextmanager
-    def shadow():
-        with scratch_database(pg_server, f"poststack_incr_{next(_databases)}", template_db) as url:
-            session = _session(url)
-            try:
-                yield session
-            finally:
-                session.close()
-
-    result = replay(shadow, load_migrations(directory).migrations, DEFAULT_TRACKING)
+    result = replay(lambda: _shadow(pg_server, template_db), load_migrations(directory).migrations, DEFAULT_TRACKING)
     assert readers == ["IncrementalReader", "_FullReader"]
     assert ("view", "public.v") in result.final.objects and ("table", "public.t") in result.final.objects
