@@ -37,9 +37,9 @@ from reconciler.interrupts import Signalled, signal_name
 from reconciler.observed import tracking
 from reconciler.remediation.actions import Action, RunContext, StepError, get_action
 from reconciler.remediation.plan import Plan, PlannedStep
-from reconciler.statements import Statement
+from reconciler.statements import RESET_SESSION_SQL, Statement
 
-RESET_SESSION = Statement("RESET ALL; RESET ROLE", None)
+RESET_SESSION = Statement(RESET_SESSION_SQL, None)
 BEGIN = Statement("BEGIN", None)
 COMMIT = Statement("COMMIT", None)
 

@@ -2,7 +2,7 @@
 each: PostgreSQL's own account of what every migration does, computed in a throwaway place.
 
 Each migration runs as it would for real: in a transaction unless it must not be, its
-session reset afterwards (RESET ALL, RESET ROLE), as the executor resets it between steps,
+session reset afterwards (RESET_SESSION_SQL), as the executor resets it between steps,
 and with the search_path the target gives migrations (its database's or role's default),
 so that unqualified names land where they landed there.
 A migration that fails in the shadow (a missing extension or role, a statement that needs
@@ -21,18 +21,16 @@ from reconciler.config import TrackingLocation
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import ReplayCache
-from reconciler.desired.replay.incremental import open_reader
+from reconciler.desired.replay.incremental import CHECK_EVERY, hides_from_event_triggers, open_reader
 from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotDiff, changes_between
 from reconciler.errors import MigrationFileError
-from reconciler.statements import Statement
-
-RESET = "RESET ALL; RESET ROLE"
+from reconciler.statements import RESET_SESSION_SQL, Statement
 
 
 def reset_statement(search_path: str | None) -> Statement:
     if search_path is None:
-        return Statement(RESET, None)
-    return Statement(f"{RESET}; SELECT set_config('search_path', %(path)s, false)", {"path": search_path})
+        return Statement(RESET_SESSION_SQL, None)
+    return Statement(f"{RESET_SESSION_SQL}; SELECT set_config('search_path', %(path)s, false)", {"path": search_path})
 
 
 @dataclass(frozen=True)
@@ -160,10 +158,12 @@ def _replay(
                 changes = known[index - 1]  # known: the catalog is not read again
                 _apply(current, changes)
             else:
-                state = reader.read().objects
+                state = reader.read(whole=hides_from_event_triggers(_text(migration))).objects
                 changes = changes_between(current, state)
                 current = dict(state)
                 read.append((index, changes))
+                if len(read) % CHECK_EVERY == 0 and not reader.agrees():
+                    return None
             steps.append((migration.version, changes))
         if read:
             if stop is not None:
@@ -171,6 +171,13 @@ def _replay(
             if not reader.agrees():
                 return None
     return Replay(start, tuple(steps), stop, reused=reused), read
+
+
+def _text(migration: Migration) -> str:
+    try:
+        return "\n".join(statement.sql for statement in migration.file.script.statements)
+    except MigrationFileError:
+        return ""
 
 
 def _run_batched(shadow: Session, migration: Migration, reset: Statement) -> ReplayStop | None:

@@ -63,7 +63,11 @@ _PARTS = (
                             AND o.relname = ANY(%(own_tables)s))
           AND {_NOT_EXTENSION.format(oid="c.oid")}""",
         "c.oid",
-        "c.oid",
+        # A sequence hangs on the table whose column owns it (serial, identity): dropping the
+        # identity drops it with no event of its own.
+        """COALESCE((SELECT d.refobjid FROM pg_depend d WHERE c.relkind = 'S' AND d.classid = 'pg_class'::regclass
+                      AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                    LIMIT 1), c.oid)""",
         ("c.oid",),
     ),
     _Part(
