@@ -3,10 +3,16 @@
 The state before the first migration is kept whole; after that, what each migration
 changed (a history's cache grows with its changes, not with its length times its size).
 A state is keyed by the server's major version, the snapshot query itself, the search_path
-migrations run with, and the chain of
-every migration up to it (version, checksum, whether it runs in a transaction): an edited
-file changes its key and every key after it, and only those. Files are written whole
-(a temporary file, then a rename), and one that cannot be read is treated as absent.
+migrations run with, and the chain of every migration up to it (version, checksum, whether
+it runs in a transaction): an edited file changes its key and every key after it, and only
+those.
+
+One file holds a history: the start, then each migration's key and changes, in order. It is
+named by the start's key, so it is found without a search, and written whole (a temporary
+file, then a rename) after each replay: one file, not one a migration (on a slow disk, 350
+small files cost more than the replay's catalog reads). A file that cannot be read, or a
+step whose key differs, ends what is known there. Switching between two branches replays
+what follows where they part, each time.
 """
 
 from __future__ import annotations
@@ -16,13 +22,24 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.snapshot import SNAPSHOT_QUERY, Changes, Snapshot
 
 _QUERY = hashlib.sha256(SNAPSHOT_QUERY.encode()).hexdigest()[:16]
+_FORMAT = 3
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the cache knows of a history: the start, and the changes of its first migrations."""
+
+    start: Snapshot | None
+    changes: tuple[Changes, ...] = ()  # empty when start is None
 
 
 @dataclass(frozen=True)
@@ -30,10 +47,10 @@ class ReplayCache:
     directory: Path  # e.g. <project>/.poststack/replay
     server_major: int
 
-    def keys(self, migrations: tuple[Migration, ...] | list[Migration], context: str = "") -> list[str]:
+    def keys(self, migrations: Sequence[Migration], context: str = "") -> list[str]:
         """The key of the state before the first migration, then of the state after each.
         ``context``: what else decides where things land (the search_path)."""
-        key = hashlib.sha256(f"poststack replay 2 {self.server_major} {_QUERY} {context}".encode()).hexdigest()
+        key = hashlib.sha256(f"poststack replay {_FORMAT} {self.server_major} {_QUERY} {context}".encode()).hexdigest()
         keys = [key]
         for m in migrations:
             try:
@@ -44,49 +61,41 @@ class ReplayCache:
             keys.append(key)
         return keys
 
-    def _path(self, key: str) -> Path:
-        return self.directory / str(self.server_major) / f"{key}.json"
+    def path(self, start_key: str) -> Path:
+        return self.directory / str(self.server_major) / f"{start_key}.json"
 
-    def load_start(self, key: str) -> Snapshot | None:
-        rows = self._load(key)
+    def load(self, keys: Sequence[str]) -> Known:
+        """The start and the changes known for ``keys`` (as ``keys`` made them), in order."""
         try:
-            return Snapshot.of((str(k), str(i), str(d)) for k, i, d in rows) if rows is not None else None
-        except (TypeError, ValueError):
-            return None
+            kept = json.loads(self.path(keys[0]).read_text(encoding="utf-8"))
+            start = Snapshot.of((str(k), str(i), str(d)) for k, i, d in kept["start"])
+            changes: list[Changes] = []
+            for key, (kept_key, rows) in zip(keys[1:], kept["steps"], strict=False):
+                if kept_key != key:
+                    break
+                changes.append(tuple(((str(k), str(i)), None if d is None else str(d)) for k, i, d in rows))
+        except (OSError, ValueError, TypeError, KeyError):
+            return Known(None)
+        return Known(start, tuple(changes))
 
-    def load_changes(self, key: str) -> Changes | None:
-        rows = self._load(key)
-        try:
-            return (
-                tuple(((str(k), str(i)), None if d is None else str(d)) for k, i, d in rows)
-                if rows is not None
-                else None
-            )
-        except (TypeError, ValueError):
-            return None
-
-    def save_start(self, key: str, snapshot: Snapshot) -> None:
-        self._save(key, [[kind, identity, d] for (kind, identity), d in sorted(snapshot.objects.items())])
-
-    def save_changes(self, key: str, changes: Changes) -> None:
-        self._save(key, [[kind, identity, d] for (kind, identity), d in changes])
-
-    def _load(self, key: str) -> list[list[str | None]] | None:
-        try:
-            rows = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return rows if isinstance(rows, list) else None
-
-    def _save(self, key: str, rows: list[list[str | None]]) -> None:
-        """Best effort: a cache that cannot be written only makes the next run slower."""
-        path = self._path(key)
+    def save(self, keys: Sequence[str], start: Snapshot, changes: Sequence[Changes]) -> None:
+        """Keep ``start`` and the ``changes`` of the first migrations, keyed by ``keys``.
+        Best effort: a cache that cannot be written only makes the next run slower."""
+        kept: dict[str, Any] = {
+            "format": _FORMAT,
+            "start": [[kind, identity, d] for (kind, identity), d in sorted(start.objects.items())],
+            "steps": [
+                [key, [[kind, identity, d] for (kind, identity), d in step]]
+                for key, step in zip(keys[1:], changes, strict=False)
+            ],
+        }
+        path = self.path(keys[0])
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    out.write(json.dumps(rows))  # dumps: the C encoder; dump writes piece by piece
+                    out.write(json.dumps(kept))  # dumps: the C encoder; dump writes piece by piece
                 os.replace(temporary, path)
             finally:
                 with contextlib.suppress(OSError):

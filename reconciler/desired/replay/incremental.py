@@ -67,12 +67,13 @@ ALTER EVENT TRIGGER poststack_replay_ddl ENABLE ALWAYS;
 ALTER EVENT TRIGGER poststack_replay_drop ENABLE ALWAYS;
 """
 
-# One round trip a migration. Marker rows have kind '*': ('*', 'all') says the rows are the
+# One round trip a migration. The plan of its big query is made once (a generic plan): made
+# again for each call's OIDs, it costs as much as running it. Marker rows have kind '*': ('*', 'all') says the rows are the
 # whole catalog; ('*', 'touched', own) names an object whose rows are replaced by those read.
 _READER = f"""
 CREATE OR REPLACE FUNCTION {_READ}(p_whole boolean, p_own_schema text, p_own_tables text[])
 RETURNS TABLE (o_kind text, o_identity text, o_definition text, o_own oid, o_parent oid)
-LANGUAGE plpgsql SET search_path = pg_catalog
+LANGUAGE plpgsql SET search_path = pg_catalog {{generic}}
 AS $poststack$
 DECLARE
     v_touched oid[];
@@ -177,7 +178,8 @@ class IncrementalReader:
 
     def _make(self) -> None:
         self.session.query(_SETUP)
-        self.session.query(_READER)
+        generic = "SET plan_cache_mode = force_generic_plan" if self.session.server_info().major >= 12 else ""
+        self.session.query(_READER.replace("{generic}", generic))
         self._whole = True
 
     def read(self, whole: bool = False) -> Snapshot:

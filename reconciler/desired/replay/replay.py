@@ -20,7 +20,7 @@ import psycopg2
 from reconciler.config import TrackingLocation
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
-from reconciler.desired.replay.cache import ReplayCache
+from reconciler.desired.replay.cache import Known, ReplayCache
 from reconciler.desired.replay.incremental import CHECK_EVERY, hides_from_event_triggers, open_reader
 from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotDiff, changes_between
 from reconciler.errors import MigrationFileError
@@ -101,29 +101,19 @@ def replay(
     the catalog. ``search_path``: the one the target gives migrations."""
     # What else decides the states: where names land, and which tables are poststack's own.
     context = f"{search_path or ''} {location.schema} {' '.join(location.tables)}"
-    keys = cache.keys(list(migrations), context) if cache is not None else None
-    start = cache.load_start(keys[0]) if cache is not None and keys is not None else None
-    known: list[Changes] = []
-    if cache is not None and keys is not None and start is not None:
-        for key in keys[1:]:
-            changes = cache.load_changes(key)
-            if changes is None:
-                break
-            known.append(changes)
+    keys = cache.keys(migrations, context) if cache is not None else None
+    cached = cache.load(keys) if cache is not None and keys is not None else Known(None)
+    start, known = cached.start, list(cached.changes)
     versions = [m.version for m in migrations]
     if start is not None and len(known) == len(migrations):
         return Replay(start, tuple(zip(versions, known, strict=True)), from_cache=True, reused=len(known) + 1)
     reused = len(known) + 1 if start is not None else 0
-    result = _replay(open_shadow, migrations, location, start, known, reused, search_path, incremental=True)
-    if result is None:  # the incremental reads went astray: replayed again, reading everything
-        result = _replay(open_shadow, migrations, location, start, known, reused, search_path, incremental=False)
-        assert result is not None
-    replayed, read = result
+    replayed = _replay(open_shadow, migrations, location, start, known, reused, search_path, incremental=True)
+    if replayed is None:  # the incremental reads went astray: replayed again, reading everything
+        replayed = _replay(open_shadow, migrations, location, start, known, reused, search_path, incremental=False)
+        assert replayed is not None
     if cache is not None and keys is not None:
-        if start is None:
-            cache.save_start(keys[0], replayed.start)
-        for index, changes in read:
-            cache.save_changes(keys[index], changes)
+        cache.save(keys, replayed.start, [changes for _, changes in replayed.steps])
     return replayed
 
 
@@ -136,11 +126,11 @@ def _replay(
     reused: int,
     search_path: str | None,
     incremental: bool,
-) -> tuple[Replay, list[tuple[int, Changes]]] | None:
-    """The replay, and the changes it read (by position, for the cache); None when the state
-    kept by incremental reads disagrees with the whole catalog at the end."""
+) -> Replay | None:
+    """The replay; None when the state kept by incremental reads disagrees with a read of the
+    whole catalog (every CHECK_EVERY migrations read, and at the end)."""
     reset = reset_statement(search_path)
-    read: list[tuple[int, Changes]] = []
+    read = 0  # migrations whose catalog was read
     with open_shadow() as shadow:
         shadow.run(reset)
         reader = open_reader(shadow, location, incremental)
@@ -161,8 +151,8 @@ def _replay(
                 state = reader.read(whole=hides_from_event_triggers(_text(migration))).objects
                 changes = changes_between(current, state)
                 current = dict(state)
-                read.append((index, changes))
-                if len(read) % CHECK_EVERY == 0 and not reader.agrees():
+                read += 1
+                if read % CHECK_EVERY == 0 and not reader.agrees():
                     return None
             steps.append((migration.version, changes))
         if read:
@@ -170,7 +160,7 @@ def _replay(
                 reader.read()  # what the migration that stopped left, if it ran in part
             if not reader.agrees():
                 return None
-    return Replay(start, tuple(steps), stop, reused=reused), read
+    return Replay(start, tuple(steps), stop, reused=reused)
 
 
 def _text(migration: Migration) -> str:
