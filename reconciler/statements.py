@@ -9,11 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# What a migration may leave set on its session, undone before the next one runs (and before
-# poststack's own bookkeeping): settings, SET ROLE, and SET SESSION AUTHORIZATION, which
-# RESET ALL leaves alone.
-RESET_SESSION_SQL = "RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE"
-
 
 @dataclass(frozen=True)
 class Statement:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,9 @@ class ScriptStatement:
     line: int  # 1-based line of the statement's first character in the file
     kind: str  # the parse node's name, e.g. CreateStmt
     no_transaction_reason: str | None  # why PostgreSQL refuses it in a transaction block
+    # What it changes beyond its own database (roles, databases, tablespaces, the server's
+    # settings), e.g. "CREATE ROLE"; None for what stays inside the database.
+    server_level: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ def parse_script(text: str) -> Script:
                 line=lines.line(start + lead),
                 kind=kind,
                 no_transaction_reason=_no_transaction_reason(kind, node),
+                server_level=server_level(kind, node),
             )
         )
     first_line = text.lstrip("\ufeff").split("\n", 1)[0].strip().lower()
@@ -174,4 +179,67 @@ def _no_transaction_reason(kind: str, node: dict[str, Any]) -> str | None:
         return "the file controls its own transactions (BEGIN/COMMIT)"
     if kind == "ClusterStmt" and node.get("relation") is None:
         return "CLUSTER without a table cannot run inside a transaction block"
+    return None
+
+
+# Statements whose effect is the server's (shared catalogs, files beside the data), not
+# one database's: a replay beside the target would make them on the target's server.
+_SERVER_LEVEL = {
+    "CreateRoleStmt": "CREATE ROLE",
+    "AlterRoleStmt": "ALTER ROLE",
+    "AlterRoleSetStmt": "ALTER ROLE ... SET",
+    "DropRoleStmt": "DROP ROLE",
+    "GrantRoleStmt": "GRANT/REVOKE of a role",
+    "CreatedbStmt": "CREATE DATABASE",
+    "DropdbStmt": "DROP DATABASE",
+    "AlterDatabaseStmt": "ALTER DATABASE",
+    "AlterDatabaseSetStmt": "ALTER DATABASE ... SET",
+    "AlterDatabaseRefreshCollStmt": "ALTER DATABASE ... REFRESH COLLATION VERSION",
+    "AlterSystemStmt": "ALTER SYSTEM",
+    "CreateTableSpaceStmt": "CREATE TABLESPACE",
+    "DropTableSpaceStmt": "DROP TABLESPACE",
+    "AlterTableSpaceOptionsStmt": "ALTER TABLESPACE",
+    "ReassignOwnedStmt": "REASSIGN OWNED",
+    "DropOwnedStmt": "DROP OWNED",  # revokes privileges on databases and tablespaces too
+    "CreateSubscriptionStmt": "CREATE SUBSCRIPTION",  # a replication slot on the publisher
+    "AlterSubscriptionStmt": "ALTER SUBSCRIPTION",
+    "DropSubscriptionStmt": "DROP SUBSCRIPTION",
+}
+_SHARED_OBJECTS = {
+    "OBJECT_ROLE": "role",
+    "OBJECT_DATABASE": "database",
+    "OBJECT_TABLESPACE": "tablespace",
+    "OBJECT_PARAMETER_ACL": "parameter",
+}
+_SHARED_VERBS = {
+    "RenameStmt": "RENAME of",
+    "AlterOwnerStmt": "ALTER ... OWNER of",
+    "GrantStmt": "GRANT/REVOKE on",
+    "CommentStmt": "COMMENT ON",
+    "SecLabelStmt": "SECURITY LABEL on",
+}
+# In a DO block's text: PL/pgSQL runs it as dynamic SQL, which no parse of the file sees.
+_SERVER_LEVEL_TEXT = re.compile(
+    r"\b(create|alter|drop)\s+(role|user|group|database|tablespace|subscription)\b|\balter\s+system\b"
+    r"|\b(reassign|drop)\s+owned\b|\bon\s+(database|tablespace|parameter)\b",
+    re.IGNORECASE,
+)
+
+
+def server_level(kind: str, node: dict[str, Any]) -> str | None:
+    """What a ``kind`` statement (its JSON parse ``node``) changes beyond its database, or None."""
+    if kind in _SERVER_LEVEL:
+        return _SERVER_LEVEL[kind]
+    shared = _SHARED_OBJECTS.get(node.get("renameType") or node.get("objectType") or node.get("objtype") or "")
+    if shared is not None and kind in ("RenameStmt", "AlterOwnerStmt", "GrantStmt", "CommentStmt", "SecLabelStmt"):
+        return f"{_SHARED_VERBS[kind]} a {shared}"
+    if kind == "DoStmt":
+        body = " ".join(
+            str(item["DefElem"].get("arg", {}).get("String", {}).get("sval", ""))
+            for item in node.get("args") or ()
+            if item.get("DefElem", {}).get("defname") == "as"
+        )
+        found = _SERVER_LEVEL_TEXT.search(body)
+        if found is not None:
+            return f"a DO block that runs {' '.join(found.group(0).upper().split())}"
     return None

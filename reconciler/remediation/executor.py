@@ -22,6 +22,7 @@ from typing import Any
 import psycopg2
 
 from reconciler.db import BATCH_SEPARATOR, Session, host_pid, is_connection_lost, server_error_text, sqlstate
+from reconciler.desired.replay.replay import RESET_SESSION_SQL
 from reconciler.errors import (
     BETWEEN_STEPS,
     COMMIT_UNKNOWN,
@@ -37,7 +38,7 @@ from reconciler.interrupts import Signalled, signal_name
 from reconciler.observed import tracking
 from reconciler.remediation.actions import Action, RunContext, StepError, get_action
 from reconciler.remediation.plan import Plan, PlannedStep
-from reconciler.statements import RESET_SESSION_SQL, Statement
+from reconciler.statements import Statement
 
 RESET_SESSION = Statement(RESET_SESSION_SQL, None)
 BEGIN = Statement("BEGIN", None)

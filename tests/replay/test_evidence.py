@@ -128,8 +128,10 @@ def test_a_function_body_edited_makes_a_saved_plan_stale(database_url: str, db, 
 
 def test_the_second_diagnose_reads_the_cache_and_an_edit_replays_from_it_on(database_url: str, db, tmp_path: Path):
     directory, _versions, cli = _project(tmp_path, database_url)
-    assert _report(cli)["database_state"]["replay"]["from_cache"] is False
-    assert _report(cli)["database_state"]["replay"]["from_cache"] is True
+    cold = _report(cli)["database_state"]["replay"]
+    assert cold["from_cache"] is False and cold["catalog_reads"] == "incremental"  # the tests' role is a superuser
+    warm = _report(cli)["database_state"]["replay"]
+    assert warm["from_cache"] is True and warm["catalog_reads"] == "none"
     path = next(directory.glob("008_*.sql"))
     path.write_text(path.read_text() + "-- reviewed\n")
     replay = _report(cli)["database_state"]["replay"]

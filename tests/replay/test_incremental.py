@@ -20,8 +20,8 @@ from reconciler.config import DEFAULT_TRACKING
 from reconciler.db import Session
 from reconciler.desired.replay import incremental
 from reconciler.desired.replay.incremental import IncrementalReader, hides_from_event_triggers, open_reader
+from reconciler.desired.replay.replay import RESET_SESSION_SQL
 from reconciler.desired.replay.snapshot import SnapshotReader
-from reconciler.statements import RESET_SESSION_SQL
 from tests.conftest import scratch_database
 from tests.replay.churn import churn_history
 
@@ -47,7 +47,12 @@ def _states_agree(session: Session, migrations: list[str]) -> Iterator[int]:
             yield position
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    derandomize=True,  # the same histories on every run: CI is not a lottery
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(seed=st.integers(0, 2**32 - 1), length=st.integers(10, 45))
 def test_incremental_reads_equal_full_reads_on_churny_histories(seed, length, pg_server, template_db):
     history = churn_history(random.Random(seed), length)
@@ -135,10 +140,31 @@ TRICKY = {
         "ALTER TABLE ident ALTER COLUMN id DROP IDENTITY",
         "ALTER TABLE ident DROP COLUMN n",
         "CREATE TABLE hidden (id int)",
-        "SET event_triggers = off; CREATE TABLE unseen (id int); ALTER TABLE hidden ADD COLUMN x int",
+        "SET event_triggers = off; CREATE TABLE unseen (id int); ALTER TABLE hidden ADD COLUMN x int",  # 17+
         "ALTER TABLE hidden ADD COLUMN y int",
         "UPDATE pg_catalog.pg_attribute SET attnotnull = true WHERE attrelid = 'hidden'::regclass AND attname = 'x'",
         "ALTER TABLE hidden ADD COLUMN z int",
+    ],
+    "what no event reports": [
+        "CREATE TABLE tp (id int, at date) PARTITION BY RANGE (at)",
+        "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END'",
+        "CREATE TRIGGER t_trg BEFORE INSERT ON tp FOR EACH ROW EXECUTE FUNCTION stamp()",
+        "CREATE TABLE tp_2 PARTITION OF tp FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+        "ALTER TABLE tp DETACH PARTITION tp_2",
+        "ALTER TABLE tp_2 ADD COLUMN w int",
+        "CREATE TABLE ri (id int)",
+        "CREATE INDEX ri_id ON ri (id)",
+        "-- no-transaction\nREINDEX INDEX CONCURRENTLY ri_id",
+        "ALTER INDEX ri_id RENAME TO ri_id2",
+        "ALTER TABLE ri ADD COLUMN n int",
+        "CREATE TABLE em (id int PRIMARY KEY)",
+        "CREATE TABLE orders (id int, eid int REFERENCES em (id), m int) PARTITION BY RANGE (m)",
+        "CREATE TABLE orders_1 PARTITION OF orders FOR VALUES FROM (1) TO (10)",
+        "ALTER TABLE orders DETACH PARTITION orders_1",
+        "CREATE TABLE c (id int, k int) PARTITION BY RANGE (k)",
+        "CREATE TABLE c1 PARTITION OF c FOR VALUES FROM (1) TO (5)",
+        "-- no-transaction\nALTER TABLE c DETACH PARTITION c1 CONCURRENTLY",
+        "ALTER TABLE c1 ADD COLUMN z int",
     ],
     "a session a migration changes": [
         "CREATE TABLE r (id int)",
@@ -176,7 +202,40 @@ def _role(session: Session) -> Iterator[str]:
 @pytest.mark.parametrize("name", sorted(TRICKY))
 def test_incremental_reads_equal_full_reads_where_dependencies_hide(name, pg_server, template_db):
     with _shadow(pg_server, template_db) as session:
-        assert [TRICKY[name][i - 1] for i in _states_agree(session, TRICKY[name])] == []
+        migrations = TRICKY[name]
+        if session.server_info().major < 17:  # no event_triggers setting before 17
+            migrations = [m for m in migrations if "event_triggers" not in m]
+        assert [migrations[i - 1] for i in _states_agree(session, migrations)] == []
+
+
+def test_another_session_runs_nothing_as_the_replay_through_its_triggers(pg_server, template_db):
+    """The trigger functions run as their owner: someone else connected to the scratch
+    database, with a temporary table of the log's name and a trigger on it, must not get
+    their own code run as that owner."""
+    with _shadow(pg_server, template_db) as session, _role(session) as role:
+        IncrementalReader(session, DEFAULT_TRACKING)
+        session.query(
+            f"ALTER ROLE {role} LOGIN PASSWORD 'replay-probe'; GRANT TEMPORARY ON DATABASE "
+            f"{session.query_one('SELECT current_database()')[0]} TO {role}"
+        )
+        other = psycopg2.connect(psycopg2.extensions.make_dsn(session.url, user=role, password="replay-probe"))
+        other.autocommit = True
+        try:
+            with other.cursor() as cur:
+                cur.execute(
+                    "CREATE TEMPORARY TABLE poststack_replay_log (classid oid, objid oid);"
+                    "CREATE TEMPORARY TABLE who (name text);"
+                    "CREATE FUNCTION pg_temp.record() RETURNS trigger LANGUAGE plpgsql AS "
+                    "'BEGIN INSERT INTO pg_temp.who VALUES (current_user); RETURN NEW; END';"
+                    "CREATE TRIGGER record BEFORE INSERT ON pg_temp.poststack_replay_log "
+                    "FOR EACH ROW EXECUTE FUNCTION pg_temp.record();"
+                    "CREATE TABLE made_by_another (id int)"
+                )
+                cur.execute("SELECT name FROM pg_temp.who")
+                assert cur.fetchall() == []
+        finally:
+            other.close()
+            session.query("DROP TABLE IF EXISTS made_by_another")
 
 
 def test_incremental_read_follows_a_migration_run_as_another_role(pg_server, template_db):
@@ -222,4 +281,5 @@ def test_a_replay_whose_incremental_state_disagrees_is_replayed_reading_everythi
 
     result = replay(lambda: _shadow(pg_server, template_db), load_migrations(directory).migrations, DEFAULT_TRACKING)
     assert readers == ["IncrementalReader", "_FullReader"]
+    assert result.catalog_reads == "full_after_disagreement"
     assert ("view", "public.v") in result.final.objects and ("table", "public.t") in result.final.objects

@@ -31,7 +31,7 @@ from reconciler.desired.files import Migration
 from reconciler.desired.replay.snapshot import SNAPSHOT_QUERY, Changes, Snapshot
 
 _QUERY = hashlib.sha256(SNAPSHOT_QUERY.encode()).hexdigest()[:16]
-_FORMAT = 3
+_FORMAT = 4  # 4: states kept by incremental reads that missed what no event reports are not trusted
 
 
 @dataclass(frozen=True)

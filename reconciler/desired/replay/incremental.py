@@ -8,9 +8,11 @@ constraints that print its name) is read again, and nothing else.
 
 Event triggers need a superuser; elsewhere the full read is used (``open_reader``). The
 triggers live in the shadow only, with their functions and log in this session's temporary
-schema, and fire even under ``session_replication_role = replica``. A migration touching a
-schema or an extension, or one that ran DISCARD and took the log with it, is followed by a
-full read. ``agrees`` compares the state kept so with a full read, at the end of a replay.
+schema, and fire even under ``session_replication_role = replica``. What no event reports
+(DETACH PARTITION dropping cloned triggers, REINDEX before PostgreSQL 17) is found by the
+transaction that wrote the catalog rows (xmin). A migration touching a schema or an
+extension, or one that ran DISCARD and took the log with it, is followed by a full read.
+``agrees`` compares the state kept so with a full read: along a replay and at its end.
 """
 
 from __future__ import annotations
@@ -21,23 +23,26 @@ from typing import Any, Protocol
 import psycopg2.errors
 
 from reconciler.config import TrackingLocation
-from reconciler.desired.replay.snapshot import Key, Snapshot, SnapshotReader, snapshot_query
+from reconciler.desired.replay.snapshot import Key, Snapshot, SnapshotReader, snapshot_function_body
 
 _LOG = "pg_temp.poststack_replay_log"
 _READ = "pg_temp.poststack_replay_read"
 
 # What a command touched, and (for a dropped default, constraint, trigger, rule or policy
 # whose relation lives on) that relation: the dropped row no longer says which it was.
-# Another session's DDL (dblink) fires these triggers too, without this session's log: it
-# is let be (a migration that calls dblink is followed by a full read). A failure never
-# fails the migration: it logs "read everything".
+# The functions run as their owner (a migration may SET ROLE), so they act only in the
+# replay's own session ({pid}): another session's DDL (dblink, or anyone who connects to the
+# scratch database) fires them too, and must not run its own code as the owner through a
+# temporary table of the same name. A failure never fails the migration: it logs "read
+# everything".
 _SETUP = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS poststack_replay_log (classid oid, objid oid);
 CREATE OR REPLACE FUNCTION pg_temp.poststack_log_ddl() RETURNS event_trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog AS $poststack$ BEGIN
-    IF to_regclass('{_LOG}') IS NOT NULL THEN
-        INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_ddl_commands();
+    IF pg_backend_pid() <> {{pid}} THEN
+        RETURN;
     END IF;
+    INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_ddl_commands();
 EXCEPTION WHEN OTHERS THEN
     IF to_regclass('{_LOG}') IS NOT NULL THEN
         INSERT INTO {_LOG} VALUES ('pg_namespace'::regclass, 0);  -- not known: read everything
@@ -45,15 +50,16 @@ EXCEPTION WHEN OTHERS THEN
 END $poststack$;
 CREATE OR REPLACE FUNCTION pg_temp.poststack_log_drop() RETURNS event_trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog AS $poststack$ BEGIN
-    IF to_regclass('{_LOG}') IS NOT NULL THEN
-        INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_dropped_objects();
-        INSERT INTO {_LOG}
-            SELECT 'pg_class'::regclass::oid, r.oid FROM pg_event_trigger_dropped_objects() o
-            JOIN pg_class r
-              ON r.oid = to_regclass(quote_ident(o.address_names[1]) || '.' || quote_ident(o.address_names[2]))
-            WHERE o.object_type IN ('default value', 'table constraint', 'trigger', 'rule', 'policy')
-              AND cardinality(o.address_names) = 3;
+    IF pg_backend_pid() <> {{pid}} THEN
+        RETURN;
     END IF;
+    INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_dropped_objects();
+    INSERT INTO {_LOG}
+        SELECT 'pg_class'::regclass::oid, r.oid FROM pg_event_trigger_dropped_objects() o
+        JOIN pg_class r
+          ON r.oid = to_regclass(quote_ident(o.address_names[1]) || '.' || quote_ident(o.address_names[2]))
+        WHERE o.object_type IN ('default value', 'table constraint', 'trigger', 'rule', 'policy')
+          AND cardinality(o.address_names) = 3;
 EXCEPTION WHEN OTHERS THEN
     IF to_regclass('{_LOG}') IS NOT NULL THEN
         INSERT INTO {_LOG} VALUES ('pg_namespace'::regclass, 0);
@@ -67,17 +73,42 @@ ALTER EVENT TRIGGER poststack_replay_ddl ENABLE ALWAYS;
 ALTER EVENT TRIGGER poststack_replay_drop ENABLE ALWAYS;
 """
 
-# One round trip a migration. The plan of its big query is made once (a generic plan): made
-# again for each call's OIDs, it costs as much as running it. Marker rows have kind '*': ('*', 'all') says the rows are the
-# whole catalog; ('*', 'touched', own) names an object whose rows are replaced by those read.
-_READER = f"""
-CREATE OR REPLACE FUNCTION {_READ}(p_whole boolean, p_own_schema text, p_own_tables text[])
+# Event triggers do not see everything: DETACH PARTITION drops the triggers it had cloned
+# onto the partition, REINDEX CONCURRENTLY swaps an index for a new one (no event before
+# PostgreSQL 17). Every catalog row a migration inserts or updates carries its transaction
+# in xmin: the rows of user objects (OIDs from 16384) newer than the previous read
+# (p_since, that read's transaction) are touched too, whatever fired or did not.
+_WRITTEN_SINCE = """
+    SELECT c.oid FROM pg_class c WHERE c.oid >= 16384 AND age(c.xmin) < v_age
+    UNION SELECT a.attrelid FROM pg_attribute a WHERE a.attrelid >= 16384 AND age(a.xmin) < v_age
+    UNION SELECT d.adrelid FROM pg_attrdef d WHERE d.oid >= 16384 AND age(d.xmin) < v_age
+    UNION SELECT unnest(ARRAY[k.oid, k.conrelid, k.contypid]) FROM pg_constraint k
+          WHERE k.oid >= 16384 AND age(k.xmin) < v_age
+    UNION SELECT unnest(ARRAY[x.indexrelid, x.indrelid]) FROM pg_index x
+          WHERE x.indexrelid >= 16384 AND age(x.xmin) < v_age
+    UNION SELECT p.oid FROM pg_proc p WHERE p.oid >= 16384 AND age(p.xmin) < v_age
+    UNION SELECT t.tgrelid FROM pg_trigger t WHERE t.oid >= 16384 AND age(t.xmin) < v_age
+    UNION SELECT unnest(ARRAY[y.oid, y.typrelid]) FROM pg_type y WHERE y.oid >= 16384 AND age(y.xmin) < v_age
+    UNION SELECT e.enumtypid FROM pg_enum e WHERE e.oid >= 16384 AND age(e.xmin) < v_age
+    UNION SELECT o.polrelid FROM pg_policy o WHERE o.oid >= 16384 AND age(o.xmin) < v_age
+    UNION SELECT r.ev_class FROM pg_rewrite r WHERE r.oid >= 16384 AND age(r.xmin) < v_age
+    UNION SELECT unnest(ARRAY[i.inhrelid, i.inhparent]) FROM pg_inherits i
+          WHERE i.inhrelid >= 16384 AND age(i.xmin) < v_age"""
+
+# One round trip a migration. Marker rows have kind '*': ('*', 'all') says the rows are the
+# whole catalog; ('*', 'touched', own) names an object whose rows are replaced by those read;
+# ('*', 'since', xid) is this read's transaction, the next read's p_since. The plan of the
+# big query is made once (a generic plan): made again for each call's OIDs, it costs as
+# much as running it.
+_READER = rf"""
+CREATE OR REPLACE FUNCTION {_READ}(p_whole boolean, p_since xid, p_own_schema text, p_own_tables text[])
 RETURNS TABLE (o_kind text, o_identity text, o_definition text, o_own oid, o_parent oid)
 LANGUAGE plpgsql SET search_path = pg_catalog {{generic}}
 AS $poststack$
 DECLARE
     v_touched oid[];
     v_new oid[];
+    v_age integer := CASE WHEN p_since IS NULL THEN NULL ELSE age(p_since) END;
     -- The catalogs whose objects others' definitions can print (pg_depend's indexes lead
     -- with the class): walking from an OID, each is looked up in these.
     v_classes oid[] := ARRAY['pg_class', 'pg_type', 'pg_proc', 'pg_constraint', 'pg_rewrite', 'pg_attrdef',
@@ -85,12 +116,16 @@ DECLARE
         'pg_ts_config', 'pg_ts_dict', 'pg_language', 'pg_foreign_server', 'pg_foreign_data_wrapper',
         'pg_namespace', 'pg_extension', 'pg_cast', 'pg_conversion', 'pg_statistic_ext']::regclass[]::oid[];
 BEGIN
-    IF p_whole OR EXISTS (
-            SELECT 1 FROM {_LOG} WHERE classid IN ('pg_namespace'::regclass, 'pg_extension'::regclass)) THEN
+    RETURN QUERY SELECT '*'::text, 'since'::text, (txid_current() % 4294967296)::text, NULL::oid, NULL::oid;
+    IF p_whole OR v_age IS NULL
+        OR EXISTS (SELECT 1 FROM {_LOG} WHERE classid IN ('pg_namespace'::regclass, 'pg_extension'::regclass))
+        OR EXISTS (SELECT 1 FROM pg_namespace n WHERE n.oid >= 16384 AND age(n.xmin) < v_age
+                   AND n.nspname NOT LIKE 'pg\_%')
+        OR EXISTS (SELECT 1 FROM pg_extension e WHERE e.oid >= 16384 AND age(e.xmin) < v_age) THEN
         DELETE FROM {_LOG};
         RETURN QUERY SELECT '*'::text, 'all'::text, NULL::text, NULL::oid, NULL::oid;
         RETURN QUERY SELECT q.k::text, q.i::text, q.d::text, q.o::oid, q.p::oid
-            FROM ({snapshot_query(owned=True).replace("%%", "%")}) AS q(k, i, d, o, p);
+            FROM ({snapshot_function_body(owned=True)}) AS q(k, i, d, o, p);
         RETURN;
     END IF;
     -- Everything that depends on what was touched prints its name: a renamed column reaches
@@ -101,7 +136,8 @@ BEGIN
     -- constraints are renamed with the parent's), so a constraint leads to its table.
     -- OIDs alone (not class and OID): one too many may be read again, none is missed.
     v_new := ARRAY(SELECT DISTINCT l.objid FROM {_LOG} l WHERE l.objid IS NOT NULL AND l.objid <> 0
-                   UNION SELECT c.conrelid FROM pg_constraint c, {_LOG} l WHERE c.oid = l.objid AND c.conrelid <> 0);
+                   UNION SELECT c.conrelid FROM pg_constraint c, {_LOG} l WHERE c.oid = l.objid AND c.conrelid <> 0
+                   UNION SELECT w.oid FROM ({_WRITTEN_SINCE}) AS w(oid) WHERE w.oid <> 0);
     v_touched := v_new;
     WHILE cardinality(v_new) > 0 LOOP
         v_new := ARRAY(
@@ -123,9 +159,9 @@ BEGIN
     END IF;
     RETURN QUERY SELECT '*'::text, 'touched'::text, NULL::text, t, t FROM unnest(v_touched) AS t;
     RETURN QUERY SELECT q.k::text, q.i::text, q.d::text, q.o::oid, q.p::oid
-        FROM ({snapshot_query(owned=True, only="v_touched").replace("%%", "%")}) AS q(k, i, d, o, p);
+        FROM ({snapshot_function_body(owned=True, only="v_touched")}) AS q(k, i, d, o, p);
 END $poststack$
-""".replace("%(own_schema)s", "p_own_schema").replace("%(own_tables)s", "p_own_tables")
+"""
 
 # A full read every so many migrations checks the kept state along the way, not only at
 # the end: a later migration touching the same object would otherwise hide a miss.
@@ -136,7 +172,7 @@ CHECK_EVERY = 25
 # session (dblink), and writes to the catalog itself. A migration that says any of these is
 # followed by a full read: slower, never wrong.
 _UNSEEN = re.compile(
-    r"event_trigger|dblink|\b(update|insert\s+into|delete\s+from)\s+(pg_catalog\s*\.\s*)?\"?pg_",
+    r"event[\s_]+trigger|dblink|\b(update(\s+only)?|insert\s+into|delete\s+from(\s+only)?)\s+(pg_catalog\s*\.\s*)?\"?pg_",
     re.IGNORECASE,
 )
 
@@ -146,6 +182,8 @@ def hides_from_event_triggers(sql: str) -> bool:
 
 
 class CatalogReader(Protocol):
+    kind: str  # "incremental" or "full"
+
     def read(self, whole: bool = False) -> Snapshot: ...
 
     def agrees(self) -> bool: ...
@@ -153,6 +191,8 @@ class CatalogReader(Protocol):
 
 class _FullReader:
     """The whole catalog each time: nothing kept between reads, nothing to check."""
+
+    kind = "full"
 
     def __init__(self, session: Any, location: TrackingLocation) -> None:
         self._reader = SnapshotReader(session, location)
@@ -167,25 +207,28 @@ class _FullReader:
 class IncrementalReader:
     """The catalog as the migrations left it, read again only where they touched it."""
 
+    kind = "incremental"
+
     def __init__(self, session: Any, location: TrackingLocation) -> None:
         self.session = session
         self.location = location
         self._objects: dict[Key, str] = {}
         self._owners: dict[Key, tuple[int, int]] = {}  # key -> (own oid, parent oid)
         self._whole = True  # the next read is of everything (the first, or after DISCARD)
+        self._since: str | None = None  # the previous read's transaction
         self._full = SnapshotReader(session, location)
         self._make()
 
     def _make(self) -> None:
-        self.session.query(_SETUP)
+        self.session.query(_SETUP.replace("{pid}", str(int(self.session.conn.get_backend_pid()))))
         generic = "SET plan_cache_mode = force_generic_plan" if self.session.server_info().major >= 12 else ""
         self.session.query(_READER.replace("{generic}", generic))
         self._whole = True
 
     def read(self, whole: bool = False) -> Snapshot:
         """The state now; ``whole``: read all of it (the last migration hid what it did)."""
-        params = (self._whole or whole, self.location.schema, list(self.location.tables))
-        query = f"SELECT * FROM {_READ}(%s, %s, %s)"
+        params = (self._whole or whole, self._since, self.location.schema, list(self.location.tables))
+        query = f"SELECT * FROM {_READ}(%s, %s::xid, %s, %s)"
         try:
             rows = self.session.query(query, params)
         except (psycopg2.errors.UndefinedFunction, psycopg2.errors.UndefinedTable, psycopg2.errors.InvalidSchemaName):
@@ -200,11 +243,12 @@ class IncrementalReader:
 
     def _apply(self, rows: list[tuple[Any, ...]]) -> None:
         markers = [row for row in rows if row[0] == "*"]
+        self._since = next(definition for _, identity, definition, *_ in markers if identity == "since")
         if any(identity == "all" for _, identity, *_ in markers):
             self._objects.clear()
             self._owners.clear()
         else:
-            touched = {int(own) for _, _, _, own, _ in markers}
+            touched = {int(own) for _, identity, _, own, _ in markers if identity == "touched"}
             for key in [k for k, (own, parent) in self._owners.items() if own in touched or parent in touched]:
                 del self._objects[key]
                 del self._owners[key]
@@ -220,10 +264,13 @@ class IncrementalReader:
 
 
 def open_reader(session: Any, location: TrackingLocation, incremental: bool = True) -> CatalogReader:
-    """The incremental reader where the shadow's role may make event triggers, else the full one."""
+    """The incremental reader where the shadow's role may make event triggers and they fire
+    (PostgreSQL 17 can turn them off: event_triggers = off), else the full one."""
     if incremental:
-        row = session.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        if row is not None and row[0]:
+        row = session.query_one(
+            "SELECT rolsuper, current_setting('event_triggers', true) FROM pg_roles WHERE rolname = current_user"
+        )
+        if row is not None and row[0] and row[1] != "off":
             try:
                 return IncrementalReader(session, location)
             except psycopg2.Error:

@@ -11,6 +11,7 @@ data) stops the replay there; the report says where and why.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -22,9 +23,16 @@ from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import Known, ReplayCache
 from reconciler.desired.replay.incremental import CHECK_EVERY, hides_from_event_triggers, open_reader
+from reconciler.desired.replay.server_guard import GUARD_SQL, GUARD_SQLSTATE, server_level_statement
 from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotDiff, changes_between
+from reconciler.desired.script import Script
 from reconciler.errors import MigrationFileError
-from reconciler.statements import RESET_SESSION_SQL, Statement
+from reconciler.statements import Statement
+
+# What a migration may leave set on its session, undone before the next one runs (and before
+# poststack's own bookkeeping): settings, SET ROLE, and SET SESSION AUTHORIZATION, which
+# RESET ALL leaves alone.
+RESET_SESSION_SQL = "RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE"
 
 
 def reset_statement(search_path: str | None) -> Statement:
@@ -49,6 +57,9 @@ class Replay:
     stopped: ReplayStop | None = None  # the migration the replay could not run, if any
     from_cache: bool = False  # every state came from the cache: nothing was replayed
     reused: int = 0  # states read from the cache (the start counts): the rest were replayed
+    # How the shadow's catalog was read: "incremental", "full", "full_after_disagreement"
+    # (the incremental state went astray: replayed again, reading everything) or "none".
+    catalog_reads: str = "none"
 
     @property
     def versions(self) -> tuple[str, ...]:
@@ -94,11 +105,13 @@ def replay(
     location: TrackingLocation,
     cache: ReplayCache | None = None,
     search_path: str | None = None,
+    guarded: bool = True,
 ) -> Replay:
     """Run ``migrations`` in order in a shadow (an empty database ``open_shadow`` provides),
     the catalog read after each. With a ``cache``, what is known is read from it, and the
     shadow is not opened at all when everything is; the prefix known is run without reading
-    the catalog. ``search_path``: the one the target gives migrations."""
+    the catalog. ``search_path``: the one the target gives migrations. ``guarded``: the
+    shadow's server is not a throwaway of its own (server_guard)."""
     # What else decides the states: where names land, and which tables are poststack's own.
     context = f"{search_path or ''} {location.schema} {' '.join(location.tables)}"
     keys = cache.keys(migrations, context) if cache is not None else None
@@ -108,10 +121,14 @@ def replay(
     if start is not None and len(known) == len(migrations):
         return Replay(start, tuple(zip(versions, known, strict=True)), from_cache=True, reused=len(known) + 1)
     reused = len(known) + 1 if start is not None else 0
-    replayed = _replay(open_shadow, migrations, location, start, known, reused, search_path, incremental=True)
+    replayed = _replay(open_shadow, migrations, location, start, known, reused, search_path, guarded, incremental=True)
     if replayed is None:  # the incremental reads went astray: replayed again, reading everything
-        replayed = _replay(open_shadow, migrations, location, start, known, reused, search_path, incremental=False)
-        assert replayed is not None
+        again = _replay(
+            open_shadow, migrations, location, start, known, reused, search_path, guarded, incremental=False
+        )
+        if again is None:
+            raise RuntimeError("a replay reading the whole catalog cannot disagree with itself")
+        replayed = dataclasses.replace(again, catalog_reads="full_after_disagreement")
     if cache is not None and keys is not None:
         cache.save(keys, replayed.start, [changes for _, changes in replayed.steps])
     return replayed
@@ -125,6 +142,7 @@ def _replay(
     known: list[Changes],
     reused: int,
     search_path: str | None,
+    guarded: bool,
     incremental: bool,
 ) -> Replay | None:
     """The replay; None when the state kept by incremental reads disagrees with a read of the
@@ -140,7 +158,7 @@ def _replay(
         steps: list[tuple[str, Changes]] = []
         stop = None
         for index, migration in enumerate(migrations, start=1):
-            stop = _run_batched(shadow, migration, reset)
+            stop = _run_batched(shadow, migration, reset, guarded)
             if stop is not None:
                 reused = min(reused, index)
                 break
@@ -160,7 +178,7 @@ def _replay(
                 reader.read()  # what the migration that stopped left, if it ran in part
             if not reader.agrees():
                 return None
-    return Replay(start, tuple(steps), stop, reused=reused)
+    return Replay(start, tuple(steps), stop, reused=reused, catalog_reads=reader.kind)
 
 
 def _text(migration: Migration) -> str:
@@ -170,45 +188,75 @@ def _text(migration: Migration) -> str:
         return ""
 
 
-def _run_batched(shadow: Session, migration: Migration, reset: Statement) -> ReplayStop | None:
+def _server_level(migration: Migration, script: Script) -> ReplayStop | None:
+    statement = server_level_statement(script.statements)
+    if statement is None:
+        return None
+    what = f"{statement.server_level} changes the server, not only its database"
+    return ReplayStop(migration.version, f"{migration.path}:{statement.line}: {what}: {_NOT_BESIDE_THE_TARGET}")
+
+
+_NOT_BESIDE_THE_TARGET = (
+    "it is not replayed in a scratch database on the target's server (a shadow on a server of its own "
+    "can replay it: --shadow-url)"
+)
+
+
+def _run_batched(shadow: Session, migration: Migration, reset: Statement, guarded: bool) -> ReplayStop | None:
     """A migration that runs in a transaction, sent whole in one round trip with its reset
     (a long history is mostly round trips). Where it fails, it is run again statement by
-    statement, rolled back, to say on which line."""
+    statement, rolled back, to say on which line. ``guarded``: the shadow shares a server
+    with others (server_guard)."""
     try:
         script = migration.file.script
     except MigrationFileError:
-        return run_migration(shadow, migration, reset)
+        return run_migration(shadow, migration, reset, guarded)
     if not script.transactional or not script.statements:
-        return run_migration(shadow, migration, reset)
+        return run_migration(shadow, migration, reset, guarded)
+    if guarded and (stop := _server_level(migration, script)) is not None:
+        return stop
     with shadow.conn.cursor() as cur:
         reset_sql = cur.mogrify(reset.sql, reset.params).decode() if reset.params else reset.sql
     # Each ";" on a line of its own: a statement may end in a -- comment.
     body = "\n;\n".join(statement.sql for statement in script.statements)
+    guard = f"{GUARD_SQL};\n" if guarded else ""
     try:
-        shadow.query(f"BEGIN;\n{body}\n;\nCOMMIT;\n{reset_sql}")
+        shadow.query(f"BEGIN;\n{body}\n;\n{guard}COMMIT;\n{reset_sql}")
     except psycopg2.Error:
         shadow.rollback()
         shadow.run(reset)
-        return run_migration(shadow, migration, reset)  # None: it ran after all, one by one
+        return run_migration(shadow, migration, reset, guarded)  # None: it ran after all, one by one
     return None
 
 
-def run_migration(shadow: Session, migration: Migration, reset: Statement) -> ReplayStop | None:
+def run_migration(shadow: Session, migration: Migration, reset: Statement, guarded: bool = True) -> ReplayStop | None:
+    """Run one migration in the shadow as the executor would; a ReplayStop says why it could
+    not. ``guarded``: the shadow shares a server with others, whose roles, databases and
+    settings a migration must not change (server_guard)."""
     try:
         script = migration.file.script
     except MigrationFileError as e:
         return ReplayStop(migration.version, e.summary)
+    if guarded and (stop := _server_level(migration, script)) is not None:
+        return stop
     current = None
     try:
         if script.transactional:
             with shadow.transaction():
                 for current in script.statements:
                     shadow.run(Statement(current.sql, None))
+                if guarded:
+                    current = None
+                    shadow.run(Statement(GUARD_SQL, None))
         else:
             for current in script.statements:
                 shadow.run(Statement(current.sql, None))
     except psycopg2.Error as e:
         shadow.rollback()
+        if e.pgcode == GUARD_SQLSTATE:
+            return ReplayStop(
+                migration.version, f"{migration.path}: {e.diag.message_primary}: {_NOT_BESIDE_THE_TARGET}"
+            )
         where = f"{migration.path}:{current.line}" if current is not None else str(migration.path)
         return ReplayStop(migration.version, f"{where}: {server_error_text(e)}")
     finally:

@@ -72,15 +72,20 @@ def round_trip_history(
     migrations: Sequence[Migration],
     location: TrackingLocation,
     search_path: str | None = None,
+    guarded: bool = True,
 ) -> RoundTrip:
     """Round-trip ``migrations`` in one shadow (an empty database ``open_shadow`` provides).
-    ``search_path``: the one the target gives migrations."""
+    ``search_path``: the one the target gives migrations; ``guarded``: as for replay."""
     with open_shadow() as shadow:
-        return round_trip(shadow, migrations, location, search_path)
+        return round_trip(shadow, migrations, location, search_path, guarded)
 
 
 def round_trip(
-    shadow: Session, migrations: Sequence[Migration], location: TrackingLocation, search_path: str | None = None
+    shadow: Session,
+    migrations: Sequence[Migration],
+    location: TrackingLocation,
+    search_path: str | None = None,
+    guarded: bool = True,
 ) -> RoundTrip:
     """Walk ``migrations`` in order in ``shadow``, an empty database, each rollback tried on the way."""
     reset = reset_statement(search_path)
@@ -94,7 +99,7 @@ def round_trip(
         if migration.rollback is not None:
             before = known if known is not None else read_snapshot(shadow, location)
         known = None
-        stop = run_migration(shadow, migration, reset)
+        stop = run_migration(shadow, migration, reset, guarded)
         if stop is not None:
             return RoundTrip(checked, tuple(problems), stop)
         if migration.rollback is None or before is None:
@@ -102,7 +107,7 @@ def round_trip(
         checked += 1
         after_up = read_snapshot(shadow, location)
 
-        failed = run_migration(shadow, replace(migration, file=migration.rollback), reset)
+        failed = run_migration(shadow, replace(migration, file=migration.rollback), reset, guarded)
         if failed is not None:
             problems.append(
                 RollbackProblem(version, "fails", f"Rollback of migration {version} fails: {failed.reason}")
@@ -125,7 +130,7 @@ def round_trip(
                 )
             )
 
-        again = run_migration(shadow, migration, reset)
+        again = run_migration(shadow, migration, reset, guarded)
         if again is not None:
             problems.append(
                 RollbackProblem(

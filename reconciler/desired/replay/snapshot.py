@@ -173,6 +173,13 @@ def snapshot_query(owned: bool = False, only: str | None = None) -> str:
 SNAPSHOT_QUERY = snapshot_query()
 
 
+def snapshot_function_body(owned: bool = False, only: str | None = None) -> str:
+    """The snapshot query as the body of a plpgsql function whose parameters are
+    ``p_own_schema text`` and ``p_own_tables text[]``."""
+    query = snapshot_query(owned, only).replace("%(own_schema)s", "p_own_schema")
+    return query.replace("%(own_tables)s", "p_own_tables").replace("%%", "%")
+
+
 Key = tuple[str, str]  # (kind, identity)
 # What one migration changed: each object it touched and the definition it left (None: gone).
 Changes = tuple[tuple[Key, str | None], ...]
@@ -256,8 +263,7 @@ class SnapshotReader:
         self._made = False
 
     def _make(self) -> None:
-        body = SNAPSHOT_QUERY.replace("%(own_schema)s", "p_own_schema").replace("%(own_tables)s", "p_own_tables")
-        body = body.replace("%%", "%")
+        body = snapshot_function_body()
         self.session.query(
             f"CREATE OR REPLACE FUNCTION {self._FUNCTION}(p_own_schema text, p_own_tables text[]) "
             "RETURNS TABLE (o_kind text, o_identity text, o_definition text) LANGUAGE plpgsql "

@@ -86,6 +86,7 @@ class ReplayOutcome:
             "replayed": len(result.steps) if result is not None else 0,
             "from_cache": bool(result and result.from_cache),
             "reused_states": result.reused if result is not None else 0,
+            "catalog_reads": result.catalog_reads if result is not None else "none",
             "stopped_at": None
             if result is None or result.stopped is None
             else {"version": result.stopped.version, "reason": result.stopped.reason},
@@ -101,7 +102,7 @@ def replay_history(
     settings: ShadowSettings,
 ) -> ReplayOutcome:
     try:
-        shadow, opener, major, warnings = choose_shadow(target, settings)
+        shadow, opener, major, warnings, guarded = choose_shadow(target, settings)
         same = major == target.server_info().major
     except DatabaseUnavailable as e:
         if settings.url is not None:
@@ -111,7 +112,7 @@ def replay_history(
         return ReplayOutcome(None, "none", f"no shadow database could be had: {_why(e)}")
     cache = ReplayCache(settings.cache_dir, major) if settings.cache_dir is not None else None
     try:
-        result = replay(opener, migrations, location, cache, migrations_search_path(target))
+        result = replay(opener, migrations, location, cache, migrations_search_path(target), guarded)
     except (psycopg2.Error, PoststackError) as e:
         return ReplayOutcome(None, shadow, f"the replay in {shadow} failed: {_why(e)}", warnings, same)
     return ReplayOutcome(result, shadow, None, warnings, same)
@@ -131,9 +132,10 @@ def _why(error: Exception) -> str:
     return str(error)
 
 
-def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opener, int, tuple[str, ...]]:
+def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opener, int, tuple[str, ...], bool]:
     """Where a history is run for ``target``: (where, how to open it, its server's major
-    version, warnings). Raises psycopg2.Error or PoststackError when no shadow can be had."""
+    version, warnings, whether the server is shared: a migration must not change its roles,
+    databases or settings). Raises psycopg2.Error or PoststackError when no shadow can be had."""
     target_major = target.server_info().major
     if settings.url is not None:
         try:
@@ -149,6 +151,7 @@ def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opene
         try:
             major = probe.server_info().major
             creates = can_create_databases(probe)
+            shared = _server_identity(probe) == _server_identity(target)
         finally:
             probe.close()
         where = f"the shadow server {masked_url(settings.url)}"
@@ -162,10 +165,12 @@ def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opene
             )
         url = settings.url
         warnings = _version_warning(where, major, target_major)
-        return f"a scratch database on {where}", lambda: scratch_session(url), major, warnings
+        # A server named for shadows is taken as one the replay may change (roles, settings),
+        # unless it is the target's own.
+        return f"a scratch database on {where}", lambda: scratch_session(url), major, warnings, shared
     if can_create_databases(target):
         url = target.url
-        return "a scratch database on the target's server", lambda: scratch_session(url), target_major, ()
+        return "a scratch database on the target's server", lambda: scratch_session(url), target_major, (), True
     if settings.embedded_dir is None or target.embedded_dir is not None:
         raise PoststackError("the target's role may not create databases, and no shadow is configured (--shadow-url)")
     data_dir = settings.embedded_dir
@@ -180,7 +185,12 @@ def choose_shadow(target: Session, settings: ShadowSettings) -> tuple[str, Opene
         "replaying on the embedded server",
         *warnings,
     )
-    return where, lambda: _on_embedded(data_dir), major, warnings
+    return where, lambda: _on_embedded(data_dir), major, warnings, False
+
+
+def _server_identity(session: Session) -> tuple[object, ...] | None:
+    """What tells one running server from another: when it started, and on which port."""
+    return session.query_one("SELECT pg_postmaster_start_time(), current_setting('port')")
 
 
 @contextmanager
@@ -223,13 +233,13 @@ def round_trip_in_shadow(
     """The history walked in a shadow chosen as replay chooses one, each rollback tried on the
     way. Only catalog reads reach the target; the shadow is a database of its own."""
     try:
-        where, opener, _major, warnings = choose_shadow(target, settings)
+        where, opener, _major, warnings, guarded = choose_shadow(target, settings)
     except (psycopg2.Error, PoststackError) as e:
         if isinstance(e, DatabaseUnavailable) and settings.url is not None:
             raise  # the shadow the person named cannot be reached: say so, exit 3
         return RoundTripCheck("none", None, f"no shadow database could be had: {_why(e)}")
     try:
-        result = round_trip_history(opener, migrations, location, migrations_search_path(target))
+        result = round_trip_history(opener, migrations, location, migrations_search_path(target), guarded)
         return RoundTripCheck(where, result, None, warnings)
     except (psycopg2.Error, PoststackError) as e:
         return RoundTripCheck(where, None, f"it failed in {where}: {_why(e)}", warnings)

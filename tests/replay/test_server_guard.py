@@ -1,0 +1,106 @@
+"""A replay beside the target shares its server: a migration that would change the server
+itself (a role, the target database's settings, a grant on it) is not replayed there. The
+replay stops at it and says why, and the server is as it was."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import DEFAULT_TRACKING
+from reconciler.db import Session, open_raw
+from reconciler.desired.layouts import load_migrations
+from reconciler.desired.replay.replay import replay
+from reconciler.desired.replay.shadow import scratch_session
+from reconciler.desired.script import parse_script
+
+
+@pytest.fixture
+def target(database_url: str):  # type: ignore[no-untyped-def]
+    session = Session(open_raw(database_url), database_url)
+    yield session
+    session.close()
+
+
+def _role() -> str:
+    return f"poststack_guard_{random.randrange(10**9)}"
+
+
+def _replay(target: Session, directory: Path, middle: str, guarded: bool = True):  # type: ignore[no-untyped-def]
+    directory.mkdir()
+    (directory / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    (directory / "002_server.sql").write_text(middle)
+    (directory / "003_b.sql").write_text("CREATE TABLE b (id int);\n")
+    migrations = load_migrations(directory).migrations
+    return replay(lambda: scratch_session(target.url), migrations, DEFAULT_TRACKING, guarded=guarded)
+
+
+def _role_exists(target: Session, role: str) -> bool:
+    return target.query_one("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)) is not None
+
+
+@pytest.mark.parametrize(
+    "sql, said",
+    [
+        ("CREATE ROLE {role};\n", "CREATE ROLE changes the server"),
+        # Built at run time: no parse sees it; the rows it wrote do.
+        ("DO $$ BEGIN EXECUTE format('%s ROLE %I', 'CREATE', '{role}'); END $$;\n", "changed the server's roles"),
+        ("DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n", "a DO block that runs CREATE ROLE"),
+    ],
+)
+def test_a_migration_that_makes_a_role_is_not_replayed_beside_the_target(
+    sql: str, said: str, tmp_path: Path, target: Session
+) -> None:
+    role = _role()
+    result = _replay(target, tmp_path / "m", "CREATE TABLE before (id int);\n" + sql.format(role=role))
+    assert result.stopped is not None and result.stopped.version == "002", result.stopped
+    assert said in result.stopped.reason and "002_server.sql" in result.stopped.reason
+    assert list(result.versions) == ["001"]
+    assert not _role_exists(target, role)
+
+
+def test_a_migration_that_sets_the_target_database_is_not_replayed(tmp_path: Path, target: Session) -> None:
+    database = target.query_one("SELECT current_database()")[0]
+    settings = (
+        "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s"
+    )
+    before = target.query_one(settings, (database,))
+    result = _replay(target, tmp_path / "m", f"ALTER DATABASE \"{database}\" SET work_mem = '77MB';\n")
+    assert result.stopped is not None and "ALTER DATABASE ... SET changes the server" in result.stopped.reason
+    assert target.query_one(settings, (database,)) == before
+
+
+def test_a_server_of_its_own_replays_what_changes_the_server(tmp_path: Path, target: Session) -> None:
+    role = _role()
+    try:
+        result = _replay(target, tmp_path / "m", f"CREATE ROLE {role};\n", guarded=False)
+        assert result.stopped is None and list(result.versions) == ["001", "002", "003"]
+    finally:
+        target.query(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.parametrize(
+    "sql, level",
+    [
+        ("ALTER ROLE x SET work_mem = '1MB'", "ALTER ROLE ... SET"),
+        ("GRANT CONNECT ON DATABASE d TO x", "GRANT/REVOKE on a database"),
+        ("COMMENT ON ROLE x IS 'a'", "COMMENT ON a role"),
+        ("ALTER ROLE x RENAME TO y", "RENAME of a role"),
+        ("ALTER DATABASE d OWNER TO x", "ALTER ... OWNER of a database"),
+        ("GRANT r1 TO r2", "GRANT/REVOKE of a role"),
+        ("REASSIGN OWNED BY x TO y", "REASSIGN OWNED"),
+        (
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'x') THEN CREATE USER x; END IF; END $$",
+            "a DO block that runs CREATE USER",
+        ),
+        ("CREATE TABLE t (a int)", None),
+        ("GRANT SELECT ON t TO x", None),
+        ("ALTER TABLE t OWNER TO x", None),
+        ("COMMENT ON TABLE t IS 'the database'", None),
+        ("DO $$ BEGIN PERFORM 1; END $$", None),
+    ],
+)
+def test_what_acts_on_the_server_is_told_from_the_parse(sql: str, level: str | None) -> None:
+    assert parse_script(sql).statements[0].server_level == level
