@@ -94,9 +94,17 @@ class ReplayCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
             try:
+                # mkstemp makes it 0600: a project shared between people is read by all of them.
+                os.chmod(temporary, 0o666 & ~_umask())
                 with os.fdopen(fd, "w", encoding="utf-8") as out:
                     out.write(json.dumps(kept))  # dumps: the C encoder; dump writes piece by piece
                 os.replace(temporary, path)
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
