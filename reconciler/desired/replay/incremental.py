@@ -35,36 +35,40 @@ _READ = "pg_temp.poststack_replay_read"
 # scratch database) fires them too, and must not run its own code as the owner through a
 # temporary table of the same name. A failure never fails the migration: it logs "read
 # everything".
-_SETUP = f"""
-CREATE TEMPORARY TABLE IF NOT EXISTS poststack_replay_log (classid oid, objid oid);
-CREATE OR REPLACE FUNCTION pg_temp.poststack_log_ddl() RETURNS event_trigger LANGUAGE plpgsql
+
+
+def _log_function(name: str, logging: str) -> str:
+    """An event trigger function that runs ``logging`` in the replay's session only."""
+    return f"""
+CREATE OR REPLACE FUNCTION pg_temp.{name}() RETURNS event_trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog AS $poststack$ BEGIN
     IF pg_backend_pid() <> {{pid}} THEN
         RETURN;
     END IF;
-    INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_ddl_commands();
+{logging}
 EXCEPTION WHEN OTHERS THEN
     IF to_regclass('{_LOG}') IS NOT NULL THEN
         INSERT INTO {_LOG} VALUES ('pg_namespace'::regclass, 0);  -- not known: read everything
     END IF;
-END $poststack$;
-CREATE OR REPLACE FUNCTION pg_temp.poststack_log_drop() RETURNS event_trigger LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog AS $poststack$ BEGIN
-    IF pg_backend_pid() <> {{pid}} THEN
-        RETURN;
-    END IF;
-    INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_dropped_objects();
+END $poststack$;"""
+
+
+_SETUP = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS poststack_replay_log (classid oid, objid oid);"
+    + _log_function(
+        "poststack_log_ddl", f"    INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_ddl_commands();"
+    )
+    + _log_function(
+        "poststack_log_drop",
+        f"""    INSERT INTO {_LOG} SELECT classid, objid FROM pg_event_trigger_dropped_objects();
     INSERT INTO {_LOG}
         SELECT 'pg_class'::regclass::oid, r.oid FROM pg_event_trigger_dropped_objects() o
         JOIN pg_class r
           ON r.oid = to_regclass(quote_ident(o.address_names[1]) || '.' || quote_ident(o.address_names[2]))
         WHERE o.object_type IN ('default value', 'table constraint', 'trigger', 'rule', 'policy')
-          AND cardinality(o.address_names) = 3;
-EXCEPTION WHEN OTHERS THEN
-    IF to_regclass('{_LOG}') IS NOT NULL THEN
-        INSERT INTO {_LOG} VALUES ('pg_namespace'::regclass, 0);
-    END IF;
-END $poststack$;
+          AND cardinality(o.address_names) = 3;""",
+    )
+    + """
 DROP EVENT TRIGGER IF EXISTS poststack_replay_ddl;
 DROP EVENT TRIGGER IF EXISTS poststack_replay_drop;
 CREATE EVENT TRIGGER poststack_replay_ddl ON ddl_command_end EXECUTE FUNCTION pg_temp.poststack_log_ddl();
@@ -72,6 +76,7 @@ CREATE EVENT TRIGGER poststack_replay_drop ON sql_drop EXECUTE FUNCTION pg_temp.
 ALTER EVENT TRIGGER poststack_replay_ddl ENABLE ALWAYS;
 ALTER EVENT TRIGGER poststack_replay_drop ENABLE ALWAYS;
 """
+)
 
 # Event triggers do not see everything: DETACH PARTITION drops the triggers it had cloned
 # onto the partition, REINDEX CONCURRENTLY swaps an index for a new one (no event before
