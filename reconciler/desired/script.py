@@ -218,12 +218,38 @@ _SHARED_VERBS = {
     "CommentStmt": "COMMENT ON",
     "SecLabelStmt": "SECURITY LABEL on",
 }
-# In a DO block's text: PL/pgSQL runs it as dynamic SQL, which no parse of the file sees.
-_SERVER_LEVEL_TEXT = re.compile(
-    r"\b(create|alter|drop)\s+(role|user|group|database|tablespace|subscription)\b|\balter\s+system\b"
-    r"|\b(reassign|drop)\s+owned\b|\bon\s+(database|tablespace|parameter)\b",
-    re.IGNORECASE,
+# Functions whose calls act on the server or on other sessions: another database through
+# dblink, replication state, other backends, files and the configuration.
+_SERVER_FUNCTIONS = frozenset(
+    {
+        "dblink",
+        "dblink_exec",
+        "dblink_connect",
+        "dblink_connect_u",
+        "dblink_send_query",
+        "dblink_open",
+        "pg_create_physical_replication_slot",
+        "pg_create_logical_replication_slot",
+        "pg_copy_physical_replication_slot",
+        "pg_copy_logical_replication_slot",
+        "pg_drop_replication_slot",
+        "pg_replication_origin_create",
+        "pg_replication_origin_drop",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_promote",
+        "pg_file_write",
+        "pg_file_unlink",
+        "pg_file_rename",
+        "lo_export",
+    }
 )
+# In a DO block's text, which no parse of the file reads: a call into another session.
+_DBLINK_TEXT = re.compile(r"\bdblink\w*\s*\(", re.IGNORECASE)
 
 
 def server_level(kind: str, node: dict[str, Any]) -> str | None:
@@ -233,13 +259,39 @@ def server_level(kind: str, node: dict[str, Any]) -> str | None:
     shared = _SHARED_OBJECTS.get(node.get("renameType") or node.get("objectType") or node.get("objtype") or "")
     if shared is not None and kind in ("RenameStmt", "AlterOwnerStmt", "GrantStmt", "CommentStmt", "SecLabelStmt"):
         return f"{_SHARED_VERBS[kind]} a {shared}"
+    if kind == "CopyStmt" and node.get("is_program"):
+        return "COPY ... PROGRAM (a command on the server's machine)"
+    if kind == "CopyStmt" and node.get("filename") and not node.get("is_from"):
+        return "COPY ... TO a file on the server"
+    called = _server_function(node)
+    if called is not None:
+        return f"a call of {called}()"
     if kind == "DoStmt":
         body = " ".join(
             str(item["DefElem"].get("arg", {}).get("String", {}).get("sval", ""))
             for item in node.get("args") or ()
             if item.get("DefElem", {}).get("defname") == "as"
         )
-        found = _SERVER_LEVEL_TEXT.search(body)
+        if _DBLINK_TEXT.search(body):
+            return "a DO block that calls dblink (another session)"
+    return None
+
+
+def _server_function(node: Any) -> str | None:
+    """The first call in ``node`` (a JSON parse tree) of a function in _SERVER_FUNCTIONS."""
+    if isinstance(node, dict):
+        call = node.get("FuncCall")
+        if isinstance(call, dict):
+            name = str((call.get("funcname") or [{}])[-1].get("String", {}).get("sval", "")).lower()
+            if name in _SERVER_FUNCTIONS:
+                return name
+        children: Any = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _server_function(child)
         if found is not None:
-            return f"a DO block that runs {' '.join(found.group(0).upper().split())}"
+            return found
     return None

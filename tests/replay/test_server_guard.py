@@ -5,6 +5,7 @@ replay stops at it and says why, and the server is as it was."""
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -47,14 +48,29 @@ def _role_exists(target: Session, role: str) -> bool:
         ("CREATE ROLE {role};\n", "CREATE ROLE changes the server"),
         # Built at run time: no parse sees it; the rows it wrote do.
         ("DO $$ BEGIN EXECUTE format('%s ROLE %I', 'CREATE', '{role}'); END $$;\n", "changed the server's roles"),
-        ("DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n", "a DO block that runs CREATE ROLE"),
+        ("DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n", "changed the server's roles"),
+        # The file's own transaction: checked before its COMMIT.
+        ("BEGIN;\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nCOMMIT;\n", "changed the server's roles"),
+        # Run as another role at the end: checked as the replay's own role all the same.
+        (
+            "DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nSET ROLE pg_read_all_data;\n",
+            "changed the server's roles",
+        ),
+        # Outside any transaction: each statement gets one of its own, checked.
+        (
+            "-- poststack:no-transaction\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n",
+            "changed the server's roles",
+        ),
     ],
 )
 def test_a_migration_that_makes_a_role_is_not_replayed_beside_the_target(
     sql: str, said: str, tmp_path: Path, target: Session
 ) -> None:
     role = _role()
-    result = _replay(target, tmp_path / "m", "CREATE TABLE before (id int);\n" + sql.format(role=role))
+    middle = sql.format(role=role)
+    if not middle.startswith("--"):
+        middle = "CREATE TABLE before (id int);\n" + middle
+    result = _replay(target, tmp_path / "m", middle)
     assert result.stopped is not None and result.stopped.version == "002", result.stopped
     assert said in result.stopped.reason and "002_server.sql" in result.stopped.reason
     assert list(result.versions) == ["001"]
@@ -91,10 +107,15 @@ def test_a_server_of_its_own_replays_what_changes_the_server(tmp_path: Path, tar
         ("ALTER DATABASE d OWNER TO x", "ALTER ... OWNER of a database"),
         ("GRANT r1 TO r2", "GRANT/REVOKE of a role"),
         ("REASSIGN OWNED BY x TO y", "REASSIGN OWNED"),
+        ("SELECT dblink_exec('dbname=postgres', 'CREATE ROLE x')", "a call of dblink_exec()"),
         (
-            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'x') THEN CREATE USER x; END IF; END $$",
-            "a DO block that runs CREATE USER",
+            "DO $$ BEGIN PERFORM dblink_exec('dbname=postgres', 'DROP ROLE x'); END $$",
+            "a DO block that calls dblink (another session)",
         ),
+        ("COPY t TO '/tmp/out.csv'", "COPY ... TO a file on the server"),
+        ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity", "a call of pg_terminate_backend()"),
+        ("DO $$ BEGIN RAISE NOTICE 'backfilling on database %', current_database(); END $$", None),
+        ("COPY t FROM '/tmp/in.csv'", None),
         ("CREATE TABLE t (a int)", None),
         ("GRANT SELECT ON t TO x", None),
         ("ALTER TABLE t OWNER TO x", None),
@@ -104,3 +125,56 @@ def test_a_server_of_its_own_replays_what_changes_the_server(tmp_path: Path, tar
 )
 def test_what_acts_on_the_server_is_told_from_the_parse(sql: str, level: str | None) -> None:
     assert parse_script(sql).statements[0].server_level == level
+
+
+def test_what_a_function_removes_from_the_server_is_seen(tmp_path: Path, target: Session) -> None:
+    """Deleted rows leave no xmin behind: the fingerprint of the shared catalogs still moves."""
+    role = _role()
+    target.query(f"CREATE ROLE {role}; ALTER ROLE {role} SET work_mem = '7MB'")
+    try:
+        middle = (
+            "CREATE FUNCTION rs() RETURNS void LANGUAGE plpgsql AS "
+            f"$$ BEGIN EXECUTE 'ALTER ROLE {role} RESET ALL'; EXECUTE 'DROP ROLE {role}'; END $$;\nSELECT rs();\n"
+        )
+        result = _replay(target, tmp_path / "m", middle)
+        assert result.stopped is not None and "changed the server's" in result.stopped.reason
+        assert _role_exists(target, role)
+        assert target.query_one(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = %s",
+            (role,),
+        ) == (["work_mem=7MB"],)
+    finally:
+        target.query(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_migration_that_needs_no_transaction_still_runs(tmp_path: Path, target: Session) -> None:
+    middle = "-- poststack:no-transaction\nCREATE INDEX CONCURRENTLY a_id ON a (id);\nVACUUM a;\n"
+    result = _replay(target, tmp_path / "m", middle)
+    assert result.stopped is None and ("index", "public.a_id") in result.final.objects
+
+
+def test_what_another_session_does_to_the_server_meanwhile_stops_nothing(tmp_path: Path, target: Session) -> None:
+    """Someone makes a role while a migration runs (here: while it waits on a lock the test
+    holds, so the order is certain): not the migration's doing, and not a reason to stop."""
+    role = _role()
+    holder = Session(open_raw(target.url), target.url)
+    holder.query("SELECT pg_advisory_lock(731)")
+    outcome: list[object] = []
+    middle = "CREATE TABLE waits (id int);\nSELECT pg_advisory_lock_shared(731);\nCREATE TABLE after_wait (id int);\n"
+    worker = threading.Thread(target=lambda: outcome.append(_replay(target, tmp_path / "m", middle)))
+    worker.start()
+    try:
+        while not holder.query(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 731 AND NOT granted"
+        ):  # until the migration waits on the lock
+            if not worker.is_alive():
+                break
+            holder.query("SELECT pg_sleep(0.01)")
+        holder.query(f"CREATE ROLE {role}")
+    finally:
+        holder.query("SELECT pg_advisory_unlock(731)")
+        worker.join()
+        holder.query(f"DROP ROLE IF EXISTS {role}")
+        holder.close()
+    (result,) = outcome
+    assert result.stopped is None and ("table", "public.after_wait") in result.final.objects  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ data) stops the replay there; the report says where and why.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import Known, ReplayCache
 from reconciler.desired.replay.incremental import CHECK_EVERY, hides_from_event_triggers, open_reader
-from reconciler.desired.replay.server_guard import GUARD_SQL, GUARD_SQLSTATE, server_level_statement
+from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
 from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotDiff, changes_between
-from reconciler.desired.script import Script
+from reconciler.desired.script import Script, ScriptStatement
 from reconciler.errors import MigrationFileError
 from reconciler.statements import Statement
 
@@ -152,13 +153,14 @@ def _replay(
     with open_shadow() as shadow:
         shadow.run(reset)
         reader = open_reader(shadow, location, incremental)
+        guard = server_guard(shadow) if guarded else None
         if start is None:
             start = reader.read()
         current = dict(start.objects)
         steps: list[tuple[str, Changes]] = []
         stop = None
         for index, migration in enumerate(migrations, start=1):
-            stop = _run_batched(shadow, migration, reset, guarded)
+            stop = _run_batched(shadow, migration, reset, guard)
             if stop is not None:
                 reused = min(reused, index)
                 break
@@ -202,55 +204,63 @@ _NOT_BESIDE_THE_TARGET = (
 )
 
 
-def _run_batched(shadow: Session, migration: Migration, reset: Statement, guarded: bool) -> ReplayStop | None:
+def _run_batched(
+    shadow: Session, migration: Migration, reset: Statement, guard: ServerGuard | None
+) -> ReplayStop | None:
     """A migration that runs in a transaction, sent whole in one round trip with its reset
     (a long history is mostly round trips). Where it fails, it is run again statement by
-    statement, rolled back, to say on which line. ``guarded``: the shadow shares a server
+    statement, rolled back, to say on which line. ``guard``: the shadow shares a server
     with others (server_guard)."""
     try:
         script = migration.file.script
     except MigrationFileError:
-        return run_migration(shadow, migration, reset, guarded)
+        return run_migration(shadow, migration, reset, guard)
     if not script.transactional or not script.statements:
-        return run_migration(shadow, migration, reset, guarded)
-    if guarded and (stop := _server_level(migration, script)) is not None:
+        return run_migration(shadow, migration, reset, guard)
+    if guard is not None and (stop := _server_level(migration, script)) is not None:
         return stop
     with shadow.conn.cursor() as cur:
         reset_sql = cur.mogrify(reset.sql, reset.params).decode() if reset.params else reset.sql
     # Each ";" on a line of its own: a statement may end in a -- comment.
     body = "\n;\n".join(statement.sql for statement in script.statements)
-    guard = f"{GUARD_SQL};\n" if guarded else ""
+    begin, check = (guard.begin, f"{guard.check};\n") if guard is not None else ("BEGIN", "")
     try:
-        shadow.query(f"BEGIN;\n{body}\n;\n{guard}COMMIT;\n{reset_sql}")
+        shadow.query(f"{begin};\n{body}\n;\n{check}COMMIT;\n{reset_sql}")
     except psycopg2.Error:
         shadow.rollback()
         shadow.run(reset)
-        return run_migration(shadow, migration, reset, guarded)  # None: it ran after all, one by one
+        return run_migration(shadow, migration, reset, guard)  # None: it ran after all, one by one
     return None
 
 
-def run_migration(shadow: Session, migration: Migration, reset: Statement, guarded: bool = True) -> ReplayStop | None:
+def run_migration(
+    shadow: Session, migration: Migration, reset: Statement, guard: ServerGuard | None
+) -> ReplayStop | None:
     """Run one migration in the shadow as the executor would; a ReplayStop says why it could
-    not. ``guarded``: the shadow shares a server with others, whose roles, databases and
-    settings a migration must not change (server_guard)."""
+    not. ``guard``: the shadow shares a server with others, whose roles, databases and
+    settings a migration must not change (server_guard); None on a server of its own."""
     try:
         script = migration.file.script
     except MigrationFileError as e:
         return ReplayStop(migration.version, e.summary)
-    if guarded and (stop := _server_level(migration, script)) is not None:
+    if guard is not None and (stop := _server_level(migration, script)) is not None:
         return stop
     current = None
     try:
         if script.transactional:
             with shadow.transaction():
+                if guard is not None:
+                    shadow.query(f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;\n{guard.remember}")
                 for current in script.statements:
                     shadow.run(Statement(current.sql, None))
-                if guarded:
+                if guard is not None:
                     current = None
-                    shadow.run(Statement(GUARD_SQL, None))
+                    shadow.query(guard.check)
         else:
             for current in script.statements:
-                shadow.run(Statement(current.sql, None))
+                stop = _run_outside(shadow, migration, current, guard)
+                if stop is not None:
+                    return stop
     except psycopg2.Error as e:
         shadow.rollback()
         if e.pgcode == GUARD_SQLSTATE:
@@ -263,4 +273,47 @@ def run_migration(shadow: Session, migration: Migration, reset: Statement, guard
         if not shadow.conn.closed:
             shadow.rollback()  # a file that left its own BEGIN open
             shadow.run(reset)
+    return None
+
+
+_ENDS_A_TRANSACTION = re.compile(r"(commit|end|prepare\s+transaction)\b", re.IGNORECASE)
+_STARTS_A_TRANSACTION = re.compile(r"(begin|start\s+transaction)\b", re.IGNORECASE)
+# What PostgreSQL says of a statement that may not run in a transaction block (25001), or
+# of a procedure that commits inside one (2D000).
+_OUTSIDE_ONLY = ("25001", "2D000")
+
+
+def _run_outside(
+    shadow: Session, migration: Migration, statement: ScriptStatement, guard: ServerGuard | None
+) -> ReplayStop | None:
+    """One statement of a migration that runs outside a transaction. On a shared server each
+    is checked as a transactional migration is: inside the file's own BEGIN ... COMMIT, the
+    check runs before its COMMIT; elsewhere the statement runs in a guarded transaction of
+    its own, and bare only if PostgreSQL refuses that and it is a kind that can run nothing
+    else (CREATE INDEX CONCURRENTLY, VACUUM, ...). Raises psycopg2.Error where it fails."""
+    sql = statement.sql
+    if guard is None:
+        shadow.run(Statement(sql, None))
+        return None
+    if statement.kind == "TransactionStmt":
+        if shadow.in_transaction and _ENDS_A_TRANSACTION.match(sql):
+            shadow.query(guard.check)
+        shadow.run(Statement(sql, None))
+        if shadow.in_transaction and _STARTS_A_TRANSACTION.match(sql):
+            shadow.query(guard.remember)
+        return None
+    if shadow.in_transaction:
+        shadow.run(Statement(sql, None))
+        return None
+    try:
+        shadow.query(f"{guard.begin};\n{sql}\n;\n{guard.check};\nCOMMIT")
+        return None
+    except psycopg2.Error as e:
+        shadow.rollback()
+        if e.pgcode not in _OUTSIDE_ONLY:
+            raise
+    if statement.no_transaction_reason is None:
+        what = "it runs outside any transaction, where what it does to the server cannot be checked"
+        return ReplayStop(migration.version, f"{migration.path}:{statement.line}: {what}: {_NOT_BESIDE_THE_TARGET}")
+    shadow.run(Statement(sql, None))
     return None

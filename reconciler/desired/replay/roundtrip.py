@@ -26,6 +26,7 @@ from reconciler.config import TrackingLocation
 from reconciler.db import Session
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.replay import ReplayStop, reset_statement, run_migration
+from reconciler.desired.replay.server_guard import server_guard
 from reconciler.desired.replay.snapshot import Snapshot, SnapshotDiff, read_snapshot
 
 ProblemKind = Literal["fails", "leaves_difference", "does_not_reapply"]
@@ -90,6 +91,7 @@ def round_trip(
     """Walk ``migrations`` in order in ``shadow``, an empty database, each rollback tried on the way."""
     reset = reset_statement(search_path)
     shadow.run(reset)
+    guard = server_guard(shadow) if guarded else None
     checked = 0
     problems: list[RollbackProblem] = []
     known: Snapshot | None = None  # the shadow's state, when it was read since it last changed
@@ -99,7 +101,7 @@ def round_trip(
         if migration.rollback is not None:
             before = known if known is not None else read_snapshot(shadow, location)
         known = None
-        stop = run_migration(shadow, migration, reset, guarded)
+        stop = run_migration(shadow, migration, reset, guard)
         if stop is not None:
             return RoundTrip(checked, tuple(problems), stop)
         if migration.rollback is None or before is None:
@@ -107,7 +109,7 @@ def round_trip(
         checked += 1
         after_up = read_snapshot(shadow, location)
 
-        failed = run_migration(shadow, replace(migration, file=migration.rollback), reset, guarded)
+        failed = run_migration(shadow, replace(migration, file=migration.rollback), reset, guard)
         if failed is not None:
             problems.append(
                 RollbackProblem(version, "fails", f"Rollback of migration {version} fails: {failed.reason}")
@@ -130,7 +132,7 @@ def round_trip(
                 )
             )
 
-        again = run_migration(shadow, migration, reset, guarded)
+        again = run_migration(shadow, migration, reset, guard)
         if again is not None:
             problems.append(
                 RollbackProblem(

@@ -1,63 +1,104 @@
 """Keep a replay inside its scratch database: what a migration does to the server itself.
 
 A scratch database beside the target shares the target's server: its roles, databases,
-tablespaces and settings. A migration that creates a role, alters the target database or
-grants on it would, replayed there, do it to the real server. Such a migration is not
-replayed (the replay stops there and says why):
+tablespaces, settings and replication state. A migration that creates a role, alters the
+target database or grants on it would, replayed there, do it to the real server. Such a
+migration is not replayed (the replay stops there and says why):
 
 - before it runs, by what its statements are (``ScriptStatement.server_level``: CREATE
-  ROLE, ALTER DATABASE, GRANT ... ON DATABASE, a DO block whose text runs one, ...);
-- and, for what no parse sees (a function or a DO block building the statement), by what
-  it wrote: before its transaction commits, GUARD_SQL looks for rows of the shared
-  catalogs written by that transaction, and fails it, so that it rolls back.
+  ROLE, ALTER DATABASE, GRANT ... ON DATABASE, COPY to a server file, dblink, ...);
+- and, for what no parse sees (a function building the statement), by what it did: its
+  transaction runs REPEATABLE READ, the shared catalogs are fingerprinted (each row's ctid
+  and xmin) at its start and again before COMMIT, and a difference fails the transaction,
+  which rolls it back. Under one snapshot, other sessions' changes are invisible: only the
+  migration's own inserts, updates and deletes change the fingerprint.
 
-A row that is visible and whose transaction is still in progress is this transaction's own:
-another's uncommitted rows are invisible. Deleted rows are invisible too: a dynamic DROP
-ROLE with no other write is not seen, and neither is a migration that runs outside a
-transaction (only its statements are judged). A shadow on a server of its own (the embedded
-one) needs none of this.
+A statement that must run outside a transaction is run bare only when it is one of the
+kinds PostgreSQL refuses inside one (CREATE INDEX CONCURRENTLY, VACUUM, ...), which change
+nothing of the server's; anything else outside a transaction (a CALL whose procedure
+commits) stops the replay. What reaches another session (dblink, postgres_fdw writes) is
+not seen by the fingerprint: dblink is refused by its statements. A shadow on a server of
+its own (the embedded one) needs none of this.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from reconciler.desired.script import ScriptStatement
 
 GUARD_SQLSTATE = "PSSRV"
+_TABLE = "pg_temp.poststack_server_guard"
 
-# pg_authid (the roles) is readable by superusers only: where the migration's role may not
-# read it, a new role still shows in pg_auth_members or pg_shdepend only if granted or used.
-GUARD_SQL = """DO $poststack_guard$
+# (catalog, what a person calls it, which rows): the shared catalogs a statement can write.
+_SHARED = (
+    ("pg_authid", "roles", ""),
+    ("pg_auth_members", "role memberships", ""),
+    ("pg_database", "databases", ""),
+    ("pg_db_role_setting", "role and database settings", ""),
+    ("pg_tablespace", "tablespaces", ""),
+    ("pg_shdescription", "comments on roles, databases or tablespaces", ""),
+    ("pg_shseclabel", "security labels on shared objects", ""),
+    ("pg_shdepend", "privileges on databases or tablespaces", " WHERE dbid = 0"),
+    ("pg_replication_origin", "replication origins", ""),
+    ("pg_subscription", "subscriptions", ""),
+    ("pg_parameter_acl", "privileges on settings", ""),
+)
+
+
+@dataclass(frozen=True)
+class ServerGuard:
+    """The statements that bracket a migration's transaction in a shadow on a shared server."""
+
+    remember: str  # the shared catalogs' fingerprint now (first, in the transaction)
+    check: str  # fails the transaction (GUARD_SQLSTATE) when it differs (last, before COMMIT)
+
+    @property
+    def begin(self) -> str:
+        return f"BEGIN ISOLATION LEVEL REPEATABLE READ;\n{self.remember}"
+
+
+def server_guard(session: Any) -> ServerGuard:
+    """The guard for ``session``'s role: the catalogs it may read (pg_authid: superusers only),
+    read as that role even where the migration has switched to another."""
+    readable = [
+        (catalog, what, rows)
+        for catalog, what, rows in _SHARED
+        if (
+            found := session.query_one(
+                "SELECT to_regclass(%s) IS NOT NULL AND has_table_privilege(%s, 'SELECT')",
+                (f"pg_catalog.{catalog}", f"pg_catalog.{catalog}"),
+            )
+        )
+        is not None
+        and found[0]
+    ]
+    parts = " UNION ALL ".join(
+        f"SELECT '{what}' AS what, md5(coalesce(string_agg(ctid::text || xmin::text, ',' ORDER BY ctid), '')) AS f"
+        f" FROM pg_catalog.{catalog}{rows}"
+        for catalog, what, rows in readable
+    )
+    fingerprint = f"SELECT what, f FROM ({parts}) AS shared"
+    remember = (
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS poststack_server_guard (what text, f text);\n"
+        f"DELETE FROM {_TABLE};\nINSERT INTO {_TABLE} {fingerprint}"
+    )
+    check = f"""RESET SESSION AUTHORIZATION;
+RESET ROLE;
+DO $poststack_guard$
 DECLARE
-    v_now bigint := txid_current();
-    v_query text := '';
     v_changed text;
-    v_catalog record;
 BEGIN
-    FOR v_catalog IN
-        SELECT c.name, c.what FROM (VALUES
-            ('pg_authid', 'roles'), ('pg_auth_members', 'role memberships'),
-            ('pg_database', 'databases'), ('pg_db_role_setting', 'role and database settings'),
-            ('pg_tablespace', 'tablespaces'), ('pg_shdescription', 'comments on roles, databases or tablespaces'),
-            ('pg_shseclabel', 'security labels'), ('pg_parameter_acl', 'privileges on settings'),
-            ('pg_shdepend', 'privileges on databases or tablespaces')) AS c(name, what)
-        WHERE to_regclass('pg_catalog.' || c.name) IS NOT NULL
-          AND has_table_privilege('pg_catalog.' || c.name, 'SELECT')
-    LOOP
-        v_query := v_query || CASE WHEN v_query = '' THEN '' ELSE ' UNION ALL ' END
-            || format('SELECT %L AS what, xmin::text::bigint AS x FROM pg_catalog.%I', v_catalog.what, v_catalog.name)
-            || CASE WHEN v_catalog.name = 'pg_shdepend' THEN ' WHERE dbid = 0' ELSE '' END;
-    END LOOP;
-    EXECUTE 'SELECT string_agg(DISTINCT what, '', '') FROM (' || v_query || ') AS s WHERE s.x > 2'
-        || ' AND txid_status(CASE WHEN s.x <= ($1 & 4294967295) THEN (($1 >> 32) << 32) | s.x'
-        || ' ELSE ((($1 >> 32) - 1) << 32) | s.x END) = ''in progress'''
-        INTO v_changed USING v_now;
+    SELECT string_agg(DISTINCT what, ', ' ORDER BY what) INTO v_changed FROM (
+        (SELECT what, f FROM ({fingerprint}) AS now EXCEPT SELECT what, f FROM {_TABLE})
+        UNION (SELECT what, f FROM {_TABLE} EXCEPT SELECT what, f FROM ({fingerprint}) AS now)) AS differ;
     IF v_changed IS NOT NULL THEN
-        RAISE EXCEPTION 'it changed the server''s %, not only its own database', v_changed
-            USING ERRCODE = 'PSSRV';
+        RAISE EXCEPTION 'it changed the server''s %, not only its own database', v_changed USING ERRCODE = '{GUARD_SQLSTATE}';
     END IF;
 END $poststack_guard$"""
+    return ServerGuard(remember, check)
 
 
 def server_level_statement(statements: Sequence[ScriptStatement]) -> ScriptStatement | None:
