@@ -290,6 +290,7 @@ def test_without_createdb_or_a_named_shadow_the_embedded_server_replays_and_is_s
     _by_hand(conn, directory, "001", "002")
     conn.close()
     result = run_cli("db", "diagnose", "--format", "json", "--database-url", target, "--migrations-dir", str(directory))
+    assert result.stdout, f"exit {result.exit_code}: {result.stderr}"
     replay = json.loads(result.stdout)["database_state"]["replay"]
     assert replay["used"] and replay["shadow"] == "a scratch database on the embedded server"
     assert "replaying on the embedded server" in result.stderr

@@ -56,6 +56,14 @@ def _role_exists(target: Session, role: str) -> bool:
             "DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nSET ROLE pg_read_all_data;\n",
             "changed the server's roles",
         ),
+        # A deferred trigger fires at COMMIT: it is fired before the check.
+        (
+            "CREATE FUNCTION mk() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN EXECUTE 'CREATE ROLE {role}'; RETURN NULL; END $$;\n"
+            "CREATE CONSTRAINT TRIGGER later AFTER INSERT ON before DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION mk();\nINSERT INTO before VALUES (1);\n",
+            "changed the server's roles",
+        ),
         # Outside any transaction: each statement gets one of its own, checked.
         (
             "-- poststack:no-transaction\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n",
@@ -153,7 +161,10 @@ def test_a_migration_that_needs_no_transaction_still_runs(tmp_path: Path, target
     assert result.stopped is None and ("index", "public.a_id") in result.final.objects
 
 
-def test_what_another_session_does_to_the_server_meanwhile_stops_nothing(tmp_path: Path, target: Session) -> None:
+@pytest.mark.parametrize("own_transaction", [False, True])
+def test_what_another_session_does_to_the_server_meanwhile_stops_nothing(
+    own_transaction: bool, tmp_path: Path, target: Session
+) -> None:
     """Someone makes a role while a migration runs (here: while it waits on a lock the test
     holds, so the order is certain): not the migration's doing, and not a reason to stop."""
     role = _role()
@@ -161,6 +172,8 @@ def test_what_another_session_does_to_the_server_meanwhile_stops_nothing(tmp_pat
     holder.query("SELECT pg_advisory_lock(731)")
     outcome: list[object] = []
     middle = "CREATE TABLE waits (id int);\nSELECT pg_advisory_lock_shared(731);\nCREATE TABLE after_wait (id int);\n"
+    if own_transaction:  # the file's own BEGIN ... COMMIT
+        middle = f"BEGIN;\n{middle}COMMIT;\n"
     worker = threading.Thread(target=lambda: outcome.append(_replay(target, tmp_path / "m", middle)))
     worker.start()
     try:
@@ -178,3 +191,37 @@ def test_what_another_session_does_to_the_server_meanwhile_stops_nothing(tmp_pat
         holder.close()
     (result,) = outcome
     assert result.stopped is None and ("table", "public.after_wait") in result.final.objects  # type: ignore[attr-defined]
+
+
+def test_a_role_chosen_outside_a_transaction_stays_chosen(tmp_path: Path, target: Session) -> None:
+    """The check reads as the replay's own role, then gives the migration its role back."""
+    middle = (
+        "-- poststack:no-transaction\nSET ROLE pg_read_all_data;\n"
+        "DO $$ BEGIN IF current_user <> 'pg_read_all_data' THEN RAISE EXCEPTION 'role lost'; END IF; END $$;\n"
+    )
+    result = _replay(target, tmp_path / "m", middle)
+    assert result.stopped is None, result.stopped
+
+
+def test_an_event_trigger_a_migration_made_sees_no_ddl_of_ours(tmp_path: Path, target: Session) -> None:
+    """Once a migration has made an event trigger, only migrations' own DDL fires it (and is
+    checked): the reads and the check between migrations make nothing."""
+    role = _role()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "001_trap.sql").write_text(
+        "CREATE FUNCTION trap() RETURNS event_trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN EXECUTE format('CREATE ROLE %I', '{role}_' || lower(replace(tg_tag, ' ', '_'))); END $$;\n"
+        "CREATE EVENT TRIGGER trap ON ddl_command_start EXECUTE FUNCTION trap();\n"
+    )
+    for number in range(2, 30):
+        (tmp_path / "m" / f"{number:03d}_data.sql").write_text("SELECT 1;\n")
+    (tmp_path / "m" / "030_view.sql").write_text("CREATE VIEW v AS SELECT 1 AS one;\n")
+    migrations = load_migrations(tmp_path / "m").migrations
+    try:
+        result = replay(lambda: scratch_session(target.url), migrations, DEFAULT_TRACKING)
+        assert result.stopped is not None and result.stopped.version == "030", result.stopped
+        assert "changed the server's roles" in result.stopped.reason
+        assert not target.query("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{role}%",))
+    finally:
+        for (name,) in target.query("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{role}%",)):
+            target.query(f'DROP ROLE "{name}"')

@@ -221,6 +221,7 @@ class IncrementalReader:
         self._owners: dict[Key, tuple[int, int]] = {}  # key -> (own oid, parent oid)
         self._whole = True  # the next read is of everything (the first, or after DISCARD)
         self._since: str | None = None  # the previous read's transaction
+        self._discarded = False  # a migration ran DISCARD: whole reads from then on
         self._full = SnapshotReader(session, location)
         self._make()
 
@@ -234,14 +235,19 @@ class IncrementalReader:
         """The state now; ``whole``: read all of it (the last migration hid what it did)."""
         params = (self._whole or whole, self._since, self.location.schema, list(self.location.tables))
         query = f"SELECT * FROM {_READ}(%s, %s::xid, %s, %s)"
+        if self._discarded:
+            self._objects = dict(self._full.read().objects)
+            return Snapshot(dict(self._objects))
         try:
             rows = self.session.query(query, params)
         except (psycopg2.errors.UndefinedFunction, psycopg2.errors.UndefinedTable, psycopg2.errors.InvalidSchemaName):
-            # A migration ran DISCARD: the log went with the temporary schema, and with it
-            # what the migration touched. Everything is read again.
+            # A migration ran DISCARD: the log and the triggers went with the temporary
+            # schema, and with them what the migration touched. From here on everything is
+            # read each time: made again, our DDL would fire the migrations' own event
+            # triggers, outside any check of what they do (server_guard).
             self.session.rollback()
-            self._make()
-            rows = self.session.query(query, (True, *params[1:]))
+            self._discarded = True
+            return self.read()
         self._whole = False
         self._apply(rows)
         return Snapshot(dict(self._objects))

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 
@@ -223,9 +224,12 @@ def _run_batched(
         reset_sql = cur.mogrify(reset.sql, reset.params).decode() if reset.params else reset.sql
     # Each ";" on a line of its own: a statement may end in a -- comment.
     body = "\n;\n".join(statement.sql for statement in script.statements)
-    begin, check = (guard.begin, f"{guard.check};\n") if guard is not None else ("BEGIN", "")
     try:
-        shadow.query(f"{begin};\n{body}\n;\n{check}COMMIT;\n{reset_sql}")
+        if guard is None:
+            shadow.query(f"BEGIN;\n{body}\n;\nCOMMIT;\n{reset_sql}")
+        else:  # a round trip more: the baseline is read in the migration's own snapshot
+            baseline = shadow.query(guard.begin)
+            shadow.query(f"{body}\n;\n{guard.check(baseline)};\nCOMMIT;\n{reset_sql}")
     except psycopg2.Error:
         shadow.rollback()
         shadow.run(reset)
@@ -249,16 +253,19 @@ def run_migration(
     try:
         if script.transactional:
             with shadow.transaction():
+                baseline = None
                 if guard is not None:
-                    shadow.query(f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;\n{guard.remember}")
+                    shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    baseline = shadow.query(guard.fingerprint)
                 for current in script.statements:
                     shadow.run(Statement(current.sql, None))
-                if guard is not None:
+                if guard is not None and baseline is not None:
                     current = None
-                    shadow.query(guard.check)
+                    shadow.query(guard.check(baseline))
         else:
+            outside = _Outside(shadow, migration, guard)
             for current in script.statements:
-                stop = _run_outside(shadow, migration, current, guard)
+                stop = outside.run(current)
                 if stop is not None:
                     return stop
     except psycopg2.Error as e:
@@ -283,37 +290,50 @@ _STARTS_A_TRANSACTION = re.compile(r"(begin|start\s+transaction)\b", re.IGNORECA
 _OUTSIDE_ONLY = ("25001", "2D000")
 
 
-def _run_outside(
-    shadow: Session, migration: Migration, statement: ScriptStatement, guard: ServerGuard | None
-) -> ReplayStop | None:
-    """One statement of a migration that runs outside a transaction. On a shared server each
-    is checked as a transactional migration is: inside the file's own BEGIN ... COMMIT, the
-    check runs before its COMMIT; elsewhere the statement runs in a guarded transaction of
-    its own, and bare only if PostgreSQL refuses that and it is a kind that can run nothing
-    else (CREATE INDEX CONCURRENTLY, VACUUM, ...). Raises psycopg2.Error where it fails."""
-    sql = statement.sql
-    if guard is None:
+class _Outside:
+    """The statements of a migration that runs outside a transaction, one by one. On a shared
+    server each is checked as a transactional migration is: inside the file's own BEGIN ...
+    COMMIT, the check runs before its COMMIT; elsewhere a statement runs in a checked
+    transaction of its own, and bare only where PostgreSQL refuses that for a kind that
+    runs nothing else (CREATE INDEX CONCURRENTLY, VACUUM, ...)."""
+
+    def __init__(self, shadow: Session, migration: Migration, guard: ServerGuard | None) -> None:
+        self.shadow = shadow
+        self.migration = migration
+        self.guard = guard
+        self.baseline: list[tuple[Any, ...]] | None = None  # in the file's own transaction
+
+    def run(self, statement: ScriptStatement) -> ReplayStop | None:
+        """Run ``statement``; a ReplayStop where it may not be, psycopg2.Error where it fails."""
+        shadow, guard, sql = self.shadow, self.guard, statement.sql
+        if guard is None:
+            shadow.run(Statement(sql, None))
+            return None
+        if statement.kind == "TransactionStmt":
+            if shadow.in_transaction and self.baseline is not None and _ENDS_A_TRANSACTION.match(sql):
+                shadow.query(guard.check(self.baseline))
+            shadow.run(Statement(sql, None))
+            self.baseline = None
+            if shadow.in_transaction and _STARTS_A_TRANSACTION.match(sql):
+                if not re.search(r"\bisolation\b", sql, re.IGNORECASE):
+                    # One snapshot, as for our own transactions: others' work stays unseen.
+                    shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                self.baseline = shadow.query(guard.fingerprint)
+            return None
+        if shadow.in_transaction:
+            shadow.run(Statement(sql, None))
+            return None
+        try:
+            baseline = shadow.query(guard.begin)
+            shadow.query(f"{sql}\n;\n{guard.check(baseline)};\nCOMMIT")
+            return None
+        except psycopg2.Error as e:
+            shadow.rollback()
+            if e.pgcode not in _OUTSIDE_ONLY:
+                raise
+        if statement.no_transaction_reason is None:
+            what = "it runs outside any transaction, where what it does to the server cannot be checked"
+            where = f"{self.migration.path}:{statement.line}"
+            return ReplayStop(self.migration.version, f"{where}: {what}: {_NOT_BESIDE_THE_TARGET}")
         shadow.run(Statement(sql, None))
         return None
-    if statement.kind == "TransactionStmt":
-        if shadow.in_transaction and _ENDS_A_TRANSACTION.match(sql):
-            shadow.query(guard.check)
-        shadow.run(Statement(sql, None))
-        if shadow.in_transaction and _STARTS_A_TRANSACTION.match(sql):
-            shadow.query(guard.remember)
-        return None
-    if shadow.in_transaction:
-        shadow.run(Statement(sql, None))
-        return None
-    try:
-        shadow.query(f"{guard.begin};\n{sql}\n;\n{guard.check};\nCOMMIT")
-        return None
-    except psycopg2.Error as e:
-        shadow.rollback()
-        if e.pgcode not in _OUTSIDE_ONLY:
-            raise
-    if statement.no_transaction_reason is None:
-        what = "it runs outside any transaction, where what it does to the server cannot be checked"
-        return ReplayStop(migration.version, f"{migration.path}:{statement.line}: {what}: {_NOT_BESIDE_THE_TARGET}")
-    shadow.run(Statement(sql, None))
-    return None

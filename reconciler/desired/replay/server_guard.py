@@ -7,10 +7,10 @@ migration is not replayed (the replay stops there and says why):
 
 - before it runs, by what its statements are (``ScriptStatement.server_level``: CREATE
   ROLE, ALTER DATABASE, GRANT ... ON DATABASE, COPY to a server file, dblink, ...);
-- and, for what no parse sees (a function building the statement), by what it did: its
-  transaction runs REPEATABLE READ, the shared catalogs are fingerprinted (each row's ctid
-  and xmin) at its start and again before COMMIT, and a difference fails the transaction,
-  which rolls it back. Under one snapshot, other sessions' changes are invisible: only the
+- and, for what no parse sees (a function building the statement, a trigger), by what it
+  did: its transaction runs REPEATABLE READ, the shared catalogs are fingerprinted (each
+  row's ctid and xmin) at its start and again before COMMIT (deferred triggers fired
+  first), and a difference fails the transaction, which rolls it back. Under one snapshot, other sessions' changes are invisible: only the
   migration's own inserts, updates and deletes change the fingerprint.
 
 A statement that must run outside a transaction is run bare only when it is one of the
@@ -30,13 +30,13 @@ from typing import Any
 from reconciler.desired.script import ScriptStatement
 
 GUARD_SQLSTATE = "PSSRV"
-_TABLE = "pg_temp.poststack_server_guard"
 
 # (catalog, what a person calls it, which rows): the shared catalogs a statement can write.
 _SHARED = (
     ("pg_authid", "roles", ""),
     ("pg_auth_members", "role memberships", ""),
-    ("pg_database", "databases", ""),
+    # The scratch database's own row is the replay's to change (a login event trigger sets a flag).
+    ("pg_database", "databases", " WHERE datname <> current_database()"),
     ("pg_db_role_setting", "role and database settings", ""),
     ("pg_tablespace", "tablespaces", ""),
     ("pg_shdescription", "comments on roles, databases or tablespaces", ""),
@@ -50,14 +50,46 @@ _SHARED = (
 
 @dataclass(frozen=True)
 class ServerGuard:
-    """The statements that bracket a migration's transaction in a shadow on a shared server."""
+    """How a migration's transaction is checked in a shadow on a shared server: ``begin``
+    opens it and returns the shared catalogs' fingerprint (its rows are the baseline);
+    ``check(baseline)``, run last before COMMIT, fails it where they changed. Nothing is
+    written for it in the shadow: no DDL of ours for a migration's event trigger to see."""
 
-    remember: str  # the shared catalogs' fingerprint now (first, in the transaction)
-    check: str  # fails the transaction (GUARD_SQLSTATE) when it differs (last, before COMMIT)
+    fingerprint: str
 
     @property
     def begin(self) -> str:
-        return f"BEGIN ISOLATION LEVEL REPEATABLE READ;\n{self.remember}"
+        return f"BEGIN ISOLATION LEVEL REPEATABLE READ;\n{self.fingerprint}"
+
+    def check(self, baseline: Sequence[tuple[Any, ...]]) -> str:
+        # Literals of our own making: fixed labels and md5 digests.
+        kept = ", ".join(f"('{what}', '{digest}')" for what, digest in baseline) or "(NULL, NULL)"
+        return f"""SET CONSTRAINTS ALL IMMEDIATE;
+DO $poststack_guard$
+DECLARE
+    v_session text := session_user;
+    v_role text := current_user;
+    v_changed text;
+BEGIN
+    -- Read as the replay's own role (pg_authid is for superusers), then give the migration
+    -- back the role it had chosen: a file outside a transaction goes on with it.
+    RESET SESSION AUTHORIZATION;
+    RESET ROLE;
+    SELECT string_agg(DISTINCT what, ', ' ORDER BY what) INTO v_changed FROM (
+        (SELECT what, f FROM ({self.fingerprint}) AS now EXCEPT SELECT * FROM (VALUES {kept}) AS kept(what, f))
+        UNION (SELECT * FROM (VALUES {kept}) AS kept(what, f) EXCEPT SELECT what, f FROM ({self.fingerprint}) AS now)
+    ) AS differ;
+    IF v_changed IS NOT NULL THEN
+        RAISE EXCEPTION 'it changed the server''s %, not only its own database', v_changed
+            USING ERRCODE = '{GUARD_SQLSTATE}';
+    END IF;
+    IF v_session <> session_user THEN
+        EXECUTE format('SET SESSION AUTHORIZATION %I', v_session);
+    END IF;
+    IF v_role <> current_user THEN
+        EXECUTE format('SET ROLE %I', v_role);
+    END IF;
+END $poststack_guard$"""
 
 
 def server_guard(session: Any) -> ServerGuard:
@@ -80,25 +112,7 @@ def server_guard(session: Any) -> ServerGuard:
         f" FROM pg_catalog.{catalog}{rows}"
         for catalog, what, rows in readable
     )
-    fingerprint = f"SELECT what, f FROM ({parts}) AS shared"
-    remember = (
-        f"CREATE TEMPORARY TABLE IF NOT EXISTS poststack_server_guard (what text, f text);\n"
-        f"DELETE FROM {_TABLE};\nINSERT INTO {_TABLE} {fingerprint}"
-    )
-    check = f"""RESET SESSION AUTHORIZATION;
-RESET ROLE;
-DO $poststack_guard$
-DECLARE
-    v_changed text;
-BEGIN
-    SELECT string_agg(DISTINCT what, ', ' ORDER BY what) INTO v_changed FROM (
-        (SELECT what, f FROM ({fingerprint}) AS now EXCEPT SELECT what, f FROM {_TABLE})
-        UNION (SELECT what, f FROM {_TABLE} EXCEPT SELECT what, f FROM ({fingerprint}) AS now)) AS differ;
-    IF v_changed IS NOT NULL THEN
-        RAISE EXCEPTION 'it changed the server''s %, not only its own database', v_changed USING ERRCODE = '{GUARD_SQLSTATE}';
-    END IF;
-END $poststack_guard$"""
-    return ServerGuard(remember, check)
+    return ServerGuard(f"SELECT what, f FROM ({parts}) AS shared")
 
 
 def server_level_statement(statements: Sequence[ScriptStatement]) -> ScriptStatement | None:

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2.errors
+
 from reconciler.config import TrackingLocation
 
 _USER_SCHEMA = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'"
@@ -252,8 +254,9 @@ def read_snapshot(session: Any, location: TrackingLocation) -> Snapshot:
 class SnapshotReader:
     """Reads a shadow's catalog again and again, one round trip each: the query lives in a
     temporary function that sets its own search_path (so definitions print qualified, and
-    the session's is left alone) and keeps its plan between calls. A migration that ran
-    DISCARD took the function with it: it is made again."""
+    the session's is left alone) and keeps its plan between calls. It is made when the
+    reader is, before any migration: made later, it would fire the migrations' own event
+    triggers. A migration that ran DISCARD took it with it: the query is sent whole then."""
 
     _FUNCTION = "pg_temp.poststack_snapshot"
 
@@ -261,6 +264,10 @@ class SnapshotReader:
         self.session = session
         self.location = location
         self._made = False
+        try:
+            self._make()  # now, before any migration: later, our DDL would fire their event triggers
+        except psycopg2.Error:  # another role's function of that name: the query is sent whole
+            session.rollback()
 
     def _make(self) -> None:
         body = snapshot_function_body()
@@ -273,15 +280,15 @@ class SnapshotReader:
         self._made = True
 
     def read(self) -> Snapshot:
-        import psycopg2.errors
-
-        if not self._made:
-            self._make()
         query = f"SELECT * FROM {self._FUNCTION}(%s, %s)"
         params = (self.location.schema, list(self.location.tables))
+        if not self._made:
+            return read_snapshot(self.session, self.location)
         try:
             rows = self.session.query(query, params)
         except (psycopg2.errors.UndefinedFunction, psycopg2.errors.InvalidSchemaName):
-            self._make()
-            rows = self.session.query(query, params)
+            # A migration ran DISCARD: the query is sent whole from here on (no DDL of ours).
+            self.session.rollback()
+            self._made = False
+            return read_snapshot(self.session, self.location)
         return Snapshot.of(rows)
