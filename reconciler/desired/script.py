@@ -177,6 +177,8 @@ def _no_transaction_reason(kind: str, node: dict[str, Any]) -> str | None:
     if kind == "TransactionStmt" and node.get("kind") in _OWN_TRANSACTION:
         # SAVEPOINT and RELEASE need the transaction we provide; BEGIN/COMMIT replace it.
         return "the file controls its own transactions (BEGIN/COMMIT)"
+    if kind == "DiscardStmt" and node.get("target") == "DISCARD_ALL":
+        return "DISCARD ALL cannot run inside a transaction block"
     if kind == "ClusterStmt" and node.get("relation") is None:
         return "CLUSTER without a table cannot run inside a transaction block"
     return None

@@ -225,3 +225,20 @@ def test_an_event_trigger_a_migration_made_sees_no_ddl_of_ours(tmp_path: Path, t
     finally:
         for (name,) in target.query("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{role}%",)):
             target.query(f'DROP ROLE "{name}"')
+
+
+@pytest.mark.parametrize("discard", ["-- poststack:no-transaction\nDISCARD ALL;\n", "DISCARD TEMP;\n"])
+def test_a_migration_that_discards_the_session_is_still_checked_after(
+    discard: str, tmp_path: Path, target: Session
+) -> None:
+    """DISCARD takes the guard's temporary function with it: the check goes on without it."""
+    role = _role()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    (tmp_path / "m" / "002_discard.sql").write_text(discard)
+    (tmp_path / "m" / "003_b.sql").write_text("CREATE TABLE b (id int);\n")
+    (tmp_path / "m" / "004_role.sql").write_text(f"DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n")
+    result = replay(lambda: scratch_session(target.url), load_migrations(tmp_path / "m").migrations, DEFAULT_TRACKING)
+    assert result.stopped is not None and result.stopped.version == "004", result.stopped
+    assert "changed the server's roles" in result.stopped.reason
+    assert not _role_exists(target, role)

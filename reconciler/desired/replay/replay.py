@@ -228,7 +228,7 @@ def _run_batched(
         if guard is None:
             shadow.query(f"BEGIN;\n{body}\n;\nCOMMIT;\n{reset_sql}")
         else:  # a round trip more: the baseline is read in the migration's own snapshot
-            baseline = shadow.query(guard.begin)
+            baseline = guard.open(shadow)
             shadow.query(f"{body}\n;\n{guard.check(baseline)};\nCOMMIT;\n{reset_sql}")
     except psycopg2.Error:
         shadow.rollback()
@@ -256,7 +256,7 @@ def run_migration(
                 baseline = None
                 if guard is not None:
                     shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    baseline = shadow.query(guard.fingerprint)
+                    baseline = shadow.query(guard.inline)
                 for current in script.statements:
                     shadow.run(Statement(current.sql, None))
                 if guard is not None and baseline is not None:
@@ -318,13 +318,13 @@ class _Outside:
                 if not re.search(r"\bisolation\b", sql, re.IGNORECASE):
                     # One snapshot, as for our own transactions: others' work stays unseen.
                     shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                self.baseline = shadow.query(guard.fingerprint)
+                self.baseline = shadow.query(guard.inline)  # the function may be gone (DISCARD TEMP)
             return None
         if shadow.in_transaction:
             shadow.run(Statement(sql, None))
             return None
         try:
-            baseline = shadow.query(guard.begin)
+            baseline = guard.open(shadow)
             shadow.query(f"{sql}\n;\n{guard.check(baseline)};\nCOMMIT")
             return None
         except psycopg2.Error as e:

@@ -24,8 +24,9 @@ its own (the embedded one) needs none of this.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import psycopg2.errors
 
 from reconciler.desired.script import ScriptStatement
 
@@ -48,18 +49,40 @@ _SHARED = (
 )
 
 
-@dataclass(frozen=True)
-class ServerGuard:
-    """How a migration's transaction is checked in a shadow on a shared server: ``begin``
-    opens it and returns the shared catalogs' fingerprint (its rows are the baseline);
-    ``check(baseline)``, run last before COMMIT, fails it where they changed. Nothing is
-    written for it in the shadow: no DDL of ours for a migration's event trigger to see."""
+_FUNCTION = "pg_temp.poststack_server_fingerprint"
 
-    fingerprint: str
+
+class ServerGuard:
+    """How a migration's transaction is checked in a shadow on a shared server: ``open``
+    begins it and returns the shared catalogs' fingerprint (the baseline); ``check(baseline)``,
+    run last before COMMIT, fails it where they changed. The fingerprint query lives in a
+    temporary function made before any migration (its plan kept: planned on every call it
+    cost most of the check); after a DISCARD took it, the query is sent whole. Nothing of
+    ours is made between migrations, for a migration's event trigger to see."""
+
+    def __init__(self, inline: str) -> None:
+        self.inline = inline  # the fingerprint query itself
+        self._function = False
+
+    def make(self, session: Any) -> None:
+        session.query(
+            f"CREATE OR REPLACE FUNCTION {_FUNCTION}() RETURNS TABLE (what text, f text) LANGUAGE plpgsql "
+            f"AS $poststack$ #variable_conflict use_column\nBEGIN RETURN QUERY {self.inline}; END $poststack$"
+        )
+        self._function = True
 
     @property
-    def begin(self) -> str:
-        return f"BEGIN ISOLATION LEVEL REPEATABLE READ;\n{self.fingerprint}"
+    def fingerprint(self) -> str:
+        return f"SELECT * FROM {_FUNCTION}()" if self._function else self.inline
+
+    def open(self, session: Any) -> list[tuple[Any, ...]]:
+        """BEGIN the migration's transaction (REPEATABLE READ) and return the baseline."""
+        try:
+            return session.query(f"BEGIN ISOLATION LEVEL REPEATABLE READ;\n{self.fingerprint}")
+        except psycopg2.errors.UndefinedFunction:  # a migration ran DISCARD
+            session.rollback()
+            self._function = False
+            return session.query(f"BEGIN ISOLATION LEVEL REPEATABLE READ;\n{self.fingerprint}")
 
     def check(self, baseline: Sequence[tuple[Any, ...]]) -> str:
         # Literals of our own making: fixed labels and md5 digests.
@@ -75,10 +98,15 @@ BEGIN
     -- back the role it had chosen: a file outside a transaction goes on with it.
     RESET SESSION AUTHORIZATION;
     RESET ROLE;
-    SELECT string_agg(DISTINCT what, ', ' ORDER BY what) INTO v_changed FROM (
-        (SELECT what, f FROM ({self.fingerprint}) AS now EXCEPT SELECT * FROM (VALUES {kept}) AS kept(what, f))
-        UNION (SELECT * FROM (VALUES {kept}) AS kept(what, f) EXCEPT SELECT what, f FROM ({self.fingerprint}) AS now)
-    ) AS differ;
+    IF to_regprocedure('{_FUNCTION}()') IS NOT NULL THEN
+        SELECT string_agg(what, ', ' ORDER BY what) INTO v_changed
+        FROM {_FUNCTION}() AS now FULL JOIN (VALUES {kept}) AS kept(what, f) USING (what)
+        WHERE now.f IS DISTINCT FROM kept.f;
+    ELSE  -- a DISCARD in the migration took the function
+        SELECT string_agg(what, ', ' ORDER BY what) INTO v_changed
+        FROM ({self.inline}) AS now FULL JOIN (VALUES {kept}) AS kept(what, f) USING (what)
+        WHERE now.f IS DISTINCT FROM kept.f;
+    END IF;
     IF v_changed IS NOT NULL THEN
         RAISE EXCEPTION 'it changed the server''s %, not only its own database', v_changed
             USING ERRCODE = '{GUARD_SQLSTATE}';
@@ -112,7 +140,12 @@ def server_guard(session: Any) -> ServerGuard:
         f" FROM pg_catalog.{catalog}{rows}"
         for catalog, what, rows in readable
     )
-    return ServerGuard(f"SELECT what, f FROM ({parts}) AS shared")
+    guard = ServerGuard(f"SELECT what, f FROM ({parts}) AS shared")
+    try:
+        guard.make(session)
+    except psycopg2.Error:  # no temporary objects here: the query is sent whole
+        session.rollback()
+    return guard
 
 
 def server_level_statement(statements: Sequence[ScriptStatement]) -> ScriptStatement | None:
