@@ -1,11 +1,15 @@
 """Settings: where the database is, where the migrations are, where tracking lives.
 
-Resolution order for the database URL: ``--database-url``, ``POSTSTACK_DATABASE_URL``,
-``DATABASE_URL``, ``poststack.toml``, ``[tool.poststack]`` in ``pyproject.toml``. An empty
-DATABASE_URL counts as unset, an empty poststack setting is an error; the value
-``embedded`` (or ``--embedded``) chooses the embedded PostgreSQL. With none named, the embedded server is used only where the caller says it may
-be (an interactive terminal, the demo): elsewhere a missing secret must not become a
-successful run on a throwaway server.
+Each setting comes from the first of: its flag, its POSTSTACK_ variable (the real
+environment, then ``.env``), the chosen ``[environments.NAME]``, the project file's top
+level, the default. The database URL has one more place, ``DATABASE_URL``, which every
+tool reads: it ranks below a chosen environment (``--env prod`` must not reach the
+development database DATABASE_URL names) and above the top level. An empty DATABASE_URL
+counts as unset, an empty poststack setting is an error; the value ``embedded`` (or
+``--embedded``) chooses the embedded PostgreSQL. With none named, the embedded server is
+used only where the caller says it may be (an interactive terminal, the demo), and never
+for a chosen environment: elsewhere a missing secret must not become a successful run on
+a throwaway server.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from reconciler import dotenv, project_file
 from reconciler.errors import DatabaseUnavailable, UsageError, did_you_mean
+from reconciler.project_file import ProjectFile
 from reconciler.statements import qualified
 
 DEFAULT_MIGRATIONS_DIR = "migrations"
@@ -38,7 +43,13 @@ SETTING_VARIABLES: dict[str, str] = {
     "table_prefix": "POSTSTACK_TABLE_PREFIX",
     "layout": "POSTSTACK_LAYOUT",
     "shadow_database_url": "POSTSTACK_SHADOW_DATABASE_URL",
+    "lock_timeout": "POSTSTACK_LOCK_TIMEOUT",
 }
+# Chooses an [environments.NAME] table, as --env does; not a setting of the project file.
+ENVIRONMENT_VARIABLE = "POSTSTACK_ENV"
+# The URL variable every tool reads (dbmate, Rails, Heroku): below a chosen environment.
+SHARED_URL_VARIABLE = "DATABASE_URL"
+DEFAULT = "default"
 # POSTSTACK_ variables that poststack's own test suite and benchmarks read, not poststack:
 # a developer's shell has them set while running poststack.
 OTHER_VARIABLES = (
@@ -104,6 +115,20 @@ DEFAULT_TRACKING = TrackingLocation()
 
 
 @dataclass(frozen=True)
+class Origins:
+    """Where each setting came from, for ``poststack config`` and ``--verbose``: a flag, a
+    variable, ``VARIABLE in /path/.env``, ``poststack.toml [environments.prod]``, default."""
+
+    sources: tuple[tuple[str, str], ...] = ()  # (project-file key, source), in SETTING_VARIABLES order
+    environment_source: str | None = None  # --env, POSTSTACK_ENV, or POSTSTACK_ENV in .env
+    project_file: Path | None = None
+    dotenv_file: Path | None = None
+
+    def of(self, key: str) -> str:
+        return dict(self.sources).get(key, DEFAULT)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a command needs to know about where things are. ``database_url`` is
     ``None`` when the embedded server is to be used (it was chosen, or allowed by default)."""
@@ -118,6 +143,8 @@ class Settings:
     layout: str | None = None  # a layout's name; None: detected from the migrations directory
     shadow_url: str | None = None  # where to replay the history; None: a scratch database beside the target
     replay: bool = True  # --no-replay: diagnose from the parsed evidence only
+    environment: str | None = None  # the [environments.NAME] chosen, if any
+    origins: Origins = Origins()
 
     @property
     def tracking(self) -> TrackingLocation:
@@ -174,45 +201,42 @@ def _nonempty(value: str | None) -> str | None:
     return value if value is not None and value.strip() else None
 
 
-def _read_project_file(cwd: Path) -> tuple[dict[str, object], Path | None, str]:
-    """The [tool.poststack] table (or poststack.toml's top level) and the file it came from."""
-    own = cwd / "poststack.toml"
-    if own.is_file():
-        table = _load_toml(own)
-        _check_keys(table, str(own))
-        return table, own, "poststack.toml"
-    pyproject = cwd / "pyproject.toml"
-    if pyproject.is_file():
-        tool = _load_toml(pyproject).get("tool", {})
-        table = tool.get("poststack") if isinstance(tool, dict) else None
-        if isinstance(table, dict):
-            _check_keys(table, f"{pyproject} [tool.poststack]")
-            return table, pyproject, "pyproject.toml [tool.poststack]"
-    return {}, None, ""
-
-
-def _check_keys(table: Mapping[str, object], where: str) -> None:
-    """A key poststack does not read is a typo until shown otherwise: a misspelt
-    ``database-url`` must not quietly leave the database unset."""
-    for key in table:
-        if key not in SETTING_VARIABLES:
-            raise UsageError(
-                f"{where}: unknown key {key!r}{did_you_mean(key, SETTING_VARIABLES)}",
-                f"poststack reads {', '.join(SETTING_VARIABLES)}.",
-            )
+def _known_variables() -> tuple[str, ...]:
+    return (*SETTING_VARIABLES.values(), ENVIRONMENT_VARIABLE, *OTHER_VARIABLES)
 
 
 def _check_environment(env: Mapping[str, str]) -> None:
     """A POSTSTACK_ variable poststack does not read is a typo (POSTSTACK_DATABSE_URL,
     POSTSTACK_DB_URL), for the same reason as an unknown key: ignored, it would let
     DATABASE_URL or the default choose the database instead."""
-    known = (*SETTING_VARIABLES.values(), *OTHER_VARIABLES)
+    known = _known_variables()
     for name in sorted(env):
         if name.startswith("POSTSTACK_") and name not in known:
             raise UsageError(
                 f"environment variable {name} is not one poststack reads{did_you_mean(name, known)}",
-                f"poststack reads {', '.join(SETTING_VARIABLES.values())} (and DATABASE_URL); rename or unset {name}.",
+                f"poststack reads {', '.join(SETTING_VARIABLES.values())}, {ENVIRONMENT_VARIABLE} (and DATABASE_URL); "
+                f"rename or unset {name}.",
             )
+
+
+def _dotenv_variables(path: Path | None, entries: list[dotenv.Entry]) -> dict[str, dotenv.Entry]:
+    """The assignments in .env that poststack reads (the last of each), checked as the real
+    environment is. Other applications' keys share the file and are left alone; a POSTSTACK_
+    key poststack does not read is a typo, named by file and line."""
+    known = _known_variables()
+    found: dict[str, dotenv.Entry] = {}
+    for entry in entries:
+        if entry.key.startswith("POSTSTACK_") and entry.key not in known:
+            raise UsageError(
+                f"{path}:{entry.line}: {entry.key} is not a variable poststack reads{did_you_mean(entry.key, known)}",
+                f"poststack reads {', '.join(SETTING_VARIABLES.values())}, {ENVIRONMENT_VARIABLE} (and DATABASE_URL).",
+            )
+        if entry.key.startswith("POSTSTACK_") or entry.key == SHARED_URL_VARIABLE:
+            found[entry.key] = entry
+    for name, entry in found.items():
+        if name.startswith("POSTSTACK_") and not entry.value.strip():
+            raise UsageError(f"{path}:{entry.line}: {name} is set but empty; give it a value or remove the line")
+    return found
 
 
 def _refuse_empty(flags: Mapping[str, str | None], env: Mapping[str, str]) -> None:
@@ -225,7 +249,7 @@ def _refuse_empty(flags: Mapping[str, str | None], env: Mapping[str, str]) -> No
                 f"{name} is empty (a variable that was not set?)",
                 f"Pass a value, or leave {name} out to use the environment, poststack.toml or the default.",
             )
-    for name in SETTING_VARIABLES.values():
+    for name in (*SETTING_VARIABLES.values(), ENVIRONMENT_VARIABLE):
         value = env.get(name)
         if value is not None and not value.strip():
             raise UsageError(
@@ -242,7 +266,8 @@ def _names_embedded(url: str) -> bool:
 def _nothing_named(cwd: Path) -> DatabaseUnavailable:
     """Where poststack looked, and how to choose: the one sentence a deploy with a missing
     secret prints instead of migrating a throwaway server."""
-    places = ["--database-url", "POSTSTACK_DATABASE_URL", "DATABASE_URL", str(cwd / "poststack.toml")]
+    places = ["--database-url", "POSTSTACK_DATABASE_URL", "DATABASE_URL", str(cwd / dotenv.FILENAME)]
+    places.append(str(cwd / "poststack.toml"))
     if not (cwd / "poststack.toml").is_file():  # when it exists, pyproject.toml is not read
         places.append(f"{cwd / 'pyproject.toml'} [tool.poststack]")
     return DatabaseUnavailable(
@@ -252,23 +277,82 @@ def _nothing_named(cwd: Path) -> DatabaseUnavailable:
     )
 
 
-def _load_toml(path: Path) -> dict[str, object]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{path}: not valid TOML: {e}") from e
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror}") from e
+@dataclass(frozen=True)
+class _Sources:
+    """The places a setting is read from below its flag, in order: the real environment,
+    .env, the chosen environment's table, the project file's top level."""
+
+    env: Mapping[str, str]
+    dotenv_path: Path | None
+    dotenv: Mapping[str, dotenv.Entry]
+    project: ProjectFile
+    environment: Mapping[str, object] | None
+    environment_label: str
+
+    def variable(self, name: str) -> tuple[str | None, str]:
+        """``name``'s value and where it was set: the real environment wins over .env."""
+        value = _nonempty(self.env.get(name))
+        if value is not None:
+            return value, name
+        entry = self.dotenv.get(name)
+        if entry is not None and _nonempty(entry.value) is not None:
+            return entry.value, f"{name} in {self.dotenv_path}"
+        return None, name
+
+    def chosen_environment(self, key: str) -> tuple[object | None, str]:
+        value = None if self.environment is None else self.environment.get(key)
+        return (None, "") if value is None or value == "" else (value, self.environment_label)
+
+    def top_level(self, key: str) -> tuple[object | None, str]:
+        value = self.project.settings.get(key)  # an empty string counts as unset, as it always has
+        return (None, "") if value is None or value == "" else (value, self.project.label)
+
+    def first(self, flag: str, given: object | None, key: str) -> tuple[object | None, str]:
+        """The first place that sets ``key``: its flag (``given``), variable, environment, top level."""
+        for value, source in (
+            (given, flag),
+            self.variable(SETTING_VARIABLES[key]),
+            self.chosen_environment(key),
+            self.top_level(key),
+        ):
+            if value is not None:
+                return value, source
+        return None, DEFAULT
+
+    def from_project(self, source: str) -> bool:
+        return source in (self.project.label, self.environment_label) and bool(source)
 
 
-def _string_option(table: Mapping[str, object], key: str, path: Path | None) -> str | None:
-    value = table.get(key)
+def _no_url_for_environment(name: str, sources: _Sources) -> UsageError:
+    """A chosen environment must name its database: falling back to the embedded server
+    would make --env prod with a missing URL a successful run on a throwaway one."""
+    project = sources.project
+    places = ["--database-url", "POSTSTACK_DATABASE_URL"]
+    if sources.dotenv_path:
+        places.append(f"POSTSTACK_DATABASE_URL and DATABASE_URL in {sources.dotenv_path}")
+    places += [f"database_url in {project.path} [{project.environment_table(name)}]", "DATABASE_URL"]
+    places.append(
+        f"database_url in {project.path}{' [tool.poststack]' if project.label.startswith('pyproject') else ''}"
+    )
+    return UsageError(
+        f"environment {name!r} has no database URL: poststack looked at {', '.join(places)}",
+        f"Set database_url in [{project.environment_table(name)}] or one of the others; "
+        "an environment never falls back to the embedded server.",
+    )
+
+
+def _lock_timeout(value: object | None, source: str) -> float:
     if value is None:
-        return None
-    if not isinstance(value, str):
-        raise UsageError(f"{path}: '{key}' must be a string")
-    return _nonempty(value)
+        return DEFAULT_LOCK_TIMEOUT
+    if isinstance(value, str):  # from a variable
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise UsageError(f"lock timeout from {source} is not a number of seconds: {value.strip()!r}") from None
+    timeout = float(value)  # type: ignore[arg-type]  # a number: flags and the project file are typed
+    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LOCK_TIMEOUT:
+        raise UsageError(f"lock timeout from {source} must be between 0 and {MAX_LOCK_TIMEOUT} seconds")
+    return timeout
 
 
 def resolve_settings(
@@ -283,21 +367,27 @@ def resolve_settings(
     shadow_url: str | None = None,
     no_replay: bool = False,
     lock_timeout: float | None = None,
+    environment: str | None = None,
+    needs_database: bool = True,
     debug: bool = False,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Settings:
-    """Resolve flags, environment and project file into Settings. Flags win.
+    """Resolve flags, environment, .env and project file into Settings. Flags win.
 
-    ``embedded`` is the --embedded flag. ``embedded_by_default`` says whether, with no
-    database named anywhere, the embedded server may be used: the interface decides (an
-    interactive terminal, the demo); otherwise that is DatabaseUnavailable, raised after
-    every usage error so a typo is reported as one."""
+    ``embedded`` is the --embedded flag, ``environment`` the --env flag. ``embedded_by_default``
+    says whether, with no database named anywhere, the embedded server may be used: the
+    interface decides (an interactive terminal, the demo); otherwise that is
+    DatabaseUnavailable, raised after every usage error so a typo is reported as one.
+    ``needs_database`` False (a command that opens no connection) lets a chosen environment
+    leave its URL out."""
     env = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
     _check_environment(env)
-    table, project_file, project_label = _read_project_file(cwd)
-    base = project_file.parent if project_file else cwd
+    dotenv_path, entries = dotenv.read(cwd)
+    dot = _dotenv_variables(dotenv_path, entries)
+    project = project_file.read(cwd)
+    base = project.directory or cwd
 
     _refuse_empty(
         {
@@ -307,19 +397,37 @@ def resolve_settings(
             "--table-prefix": table_prefix,
             "--layout": layout,
             "--shadow-url": shadow_url,
+            "--env": environment,
         },
         env,
     )
-    url, source = _nonempty(database_url), "--database-url"
+    lookup = _Sources(env, dotenv_path, dot, project, None, "")
+    chosen, chosen_by = _nonempty(environment), "--env"
+    if chosen is None:
+        chosen, chosen_by = lookup.variable(ENVIRONMENT_VARIABLE)
+    if chosen is not None:
+        chosen = chosen.strip()
+        lookup = _Sources(
+            env, dotenv_path, dot, project, project.environment(chosen, chosen_by), project.environment_label(chosen)
+        )
+    origins: dict[str, str] = {}
+
+    url: str | None = _nonempty(database_url)
+    source = "--database-url"
     if embedded:
         if url is not None and not _names_embedded(url):
             raise UsageError(f"--embedded and --database-url {masked_url(url)} name two databases; pass one of them")
         url, source = EMBEDDED, "--embedded"  # a flag: it wins over the environment, as --database-url does
-    for variable in (SETTING_VARIABLES["database_url"], "DATABASE_URL"):
-        if url is None:
-            url, source = _nonempty(env.get(variable)), variable
     if url is None:
-        url, source = _string_option(table, "database_url", project_file), project_label
+        for found, where in (
+            lookup.variable(SETTING_VARIABLES["database_url"]),
+            lookup.chosen_environment("database_url"),
+            lookup.variable(SHARED_URL_VARIABLE),
+            lookup.top_level("database_url"),
+        ):
+            if found is not None:
+                url, source = str(found), where
+                break
     nothing_named = url is None
     if url is None:
         source = EMBEDDED
@@ -330,34 +438,22 @@ def resolve_settings(
             f"database URL from {source} is not a postgresql:// URL: {masked_url(url)}",
             "Write it as postgresql://USER@HOST:5432/DBNAME, with the password after USER: or in PGPASSWORD.",
         )
+    origins["database_url"] = source
 
-    directory = _nonempty(str(migrations_dir) if migrations_dir is not None else None)
-    dir_base = cwd
-    if directory is None:
-        directory = _nonempty(env.get(SETTING_VARIABLES["migrations_dir"]))
-    if directory is None:
-        directory, dir_base = _string_option(table, "migrations_dir", project_file), base
-    directory = directory or DEFAULT_MIGRATIONS_DIR
-    path = Path(directory)
+    flag_dir = None if migrations_dir is None else _nonempty(str(migrations_dir))
+    directory, origins["migrations_dir"] = lookup.first("--migrations-dir", flag_dir, "migrations_dir")
+    path = Path(str(directory or DEFAULT_MIGRATIONS_DIR))
     if not path.is_absolute():
-        path = dir_base / path
+        path = (base if lookup.from_project(origins["migrations_dir"]) else cwd) / path
 
-    schema = (
-        _nonempty(tracking_schema)
-        or _nonempty(env.get(SETTING_VARIABLES["tracking_schema"]))
-        or _string_option(table, "tracking_schema", project_file)
-        or DEFAULT_SCHEMA
-    )
+    found, origins["tracking_schema"] = lookup.first("--schema", _nonempty(tracking_schema), "tracking_schema")
+    schema = str(found or DEFAULT_SCHEMA)
     if not _IDENTIFIER.match(schema):
         raise UsageError(f"tracking schema {schema!r} is not a plain PostgreSQL identifier")
     schema = schema.lower()  # as PostgreSQL folds an unquoted name: --schema Ops means ops
 
-    prefix = (
-        _nonempty(table_prefix)
-        or _nonempty(env.get(SETTING_VARIABLES["table_prefix"]))
-        or _string_option(table, "table_prefix", project_file)
-        or DEFAULT_TABLE_PREFIX
-    )
+    found, origins["table_prefix"] = lookup.first("--table-prefix", _nonempty(table_prefix), "table_prefix")
+    prefix = str(found or DEFAULT_TABLE_PREFIX)
     # The longest name, the sequence PostgreSQL makes for <prefix>migrations_audit
     # (<prefix>migrations_audit_id_seq), must stay within its 63 bytes, or it is cut short.
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_$]{0,39}$", prefix):
@@ -367,29 +463,24 @@ def resolve_settings(
         )
     prefix = prefix.lower()
 
-    chosen_layout = (
-        _nonempty(layout)
-        or _nonempty(env.get(SETTING_VARIABLES["layout"]))
-        or _string_option(table, "layout", project_file)
-    )
+    found, origins["layout"] = lookup.first("--layout", _nonempty(layout), "layout")
+    chosen_layout = None if found is None else str(found)
     # Its name is checked against the layouts by the interface (config sits below desired/).
 
-    shadow, shadow_source = _nonempty(shadow_url), "--shadow-url"
-    if shadow is None:
-        variable = SETTING_VARIABLES["shadow_database_url"]
-        shadow, shadow_source = _nonempty(env.get(variable)), variable
-    if shadow is None:
-        shadow, shadow_source = _string_option(table, "shadow_database_url", project_file), project_label
+    found, shadow_source = lookup.first("--shadow-url", _nonempty(shadow_url), "shadow_database_url")
+    shadow = None if found is None else str(found)
     if shadow is not None and not re.match(r"^postgres(ql)?://", shadow):
         raise UsageError(
             f"shadow database URL from {shadow_source} is not a postgresql:// URL: {masked_url(shadow)}",
             "The history is replayed there: write it as postgresql://USER@HOST:5432/DBNAME.",
         )
+    origins["shadow_database_url"] = shadow_source
 
-    timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
-    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LOCK_TIMEOUT:
-        raise UsageError(f"--lock-timeout must be between 0 and {MAX_LOCK_TIMEOUT} seconds")
+    found, origins["lock_timeout"] = lookup.first("--lock-timeout", lock_timeout, "lock_timeout")
+    timeout = _lock_timeout(found, origins["lock_timeout"])
 
+    if nothing_named and chosen is not None and needs_database:
+        raise _no_url_for_environment(chosen, lookup)
     if nothing_named and not embedded_by_default:
         raise _nothing_named(cwd)
     return Settings(
@@ -403,4 +494,11 @@ def resolve_settings(
         layout=chosen_layout,
         shadow_url=shadow,
         replay=not no_replay,
+        environment=chosen,
+        origins=Origins(
+            sources=tuple((key, origins[key]) for key in SETTING_VARIABLES),
+            environment_source=chosen_by if chosen is not None else None,
+            project_file=project.path,
+            dotenv_file=dotenv_path,
+        ),
     )

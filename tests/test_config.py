@@ -217,7 +217,8 @@ def test_an_unknown_key_without_a_near_one(tmp_path: Path):
 
 
 def test_every_documented_key_is_read(tmp_path: Path):
-    (tmp_path / "poststack.toml").write_text("".join(f'{key} = "x"\n' for key in SETTING_VARIABLES))
+    text = "".join(f'{key} = "x"\n' for key in SETTING_VARIABLES if key != "lock_timeout") + "lock_timeout = 5\n"
+    (tmp_path / "poststack.toml").write_text(text)
     with pytest.raises(UsageError, match="not a postgresql:// URL"):  # read, not refused as unknown
         resolve_settings(environ={}, cwd=tmp_path)
 
@@ -232,6 +233,7 @@ def test_a_mistyped_variable_is_named_with_a_suggestion(tmp_path: Path):
     # Those poststack reads, and those its own tests and benchmarks read, are not typos.
     env = dict.fromkeys(OTHER_VARIABLES, "x") | dict.fromkeys(SETTING_VARIABLES.values(), "ops")
     env["POSTSTACK_SHADOW_DATABASE_URL"] = URL_A  # a URL, not a name
+    env["POSTSTACK_LOCK_TIMEOUT"] = "5"  # seconds
     assert {"POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY"} <= set(env)
     assert resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path).database_url == URL_A
     # Not only near misses: POSTSTACK_DB_URL ignored would let DATABASE_URL choose the database.
