@@ -438,7 +438,7 @@ def resolve_settings(
             f"database URL from {source} is not a postgresql:// URL: {masked_url(url)}",
             "Write it as postgresql://USER@HOST:5432/DBNAME, with the password after USER: or in PGPASSWORD.",
         )
-    origins["database_url"] = source
+    origins["database_url"] = f"{DEFAULT} (no database named)" if nothing_named else source
 
     flag_dir = None if migrations_dir is None else _nonempty(str(migrations_dir))
     directory, origins["migrations_dir"] = lookup.first("--migrations-dir", flag_dir, "migrations_dir")

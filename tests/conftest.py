@@ -164,6 +164,8 @@ _CLEAN_ENV = {
     "POSTSTACK_SCHEMA": None,
     "POSTSTACK_TABLE_PREFIX": None,
     "POSTSTACK_LAYOUT": None,
+    "POSTSTACK_ENV": None,
+    "POSTSTACK_LOCK_TIMEOUT": None,
 }
 
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from reconciler import interrupts
-from reconciler.config import DEFAULT_LOCK_TIMEOUT, Settings, mask_url, resolve_settings
+from reconciler.config import Settings, mask_url, resolve_settings
 from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
 
 
@@ -43,7 +43,7 @@ app = typer.Typer(
     name="poststack",
     help="Keep a PostgreSQL database's migration history honest.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=False,  # ours (root, below) take the shell by name: typer's guess it from the parent process
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -113,7 +113,20 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpe
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")]
 LockTimeoutOpt = Annotated[
-    float, typer.Option("--lock-timeout", help="Seconds to wait for another run's migration lock.")
+    float | None,
+    typer.Option(
+        "--lock-timeout",
+        help="Seconds to wait for another run's migration lock; else POSTSTACK_LOCK_TIMEOUT, lock_timeout "
+        "in poststack.toml [default: 30].",
+    ),
+]
+EnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--env",
+        metavar="NAME",
+        help="Use the settings of [environments.NAME] in poststack.toml (or pyproject.toml); else POSTSTACK_ENV.",
+    ),
 ]
 
 
@@ -125,8 +138,9 @@ class Shared:
     A command takes the ones its decorator names (db_command: DB_OPTIONS, local_command:
     LOCAL_OPTIONS, plus ``also``); the rest keep their defaults."""
 
-    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT
+    lock_timeout: LockTimeoutOpt = None
     fmt: FormatOpt = Format.text
+    environment: EnvOpt = None
     database_url: DatabaseUrl = None
     embedded: EmbeddedOpt = False
     migrations_dir: MigrationsDir = None
@@ -137,24 +151,31 @@ class Shared:
     no_replay: NoReplay = False
     debug: Debug = False
 
-    def settings(self, *, embedded_by_default: bool | None = None) -> Settings:
-        """Settings from these options, the environment and the project file. With no database
-        named, the embedded server only for a person at a terminal (unless told otherwise)."""
+    def settings(self, *, embedded_by_default: bool | None = None, needs_database: bool = True) -> Settings:
+        """Settings from these options, the environment, .env and the project file. With no
+        database named, the embedded server only for a person at a terminal (unless told
+        otherwise). With --verbose, each setting and its source on stderr."""
         given = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_SETTINGS}
         settings = resolve_settings(
-            **given, embedded_by_default=_interactive() if embedded_by_default is None else embedded_by_default
+            **given,
+            embedded_by_default=_interactive() if embedded_by_default is None else embedded_by_default,
+            needs_database=needs_database,
         )
-        if settings.layout is None:
-            return settings
-        # config sits below desired/, so a layout's name is checked here (and made canonical).
-        from reconciler.desired.layouts import layout_named
+        if settings.layout is not None:
+            # config sits below desired/, so a layout's name is checked here (and made canonical).
+            from reconciler.desired.layouts import layout_named
 
-        return replace(settings, layout=layout_named(settings.layout).name)
+            settings = replace(settings, layout=layout_named(settings.layout).name)
+        if _output.verbose:
+            from reconciler.interface.config_view import config_text
+
+            _err(config_text(settings))
+        return settings
 
     def local_settings(self) -> Settings:
         """For the commands that open no connection (playbooks, db server): which database
         would be used does not concern them, so an unnamed one is not refused."""
-        return self.settings(embedded_by_default=True)
+        return self.settings(embedded_by_default=True, needs_database=False)
 
 
 _NOT_SETTINGS = frozenset({"fmt"})
@@ -165,7 +186,7 @@ REPLAY_OPTIONS = ("shadow_url", "no_replay")  # how to print, not where things a
 _ON_REQUEST = frozenset({"lock_timeout", "fmt", *REPLAY_OPTIONS})
 # Every command that opens a connection takes the rest; the commands that open none, these.
 DB_OPTIONS = tuple(f.name for f in fields(Shared) if f.name not in _ON_REQUEST)
-LOCAL_OPTIONS = ("migrations_dir", "debug")
+LOCAL_OPTIONS = ("migrations_dir", "environment", "debug")
 
 
 @functools.cache
@@ -249,8 +270,24 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+@dataclass(frozen=True)
+class Output:
+    """How much poststack says on stderr beside results and errors (-q / -v)."""
+
+    quiet: bool = False  # no informational notes, no progress bars
+    verbose: bool = False  # the resolved settings and their sources; each step's SQL as it starts
+
+
+# Chosen once per run by the root callback, which runs before any command; a module value
+# because _notify is handed to commands as a plain callback.
+_output = Output()
+
+
 def _notify(message: str) -> None:
-    _err(message)
+    """A note from a command (the embedded server starting, what limited replay's evidence).
+    -q drops the informational ones and keeps the warnings, which say ⚠️ (report.py's mark)."""
+    if not _output.quiet or message.lstrip().startswith("⚠️"):
+        _err(message)
 
 
 @contextmanager
@@ -312,7 +349,8 @@ class _StepProgress:
     """A progress bar on a TTY; silent otherwise."""
 
     def __init__(self, label: str) -> None:
-        self.enabled = sys.stderr.isatty()
+        # -v prints each step's SQL instead: a live bar would garble it.
+        self.enabled = sys.stderr.isatty() and not _output.quiet and not _output.verbose
         self.label = label
         self.progress: Any = None
         self.task: Any = None
@@ -321,6 +359,10 @@ class _StepProgress:
         return self
 
     def on_step(self, index: int, step: Any) -> None:
+        if _output.verbose:
+            _err(f"-- step {index}: {step.reason}")
+            for statement in step.statements:
+                _err(statement.sql.rstrip() + ("" if statement.sql.rstrip().endswith(";") else ";"))
         if not self.enabled:
             return
         if self.progress is None:
@@ -351,6 +393,100 @@ class _StepProgress:
 # --- top level ----------------------------------------------------------------------------
 
 
+def _version_text() -> str:
+    from reconciler.about import version as version_info
+
+    result = version_info()
+    return f"poststack {result.poststack} (python {result.python})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_version_text())
+        raise typer.Exit()
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+def _completion_names(ctx: typer.Context) -> tuple[str, str]:
+    """The program's name, and the variable its completion script sets (_POSTSTACK_COMPLETE)."""
+    name = ctx.find_root().info_name or "poststack"
+    return name, f"_{name.replace('-', '_').upper()}_COMPLETE"
+
+
+def _show_completion(ctx: typer.Context, shell: Shell | None) -> None:
+    if shell is None or ctx.resilient_parsing:
+        return
+    from typer.completion import get_completion_script
+
+    name, variable = _completion_names(ctx)
+    typer.echo(get_completion_script(prog_name=name, complete_var=variable, shell=shell.value))
+    raise typer.Exit()
+
+
+def _install_completion(ctx: typer.Context, shell: Shell | None) -> None:
+    if shell is None or ctx.resilient_parsing:
+        return
+    from typer.completion import install
+
+    name, variable = _completion_names(ctx)
+    _, path = install(shell=shell.value, prog_name=name, complete_var=variable)
+    typer.echo(f"{shell.value} completion for {name} installed in {path}; it takes effect in a new shell.")
+    raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print poststack's version and exit."),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print only results, warnings and errors: no notes or progress bars on stderr."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also print, on stderr, the resolved settings with their sources and the SQL of each step as it runs.",
+        ),
+    ] = False,
+    show_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--show-completion",
+            metavar="SHELL",
+            is_eager=True,
+            callback=_show_completion,
+            help='Print the completion script for bash, zsh or fish (eval "$(poststack --show-completion bash)").',
+        ),
+    ] = None,
+    install_completion: Annotated[
+        Shell | None,
+        typer.Option(
+            "--install-completion",
+            metavar="SHELL",
+            is_eager=True,
+            callback=_install_completion,
+            help="Install completion for bash, zsh or fish in your home directory's shell startup files.",
+        ),
+    ] = None,
+) -> None:
+    """Keep a PostgreSQL database's migration history honest."""
+    global _output
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose contradict each other; pass one", param_hint="-q/-v")
+    _output = Output(quiet=quiet, verbose=verbose)
+
+
 @app.command()
 def version(fmt: FormatOpt = Format.text) -> None:
     """Print poststack's version."""
@@ -358,9 +494,16 @@ def version(fmt: FormatOpt = Format.text) -> None:
 
     from reconciler.about import version as version_info
 
-    result = version_info()
-    text = f"poststack {result.poststack} (python {result.python})"
-    typer.echo(text if fmt is Format.text else json.dumps(asdict(result), indent=2))
+    typer.echo(_version_text() if fmt is Format.text else json.dumps(asdict(version_info()), indent=2))
+
+
+@_command(app, "config", (*DB_OPTIONS, "lock_timeout", "shadow_url", "fmt"))
+def config_command(options: Shared) -> None:
+    """Show the settings a command run here would use, each with where it came from
+    (flag, variable, .env, project file, environment, default). Connects to nothing."""
+    from reconciler.interface.config_view import config_json, config_text
+
+    _emit(options.fmt, options.settings(), config_text, config_json)
 
 
 @_command(app, None, ("embedded", "debug"))
@@ -481,7 +624,7 @@ def backup(
     settings = options.settings()
     on_progress = None
     progress: Any = None
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and not _output.quiet:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -1010,6 +1153,10 @@ def main() -> None:
     # SIGINT (Ctrl-C) and SIGTERM (a deploy system stopping us) cancel the running statement;
     # the open step is rolled back and recorded, the migration lock released (interrupts.py).
     interrupts.install()
+    # Typer's completion classes answer the script's requests (_POSTSTACK_COMPLETE=complete_bash).
+    from typer.completion import completion_init
+
+    completion_init()
     try:
         app()
     except SystemExit as e:

@@ -31,6 +31,7 @@ SCHEMAS = REPO / "schemas"
 # Every command that accepts --format json, and the schema of what it prints.
 SCHEMA_FOR: dict[str, str] = {
     "version": "version.schema.json",
+    "config": "config.schema.json",  # tests/interface/test_config_command.py
     "plan": "plan.schema.json",
     "apply": "apply-result.schema.json",
     "db migrate": "run-result.schema.json",

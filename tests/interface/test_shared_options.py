@@ -60,6 +60,7 @@ def test_every_command_is_classified():
     """A new command fails here until it is placed: does it open a connection?"""
     assert DB_COMMANDS == [
         "apply",
+        "config",  # connects to nothing, but takes every setting, to show them resolved
         "db backup",
         "db clean",
         "db create-schema",
@@ -88,13 +89,14 @@ def test_a_database_command_takes_every_setting(path: str):
 
 @pytest.mark.parametrize("path", sorted(LOCAL))
 def test_a_command_that_opens_no_connection_takes_only_the_migrations_dir(path: str):
-    shared = flags(COMMANDS[path]) & DB_FLAGS
-    assert shared == {"--migrations-dir", "--debug"}
+    shared = flags(COMMANDS[path]) & (DB_FLAGS | {"--env"})
+    assert shared == {"--migrations-dir", "--env", "--debug"}  # an environment may set the directory
 
 
 def test_the_shared_options_keep_their_defaults_and_help():
     migrate = {p.name: p for p in COMMANDS["db migrate"].params}
-    assert migrate["lock_timeout"].default == 30.0 and migrate["fmt"].default == "text"
+    # None: the variable, the project file or the default (30 seconds) decides.
+    assert migrate["lock_timeout"].default is None and migrate["fmt"].default == "text"
     assert migrate["tracking_schema"].opts == ["--schema"] and migrate["tracking_schema"].default is None
     assert migrate["table_prefix"].default is None and migrate["layout"].default is None
     assert "schema_" in migrate["table_prefix"].help and "detected" in migrate["layout"].help
@@ -107,10 +109,11 @@ def test_the_shared_options_keep_their_defaults_and_help():
 
 def test_each_shared_option_is_declared_once():
     source = inspect.getsource(cli)
-    for flag in (*DB_FLAGS, "--format", "--lock-timeout"):
+    for flag in (*DB_FLAGS, "--format", "--lock-timeout", "--env"):
         # The demo names its own --database-url (another help text); everything else, once.
         assert source.count(f'"{flag}"') == (2 if flag == "--database-url" else 1), flag
     assert DB_OPTIONS == (
+        "environment",
         "database_url",
         "embedded",
         "migrations_dir",
@@ -214,6 +217,6 @@ def test_a_command_gets_one_object_and_runs_guarded():
     result = runner.invoke(group, ["probe", "--table-prefix", "p_", "--layout", "flyway", "--format", "json"])
     assert result.exit_code == 0, result.output
     (options,) = seen
-    assert (options.table_prefix, options.layout, options.fmt, options.lock_timeout) == ("p_", "flyway", "json", 30.0)
+    assert (options.table_prefix, options.layout, options.fmt, options.lock_timeout) == ("p_", "flyway", "json", None)
     result = runner.invoke(group, ["probe", "--loud"])
     assert result.exit_code == 2 and "❌ too loud" in result.output
