@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -310,3 +311,17 @@ def test_config_json_is_one_object(project: Path):
     assert (
         json.loads(result.stdout)["settings"]["database_url"]["value"] == "postgresql://nobody:***@127.0.0.1:9/nowhere"
     )
+
+
+def test_a_command_that_opens_no_connection_takes_the_environment_without_its_url(project: Path):
+    (project / "poststack.toml").write_text('[environments.prod]\nmigrations_dir = "db/prod"\n')
+    playbooks = project / "db" / "playbooks"
+    playbooks.mkdir(parents=True)
+    builtin = (Path(__file__).parents[2] / "playbooks" / "recover.yaml").read_text()
+    (playbooks / "mine.yaml").write_text(re.sub(r"(?m)^name: .*$", "name: mine", builtin))
+    # The environment's migrations directory (db/prod) puts the project's playbooks in db/playbooks.
+    result = run_cli("playbooks", "list", "--env", "prod")
+    assert result.exit_code == 0, result.output
+    assert str(playbooks / "mine.yaml") in result.stdout
+    assert str(playbooks / "mine.yaml") not in run_cli("playbooks", "list").stdout
+    one_error(run_cli("playbooks", "list", "--env", "qa"), "unknown environment 'qa' (from --env)")
