@@ -5,7 +5,8 @@ skipped. An unquoted value ends at its last non-blank character or at `` #``; a
 single-quoted value is literal; a double-quoted one understands ``\\n``, ``\\t``, ``\\r``,
 ``\\"`` and ``\\\\``. Either quote may span lines (a PEM key). Values are not expanded
 (``${VAR}`` stays as written). A line that is none of these is an error naming file:line,
-rather than a setting silently dropped.
+rather than a setting silently dropped: that, and never echoing a line (it may hold a
+secret), is why this is not python-dotenv, which logs a warning and skips such a line.
 """
 
 from __future__ import annotations

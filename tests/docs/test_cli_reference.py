@@ -24,3 +24,19 @@ def test_every_command_is_in_the_reference():
     for path in paths:
         assert f"## {' '.join(('poststack', *path))}\n" in text
     assert "## poststack demo\n" in text and "--keep" in text
+
+
+def test_the_configuration_and_global_options_are_in_the_reference():
+    text = DOC.read_text()
+    root = text.split("## poststack\n", 1)[1].split("\n## ", 1)[0]
+    for option in (
+        "--version",
+        "-q, --quiet",
+        "-v, --verbose",
+        "--show-completion SHELL",
+        "--install-completion SHELL",
+    ):
+        assert option in root, option
+    assert "## poststack config\n" in text
+    migrate = text.split("## poststack db migrate\n", 1)[1].split("\n## ", 1)[0]
+    assert "--env NAME" in migrate and "POSTSTACK_LOCK_TIMEOUT" in migrate
