@@ -387,6 +387,39 @@ def demo(
         raise typer.Exit(EXIT_PROBLEMS)
 
 
+@local_command(app, "new", also=("layout", "fmt"))
+def new(
+    options: Shared,
+    name: Annotated[str, typer.Argument(help="What the migration does, as part of its file name: add_users_table.")],
+    numbering: Annotated[
+        str | None,
+        typer.Option(
+            "--numbering",
+            help="sequence (after the newest, as zero-padded: 003 -> 004) or timestamp (UTC YYYYMMDDHHMMSS) "
+            "[default: as the existing migrations are numbered; with none, as the layout's tool does].",
+        ),
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Also write the verify script (poststack's layout: NNN_name.verify.sql).")
+    ] = False,
+) -> None:
+    """Write a new migration and its rollback in the migrations directory's layout (detected,
+    or --layout; poststack's for a new project), numbered after the existing ones."""
+    from reconciler.desired import scaffold
+    from reconciler.interface import new_view
+
+    settings = options.local_settings()
+    result = scaffold.new_migration(
+        settings.migrations_dir,
+        name,
+        layout=settings.layout,
+        numbering=numbering,
+        verify=verify,
+        now=scaffold.utc_now(),
+    )
+    _emit(options.fmt, result, new_view.new_text, new_view.new_json)
+
+
 # --- db -------------------------------------------------------------------------------------
 
 
