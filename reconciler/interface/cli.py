@@ -387,12 +387,17 @@ def demo(
         raise typer.Exit(EXIT_PROBLEMS)
 
 
+class Numbering(StrEnum):
+    sequence = "sequence"
+    timestamp = "timestamp"
+
+
 @local_command(app, "new", also=("layout", "fmt"))
 def new(
     options: Shared,
     name: Annotated[str, typer.Argument(help="What the migration does, as part of its file name: add_users_table.")],
     numbering: Annotated[
-        str | None,
+        Numbering | None,
         typer.Option(
             "--numbering",
             help="sequence (after the newest, as zero-padded: 003 -> 004) or timestamp (UTC YYYYMMDDHHMMSS) "
@@ -413,7 +418,7 @@ def new(
         settings.migrations_dir,
         name,
         layout=settings.layout,
-        numbering=numbering,
+        numbering=None if numbering is None else numbering.value,
         verify=verify,
         now=scaffold.utc_now(),
     )
