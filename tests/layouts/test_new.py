@@ -159,6 +159,12 @@ def test_an_unsafe_name_is_refused(name: str):
 # --- the command ----------------------------------------------------------------------------
 
 
+def test_new_takes_the_directory_and_layout_but_no_database():
+    from tests.interface.test_shared_options import COMMANDS, DB_FLAGS, flags
+
+    assert flags(COMMANDS["new"]) & DB_FLAGS == {"--migrations-dir", "--layout", "--debug"}
+
+
 def test_new_creates_the_directory_and_says_what_it_wrote(tmp_path: Path, clock: list[datetime]):
     directory = tmp_path / "db" / "migrations"
     result = new(directory, "create_users")
