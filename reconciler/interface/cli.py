@@ -597,10 +597,26 @@ def validate(
             "does not re-apply.",
         ),
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Check the files only (they parse, versions are unique, one layout); read no database. "
+            "What the pre-commit hook runs.",
+        ),
+    ] = False,
 ) -> None:
     """Every file parses, versions are unique, tracking agrees with the files."""
     from reconciler.diagnosis import diagnose as diagnosis
 
+    if offline and round_trip:
+        raise UsageError("--round-trip runs the history in a shadow database: it cannot be used with --offline")
+    if offline:
+        result = diagnosis.validate(
+            options.settings(embedded_by_default=True), check_rollbacks=check_rollbacks, offline=True
+        )
+        _emit(options.fmt, result, report.validation_text, report.checks_json, ok=result.ok)
+        return
     if round_trip and not check_rollbacks:
         raise UsageError("--round-trip checks rollbacks: pass it with --check-rollbacks")
     if round_trip and options.no_replay:
