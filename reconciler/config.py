@@ -38,6 +38,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "table_prefix": "POSTSTACK_TABLE_PREFIX",
     "layout": "POSTSTACK_LAYOUT",
     "shadow_database_url": "POSTSTACK_SHADOW_DATABASE_URL",
+    "numbering": "POSTSTACK_NUMBERING",  # how poststack new numbers: sequence or timestamp
 }
 # POSTSTACK_ variables that poststack's own test suite and benchmarks read, not poststack:
 # a developer's shell has them set while running poststack.
@@ -118,6 +119,7 @@ class Settings:
     layout: str | None = None  # a layout's name; None: detected from the migrations directory
     shadow_url: str | None = None  # where to replay the history; None: a scratch database beside the target
     replay: bool = True  # --no-replay: diagnose from the parsed evidence only
+    numbering: str | None = None  # poststack new: sequence or timestamp; None: as the files are numbered
 
     @property
     def tracking(self) -> TrackingLocation:
@@ -403,4 +405,7 @@ def resolve_settings(
         layout=chosen_layout,
         shadow_url=shadow,
         replay=not no_replay,
+        # Checked by poststack new, the one command that numbers (desired/scaffold.py).
+        numbering=_nonempty(env.get(SETTING_VARIABLES["numbering"]))
+        or _string_option(table, "numbering", project_file),
     )

@@ -74,7 +74,10 @@ def next_version(layout: Layout, existing: Sequence[Existing], numbering: str | 
     if naming is None:  # every registered layout has one; a new layout without is a bug
         raise ValueError(f"layout {layout.name} cannot name a new migration")
     if numbering is not None and numbering not in NUMBERINGS:
-        raise UsageError(f"--numbering {numbering!r} is not sequence or timestamp")
+        raise UsageError(
+            f"numbering {numbering!r} is not sequence or timestamp",
+            "Set --numbering, POSTSTACK_NUMBERING or numbering in poststack.toml to sequence or timestamp.",
+        )
     keyed = [(k, e) for e in existing if (k := version_key(e.version)) is not None and not k.is_repeatable]
     newest = max(keyed, key=lambda pair: pair[0])[1].version if keyed else None
     chosen = numbering or (_numbering_of(newest) if newest is not None else naming.numbering)

@@ -418,7 +418,7 @@ def new(
         settings.migrations_dir,
         name,
         layout=settings.layout,
-        numbering=None if numbering is None else numbering.value,
+        numbering=settings.numbering if numbering is None else numbering.value,
         verify=verify,
         now=scaffold.utc_now(),
     )

@@ -104,7 +104,7 @@ def test_numbering_can_be_chosen():
         "20260304050607",
         "timestamp",
     )
-    with pytest.raises(UsageError, match="sequence or timestamp"):
+    with pytest.raises(UsageError, match="numbering 'date' is not sequence or timestamp"):
         next_version(layout_named("poststack"), [], "date", NOW)
 
 
@@ -208,6 +208,25 @@ def test_an_unknown_numbering_is_a_usage_error(tmp_path: Path):
     result = new(tmp_path / "migrations", "other", "--numbering", "weekly")
     assert result.exit_code == 2 and "'weekly' is not one of 'sequence', 'timestamp'" in result.stderr
     assert not (tmp_path / "migrations").exists()
+
+
+def test_the_project_file_can_choose_the_numbering(
+    tmp_path: Path, clock: list[datetime], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "poststack.toml").write_text('numbering = "timestamp"\n')
+    made = new(tmp_path / "migrations", "create_users")
+    assert made.exit_code == 0, made.output
+    assert names(tmp_path / "migrations") == [
+        "20260304050607_create_users.rollback.sql",
+        "20260304050607_create_users.sql",
+    ]
+    clock.append(NOW + timedelta(minutes=1))
+    assert new(tmp_path / "migrations", "add_email", "--numbering", "sequence").exit_code == 0  # the flag wins
+    assert "20260304050608_add_email.sql" in names(tmp_path / "migrations")
+    (tmp_path / "poststack.toml").write_text('numbering = "weekly"\n')
+    refused = new(tmp_path / "migrations", "third")
+    assert refused.exit_code == 2 and "numbering 'weekly' is not sequence or timestamp" in refused.stderr
 
 
 def test_two_in_one_second_the_second_is_refused(tmp_path: Path, clock: list[datetime]):
