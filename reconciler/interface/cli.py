@@ -611,18 +611,14 @@ def validate(
 
     if offline and round_trip:
         raise UsageError("--round-trip runs the history in a shadow database: it cannot be used with --offline")
-    if offline:
-        result = diagnosis.validate(
-            options.settings(embedded_by_default=True), check_rollbacks=check_rollbacks, offline=True
-        )
-        _emit(options.fmt, result, report.validation_text, report.checks_json, ok=result.ok)
-        return
     if round_trip and not check_rollbacks:
         raise UsageError("--round-trip checks rollbacks: pass it with --check-rollbacks")
     if round_trip and options.no_replay:
         raise UsageError("--round-trip runs the history in a shadow database: it cannot be used with --no-replay")
+    # Offline no database is read, so none need be named (a commit, in a pre-commit hook).
+    settings = options.settings(embedded_by_default=True) if offline else options.settings()
     result = diagnosis.validate(
-        options.settings(), check_rollbacks=check_rollbacks, round_trip=round_trip, notify=_notify
+        settings, check_rollbacks=check_rollbacks, round_trip=round_trip, offline=offline, notify=_notify
     )
     _emit(options.fmt, result, report.validation_text, report.checks_json, ok=result.ok)
 
