@@ -44,6 +44,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "layout": "POSTSTACK_LAYOUT",
     "shadow_database_url": "POSTSTACK_SHADOW_DATABASE_URL",
     "lock_timeout": "POSTSTACK_LOCK_TIMEOUT",
+    "numbering": "POSTSTACK_NUMBERING",  # how poststack new numbers: sequence or timestamp
 }
 # Chooses an [environments.NAME] table, as --env does; not a setting of the project file.
 ENVIRONMENT_VARIABLE = "POSTSTACK_ENV"
@@ -145,6 +146,7 @@ class Settings:
     replay: bool = True  # --no-replay: diagnose from the parsed evidence only
     environment: str | None = None  # the [environments.NAME] chosen, if any
     origins: Origins = Origins()
+    numbering: str | None = None  # poststack new: sequence or timestamp; None: as the files are numbered
 
     @property
     def tracking(self) -> TrackingLocation:
@@ -479,6 +481,16 @@ def resolve_settings(
     found, origins["lock_timeout"] = lookup.first("--lock-timeout", lock_timeout, "lock_timeout")
     timeout = _lock_timeout(found, origins["lock_timeout"])
 
+    # Checked by poststack new, the one command that numbers (desired/scaffold.py); its
+    # --numbering flag wins there.
+    found, origins["numbering"] = lookup.first("--numbering", None, "numbering")
+    numbering = None if found is None else str(found).strip().lower()
+    if numbering is not None and numbering not in ("sequence", "timestamp"):
+        raise UsageError(
+            f"numbering from {origins['numbering']} is {found!r}, not sequence or timestamp",
+            "poststack new numbers migrations by sequence (003 -> 004) or by UTC timestamp.",
+        )
+
     if nothing_named and chosen is not None and needs_database:
         raise _no_url_for_environment(chosen, lookup)
     if nothing_named and not embedded_by_default:
@@ -501,4 +513,5 @@ def resolve_settings(
             project_file=project.path,
             dotenv_file=dotenv_path,
         ),
+        numbering=numbering,
     )

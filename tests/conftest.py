@@ -166,6 +166,7 @@ _CLEAN_ENV = {
     "POSTSTACK_LAYOUT": None,
     "POSTSTACK_ENV": None,
     "POSTSTACK_LOCK_TIMEOUT": None,
+    "POSTSTACK_NUMBERING": None,
 }
 
 

@@ -234,6 +234,7 @@ def test_a_mistyped_variable_is_named_with_a_suggestion(tmp_path: Path):
     env = dict.fromkeys(OTHER_VARIABLES, "x") | dict.fromkeys(SETTING_VARIABLES.values(), "ops")
     env["POSTSTACK_SHADOW_DATABASE_URL"] = URL_A  # a URL, not a name
     env["POSTSTACK_LOCK_TIMEOUT"] = "5"  # seconds
+    env["POSTSTACK_NUMBERING"] = "timestamp"  # how poststack new numbers
     assert {"POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY"} <= set(env)
     assert resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path).database_url == URL_A
     # Not only near misses: POSTSTACK_DB_URL ignored would let DATABASE_URL choose the database.

@@ -31,6 +31,7 @@ layout = "dbmate"
 shadow_database_url = "postgresql://shadow@h/s"
 migrations_dir = "db/prod"
 lock_timeout = 120
+numbering = "timestamp"
 
 [environments.dev]
 tracking_schema = "dev"
@@ -55,6 +56,7 @@ def test_an_environment_sets_every_setting(project: Path):
     assert settings.shadow_url == "postgresql://shadow@h/s"
     assert settings.migrations_dir == project / "db" / "prod"  # relative to the file
     assert settings.lock_timeout == 120
+    assert settings.numbering == "timestamp"
     label = "poststack.toml [environments.prod]"
     assert dict(settings.origins.sources) == dict.fromkeys(SETTING_VARIABLES, label)
     assert settings.url_source == label

@@ -138,9 +138,12 @@ _TRACKING_ERRORS = (
 )
 
 
-def validate(settings: Settings, *, check_rollbacks: bool, round_trip: bool = False, notify: Any = None) -> Validation:
+def validate(
+    settings: Settings, *, check_rollbacks: bool, round_trip: bool = False, offline: bool = False, notify: Any = None
+) -> Validation:
     """Files first, without touching the database; then, if they are sound, tracking; with
-    ``round_trip``, every rollback too, run after its migration in a shadow database."""
+    ``round_trip``, every rollback too, run after its migration in a shadow database.
+    ``offline``: the files only (a pre-commit hook has no database)."""
     desired = read_desired(settings.migrations_dir, location=settings.tracking, layout=settings.layout)
     errors = [p.message for p in desired.problems]
     for migration in desired.migrations.migrations:
@@ -151,7 +154,7 @@ def validate(settings: Settings, *, check_rollbacks: bool, round_trip: bool = Fa
     if empty:
         warnings.append(f"Migrations with no statements (tracked when applied, as no-ops): {', '.join(empty)}")
     count = len(desired.migrations.migrations)
-    if errors:
+    if errors or offline:
         return Validation(count, tuple(errors), tuple(warnings), False, missing)
     checked_round_trip = None
     with connect(settings, notify) as session:

@@ -531,6 +531,44 @@ def demo(
         raise typer.Exit(EXIT_PROBLEMS)
 
 
+class Numbering(StrEnum):
+    sequence = "sequence"
+    timestamp = "timestamp"
+
+
+@local_command(app, "new", also=("layout", "fmt"))
+def new(
+    options: Shared,
+    name: Annotated[str, typer.Argument(help="What the migration does, as part of its file name: add_users_table.")],
+    numbering: Annotated[
+        Numbering | None,
+        typer.Option(
+            "--numbering",
+            help="sequence (after the newest, as zero-padded: 003 -> 004) or timestamp (UTC YYYYMMDDHHMMSS) "
+            "[default: as the existing migrations are numbered; with none, as the layout's tool does].",
+        ),
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Also write the verify script (poststack's layout: NNN_name.verify.sql).")
+    ] = False,
+) -> None:
+    """Write a new migration and its rollback in the migrations directory's layout (detected,
+    or --layout; poststack's for a new project), numbered after the existing ones."""
+    from reconciler.desired import scaffold
+    from reconciler.interface import new_view
+
+    settings = options.local_settings()
+    result = scaffold.new_migration(
+        settings.migrations_dir,
+        name,
+        layout=settings.layout,
+        numbering=settings.numbering if numbering is None else numbering.value,
+        verify=verify,
+        now=scaffold.utc_now(),
+    )
+    _emit(options.fmt, result, new_view.new_text, new_view.new_json)
+
+
 # --- db -------------------------------------------------------------------------------------
 
 
@@ -703,16 +741,28 @@ def validate(
             "does not re-apply.",
         ),
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Check the files only (they parse, versions are unique, one layout); read no database. "
+            "What the pre-commit hook runs.",
+        ),
+    ] = False,
 ) -> None:
     """Every file parses, versions are unique, tracking agrees with the files."""
     from reconciler.diagnosis import diagnose as diagnosis
 
+    if offline and round_trip:
+        raise UsageError("--round-trip runs the history in a shadow database: it cannot be used with --offline")
     if round_trip and not check_rollbacks:
         raise UsageError("--round-trip checks rollbacks: pass it with --check-rollbacks")
     if round_trip and options.no_replay:
         raise UsageError("--round-trip runs the history in a shadow database: it cannot be used with --no-replay")
+    # Offline no database is read, so none need be named (a commit, in a pre-commit hook).
+    settings = options.settings(embedded_by_default=True) if offline else options.settings()
     result = diagnosis.validate(
-        options.settings(), check_rollbacks=check_rollbacks, round_trip=round_trip, notify=_notify
+        settings, check_rollbacks=check_rollbacks, round_trip=round_trip, offline=offline, notify=_notify
     )
     _emit(options.fmt, result, report.validation_text, report.checks_json, ok=result.ok)
 

@@ -27,6 +27,7 @@ def rows(settings: Settings) -> list[Row]:
         "layout": settings.layout,
         "shadow_database_url": masked_url(settings.shadow_url) if settings.shadow_url else None,
         "lock_timeout": settings.lock_timeout,
+        "numbering": settings.numbering,
     }
     return [Row(key, shown[key], settings.origins.of(key), variable) for key, variable in SETTING_VARIABLES.items()]
 
@@ -35,6 +36,7 @@ def rows(settings: Settings) -> list[Row]:
 _UNSET = {
     "layout": "detected from the migrations directory",
     "shadow_database_url": "a scratch database beside the target",
+    "numbering": "as the existing migrations are numbered",
 }
 
 

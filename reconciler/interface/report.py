@@ -536,7 +536,9 @@ def validation_text(result: Any) -> str:
         lines.append("⚠️  Validation warnings:")
         lines += [f"  - {w}" for w in result.warnings]
     if not result.errors:
-        checked = "files parse, versions are unique" + (", tracking is consistent" if result.checked_database else "")
+        checked = "files parse, versions are unique" + (
+            ", tracking is consistent" if result.checked_database else " (no database checked)"
+        )
         trip = getattr(result, "round_trip", None)
         if trip is not None and trip.result is not None:
             checked += f", {trip.result.checked} rollback(s) round-trip in {trip.shadow}"

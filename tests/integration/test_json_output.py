@@ -51,6 +51,7 @@ SCHEMA_FOR: dict[str, str] = {
     "db unlock-migrations": "fix-result.schema.json",
     "db import": "import-result.schema.json",  # tests/foreign/test_import.py
     "db formalize": "formalize-result.schema.json",  # tests/integration/test_formalize.py
+    "new": "new-result.schema.json",  # tests/layouts/test_new.py
 }
 
 BAD_MIGRATION = "CREATE TABLE widgets (id int);\nINSERT INTO nosuch VALUES (1);\n"

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.desired.files import FileProblem, Migration, MigrationSet, Scan, SqlFile
@@ -31,6 +32,33 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class NewFile:
+    """One file ``poststack new`` writes: where (relative to the migrations directory), what
+    part of the migration it is, and what it starts with."""
+
+    path: str  # relative, with "/" for a migration directory (diesel, Prisma)
+    role: str  # "migration", "rollback", "verify", or "migration_and_rollback" (one file, both halves)
+    text: str
+
+
+def utc_timestamp(now: datetime) -> str:
+    """dbmate's, golang-migrate's and Prisma's version: the UTC time as YYYYMMDDHHMMSS."""
+    return now.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How a new migration is written in a layout (``poststack new``): its files, from its
+    version and name, and how the tool numbers its first one."""
+
+    files: Callable[[str, str], tuple[NewFile, ...]]  # (version, name) -> the migration and its rollback
+    first_sequence: str  # the first version when numbering by sequence: its width is the padding
+    numbering: str  # "sequence" or "timestamp": how the tool numbers when no migration shows
+    timestamp: Callable[[datetime], str] = utc_timestamp
+    verify: Callable[[str, str], NewFile] | None = None  # None: the layout has no verify scripts
+
+
+@dataclass(frozen=True)
 class Layout:
     name: str  # as --layout takes it
     tool: str  # the tool whose layout this is, for messages
@@ -42,6 +70,7 @@ class Layout:
     # tool has no down migrations (Prisma), so their absence is no issue.
     rollback_file: Callable[[Migration], str] | None = None
     aliases: tuple[str, ...] = ()
+    naming: Naming | None = None  # how poststack new writes one of its migrations
 
 
 LAYOUTS: dict[str, Layout] = {}

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reconciler.desired.files import FileProblem, Scan, SqlFile, read_sql_file
-from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, register, unrecognized
+from reconciler.desired.layouts.base import Entry, Found, Layout, Naming, NewFile, assemble, register, unrecognized
 from reconciler.errors import MigrationFileError
 
 # dbmate's own rule: the leading digits are the version, the rest is free (pkg/dbmate/db.go).
@@ -119,6 +119,11 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     return assemble(directory, found, problems)
 
 
+def _new_files(version: str, name: str) -> tuple[NewFile, ...]:
+    # What dbmate new writes: one file, both halves (the down half is the rollback).
+    return (NewFile(f"{version}_{name}.sql", "migration_and_rollback", "-- migrate:up\n\n\n-- migrate:down\n\n"),)
+
+
 DBMATE = register(
     Layout(
         name="dbmate",
@@ -128,5 +133,6 @@ DBMATE = register(
         claims=_claims,
         read=_read,
         rollback_file=lambda m: f"{m.path} (a -- migrate:down section)",
+        naming=Naming(_new_files, first_sequence="001", numbering="timestamp"),
     )
 )

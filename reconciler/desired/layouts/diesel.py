@@ -13,10 +13,19 @@ import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.desired.files import Scan, SqlFile, read_sql_file
-from reconciler.desired.layouts.base import Entry, Layout, migration_directory_files, read_directories, register
+from reconciler.desired.layouts.base import (
+    Entry,
+    Layout,
+    Naming,
+    NewFile,
+    migration_directory_files,
+    read_directories,
+    register,
+)
 from reconciler.errors import MigrationFileError, did_you_mean
 
 DIRECTORY = re.compile(r"^(?P<version>\d+(?:-\d+)*)_(?P<description>.+)$")
@@ -61,6 +70,19 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     return read_directories(directory, entries, DIESEL, DIRECTORY, "up.sql", _load)
 
 
+def _new_files(version: str, name: str) -> tuple[NewFile, ...]:
+    # What diesel migration generate writes: a directory with up.sql and down.sql.
+    return (
+        NewFile(f"{version}_{name}/up.sql", "migration", "-- Your SQL goes here\n"),
+        NewFile(f"{version}_{name}/down.sql", "rollback", "-- This file should undo anything in `up.sql`\n"),
+    )
+
+
+def _timestamp(now: datetime) -> str:
+    """diesel's version: the UTC time as YYYY-MM-DD-HHMMSS."""
+    return now.astimezone(UTC).strftime("%Y-%m-%d-%H%M%S")
+
+
 DIESEL = register(
     Layout(
         name="diesel",
@@ -70,5 +92,6 @@ DIESEL = register(
         claims=_claims,
         read=_read,
         rollback_file=lambda m: str(m.path.with_name("down.sql")),
+        naming=Naming(_new_files, first_sequence="001", numbering="timestamp", timestamp=_timestamp),
     )
 )

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reconciler.desired.files import FileProblem, Scan, SqlFile, read_sql_file
-from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, register, unrecognized
+from reconciler.desired.layouts.base import Entry, Found, Layout, Naming, NewFile, assemble, register, unrecognized
 from reconciler.desired.versions import REPEATABLE_PREFIX, VersionKey, parse_version
 from reconciler.errors import MigrationFileError
 
@@ -148,6 +148,13 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     return assemble(directory, found, unrecognized(entries, FLYWAY) + problems)
 
 
+def _new_files(version: str, name: str) -> tuple[NewFile, ...]:
+    return (
+        NewFile(f"V{version}__{name}.sql", "migration", f"-- V{version}: {name}\n"),
+        NewFile(f"U{version}__{name}.sql", "rollback", f"-- Undoes V{version}__{name}.sql (Flyway's undo).\n"),
+    )
+
+
 FLYWAY = register(
     Layout(
         name="flyway",
@@ -157,5 +164,6 @@ FLYWAY = register(
         claims=_claims,
         read=_read,
         rollback_file=lambda m: str(m.path.with_name(f"U{m.version}__{m.description}.sql")),
+        naming=Naming(_new_files, first_sequence="1", numbering="sequence"),
     )
 )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.desired.files import FileProblem, Scan, read_sql_file
-from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, register, unrecognized
+from reconciler.desired.layouts.base import Entry, Found, Layout, Naming, NewFile, assemble, register, unrecognized
 from reconciler.desired.layouts.dbmate import has_dbmate_sections
 from reconciler.desired.layouts.updown import sqlx_marked
 
@@ -61,6 +61,25 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     return assemble(directory, found, problems)
 
 
+def _new_files(version: str, name: str) -> tuple[NewFile, ...]:
+    label = f"{version}_{name}"
+    return (
+        NewFile(
+            f"{label}.sql", "migration", f"-- {label}: the change, run in one transaction with its tracking row.\n"
+        ),
+        NewFile(f"{label}.rollback.sql", "rollback", f"-- Undoes {label}.sql (poststack db rollback).\n"),
+    )
+
+
+def _new_verify(version: str, name: str) -> NewFile:
+    label = f"{version}_{name}"
+    text = (
+        f"-- One query returning one boolean: is {label} applied? It has the last word in db diagnose.\n"
+        "-- For example: SELECT to_regclass('public.users') IS NOT NULL;\n"
+    )
+    return NewFile(f"{label}.verify.sql", "verify", text)
+
+
 POSTSTACK = register(
     Layout(
         name="poststack",
@@ -70,5 +89,6 @@ POSTSTACK = register(
         claims=_claims,
         read=_read,
         rollback_file=lambda m: str(m.path.with_name(f"{m.label}.rollback.sql")),
+        naming=Naming(_new_files, first_sequence="001", numbering="sequence", verify=_new_verify),
     )
 )

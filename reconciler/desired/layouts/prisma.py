@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.desired.files import Scan, SqlFile, read_sql_file
-from reconciler.desired.layouts.base import Entry, Layout, migration_directory_files, read_directories, register
+from reconciler.desired.layouts.base import (
+    Entry,
+    Layout,
+    Naming,
+    NewFile,
+    migration_directory_files,
+    read_directories,
+    register,
+)
 
 DIRECTORY = re.compile(r"^(?P<version>\d+)_(?P<description>.+)$")
 LOCK_FILE = "migration_lock.toml"
@@ -31,6 +39,17 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     return read_directories(directory, entries, PRISMA, DIRECTORY, "migration.sql", _load)
 
 
+def _new_files(version: str, name: str) -> tuple[NewFile, ...]:
+    # Prisma has no down migrations: the migration alone, never an invented rollback.
+    return (
+        NewFile(
+            f"{version}_{name}/migration.sql",
+            "migration",
+            "-- This migration has no down migration (Prisma writes none).\n",
+        ),
+    )
+
+
 PRISMA = register(
     Layout(
         name="prisma",
@@ -39,5 +58,6 @@ PRISMA = register(
         expected="<timestamp>_<name>/ directories holding migration.sql",
         claims=_claims,
         read=_read,
+        naming=Naming(_new_files, first_sequence="001", numbering="timestamp"),
     )
 )

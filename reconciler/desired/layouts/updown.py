@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reconciler.desired.files import FileProblem, Scan, SqlFile, read_sql_file
-from reconciler.desired.layouts.base import Entry, Found, Layout, assemble, register, unrecognized
+from reconciler.desired.layouts.base import Entry, Found, Layout, Naming, NewFile, assemble, register, unrecognized
 
 FILE_NAME = re.compile(
     r"^(?P<version>\d+)_(?P<description>.+?)"
@@ -90,6 +90,14 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     return assemble(directory, found, unrecognized(entries, UPDOWN) + problems)
 
 
+def _new_files(version: str, name: str) -> tuple[NewFile, ...]:
+    # As golang-migrate's create writes them (-seq: six digits; else a UTC timestamp).
+    return (
+        NewFile(f"{version}_{name}.up.sql", "migration", ""),
+        NewFile(f"{version}_{name}.down.sql", "rollback", ""),
+    )
+
+
 UPDOWN = register(
     Layout(
         name="golang-migrate",
@@ -100,5 +108,6 @@ UPDOWN = register(
         read=_read,
         rollback_file=lambda m: str(m.path.with_name(f"{m.version}_{m.description}.down.sql")),
         aliases=("sqlx", "popx", "migrate"),
+        naming=Naming(_new_files, first_sequence="000001", numbering="timestamp"),
     )
 )
