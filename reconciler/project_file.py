@@ -18,7 +18,15 @@ from reconciler.errors import UsageError, did_you_mean
 
 ENVIRONMENTS = "environments"
 # Each key the project file may set, and the type it must have there.
-STRING_KEYS = ("database_url", "migrations_dir", "tracking_schema", "table_prefix", "layout", "shadow_database_url", "numbering")
+STRING_KEYS = (
+    "database_url",
+    "migrations_dir",
+    "tracking_schema",
+    "table_prefix",
+    "layout",
+    "shadow_database_url",
+    "numbering",
+)
 NUMBER_KEYS = ("lock_timeout",)
 KEYS = (*STRING_KEYS, *NUMBER_KEYS)
 

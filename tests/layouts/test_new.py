@@ -226,7 +226,10 @@ def test_the_project_file_can_choose_the_numbering(
     assert "20260304050608_add_email.sql" in names(tmp_path / "migrations")
     (tmp_path / "poststack.toml").write_text('numbering = "weekly"\n')
     refused = new(tmp_path / "migrations", "third")
-    assert refused.exit_code == 2 and "numbering from poststack.toml is 'weekly', not sequence or timestamp" in refused.stderr
+    assert (
+        refused.exit_code == 2
+        and "numbering from poststack.toml is 'weekly', not sequence or timestamp" in refused.stderr
+    )
 
 
 def test_two_in_one_second_the_second_is_refused(tmp_path: Path, clock: list[datetime]):
