@@ -118,7 +118,10 @@ def _status_from(
         undetermined = tuple(
             MigrationEntry(m.version, m.description)
             for m in migrations.migrations
-            if m.key not in tracked and m.verify is None and not history.evidence_of(m.version)
+            if m.key not in tracked
+            and m.verify is None
+            and not m.key.is_repeatable  # never applied: it runs (attribution.attribute)
+            and not history.evidence_of(m.version)
         )
     return StatusResult(
         database=database,
