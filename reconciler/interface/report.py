@@ -153,25 +153,40 @@ def run_text(result: Any) -> str:
 def _run_outcome_text(result: Any) -> str:
     plan: Plan = result.plan
     migrations = [s for s in plan.steps if s.action in ("apply_migration", "rollback_migration")]
+    # Flyway's SQL callbacks (beforeMigrate.sql, ...): run, never counted as migrations.
+    callbacks = [s.args["file"] for s in plan.steps if s.action == "run_callback"]
     verb = "applied" if result.operation == "migrate" else "rolled back"
     if result.dry_run:
-        if not migrations:
+        if not migrations and not callbacks:
             return f"🔍 Dry run: {plan.nothing_to_do or 'nothing to do'}; nothing would change."
         head = (
-            f"🔍 Dry run: {len(migrations)} migration(s) would be {verb}: {_versions(migrations)}. Nothing was changed."
+            f"🔍 Dry run: {len(migrations)} migration(s) would be {verb}: {_versions(migrations)}"
+            + (f", and callback(s) run: {brief(callbacks)}" if callbacks else "")
+            + ". Nothing was changed."
         )
         return head + "\n" + render_plan(plan)
     execution = result.execution
+    ran = f"; ran callback(s) {brief(callbacks)}" if callbacks else ""
+    if execution is not None and execution.ok and not migrations and callbacks:
+        return f"✅ {plan.nothing_to_do or 'Nothing to do'}{ran}."
     if execution is None or not migrations:
         if result.operation == "migrate" and plan.nothing_to_do == "Database is up to date":
             return "✅ Database is up to date!"
         return f"✅ {plan.nothing_to_do or 'Nothing to do'}."
     done = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
     if execution.ok:
-        return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)} ({execution.elapsed_s:.2f}s)"
+        return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)}{ran} ({execution.elapsed_s:.2f}s)"
     failure = execution.failure
     step = plan.steps[failure.step - 1]
     where = f"{failure.location}: " if failure.location else ""
+    if step.action == "run_callback":
+        return "\n".join(
+            [
+                f"❌ Callback {step.args['file']} failed: {where}{failure.message}",
+                f"   {verb.capitalize()} before the failure: {_versions(done)}. Nothing after it ran; callbacks "
+                "are not tracked, so fix it and run the command again.",
+            ]
+        )
     kept = (
         "Nothing of it was kept (it ran in a transaction)."
         if step.transactional

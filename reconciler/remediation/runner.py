@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session
-from reconciler.desired.files import MigrationSet
+from reconciler.desired.files import AFTER_MIGRATE, AFTER_UNDO, BEFORE_MIGRATE, BEFORE_UNDO, MigrationSet
 from reconciler.desired.layouts import layout_named
 from reconciler.desired.versions import VersionKey, parse_version
 from reconciler.diagnosis.attribution import attribute_unapplied
@@ -57,7 +57,7 @@ def migrate_plan(
         raise OwnTablesAtRisk(readiness.risks)
     if readiness.holds:
         raise MigrationsHeld(readiness)
-    steps: list[PlannedStep] = []
+    steps: list[PlannedStep] = _callback_steps(ctx, BEFORE_MIGRATE)  # first, as in Flyway, in a transaction each
     notes: list[str] = []
     if not observed.complete:
         steps.append(get_action("create_tracking").step(ctx, {}))
@@ -82,11 +82,22 @@ def migrate_plan(
             )
         arguments = {"version": migration.version, "retry": item.retry, "reapply": item.reapply}
         steps.append(get_action("apply_migration").step(ctx, arguments))
+    # Run only if everything before succeeded (the executor stops at a failure), as in Flyway.
+    steps += _callback_steps(ctx, AFTER_MIGRATE)
+    ignored = [c.name for c in migrations.callbacks if not c.runs]
+    if ignored:
+        notes.append(f"Flyway callbacks poststack does not run (no such event in poststack): {', '.join(ignored)}")
 
     reason = None
     if not any(s.action == "apply_migration" for s in steps):
         reason = "Database is up to date" if limit is None else f"Database is already at or past {target}"
     return Plan("migrate", observed.location, observed.fingerprint, tuple(steps), reason, tuple(notes))
+
+
+def _callback_steps(ctx: BuildContext, event: str) -> list[PlannedStep]:
+    """A step per callback of ``event`` (beforeMigrate, afterMigrate, ...): run on every run,
+    even one with nothing pending, each in a transaction of its own, never tracked."""
+    return [get_action("run_callback").step(ctx, {"file": c.name}) for c in ctx.migrations.callbacks_at(event)]
 
 
 class MigrationsHeld(OperationFailed):
@@ -142,7 +153,9 @@ def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: 
             f"Rollback failed: Migration {no_rollback[0]} has no rollback file",
             f"{why}. Nothing was rolled back.",
         )
-    steps = tuple(get_action("rollback_migration").step(ctx, {"version": by_key[n].version}) for n in to_undo)
+    undo = [get_action("rollback_migration").step(ctx, {"version": by_key[n].version}) for n in to_undo]
+    # Flyway's undo callbacks, around the undo files, when there is anything to undo.
+    steps = tuple([*_callback_steps(ctx, BEFORE_UNDO), *undo, *_callback_steps(ctx, AFTER_UNDO)] if undo else [])
     reason = None if steps else f"Nothing to roll back: no applied migration above {target}"
     return Plan("rollback", observed.location, observed.fingerprint, steps, reason)
 

@@ -53,7 +53,9 @@ def test_repeatables_run_last_and_again_when_changed(project: Path, database_url
     assert again.exit_code == 0, again.output
     steps = json.loads(again.stdout)["plan"]["steps"]
     assert [(s["version"], s["args"].get("reapply")) for s in steps] == [("R__users_view", True)]
-    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = 'R__users_view'") == [(1,)]
+    # One row per application, as in Flyway's history: both are its history, not duplicates.
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = 'R__users_view'") == [(2,)]
+    assert poststack(database_url, project, "db", "diagnose").exit_code == 0
     assert sql(db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users_view'") == [(2,)]
     assert sql(db, "SELECT count(*) FROM users") == [(1,)]  # the versioned data migration ran once
 
@@ -91,3 +93,19 @@ def test_flyways_repeatable_rows_are_imported_and_a_change_since_runs_again(proj
         assert sql(conn, "SELECT count(*) FROM users") == [(1,)]
     finally:
         conn.close()
+
+
+def test_an_each_migration_callback_that_cannot_run_in_a_transaction_is_refused_before_anything_runs(
+    project: Path, database_url: str, db
+) -> None:  # type: ignore[no-untyped-def]
+    (project / "afterEachMigrate.sql").write_text("VACUUM;\n")
+    refused = poststack(database_url, project, "db", "migrate", "--dry-run")
+    assert refused.exit_code == 1, refused.output
+    assert "afterEachMigrate callback runs in the transaction of each migration" in refused.output
+    assert sql(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'users'") == [(0,)]
+    # In a transaction of its own, afterMigrate may hold it: it runs outside one, as in Flyway.
+    (project / "afterEachMigrate.sql").rename(project / "afterMigrate.sql")
+    result = poststack(database_url, project, "db", "migrate", "--format", "json")
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.stdout)["plan"]["steps"][-1]
+    assert (last["action"], last["transactional"]) == ("run_callback", False)
