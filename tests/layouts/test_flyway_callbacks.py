@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
-from tests.conftest import run_cli, sql
+from tests.conftest import REPO, run_cli, sql
 
 
 def log(event: str) -> str:
@@ -53,6 +54,12 @@ def as_json(url: str, directory: Path, *args: str) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def assert_run_result(data: dict[str, Any]) -> None:
+    schema = json.loads((REPO / "schemas" / "run-result.schema.json").read_text())
+    errors = [e.message for e in Draft202012Validator(schema).iter_errors(data)]
+    assert errors == [], errors
+
+
 def logged(db: Any, after: int = 0) -> list[tuple[str, int]]:
     return sql(db, "SELECT event, txid FROM callback_log WHERE id > %s ORDER BY id", (after,))
 
@@ -66,6 +73,7 @@ def test_callbacks_run_in_flyways_transactions_and_repeatables_only_when_changed
 ) -> None:
     # The dry run shows callbacks and repeatables in the order they would run.
     dry = as_json(database_url, project, "db", "migrate", "--dry-run")
+    assert_run_result(dry)
     steps = [(s["action"], s["args"].get("file") or s["args"].get("version")) for s in dry["plan"]["steps"]]
     steps = [s for s in steps if s[0] != "create_tracking"]
     assert steps == [
@@ -129,6 +137,7 @@ def test_callbacks_run_in_flyways_transactions_and_repeatables_only_when_changed
     mark = last_log_id(db)
     third = as_json(database_url, project, "db", "migrate")
     assert third["ok"], third
+    assert_run_result(third)
     assert [(s["action"], s["version"]) for s in third["plan"]["steps"]] == [
         ("run_callback", None),
         ("apply_migration", "R__items_view"),
@@ -183,6 +192,7 @@ def test_a_failing_repeatable_is_reported_failed_like_a_versioned_one(
     (project / "R__zz_report.sql").write_text("CREATE VIEW zz_report AS SELECT nope FROM items;\n")
     result = as_json(database_url, project, "db", "migrate")
     assert not result["ok"]
+    assert_run_result(result)
     assert result["failure"]["version"] == "R__items_view"
     assert sql(db, "SELECT success FROM schema_migrations WHERE version = 'R__items_view' ORDER BY id") == [
         (True,),
