@@ -86,7 +86,7 @@ def migrate_plan(
     steps += _callback_steps(ctx, AFTER_MIGRATE)
     ignored = [c.name for c in migrations.callbacks if not c.runs]
     if ignored:
-        notes.append(f"Flyway callbacks poststack does not run (no such event in poststack): {', '.join(ignored)}")
+        notes.append(f"Flyway callbacks poststack does not run (events it has no equivalent of): {', '.join(ignored)}")
 
     reason = None
     if not any(s.action == "apply_migration" for s in steps):

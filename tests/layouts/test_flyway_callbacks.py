@@ -33,6 +33,7 @@ FILES = {
     "release2/V2__add_name.sql": "ALTER TABLE items ADD COLUMN name text;\n" + log("V2"),
     "release2/U2__add_name.sql": "ALTER TABLE items DROP COLUMN name;\n",
     "R__items_view.sql": "CREATE OR REPLACE VIEW items_view AS SELECT id FROM items;\n" + log("R__items_view"),
+    "beforeClean.sql": "DROP TABLE callback_log;\n",  # poststack has no clean: read, named, never run
 }
 
 
@@ -82,6 +83,9 @@ def test_callbacks_run_in_flyways_transactions_and_repeatables_only_when_changed
         ("apply_migration", "2"),
         ("apply_migration", "R__items_view"),
         ("run_callback", "afterMigrate.sql"),
+    ]
+    assert dry["plan"]["notes"] == [
+        "Flyway callbacks poststack does not run (events it has no equivalent of): beforeClean.sql"
     ]
     v1 = next(s for s in dry["plan"]["steps"] if s["version"] == "1")
     assert [Path(s["source"]).name for s in v1["statements"]] == [
