@@ -109,3 +109,24 @@ def test_an_each_migration_callback_that_cannot_run_in_a_transaction_is_refused_
     assert result.exit_code == 0, result.output
     last = json.loads(result.stdout)["plan"]["steps"][-1]
     assert (last["action"], last["transactional"]) == ("run_callback", False)
+
+
+def test_a_repeatable_never_applied_is_pending_whatever_the_catalog_shows(project: Path, database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    # Its objects exist already (made by hand, or by a versioned migration before it): for a
+    # versioned migration that is evidence it ran; a repeatable is written to run again.
+    sql(db, "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL)")
+    sql(db, "CREATE FUNCTION user_count() RETURNS bigint LANGUAGE sql AS $$ SELECT 0::bigint $$")
+    (project / "V1__create_users.sql").write_text("CREATE TABLE IF NOT EXISTS users (id serial PRIMARY KEY);\n")
+    for name in ("V2__seed.sql", "U2__seed.sql", "R__users_view.sql"):
+        (project / name).unlink()
+    assert poststack(database_url, project, "db", "recover", "--force").exit_code == 0  # tracks V1 only
+    issues = json.loads(poststack(database_url, project, "db", "diagnose", "--format", "json").stdout)["issues"]
+    assert [(i["type"], i["version"]) for i in issues] == [], issues
+    status = json.loads(poststack(database_url, project, "db", "migration-status", "--format", "json").stdout)
+    assert [m["version"] for m in status["pending"]] == ["R__user_count"]
+    assert status["undetermined"] == []
+    assert poststack(database_url, project, "db", "migrate").exit_code == 0
+    assert sql(db, "SELECT user_count()") == [(0,)]  # its body, not the hand-made one: count(*) of no users
+    assert (
+        sql(db, "SELECT prosrc FROM pg_proc WHERE proname = 'user_count'")[0][0].strip() == "SELECT count(*) FROM users"
+    )
