@@ -187,7 +187,14 @@ def migration_info(settings: Settings, notify: Notify | None = None) -> InfoResu
                 transactional: bool | None = m.file.script.transactional
             except Exception:
                 transactional = None
-            status = "applied" if m.key in observed.applied else "failed" if m.key in observed.failed else "pending"
+            # A repeatable's last attempt may have failed after an earlier success; changed, it runs again.
+            status = (
+                "failed"
+                if m.key in observed.failed
+                else "pending"
+                if m.key not in observed.applied or changed_repeatable(m, observed)
+                else "applied"
+            )
             files.append(
                 FileInfo(
                     m.version,

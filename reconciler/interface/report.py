@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from reconciler import errors
+from reconciler.desired.versions import version_key
 from reconciler.diagnosis.issues import SHORT_CHECKSUM, Severity
 from reconciler.observed.tracking import RUNTIME_PARAMS, LockState
 from reconciler.remediation.plan import Plan, PlannedStep
@@ -326,7 +327,8 @@ def status_text(result: Any) -> str:
         for entry in result.failed:
             lines.append(f"  ❌ {entry.version} {entry.description}: {entry.error or 'no error recorded'}")
     if result.pending:
-        lines.append("Pending: " + brief([f"{e.version}_{e.description}" for e in result.pending]))
+        applied = {e.version for e in result.applied}
+        lines.append("Pending: " + brief([_pending_label(e, applied) for e in result.pending]))
     if result.undetermined:
         lines.append(
             "Undetermined: "
@@ -339,6 +341,14 @@ def status_text(result: Any) -> str:
     if result.up_to_date:
         lines.append("✅ Database is up to date!")
     return "\n".join(lines)
+
+
+def _pending_label(entry: Any, applied: set[str]) -> str:
+    """``002_name``; a Flyway repeatable by its name alone, and said to run again once changed."""
+    key = version_key(entry.version)
+    if key is None or not key.is_repeatable:
+        return f"{entry.version}_{entry.description}"
+    return f"{entry.version} (changed: runs again)" if entry.version in applied else entry.version
 
 
 def status_json(result: Any) -> str:

@@ -136,6 +136,15 @@ def test_callbacks_run_in_flyways_transactions_and_repeatables_only_when_changed
     )
     status = as_json(database_url, project, "db", "migration-status")
     assert [m["version"] for m in status["pending"]] == ["R__items_view"]
+    assert [m["version"] for m in status["applied"]] == ["1", "2", "R__items_view"]  # its last application
+    shown = poststack(database_url, project, "db", "migration-status").stdout
+    assert "Pending: R__items_view (changed: runs again)" in shown, shown
+    info = as_json(database_url, project, "db", "migration-info")
+    assert {f["version"]: f["status"] for f in info["files"]} == {
+        "1": "applied",
+        "2": "applied",
+        "R__items_view": "pending",
+    }
     diagnosis = poststack(database_url, project, "db", "diagnose", "--format", "json")
     assert json.loads(diagnosis.stdout)["issues"] == [], diagnosis.output
     mark = last_log_id(db)
@@ -204,6 +213,8 @@ def test_a_failing_repeatable_is_reported_failed_like_a_versioned_one(
     ]
     status = as_json(database_url, project, "db", "migration-status")
     assert [m["version"] for m in status["failed"]] == ["R__items_view"]
+    info = as_json(database_url, project, "db", "migration-info")
+    assert {f["version"]: f["status"] for f in info["files"]}["R__items_view"] == "failed"
     issues = as_json(database_url, project, "db", "diagnose")["issues"]
     assert [(i["type"], i["version"]) for i in issues] == [("partial_migration", "R__items_view")]
 
