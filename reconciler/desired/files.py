@@ -101,10 +101,14 @@ class Migration:
 
 
 # Flyway's SQL callbacks that poststack runs, by event (Flyway's Event ids). beforeMigrate and
-# afterMigrate run once per db migrate, each in a transaction of its own; the *Each* ones run
-# inside every migration's own transaction (undo: every rollback file's), before and after it.
+# afterMigrate run once per db migrate, each in a transaction of its own (and so do
+# afterVersioned, beforeRepeatables and afterMigrateApplied, where Flyway fires them); the
+# *Each* ones run inside every migration's own transaction (undo: every rollback file's).
 BEFORE_MIGRATE = "beforeMigrate"
 AFTER_MIGRATE = "afterMigrate"
+AFTER_VERSIONED = "afterVersioned"
+BEFORE_REPEATABLES = "beforeRepeatables"
+AFTER_MIGRATE_APPLIED = "afterMigrateApplied"
 BEFORE_EACH_MIGRATE = "beforeEachMigrate"
 AFTER_EACH_MIGRATE = "afterEachMigrate"
 BEFORE_UNDO = "beforeUndo"
@@ -115,6 +119,9 @@ RUN_EVENTS = frozenset(
     {
         BEFORE_MIGRATE,
         AFTER_MIGRATE,
+        AFTER_VERSIONED,
+        BEFORE_REPEATABLES,
+        AFTER_MIGRATE_APPLIED,
         BEFORE_EACH_MIGRATE,
         AFTER_EACH_MIGRATE,
         BEFORE_UNDO,

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session
-from reconciler.desired.files import AFTER_MIGRATE, AFTER_UNDO, BEFORE_MIGRATE, BEFORE_UNDO, MigrationSet
+from reconciler.desired.files import (
+    AFTER_MIGRATE,
+    AFTER_MIGRATE_APPLIED,
+    AFTER_UNDO,
+    AFTER_VERSIONED,
+    BEFORE_MIGRATE,
+    BEFORE_REPEATABLES,
+    BEFORE_UNDO,
+    MigrationSet,
+)
 from reconciler.desired.layouts import layout_named
 from reconciler.desired.versions import VersionKey, parse_version
 from reconciler.diagnosis.attribution import attribute_unapplied
@@ -73,6 +82,7 @@ def migrate_plan(
                 "see poststack db diagnose --type checksum_mismatch"
             )
     newest_applied = max((k for k in observed.applied if not k.is_repeatable), default=None)
+    repeatables = False  # a repeatable runs in this plan
     for item in readiness.runnable:
         migration = item.migration
         if newest_applied is not None and migration.key < newest_applied:
@@ -80,9 +90,17 @@ def migrate_plan(
                 f"Migration {migration.version} is applied out of order "
                 f"(migration {observed.applied[newest_applied].version} is already applied; --allow-out-of-order)"
             )
+        if migration.key.is_repeatable and not repeatables:
+            # Flyway's DbMigrate: afterVersioned, then beforeRepeatables, before the first repeatable.
+            steps += _callback_steps(ctx, AFTER_VERSIONED) + _callback_steps(ctx, BEFORE_REPEATABLES)
+        repeatables = repeatables or migration.key.is_repeatable
         arguments = {"version": migration.version, "retry": item.retry, "reapply": item.reapply}
         steps.append(get_action("apply_migration").step(ctx, arguments))
+    if not repeatables:
+        steps += _callback_steps(ctx, AFTER_VERSIONED)  # once on every run, as in Flyway
     # Run only if everything before succeeded (the executor stops at a failure), as in Flyway.
+    if readiness.runnable:
+        steps += _callback_steps(ctx, AFTER_MIGRATE_APPLIED)
     steps += _callback_steps(ctx, AFTER_MIGRATE)
     ignored = [c.name for c in migrations.callbacks if not c.runs]
     if ignored:

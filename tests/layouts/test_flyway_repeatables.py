@@ -130,3 +130,27 @@ def test_a_repeatable_never_applied_is_pending_whatever_the_catalog_shows(projec
     assert (
         sql(db, "SELECT prosrc FROM pg_proc WHERE proname = 'user_count'")[0][0].strip() == "SELECT count(*) FROM users"
     )
+
+
+def test_the_other_migrate_callbacks_fire_where_flyways_dbmigrate_fires_them(project: Path, database_url: str) -> None:
+    for event in ("afterVersioned", "beforeRepeatables", "afterMigrateApplied"):
+        (project / f"{event}.sql").write_text("SELECT 1;\n")
+
+    def order() -> list[str]:
+        result = poststack(database_url, project, "db", "migrate", "--format", "json")
+        assert result.exit_code == 0, result.output
+        steps = json.loads(result.stdout)["plan"]["steps"]
+        return [s["args"].get("file") or s["version"] for s in steps if s["action"] != "create_tracking"]
+
+    assert order() == [
+        "1",
+        "2",
+        "afterVersioned.sql",
+        "beforeRepeatables.sql",
+        "R__user_count",
+        "R__users_view",
+        "afterMigrateApplied.sql",
+    ]
+    assert order() == ["afterVersioned.sql"]  # nothing to apply: afterVersioned still fires, as in Flyway
+    (project / "V3__more.sql").write_text("SELECT 3;\n")
+    assert order() == ["3", "afterVersioned.sql", "afterMigrateApplied.sql"]  # no repeatable ran
