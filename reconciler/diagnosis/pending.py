@@ -216,11 +216,14 @@ def decide(
 
 
 def changed_repeatable(migration: Migration, tracking: ObservedTracking) -> bool:
-    """A Flyway repeatable whose file is not what was last applied."""
+    """An applied Flyway repeatable due to run again: its file is not what was last applied,
+    or its last attempt failed (a failed attempt is retried, as a versioned one's is)."""
     row = tracking.applied.get(migration.key)
-    if not migration.key.is_repeatable or row is None or not row.checksum:
+    if not migration.key.is_repeatable or row is None:
         return False
-    return migration.file.checksum_as(row.checksum_algorithm) != row.checksum
+    if migration.key in tracking.failed:
+        return True
+    return bool(row.checksum) and migration.file.checksum_as(row.checksum_algorithm) != row.checksum
 
 
 def _renumbered(migration: Migration, fileless: list[TrackingRow]) -> Hold | None:
