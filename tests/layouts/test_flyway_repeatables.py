@@ -1,6 +1,8 @@
 """Flyway's repeatable migrations (R__) on a real server: run after every versioned one, by
 name; run again, once, when they change; never undone by a rollback; never what makes a new
-versioned migration "out of order"; imported from Flyway's own history."""
+versioned migration "out of order"; imported from Flyway's own history; pending, never
+"applied by hand", when the catalog has their objects before they ran. And where the
+callbacks with transactions of their own fall among them (test_flyway_callbacks.py: the rest)."""
 
 from __future__ import annotations
 
