@@ -118,7 +118,10 @@ def _status_from(
         undetermined = tuple(
             MigrationEntry(m.version, m.description)
             for m in migrations.migrations
-            if m.key not in tracked and m.verify is None and not history.evidence_of(m.version)
+            if m.key not in tracked
+            and m.verify is None
+            and not m.key.is_repeatable  # never applied: it runs (attribution.attribute)
+            and not history.evidence_of(m.version)
         )
     return StatusResult(
         database=database,
@@ -184,7 +187,14 @@ def migration_info(settings: Settings, notify: Notify | None = None) -> InfoResu
                 transactional: bool | None = m.file.script.transactional
             except Exception:
                 transactional = None
-            status = "applied" if m.key in observed.applied else "failed" if m.key in observed.failed else "pending"
+            # A repeatable's last attempt may have failed after an earlier success; changed, it runs again.
+            status = (
+                "failed"
+                if m.key in observed.failed
+                else "pending"
+                if m.key not in observed.applied or changed_repeatable(m, observed)
+                else "applied"
+            )
             files.append(
                 FileInfo(
                     m.version,

@@ -307,3 +307,35 @@ def test_checksum_compared_with_the_rows_own_algorithm(tmp_path):
     )
     (issue,) = run_checks(unknown, [IssueType.CHECKSUM_MISMATCH])
     assert "unknown checksum algorithm 'md5'" in issue.details["note"]
+
+
+FLYWAY_FILES = {
+    "V1__accounts.sql": "CREATE TABLE accounts (id int);",
+    "U1__accounts.sql": "DROP TABLE accounts CASCADE;",
+    "R__accounts_view.sql": "CREATE OR REPLACE VIEW accounts_view AS SELECT id FROM accounts;",
+    "R__users_view.sql": "CREATE OR REPLACE VIEW users_view AS SELECT 1 AS one;",
+    "afterMigrate.sql": "GRANT SELECT ON accounts TO PUBLIC;",
+}
+VIEWS = [obj("view", "public", "accounts_view"), obj("view", "public", "users_view")]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # One row per application, the last for an earlier content: history, pending, no issue.
+        ([row("1"), row("R__accounts_view", checksum="old"), row("R__accounts_view")], set()),
+        ([row("1"), row("R__accounts_view"), row("R__accounts_view", checksum="older")], set()),
+        # Never applied, its view there already: pending all the same, never claimed applied.
+        ([row("1")], set()),
+        # Its last attempt failed after an earlier success: a partial_migration, as a versioned one's.
+        (
+            [row("1"), row("R__accounts_view"), row("R__accounts_view", success=False)],
+            {("partial_migration", "R__accounts_view")},
+        ),
+        ([row("1"), row("R__accounts_view", success=False), row("R__accounts_view")], set()),
+    ],
+)
+def test_repeatables_and_callbacks_are_judged_as_flyway_runs_them(tmp_path: Path, rows, expected) -> None:  # type: ignore[no-untyped-def]
+    facts = facts_for(tmp_path, rows, ACCOUNTS + VIEWS, files=FLYWAY_FILES)
+    assert found(facts) == expected
+    assert not facts.desired.problems  # the callback is no invalid_file

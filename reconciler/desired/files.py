@@ -100,11 +100,66 @@ class Migration:
         return self.version if self.key.is_repeatable else f"{self.version}_{self.description}"
 
 
+# Flyway's SQL callbacks that poststack runs, by event (Flyway's Event ids). beforeMigrate and
+# afterMigrate run once per db migrate, each in a transaction of its own (and so do
+# afterVersioned, beforeRepeatables and afterMigrateApplied, where Flyway fires them); the
+# *Each* ones run inside every migration's own transaction (undo: every rollback file's).
+BEFORE_MIGRATE = "beforeMigrate"
+AFTER_MIGRATE = "afterMigrate"
+AFTER_VERSIONED = "afterVersioned"
+BEFORE_REPEATABLES = "beforeRepeatables"
+AFTER_MIGRATE_APPLIED = "afterMigrateApplied"
+BEFORE_EACH_MIGRATE = "beforeEachMigrate"
+AFTER_EACH_MIGRATE = "afterEachMigrate"
+BEFORE_UNDO = "beforeUndo"
+AFTER_UNDO = "afterUndo"
+BEFORE_EACH_UNDO = "beforeEachUndo"
+AFTER_EACH_UNDO = "afterEachUndo"
+RUN_EVENTS = frozenset(
+    {
+        BEFORE_MIGRATE,
+        AFTER_MIGRATE,
+        AFTER_VERSIONED,
+        BEFORE_REPEATABLES,
+        AFTER_MIGRATE_APPLIED,
+        BEFORE_EACH_MIGRATE,
+        AFTER_EACH_MIGRATE,
+        BEFORE_UNDO,
+        AFTER_UNDO,
+        BEFORE_EACH_UNDO,
+        AFTER_EACH_UNDO,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A script run at an event of a run, around the migrations (Flyway's ``beforeMigrate.sql``,
+    ``afterEachMigrate__grants.sql``): not a migration, never tracked, never pending."""
+
+    event: str  # Flyway's event id: beforeMigrate, afterEachMigrate, ...
+    description: str | None  # the part after ``__``, if any
+    file: SqlFile
+
+    @property
+    def name(self) -> str:
+        return self.file.path.name
+
+    @property
+    def runs(self) -> bool:
+        """poststack runs it (db migrate, db rollback); the other events are Flyway's alone."""
+        return self.event in RUN_EVENTS
+
+
 @dataclass(frozen=True)
 class MigrationSet:
     directory: Path
     migrations: tuple[Migration, ...]  # ordered by key
     layout: str = "poststack"
+    callbacks: tuple[Callback, ...] = ()  # in the order Flyway runs one event's: unnamed first, then by description
+
+    def callbacks_at(self, event: str) -> tuple[Callback, ...]:
+        return tuple(c for c in self.callbacks if c.event == event)
 
     def by_key(self) -> dict[VersionKey, Migration]:
         return {m.key: m for m in self.migrations}
@@ -149,7 +204,7 @@ def read_sql_file(path: Path) -> SqlFile:
 
 @dataclass(frozen=True)
 class FileProblem:
-    kind: str  # bad_name, duplicate_version, unreadable, orphan_companion
+    kind: str  # bad_name, duplicate_version, unreadable, orphan_companion, duplicate_callback
     message: str  # one line naming the file
     version: str | None = None
     paths: tuple[Path, ...] = ()

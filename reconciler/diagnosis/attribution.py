@@ -40,7 +40,7 @@ class Attribution:
     verdict: Verdict
     found: tuple[Shown, ...] = ()
     missing: tuple[Shown, ...] = ()
-    basis: str = "catalog"  # catalog, replay, order, verify script, audit
+    basis: str = "catalog"  # catalog, replay, order, verify script, audit, repeatable
     reason: str = ""
 
 
@@ -52,6 +52,15 @@ def attribute(
     audited: AuditedApplication | None = None,
     replayed: Attribution | None = None,
 ) -> Attribution:
+    if migration.key.is_repeatable:
+        # Whatever the catalog shows, a repeatable never applied runs, as Flyway runs it: it is
+        # written to be run again (CREATE OR REPLACE), so what exists is no sign it ran.
+        return Attribution(
+            migration.version,
+            Verdict.ABSENT,
+            basis="repeatable",
+            reason="a repeatable runs whenever it is new or changed",
+        )
     found = _attribute(migration, history, catalog, verify)
     if replayed is not None and verify is None:  # a verify script has the last word
         found = _combined(found, replayed)

@@ -53,7 +53,7 @@ NOTHING_ALLOWED = Allowances()
 class Runnable:
     migration: Migration
     retry: bool  # a failed attempt's row is replaced when it succeeds
-    reapply: bool = False  # a Flyway repeatable changed since it was applied: its row is replaced
+    reapply: bool = False  # a Flyway repeatable changed since it was applied: it gets a new row
 
 
 @dataclass(frozen=True)
@@ -178,11 +178,16 @@ def decide(
         if migration.key in applied:
             if not changed_repeatable(migration, tracking):
                 continue
-            # Run again whenever it changes, as Flyway does; never held: it ran before.
-            if holds:
+            # Run again whenever it changes, as Flyway does; held only when its last attempt
+            # failed outside a transaction (it may be half-applied), like a versioned one.
+            failed = tracking.failed.get(migration.key)
+            hold = _failed_outside_transaction(migration, failed, allow) if failed is not None else None
+            if hold is not None:
+                holds.append(hold)
+            elif holds:
                 waiting.append(migration.version)
             else:
-                runnable.append(Runnable(migration, False, reapply=True))
+                runnable.append(Runnable(migration, failed is not None, reapply=True))
             continue
         hold = (
             None
@@ -211,17 +216,25 @@ def decide(
 
 
 def changed_repeatable(migration: Migration, tracking: ObservedTracking) -> bool:
-    """A Flyway repeatable whose file is not what was last applied."""
+    """An applied Flyway repeatable due to run again: its file is not what was last applied,
+    or its last attempt failed (a failed attempt is retried, as a versioned one's is)."""
     row = tracking.applied.get(migration.key)
-    if not migration.key.is_repeatable or row is None or not row.checksum:
+    if not migration.key.is_repeatable or row is None:
         return False
-    return migration.file.checksum_as(row.checksum_algorithm) != row.checksum
+    if migration.key in tracking.failed:
+        return True
+    return bool(row.checksum) and migration.file.checksum_as(row.checksum_algorithm) != row.checksum
 
 
 def _renumbered(migration: Migration, fileless: list[TrackingRow]) -> Hold | None:
     """A pending file with the very content of an applied migration whose file is gone: the
-    same migration under a new number (a merge conflict resolved by renaming), not a new one."""
+    same migration under a new number (a merge conflict resolved by renaming), not a new one.
+    Repeatables have no number: one renamed is a new repeatable, and runs, as in Flyway."""
+    if migration.key.is_repeatable:
+        return None
     for row in fileless:
+        if row.key.is_repeatable:
+            continue
         if migration.file.checksum_as(row.checksum_algorithm) == row.checksum:
             return Hold(
                 migration.version,
@@ -276,6 +289,21 @@ def _failed_in_audit(
     )
 
 
+def _failed_outside_transaction(migration: Migration, failed: TrackingRow, allow: Allowances) -> Hold | None:
+    """Its last attempt failed outside a transaction, and no one said to retry it."""
+    if failed.transactional or allow.retry_failed or migration.version in allow.retry:
+        return None
+    return Hold(
+        migration.version,
+        HoldKind.FAILED_OUTSIDE_TRANSACTION,
+        f"Migration {migration.version} failed earlier outside a transaction and may be partly applied "
+        f"(its error was: {failed.error}){_kept(migration, failed.error)}",
+        "See what it left with poststack db diagnose (an INVALID index, some of its objects), clean that "
+        "up or make the file tolerate it, then run poststack db migrate --retry-failed: the whole file "
+        "runs again.",
+    )
+
+
 def _verdict(attributions: Mapping[str, Attribution], migration: Migration) -> Verdict | None:
     found = attributions.get(migration.version)
     return found.verdict if found is not None else None
@@ -297,17 +325,9 @@ def _hold(
     failed = tracking.failed.get(migration.key)
     see = "poststack db diagnose shows the evidence"
     if failed is not None and not failed.transactional:
-        retry = allow.retry_failed or version in allow.retry
-        if not retry:
-            return Hold(
-                version,
-                HoldKind.FAILED_OUTSIDE_TRANSACTION,
-                f"Migration {version} failed earlier outside a transaction and may be partly applied "
-                f"(its error was: {failed.error}){_kept(migration, failed.error)}",
-                "See what it left with poststack db diagnose (an INVALID index, some of its objects), clean that "
-                "up or make the file tolerate it, then run poststack db migrate --retry-failed: the whole file "
-                "runs again.",
-            )
+        held = _failed_outside_transaction(migration, failed, allow)
+        if held is not None:
+            return held
         if verdict is Verdict.APPLIED and found is not None:
             return Hold(
                 version,

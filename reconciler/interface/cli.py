@@ -584,7 +584,12 @@ def migrate(
     allow_out_of_order: AllowOutOfOrder = False,
     allow_undetermined: AllowUndetermined = False,
 ) -> None:
-    """Apply pending migrations in numeric order, each in its own transaction."""
+    """Apply pending migrations in numeric order, each in its own transaction.
+
+    Flyway repeatables (R__name.sql) run after them, when new or changed. Flyway SQL callbacks
+    run too: beforeMigrate.sql and afterMigrate.sql on every run, each in its own transaction;
+    beforeEachMigrate.sql and afterEachMigrate.sql inside each migration's transaction.
+    --dry-run shows them all, in order."""
     settings = options.settings()
     with _StepProgress("migrating") as progress:
         result = commands.migrate(

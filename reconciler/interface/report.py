@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from reconciler import errors
+from reconciler.desired.versions import version_key
 from reconciler.diagnosis.issues import SHORT_CHECKSUM, Severity
 from reconciler.observed.tracking import RUNTIME_PARAMS, LockState
 from reconciler.remediation.plan import Plan, PlannedStep
@@ -153,25 +154,40 @@ def run_text(result: Any) -> str:
 def _run_outcome_text(result: Any) -> str:
     plan: Plan = result.plan
     migrations = [s for s in plan.steps if s.action in ("apply_migration", "rollback_migration")]
+    # Flyway's SQL callbacks (beforeMigrate.sql, ...): run, never counted as migrations.
+    callbacks = [s.args["file"] for s in plan.steps if s.action == "run_callback"]
     verb = "applied" if result.operation == "migrate" else "rolled back"
     if result.dry_run:
-        if not migrations:
+        if not migrations and not callbacks:
             return f"🔍 Dry run: {plan.nothing_to_do or 'nothing to do'}; nothing would change."
         head = (
-            f"🔍 Dry run: {len(migrations)} migration(s) would be {verb}: {_versions(migrations)}. Nothing was changed."
+            f"🔍 Dry run: {len(migrations)} migration(s) would be {verb}: {_versions(migrations)}"
+            + (f", and callback(s) run: {brief(callbacks)}" if callbacks else "")
+            + ". Nothing was changed."
         )
         return head + "\n" + render_plan(plan)
     execution = result.execution
+    ran = f"; ran callback(s) {brief(callbacks)}" if callbacks else ""
+    if execution is not None and execution.ok and not migrations and callbacks:
+        return f"✅ {plan.nothing_to_do or 'Nothing to do'}{ran}."
     if execution is None or not migrations:
         if result.operation == "migrate" and plan.nothing_to_do == "Database is up to date":
             return "✅ Database is up to date!"
         return f"✅ {plan.nothing_to_do or 'Nothing to do'}."
     done = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
     if execution.ok:
-        return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)} ({execution.elapsed_s:.2f}s)"
+        return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)}{ran} ({execution.elapsed_s:.2f}s)"
     failure = execution.failure
     step = plan.steps[failure.step - 1]
     where = f"{failure.location}: " if failure.location else ""
+    if step.action == "run_callback":
+        return "\n".join(
+            [
+                f"❌ Callback {step.args['file']} failed: {where}{failure.message}",
+                f"   {verb.capitalize()} before the failure: {_versions(done)}. Nothing after it ran; callbacks "
+                "are not tracked, so fix it and run the command again.",
+            ]
+        )
     kept = (
         "Nothing of it was kept (it ran in a transaction)."
         if step.transactional
@@ -311,7 +327,8 @@ def status_text(result: Any) -> str:
         for entry in result.failed:
             lines.append(f"  ❌ {entry.version} {entry.description}: {entry.error or 'no error recorded'}")
     if result.pending:
-        lines.append("Pending: " + brief([f"{e.version}_{e.description}" for e in result.pending]))
+        applied = {e.version for e in result.applied}
+        lines.append("Pending: " + brief([_pending_label(e, applied) for e in result.pending]))
     if result.undetermined:
         lines.append(
             "Undetermined: "
@@ -324,6 +341,14 @@ def status_text(result: Any) -> str:
     if result.up_to_date:
         lines.append("✅ Database is up to date!")
     return "\n".join(lines)
+
+
+def _pending_label(entry: Any, applied: set[str]) -> str:
+    """``002_name``; a Flyway repeatable by its name alone, and said to run again once changed."""
+    key = version_key(entry.version)
+    if key is None or not key.is_repeatable:
+        return f"{entry.version}_{entry.description}"
+    return f"{entry.version} (changed: runs again)" if entry.version in applied else entry.version
 
 
 def status_json(result: Any) -> str:

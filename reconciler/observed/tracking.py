@@ -568,10 +568,13 @@ class ObservedTracking:
 
     @cached_property
     def failed(self) -> dict[VersionKey, TrackingRow]:
-        """Version number → its latest failed row, for versions with no successful row."""
+        """Version number → its latest failed row, for versions with no successful row; and
+        for a repeatable, whose rows are one per application, when its latest row failed."""
         result: dict[VersionKey, TrackingRow] = {}
         for row in self.rows:
-            if not row.success and row.key not in self.applied:
+            if row.success:
+                result.pop(row.key, None)  # a later success of a repeatable settles its earlier failure
+            elif row.key not in self.applied or row.key.is_repeatable:
                 result[row.key] = row
         return result
 

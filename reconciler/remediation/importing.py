@@ -127,6 +127,12 @@ def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
                 )
             )
             continue
+        said = f"{tool} recorded it applied" + (f" ({row.detail})" if row.detail else "")
+        if migration.key.is_repeatable:
+            # Written to run again, so the catalog cannot contradict it: the tool's last run
+            # stands, with its checksum when the file changed since, so migrate runs it again.
+            items.append(_imported(row, migration, f"{said}; a repeatable is taken as {tool} ran it", tool))
+            continue
         found = attribute(
             migration,
             desired.history,
@@ -134,7 +140,6 @@ def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
             observed.verify.get(version),
             observed.audited.get(migration.key),
         )
-        said = f"{tool} recorded it applied" + (f" ({row.detail})" if row.detail else "")
         if found.verdict is Verdict.APPLIED:
             reason = f"{said}; the {found.basis} agrees"
         elif found.verdict is Verdict.UNDETERMINED:
@@ -145,13 +150,18 @@ def import_items(history: ForeignHistory, facts: Facts) -> list[ImportItem]:
             reason = f"{said}, but the catalog shows {state}: {missing} missing"
             items.append(ImportItem(version, row.version, REFUSE, reason, migration.description))
             continue
-        # Unchanged since the tool ran it: recorded with poststack's checksum of the file. Changed:
-        # the tool's own, so diagnose reports the edit (checksum_mismatch) in the tool's terms.
-        changed = _unchanged(row, migration) is False
-        checksum, algorithm = (row.checksum, row.algorithm) if changed else (None, None)
-        if changed:
-            reason += f"; the file changed since {tool} ran it"
-        items.append(
-            ImportItem(version, row.version, IMPORT, reason, migration.description, checksum, algorithm, None, inferred)
-        )
+        items.append(_imported(row, migration, reason, tool, inferred))
     return items
+
+
+def _imported(row: ForeignRow, migration: Migration, reason: str, tool: str, inferred: bool = False) -> ImportItem:
+    """Unchanged since the tool ran it: recorded with poststack's checksum of the file. Changed:
+    the tool's own, so diagnose reports the edit (checksum_mismatch) in the tool's terms (for
+    a repeatable: so migrate runs it again)."""
+    changed = _unchanged(row, migration) is False
+    checksum, algorithm = (row.checksum, row.algorithm) if changed else (None, None)
+    if changed:
+        reason += f"; the file changed since {tool} ran it"
+    return ImportItem(
+        migration.version, row.version, IMPORT, reason, migration.description, checksum, algorithm, None, inferred
+    )

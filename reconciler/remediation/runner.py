@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session
-from reconciler.desired.files import MigrationSet
+from reconciler.desired.files import (
+    AFTER_MIGRATE,
+    AFTER_MIGRATE_APPLIED,
+    AFTER_UNDO,
+    AFTER_VERSIONED,
+    BEFORE_MIGRATE,
+    BEFORE_REPEATABLES,
+    BEFORE_UNDO,
+    MigrationSet,
+)
 from reconciler.desired.layouts import layout_named
 from reconciler.desired.versions import VersionKey, parse_version
 from reconciler.diagnosis.attribution import attribute_unapplied
@@ -57,7 +66,7 @@ def migrate_plan(
         raise OwnTablesAtRisk(readiness.risks)
     if readiness.holds:
         raise MigrationsHeld(readiness)
-    steps: list[PlannedStep] = []
+    steps: list[PlannedStep] = _callback_steps(ctx, BEFORE_MIGRATE)  # first, as in Flyway, in a transaction each
     notes: list[str] = []
     if not observed.complete:
         steps.append(get_action("create_tracking").step(ctx, {}))
@@ -73,6 +82,7 @@ def migrate_plan(
                 "see poststack db diagnose --type checksum_mismatch"
             )
     newest_applied = max((k for k in observed.applied if not k.is_repeatable), default=None)
+    repeatables = False  # a repeatable runs in this plan
     for item in readiness.runnable:
         migration = item.migration
         if newest_applied is not None and migration.key < newest_applied:
@@ -80,13 +90,32 @@ def migrate_plan(
                 f"Migration {migration.version} is applied out of order "
                 f"(migration {observed.applied[newest_applied].version} is already applied; --allow-out-of-order)"
             )
+        if migration.key.is_repeatable and not repeatables:
+            # Flyway's DbMigrate: afterVersioned, then beforeRepeatables, before the first repeatable.
+            steps += _callback_steps(ctx, AFTER_VERSIONED) + _callback_steps(ctx, BEFORE_REPEATABLES)
+        repeatables = repeatables or migration.key.is_repeatable
         arguments = {"version": migration.version, "retry": item.retry, "reapply": item.reapply}
         steps.append(get_action("apply_migration").step(ctx, arguments))
+    if not repeatables:
+        steps += _callback_steps(ctx, AFTER_VERSIONED)  # once on every run, as in Flyway
+    # Run only if everything before succeeded (the executor stops at a failure), as in Flyway.
+    if readiness.runnable:
+        steps += _callback_steps(ctx, AFTER_MIGRATE_APPLIED)
+    steps += _callback_steps(ctx, AFTER_MIGRATE)
+    ignored = [c.name for c in migrations.callbacks if not c.runs]
+    if ignored:
+        notes.append(f"Flyway callbacks poststack does not run (events it has no equivalent of): {', '.join(ignored)}")
 
     reason = None
     if not any(s.action == "apply_migration" for s in steps):
         reason = "Database is up to date" if limit is None else f"Database is already at or past {target}"
     return Plan("migrate", observed.location, observed.fingerprint, tuple(steps), reason, tuple(notes))
+
+
+def _callback_steps(ctx: BuildContext, event: str) -> list[PlannedStep]:
+    """A step per callback of ``event`` (beforeMigrate, afterMigrate, ...): run on every run,
+    even one with nothing pending, each in a transaction of its own, never tracked."""
+    return [get_action("run_callback").step(ctx, {"file": c.name}) for c in ctx.migrations.callbacks_at(event)]
 
 
 class MigrationsHeld(OperationFailed):
@@ -142,7 +171,9 @@ def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: 
             f"Rollback failed: Migration {no_rollback[0]} has no rollback file",
             f"{why}. Nothing was rolled back.",
         )
-    steps = tuple(get_action("rollback_migration").step(ctx, {"version": by_key[n].version}) for n in to_undo)
+    undo = [get_action("rollback_migration").step(ctx, {"version": by_key[n].version}) for n in to_undo]
+    # Flyway's undo callbacks, around the undo files, when there is anything to undo.
+    steps = tuple([*_callback_steps(ctx, BEFORE_UNDO), *undo, *_callback_steps(ctx, AFTER_UNDO)] if undo else [])
     reason = None if steps else f"Nothing to roll back: no applied migration above {target}"
     return Plan("rollback", observed.location, observed.fingerprint, steps, reason)
 

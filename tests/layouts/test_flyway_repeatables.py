@@ -1,6 +1,8 @@
 """Flyway's repeatable migrations (R__) on a real server: run after every versioned one, by
 name; run again, once, when they change; never undone by a rollback; never what makes a new
-versioned migration "out of order"; imported from Flyway's own history."""
+versioned migration "out of order"; imported from Flyway's own history; pending, never
+"applied by hand", when the catalog has their objects before they ran. And where the
+callbacks with transactions of their own fall among them (test_flyway_callbacks.py: the rest)."""
 
 from __future__ import annotations
 
@@ -53,7 +55,9 @@ def test_repeatables_run_last_and_again_when_changed(project: Path, database_url
     assert again.exit_code == 0, again.output
     steps = json.loads(again.stdout)["plan"]["steps"]
     assert [(s["version"], s["args"].get("reapply")) for s in steps] == [("R__users_view", True)]
-    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = 'R__users_view'") == [(1,)]
+    # One row per application, as in Flyway's history: both are its history, not duplicates.
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = 'R__users_view'") == [(2,)]
+    assert poststack(database_url, project, "db", "diagnose").exit_code == 0
     assert sql(db, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users_view'") == [(2,)]
     assert sql(db, "SELECT count(*) FROM users") == [(1,)]  # the versioned data migration ran once
 
@@ -91,3 +95,64 @@ def test_flyways_repeatable_rows_are_imported_and_a_change_since_runs_again(proj
         assert sql(conn, "SELECT count(*) FROM users") == [(1,)]
     finally:
         conn.close()
+
+
+def test_an_each_migration_callback_that_cannot_run_in_a_transaction_is_refused_before_anything_runs(
+    project: Path, database_url: str, db
+) -> None:  # type: ignore[no-untyped-def]
+    (project / "afterEachMigrate.sql").write_text("VACUUM;\n")
+    refused = poststack(database_url, project, "db", "migrate", "--dry-run")
+    assert refused.exit_code == 1, refused.output
+    assert "afterEachMigrate callback runs in the transaction of each migration" in refused.output
+    assert sql(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'users'") == [(0,)]
+    # In a transaction of its own, afterMigrate may hold it: it runs outside one, as in Flyway.
+    (project / "afterEachMigrate.sql").rename(project / "afterMigrate.sql")
+    result = poststack(database_url, project, "db", "migrate", "--format", "json")
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.stdout)["plan"]["steps"][-1]
+    assert (last["action"], last["transactional"]) == ("run_callback", False)
+
+
+def test_a_repeatable_never_applied_is_pending_whatever_the_catalog_shows(project: Path, database_url: str, db) -> None:  # type: ignore[no-untyped-def]
+    # Its objects exist already (made by hand, or by a versioned migration before it): for a
+    # versioned migration that is evidence it ran; a repeatable is written to run again.
+    sql(db, "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL)")
+    sql(db, "CREATE FUNCTION user_count() RETURNS bigint LANGUAGE sql AS $$ SELECT 0::bigint $$")
+    (project / "V1__create_users.sql").write_text("CREATE TABLE IF NOT EXISTS users (id serial PRIMARY KEY);\n")
+    for name in ("V2__seed.sql", "U2__seed.sql", "R__users_view.sql"):
+        (project / name).unlink()
+    assert poststack(database_url, project, "db", "recover", "--force").exit_code == 0  # tracks V1 only
+    issues = json.loads(poststack(database_url, project, "db", "diagnose", "--format", "json").stdout)["issues"]
+    assert [(i["type"], i["version"]) for i in issues] == [], issues
+    status = json.loads(poststack(database_url, project, "db", "migration-status", "--format", "json").stdout)
+    assert [m["version"] for m in status["pending"]] == ["R__user_count"]
+    assert status["undetermined"] == []
+    assert poststack(database_url, project, "db", "migrate").exit_code == 0
+    assert sql(db, "SELECT user_count()") == [(0,)]  # its body, not the hand-made one: count(*) of no users
+    assert (
+        sql(db, "SELECT prosrc FROM pg_proc WHERE proname = 'user_count'")[0][0].strip() == "SELECT count(*) FROM users"
+    )
+
+
+def test_the_other_migrate_callbacks_fire_where_flyways_dbmigrate_fires_them(project: Path, database_url: str) -> None:
+    for event in ("afterVersioned", "beforeRepeatables", "afterMigrateApplied"):
+        (project / f"{event}.sql").write_text("SELECT 1;\n")
+
+    def order() -> list[str]:
+        result = poststack(database_url, project, "db", "migrate", "--format", "json")
+        assert result.exit_code == 0, result.output
+        steps = json.loads(result.stdout)["plan"]["steps"]
+        return [s["args"].get("file") or s["version"] for s in steps if s["action"] != "create_tracking"]
+
+    assert order() == [
+        "1",
+        "2",
+        "afterVersioned.sql",
+        "beforeRepeatables.sql",
+        "R__user_count",
+        "R__users_view",
+        "afterMigrateApplied.sql",
+    ]
+    assert order() == ["afterVersioned.sql"]  # nothing to apply: afterVersioned still fires, as in Flyway
+    (project / "V3__more.sql").write_text("SELECT 3;\n")
+    assert order() == ["3", "afterVersioned.sql", "afterMigrateApplied.sql"]  # no repeatable ran

@@ -301,3 +301,45 @@ def test_a_diesel_directory_in_a_poststack_project_is_not_passed_over(tmp_path: 
 def test_unknown_layout_name_suggests(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="did you mean 'flyway'"):
         load_migrations(tmp_path, "flywya")
+
+
+def test_flyway_callbacks_are_read_beside_the_migrations_not_as_migrations(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "V1__init.sql": "CREATE TABLE a (id int);",
+            "afterMigrate__b_grants.sql": "GRANT SELECT ON a TO PUBLIC;",
+            "afterMigrate.sql": "SELECT 1;",
+            "afterMigrate__a_stats.sql": "ANALYZE a;",
+            "sub/beforeEachMigrate.sql": "SET lock_timeout = '5s';",
+            "beforeClean.sql": "SELECT 2;",  # an event poststack has no equivalent of: read, not run
+        },
+    )
+    migrations = load_migrations(tmp_path)
+    assert migrations.layout == "flyway"
+    assert [m.version for m in migrations.migrations] == ["1"]
+    # One event's callbacks: the unnamed one first, then by description, as Flyway orders them.
+    assert [c.name for c in migrations.callbacks_at("afterMigrate")] == [
+        "afterMigrate.sql",
+        "afterMigrate__a_stats.sql",
+        "afterMigrate__b_grants.sql",
+    ]
+    assert [(c.name, c.runs) for c in migrations.callbacks_at("beforeEachMigrate")] == [("beforeEachMigrate.sql", True)]
+    assert [(c.name, c.runs) for c in migrations.callbacks_at("beforeClean")] == [("beforeClean.sql", False)]
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        (
+            {"a/afterMigrate.sql": "SELECT 1;", "b/afterMigrate.sql": "SELECT 2;"},
+            "a second SQL callback called afterMigrate.sql",
+        ),
+        ({"afterMigrate.sql": "GRANT SELECT ON t TO ${role};"}, r"afterMigrate.sql:1: Flyway placeholder \$\{role\}"),
+        ({"afterMigrat.sql": "SELECT 1;"}, "afterMigrat.sql: file name does not match"),
+    ],
+)
+def test_flyway_callbacks_poststack_cannot_use_are_refused(tmp_path: Path, files: dict[str, str], says: str) -> None:
+    write(tmp_path, {"V1__init.sql": "SELECT 1;", **files})
+    with pytest.raises(MigrationFileError, match=says):
+        load_migrations(tmp_path)

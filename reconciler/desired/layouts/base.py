@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.desired.files import FileProblem, Migration, MigrationSet, Scan, SqlFile
+from reconciler.desired.files import Callback, FileProblem, Migration, MigrationSet, Scan, SqlFile
 from reconciler.desired.versions import VersionKey, version_key
 from reconciler.errors import MigrationFileError, UsageError, did_you_mean
 
@@ -163,8 +163,11 @@ def unique_layouts() -> list[Layout]:
     return list(dict.fromkeys(LAYOUTS.values()))
 
 
-def assemble(directory: Path, found: Sequence[Found], problems: Sequence[FileProblem]) -> Scan:
-    """Order what a layout found by version key, refuse duplicate versions, read each whole."""
+def assemble(
+    directory: Path, found: Sequence[Found], problems: Sequence[FileProblem], callbacks: Sequence[Callback] = ()
+) -> Scan:
+    """Order what a layout found by version key, refuse duplicate versions, read each whole.
+    ``callbacks``: the scripts the layout runs around its migrations (already read)."""
     all_problems = list(problems)
     by_key: dict[VersionKey, list[Found]] = {}
     for item in found:
@@ -188,7 +191,7 @@ def assemble(directory: Path, found: Sequence[Found], problems: Sequence[FilePro
             all_problems.append(FileProblem("unreadable", e.summary, item.version, item.paths))
             continue
         migrations.append(Migration(item.version, key, item.description, up, down, verify, item.verify_at))
-    return Scan(MigrationSet(directory, tuple(migrations)), tuple(all_problems))
+    return Scan(MigrationSet(directory, tuple(migrations), callbacks=tuple(callbacks)), tuple(all_problems))
 
 
 def read_directories(

@@ -1,5 +1,5 @@
 """Flyway's layout: ``V<version>__<description>.sql``, ``U<version>__<description>.sql`` undo
-files, and per-script ``<file>.sql.conf`` settings.
+files, per-script ``<file>.sql.conf`` settings, and SQL callbacks.
 
 Versions are dotted (``V1.2.10__x``, or ``V1_2_10__x``: an underscore is a dot, as Flyway
 reads it) and compare part by part as numbers. ``executeInTransaction=false`` in a script's
@@ -7,6 +7,12 @@ reads it) and compare part by part as numbers. ``executeInTransaction=false`` in
 does not know their values, so a file that uses one is refused, not run half-right.
 Repeatable ``R__<description>.sql`` files run after every versioned migration, by name, and
 again whenever they change, as Flyway runs them; their version is written ``R__<description>``.
+
+SQL callbacks (``beforeMigrate.sql``, ``afterEachMigrate__grants.sql``: a Flyway event, then an
+optional ``__<description>``) are found beside the migrations, as Flyway finds them in its
+locations. They are not migrations: never tracked, never pending. poststack runs the migrate
+and undo ones (files.RUN_EVENTS) where Flyway does; the other events' (beforeClean, ...) are
+read, so they are not refused as bad names, and not run.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler.desired.files import FileProblem, Scan, SqlFile, read_sql_file
+from reconciler.desired.files import Callback, FileProblem, Scan, SqlFile, read_sql_file
 from reconciler.desired.layouts.base import Entry, Found, Layout, Naming, NewFile, assemble, register, unrecognized
 from reconciler.desired.versions import REPEATABLE_PREFIX, VersionKey, parse_version
 from reconciler.errors import MigrationFileError
@@ -27,10 +33,45 @@ FILE_NAME = re.compile(r"^(?P<prefix>[VU])(?P<version>\d+(?:[._]\d+)*)(?:__(?P<d
 REPEATABLE = re.compile(r"^R__(?P<description>.+)\.sql$")
 CONF_SUFFIX = ".sql.conf"
 PLACEHOLDER = re.compile(r"\$\{[^}\n]*\}")
+# Flyway's callback events (its api/callback/Event.java ids): a script named after one, with an
+# optional __<description>, is a callback (its SqlScriptCallbackFactory).
+EVENTS = frozenset(
+    f"{when}{what}"
+    for what in ("Migrate", "EachMigrate", "Undo", "EachUndo", "Clean", "Validate", "Baseline", "Repair", "Info")
+    for when in ("before", "after")
+) | frozenset(
+    {
+        "beforeEachMigrateStatement",
+        "afterEachMigrateStatement",
+        "afterEachMigrateStatementError",
+        "afterEachMigrateError",
+        "afterMigrateError",
+        "afterMigrateApplied",
+        "afterVersioned",
+        "beforeRepeatables",
+        "beforeEachUndoStatement",
+        "afterEachUndoStatement",
+        "afterEachUndoStatementError",
+        "afterEachUndoError",
+        "afterUndoError",
+        "afterCleanError",
+        "afterValidateError",
+        "afterBaselineError",
+        "afterRepairError",
+        "afterInfoError",
+        "createSchema",
+    }
+)
+CALLBACK = re.compile(r"^(?P<event>[a-zA-Z]+)(?:__(?P<description>.+))?\.sql$")
+
+
+def _callback(name: str) -> re.Match[str] | None:
+    match = CALLBACK.match(name)
+    return match if match is not None and match["event"] in EVENTS else None
 
 
 def _is_flyways(name: str) -> bool:
-    return bool(FILE_NAME.match(name) or REPEATABLE.match(name) or name.endswith(CONF_SUFFIX))
+    return bool(FILE_NAME.match(name) or REPEATABLE.match(name) or _callback(name) or name.endswith(CONF_SUFFIX))
 
 
 def _claims(entry: Entry) -> bool:
@@ -100,8 +141,23 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
     versioned: dict[Path, tuple[Path, re.Match[str]]] = {}
     undo: dict[VersionKey, Path] = {}
     found = []
+    callbacks: dict[str, Callback] = {}
     for entry in entries:
         if entry.is_dir:
+            continue
+        callback = _callback(entry.name)
+        if callback:
+            if entry.name in callbacks:  # Flyway: "Found more than 1 SQL callback script called ..."
+                other = callbacks[entry.name].file.path
+                message = f"{entry.path}: a second SQL callback called {entry.name} (the other: {other})"
+                problems.append(FileProblem("duplicate_callback", message, None, (other, entry.path)))
+                continue
+            try:
+                script = _read_script(entry.path, conf_of(entry.path))
+            except MigrationFileError as e:
+                problems.append(FileProblem("unreadable", e.summary, None, (entry.path,)))
+                continue
+            callbacks[entry.name] = Callback(callback["event"], callback["description"], script)
             continue
         repeatable = REPEATABLE.match(entry.name)
         if repeatable:
@@ -145,7 +201,9 @@ def _read(directory: Path, entries: Sequence[Entry]) -> Scan:
         if version not in matched_undo:
             message = f"{path}: undo file has no versioned migration V{version}__... beside it"
             problems.append(FileProblem("orphan_companion", message, None, (path,)))
-    return assemble(directory, found, unrecognized(entries, FLYWAY) + problems)
+    # One event's callbacks run unnamed first, then by description (Flyway's compareTo).
+    ordered = sorted(callbacks.values(), key=lambda c: (c.event, c.description is not None, c.description or ""))
+    return assemble(directory, found, unrecognized(entries, FLYWAY) + problems, ordered)
 
 
 def _new_files(version: str, name: str) -> tuple[NewFile, ...]:
@@ -160,7 +218,10 @@ FLYWAY = register(
         name="flyway",
         tool="Flyway",
         pattern="V<version>__<description>.sql",
-        expected="V<version>__<description>.sql, with U<version>__<description>.sql undo files",
+        expected=(
+            "V<version>__<description>.sql, with U<version>__<description>.sql undo files, "
+            "R__<description>.sql repeatables and <event>.sql callbacks such as beforeMigrate.sql"
+        ),
         claims=_claims,
         read=_read,
         rollback_file=lambda m: str(m.path.with_name(f"U{m.version}__{m.description}.sql")),

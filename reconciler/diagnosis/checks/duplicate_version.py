@@ -1,5 +1,6 @@
 """duplicate_version: several successful tracking rows for one version (repairable), or
-several migration files with one version (a person must renumber one)."""
+several migration files with one version (a person must renumber one). A Flyway
+repeatable's rows are one per application: several are its history, not duplicates."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def duplicate_version(facts: Facts) -> list[Issue]:
     issues = []
     rows_by_key = defaultdict(list)
     for row in facts.observed.tracking.rows:
-        if row.success:
+        if row.success and not row.key.is_repeatable:  # a repeatable has a row per application
             rows_by_key[row.key].append(row)
     for rows in rows_by_key.values():
         if len(rows) < 2:

@@ -1,11 +1,29 @@
-"""apply_migration and rollback_migration: a migration file's statements plus its tracking write."""
+"""apply_migration and rollback_migration: a migration file's statements plus its tracking write;
+run_callback: a SQL callback's statements, untracked.
+
+The callbacks of each migration (Flyway's beforeEachMigrate / afterEachMigrate, and
+beforeEachUndo / afterEachUndo for a rollback) are part of its step: their statements run
+before and after the file's, in its transaction, before its tracking row is written, as
+Flyway runs them; a failing afterEachMigrate undoes its migration.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from reconciler.desired.files import CHECKSUM_ALGORITHM, Migration, SqlFile
-from reconciler.errors import UsageError
+from reconciler.desired.files import (
+    AFTER_EACH_MIGRATE,
+    AFTER_EACH_UNDO,
+    BEFORE_EACH_MIGRATE,
+    BEFORE_EACH_UNDO,
+    CHECKSUM_ALGORITHM,
+    RUN_EVENTS,
+    Callback,
+    Migration,
+    SqlFile,
+)
+from reconciler.desired.script import Script
+from reconciler.errors import MigrationFileError, UsageError
 from reconciler.observed import tracking
 from reconciler.remediation.actions.base import Action, BuildContext, migration_for, register
 from reconciler.remediation.plan import PlannedStep
@@ -22,6 +40,61 @@ def _migration(ctx: BuildContext, version: str) -> Migration:
 def _file_statements(file: SqlFile) -> tuple[Statement, ...]:
     source = str(file.path)
     return tuple(Statement(s.sql, None, source=source, line=s.line) for s in file.script.statements)
+
+
+def _with_callbacks(ctx: BuildContext, file: SqlFile, before: str, after: str) -> tuple[Statement, ...]:
+    """``file``'s statements between those of its ``before`` and ``after`` callbacks, which run
+    in its transaction (if it has one). One that cannot run in a transaction, around a file
+    that runs in one, is refused: PostgreSQL would refuse it half-way through the run."""
+    around = (*ctx.migrations.callbacks_at(before), *ctx.migrations.callbacks_at(after))
+    script = file.script
+    for callback in around:
+        if script.transactional and not callback.file.script.transactional:
+            raise MigrationFileError(
+                f"{callback.file.path}: {callback.event} callback runs in the transaction of each migration, "
+                f"and it cannot run in one ({callback.file.script.reason})",
+                "Make it transactional, or run it from a beforeMigrate/afterMigrate callback instead.",
+            )
+    statements = [s for c in ctx.migrations.callbacks_at(before) for s in _file_statements(c.file)]
+    statements += _file_statements(file)
+    statements += [s for c in ctx.migrations.callbacks_at(after) for s in _file_statements(c.file)]
+    return tuple(statements)
+
+
+def _alters_enum(ctx: BuildContext, script: Script, before: str, after: str) -> bool:
+    """The file or its callbacks add an enum value: its transaction commits before the next step."""
+    scripts = [script, *(c.file.script for e in (before, after) for c in ctx.migrations.callbacks_at(e))]
+    return any(s.kind == "AlterEnumStmt" for one in scripts for s in one.statements)
+
+
+@register
+class RunCallback(Action):
+    name = "run_callback"
+    summary = "Run a SQL callback (beforeMigrate.sql, afterMigrate.sql, ...): not a migration, not tracked"
+    required = ("file",)
+
+    def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
+        callback = _callback(ctx, str(args["file"]))
+        script = callback.file.script
+        return PlannedStep(
+            action=self.name,
+            reason=f"run the {callback.event} callback {callback.name}",
+            args={"file": callback.name},
+            statements=_file_statements(callback.file),
+            transactional=script.transactional,
+            no_transaction_reason=script.reason,
+        )
+
+
+def _callback(ctx: BuildContext, name: str) -> Callback:
+    callback = next((c for c in ctx.migrations.callbacks if c.name == name), None)
+    if callback is None or not callback.runs:
+        runnable = sorted(c.name for c in ctx.migrations.callbacks if c.runs)
+        raise UsageError(
+            f"no callback {name} poststack runs in {ctx.migrations.directory}",
+            f"Callbacks there: {', '.join(runnable) or 'none'} (events poststack runs: {', '.join(sorted(RUN_EVENTS))}).",
+        )
+    return callback
 
 
 @register
@@ -49,8 +122,7 @@ class ApplyMigration(Action):
         bookkeeping = []
         if args.get("retry"):
             bookkeeping.append(tracking.delete_failed_rows_statement(ctx.location, ctx.spellings(migration.version)))
-        if reapply:  # the row of its last application gives way to this one's
-            bookkeeping.append(tracking.delete_version_statement(ctx.location, ctx.spellings(migration.version)))
+        # A repeatable applied again gets a row of its own, as in Flyway's history: one per application.
         bookkeeping.append(tracking.insert_row_statement(ctx.location, success=True, **row))
         why = (
             " (retrying a failed attempt)"
@@ -65,12 +137,12 @@ class ApplyMigration(Action):
             reason=f"apply {migration.path.name}{why}",
             args={"version": migration.version, **flags},
             version=migration.version,
-            statements=_file_statements(migration.file),
+            statements=_with_callbacks(ctx, migration.file, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE),
             bookkeeping=tuple(bookkeeping),
             on_failure=(tracking.insert_row_statement(ctx.location, success=False, **row),),
             transactional=script.transactional,
             no_transaction_reason=script.reason,
-            commit_after=any(s.kind == "AlterEnumStmt" for s in script.statements),
+            commit_after=_alters_enum(ctx, script, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE),
         )
 
 
@@ -91,7 +163,7 @@ class RollbackMigration(Action):
             + ("" if migration.rollback.path == migration.path else f" with {migration.rollback.path.name}"),
             args={"version": migration.version},
             version=migration.version,
-            statements=_file_statements(migration.rollback),
+            statements=_with_callbacks(ctx, migration.rollback, BEFORE_EACH_UNDO, AFTER_EACH_UNDO),
             bookkeeping=(tracking.delete_version_statement(ctx.location, ctx.spellings(migration.version)),),
             transactional=script.transactional,
             no_transaction_reason=script.reason,
