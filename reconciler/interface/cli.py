@@ -60,6 +60,7 @@ db_app.add_typer(server_app, name="server")
 class Format(StrEnum):
     text = "text"
     json = "json"
+    sql = "sql"  # db migrate/rollback --dry-run only: the run as one psql script (SQL_FORMAT)
 
 
 DatabaseUrl = Annotated[
@@ -110,7 +111,9 @@ NoReplay = Annotated[
     typer.Option("--no-replay", help="Do not replay the history in a shadow: judge from the parsed SQL only."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
-FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", help="Output format (sql: db migrate and db rollback with --dry-run only).")
+]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")]
 LockTimeoutOpt = Annotated[
     float, typer.Option("--lock-timeout", help="Seconds to wait for another run's migration lock.")
@@ -178,10 +181,13 @@ def _shared_parameters() -> dict[str, inspect.Parameter]:
     }
 
 
-def _command(group: typer.Typer, name: str | None, takes: tuple[str, ...]) -> Callable[[Callable[..., None]], Any]:
+def _command(
+    group: typer.Typer, name: str | None, takes: tuple[str, ...], *, sql: bool = False
+) -> Callable[[Callable[..., None]], Any]:
     """Register ``body(options: Shared, ...)`` as a command that also takes the shared options
     named in ``takes``: they are appended to its signature (so typer shows them), gathered
-    into one Shared, and the body runs inside _guard, which turns errors into one line."""
+    into one Shared, and the body runs inside _guard, which turns errors into one line.
+    Only a command registered with ``sql`` prints --format sql; the others refuse it."""
     known = _shared_parameters()
     if unknown := set(takes) - set(known):
         raise ValueError(f"no shared option {sorted(unknown)}")
@@ -199,6 +205,8 @@ def _command(group: typer.Typer, name: str | None, takes: tuple[str, ...]) -> Ca
             quiet = {} if "no_replay" in takes else {"no_replay": True}
             options = Shared(**{p.name: kwargs.pop(p.name) for p in shared}, **quiet)
             with _guard(options.debug):
+                if options.fmt is Format.sql and not sql:
+                    raise UsageError(_NO_SQL)
                 body(options, **kwargs)
 
         parameters = [*own, *shared]
@@ -211,9 +219,12 @@ def _command(group: typer.Typer, name: str | None, takes: tuple[str, ...]) -> Ca
     return register
 
 
-def db_command(group: typer.Typer, name: str | None = None, *, also: tuple[str, ...] = ()) -> Any:
+def db_command(group: typer.Typer, name: str | None = None, *, also: tuple[str, ...] = (), sql: bool = False) -> Any:
     """A command that opens a connection: it takes every setting (DB_OPTIONS), and ``also``."""
-    return _command(group, name, (*also, *DB_OPTIONS))
+    return _command(group, name, (*also, *DB_OPTIONS), sql=sql)
+
+
+_NO_SQL = "--format sql: only db migrate --dry-run and db rollback --dry-run print a SQL script"
 
 
 def local_command(group: typer.Typer, name: str | None = None, *, also: tuple[str, ...] = ()) -> Any:
@@ -358,6 +369,9 @@ def version(fmt: FormatOpt = Format.text) -> None:
 
     from reconciler.about import version as version_info
 
+    if fmt is Format.sql:
+        _err(f"❌ {_NO_SQL}")
+        raise typer.Exit(EXIT_USAGE)
     result = version_info()
     text = f"poststack {result.poststack} (python {result.python})"
     typer.echo(text if fmt is Format.text else json.dumps(asdict(result), indent=2))
@@ -390,7 +404,7 @@ def demo(
 # --- db -------------------------------------------------------------------------------------
 
 
-@db_command(db_app, also=("lock_timeout", "fmt"))
+@db_command(db_app, also=("lock_timeout", "fmt"), sql=True)
 def migrate(
     options: Shared,
     dry_run: DryRun = False,
@@ -402,8 +416,16 @@ def migrate(
     allow_out_of_order: AllowOutOfOrder = False,
     allow_undetermined: AllowUndetermined = False,
 ) -> None:
-    """Apply pending migrations in numeric order, each in its own transaction."""
+    """Apply pending migrations in numeric order, each in its own transaction. With --dry-run
+    --format sql: print the run as one script for psql (migrations, tracking and audit rows)."""
     settings = options.settings()
+    if options.fmt is Format.sql:
+        _needs_dry_run(dry_run)
+        allow = _allowances(allow_out_of_order, allow_undetermined, retry_failed)
+        script = commands.migrate_script(settings, target=target, allow=allow, notify=_notify)
+        _notes(script.plan.notes)
+        typer.echo(_offline().script_sql(script), nl=False)
+        return
     with _StepProgress("migrating") as progress:
         result = commands.migrate(
             settings,
@@ -417,7 +439,7 @@ def migrate(
     _emit(options.fmt, result, report.run_text, report.run_json, ok=result.ok)
 
 
-@db_command(db_app, also=("lock_timeout", "fmt"))
+@db_command(db_app, also=("lock_timeout", "fmt"), sql=True)
 def rollback(
     options: Shared,
     version: Annotated[
@@ -425,11 +447,27 @@ def rollback(
     ],
     dry_run: DryRun = False,
 ) -> None:
-    """Undo every applied migration above VERSION, newest first, with its .rollback.sql."""
+    """Undo every applied migration above VERSION, newest first, with its .rollback.sql. With
+    --dry-run --format sql: print the run as one script for psql."""
     settings = options.settings()
+    if options.fmt is Format.sql:
+        _needs_dry_run(dry_run)
+        typer.echo(_offline().script_sql(commands.rollback_script(settings, version, notify=_notify)), nl=False)
+        return
     with _StepProgress("rolling back") as progress:
         result = commands.rollback(settings, version, dry_run=dry_run, notify=_notify, on_step=progress.on_step)
     _emit(options.fmt, result, report.run_text, report.run_json, ok=result.ok)
+
+
+def _needs_dry_run(dry_run: bool) -> None:
+    if not dry_run:
+        raise UsageError("--format sql prints what would run: pass it with --dry-run (then run the script with psql)")
+
+
+def _offline() -> Any:
+    from reconciler.interface import offline
+
+    return offline
 
 
 @db_command(db_app, "migration-status", also=("fmt",))
