@@ -471,10 +471,21 @@ def _offline() -> Any:
 
 
 @db_command(db_app, "migration-status", also=("fmt",))
-def migration_status(options: Shared) -> None:
+def migration_status(
+    options: Shared,
+    exit_code: Annotated[
+        bool,
+        typer.Option(
+            "--exit-code",
+            help="Exit 1 while any migration is pending or failed, 0 when up to date (as dbmate's status "
+            "--exit-code); without it, only a failed migration exits 1.",
+        ),
+    ] = False,
+) -> None:
     """Current version, applied, pending and failed migrations."""
     result = commands.migration_status(options.settings(), notify=_notify)
-    _emit(options.fmt, result, report.status_text, report.status_json, ok=not result.failed)
+    ok = result.up_to_date if exit_code else not result.failed
+    _emit(options.fmt, result, report.status_text, report.status_json, ok=ok)
 
 
 @db_command(db_app, "migration-info", also=("fmt",))
