@@ -112,7 +112,12 @@ NoReplay = Annotated[
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
 FormatOpt = Annotated[
-    Format, typer.Option("--format", help="Output format (sql: db migrate and db rollback with --dry-run only).")
+    Format,
+    typer.Option(
+        "--format",
+        metavar="<format>",
+        help="Output format: text, json, or sql (db migrate and db rollback with --dry-run only).",
+    ),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")]
 LockTimeoutOpt = Annotated[
@@ -1003,23 +1008,25 @@ def unlock_migrations(
     _clean(options, locks=True, duplicates=False, confirm=confirm, terminate=terminate, legacy=True, wait=wait)
 
 
-@local_command(playbooks_app, "list")
+@local_command(playbooks_app, "list", also=("fmt",))
 def playbooks_list(options: Shared) -> None:
     """Built-in playbooks and the project's own (playbooks/ beside the migrations)."""
     from reconciler.remediation.playbook import load_all
 
-    typer.echo(report.playbooks_text(load_all(options.local_settings().migrations_dir)))
+    books = load_all(options.local_settings().migrations_dir)
+    _emit(options.fmt, books, report.playbooks_text, lambda b: report.playbooks_json(b.values()))
 
 
-@local_command(playbooks_app, "show")
+@local_command(playbooks_app, "show", also=("fmt",))
 def playbooks_show(options: Shared, name: Annotated[str, typer.Argument(help="Playbook name.")]) -> None:
     """Show a playbook's steps."""
     from reconciler.remediation.playbook import find, load_all
 
-    typer.echo(report.playbook_show_text(find(load_all(options.local_settings().migrations_dir), name)))
+    book = find(load_all(options.local_settings().migrations_dir), name)
+    _emit(options.fmt, book, report.playbook_show_text, report.playbook_show_json)
 
 
-@local_command(playbooks_app, "validate")
+@local_command(playbooks_app, "validate", also=("fmt",))
 def playbooks_validate(
     options: Shared,
     file: Annotated[Path | None, typer.Argument(help="A playbook file; without it, every playbook in use.")] = None,
@@ -1029,6 +1036,9 @@ def playbooks_validate(
 
     settings = options.local_settings()
     books = [load_playbook(file)] if file is not None else list(load_all(settings.migrations_dir).values())
+    if options.fmt is Format.json:  # an invalid playbook is an error above, as in text
+        typer.echo(report.playbooks_json(books))
+        return
     for book in books:
         typer.echo(f"✅ {book.path}: valid ({book.name} v{book.version}, {len(book.steps)} steps)")
 
@@ -1043,11 +1053,14 @@ def server_status(options: Shared) -> None:
     _emit(options.fmt, result, report.server_status_text, report.to_json)
 
 
-@local_command(server_app, "stop")
+@local_command(server_app, "stop", also=("fmt",))
 def server_stop(options: Shared) -> None:
     """Stop the embedded PostgreSQL (the next command starts it again)."""
     settings = options.local_settings()
     stopped = commands.server_stop(settings)
+    if options.fmt is Format.json:
+        typer.echo(report.server_stop_json(settings.embedded_data_dir, stopped))
+        return
     typer.echo(
         f"✅ Stopped the embedded PostgreSQL in {settings.embedded_data_dir}"
         if stopped

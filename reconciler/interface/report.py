@@ -958,6 +958,40 @@ def playbook_show_text(book: Any) -> str:
     return "\n".join(lines)
 
 
+def _playbook_summary(book: Any) -> dict[str, Any]:
+    return {
+        "name": book.name,
+        "version": book.version,
+        "description": book.description,
+        "handles": list(book.handles),
+        "auto": book.auto,
+        "order": book.order,
+        "destructive": book.destructive,
+        "builtin": book.builtin,
+        "path": str(book.path),
+        "sha256": book.sha256,
+        "steps": len(book.steps),
+    }
+
+
+def playbooks_json(playbooks: Any) -> str:
+    """playbooks list, and the playbooks playbooks validate found valid: in the order plans use them."""
+    ordered = sorted(playbooks, key=lambda b: (b.order, b.name))
+    return to_json({"playbooks": [_playbook_summary(book) for book in ordered]})
+
+
+def playbook_show_json(book: Any) -> str:
+    steps = [
+        {"name": s.name, "action": s.action, "args": s.args, "for_each": s.for_each, "when": s.when, "line": s.line}
+        for s in book.steps
+    ]
+    return to_json({**_playbook_summary(book), "steps": steps})
+
+
+def server_stop_json(data_dir: Path, stopped: bool) -> str:
+    return to_json({"data_dir": str(data_dir), "stopped": stopped})
+
+
 # --- db formalize -------------------------------------------------------------------------
 
 

@@ -41,6 +41,11 @@ SCHEMA_FOR: dict[str, str] = {
     "db validate": "validate-report.schema.json",
     "db verify-migrations": "verify-report.schema.json",
     "db server status": "server-status.schema.json",
+    # The commands that open no connection: tests/integration/test_json_local.py.
+    "db server stop": "server-stop.schema.json",
+    "playbooks list": "playbook-list.schema.json",
+    "playbooks show": "playbook-detail.schema.json",
+    "playbooks validate": "playbook-list.schema.json",
     # The commands that change the database: tests/integration/test_json_results.py.
     "db create-schema": "create-schema-result.schema.json",
     "db backup": "backup-result.schema.json",
