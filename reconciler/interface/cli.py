@@ -562,7 +562,7 @@ def backup(
         typer.echo(report.backup_text(result))
 
 
-@db_command(db_app)
+@db_command(db_app, also=("fmt",))
 def shell(
     options: Shared,
     command: Annotated[str | None, typer.Option("-c", "--command", help="Run this SQL and print the result.")] = None,
@@ -572,11 +572,16 @@ def shell(
     if command is None and not sys.stdin.isatty():
         command = sys.stdin.read()
     if command is None:
+        if options.fmt is Format.json:
+            raise UsageError("--format json prints the result of SQL: pass the SQL with -c or on standard input")
         target = commands.interactive_shell(settings, notify=_notify)
         os.execve(target.argv[0], list(target.argv), target.env)
     result = commands.shell_command(settings, command, notify=_notify)
     for notice in result.notices:
         _err(notice)
+    if options.fmt is Format.json:  # the database is in the JSON
+        typer.echo(report.shell_json(result))
+        return
     typer.echo(report.shell_text(result))
     # Last, on stderr: stdout stays the query's result alone, as psql -c prints it.
     _err(report.database_line(result.database))

@@ -463,6 +463,32 @@ def shell_text(result: Any) -> str:
     return "\n".join(lines)
 
 
+def shell_json(result: Any) -> str:
+    """db shell -c: the last statement's result; values as JSON has them, else as text."""
+    rows = [[_cell(value) for value in row] for row in result.rows]
+    return to_json(
+        {
+            "database": result.database.url,
+            "status": result.status,
+            "columns": list(result.columns),
+            "rows": rows,
+            "notices": list(result.notices),
+        }
+    )
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)  # NaN, Infinity: text
+    if isinstance(value, (list, tuple)):
+        return [_cell(v) for v in value]
+    if isinstance(value, dict):  # json, jsonb
+        return value
+    return _default(value)  # numeric as text (no precision lost), times ISO 8601, bytea hex, ...
+
+
 def server_status_text(status: Any) -> str:
     if not status.initialized:
         return f"Embedded PostgreSQL: not initialized ({status.data_dir}); the first command creates it"

@@ -55,6 +55,7 @@ SCHEMA_FOR: dict[str, str] = {
     "db unlock-migrations": "fix-result.schema.json",
     "db import": "import-result.schema.json",  # tests/foreign/test_import.py
     "db formalize": "formalize-result.schema.json",  # tests/integration/test_formalize.py
+    "db shell": "shell-result.schema.json",  # tests/integration/test_json_shell.py
 }
 
 BAD_MIGRATION = "CREATE TABLE widgets (id int);\nINSERT INTO nosuch VALUES (1);\n"
