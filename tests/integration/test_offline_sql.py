@@ -235,3 +235,35 @@ def test_format_sql_where_it_cannot_be(args, says, cli, db):
 def test_version_refuses_format_sql():
     result = run_cli("version", "--format", "sql")
     assert result.exit_code == 2 and "only db migrate --dry-run" in result.stderr and result.stdout == ""
+
+
+def test_a_script_that_fails_stops_as_a_killed_run_would(cli, db, database_url, migrations_dir: Path, tmp_path: Path):
+    write(migrations_dir, "006_widgets.sql", "CREATE TABLE widgets (id int);\nINSERT INTO nosuch VALUES (1);\n")
+    script = script_of(cli, "db", "migrate")
+    ran = psql(database_url, script, tmp_path)
+    assert ran.returncode == 3 and 'relation "nosuch" does not exist' in ran.stderr
+    # What committed before the error stays; the failed migration's transaction is rolled back.
+    assert [r[0] for r in sql(db, TRACKING)] == ["001", "002", "003", "004", "005"]
+    assert sql(db, "SELECT to_regclass('widgets')") == [(None,)]
+    # The lock row stays set by a backend that is gone: the stuck lock poststack reports.
+    locked, _, locked_by, _, _ = sql(db, LOCK)[0]
+    assert locked and locked_by.startswith("psql:")
+    refused = cli("db", "migrate")
+    assert refused.exit_code == 1 and "migration system is locked" in refused.stderr
+    assert cli("db", "unlock-migrations", "--confirm").exit_code == 0
+    again = cli("db", "migrate")
+    assert again.exit_code == 1 and "Migration 006 failed" in again.stdout
+
+
+def test_a_script_for_another_schema_and_prefix(cli, db, database_url, tmp_path: Path):
+    where = ("--schema", "tracking", "--table-prefix", "app_")
+    script = script_of(cli, "db", "migrate", *where)
+    assert '"tracking"."app_migrations"' in script and "schema_migrations" not in script
+    ran = psql(database_url, script, tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    status = cli("db", "migration-status", "--exit-code", *where)
+    assert status.exit_code == 0 and "Current version: 005" in status.stdout
+    assert sql(db, "SELECT locked FROM tracking.app_migrations_lock") == [(False,)]
+    assert sql(db, "SELECT count(*) FROM tracking.app_migrations_audit WHERE operation = 'migrate'") == [(5,)]
+    assert sql(db, "SELECT to_regclass('public.schema_migrations')") == [(None,)]
+    assert "this script is a no-op" in script_of(cli, "db", "migrate", *where)
