@@ -615,12 +615,14 @@ OFFLINE_EXECUTION_MS_SQL = f"((extract(epoch FROM clock_timestamp()) - :{OFFLINE
 # ``host:pid`` of this machine, so no run mistakes it for a poststack process it could check.
 OFFLINE_HOLDER_SQL = "'psql:' || pg_backend_pid()"
 
-_ROWS_DIGEST = "md5(coalesce(string_agg(concat_ws(':', id, version, checksum, success), ',' ORDER BY id), ''))"
+# The history the plan follows from: versions, checksums and outcomes in order (not the ids,
+# so a script written from one database runs on another with the same history).
+_ROWS_DIGEST = "md5(coalesce(string_agg(concat_ws(':', version, checksum, success), ',' ORDER BY id), ''))"
 EMPTY_ROWS_DIGEST = hashlib.md5(b"").hexdigest()
 
 
 def read_rows_digest(session: Any, location: TrackingLocation, exists: bool) -> str:
-    """A digest of the tracking rows (ids, versions, checksums, outcomes): what an offline
+    """A digest of the tracking rows (versions, checksums, outcomes, in order): what an offline
     script checks before it runs, so it never runs on a history other than the one it was
     written for. No table: no rows."""
     if not exists:

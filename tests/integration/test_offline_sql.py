@@ -267,3 +267,14 @@ def test_a_script_for_another_schema_and_prefix(cli, db, database_url, tmp_path:
     assert sql(db, "SELECT count(*) FROM tracking.app_migrations_audit WHERE operation = 'migrate'") == [(5,)]
     assert sql(db, "SELECT to_regclass('public.schema_migrations')") == [(None,)]
     assert "this script is a no-op" in script_of(cli, "db", "migrate", *where)
+
+
+def test_a_script_up_to_a_target_and_on_a_twin_database(cli, db, twin, tmp_path: Path):
+    """Written from one database, it runs on another with the same history (alembic --sql's use)."""
+    twin_url, twin_db, _ = twin
+    script = script_of(cli, "db", "migrate", "--target", "003")
+    assert "apply 003_" in script and "apply 004_" not in script
+    ran = psql(twin_url, script, tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert [r[0] for r in sql(twin_db, TRACKING)] == ["001", "002", "003"]
+    assert sql(db, "SELECT to_regclass('schema_migrations')") == [(None,)]  # written from here, run there
