@@ -60,7 +60,7 @@ db_app.add_typer(server_app, name="server")
 class Format(StrEnum):
     text = "text"
     json = "json"
-    sql = "sql"  # db migrate/rollback --dry-run only: the run as one psql script (SQL_FORMAT)
+    sql = "sql"  # db migrate/rollback --dry-run only (registered with sql=True): the run as one psql script
 
 
 DatabaseUrl = Annotated[
