@@ -17,7 +17,7 @@ import pytest
 from reconciler import embedded
 from reconciler.observed.locking import advisory_key
 from reconciler.remediation.backup import find_client
-from tests.conftest import catalog_snapshot, run_cli, scratch_database, sql, write
+from tests.conftest import PASSWORD_ROLE, catalog_snapshot, run_cli, scratch_database, sql, write
 
 # Text psql would act on if it were outside quotes and comments: it must reach the server as written.
 PSQL_TEXT = (
@@ -32,6 +32,8 @@ PSQL_TEXT = (
     "\\qecho inside a dollar-quoted body'::text\n"
     "$body$;\n"
     "INSERT INTO psql_text VALUES (3, 'it''s 100% ok'), (4, psql_text_note());\n"
+    # Left set by the migration: the record is written as the session's own role all the same.
+    f"SET ROLE {PASSWORD_ROLE};\n"
 )
 UNSAFE = "CREATE TABLE slices (a int[]);\nSELECT a[1:n] FROM slices, (SELECT 2 AS n) AS k;\n"
 
@@ -278,3 +280,36 @@ def test_a_script_up_to_a_target_and_on_a_twin_database(cli, db, twin, tmp_path:
     assert ran.returncode == 0, ran.stderr
     assert [r[0] for r in sql(twin_db, TRACKING)] == ["001", "002", "003"]
     assert sql(db, "SELECT to_regclass('schema_migrations')") == [(None,)]  # written from here, run there
+
+
+def test_the_script_holds_what_the_executor_sends(cli, database_url, migrations_dir: Path, monkeypatch):
+    """executor.offline and execute cannot drift: a real run's sends, in order, are the steps'
+    bodies and records offline() gives for its plan (the measured values aside)."""
+    from reconciler import commands
+    from reconciler.config import resolve_settings
+    from reconciler.db import Session, host_pid
+    from reconciler.remediation import executor
+
+    assert cli("db", "create-schema").exit_code == 0  # so the run's only executed plan is its own
+    sent: list = []
+    original = Session.run_batch
+
+    def recording(self, statements, **kwargs):
+        sent.extend(statements)
+        return original(self, statements, **kwargs)
+
+    monkeypatch.setattr(Session, "run_batch", recording)
+    settings = resolve_settings(database_url=database_url, migrations_dir=migrations_dir)
+    result = commands.migrate(settings, target=None, dry_run=False)
+    assert result.ok and len(result.plan.steps) == 5
+
+    def measured_aside(statement):
+        params = statement.params and {
+            k: None if k in ("execution_ms", "host_pid") else v for k, v in statement.params.items()
+        }
+        return (statement.sql, params)
+
+    steps = executor.offline(result.plan, host_pid(), {"execution_ms": None, "error": None})
+    expected = [measured_aside(s) for step in steps for s in (*step.body, *step.record)]
+    assert [measured_aside(s) for s in sent] == expected
+    assert sum(1 for sql_text, _ in expected if sql_text == "BEGIN") == 5  # 4 steps in one, 005's record in its own
