@@ -64,6 +64,27 @@ def rollback(
         return runner.rollback(session, settings, migrations, version, dry_run=dry_run, on_step=on_step)
 
 
+def migrate_script(
+    settings: Settings, *, target: str | None, allow: Allowances | None = None, notify: Notify | None = None
+) -> runner.OfflineScript:
+    """db migrate --dry-run --format sql: the run as one psql script. The database is only read."""
+    from reconciler.diagnosis.pending import Allowances
+    from reconciler.remediation import runner
+
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
+    with connect(settings, notify) as session:
+        return runner.migrate_script(session, settings, migrations, target=target, allow=allow or Allowances())
+
+
+def rollback_script(settings: Settings, version: str, *, notify: Notify | None = None) -> runner.OfflineScript:
+    """db rollback VERSION --dry-run --format sql: the run as one psql script. Only reads."""
+    from reconciler.remediation import runner
+
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
+    with connect(settings, notify) as session:
+        return runner.rollback_script(session, settings, migrations, version)
+
+
 # --- status and info --------------------------------------------------------------------
 
 

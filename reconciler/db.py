@@ -161,6 +161,11 @@ class Session:
         with self.conn.cursor() as cur, interrupts.holding() if not cancellable else nullcontext():
             cur.execute(BATCH_SEPARATOR.join(self._text(cur, s) for s in statements))
 
+    def bind(self, statement: Statement) -> str:
+        """The text ``statement`` is sent as by run_batch: its parameters bound as literals."""
+        with self.conn.cursor() as cur:
+            return self._text(cur, statement)
+
     def _text(self, cur: psycopg2.extensions.cursor, statement: Statement) -> str:
         if statement.params is None:
             return statement.sql

@@ -60,6 +60,7 @@ db_app.add_typer(server_app, name="server")
 class Format(StrEnum):
     text = "text"
     json = "json"
+    sql = "sql"  # db migrate/rollback --dry-run only (registered with sql=True): the run as one psql script
 
 
 DatabaseUrl = Annotated[
@@ -111,7 +112,14 @@ NoReplay = Annotated[
     typer.Option("--no-replay", help="Do not replay the history in a shadow: judge from the parsed SQL only."),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")]
-FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+FormatOpt = Annotated[
+    Format,
+    typer.Option(
+        "--format",
+        metavar="<format>",
+        help="Output format: text, json, or sql (db migrate and db rollback with --dry-run only).",
+    ),
+]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")]
 LockTimeoutOpt = Annotated[
     float | None,
@@ -200,10 +208,13 @@ def _shared_parameters() -> dict[str, inspect.Parameter]:
     }
 
 
-def _command(group: typer.Typer, name: str | None, takes: tuple[str, ...]) -> Callable[[Callable[..., None]], Any]:
+def _command(
+    group: typer.Typer, name: str | None, takes: tuple[str, ...], *, sql: bool = False
+) -> Callable[[Callable[..., None]], Any]:
     """Register ``body(options: Shared, ...)`` as a command that also takes the shared options
     named in ``takes``: they are appended to its signature (so typer shows them), gathered
-    into one Shared, and the body runs inside _guard, which turns errors into one line."""
+    into one Shared, and the body runs inside _guard, which turns errors into one line.
+    Only a command registered with ``sql`` prints --format sql; the others refuse it."""
     known = _shared_parameters()
     if unknown := set(takes) - set(known):
         raise ValueError(f"no shared option {sorted(unknown)}")
@@ -221,6 +232,8 @@ def _command(group: typer.Typer, name: str | None, takes: tuple[str, ...]) -> Ca
             quiet = {} if "no_replay" in takes else {"no_replay": True}
             options = Shared(**{p.name: kwargs.pop(p.name) for p in shared}, **quiet)
             with _guard(options.debug):
+                if options.fmt is Format.sql and not sql:
+                    raise UsageError(_NO_SQL)
                 body(options, **kwargs)
 
         parameters = [*own, *shared]
@@ -233,9 +246,12 @@ def _command(group: typer.Typer, name: str | None, takes: tuple[str, ...]) -> Ca
     return register
 
 
-def db_command(group: typer.Typer, name: str | None = None, *, also: tuple[str, ...] = ()) -> Any:
+def db_command(group: typer.Typer, name: str | None = None, *, also: tuple[str, ...] = (), sql: bool = False) -> Any:
     """A command that opens a connection: it takes every setting (DB_OPTIONS), and ``also``."""
-    return _command(group, name, (*also, *DB_OPTIONS))
+    return _command(group, name, (*also, *DB_OPTIONS), sql=sql)
+
+
+_NO_SQL = "--format sql: only db migrate --dry-run and db rollback --dry-run print a SQL script"
 
 
 def local_command(group: typer.Typer, name: str | None = None, *, also: tuple[str, ...] = ()) -> Any:
@@ -495,6 +511,9 @@ def version(fmt: FormatOpt = Format.text) -> None:
 
     from reconciler.about import version as version_info
 
+    if fmt is Format.sql:
+        _err(f"❌ {_NO_SQL}")
+        raise typer.Exit(EXIT_USAGE)
     typer.echo(_version_text() if fmt is Format.text else json.dumps(asdict(version_info()), indent=2))
 
 
@@ -572,7 +591,7 @@ def new(
 # --- db -------------------------------------------------------------------------------------
 
 
-@db_command(db_app, also=("lock_timeout", "fmt"))
+@db_command(db_app, also=("lock_timeout", "fmt"), sql=True)
 def migrate(
     options: Shared,
     dry_run: DryRun = False,
@@ -589,8 +608,16 @@ def migrate(
     Flyway repeatables (R__name.sql) run after them, when new or changed. Flyway SQL callbacks
     run too: beforeMigrate.sql and afterMigrate.sql on every run, each in its own transaction;
     beforeEachMigrate.sql and afterEachMigrate.sql inside each migration's transaction.
-    --dry-run shows them all, in order."""
+    --dry-run shows them all, in order; with --format sql, the run as one script for psql
+    (migrations, tracking and audit rows)."""
     settings = options.settings()
+    if options.fmt is Format.sql:
+        _needs_dry_run(dry_run)
+        allow = _allowances(allow_out_of_order, allow_undetermined, retry_failed)
+        script = commands.migrate_script(settings, target=target, allow=allow, notify=_notify)
+        _notes(script.plan.notes)
+        typer.echo(_offline().script_sql(script), nl=False)
+        return
     with _StepProgress("migrating") as progress:
         result = commands.migrate(
             settings,
@@ -604,7 +631,7 @@ def migrate(
     _emit(options.fmt, result, report.run_text, report.run_json, ok=result.ok)
 
 
-@db_command(db_app, also=("lock_timeout", "fmt"))
+@db_command(db_app, also=("lock_timeout", "fmt"), sql=True)
 def rollback(
     options: Shared,
     version: Annotated[
@@ -612,18 +639,45 @@ def rollback(
     ],
     dry_run: DryRun = False,
 ) -> None:
-    """Undo every applied migration above VERSION, newest first, with its .rollback.sql."""
+    """Undo every applied migration above VERSION, newest first, with its .rollback.sql. With
+    --dry-run --format sql: print the run as one script for psql."""
     settings = options.settings()
+    if options.fmt is Format.sql:
+        _needs_dry_run(dry_run)
+        typer.echo(_offline().script_sql(commands.rollback_script(settings, version, notify=_notify)), nl=False)
+        return
     with _StepProgress("rolling back") as progress:
         result = commands.rollback(settings, version, dry_run=dry_run, notify=_notify, on_step=progress.on_step)
     _emit(options.fmt, result, report.run_text, report.run_json, ok=result.ok)
 
 
+def _needs_dry_run(dry_run: bool) -> None:
+    if not dry_run:
+        raise UsageError("--format sql prints what would run: pass it with --dry-run (then run the script with psql)")
+
+
+def _offline() -> Any:
+    from reconciler.interface import offline
+
+    return offline
+
+
 @db_command(db_app, "migration-status", also=("fmt",))
-def migration_status(options: Shared) -> None:
+def migration_status(
+    options: Shared,
+    exit_code: Annotated[
+        bool,
+        typer.Option(
+            "--exit-code",
+            help="Exit 1 while any migration is pending or failed, 0 when up to date (as dbmate's status "
+            "--exit-code); without it, only a failed migration exits 1.",
+        ),
+    ] = False,
+) -> None:
     """Current version, applied, pending and failed migrations."""
     result = commands.migration_status(options.settings(), notify=_notify)
-    _emit(options.fmt, result, report.status_text, report.status_json, ok=not result.failed)
+    ok = result.up_to_date if exit_code else not result.failed
+    _emit(options.fmt, result, report.status_text, report.status_json, ok=ok)
 
 
 @db_command(db_app, "migration-info", also=("fmt",))
@@ -695,7 +749,7 @@ def backup(
         typer.echo(report.backup_text(result))
 
 
-@db_command(db_app)
+@db_command(db_app, also=("fmt",))
 def shell(
     options: Shared,
     command: Annotated[str | None, typer.Option("-c", "--command", help="Run this SQL and print the result.")] = None,
@@ -705,11 +759,16 @@ def shell(
     if command is None and not sys.stdin.isatty():
         command = sys.stdin.read()
     if command is None:
+        if options.fmt is Format.json:
+            raise UsageError("--format json prints the result of SQL: pass the SQL with -c or on standard input")
         target = commands.interactive_shell(settings, notify=_notify)
         os.execve(target.argv[0], list(target.argv), target.env)
     result = commands.shell_command(settings, command, notify=_notify)
     for notice in result.notices:
         _err(notice)
+    if options.fmt is Format.json:  # the database is in the JSON
+        typer.echo(report.shell_json(result))
+        return
     typer.echo(report.shell_text(result))
     # Last, on stderr: stdout stays the query's result alone, as psql -c prints it.
     _err(report.database_line(result.database))
@@ -1153,23 +1212,25 @@ def unlock_migrations(
     _clean(options, locks=True, duplicates=False, confirm=confirm, terminate=terminate, legacy=True, wait=wait)
 
 
-@local_command(playbooks_app, "list")
+@local_command(playbooks_app, "list", also=("fmt",))
 def playbooks_list(options: Shared) -> None:
     """Built-in playbooks and the project's own (playbooks/ beside the migrations)."""
     from reconciler.remediation.playbook import load_all
 
-    typer.echo(report.playbooks_text(load_all(options.local_settings().migrations_dir)))
+    books = load_all(options.local_settings().migrations_dir)
+    _emit(options.fmt, books, report.playbooks_text, lambda b: report.playbooks_json(b.values()))
 
 
-@local_command(playbooks_app, "show")
+@local_command(playbooks_app, "show", also=("fmt",))
 def playbooks_show(options: Shared, name: Annotated[str, typer.Argument(help="Playbook name.")]) -> None:
     """Show a playbook's steps."""
     from reconciler.remediation.playbook import find, load_all
 
-    typer.echo(report.playbook_show_text(find(load_all(options.local_settings().migrations_dir), name)))
+    book = find(load_all(options.local_settings().migrations_dir), name)
+    _emit(options.fmt, book, report.playbook_show_text, report.playbook_show_json)
 
 
-@local_command(playbooks_app, "validate")
+@local_command(playbooks_app, "validate", also=("fmt",))
 def playbooks_validate(
     options: Shared,
     file: Annotated[Path | None, typer.Argument(help="A playbook file; without it, every playbook in use.")] = None,
@@ -1179,6 +1240,9 @@ def playbooks_validate(
 
     settings = options.local_settings()
     books = [load_playbook(file)] if file is not None else list(load_all(settings.migrations_dir).values())
+    if options.fmt is Format.json:  # an invalid playbook is an error above, as in text
+        typer.echo(report.playbooks_json(books))
+        return
     for book in books:
         typer.echo(f"✅ {book.path}: valid ({book.name} v{book.version}, {len(book.steps)} steps)")
 
@@ -1193,11 +1257,14 @@ def server_status(options: Shared) -> None:
     _emit(options.fmt, result, report.server_status_text, report.to_json)
 
 
-@local_command(server_app, "stop")
+@local_command(server_app, "stop", also=("fmt",))
 def server_stop(options: Shared) -> None:
     """Stop the embedded PostgreSQL (the next command starts it again)."""
     settings = options.local_settings()
     stopped = commands.server_stop(settings)
+    if options.fmt is Format.json:
+        typer.echo(report.server_stop_json(settings.embedded_data_dir, stopped))
+        return
     typer.echo(
         f"✅ Stopped the embedded PostgreSQL in {settings.embedded_data_dir}"
         if stopped

@@ -488,6 +488,32 @@ def shell_text(result: Any) -> str:
     return "\n".join(lines)
 
 
+def shell_json(result: Any) -> str:
+    """db shell -c: the last statement's result; values as JSON has them, else as text."""
+    rows = [[_cell(value) for value in row] for row in result.rows]
+    return to_json(
+        {
+            "database": result.database.url,
+            "status": result.status,
+            "columns": list(result.columns),
+            "rows": rows,
+            "notices": list(result.notices),
+        }
+    )
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)  # NaN, Infinity: text
+    if isinstance(value, (list, tuple)):
+        return [_cell(v) for v in value]
+    if isinstance(value, dict):  # json, jsonb
+        return value
+    return _default(value)  # numeric as text (no precision lost), times ISO 8601, bytea hex, ...
+
+
 def server_status_text(status: Any) -> str:
     if not status.initialized:
         return f"Embedded PostgreSQL: not initialized ({status.data_dir}); the first command creates it"
@@ -983,6 +1009,40 @@ def playbook_show_text(book: Any) -> str:
         for key, value in step.args.items():
             lines.append(f"     {key}: {value}")
     return "\n".join(lines)
+
+
+def _playbook_summary(book: Any) -> dict[str, Any]:
+    return {
+        "name": book.name,
+        "version": book.version,
+        "description": book.description,
+        "handles": list(book.handles),
+        "auto": book.auto,
+        "order": book.order,
+        "destructive": book.destructive,
+        "builtin": book.builtin,
+        "path": str(book.path),
+        "sha256": book.sha256,
+        "steps": len(book.steps),
+    }
+
+
+def playbooks_json(playbooks: Any) -> str:
+    """playbooks list, and the playbooks playbooks validate found valid: in the order plans use them."""
+    ordered = sorted(playbooks, key=lambda b: (b.order, b.name))
+    return to_json({"playbooks": [_playbook_summary(book) for book in ordered]})
+
+
+def playbook_show_json(book: Any) -> str:
+    steps = [
+        {"name": s.name, "action": s.action, "args": s.args, "for_each": s.for_each, "when": s.when, "line": s.line}
+        for s in book.steps
+    ]
+    return to_json({**_playbook_summary(book), "steps": steps})
+
+
+def server_stop_json(data_dir: Path, stopped: bool) -> str:
+    return to_json({"data_dir": str(data_dir), "stopped": stopped})
 
 
 # --- db formalize -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from reconciler.config import DEFAULT_TABLE_PREFIX, TrackingLocation
 from reconciler.db import Session, host_pid
 from reconciler.errors import LockTimeout
 from reconciler.observed import tracking
+from reconciler.statements import Statement
 
 LOCKED = "migration system is locked"
 HOLDER_UNKNOWN = "holder unknown (it may have just finished)"
@@ -217,3 +218,49 @@ def _busy(session: Session, location: TrackingLocation, timeout_s: float) -> Loc
     error = LockTimeout(f"{LOCKED}: waited {timeout_s:g}s; {holder}", detail)
     error.holder_known = holder != HOLDER_UNKNOWN
     return error
+
+
+# --- the lock in an offline script (db migrate --dry-run --format sql) -------------------------
+# psql runs the script on one session: it takes the same advisory lock, without waiting (a
+# wait inside pg_advisory_lock would hold a snapshot a CREATE INDEX CONCURRENTLY of the
+# holder waits for), and the same lock row. An error stops the script (ON_ERROR_STOP) and
+# ends the session, which drops the advisory lock; a lock row it took stays set, as a killed
+# run leaves it, for db diagnose to report.
+
+
+def offline_acquire_statement(location: TrackingLocation) -> Statement:
+    """Take the advisory lock, or stop the script at once."""
+    return Statement(
+        "DO $poststack$\n"
+        "BEGIN\n"
+        "    IF NOT pg_try_advisory_lock(%(key)s) THEN\n"
+        f"        RAISE EXCEPTION 'poststack: {LOCKED} (another run holds it); nothing was run';\n"
+        "    END IF;\n"
+        "END\n"
+        "$poststack$",
+        {"key": advisory_key(location)},
+    )
+
+
+def offline_take_row_statements(location: TrackingLocation, holder: object) -> list[Statement]:
+    """Refuse a lock row left set (a run that stopped), then take it in ``holder``'s name."""
+    check = Statement(
+        "DO $poststack$\n"
+        "BEGIN\n"
+        f"    IF EXISTS (SELECT 1 FROM {location.lock_sql} WHERE id = 1 AND locked) THEN\n"
+        f"        RAISE EXCEPTION 'poststack: {LOCKED} by a run that may have stopped mid-way; nothing was run'\n"
+        "            USING HINT = 'See poststack db diagnose, then poststack db unlock-migrations --confirm.';\n"
+        "    END IF;\n"
+        "END\n"
+        "$poststack$"
+    )
+    return [check, tracking.take_lock_row_statement(location, holder)]
+
+
+def offline_release_statements(location: TrackingLocation) -> list[Statement]:
+    """Release the lock row this session took, then the advisory lock."""
+    unlock = Statement(
+        "DO $poststack$\nBEGIN\n    PERFORM pg_advisory_unlock(%(key)s);\nEND\n$poststack$",
+        {"key": advisory_key(location)},
+    )
+    return [tracking.release_own_lock_row_statement(location), unlock]

@@ -494,7 +494,8 @@ def audit_statement(
     )
 
 
-def take_lock_row_statement(location: TrackingLocation, host_pid: str) -> Statement:
+def take_lock_row_statement(location: TrackingLocation, host_pid: object) -> Statement:
+    """``host_pid``: this process's ``host:pid``, or (an offline script) SQL that names its session."""
     return Statement(
         f"UPDATE {location.lock_sql} SET locked = true, locked_at = now(), "
         "locked_by = %(host_pid)s, backend_pid = pg_backend_pid(), "
@@ -603,3 +604,56 @@ def observe_tracking(session: Any, location: TrackingLocation) -> ObservedTracki
         rows = tuple(read_rows(session, location)) if location.migrations_table in tables else ()
         lock = read_lock(session, location) if location.lock_table in tables else None
     return ObservedTracking(location=location, tables=tables, rows=rows, lock=lock)
+
+
+# --- an offline script (db migrate --dry-run --format sql), run later by psql -----------------
+# What a run measures or knows only as it runs is written as SQL the script evaluates then.
+
+# psql keeps each step's start (seconds since the epoch) in this variable (\gset).
+OFFLINE_STARTED_VAR = "poststack_step_started"
+OFFLINE_MARK_START_SQL = f"SELECT extract(epoch FROM clock_timestamp()) AS {OFFLINE_STARTED_VAR}"
+# A step's execution_ms, as the executor measures it: from before its body to its bookkeeping.
+OFFLINE_EXECUTION_MS_SQL = f"((extract(epoch FROM clock_timestamp()) - :{OFFLINE_STARTED_VAR}) * 1000)::integer"
+# Who ran it (the lock row's locked_by, the audit row's host_pid): psql's backend. Not a
+# ``host:pid`` of this machine, so no run mistakes it for a poststack process it could check.
+OFFLINE_HOLDER_SQL = "'psql:' || pg_backend_pid()"
+
+# The history the plan follows from: versions, checksums and outcomes in order (not the ids,
+# so a script written from one database runs on another with the same history).
+_ROWS_DIGEST = "md5(coalesce(string_agg(concat_ws(':', version, checksum, success), ',' ORDER BY id), ''))"
+EMPTY_ROWS_DIGEST = hashlib.md5(b"").hexdigest()
+
+
+def read_rows_digest(session: Any, location: TrackingLocation, exists: bool) -> str:
+    """A digest of the tracking rows (versions, checksums, outcomes, in order): what an offline
+    script checks before it runs, so it never runs on a history other than the one it was
+    written for. No table: no rows."""
+    if not exists:
+        return EMPTY_ROWS_DIGEST
+    row = session.query_one(f"SELECT {_ROWS_DIGEST} FROM {location.migrations_sql}")
+    return str(row[0]) if row else EMPTY_ROWS_DIGEST
+
+
+def unchanged_rows_statement(location: TrackingLocation, digest: str, again: str) -> Statement:
+    """Stop the script (an error) unless the tracking rows are still those of ``digest``."""
+    return Statement(
+        "DO $poststack$\n"
+        "DECLARE\n"
+        "    seen text := %(empty)s;\n"
+        "BEGIN\n"
+        "    IF to_regclass(%(table)s) IS NOT NULL THEN\n"
+        f"        SELECT {_ROWS_DIGEST} INTO seen FROM {location.migrations_sql};\n"
+        "    END IF;\n"
+        "    IF seen IS DISTINCT FROM %(expected)s THEN\n"
+        "        RAISE EXCEPTION 'poststack: the tracking table changed since this script was written; nothing was run'\n"
+        "            USING HINT = %(again)s;\n"
+        "    END IF;\n"
+        "END\n"
+        "$poststack$",
+        {"empty": EMPTY_ROWS_DIGEST, "table": location.migrations_sql, "expected": digest, "again": again},
+    )
+
+
+def release_own_lock_row_statement(location: TrackingLocation) -> Statement:
+    """Release the lock row this session took (an offline script, which knows no pid ahead)."""
+    return Statement(f"UPDATE {location.lock_sql} SET {_UNLOCKED} WHERE id = 1 AND backend_pid = pg_backend_pid()")

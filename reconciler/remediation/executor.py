@@ -33,6 +33,7 @@ from reconciler.errors import (
     DatabaseUnavailable,
     Interrupted,
     Interruption,
+    OperationFailed,
 )
 from reconciler.interrupts import Signalled, signal_name
 from reconciler.observed import tracking
@@ -185,6 +186,42 @@ def _execute(ctx: _Context, progress: _Progress, on_step: StepCallback | None) -
     return ExecutionResult(plan, tuple(outcomes), None, time.monotonic() - started)
 
 
+@dataclass(frozen=True)
+class OfflineStep:
+    """One step as execute() sends it when it succeeds: its body (BEGIN first when it opens
+    its transaction) and what records it (reset, bookkeeping, audit row, COMMIT)."""
+
+    index: int  # 1-based
+    step: PlannedStep
+    body: tuple[Statement, ...]
+    record: tuple[Statement, ...]
+
+
+def offline(plan: Plan, who: Any, runtime: dict[str, object]) -> list[OfflineStep]:
+    """The statements execute() would send for ``plan`` if every step succeeded, in its
+    transactions, for a script another client runs (db migrate --dry-run --format sql).
+    ``who`` and ``runtime`` stand for what a run knows only as it runs (its host:pid, the
+    measured execution time): values or SQL expressions. A step whose action runs its body
+    itself (a backup, an assertion) has no statements to write: refused."""
+    steps: list[OfflineStep] = []
+    for group in plan.transactions():
+        transactional = plan.steps[group[0]].transactional
+        for position, index in enumerate(group):
+            step = plan.steps[index]
+            if type(get_action(step.action)).run_body is not Action.run_body:
+                raise OperationFailed(
+                    f"step {index + 1} ({step.reason}) runs a program or a check, not statements: "
+                    "it cannot be written as SQL"
+                )
+            opens = transactional and position == 0
+            closes = transactional and position == len(group) - 1
+            commits = closes or not step.transactional
+            body = ([BEGIN] if opens else []) + list(step.statements)
+            record = _record(plan, who, index + 1, step, runtime, [RESET_SESSION], commits=commits)
+            steps.append(OfflineStep(index + 1, step, tuple(body), tuple(record)))
+    return steps
+
+
 def _outside_step(ctx: _Context, progress: _Progress, e: KeyboardInterrupt) -> _StepInterrupted:
     """A stop signal outside a step's own handling: roll back whatever is open."""
     session = ctx.session
@@ -255,13 +292,8 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
             action.run_body(ctx.run, step, lambda s: current.__setitem__(slice(None), [(s, 0)]))
         current.clear()
         runtime = {"execution_ms": _ms_since(t0), "error": None}
-        tail = [*opening] if step.transactional else [BEGIN]  # record a step run on its own atomically
-        tail += [*_reset(session), *(_with_runtime(s, runtime) for s in step.bookkeeping)]
+        tail = [*opening, *_record(ctx.plan, ctx.who, index, step, runtime, _reset(session), commits=commits)]
         outcome = "manual" if step.action == "manual" else "ok"
-        if action.audited:
-            tail.append(_audit(ctx, index, step, outcome, None))
-        if commits:
-            tail.append(COMMIT)
         committing = commits
         session.run_batch(tail, cancellable=not commits)
         return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome)
@@ -400,12 +432,41 @@ def _record_failure(
     return True
 
 
+def _record(
+    plan: Plan,
+    who: Any,
+    index: int,
+    step: PlannedStep,
+    runtime: dict[str, object],
+    reset: list[Statement],
+    *,
+    commits: bool,
+) -> list[Statement]:
+    """What follows a step's body once it succeeded: BEGIN for a step run outside a
+    transaction (its record is written atomically), the session reset, its bookkeeping with
+    the ``runtime`` values, its audit row, and COMMIT when it ends the transaction."""
+    tail = [] if step.transactional else [BEGIN]
+    tail += [*reset, *(_with_runtime(s, runtime) for s in step.bookkeeping)]
+    if get_action(step.action).audited:
+        outcome = "manual" if step.action == "manual" else "ok"
+        tail.append(_audit_statement(plan, who, index, step, outcome, None))
+    if commits:
+        tail.append(COMMIT)
+    return tail
+
+
 def _audit(ctx: _Context, index: int, step: PlannedStep, outcome: str, detail: str | None) -> Statement:
+    return _audit_statement(ctx.plan, ctx.who, index, step, outcome, detail)
+
+
+def _audit_statement(
+    plan: Plan, who: Any, index: int, step: PlannedStep, outcome: str, detail: str | None
+) -> Statement:
     return tracking.audit_statement(
-        ctx.plan.tracking,
-        host_pid=ctx.who,
-        operation=ctx.plan.operation,
-        plan_hash=ctx.plan.hash,
+        plan.tracking,
+        host_pid=who,
+        operation=plan.operation,
+        plan_hash=plan.hash,
         step=index,
         action=step.action,
         version=step.version,

@@ -3,10 +3,13 @@ executor under the migration lock. One execution path for everything that writes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from psycopg2.extensions import AsIs
 
 from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session
+from reconciler.desired import psql
 from reconciler.desired.files import (
     AFTER_MIGRATE,
     AFTER_MIGRATE_APPLIED,
@@ -22,12 +25,13 @@ from reconciler.desired.versions import VersionKey, parse_version
 from reconciler.diagnosis.attribution import attribute_unapplied
 from reconciler.diagnosis.pending import NOTHING_ALLOWED, Allowances, OwnTablesAtRisk, Readiness, decide
 from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
-from reconciler.observed import locking
+from reconciler.observed import locking, tracking
 from reconciler.observed.state import read_state_of
-from reconciler.observed.tracking import ObservedTracking, observe_tracking
+from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking
 from reconciler.remediation import executor
 from reconciler.remediation.actions import BuildContext, get_action
 from reconciler.remediation.plan import Plan, PlannedStep
+from reconciler.statements import Statement
 
 INSUFFICIENT_PRIVILEGE = "42501"
 
@@ -189,11 +193,7 @@ def ensure_tracking(session: Session, settings: Settings, migrations: MigrationS
     observed = observe_tracking(session, settings.tracking)
     if observed.complete:
         return
-    ctx = BuildContext(settings.tracking, migrations)
-    plan = Plan(
-        "create-schema", settings.tracking, observed.fingerprint, (get_action("create_tracking").step(ctx, {}),)
-    )
-    result = executor.execute(session, plan)
+    result = executor.execute(session, _create_tracking_plan(settings, migrations, observed))
     if result.failure:
         if result.failure.sqlstate == INSUFFICIENT_PRIVILEGE:
             raise DatabaseUnavailable(
@@ -201,6 +201,13 @@ def ensure_tracking(session: Session, settings: Settings, migrations: MigrationS
                 f"Grant the role CREATE on schema {settings.tracking_schema}, or point --schema at a schema it owns.",
             )
         raise OperationFailed(f"cannot create the tracking tables: {result.failure.message}")
+
+
+def _create_tracking_plan(settings: Settings, migrations: MigrationSet, observed: ObservedTracking) -> Plan:
+    ctx = BuildContext(settings.tracking, migrations)
+    return Plan(
+        "create-schema", settings.tracking, observed.fingerprint, (get_action("create_tracking").step(ctx, {}),)
+    )
 
 
 def look(
@@ -295,3 +302,128 @@ def rollback(
         plan = rollback_plan(migrations, observe_tracking(session, location), target)
         execution = executor.execute(session, plan, on_step)
     return RunResult("rollback", plan, execution, False, session.database_ref)
+
+
+# --- offline: the run as one psql script (db migrate --dry-run --format sql) -------------------
+
+
+@dataclass(frozen=True)
+class ScriptStep:
+    """One step of an offline script: what the executor would send, parameters bound."""
+
+    index: int  # 1-based, in its plan
+    reason: str
+    transactional: bool
+    no_transaction_reason: str | None
+    body: tuple[str, ...]  # BEGIN first when it opens its transaction
+    record: tuple[str, ...]  # session reset, bookkeeping, audit row, COMMIT
+
+
+@dataclass(frozen=True)
+class OfflineScript:
+    """Everything migrate (or rollback) would send to run ``plan``, for psql to run later: the
+    lock taken as a run takes it, the tables created as a run creates them, then the steps
+    with the rows they write. Empty ``steps`` and ``prepare``: a no-op script."""
+
+    operation: str  # migrate, rollback
+    database: DatabaseRef
+    plan: Plan  # the plan the run would make under the lock (its hash is in the audit rows)
+    mark_start: str  # SQL psql runs before each step, keeping its result (\gset): the step's start
+    acquire: tuple[str, ...]  # the advisory lock, then the check that tracking is as it was
+    prepare: tuple[ScriptStep, ...]  # the tracking tables, when absent (a create-schema plan)
+    take: tuple[str, ...]  # the lock row: refused when set, then taken
+    steps: tuple[ScriptStep, ...]
+    release: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps and not self.prepare
+
+
+def migrate_script(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    *,
+    target: str | None = None,
+    allow: Allowances = NOTHING_ALLOWED,
+) -> OfflineScript:
+    """migrate as a script: the plan migrate would make under the lock, from one read-only look."""
+    observed, readiness = look(session, settings, migrations, target, allow)
+    prepare = None if observed.complete else _create_tracking_plan(settings, migrations, observed)
+    plan = migrate_plan(migrations, _as_under_lock(observed), readiness, target)
+    return _script(session, "migrate", plan, prepare, observed)
+
+
+def rollback_script(session: Session, settings: Settings, migrations: MigrationSet, target: str) -> OfflineScript:
+    """rollback as a script: with no tracking table there is nothing to roll back (a no-op)."""
+    observed = observe_tracking(session, settings.tracking)
+    if not observed.exists:
+        return _script(session, "rollback", rollback_plan(migrations, observed, target), None, observed)
+    prepare = None if observed.complete else _create_tracking_plan(settings, migrations, observed)
+    plan = rollback_plan(migrations, _as_under_lock(observed), target)
+    return _script(session, "rollback", plan, prepare, observed)
+
+
+def _as_under_lock(observed: ObservedTracking) -> ObservedTracking:
+    """Tracking as a run sees it once it holds the lock: the tables there, the lock row taken.
+    The plan made from it is the run's own, down to its hash."""
+    lock = observed.lock or LockState(False, None, None, None, None, None, False)
+    return replace(observed, tables=frozenset(observed.location.tables), lock=replace(lock, locked=True))
+
+
+def _script(
+    session: Session, operation: str, plan: Plan, prepare: Plan | None, observed: ObservedTracking
+) -> OfflineScript:
+    location = plan.tracking
+    who = AsIs(tracking.OFFLINE_HOLDER_SQL)
+    runtime = {"execution_ms": AsIs(tracking.OFFLINE_EXECUTION_MS_SQL), "error": None}
+    bind = session.bind
+
+    def steps(of: Plan | None) -> tuple[ScriptStep, ...]:
+        if of is None:
+            return ()
+        out = []
+        for item in executor.offline(of, who, runtime):
+            for statement in item.step.statements:
+                _refuse_psql_hazards(statement)
+            out.append(
+                ScriptStep(
+                    item.index,
+                    item.step.reason,
+                    item.step.transactional,
+                    item.step.no_transaction_reason,
+                    tuple(bind(s) for s in item.body),
+                    tuple(bind(s) for s in item.record),
+                )
+            )
+        return tuple(out)
+
+    again = f"Write it again: poststack db {operation} --dry-run --format sql"
+    digest = tracking.read_rows_digest(session, location, observed.exists)
+    acquire = [locking.offline_acquire_statement(location), tracking.unchanged_rows_statement(location, digest, again)]
+    return OfflineScript(
+        operation=operation,
+        database=session.database_ref,
+        plan=plan,
+        mark_start=tracking.OFFLINE_MARK_START_SQL,
+        acquire=tuple(bind(s) for s in acquire),
+        prepare=steps(prepare),
+        take=tuple(bind(s) for s in locking.offline_take_row_statements(location, who)),
+        steps=steps(plan),
+        release=tuple(bind(s) for s in locking.offline_release_statements(location)),
+    )
+
+
+def _refuse_psql_hazards(statement: Statement) -> None:
+    """A statement psql would change on its way to the server cannot go in the script."""
+    found = psql.hazards(statement.sql)
+    if not found:
+        return
+    first = found[0]
+    line = (statement.line or 1) + statement.sql.count("\n", 0, first.offset)
+    where = f"{statement.source}:{line}" if statement.source else f"line {line}"
+    raise UsageError(
+        f"{where}: {first.describe()}; it cannot be written into a psql script as it is",
+        "Run it with poststack db migrate, or change the text (for an array slice, a space after the colon).",
+    )

@@ -35,7 +35,30 @@ server is used; `poststack config` shows what they resolve to. `--version`, `-q/
 (`poststack -q db migrate`).
 Exit codes: `0` ok; `1` problems found or an operation failed; `2` usage error; `3` the
 database cannot be reached or the role may not do what was asked. `plan
---detailed-exitcode`: `0` nothing to do, `2` changes planned, `1` error.
+--detailed-exitcode`: `0` nothing to do, `2` changes planned, `1` error. `db migration-status
+--exit-code`: `1` while any migration is pending or failed, `0` when up to date.
+
+Every command that reports or changes something takes `--format json`; each output's schema
+is in `schemas/`, listed in [JSON output](json-output.md).
+
+**Offline SQL.** `db migrate --dry-run --format sql` (and `db rollback VERSION --dry-run
+--format sql`) prints the run as one script, for review or for a deploy that runs SQL only:
+run it with `psql -X -v ON_ERROR_STOP=1 -f FILE` on the same database. It holds exactly what
+the run would send: the same migration lock (the advisory lock, never waited for: another
+run holding it stops the script at once, and the lock row, taken and released), the tracking
+tables' creation if they are absent, each migration in its own transaction (a no-transaction
+one outside, as the run has it), and the tracking and audit rows the run writes, checksums
+included, with their times, `execution_ms` and `applied_by` computed as the script runs (the
+audit rows' `host_pid` names psql's backend). Before changing anything it checks that the
+tracking rows (versions, checksums, outcomes) are still those it was written for, and stops
+otherwise; so it can also be written from one database and run on another with the same
+history. At an error it stops
+there, as a killed run would: a migration in a transaction is rolled back, no failure row is
+written, and the lock row stays set (see `db diagnose`, then `db unlock-migrations
+--confirm`). For a database with nothing to do the script is a no-op, and says so. A
+migration whose text psql itself would change (`:name` outside quotes, which psql
+replaces with a variable, or a backslash command) is refused by file and line, exit 2.
+`--format sql` anywhere else, or without `--dry-run`, is a usage error (exit 2).
 """
 
 

@@ -42,6 +42,11 @@ SCHEMA_FOR: dict[str, str] = {
     "db validate": "validate-report.schema.json",
     "db verify-migrations": "verify-report.schema.json",
     "db server status": "server-status.schema.json",
+    # The commands that open no connection: tests/integration/test_json_local.py.
+    "db server stop": "server-stop.schema.json",
+    "playbooks list": "playbook-list.schema.json",
+    "playbooks show": "playbook-detail.schema.json",
+    "playbooks validate": "playbook-list.schema.json",
     # The commands that change the database: tests/integration/test_json_results.py.
     "db create-schema": "create-schema-result.schema.json",
     "db backup": "backup-result.schema.json",
@@ -52,6 +57,7 @@ SCHEMA_FOR: dict[str, str] = {
     "db import": "import-result.schema.json",  # tests/foreign/test_import.py
     "db formalize": "formalize-result.schema.json",  # tests/integration/test_formalize.py
     "new": "new-result.schema.json",  # tests/layouts/test_new.py
+    "db shell": "shell-result.schema.json",  # tests/integration/test_json_shell.py
 }
 
 BAD_MIGRATION = "CREATE TABLE widgets (id int);\nINSERT INTO nosuch VALUES (1);\n"

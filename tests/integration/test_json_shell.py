@@ -1,0 +1,35 @@
+"""db shell -c SQL --format json: the last statement's result, as its schema says."""
+
+from __future__ import annotations
+
+from tests.conftest import catalog_snapshot, sql
+from tests.integration.test_json_output import conforming
+
+
+def test_a_query(cli):
+    query = (
+        "SELECT 1 AS one, 'x' AS two, NULL AS nothing, true AS yes, 1.50::numeric AS price, "
+        "ARRAY[1, 2] AS pair, '{\"a\": 1}'::jsonb AS doc, 0.5::float8 AS half, "
+        "timestamptz '2026-11-24 12:06:43+00' AS at FROM generate_series(1, 2)"
+    )
+    data = conforming(cli("db", "shell", "-c", query, "--format", "json"), "db shell")
+    assert data["status"] == "SELECT 2" and data["notices"] == []
+    assert data["columns"] == ["one", "two", "nothing", "yes", "price", "pair", "doc", "half", "at"]
+    assert data["rows"][0] == [1, "x", None, True, "1.50", [1, 2], {"a": 1}, 0.5, "2026-11-24T12:06:43+00:00"]
+    assert len(data["rows"]) == 2 and "***" not in data["database"] and data["database"].startswith("postgresql://")
+
+
+def test_a_statement_without_rows_and_its_notices(cli, db):
+    script = "CREATE TABLE shelled (id int); DO $$ BEGIN RAISE NOTICE 'made it'; END $$"
+    result = cli("db", "shell", "-c", script, "--format", "json")
+    data = conforming(result, "db shell")
+    assert (data["status"], data["columns"], data["rows"]) == ("DO", [], [])
+    assert any("made it" in n for n in data["notices"]) and "made it" in result.stderr
+    assert sql(db, "SELECT to_regclass('shelled') IS NOT NULL") == [(True,)]
+
+
+def test_an_error_is_not_a_result(cli, db):
+    before = catalog_snapshot(db)
+    result = cli("db", "shell", "-c", "SELECT * FROM nosuch", "--format", "json")
+    assert result.exit_code == 1 and result.stdout == "" and "nosuch" in result.stderr
+    assert catalog_snapshot(db) == before
