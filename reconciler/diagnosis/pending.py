@@ -142,7 +142,8 @@ def decide(
     says poststack ran, which a row recorded by recover since does not undo."""
     # version number -> whether poststack ran it (False: recorded without running it)
     audited = audited or {}
-    ran = {n for n, a in audited.items() if a.ran}
+    # Baselined versions vouch as run ones do: the person said what after them has not run.
+    ran = {n for n, a in audited.items() if a.vouches}
     applied: dict[VersionKey, bool] = {
         n: not row.recorded_without_running or n in ran for n, row in tracking.applied.items()
     }

@@ -1038,6 +1038,66 @@ def recover(
     _fixed(options, _run_plan(settings, plan), report.recover_text)
 
 
+@db_command(db_app, also=("lock_timeout", "fmt", *REPLAY_OPTIONS))
+def baseline(
+    options: Shared,
+    version: Annotated[str, typer.Argument(help="Record every migration up to and including this version as applied.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the evidence and exactly what would be recorded; change nothing.")
+    ] = False,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm", help="Record them even where the evidence says they are not applied (and do not ask)."
+        ),
+    ] = False,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask before recording.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan instead of running it (poststack apply FILE runs it).")
+    ] = None,
+) -> None:
+    """Declare a database applied up to VERSION: record every untracked migration up to it as
+    applied without running it, after showing what the evidence says of each. Tracked ones
+    are left as they are; later ones stay pending for db migrate."""
+    from reconciler.interface import baseline_report as view
+    from reconciler.remediation import baseline as baselining
+    from reconciler.remediation import fixes as remediation
+
+    settings = options.settings()
+    planned = baselining.plan_baseline(settings, version, notify=_notify)
+    if options.fmt is Format.text:
+        typer.echo(view.baseline_plan_text(planned))
+    contradicted = [i.version for i in planned.contradicted]
+    if contradicted and not confirm and not dry_run:
+        raise UsageError(
+            f"not recorded: the evidence says migration(s) {', '.join(contradicted)} are not applied; "
+            "pass --confirm to record them as applied anyway",
+            "Nothing was changed. If they never ran, baseline at an earlier version and let db migrate run them.",
+        )
+    if out is not None and not (dry_run or planned.nothing_to_do):
+        remediation.save_plan(planned.plan, out)
+        _err(f"Saved to {out}; run it with: poststack apply {out}")
+        dry_run = True
+    if dry_run or planned.nothing_to_do:
+        if options.fmt is Format.json:
+            typer.echo(view.baseline_json(planned, None, settings.display_url, dry_run=dry_run))
+        else:
+            typer.echo("\n" + view.baseline_text(planned, None))
+        return
+    if not confirm:
+        _approve(planned.plan, saved=False, auto_approve=auto_approve, confirm=False)
+    result = _run_plan(settings, planned.plan)
+    if options.fmt is Format.text:
+        typer.echo("")
+    _emit(
+        options.fmt,
+        result,
+        functools.partial(view.baseline_text, planned),
+        lambda r: view.baseline_json(planned, r, settings.display_url, dry_run=False),
+        ok=result.ok,
+    )
+
+
 @db_command(db_app, "import", also=("lock_timeout", "fmt"))
 def import_command(
     options: Shared,

@@ -407,7 +407,9 @@ class AuditedApplication:
     attempt to apply it failed."""
 
     version: str
-    action: str  # apply_migration (poststack ran it), track_migration (recover recorded it), or FAILED_ATTEMPT
+    # apply_migration (poststack ran it), track_migration (recover recorded it), baseline_migration
+    # (db baseline declared it applied), or FAILED_ATTEMPT
+    action: str
     at: datetime
     ran: bool  # poststack ran it, and has not rolled it back since (whatever was recorded after)
     detail: str | None = None  # a failed attempt's error
@@ -420,12 +422,20 @@ class AuditedApplication:
     def applied(self) -> bool:
         return self.action in _APPLYING
 
+    @property
+    def vouches(self) -> bool:
+        """It says what came before it ran and what comes after did not: poststack ran it, or
+        a person declared the history applied up to it (db baseline), as a run would have."""
+        return self.ran or self.action == BASELINED
+
 
 FAILED_ATTEMPT = "failed attempt"
 # What says a version is applied, or no longer is; other actions (checksums, duplicate rows,
 # failed attempts cleared) leave the question where it was.
 # import_migration: a tool that tracks every run it makes ran it, as poststack would have.
-_APPLYING = ("apply_migration", "track_migration", "import_migration")
+BASELINED = "baseline_migration"  # db baseline: recorded as applied, on a person's word, with the evidence shown
+_APPLYING = ("apply_migration", "track_migration", "import_migration", BASELINED)
+_RECORDING = ("track_migration", BASELINED)  # recorded without running: says nothing of whether poststack ran it
 _RUNNING = ("apply_migration", "import_migration")
 _UNAPPLYING = ("rollback_migration",)
 _CLEARING = "remove_tracking_row"
@@ -456,7 +466,7 @@ def read_audited_applications(session: Any, location: TrackingLocation) -> dict[
             last[number] = (version, FAILED_ATTEMPT, at, detail)
             continue
         last[number] = (version, action, at, None)
-        if action != "track_migration":
+        if action not in _RECORDING:
             ran[number] = action in _RUNNING
     return {
         n: AuditedApplication(version, action, at, ran.get(n, False), detail)

@@ -18,7 +18,16 @@ from reconciler.diagnosis.pending import Allowances, Hold, OwnTablesAtRisk, Read
 from reconciler.errors import UsageError
 from reconciler.remediation.actions import BuildContext, get_action
 from reconciler.remediation.plan import Plan, PlannedStep, PlaybookRef
-from reconciler.remediation.playbook import EVIDENCE_APPLIED, IMPORTED, PENDING, Playbook, PlaybookError, StepSpec, find
+from reconciler.remediation.playbook import (
+    BASELINE,
+    EVIDENCE_APPLIED,
+    IMPORTED,
+    PENDING,
+    Playbook,
+    PlaybookError,
+    StepSpec,
+    find,
+)
 from reconciler.remediation.render import RenderError, evaluate, render_value
 
 HELD = "(held: not run)"  # the playbook name of the steps that say which migrations were held
@@ -32,6 +41,7 @@ class PlanRequest:
     operation: str = "remediate"
     include_unhandled: bool = True  # add manual steps for issues no playbook handles
     imported: tuple[dict[str, Any], ...] = ()  # db import's items (importing.py), for for_each: imported
+    baseline: tuple[dict[str, Any], ...] = ()  # db baseline's items (remediation/baseline.py), for for_each: baseline
 
 
 def _readiness(facts: Facts, request: PlanRequest, retryable: set[str], recorded: frozenset[VersionKey]) -> Readiness:
@@ -160,6 +170,7 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
         else [],
         "vars": dict(request.variables),
         IMPORTED: list(request.imported),
+        BASELINE: list(request.baseline),
     }
     steps: list[PlannedStep] = []
     for book in chosen:
@@ -246,8 +257,8 @@ def _expand(
         items = [("migration", m) for m in pending]
     elif spec.for_each == EVIDENCE_APPLIED:
         items = [("migration", m) for m in base[EVIDENCE_APPLIED]]
-    elif spec.for_each == IMPORTED:
-        items = [("migration", m) for m in base[IMPORTED]]
+    elif spec.for_each in (IMPORTED, BASELINE):
+        items = [("migration", m) for m in base[spec.for_each]]
     else:  # an issue type: the loader refused anything else
         items = [("issue", i.to_json()) for i in issues if i.type.value == spec.for_each]
     planned = []

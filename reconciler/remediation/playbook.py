@@ -23,9 +23,10 @@ SCHEMA_DIR = bundled.SCHEMAS
 PENDING = "pending"
 EVIDENCE_APPLIED = "evidence_applied"
 IMPORTED = "imported"  # db import: another tool's history, one item per migration it has a word on
+BASELINE = "baseline"  # db baseline VERSION: one item per migration, with what the evidence says of it
 # What a step's for_each may range over: the issues of one type, the migrations still to
 # apply, or every migration the catalog shows applied (what an emergency reset re-tracks).
-FOR_EACH_SOURCES = (*(t.value for t in IssueType), PENDING, EVIDENCE_APPLIED, IMPORTED)
+FOR_EACH_SOURCES = (*(t.value for t in IssueType), PENDING, EVIDENCE_APPLIED, IMPORTED, BASELINE)
 
 
 class PlaybookError(UsageError):
@@ -143,7 +144,7 @@ def load_playbook(path: Path, *, builtin: bool = False) -> Playbook:
             close = difflib.get_close_matches(str(for_each), FOR_EACH_SOURCES, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise PlaybookError(
-                f"{path}:{line}: for_each {for_each!r} is not an issue type, pending, evidence_applied or imported{hint}"
+                f"{path}:{line}: for_each {for_each!r} is not an issue type, pending, evidence_applied, imported or baseline{hint}"
             )
         for name in action.static_args:
             value = args.get(name)

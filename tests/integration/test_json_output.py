@@ -55,6 +55,7 @@ SCHEMA_FOR: dict[str, str] = {
     "db clean": "fix-result.schema.json",
     "db unlock-migrations": "fix-result.schema.json",
     "db import": "import-result.schema.json",  # tests/foreign/test_import.py
+    "db baseline": "baseline-result.schema.json",  # tests/integration/test_baseline.py
     "db formalize": "formalize-result.schema.json",  # tests/integration/test_formalize.py
     "new": "new-result.schema.json",  # tests/layouts/test_new.py
     "db shell": "shell-result.schema.json",  # tests/integration/test_json_shell.py

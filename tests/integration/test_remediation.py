@@ -487,7 +487,7 @@ steps:
         (
             "name: bad\nversion: 1\ndescription: d\nhandles: []\nsteps:\n  - name: s\n    action: manual\n"
             "    for_each: partial_migrations\n    args: {instructions: x}\n",
-            ":6: for_each 'partial_migrations' is not an issue type, pending, evidence_applied or imported; "
+            ":6: for_each 'partial_migrations' is not an issue type, pending, evidence_applied, imported or baseline; "
             "did you mean partial_migration?",
         ),
     ],

@@ -1,6 +1,7 @@
 """Actions, one class each, registered by name. Importing this package registers them all."""
 
 from reconciler.remediation.actions import (  # noqa: F401  (registration)
+    baseline,
     locks,
     migrations,
     operations,
