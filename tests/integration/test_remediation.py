@@ -605,13 +605,14 @@ def test_playbooks_list_show_validate(migrations_dir: Path):
         "emergency-reset",
         "corruption-recovery",
         "import",
+        "baseline",
     ):
         assert name in listed.stdout
     shown = cli("playbooks", "show", "recover")
     assert "recover v1" in shown.stdout and "for each: missing_tracking" in shown.stdout
     assert cli("playbooks", "show", "recovr").exit_code == 2
     valid = cli("playbooks", "validate")
-    assert valid.exit_code == 0 and valid.stdout.count("✅") == 9
+    assert valid.exit_code == 0 and valid.stdout.count("✅") == 10
     project_playbook(
         migrations_dir,
         "recover",

@@ -35,7 +35,12 @@ LOCAL = {"playbooks list", "playbooks show", "playbooks validate", "db server st
 OWN = {"version", "demo", "new"}  # their own options: no settings (version), a scratch database (demo)
 # new writes files only: the migrations directory and its layout (tests/layouts/test_new.py).
 # The arguments a command needs before its options are even read.
-ARGUMENTS = {"db rollback": ["001"], "db import": ["--from", "flyway"], "playbooks show": ["recover"]}
+ARGUMENTS = {
+    "db rollback": ["001"],
+    "db baseline": ["001"],
+    "db import": ["--from", "flyway"],
+    "playbooks show": ["recover"],
+}
 UNREACHABLE = "postgresql://nobody@127.0.0.1:9/nowhere"  # never reached: settings fail first
 
 
@@ -63,6 +68,7 @@ def test_every_command_is_classified():
         "apply",
         "config",  # connects to nothing, but takes every setting, to show them resolved
         "db backup",
+        "db baseline",
         "db clean",
         "db create-schema",
         "db diagnose",
