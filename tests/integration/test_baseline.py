@@ -217,3 +217,37 @@ def test_bad_versions_and_a_held_lock_change_nothing(cli, db):
     assert locked.exit_code == 1, locked.output
     assert "locked" in locked.stderr and "ci-runner-7:4242" in locked.stderr
     assert catalog_snapshot(db) == before
+
+
+def test_flyway_versions_repeatables_and_a_failed_attempt(database_url: str, db, tmp_path: Path):
+    """Flyway's layout: versions as Flyway orders them (1.1 before 1.10), repeatables left
+    for migrate (they have no version to baseline at), and a failed attempt of a baselined
+    migration replaced by the row that says it is applied."""
+    files = {
+        "V1__customers.sql": LEGACY["001_customers.sql"],
+        "V1.1__seed.sql": LEGACY["002_seed.sql"],
+        "V1.10__mark.sql": LEGACY["004_mark.sql"],
+        "R__customer_names.sql": "CREATE OR REPLACE VIEW customer_names AS SELECT name FROM customers;\n",
+    }
+    directory, cli = _project(tmp_path, database_url, files)
+    _by_hand(db, directory, "V1__customers.sql", "V1.1__seed.sql")
+    assert cli("db", "create-schema").exit_code == 0
+    sql(
+        db,
+        "INSERT INTO schema_migrations (version, description, checksum, execution_ms, success, error, transactional) "
+        "VALUES ('1.1', 'seed', 'x', 3, false, 'V1.1__seed.sql:1: duplicate key value', true)",
+    )
+
+    data = conforming(cli("db", "baseline", "1.1", "--auto-approve", "--format", "json"), "db baseline")
+    assert [(i["version"], i["decision"]) for i in data["items"]] == [
+        ("1", "record"),
+        ("1.1", "record"),
+        ("1.10", "pending"),
+    ]
+    seed = data["items"][1]
+    assert "its failed attempt (V1.1__seed.sql:1: duplicate key value) is replaced" in seed["reason"]
+    assert sql(db, "SELECT version, success FROM schema_migrations ORDER BY id") == [("1", True), ("1.1", True)]
+
+    assert cli("db", "migrate").exit_code == 0
+    assert sql(db, "SELECT name FROM customers ORDER BY id") == [("ada!",), ("grace!",)]
+    assert sql(db, "SELECT count(*) FROM customer_names") == [(2,)]
