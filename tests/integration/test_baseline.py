@@ -5,9 +5,13 @@ comes after (Flyway's baseline-then-migrate)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from reconciler.interface import cli as cli_module
 from tests.conftest import Result, catalog_snapshot, run_cli, sql, write
 from tests.integration.test_json_output import conforming, hold_lock_for_a_dead_run
 
@@ -251,3 +255,38 @@ def test_flyway_versions_repeatables_and_a_failed_attempt(database_url: str, db,
     assert cli("db", "migrate").exit_code == 0
     assert sql(db, "SELECT name FROM customers ORDER BY id") == [("ada!",), ("grace!",)]
     assert sql(db, "SELECT count(*) FROM customer_names") == [(2,)]
+
+
+class _Terminal:
+    """Standard input as a person's terminal: whatever the runner feeds, but a TTY."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(sys.stdin, name)
+
+    def isatty(self) -> bool:
+        return True
+
+
+class _SysAtATerminal:
+    stdin = _Terminal()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(sys, name)
+
+
+def test_at_a_terminal_it_shows_the_evidence_then_asks(database_url: str, db, tmp_path: Path, monkeypatch):
+    directory, _ = _project(tmp_path, database_url, LEGACY)
+    _by_hand(db, directory, "001_customers.sql", "002_seed.sql")
+    monkeypatch.setattr(cli_module, "sys", _SysAtATerminal())
+    args = ["db", "baseline", "002", "--database-url", database_url, "--migrations-dir", str(directory)]
+
+    declined = CliRunner().invoke(cli_module.app, args, input="n\n")
+    assert declined.exit_code == 2, declined.output
+    shown, asked = declined.stdout.index("❔ 002 seed: record as applied"), declined.stdout.index("Apply this plan?")
+    assert shown < asked and "not approved: nothing was applied" in declined.stderr
+    assert not _tracking_exists(db)
+
+    accepted = CliRunner().invoke(cli_module.app, args, input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert "✅ Baselined at 002: recorded 001, 002" in accepted.stdout
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
