@@ -290,3 +290,26 @@ def test_at_a_terminal_it_shows_the_evidence_then_asks(database_url: str, db, tm
     assert accepted.exit_code == 0, accepted.output
     assert "✅ Baselined at 002: recorded 001, 002" in accepted.stdout
     assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
+
+
+def test_a_migration_after_the_baseline_that_shows_applied_is_pointed_out(cli, db, migrations_dir: Path):
+    for name in ("001_create_accounts.sql", "002_add_user_table.sql", "003_create_billing_schema.sql"):
+        sql(db, (migrations_dir / name).read_text())
+    result = cli("db", "baseline", "002", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert "⏳ 003 create_billing_schema: stays pending; the evidence says applied (replay)" in result.stdout
+    assert (
+        "⚠️  Migration 003 is after the baseline but the evidence says it is applied: it stays pending, "
+        "and db migrate holds it until poststack db recover tracks it." in result.stdout
+    )
+    held = cli("db", "migrate")
+    assert held.exit_code == 1 and "Migration 003 appears to be applied already" in held.stderr
+    assert cli("db", "recover").exit_code == 0
+    assert cli("db", "migrate").exit_code == 0
+    assert [v for (v,) in sql(db, "SELECT version FROM schema_migrations ORDER BY version")] == [
+        "001",
+        "002",
+        "003",
+        "004",
+        "005",
+    ]
