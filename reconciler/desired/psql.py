@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from reconciler.desired.script import block_comment_end
+
 _NAME_CHAR = r"[A-Za-z0-9_\x80-\U0010ffff]"
 _VARIABLE = re.compile(rf":(?:{_NAME_CHAR}+|'{_NAME_CHAR}+'|\"{_NAME_CHAR}+\"|\{{\?{_NAME_CHAR}+\}})")
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
@@ -41,7 +43,7 @@ def hazards(sql: str) -> list[Hazard]:
             end = sql.find("\n", i)
             i = n if end < 0 else end + 1
         elif sql.startswith("/*", i):
-            i = _block_comment_end(sql, i)
+            i = block_comment_end(sql, i)
         elif c == "'":
             escapes = i > 0 and sql[i - 1] in "eE" and not _name_char(sql, i - 2)
             i = _quoted_end(sql, i, "'", escapes)
@@ -71,18 +73,6 @@ def hazards(sql: str) -> list[Hazard]:
 
 def _name_char(sql: str, i: int) -> bool:
     return 0 <= i < len(sql) and (sql[i].isalnum() or sql[i] == "_" or ord(sql[i]) >= 0x80)
-
-
-def _block_comment_end(sql: str, i: int) -> int:
-    depth, i = 1, i + 2  # comments nest
-    while i < len(sql) and depth:
-        if sql.startswith("/*", i):
-            depth, i = depth + 1, i + 2
-        elif sql.startswith("*/", i):
-            depth, i = depth - 1, i + 2
-        else:
-            i += 1
-    return i
 
 
 def _quoted_end(sql: str, i: int, quote: str, escapes: bool) -> int:

@@ -106,6 +106,19 @@ def parse_script(text: str) -> Script:
     return Script(tuple(statements), True, None)
 
 
+def block_comment_end(sql: str, i: int) -> int:
+    """Where the /* comment starting at ``i`` ends (PostgreSQL's comments nest)."""
+    depth, i = 1, i + 2
+    while i < len(sql) and depth:
+        if sql.startswith("/*", i):
+            depth, i = depth + 1, i + 2
+        elif sql.startswith("*/", i):
+            depth, i = depth - 1, i + 2
+        else:
+            i += 1
+    return i
+
+
 def _leading_trivia(chunk: str) -> int:
     """Characters of whitespace and comments before the first token of ``chunk``."""
     i, n = 0, len(chunk)
@@ -116,14 +129,7 @@ def _leading_trivia(chunk: str) -> int:
             end = chunk.find("\n", i)
             i = n if end < 0 else end + 1
         elif chunk.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < n and depth:
-                if chunk.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif chunk.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
+            i = block_comment_end(chunk, i)
         else:
             break
     return i
