@@ -325,21 +325,40 @@ class _Sources:
         return source in (self.project.label, self.environment_label) and bool(source)
 
 
+def _environment_url(name: str, sources: _Sources) -> tuple[str | None, str]:
+    """The URL of a chosen environment: its own table's, or POSTSTACK_DATABASE_URL set by the
+    real environment (a deploy's secret). Never DATABASE_URL, .env or the top level: those
+    are the ambient, usually the development database, and --env prod must not land there
+    because prod left its URL to a secret that was not mounted. Both set, and different, is
+    two databases named."""
+    variable = SETTING_VARIABLES["database_url"]
+    from_env = _nonempty(sources.env.get(variable))
+    table, label = sources.chosen_environment("database_url")
+    if from_env is not None and table is not None and masked_url(from_env) != masked_url(str(table)):
+        raise UsageError(
+            f"{variable} ({masked_url(from_env)}) and {label} ({masked_url(str(table))}) name two databases",
+            f"Unset {variable}, or leave database_url out of [{sources.project.environment_table(name)}].",
+        )
+    if from_env is not None:
+        return from_env, variable
+    return (None, "") if table is None else (str(table), label)
+
+
 def _no_url_for_environment(name: str, sources: _Sources) -> UsageError:
-    """A chosen environment must name its database: falling back to the embedded server
-    would make --env prod with a missing URL a successful run on a throwaway one."""
+    """A chosen environment must name its database: falling back to the embedded server, to
+    DATABASE_URL or to the top level would make --env prod with a missing URL a run on a
+    database nobody chose."""
     project = sources.project
-    places = ["--database-url", "POSTSTACK_DATABASE_URL"]
-    if sources.dotenv_path:
-        places.append(f"POSTSTACK_DATABASE_URL and DATABASE_URL in {sources.dotenv_path}")
-    places += [f"database_url in {project.path} [{project.environment_table(name)}]", "DATABASE_URL"]
-    places.append(
-        f"database_url in {project.path}{' [tool.poststack]' if project.label.startswith('pyproject') else ''}"
-    )
+    places = [
+        "--database-url",
+        "POSTSTACK_DATABASE_URL",
+        f"database_url in {project.path} [{project.environment_table(name)}]",
+    ]
+    ignored = "DATABASE_URL, .env and the project file's top level are not read for an environment's database"
     return UsageError(
         f"environment {name!r} has no database URL: poststack looked at {', '.join(places)}",
-        f"Set database_url in [{project.environment_table(name)}] or one of the others; "
-        "an environment never falls back to the embedded server.",
+        f"Set database_url in [{project.environment_table(name)}] or POSTSTACK_DATABASE_URL; {ignored}, "
+        "and an environment never falls back to the embedded server.",
     )
 
 
@@ -420,10 +439,11 @@ def resolve_settings(
         if url is not None and not _names_embedded(url):
             raise UsageError(f"--embedded and --database-url {masked_url(url)} name two databases; pass one of them")
         url, source = EMBEDDED, "--embedded"  # a flag: it wins over the environment, as --database-url does
-    if url is None:
+    if url is None and chosen is not None:
+        url, source = _environment_url(chosen, lookup)
+    elif url is None:
         for found, where in (
             lookup.variable(SETTING_VARIABLES["database_url"]),
-            lookup.chosen_environment("database_url"),
             lookup.variable(SHARED_URL_VARIABLE),
             lookup.top_level("database_url"),
         ):

@@ -64,12 +64,48 @@ def test_an_environment_sets_every_setting(project: Path):
     assert settings.origins.project_file == project / "poststack.toml"
 
 
-def test_an_environment_inherits_the_top_level(project: Path):
-    settings = resolve_settings(environment="dev", environ={}, cwd=project)
-    assert (settings.database_url, settings.tracking_schema, settings.lock_timeout) == (URL_TOP, "dev", 10)
+def test_an_environment_inherits_the_top_level_but_not_its_database(project: Path):
+    env = {"POSTSTACK_DATABASE_URL": URL_OWN}  # a deploy's secret names dev's database
+    settings = resolve_settings(environment="dev", environ=env, cwd=project)
+    assert (settings.database_url, settings.tracking_schema, settings.lock_timeout) == (URL_OWN, "dev", 10)
     assert settings.origins.of("tracking_schema") == "poststack.toml [environments.dev]"
-    assert settings.origins.of("database_url") == "poststack.toml"
+    assert settings.origins.of("database_url") == "POSTSTACK_DATABASE_URL"
     assert settings.origins.of("table_prefix") == "default"
+    # The top level's URL is the default environment's database, not dev's: never inherited.
+    with pytest.raises(UsageError, match="environment 'dev' has no database URL"):
+        resolve_settings(environment="dev", environ={}, cwd=project)
+
+
+def test_an_environment_never_inherits_an_embedded_top_level(tmp_path: Path):
+    (tmp_path / "poststack.toml").write_text('database_url = "embedded"\n[environments.prod]\nlock_timeout = 5\n')
+    with pytest.raises(UsageError, match="environment 'prod' has no database URL"):
+        resolve_settings(environment="prod", environ={}, cwd=tmp_path, embedded_by_default=True)
+
+
+@pytest.mark.parametrize(
+    ("env", "dotenv", "chosen"),
+    [
+        ({"DATABASE_URL": URL_SHELL}, "", "dev"),  # the shell's (development) database
+        ({}, f"DATABASE_URL={URL_DOTENV}\n", "dev"),
+        ({}, f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n", "dev"),  # a developer's .env
+    ],
+)
+def test_an_environment_without_its_own_url_ignores_the_ambient_ones(project: Path, env, dotenv, chosen):
+    if dotenv:
+        (project / ".env").write_text(dotenv)
+    with pytest.raises(UsageError, match=f"environment '{chosen}' has no database URL"):
+        resolve_settings(environment=chosen, environ=env, cwd=project)
+
+
+def test_poststack_database_url_and_an_environments_url_must_agree(project: Path):
+    with pytest.raises(UsageError) as raised:
+        resolve_settings(environment="prod", environ={"POSTSTACK_DATABASE_URL": URL_OWN}, cwd=project)
+    assert raised.value.exit_code == 2
+    assert "name two databases" in raised.value.summary and "s3cret" not in raised.value.summary
+    # The same database, its password given by the secret: one database.
+    same = "postgresql://prod:other@h/prod"
+    settings = resolve_settings(environment="prod", environ={"POSTSTACK_DATABASE_URL": same}, cwd=project)
+    assert settings.database_url == same and settings.url_source == "POSTSTACK_DATABASE_URL"
 
 
 def test_no_environment_is_the_top_level(project: Path):
@@ -78,11 +114,12 @@ def test_no_environment_is_the_top_level(project: Path):
 
 
 def test_poststack_env_chooses_too_and_the_flag_wins(project: Path):
-    assert resolve_settings(environ={"POSTSTACK_ENV": "dev"}, cwd=project).environment == "dev"
+    own = {"POSTSTACK_DATABASE_URL": URL_OWN}  # dev names no database of its own
+    assert resolve_settings(environ={"POSTSTACK_ENV": "dev", **own}, cwd=project).environment == "dev"
     settings = resolve_settings(environment="prod", environ={"POSTSTACK_ENV": "dev"}, cwd=project)
     assert settings.environment == "prod" and settings.origins.environment_source == "--env"
     (project / ".env").write_text("POSTSTACK_ENV=dev\n")
-    settings = resolve_settings(environ={}, cwd=project)
+    settings = resolve_settings(environ=own, cwd=project)
     assert settings.environment == "dev"
     assert settings.origins.environment_source == f"POSTSTACK_ENV in {project / '.env'}"
 
@@ -119,19 +156,18 @@ def test_flags_then_variables_then_dotenv_then_environment_then_top_level(projec
 @pytest.mark.parametrize(
     ("flag", "env", "dotenv", "chosen", "expected", "source"),
     [
-        # POSTSTACK_DATABASE_URL is poststack's own: it wins over the environment's URL.
-        (None, {"POSTSTACK_DATABASE_URL": URL_OWN}, "", "prod", URL_OWN, "POSTSTACK_DATABASE_URL"),
         # DATABASE_URL is everyone's (often the development database): a chosen environment wins.
         (None, {"DATABASE_URL": URL_SHELL}, "", "prod", URL_PROD, "poststack.toml [environments.prod]"),
         (None, {}, f"DATABASE_URL={URL_DOTENV}\n", "prod", URL_PROD, "poststack.toml [environments.prod]"),
         # ... but DATABASE_URL still beats the top level, as it always has.
         (None, {"DATABASE_URL": URL_SHELL}, "", None, URL_SHELL, "DATABASE_URL"),
-        (None, {"DATABASE_URL": URL_SHELL}, "", "dev", URL_SHELL, "DATABASE_URL"),  # dev names none
         # The real environment beats .env.
         (None, {"DATABASE_URL": URL_SHELL}, f"DATABASE_URL={URL_DOTENV}\n", None, URL_SHELL, "DATABASE_URL"),
         # An empty DATABASE_URL is unset, in the shell as ever: .env's is used.
         (None, {"DATABASE_URL": ""}, f"DATABASE_URL={URL_DOTENV}\n", None, URL_DOTENV, "DATABASE_URL in .env"),
-        (None, {}, f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n", "prod", URL_DOTENV, "POSTSTACK_DATABASE_URL in .env"),
+        (None, {}, f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n", None, URL_DOTENV, "POSTSTACK_DATABASE_URL in .env"),
+        # A chosen environment's own URL beats a developer's .env.
+        (None, {}, f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n", "prod", URL_PROD, "poststack.toml [environments.prod]"),
         (URL_OWN, {"POSTSTACK_DATABASE_URL": URL_SHELL}, "", "prod", URL_OWN, "--database-url"),
     ],
 )
@@ -251,9 +287,7 @@ def test_an_environment_without_a_url_never_falls_back_to_the_embedded_server(tm
     assert raised.value.exit_code == 2
     assert raised.value.summary == (
         "environment 'prod' has no database URL: poststack looked at --database-url, POSTSTACK_DATABASE_URL, "
-        f"POSTSTACK_DATABASE_URL and DATABASE_URL in {tmp_path / '.env'}, "
-        f"database_url in {tmp_path / 'poststack.toml'} [environments.prod], DATABASE_URL, "
-        f"database_url in {tmp_path / 'poststack.toml'}"
+        f"database_url in {tmp_path / 'poststack.toml'} [environments.prod]"
     )
     assert "never falls back to the embedded server" in (raised.value.detail or "")
     # A command that opens no connection does not need one; without an environment, as before.
