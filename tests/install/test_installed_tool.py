@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.no_server]
 
 # What a clone holds that a build must not see (or write into the clone: pip builds in place).
 NOT_SOURCE = shutil.ignore_patterns(

@@ -55,6 +55,7 @@ def git(project: Path, *args: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.no_server
 def test_pre_commit_try_repo_passes_good_files_and_fails_bad_ones(tmp_path: Path):
     if not (REPO / ".git").exists():
         pytest.skip("pre-commit try-repo needs this source as a git repository")
