@@ -67,9 +67,9 @@ DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="PostgreSQL URL, or 'embedded'; else POSTSTACK_DATABASE_URL, the --env environment's database_url, "
-        "DATABASE_URL (variables also from .env), poststack.toml (with none: the embedded server on a terminal, "
-        "else an error).",
+        help="PostgreSQL URL, or 'embedded'; else POSTSTACK_DATABASE_URL, DATABASE_URL (both also from .env), "
+        "poststack.toml (with none: the embedded server on a terminal, else an error). With --env: only "
+        "POSTSTACK_DATABASE_URL and the environment's own database_url.",
     ),
 ]
 EmbeddedOpt = Annotated[
