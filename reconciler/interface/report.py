@@ -170,7 +170,7 @@ def _run_outcome_text(result: Any) -> str:
     ran = f"; ran callback(s) {brief(callbacks)}" if callbacks else ""
     if execution is not None and execution.ok and not migrations and callbacks:
         return f"✅ {plan.nothing_to_do or 'Nothing to do'}{ran}."
-    if execution is None or not migrations:
+    if execution is None or (not migrations and execution.ok):
         if result.operation == "migrate" and plan.nothing_to_do == "Database is up to date":
             return "✅ Database is up to date!"
         return f"✅ {plan.nothing_to_do or 'Nothing to do'}."

@@ -197,6 +197,15 @@ def test_a_failing_beforemigrate_stops_the_run_before_any_migration(project: Pat
     assert [e for e, _ in logged(db)] == ["beforeMigrate"]
 
 
+def test_a_failing_aftermigrate_with_nothing_pending_is_a_failure(project: Path, database_url: str, db: Any) -> None:
+    assert poststack(database_url, project, "db", "migrate").exit_code == 0
+    (project / "afterMigrate__grants.sql").write_text("SELECT 1 / 0;\n")
+    failed = poststack(database_url, project, "db", "migrate")
+    assert failed.exit_code == 1, failed.output
+    assert "Callback afterMigrate__grants.sql failed" in failed.stdout
+    assert "up to date" not in failed.stdout and "✅" not in failed.stdout
+
+
 def test_a_failing_repeatable_is_reported_failed_like_a_versioned_one(
     project: Path, database_url: str, db: Any
 ) -> None:
