@@ -542,8 +542,10 @@ def demo(
     from reconciler.demo import run_demo
 
     # A scratch database is the demo's purpose (the README's first command, run in CI
-    # too): the embedded server is its default everywhere.
-    settings = replace(options, database_url=database_url).settings(embedded_by_default=True)
+    # too): the embedded server unless --database-url names a server, whatever DATABASE_URL,
+    # .env or an environment say (the demo must not create databases on a server nobody named).
+    chosen = replace(options, database_url=database_url, embedded=options.embedded or database_url is None)
+    settings = chosen.settings(embedded_by_default=True)
     result = run_demo(settings, lambda event: typer.echo(report.demo_event_text(event)), keep=keep, notify=_notify)
     typer.echo(report.demo_result_text(result))
     if not result.healthy:

@@ -11,7 +11,7 @@ import psycopg2.extensions
 from sqlalchemy.engine import make_url
 
 from reconciler.demo import DATABASE_PREFIX
-from tests.conftest import PASSWORD, PASSWORD_ROLE, Server, run_process, sql
+from tests.conftest import PASSWORD, PASSWORD_ROLE, Server, run_cli, run_process, sql
 
 BROKEN = (
     "MISSING_TRACKING: Migration 002 appears to be applied but not tracked",
@@ -128,3 +128,24 @@ def test_demo_keep_does_not_keep_a_database_it_never_got_into(pg_server: Server,
     result = run_process("demo", "--keep", "--database-url", url, cwd=tmp_path)
     assert result.exit_code == 3, result.output
     assert set(_demo_databases(pg_server.admin_url)) == before
+
+
+def test_demo_runs_on_the_embedded_server_whatever_the_environment_names(monkeypatch, tmp_path: Path):
+    """DATABASE_URL, POSTSTACK_DATABASE_URL and .env name the application's servers: the demo
+    creates its scratch database only where --database-url says, else on the embedded one."""
+    import reconciler.demo
+
+    seen = []
+
+    def capture(settings, *args, **kwargs):
+        seen.append(settings)
+        raise KeyboardInterrupt  # stop before any server is started
+
+    monkeypatch.setattr(reconciler.demo, "run_demo", capture)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("POSTSTACK_DATABASE_URL=postgresql://app@prod-db/app\n")
+    env = {"DATABASE_URL": "postgresql://app@dev-db/app"}
+    run_cli("demo", env=env)
+    assert seen and seen[-1].embedded
+    run_cli("demo", "--database-url", "postgresql://demo@elsewhere/postgres", env=env)
+    assert seen[-1].database_url == "postgresql://demo@elsewhere/postgres"
