@@ -826,7 +826,7 @@ def validate(
     if round_trip and options.no_replay:
         raise UsageError("--round-trip runs the history in a shadow database: it cannot be used with --no-replay")
     # Offline no database is read, so none need be named (a commit, in a pre-commit hook).
-    settings = options.settings(embedded_by_default=True) if offline else options.settings()
+    settings = options.local_settings() if offline else options.settings()
     result = diagnosis.validate(
         settings, check_rollbacks=check_rollbacks, round_trip=round_trip, offline=offline, notify=_notify
     )

@@ -24,7 +24,7 @@ def test_the_hook_runs_db_validate_offline():
     assert hook["language"] == "python" and hook["pass_filenames"] is False
 
 
-def test_validate_offline_reads_the_files_and_no_database(tmp_path: Path):
+def test_validate_offline_reads_the_files_and_no_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     directory = tmp_path / "migrations"
     directory.mkdir()
     (directory / "001_create_users.sql").write_text("CREATE TABLE users (id int);\n")
@@ -36,6 +36,11 @@ def test_validate_offline_reads_the_files_and_no_database(tmp_path: Path):
         "✅ Validation passed: 1 migration(s); files parse, versions are unique (no database checked)" in passed.stdout
     )
     assert run_cli(*offline).exit_code == 0  # and none need be named, even outside a terminal
+    # A project whose environments name their databases by secrets: a commit has none of them.
+    (tmp_path / "poststack.toml").write_text("[environments.prod]\nlock_timeout = 60\n")
+    monkeypatch.chdir(tmp_path)
+    chosen = run_cli(*offline, env={"POSTSTACK_ENV": "prod"})
+    assert chosen.exit_code == 0, chosen.output
 
     (directory / "002_broken.sql").write_text("CREATE TABL oops (id int);\n")
     failed = run_cli(*offline, "--format", "json")
