@@ -21,6 +21,7 @@ from reconciler.desired.files import (
     MigrationSet,
 )
 from reconciler.desired.layouts import layout_named
+from reconciler.desired.replay.snapshot import read_catalog_digest, unchanged_catalog_statement
 from reconciler.desired.versions import VersionKey, parse_version
 from reconciler.diagnosis.attribution import attribute_unapplied
 from reconciler.diagnosis.pending import NOTHING_ALLOWED, Allowances, OwnTablesAtRisk, Readiness, decide
@@ -401,7 +402,12 @@ def _script(
 
     again = f"Write it again: poststack db {operation} --dry-run --format sql"
     digest = tracking.read_rows_digest(session, location, observed.exists)
-    acquire = [locking.offline_acquire_statement(location), tracking.unchanged_rows_statement(location, digest, again)]
+    catalog = read_catalog_digest(session, location)
+    acquire = [
+        locking.offline_acquire_statement(location),
+        tracking.unchanged_rows_statement(location, digest, again),
+        unchanged_catalog_statement(location, catalog, again),
+    ]
     return OfflineScript(
         operation=operation,
         database=session.database_ref,

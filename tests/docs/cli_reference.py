@@ -50,9 +50,10 @@ tables' creation if they are absent, each migration in its own transaction (a no
 one outside, as the run has it), and the tracking and audit rows the run writes, checksums
 included, with their times, `execution_ms` and `applied_by` computed as the script runs (the
 audit rows' `host_pid` names psql's backend). Before changing anything it checks that the
-tracking rows (versions, checksums, outcomes) are still those it was written for, and stops
-otherwise; so it can also be written from one database and run on another with the same
-history. At an error it stops
+tracking rows (versions, checksums, outcomes) and the schema (every object poststack reads,
+by definition) are still those it was written for, and stops otherwise: which migrations it
+holds as applied by hand was decided from them. A twin database, with the same history and
+schema, will do. At an error it stops
 there, as a killed run would: a migration in a transaction is rolled back, no failure row is
 written, and the lock row stays set (see `db diagnose`, then `db unlock-migrations
 --confirm`). For a database with nothing to do the script is a no-op, and says so. A

@@ -271,6 +271,26 @@ def test_a_script_for_another_schema_and_prefix(cli, db, database_url, tmp_path:
     assert "this script is a no-op" in script_of(cli, "db", "migrate", *where)
 
 
+def test_a_script_is_for_the_schema_it_was_written_from(cli, db, database_url, twin, migrations_dir: Path, tmp_path):
+    """Which migrations it holds as applied by hand was decided from the schema: a migration
+    run by hand since, or a database whose schema differs under the same history (none), and
+    the script stops before anything, rather than run a migration a second time."""
+    script = script_of(cli, "db", "migrate")
+    (first,) = [p for p in migrations_dir.glob("001_*.sql") if p.suffixes == [".sql"]]
+    sql(db, first.read_text())  # applied by hand after the script was written, never tracked
+    before = catalog_snapshot(db)
+    ran = psql(database_url, script, tmp_path)
+    assert ran.returncode == 3, ran.stderr
+    assert "schema is not the one this script was written for" in ran.stderr
+    assert catalog_snapshot(db) == before
+    assert sql(db, "SELECT to_regclass('schema_migrations')") == [(None,)]
+    twin_url, twin_db, _ = twin
+    sql(twin_db, "CREATE TABLE hand_made (id int)")  # same (no) history, another schema
+    ran = psql(twin_url, script, tmp_path)
+    assert ran.returncode == 3 and "schema is not the one" in ran.stderr
+    assert sql(twin_db, "SELECT to_regclass('schema_migrations')") == [(None,)]
+
+
 def test_a_script_up_to_a_target_and_on_a_twin_database(cli, db, twin, tmp_path: Path):
     """Written from one database, it runs on another with the same history (alembic --sql's use)."""
     twin_url, twin_db, _ = twin

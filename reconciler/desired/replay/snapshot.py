@@ -16,6 +16,7 @@ from typing import Any
 import psycopg2.errors
 
 from reconciler.config import TrackingLocation
+from reconciler.statements import Statement
 
 _USER_SCHEMA = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'"
 _NOT_EXTENSION = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
@@ -292,3 +293,48 @@ class SnapshotReader:
             self._made = False
             return read_snapshot(self.session, self.location)
         return Snapshot.of(rows)
+
+
+# The whole snapshot as one digest, computed by the server itself, so that a script written
+# from one database can check, where it runs, that the catalog is the one it was written for.
+_DIGEST = (
+    "SELECT md5(coalesce(string_agg(concat_ws(chr(31), s.k, s.i, s.d), chr(30) ORDER BY s.k, s.i), '')) "
+    f"FROM ({SNAPSHOT_QUERY}) AS s(k, i, d)"
+)
+
+
+def _own(location: TrackingLocation) -> dict[str, Any]:
+    return {"own_schema": location.schema, "own_tables": list(location.tables)}
+
+
+def read_catalog_digest(session: Any, location: TrackingLocation) -> str:
+    """The digest of the database's objects now (poststack's own tables left out). Read-only."""
+    with session.snapshot():
+        # Definitions print names qualified with only pg_catalog on the path (read_snapshot).
+        (previous, _) = session.query_one(
+            "SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', true)"
+        ) or ("", None)
+        row = session.query_one(_DIGEST, _own(location))
+        session.query("SELECT set_config('search_path', %s, true)", (previous,))
+    return str(row[0]) if row else ""
+
+
+def unchanged_catalog_statement(location: TrackingLocation, digest: str, again: str) -> Statement:
+    """Stop (an error) unless the database's objects are still those of ``digest``: a plan made
+    from one catalog (which migrations were held as applied by hand) is for that catalog only."""
+    return Statement(
+        "DO $poststack$\n"
+        "DECLARE\n"
+        "    seen text;\n"
+        "BEGIN\n"
+        "    PERFORM set_config('search_path', 'pg_catalog', true);\n"
+        f"    {_DIGEST} INTO seen;\n"
+        "    IF seen IS DISTINCT FROM %(expected)s THEN\n"
+        "        RAISE EXCEPTION 'poststack: the database''s schema is not the one this script was written for "
+        "(changed since, or another database); nothing was run'\n"
+        "            USING HINT = %(again)s;\n"
+        "    END IF;\n"
+        "END\n"
+        "$poststack$",
+        {**_own(location), "expected": digest, "again": again},
+    )
