@@ -17,6 +17,7 @@ from reconciler.diagnosis.issues import Issue, IssueType
 from reconciler.diagnosis.pending import Allowances, Hold, OwnTablesAtRisk, Readiness, decide, own_table_risks
 from reconciler.errors import UsageError
 from reconciler.remediation.actions import BuildContext, get_action
+from reconciler.remediation.callbacks import with_run_callbacks
 from reconciler.remediation.plan import Plan, PlannedStep, PlaybookRef
 from reconciler.remediation.playbook import (
     BASELINE,
@@ -182,6 +183,8 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
             context["pending"] = _pending_items(readiness)
         for spec in book.steps:
             steps += _expand(book, spec, context, ctx, issues, context["pending"])
+    # Flyway's run-level callbacks around what the plan applies, as db migrate places them.
+    steps = with_run_callbacks(ctx, steps, every_run=False)
     # A plan that would run a migration breaking poststack's own tables is no plan: it
     # would fail half-way, poststack's record gone.
     desired = facts.desired

@@ -11,12 +11,7 @@ from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session
 from reconciler.desired import psql
 from reconciler.desired.files import (
-    AFTER_MIGRATE,
-    AFTER_MIGRATE_APPLIED,
     AFTER_UNDO,
-    AFTER_VERSIONED,
-    BEFORE_MIGRATE,
-    BEFORE_REPEATABLES,
     BEFORE_UNDO,
     MigrationSet,
 )
@@ -31,6 +26,7 @@ from reconciler.observed.state import read_state_of
 from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking
 from reconciler.remediation import executor
 from reconciler.remediation.actions import BuildContext, get_action
+from reconciler.remediation.callbacks import callback_steps, with_run_callbacks
 from reconciler.remediation.plan import Plan, PlannedStep
 from reconciler.statements import Statement
 
@@ -71,7 +67,7 @@ def migrate_plan(
         raise OwnTablesAtRisk(readiness.risks)
     if readiness.holds:
         raise MigrationsHeld(readiness)
-    steps: list[PlannedStep] = _callback_steps(ctx, BEFORE_MIGRATE)  # first, as in Flyway, in a transaction each
+    steps: list[PlannedStep] = []
     notes: list[str] = []
     if not observed.complete:
         steps.append(get_action("create_tracking").step(ctx, {}))
@@ -87,7 +83,6 @@ def migrate_plan(
                 "see poststack db diagnose --type checksum_mismatch"
             )
     newest_applied = max((k for k in observed.applied if not k.is_repeatable), default=None)
-    repeatables = False  # a repeatable runs in this plan
     for item in readiness.runnable:
         migration = item.migration
         if newest_applied is not None and migration.key < newest_applied:
@@ -95,18 +90,10 @@ def migrate_plan(
                 f"Migration {migration.version} is applied out of order "
                 f"(migration {observed.applied[newest_applied].version} is already applied; --allow-out-of-order)"
             )
-        if migration.key.is_repeatable and not repeatables:
-            # Flyway's DbMigrate: afterVersioned, then beforeRepeatables, before the first repeatable.
-            steps += _callback_steps(ctx, AFTER_VERSIONED) + _callback_steps(ctx, BEFORE_REPEATABLES)
-        repeatables = repeatables or migration.key.is_repeatable
         arguments = {"version": migration.version, "retry": item.retry, "reapply": item.reapply}
         steps.append(get_action("apply_migration").step(ctx, arguments))
-    if not repeatables:
-        steps += _callback_steps(ctx, AFTER_VERSIONED)  # once on every run, as in Flyway
-    # Run only if everything before succeeded (the executor stops at a failure), as in Flyway.
-    if readiness.runnable:
-        steps += _callback_steps(ctx, AFTER_MIGRATE_APPLIED)
-    steps += _callback_steps(ctx, AFTER_MIGRATE)
+    # beforeMigrate first, before the tracking tables are made, as in Flyway; and on every run.
+    steps = with_run_callbacks(ctx, steps, every_run=True, first=0)
     ignored = [c.name for c in migrations.callbacks if not c.runs]
     if ignored:
         notes.append(f"Flyway callbacks poststack does not run (events it has no equivalent of): {', '.join(ignored)}")
@@ -115,12 +102,6 @@ def migrate_plan(
     if not any(s.action == "apply_migration" for s in steps):
         reason = "Database is up to date" if limit is None else f"Database is already at or past {target}"
     return Plan("migrate", observed.location, observed.fingerprint, tuple(steps), reason, tuple(notes))
-
-
-def _callback_steps(ctx: BuildContext, event: str) -> list[PlannedStep]:
-    """A step per callback of ``event`` (beforeMigrate, afterMigrate, ...): run on every run,
-    even one with nothing pending, each in a transaction of its own, never tracked."""
-    return [get_action("run_callback").step(ctx, {"file": c.name}) for c in ctx.migrations.callbacks_at(event)]
 
 
 class MigrationsHeld(OperationFailed):
@@ -178,7 +159,7 @@ def rollback_plan(migrations: MigrationSet, observed: ObservedTracking, target: 
         )
     undo = [get_action("rollback_migration").step(ctx, {"version": by_key[n].version}) for n in to_undo]
     # Flyway's undo callbacks, around the undo files, when there is anything to undo.
-    steps = tuple([*_callback_steps(ctx, BEFORE_UNDO), *undo, *_callback_steps(ctx, AFTER_UNDO)] if undo else [])
+    steps = tuple([*callback_steps(ctx, BEFORE_UNDO), *undo, *callback_steps(ctx, AFTER_UNDO)] if undo else [])
     reason = None if steps else f"Nothing to roll back: no applied migration above {target}"
     return Plan("rollback", observed.location, observed.fingerprint, steps, reason)
 

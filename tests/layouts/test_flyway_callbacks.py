@@ -168,6 +168,25 @@ def test_callbacks_run_in_flyways_transactions_and_repeatables_only_when_changed
     assert as_json(database_url, project, "db", "migration-status")["pending"] == []
 
 
+def test_apply_runs_the_callbacks_where_db_migrate_runs_them(project: Path, database_url: str, db: Any) -> None:
+    """poststack apply and db migrate leave a database alike: the run-level callbacks (grants
+    in afterMigrate, say) around the migrations a plan applies, in db migrate's order."""
+    applied = poststack(database_url, project, "apply", "--auto-approve")
+    assert applied.exit_code == 0, applied.output
+    assert [e for e, _ in logged(db)] == [
+        "beforeMigrate",
+        *("beforeEachMigrate", "V1", "afterEachMigrate"),
+        *("beforeEachMigrate", "V2", "afterEachMigrate"),
+        *("beforeEachMigrate", "R__items_view", "afterEachMigrate"),
+        "afterMigrate",
+    ]
+    # A plan that applies nothing runs none of them.
+    mark = last_log_id(db)
+    again = poststack(database_url, project, "apply", "--auto-approve")
+    assert again.exit_code == 0, again.output
+    assert logged(db, mark) == []
+
+
 def test_a_failing_after_each_migrate_rolls_its_migration_back(project: Path, database_url: str, db: Any) -> None:
     assert poststack(database_url, project, "db", "migrate").exit_code == 0
     (project / "V3__add_flag.sql").write_text("ALTER TABLE items ADD COLUMN flag boolean;\n" + log("V3"))
