@@ -220,6 +220,8 @@ def verify_migrations(settings: Settings, notify: Any = None) -> Verification:
             problem = next((p for p in facts.desired.problems if p.version and version_key(p.version) == number), None)
             errors.append(problem.message if problem else f"Migration {row.version} is tracked but its file is missing")
             continue
+        if number.is_repeatable:
+            continue  # an edited repeatable is pending, to run again: not a mismatch (Flyway's rule)
         current = migration.file.checksum_as(row.checksum_algorithm)
         if row.checksum and current != row.checksum:
             got = current[:SHORT] if current else f"nothing (unknown algorithm {row.checksum_algorithm!r})"
