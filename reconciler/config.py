@@ -326,21 +326,21 @@ class _Sources:
 
 
 def _environment_url(name: str, sources: _Sources) -> tuple[str | None, str]:
-    """The URL of a chosen environment: its own table's, or POSTSTACK_DATABASE_URL set by the
-    real environment (a deploy's secret). Never DATABASE_URL, .env or the top level: those
-    are the ambient, usually the development database, and --env prod must not land there
-    because prod left its URL to a secret that was not mounted. Both set, and different, is
-    two databases named."""
+    """The URL of a chosen environment: its own table's, or POSTSTACK_DATABASE_URL (set for
+    poststack on purpose: a deploy's secret, or .env). Never DATABASE_URL or the top level:
+    those are the ambient, usually the development database, and --env prod must not land
+    there because prod left its URL to a secret that was not mounted. Both set, and
+    different, is two databases named."""
     variable = SETTING_VARIABLES["database_url"]
-    from_env = _nonempty(sources.env.get(variable))
+    given, given_by = sources.variable(variable)
     table, label = sources.chosen_environment("database_url")
-    if from_env is not None and table is not None and masked_url(from_env) != masked_url(str(table)):
+    if given is not None and table is not None and masked_url(given) != masked_url(str(table)):
         raise UsageError(
-            f"{variable} ({masked_url(from_env)}) and {label} ({masked_url(str(table))}) name two databases",
+            f"{given_by} ({masked_url(given)}) and {label} ({masked_url(str(table))}) name two databases",
             f"Unset {variable}, or leave database_url out of [{sources.project.environment_table(name)}].",
         )
-    if from_env is not None:
-        return from_env, variable
+    if given is not None:
+        return given, given_by
     return (None, "") if table is None else (str(table), label)
 
 
@@ -349,12 +349,11 @@ def _no_url_for_environment(name: str, sources: _Sources) -> UsageError:
     DATABASE_URL or to the top level would make --env prod with a missing URL a run on a
     database nobody chose."""
     project = sources.project
-    places = [
-        "--database-url",
-        "POSTSTACK_DATABASE_URL",
-        f"database_url in {project.path} [{project.environment_table(name)}]",
-    ]
-    ignored = "DATABASE_URL, .env and the project file's top level are not read for an environment's database"
+    places = ["--database-url", "POSTSTACK_DATABASE_URL"]
+    if sources.dotenv_path:
+        places.append(f"POSTSTACK_DATABASE_URL in {sources.dotenv_path}")
+    places.append(f"database_url in {project.path} [{project.environment_table(name)}]")
+    ignored = "DATABASE_URL and the project file's top level are not read for an environment's database"
     return UsageError(
         f"environment {name!r} has no database URL: poststack looked at {', '.join(places)}",
         f"Set database_url in [{project.environment_table(name)}] or POSTSTACK_DATABASE_URL; {ignored}, "

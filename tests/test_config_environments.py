@@ -87,7 +87,6 @@ def test_an_environment_never_inherits_an_embedded_top_level(tmp_path: Path):
     [
         ({"DATABASE_URL": URL_SHELL}, "", "dev"),  # the shell's (development) database
         ({}, f"DATABASE_URL={URL_DOTENV}\n", "dev"),
-        ({}, f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n", "dev"),  # a developer's .env
     ],
 )
 def test_an_environment_without_its_own_url_ignores_the_ambient_ones(project: Path, env, dotenv, chosen):
@@ -106,6 +105,10 @@ def test_poststack_database_url_and_an_environments_url_must_agree(project: Path
     same = "postgresql://prod:other@h/prod"
     settings = resolve_settings(environment="prod", environ={"POSTSTACK_DATABASE_URL": same}, cwd=project)
     assert settings.database_url == same and settings.url_source == "POSTSTACK_DATABASE_URL"
+    # From .env, as from the shell: a break-glass URL there is never silently ignored.
+    (project / ".env").write_text(f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n")
+    with pytest.raises(UsageError, match=r"POSTSTACK_DATABASE_URL in .*\.env .* name two databases"):
+        resolve_settings(environment="prod", environ={}, cwd=project)
 
 
 def test_no_environment_is_the_top_level(project: Path):
@@ -166,8 +169,8 @@ def test_flags_then_variables_then_dotenv_then_environment_then_top_level(projec
         # An empty DATABASE_URL is unset, in the shell as ever: .env's is used.
         (None, {"DATABASE_URL": ""}, f"DATABASE_URL={URL_DOTENV}\n", None, URL_DOTENV, "DATABASE_URL in .env"),
         (None, {}, f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n", None, URL_DOTENV, "POSTSTACK_DATABASE_URL in .env"),
-        # A chosen environment's own URL beats a developer's .env.
-        (None, {}, f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n", "prod", URL_PROD, "poststack.toml [environments.prod]"),
+        # POSTSTACK_DATABASE_URL in .env is poststack's own too: it names dev's database.
+        (None, {}, f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n", "dev", URL_DOTENV, "POSTSTACK_DATABASE_URL in .env"),
         (URL_OWN, {"POSTSTACK_DATABASE_URL": URL_SHELL}, "", "prod", URL_OWN, "--database-url"),
     ],
 )
@@ -287,7 +290,7 @@ def test_an_environment_without_a_url_never_falls_back_to_the_embedded_server(tm
     assert raised.value.exit_code == 2
     assert raised.value.summary == (
         "environment 'prod' has no database URL: poststack looked at --database-url, POSTSTACK_DATABASE_URL, "
-        f"database_url in {tmp_path / 'poststack.toml'} [environments.prod]"
+        f"POSTSTACK_DATABASE_URL in {tmp_path / '.env'}, database_url in {tmp_path / 'poststack.toml'} [environments.prod]"
     )
     assert "never falls back to the embedded server" in (raised.value.detail or "")
     # A command that opens no connection does not need one; without an environment, as before.
