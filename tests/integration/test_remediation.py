@@ -132,6 +132,18 @@ def test_clean_locks_as_in_the_guide(cli, db):
     assert "stuck_lock" not in issue_types(cli)
 
 
+def test_a_released_lock_stays_released_when_a_later_step_of_the_plan_fails(cli, db, four: Path):
+    """plan/apply releasing a dead run's lock, then applying a migration that fails: the
+    release was committed on its own, so the failure does not leave the database locked."""
+    assert cli("db", "migrate", "--target", "001").exit_code == 0
+    write(four, "002_add_user_table.sql", (four / "002_add_user_table.sql").read_text() + "\nSELECT 1 / 0;\n")
+    dead_lock_row(db)
+    applied = cli("apply", "--auto-approve", "--no-replay")
+    assert applied.exit_code == 1, applied.output
+    assert sql(db, "SELECT locked FROM schema_migrations_lock") == [(False,)]
+    assert sql(db, "SELECT success FROM schema_migrations WHERE version = '002'") in ([], [(False,)])
+
+
 def test_duplicates_as_in_the_guide(cli, db):
     cli("db", "migrate")
     dup = "INSERT INTO schema_migrations (version, description, checksum, success) SELECT version, description, checksum, true FROM schema_migrations WHERE version = '002'"

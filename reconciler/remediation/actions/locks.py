@@ -33,6 +33,9 @@ class ReleaseLock(Action):
             reason=f"{verb} the migration lock {args['holder']}",
             args={"holder_backend_pid": pid, "holder": args["holder"], "terminate": bool(args.get("terminate"))},
             statements=tuple(statements),
+            # Committed on its own: a dead holder's lock stays released when a later step of
+            # the plan (a migration) fails and its transaction is rolled back.
+            commit_after=True,
         )
 
 
