@@ -127,7 +127,9 @@ def plan_new(
             f"--verify: {layout.tool}'s layout has no verify scripts",
             "Only poststack's layout has them (NNN_name.verify.sql); leave --verify out.",
         )
-    taken_name = next((e for e in existing if e.description.casefold() == name.casefold()), None)
+    # A repeatable's name is not a version's (Flyway's V3__views.sql beside R__views.sql).
+    versioned = [e for e in existing if not ((k := version_key(e.version)) and k.is_repeatable)]
+    taken_name = next((e for e in versioned if e.description.casefold() == name.casefold()), None)
     if taken_name is not None:
         raise UsageError(
             f"a migration named {name!r} exists already (version {taken_name.version})",
@@ -209,6 +211,13 @@ def new_migration(
     if directory.exists():
         entries = list_entries(directory)
         chosen = choose_layout(directory, entries, layout)
+        found = choose_layout(directory, entries, None)
+        if found.name != chosen.name and any(found.claims(e) for e in entries):
+            raise UsageError(
+                f"--layout {chosen.name}: the migrations in {directory} are in {found.tool}'s layout",
+                f"A {chosen.tool} file there would be refused by every command; leave --layout out to write "
+                f"{found.tool}'s, or keep {chosen.tool}'s migrations in a directory of their own.",
+            )
         existing = existing_migrations(directory, chosen)
     else:
         chosen = layout_named(layout) if layout is not None else layout_named("poststack")

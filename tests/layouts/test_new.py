@@ -186,7 +186,7 @@ def test_new_creates_the_directory_and_says_what_it_wrote(tmp_path: Path, clock:
         (("create_users",), "a migration named 'create_users' exists already (version 001)"),
         (("bad name",), "migration name 'bad name' is not a safe file name part"),
         (("other", "--layout", "dbmat"), "unknown layout 'dbmat'"),
-        (("other", "--layout", "dbmate", "--verify"), "--verify: dbmate's layout has no verify scripts"),
+        (("other", "--layout", "dbmate", "--verify"), "--layout dbmate: the migrations in"),
     ],
 )
 def test_a_refusal_is_one_line_exit_2_and_writes_nothing(
@@ -251,6 +251,30 @@ def test_new_follows_the_existing_files(tmp_path: Path, clock: list[datetime]):
     assert result.exit_code == 0, result.output
     assert "in Flyway's layout, numbered by sequence" in result.stdout
     assert names(directory) == ["U3__third.sql", "V1__init.sql", "V2__more.sql", "V3__third.sql"]
+
+
+def test_a_layout_other_than_the_directorys_is_refused(tmp_path: Path, clock: list[datetime]):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "001_init.sql").write_text("CREATE TABLE a (id int);\n")
+    refused = new(directory, "more", "--layout", "dbmate")
+    assert refused.exit_code == 2, refused.output
+    assert "the migrations in" in refused.stderr and "poststack's layout" in refused.stderr
+    assert names(directory) == ["001_init.sql"]
+    assert new(directory, "more", "--layout", "poststack").exit_code == 0  # the directory's own: fine
+    verify = new(tmp_path / "fresh", "first", "--layout", "dbmate", "--verify")
+    assert verify.exit_code == 2 and "--verify: dbmate's layout has no verify scripts" in verify.stderr
+
+
+def test_a_repeatables_name_is_free_for_a_versioned_migration(tmp_path: Path, clock: list[datetime]):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "V1__init.sql").write_text("CREATE TABLE a (id int);\n")
+    (directory / "R__views.sql").write_text("CREATE OR REPLACE VIEW v AS SELECT 1;\n")
+    made = new(directory, "views")
+    assert made.exit_code == 0, made.output
+    assert "V2__views.sql" in names(directory)
+    assert new(directory, "views").exit_code == 2  # now a versioned one has it
 
 
 def test_new_format_json_matches_its_schema(tmp_path: Path, clock: list[datetime]):
