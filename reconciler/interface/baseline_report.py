@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.interface.report import _executed, apply_text, brief, database_line, remediation_plan_text, to_json
+from reconciler.interface.report import apply_text, brief, database_line, executed_json, remediation_plan_text, to_json
 from reconciler.remediation.baseline import CONFIRMED, CONTRADICTED, PENDING, RECORD, BaselineItem, BaselinePlan
 
 _MARK = {CONFIRMED: "✅", "undetermined": "❔", CONTRADICTED: "❌"}
@@ -65,8 +65,17 @@ def baseline_text(planned: BaselinePlan, result: Any) -> str:
     against = [i.version for i in planned.contradicted if i.version in done]
     if against:
         lines.append(f"⚠️  Recorded against the evidence (--confirm): {brief(against)}")
-    if planned.pending:
-        lines.append(f"   Still pending: {brief([i.version for i in planned.pending])}: poststack db migrate runs them")
+    held = [i.version for i in planned.applied_after]
+    runs = [i.version for i in planned.pending if i.version not in held]
+    if runs and not held:
+        lines.append(
+            f"   Still pending: {brief(runs)}: poststack db migrate runs them (this baseline says they never ran)"
+        )
+    elif held:
+        lines.append(
+            f"   Still pending: {brief([i.version for i in planned.pending])}; the evidence says {brief(held)} "
+            "applied: run poststack db recover first, or db migrate holds it and what follows"
+        )
     return "\n".join([*lines, database_line(result.database)])
 
 
@@ -84,7 +93,7 @@ def baseline_json(planned: BaselinePlan, result: Any, database: str, *, dry_run:
             "nothing_to_do": planned.nothing_to_do,
             "items": [i.to_json() for i in planned.items],
             "plan": {**plan.to_json(), "hash": plan.hash},
-            **_executed(execution),  # the shape every command that changes the database shares
+            **executed_json(execution),  # the shape every command that changes the database shares
             "remaining_issues": None if result is None else [i.to_json() for i in result.remaining],
         }
     )

@@ -971,7 +971,9 @@ def _approve(plan: Any, *, saved: bool, auto_approve: bool, confirm: bool) -> No
     if plan.destructive and not confirm:
         if not interactive:
             raise UsageError("this plan is destructive: pass --confirm to apply it (it takes a backup first)")
-        typed = typer.prompt(f"This plan is DESTRUCTIVE. Type the database name ({plan.database}) to apply it")
+        typed = typer.prompt(
+            f"This plan is DESTRUCTIVE. Type the database name ({plan.database}) to apply it", err=True
+        )
         if typed.strip() != plan.database:
             raise UsageError("not confirmed: nothing was applied")
         return
@@ -979,7 +981,7 @@ def _approve(plan: Any, *, saved: bool, auto_approve: bool, confirm: bool) -> No
         return
     if not interactive:
         raise UsageError("refusing to apply without approval: no terminal to ask on; pass --auto-approve")
-    if not typer.confirm("Apply this plan?", default=False):
+    if not typer.confirm("Apply this plan?", default=False, err=True):  # stdout is the result (JSON)
         raise UsageError("not approved: nothing was applied")
 
 
@@ -1069,13 +1071,10 @@ def baseline(
     planned = baselining.plan_baseline(settings, version, notify=_notify)
     if options.fmt is Format.text:
         typer.echo(view.baseline_plan_text(planned))
-    contradicted = [i.version for i in planned.contradicted]
-    if contradicted and not confirm and not dry_run:
-        raise UsageError(
-            f"not recorded: the evidence says migration(s) {', '.join(contradicted)} are not applied; "
-            "pass --confirm to record them as applied anyway",
-            "Nothing was changed. If they never ran, baseline at an earlier version and let db migrate run them.",
-        )
+    elif not (dry_run or confirm or auto_approve or planned.nothing_to_do):
+        _err(view.baseline_plan_text(planned))  # the evidence, before any question (stdout is the JSON)
+    if not dry_run:
+        baselining.refuse_contradicted(planned, confirm=confirm)
     if out is not None and not (dry_run or planned.nothing_to_do):
         remediation.save_plan(planned.plan, out)
         _err(f"Saved to {out}; run it with: poststack apply {out}")

@@ -212,7 +212,7 @@ def _run_outcome_text(result: Any) -> str:
     return "\n".join(lines)
 
 
-def _executed(execution: Any) -> dict[str, Any]:
+def executed_json(execution: Any) -> dict[str, Any]:
     """What ran, in every JSON result of a command that changes the database: one outcome
     per step that ran, the failed step (or null), and how long the steps took (or null)."""
     return {
@@ -230,7 +230,7 @@ def run_json(result: Any) -> str:
             "dry_run": result.dry_run,
             "ok": result.ok,
             "plan": result.plan.to_json(),
-            **_executed(result.execution),
+            **executed_json(result.execution),
         }
     )
 
@@ -439,7 +439,7 @@ def create_schema_json(result: Any) -> str:
             "dropped": list(result.dropped),
             "dropped_rows": result.dropped_rows,
             "created": list(result.created),
-            **_executed(result.execution),
+            **executed_json(result.execution),
         }
     )
 
@@ -762,7 +762,7 @@ def _remaining_text(remaining: Any) -> str:
 
 
 def apply_json(result: Any) -> str:
-    executed = _executed(result.execution)
+    executed = executed_json(result.execution)
     return to_json(
         {
             "ok": result.ok,
@@ -794,7 +794,7 @@ def _fix_json(plan: Plan, database: str, ok: bool, execution: Any, remaining: An
             "dry_run": dry_run,
             "ok": ok,
             "plan": {**plan.to_json(), "hash": plan.hash},
-            **_executed(execution),
+            **executed_json(execution),
             # null: nothing ran, so the database was not diagnosed again
             "remaining_issues": None if remaining is None else [i.to_json() for i in remaining],
         }
@@ -878,7 +878,7 @@ def import_json(imported: Any, result: Any, database: str, *, dry_run: bool) -> 
             "ok": ok,
             "items": [i.to_json() for i in imported.items],
             "plan": {**plan.to_json(), "hash": plan.hash},
-            **_executed(execution),
+            **executed_json(execution),
             "remaining_issues": None if result is None else [i.to_json() for i in result.remaining],
         }
     )

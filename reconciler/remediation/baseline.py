@@ -30,7 +30,7 @@ from reconciler.desired.versions import parse_version
 from reconciler.diagnosis.attribution import Attribution, Verdict
 from reconciler.diagnosis.checks import Facts
 from reconciler.errors import UsageError, did_you_mean
-from reconciler.remediation.fixes import _facts, _with_defaults, build_context
+from reconciler.remediation.fixes import build_context, read_plan_facts, with_default_variables
 from reconciler.remediation.plan import Plan
 from reconciler.remediation.planner import PlanRequest, plan_remediation
 from reconciler.remediation.playbook import load_all
@@ -149,7 +149,7 @@ def plan_baseline(settings: Settings, version: str, notify: Any = None) -> Basel
     target = find_target(settings, version)
     playbooks = load_all(settings.migrations_dir)
     with connect(settings, notify) as session:
-        facts = _facts(session, settings, notify)
+        facts = read_plan_facts(session, settings, notify)
     items = baseline_items(facts, target)
     outcome = facts.desired.replay
     replayed = outcome is not None and outcome.replay is not None and outcome.same_major
@@ -161,7 +161,7 @@ def plan_baseline(settings: Settings, version: str, notify: Any = None) -> Basel
         include_unhandled=False,
         baseline=tuple(i.to_json() for i in items),
     )
-    plan = plan_remediation(facts, playbooks, _with_defaults(request, settings), build_context(settings, facts))
+    plan = plan_remediation(facts, playbooks, with_default_variables(request, settings), build_context(settings, facts))
     nothing = None
     if not any(i.decision == RECORD for i in items):
         current = facts.observed.tracking.current
@@ -169,3 +169,15 @@ def plan_baseline(settings: Settings, version: str, notify: Any = None) -> Basel
         nothing = f"Nothing to do: every migration up to {target.version} is already tracked as applied{at}"
         plan = replace(plan, nothing_to_do=nothing)
     return BaselinePlan(target.version, plan, tuple(items), replayed, nothing)
+
+
+def refuse_contradicted(planned: BaselinePlan, *, confirm: bool) -> None:
+    """Recording a migration the evidence says is not applied is a claim against what the
+    database shows: only with --confirm, whoever plans it."""
+    versions = [i.version for i in planned.contradicted]
+    if versions and not confirm:
+        raise UsageError(
+            f"not recorded: the evidence says migration(s) {', '.join(versions)} are not applied; "
+            "pass --confirm to record them as applied anyway",
+            "Nothing was changed. If they never ran, baseline at an earlier version and let db migrate run them.",
+        )

@@ -56,13 +56,13 @@ def build_context(settings: Settings, facts: Facts) -> BuildContext:
     )
 
 
-def _facts(session: Session, settings: Settings, notify: Any = None) -> Facts:
+def read_plan_facts(session: Session, settings: Settings, notify: Any = None) -> Facts:
     return Facts(
         *read_state(session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify)
     )
 
 
-def _with_defaults(request: PlanRequest, settings: Settings | None = None) -> PlanRequest:
+def with_default_variables(request: PlanRequest, settings: Settings | None = None) -> PlanRequest:
     timeout = {"lock_timeout": settings.lock_timeout} if settings is not None else {}
     variables = {**DEFAULT_VARIABLES, **timeout, **request.variables}
     return replace(request, variables=variables)
@@ -71,8 +71,8 @@ def _with_defaults(request: PlanRequest, settings: Settings | None = None) -> Pl
 def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> Plan:
     playbooks = load_all(settings.migrations_dir)  # malformed playbooks fail before any connection
     with connect(settings, notify) as session:
-        facts = _facts(session, settings, notify)
-    return plan_remediation(facts, playbooks, _with_defaults(request, settings), build_context(settings, facts))
+        facts = read_plan_facts(session, settings, notify)
+    return plan_remediation(facts, playbooks, with_default_variables(request, settings), build_context(settings, facts))
 
 
 # --- saved plans --------------------------------------------------------------------------
@@ -179,7 +179,9 @@ def apply_plan(
                 "Apply it where it was made, or make a new plan here with poststack plan.",
             )
         if not any(s.action != "manual" for s in plan.steps):
-            return ApplyResult(plan, None, tuple(run_checks(_facts(session, settings))), session.database_ref, whole)
+            return ApplyResult(
+                plan, None, tuple(run_checks(read_plan_facts(session, settings))), session.database_ref, whole
+            )
         # The lock row: a plan that releases a stuck lock, or that creates the tables, runs
         # under the advisory lock alone and leaves the row to its steps.
         releases_lock = any(s.action == "release_lock" for s in plan.steps)
@@ -198,7 +200,7 @@ def apply_plan(
 
         def still_fresh() -> None:
             # Under the advisory lock, before the lock row is touched: nothing slips in.
-            facts = _facts(session, settings)
+            facts = read_plan_facts(session, settings)
             if facts.observed.fingerprint == plan.fingerprint:
                 return
             if replan is None:
@@ -209,7 +211,7 @@ def apply_plan(
             # Approved in advance: plan again, under the lock, from what is there now.
             books = load_all(settings.migrations_dir)
             current[0] = plan_remediation(
-                facts, books, _with_defaults(replan, settings), build_context(settings, facts)
+                facts, books, with_default_variables(replan, settings), build_context(settings, facts)
             )
 
         with locking.migration_lock(
@@ -219,7 +221,7 @@ def apply_plan(
                 session, current[0], on_step, settings.migrations_dir, settings.layout, shadow_for(settings)
             )
         plan = current[0]
-        remaining = tuple(run_checks(_facts(session, settings)))
+        remaining = tuple(run_checks(read_plan_facts(session, settings)))
     return ApplyResult(plan, execution, remaining, session.database_ref, whole)
 
 
@@ -303,7 +305,7 @@ def import_history(
     tool = tool_named(tool_name)
     playbooks = load_all(settings.migrations_dir)
     with connect(settings, notify) as session:
-        facts = _facts(session, settings)
+        facts = read_plan_facts(session, settings)
         schema = from_schema or session.query_one("SELECT current_schema()")[0]  # type: ignore[index]
         history = read_foreign_history(session, tool, schema, from_table)
     items = tuple(import_items(history, facts))
@@ -315,5 +317,5 @@ def import_history(
         include_unhandled=False,
         imported=tuple(i.to_json() for i in items),
     )
-    plan = plan_remediation(facts, playbooks, _with_defaults(request, settings), build_context(settings, facts))
+    plan = plan_remediation(facts, playbooks, with_default_variables(request, settings), build_context(settings, facts))
     return ImportPlan(plan, tool.label, history.table, items)
