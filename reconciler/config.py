@@ -34,6 +34,7 @@ DEFAULT_TABLE_PREFIX = "schema_"
 DEFAULT_LOCK_TIMEOUT = 30.0
 MAX_LOCK_TIMEOUT = 2_147_483  # PostgreSQL's lock_timeout ceiling, in seconds
 EMBEDDED = "embedded"
+NUMBERINGS = ("sequence", "timestamp")  # how poststack new numbers a migration
 
 # The one list of what poststack reads: each project-file key, and its environment variable.
 SETTING_VARIABLES: dict[str, str] = {
@@ -504,7 +505,7 @@ def resolve_settings(
     # --numbering flag wins there.
     found, origins["numbering"] = lookup.first("--numbering", None, "numbering")
     numbering = None if found is None else str(found).strip().lower()
-    if numbering is not None and numbering not in ("sequence", "timestamp"):
+    if numbering is not None and numbering not in NUMBERINGS:
         raise UsageError(
             f"numbering from {origins['numbering']} is {found!r}, not sequence or timestamp",
             "poststack new numbers migrations by sequence (003 -> 004) or by UTC timestamp.",

@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.config import NUMBERINGS
 from reconciler.desired.layouts import Layout, choose_layout, layout_named, list_entries
 from reconciler.desired.versions import version_key
 from reconciler.errors import UsageError
 
-NUMBERINGS = ("sequence", "timestamp")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 TIMESTAMP_DIGITS = 14  # YYYYMMDDHHMMSS
 

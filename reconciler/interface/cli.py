@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from reconciler import interrupts
-from reconciler.config import Settings, mask_url, resolve_settings
+from reconciler.config import NUMBERINGS, Settings, mask_url, resolve_settings
 from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
 
 
@@ -552,9 +552,7 @@ def demo(
         raise typer.Exit(EXIT_PROBLEMS)
 
 
-class Numbering(StrEnum):
-    sequence = "sequence"
-    timestamp = "timestamp"
+Numbering = StrEnum("Numbering", {name: name for name in NUMBERINGS})  # typer's choices, from config's list
 
 
 @local_command(app, "new", also=("layout", "fmt"))
