@@ -348,11 +348,17 @@ def strip_psql_meta(sql: str) -> str:
 
 def shell_command(settings: Settings, sql: str, notify: Notify | None = None) -> ShellResult:
     """Run ``sql`` as one request (several statements run as one transaction, as psql -c does)."""
-    sql = strip_psql_meta(sql)
-    if not sql.strip():
+    return shell_commands(settings, [sql], notify)[0]
+
+
+def shell_commands(settings: Settings, sqls: list[str], notify: Notify | None = None) -> list[ShellResult]:
+    """Run each of ``sqls`` as a request of its own, in order, as psql runs several -c; the
+    first that fails stops the rest (its error is raised)."""
+    texts = [strip_psql_meta(sql) for sql in sqls]
+    if not texts or any(not text.strip() for text in texts):
         raise UsageError("no SQL to run")
     with connect(settings, notify) as session:
-        return run_sql(session, sql)
+        return [run_sql(session, text) for text in texts]
 
 
 def run_sql(session: Session, sql: str) -> ShellResult:
@@ -362,6 +368,7 @@ def run_sql(session: Session, sql: str) -> ShellResult:
         rows = tuple(cur.fetchall()) if cur.description else ()
         status = cur.statusmessage or ""
     notices = tuple(n.strip() for n in session.conn.notices)
+    del session.conn.notices[:]  # said once: the next request's are its own
     return ShellResult(status, session.database_ref, columns, rows, notices)
 
 

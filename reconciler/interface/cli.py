@@ -752,12 +752,27 @@ def backup(
 @db_command(db_app, also=("fmt",))
 def shell(
     options: Shared,
-    command: Annotated[str | None, typer.Option("-c", "--command", help="Run this SQL and print the result.")] = None,
+    command: Annotated[
+        list[str] | None,
+        typer.Option("-c", "--command", help="Run this SQL and print the result (repeatable: each in order, as psql)."),
+    ] = None,
 ) -> None:
     """Open psql on the database, or run SQL with -c (or from standard input)."""
     settings = options.settings()
-    if command is None and not sys.stdin.isatty():
-        command = sys.stdin.read()
+    commands_given = list(command or [])
+    if not commands_given and not sys.stdin.isatty():
+        commands_given = [sys.stdin.read()]
+    if len(commands_given) > 1 and options.fmt is Format.json:
+        raise UsageError("--format json prints the result of one request: pass one -c (statements may be several)")
+    if len(commands_given) > 1:
+        results = commands.shell_commands(settings, commands_given, notify=_notify)
+        for each in results:
+            for notice in each.notices:
+                _err(notice)
+            typer.echo(report.shell_text(each))
+        _err(report.database_line(results[-1].database))
+        return
+    command = commands_given[0] if commands_given else None
     if command is None:
         if options.fmt is Format.json:
             raise UsageError("--format json prints the result of SQL: pass the SQL with -c or on standard input")

@@ -33,3 +33,14 @@ def test_an_error_is_not_a_result(cli, db):
     result = cli("db", "shell", "-c", "SELECT * FROM nosuch", "--format", "json")
     assert result.exit_code == 1 and result.stdout == "" and "nosuch" in result.stderr
     assert catalog_snapshot(db) == before
+
+
+def test_several_c_run_each_in_order_as_psql_does(cli, db):
+    ran = cli(
+        "db", "shell", "-c", "CREATE TABLE shell_two (id int)", "-c", "SELECT to_regclass('shell_two') IS NULL AS gone"
+    )
+    assert ran.exit_code == 0, ran.output
+    assert "CREATE TABLE" in ran.stdout and " False\n" in ran.stdout  # the first ran before the second looked
+    assert sql(db, "SELECT to_regclass('shell_two') IS NOT NULL") == [(True,)]
+    refused = cli("db", "shell", "-c", "SELECT 1", "-c", "SELECT 2", "--format", "json")
+    assert refused.exit_code == 2 and "pass one -c" in refused.stderr
