@@ -78,13 +78,23 @@ def _step(script: OfflineScript, step: ScriptStep) -> list[str]:
         f"{script.mark_start} \\gset",
         *_statements(step.body),
         "-- record it",
-        *_statements(step.record),
+        *_statements(step.record, after_reset=_ENCODING),
     ]
 
 
-def _statements(texts: tuple[str, ...]) -> list[str]:
+_ENCODING = "\\encoding UTF8"
+
+
+def _statements(texts: tuple[str, ...], after_reset: str | None = None) -> list[str]:
     # The terminator on a line of its own: a statement's trailing -- comment cannot swallow it.
-    return [f"{text}\n;" for text in texts]
+    lines = []
+    for text in texts:
+        lines.append(f"{text}\n;")
+        if after_reset is not None and "RESET ALL" in text:
+            # RESET ALL puts client_encoding back to psql's own (the locale's): the rows that
+            # follow, and the next step, are UTF-8 text.
+            lines.append(after_reset)
+    return lines
 
 
 def _one_line(text: str) -> str:

@@ -8,6 +8,7 @@ tracking rows and the audit rows (all but ids, times and who ran them).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -269,6 +270,27 @@ def test_a_script_for_another_schema_and_prefix(cli, db, database_url, tmp_path:
     assert sql(db, "SELECT count(*) FROM tracking.app_migrations_audit WHERE operation = 'migrate'") == [(5,)]
     assert sql(db, "SELECT to_regclass('public.schema_migrations')") == [(None,)]
     assert "this script is a no-op" in script_of(cli, "db", "migrate", *where)
+
+
+def test_non_ascii_text_survives_a_client_whose_encoding_is_not_utf8(cli, db, database_url, migrations_dir, tmp_path):
+    """psql's own client encoding (the locale's) comes back after each step's RESET ALL: the
+    script sets UTF-8 again, so the rows and the next step's text arrive as written."""
+    write(
+        migrations_dir,
+        "006_cafe_menu.sql",
+        "CREATE TABLE menu (dish text);\nINSERT INTO menu VALUES ('crème brûlée');\n",
+    )
+    write(migrations_dir, "007_more.sql", "-- naïve\nINSERT INTO menu VALUES ('smørrebrød');\n")
+    script = script_of(cli, "db", "migrate")
+    path = tmp_path / "script.sql"
+    path.write_text(script, encoding="utf-8")
+    argv = [str(embedded.bin_dir() / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-d", database_url, "-f", str(path)]
+    ran = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env={**os.environ, "PGCLIENTENCODING": "LATIN1"}
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert sql(db, "SELECT dish FROM menu ORDER BY dish") == [("crème brûlée",), ("smørrebrød",)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version IN ('006', '007') AND success") == [(2,)]
 
 
 def test_a_script_is_for_the_schema_it_was_written_from(cli, db, database_url, twin, migrations_dir: Path, tmp_path):
