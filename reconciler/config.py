@@ -239,6 +239,12 @@ def _dotenv_variables(path: Path | None, entries: list[dotenv.Entry]) -> dict[st
     for name, entry in found.items():
         if name.startswith("POSTSTACK_") and not entry.value.strip():
             raise UsageError(f"{path}:{entry.line}: {name} is set but empty; give it a value or remove the line")
+        if "${" in entry.value:
+            # dbmate and compose expand it; taken as written it would name a database nobody meant.
+            raise UsageError(
+                f"{path}:{entry.line}: {name} refers to another variable (${{...}}), which poststack does not expand",
+                "Write the value out in .env, or set the variable in the environment, where the shell expands it.",
+            )
     return found
 
 

@@ -4,7 +4,8 @@ One ``KEY=value`` a line, optionally after ``export``; blank lines and ``#`` com
 skipped. An unquoted value ends at its last non-blank character or at `` #``; a
 single-quoted value is literal; a double-quoted one understands ``\\n``, ``\\t``, ``\\r``,
 ``\\"`` and ``\\\\``. Either quote may span lines (a PEM key). Values are not expanded
-(``${VAR}`` stays as written). A line that is none of these is an error naming file:line,
+(``${VAR}`` stays as written; config refuses it in a value poststack reads). A bare
+``KEY`` line (compose: take it from the environment) is skipped. A line that is none of these is an error naming file:line,
 rather than a setting silently dropped: that, and never echoing a line (it may hold a
 secret), is why this is not python-dotenv, which logs a warning and skips such a line.
 """
@@ -21,6 +22,7 @@ FILENAME = ".env"
 
 # Other applications' keys share the file: accept the names they commonly use (a.b, a-b).
 _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(?P<rest>.*)$", re.DOTALL)
+_BARE_KEY = re.compile(r"^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_.-]*\s*$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 
 
@@ -65,6 +67,8 @@ def parse(text: str, path: Path | str) -> list[Entry]:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        if _BARE_KEY.match(line):
+            continue  # KEY alone: compose's "take it from the environment"; nothing to read here
         match = _ASSIGNMENT.match(line)
         if match is None:
             raise UsageError(

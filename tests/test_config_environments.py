@@ -301,3 +301,10 @@ def test_an_environment_without_a_url_never_falls_back_to_the_embedded_server(tm
     assert resolve_settings(environ={}, cwd=tmp_path, embedded_by_default=True).embedded
     with pytest.raises(DatabaseUnavailable):
         resolve_settings(environ={}, cwd=tmp_path)
+
+
+def test_a_dotenv_value_poststack_reads_may_not_refer_to_another_variable(tmp_path: Path):
+    (tmp_path / ".env").write_text("HOST=db\nOTHER=${HOST}/x\nDATABASE_URL=postgresql://app@${HOST}/app\n")
+    with pytest.raises(UsageError) as raised:
+        resolve_settings(environ={}, cwd=tmp_path)
+    assert raised.value.summary.startswith(f"{tmp_path / '.env'}:3: DATABASE_URL refers to another variable")

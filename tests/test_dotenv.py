@@ -19,6 +19,7 @@ def values(text: str) -> dict[str, str]:
     ("text", "expected"),
     [
         ("KEY=value\n", {"KEY": "value"}),
+        ("KEY\nexport OTHER\nA=1\n", {"A": "1"}),  # bare keys (compose: from the environment) are skipped
         ("export KEY=value\n", {"KEY": "value"}),
         ("  export   KEY = value  \n", {"KEY": "value"}),
         ("KEY=\n", {"KEY": ""}),
@@ -53,7 +54,7 @@ def test_entries_know_their_line():
     ("text", "message"),
     [
         ("A=1\nnot an assignment\n", ".env:2: not a KEY=value line"),
-        ("A=1\nexport B\n", ".env:2: not a KEY=value line"),
+        ("A=1\n= value\n", ".env:2: not a KEY=value line"),
         ("1KEY=x\n", ".env:1: not a KEY=value line"),
         ("A=1\nB='never closed\nC=3\n", ".env:2: the value of B opens a ' quote that is never closed"),
         ('B="x\\"\n', '.env:1: the value of B opens a " quote that is never closed'),
