@@ -355,3 +355,47 @@ def test_the_script_holds_what_the_executor_sends(cli, database_url, migrations_
     expected = [measured_aside(s) for step in steps for s in (*step.body, *step.record)]
     assert [measured_aside(s) for s in sent] == expected
     assert sum(1 for sql_text, _ in expected if sql_text == "BEGIN") == 5  # 4 steps in one, 005's record in its own
+
+
+FLYWAY = {
+    "beforeMigrate.sql": "CREATE TABLE IF NOT EXISTS run_log (id serial PRIMARY KEY, event text);\n"
+    "INSERT INTO run_log (event) VALUES ('beforeMigrate');\n",
+    "beforeEachMigrate.sql": "INSERT INTO run_log (event) VALUES ('beforeEach');\n",
+    "afterMigrate.sql": "INSERT INTO run_log (event) VALUES ('afterMigrate');\n",
+    "V1__items.sql": "CREATE TABLE items (id int PRIMARY KEY, name text);\n",
+    "V2__seed.sql": "INSERT INTO items VALUES (1, 'one');\n",
+    "R__items_view.sql": "CREATE OR REPLACE VIEW items_view AS SELECT id, name FROM items;\n",
+}
+
+
+def test_with_flyway_repeatables_and_callbacks_the_script_is_db_migrate(db, database_url, twin, tmp_path: Path):
+    """Items 5 and 6 together: callbacks and repeatables come out in the script where
+    db migrate runs them, and an edited repeatable's second application too."""
+    directory = tmp_path / "flyway"
+    directory.mkdir()
+    for name, text in FLYWAY.items():
+        (directory / name).write_text(text)
+    twin_url, twin_db, _ = twin
+
+    def run(url: str, *args: str):  # type: ignore[no-untyped-def]
+        return run_cli(*args, "--database-url", url, "--migrations-dir", str(directory))
+
+    def compared(conn, url):  # type: ignore[no-untyped-def]
+        return {
+            "schema": schema_dump(url),
+            "tracking": sql(conn, TRACKING),
+            "audit": sql(conn, AUDIT),
+            "log": sql(conn, "SELECT event FROM run_log ORDER BY id"),
+        }
+
+    for _ in range(2):  # the first run, then after the repeatable was edited
+        script = run(twin_url, "db", "migrate", "--dry-run", "--format", "sql")
+        assert script.exit_code == 0, script.output
+        ran = psql(twin_url, script.stdout, tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        assert run(database_url, "db", "migrate").exit_code == 0
+        assert compared(twin_db, twin_url) == compared(db, database_url)
+        (directory / "R__items_view.sql").write_text(
+            "CREATE OR REPLACE VIEW items_view AS SELECT id, name, 1 AS n FROM items;\n"
+        )
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = 'R__items_view'") == [(2,)]
