@@ -15,6 +15,8 @@ import psycopg2
 
 from reconciler.config import TrackingLocation
 from reconciler.desired.effects import ObjectRef
+from reconciler.errors import UsageError
+from reconciler.statements import Statement
 
 _CATALOG_SQL = r"""
 WITH ns AS (
@@ -194,3 +196,27 @@ def _try(session: Any, versions: list[str], queries: dict[str, str], results: di
         return
     for version, value in zip(versions, row or (), strict=True):
         results[version] = value if isinstance(value, bool) else "it returned NULL or no row"
+
+
+def still_unapplied_statement(version: str, verify_text: str, again: str) -> Statement:
+    """Stop (an error) if ``version``'s verify script now says it is applied: an offline
+    script written while it said not must not run it over work someone did by hand since
+    (db migrate holds such a migration)."""
+    try:
+        query = verify_query(verify_text).replace("%", "%%")  # the statement has parameters
+    except VerifyScriptError as e:
+        raise UsageError(
+            f"migration {version}: its verify script {e}: a script cannot check it before running the migration"
+        ) from e
+    return Statement(
+        "DO $poststack$\n"
+        "BEGIN\n"
+        f"    IF coalesce(({query})::boolean, false) THEN\n"
+        "        RAISE EXCEPTION 'poststack: the verify script of migration %% now says it is applied (run by hand since "
+        "this script was written?); nothing was run', %(version)s\n"
+        "            USING HINT = %(again)s;\n"
+        "    END IF;\n"
+        "END\n"
+        "$poststack$",
+        {"version": version, "again": again},
+    )

@@ -22,6 +22,7 @@ from reconciler.diagnosis.attribution import attribute_unapplied
 from reconciler.diagnosis.pending import NOTHING_ALLOWED, Allowances, OwnTablesAtRisk, Readiness, decide
 from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
 from reconciler.observed import locking, tracking
+from reconciler.observed.catalog import still_unapplied_statement
 from reconciler.observed.state import read_state_of
 from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking
 from reconciler.remediation import executor
@@ -334,7 +335,11 @@ def migrate_script(
     observed, readiness = look(session, settings, migrations, target, allow)
     prepare = None if observed.complete else _create_tracking_plan(settings, migrations, observed)
     plan = migrate_plan(migrations, _as_under_lock(observed), readiness, target)
-    return _script(session, "migrate", plan, prepare, observed)
+    # What may have been run by hand since: the verify scripts of what it runs, asked again.
+    again = "Write it again: poststack db migrate --dry-run --format sql"
+    running = [migrations.find(s.version) for s in plan.steps if s.action == "apply_migration" and s.version]
+    checks = tuple(still_unapplied_statement(m.version, m.verify.text, again) for m in running if m and m.verify)
+    return _script(session, "migrate", plan, prepare, observed, checks)
 
 
 def rollback_script(session: Session, settings: Settings, migrations: MigrationSet, target: str) -> OfflineScript:
@@ -355,7 +360,12 @@ def _as_under_lock(observed: ObservedTracking) -> ObservedTracking:
 
 
 def _script(
-    session: Session, operation: str, plan: Plan, prepare: Plan | None, observed: ObservedTracking
+    session: Session,
+    operation: str,
+    plan: Plan,
+    prepare: Plan | None,
+    observed: ObservedTracking,
+    checks: tuple[Statement, ...] = (),
 ) -> OfflineScript:
     location = plan.tracking
     who = AsIs(tracking.OFFLINE_HOLDER_SQL)
@@ -388,6 +398,7 @@ def _script(
         locking.offline_acquire_statement(location),
         tracking.unchanged_rows_statement(location, digest, again),
         unchanged_catalog_statement(location, catalog, again),
+        *checks,
     ]
     return OfflineScript(
         operation=operation,

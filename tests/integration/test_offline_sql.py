@@ -168,6 +168,31 @@ def test_the_rollback_script_leaves_the_database_as_rollback_does(
         assert text.exit_code == 0 and "Nothing to roll back" in text.stdout and "no-op" in text.stdout
 
 
+def test_a_migration_its_verify_script_now_says_applied_is_not_run_again(
+    cli, db, database_url, migrations_dir, tmp_path
+):
+    """A data migration leaves the schema as it was: its verify script is the only sign it
+    ran by hand after the script was written, and the script asks it again, as migrate does."""
+    assert cli("db", "migrate").exit_code == 0
+    write(
+        migrations_dir,
+        "006_seed.sql",
+        "INSERT INTO accounts (email, display_name) VALUES ('seed@example.com', 'Seed');\n",
+    )
+    write(
+        migrations_dir,
+        "006_seed.verify.sql",
+        "SELECT EXISTS (SELECT 1 FROM accounts WHERE email = 'seed@example.com');\n",
+    )
+    script = script_of(cli, "db", "migrate")
+    sql(db, (migrations_dir / "006_seed.sql").read_text())  # a DBA runs it by hand
+    ran = psql(database_url, script, tmp_path)
+    assert ran.returncode == 3, ran.stderr
+    assert "the verify script of migration 006 now says it is applied" in ran.stderr
+    assert sql(db, "SELECT count(*) FROM accounts WHERE email = 'seed@example.com'") == [(1,)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '006'") == [(0,)]
+
+
 def test_a_stale_script_stops_before_changing_anything(cli, db, database_url, tmp_path: Path):
     script = script_of(cli, "db", "migrate")
     assert cli("db", "migrate", "--target", "001").exit_code == 0
