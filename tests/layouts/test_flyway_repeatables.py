@@ -163,3 +163,28 @@ def test_the_other_migrate_callbacks_fire_where_flyways_dbmigrate_fires_them(pro
     assert order() == ["afterVersioned.sql"]  # nothing to apply: afterVersioned still fires, as in Flyway
     (project / "V3__more.sql").write_text("SELECT 3;\n")
     assert order() == ["3", "afterVersioned.sql", "afterMigrateApplied.sql"]  # no repeatable ran
+
+
+def test_a_later_versioned_migration_changing_a_repeatables_view_is_no_drift(
+    tmp_path: Path, database_url: str, db
+) -> None:  # type: ignore[no-untyped-def]
+    """Flyway ran R__ before V2 (it came later); V2 widens the view on purpose. The replay runs
+    repeatables last, so the view R__ made differs from the live one: that is history, not drift."""
+    directory = tmp_path / "sql"
+    directory.mkdir()
+    (directory / "V1__items.sql").write_text("CREATE TABLE items (id int PRIMARY KEY, name text, qty int);\n")
+    (directory / "R__views.sql").write_text(
+        "DROP VIEW IF EXISTS item_names;\nCREATE VIEW item_names AS SELECT id, name FROM items;\n"
+    )
+    assert poststack(database_url, directory, "db", "migrate").exit_code == 0
+    (directory / "V2__widen_view.sql").write_text(
+        "CREATE OR REPLACE VIEW item_names AS SELECT id, name, qty FROM items;\n"
+    )
+    assert poststack(database_url, directory, "db", "migrate").exit_code == 0
+    diagnosis = poststack(database_url, directory, "db", "diagnose", "--format", "json")
+    issues = {i["type"] for i in json.loads(diagnosis.stdout)["issues"]}
+    assert issues == {"rollback_missing"}, diagnosis.output  # no U__ undo files: that, and nothing else
+    # Gone by hand, it is still missing.
+    sql(db, "DROP VIEW item_names")
+    gone = poststack(database_url, directory, "db", "diagnose", "--format", "json")
+    assert "missing_objects" in {i["type"] for i in json.loads(gone.stdout)["issues"]}
