@@ -8,6 +8,7 @@ with this one function, so the two cannot leave a database differently."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from reconciler.desired.files import (
     AFTER_MIGRATE,
@@ -48,7 +49,19 @@ def with_run_callbacks(
         out += list(steps[repeatable:end])
     if applying:  # run only if everything before succeeded: the executor stops at a failure
         out += callback_steps(ctx, AFTER_MIGRATE_APPLIED)
-    return out + callback_steps(ctx, AFTER_MIGRATE) + list(steps[end:])
+    return _each_alone(out + callback_steps(ctx, AFTER_MIGRATE) + list(steps[end:]))
+
+
+def _each_alone(steps: list[PlannedStep]) -> list[PlannedStep]:
+    """Each run-level callback in a transaction of its own, as in Flyway, also where a plan
+    would group steps into one (apply): what committed before it stays when it fails."""
+    out = list(steps)
+    for index, step in enumerate(out):
+        if step.action == "run_callback":
+            out[index] = replace(step, commit_after=True)
+            if index > 0:
+                out[index - 1] = replace(out[index - 1], commit_after=True)
+    return out
 
 
 def _is_repeatable(step: PlannedStep) -> bool:

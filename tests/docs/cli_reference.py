@@ -51,8 +51,9 @@ one outside, as the run has it), and the tracking and audit rows the run writes,
 included, with their times, `execution_ms` and `applied_by` computed as the script runs (the
 audit rows' `host_pid` names psql's backend). Before changing anything it checks that the
 tracking rows (versions, checksums, outcomes) and the schema (every object poststack reads,
-by definition) are still those it was written for, and stops otherwise: which migrations it
-holds as applied by hand was decided from them. A twin database, with the same history and
+by definition) are still those it was written for, and that no migration it runs is now
+shown applied by its verify script, and stops otherwise: which migrations it holds as
+applied by hand was decided from them. A twin database, with the same history and
 schema, will do. At an error it stops
 there, as a killed run would: a migration in a transaction is rolled back, no failure row is
 written, and the lock row stays set (see `db diagnose`, then `db unlock-migrations

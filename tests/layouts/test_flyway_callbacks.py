@@ -185,6 +185,14 @@ def test_apply_runs_the_callbacks_where_db_migrate_runs_them(project: Path, data
     again = poststack(database_url, project, "apply", "--auto-approve")
     assert again.exit_code == 0, again.output
     assert logged(db, mark) == []
+    # Each in a transaction of its own, as db migrate runs them: a failing afterMigrate keeps
+    # the migration applied before it.
+    (project / "afterMigrate__zz.sql").write_text("SELECT 1 / 0;\n")
+    (project / "V3__note.sql").write_text("ALTER TABLE items ADD COLUMN note text;\n")
+    failed = poststack(database_url, project, "apply", "--auto-approve")
+    assert failed.exit_code == 1, failed.output
+    assert sql(db, "SELECT success FROM schema_migrations WHERE version = '3'") == [(True,)]
+    assert [e for e, _ in logged(db, mark)][-1] == "afterMigrate"
 
 
 def test_a_failing_after_each_migrate_rolls_its_migration_back(project: Path, database_url: str, db: Any) -> None:
