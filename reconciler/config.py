@@ -341,7 +341,7 @@ def _environment_url(name: str, sources: _Sources) -> tuple[str | None, str]:
     variable = SETTING_VARIABLES["database_url"]
     given, given_by = sources.variable(variable)
     table, label = sources.chosen_environment("database_url")
-    if given is not None and table is not None and masked_url(given) != masked_url(str(table)):
+    if given is not None and table is not None and not _same_database(given, str(table)):
         raise UsageError(
             f"{given_by} ({masked_url(given)}) and {label} ({masked_url(str(table))}) name two databases",
             f"Unset {variable}, or leave database_url out of [{sources.project.environment_table(name)}].",
@@ -349,6 +349,21 @@ def _environment_url(name: str, sources: _Sources) -> tuple[str | None, str]:
     if given is not None:
         return given, given_by
     return (None, "") if table is None else (str(table), label)
+
+
+def _same_database(a: str, b: str) -> bool:
+    """Whether two URLs name one database, passwords aside: the project file names the
+    database, the deploy's secret often the same one with its password."""
+
+    def plain(url: str) -> str:
+        url = re.sub(r"^postgres(ql)?(\+psycopg2)?://", "postgresql://", url.strip())
+        base, _, query = url.partition("?")
+        kept = [p for p in query.split("&") if p and not p.lower().startswith("password=")]
+        match = _CARELESS_URL.match(base)
+        base = match["head"][:-1] + match["tail"] if match else base  # user:password@ -> user@
+        return base + ("?" + "&".join(kept) if kept else "")
+
+    return plain(a) == plain(b)
 
 
 def _no_url_for_environment(name: str, sources: _Sources) -> UsageError:

@@ -101,10 +101,15 @@ def test_poststack_database_url_and_an_environments_url_must_agree(project: Path
         resolve_settings(environment="prod", environ={"POSTSTACK_DATABASE_URL": URL_OWN}, cwd=project)
     assert raised.value.exit_code == 2
     assert "name two databases" in raised.value.summary and "s3cret" not in raised.value.summary
-    # The same database, its password given by the secret: one database.
-    same = "postgresql://prod:other@h/prod"
-    settings = resolve_settings(environment="prod", environ={"POSTSTACK_DATABASE_URL": same}, cwd=project)
-    assert settings.database_url == same and settings.url_source == "POSTSTACK_DATABASE_URL"
+    # The same database, its password given by the secret: one database, however written.
+    for same in (
+        "postgresql://prod:other@h/prod",
+        "postgresql://prod@h/prod",
+        "postgres://prod:s3cret@h/prod ",
+        "postgresql://prod@h/prod?password=other",
+    ):
+        settings = resolve_settings(environment="prod", environ={"POSTSTACK_DATABASE_URL": same}, cwd=project)
+        assert settings.database_url == same and settings.url_source == "POSTSTACK_DATABASE_URL"
     # From .env, as from the shell: a break-glass URL there is never silently ignored.
     (project / ".env").write_text(f"POSTSTACK_DATABASE_URL={URL_DOTENV}\n")
     with pytest.raises(UsageError, match=r"POSTSTACK_DATABASE_URL in .*\.env .* name two databases"):
