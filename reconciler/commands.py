@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -348,17 +348,18 @@ def strip_psql_meta(sql: str) -> str:
 
 def shell_command(settings: Settings, sql: str, notify: Notify | None = None) -> ShellResult:
     """Run ``sql`` as one request (several statements run as one transaction, as psql -c does)."""
-    return shell_commands(settings, [sql], notify)[0]
+    return next(shell_commands(settings, [sql], notify))
 
 
-def shell_commands(settings: Settings, sqls: list[str], notify: Notify | None = None) -> list[ShellResult]:
-    """Run each of ``sqls`` as a request of its own, in order, as psql runs several -c; the
-    first that fails stops the rest (its error is raised)."""
+def shell_commands(settings: Settings, sqls: list[str], notify: Notify | None = None) -> Iterator[ShellResult]:
+    """Run each of ``sqls`` as a request of its own, in order, as psql runs several -c: each
+    result as it comes; the first that fails stops the rest (its error is raised)."""
     texts = [strip_psql_meta(sql) for sql in sqls]
     if not texts or any(not text.strip() for text in texts):
         raise UsageError("no SQL to run")
     with connect(settings, notify) as session:
-        return [run_sql(session, text) for text in texts]
+        for text in texts:
+            yield run_sql(session, text)
 
 
 def run_sql(session: Session, sql: str) -> ShellResult:

@@ -765,12 +765,18 @@ def shell(
     if len(commands_given) > 1 and options.fmt is Format.json:
         raise UsageError("--format json prints the result of one request: pass one -c (statements may be several)")
     if len(commands_given) > 1:
-        results = commands.shell_commands(settings, commands_given, notify=_notify)
-        for each in results:
-            for notice in each.notices:
-                _err(notice)
-            typer.echo(report.shell_text(each))
-        _err(report.database_line(results[-1].database))
+        done = 0
+        try:
+            for each in commands.shell_commands(settings, commands_given, notify=_notify):
+                for notice in each.notices:
+                    _err(notice)
+                typer.echo(report.shell_text(each))
+                done += 1
+        except Exception:
+            if done:  # what ran before is committed: say so before the error
+                _err(f"⚠️  -c {done + 1} of {len(commands_given)} failed; the {done} before it ran, each on its own")
+            raise
+        _err(report.database_line(each.database))
         return
     command = commands_given[0] if commands_given else None
     if command is None:

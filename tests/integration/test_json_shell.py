@@ -42,5 +42,8 @@ def test_several_c_run_each_in_order_as_psql_does(cli, db):
     assert ran.exit_code == 0, ran.output
     assert "CREATE TABLE" in ran.stdout and " False\n" in ran.stdout  # the first ran before the second looked
     assert sql(db, "SELECT to_regclass('shell_two') IS NOT NULL") == [(True,)]
+    half = cli("db", "shell", "-c", "SELECT 'first' AS said", "-c", "SELECT 1 / 0", "-c", "SELECT 'third'")
+    assert half.exit_code == 1 and "first" in half.stdout and "third" not in half.stdout
+    assert "-c 2 of 3 failed; the 1 before it ran" in half.stderr
     refused = cli("db", "shell", "-c", "SELECT 1", "-c", "SELECT 2", "--format", "json")
     assert refused.exit_code == 2 and "pass one -c" in refused.stderr
