@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from sqlalchemy.engine import make_url
+
 from tests.conftest import catalog_snapshot, sql
 from tests.integration.test_json_output import conforming
 
 
-def test_a_query(cli):
+def test_a_query(cli, database_url):
     query = (
         "SELECT 1 AS one, 'x' AS two, NULL AS nothing, true AS yes, 1.50::numeric AS price, "
         "ARRAY[1, 2] AS pair, '{\"a\": 1}'::jsonb AS doc, 0.5::float8 AS half, "
@@ -16,7 +18,9 @@ def test_a_query(cli):
     assert data["status"] == "SELECT 2" and data["notices"] == []
     assert data["columns"] == ["one", "two", "nothing", "yes", "price", "pair", "doc", "half", "at"]
     assert data["rows"][0] == [1, "x", None, True, "1.50", [1, 2], {"a": 1}, 0.5, "2026-11-24T12:06:43+00:00"]
-    assert len(data["rows"]) == 2 and "***" not in data["database"] and data["database"].startswith("postgresql://")
+    assert len(data["rows"]) == 2 and data["database"].startswith("postgresql://")
+    password = make_url(database_url).password  # the server may be one with passwords (CI's PostgreSQL 15)
+    assert not password or (password not in data["database"] and "***" in data["database"])
 
 
 def test_a_statement_without_rows_and_its_notices(cli, db):
