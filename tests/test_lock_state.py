@@ -51,6 +51,12 @@ DESCRIBED = [
         "ci is another host, so its process cannot be checked from here",
     ),
     (
+        "an offline script run by psql",
+        replace(LIVE_ELSEWHERE, locked_by="psql:4242", client_alive=None),
+        "held by psql:4242 (backend pid 999, application poststack, age 60s, alive); its backend is running "
+        "`CREATE INDEX i ON t (c)` (for 5s); it is an offline script run by psql (db migrate --dry-run --format sql)",
+    ),
+    (
         "idle in a transaction",
         replace(LIVE_HERE, backend_state="idle in transaction"),
         f"{HEAD}, alive); its backend is idle in transaction, after `CREATE INDEX i ON t (c)`",

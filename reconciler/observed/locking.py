@@ -213,6 +213,8 @@ def _busy(session: Session, location: TrackingLocation, timeout_s: float) -> Loc
     holder = row_state.describe() if row_state and row_state.locked else describe_advisory_holder(session, location)
     if row_state is not None and row_state.orphaned:
         detail = orphan_advice(row_state)  # no run is migrating: only its backend lingers
+    elif row_state is not None and row_state.offline:
+        detail = "An offline script is migrating (psql). Wait for it to finish, or raise --lock-timeout."
     else:
         detail = "Another poststack run is migrating. Wait for it to finish, or raise --lock-timeout."
     error = LockTimeout(f"{LOCKED}: waited {timeout_s:g}s; {holder}", detail)

@@ -56,6 +56,10 @@ class TrackingRow:
         return version_key(self.version) or _odd_key(self.version)
 
 
+# locked_by of an offline script (psql runs it: no poststack process to check on).
+OFFLINE_HOST = "psql"
+
+
 @dataclass(frozen=True)
 class LockState:
     """The lock row, and whether the run it names is alive: its backend (seen from the
@@ -85,6 +89,11 @@ class LockState:
         """The poststack process is gone but its backend still runs (its last statement,
         until it next writes to the vanished client): neither live nor safe to clear."""
         return self.locked and self.backend_alive and self.client_alive is False
+
+    @property
+    def offline(self) -> bool:
+        """Held by an offline script (psql), not by a poststack process."""
+        return bool(self.locked_by) and self.locked_by.startswith(f"{OFFLINE_HOST}:")
 
     @property
     def host(self) -> str | None:
@@ -117,7 +126,9 @@ class LockState:
         if self.backend_alive:
             doing = self.activity()
             text += f"; its backend is {doing}" if doing else ""
-            if self.client_alive is None and self.host and not self.client_local:
+            if self.offline:
+                text += "; it is an offline script run by psql (db migrate --dry-run --format sql)"
+            elif self.client_alive is None and self.host and not self.client_local:
                 text += f"; {self.host} is another host, so its process cannot be checked from here"
             elif self.client_alive is None:
                 text += "; its process cannot be checked"
@@ -626,7 +637,7 @@ OFFLINE_MARK_START_SQL = f"SELECT extract(epoch FROM clock_timestamp()) AS {OFFL
 OFFLINE_EXECUTION_MS_SQL = f"((extract(epoch FROM clock_timestamp()) - :{OFFLINE_STARTED_VAR}) * 1000)::integer"
 # Who ran it (the lock row's locked_by, the audit row's host_pid): psql's backend. Not a
 # ``host:pid`` of this machine, so no run mistakes it for a poststack process it could check.
-OFFLINE_HOLDER_SQL = "'psql:' || pg_backend_pid()"
+OFFLINE_HOLDER_SQL = f"'{OFFLINE_HOST}:' || pg_backend_pid()"
 
 # The history the plan follows from: versions, checksums and outcomes in order (not the ids,
 # so a script written from one database runs on another with the same history).
