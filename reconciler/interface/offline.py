@@ -13,7 +13,8 @@ from reconciler.remediation.runner import OfflineScript, ScriptStep
 
 RUN_WITH = "psql -X -v ON_ERROR_STOP=1 -f FILE"
 # psql settings the script relies on, whatever a psqlrc or the command line set.
-_SETTINGS = ("\\set ON_ERROR_STOP on", "\\set AUTOCOMMIT on", "\\set ON_ERROR_ROLLBACK off", "\\encoding UTF8")
+_ENCODING = "\\encoding UTF8"
+_SETTINGS = ("\\set ON_ERROR_STOP on", "\\set AUTOCOMMIT on", "\\set ON_ERROR_ROLLBACK off", _ENCODING)
 
 
 def script_sql(script: OfflineScript, *, now: datetime | None = None) -> str:
@@ -80,9 +81,6 @@ def _step(script: OfflineScript, step: ScriptStep) -> list[str]:
         "-- record it",
         *_statements(step.record, after_reset=_ENCODING),
     ]
-
-
-_ENCODING = "\\encoding UTF8"
 
 
 def _statements(texts: tuple[str, ...], after_reset: str | None = None) -> list[str]:

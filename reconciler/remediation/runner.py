@@ -336,7 +336,7 @@ def migrate_script(
     prepare = None if observed.complete else _create_tracking_plan(settings, migrations, observed)
     plan = migrate_plan(migrations, _as_under_lock(observed), readiness, target)
     # What may have been run by hand since: the verify scripts of what it runs, asked again.
-    again = "Write it again: poststack db migrate --dry-run --format sql"
+    again = _write_again("migrate")
     running = [migrations.find(s.version) for s in plan.steps if s.action == "apply_migration" and s.version]
     checks = tuple(still_unapplied_statement(m.version, m.verify.text, again) for m in running if m and m.verify)
     return _script(session, "migrate", plan, prepare, observed, checks)
@@ -391,7 +391,7 @@ def _script(
             )
         return tuple(out)
 
-    again = f"Write it again: poststack db {operation} --dry-run --format sql"
+    again = _write_again(operation)
     digest = tracking.read_rows_digest(session, location, observed.exists)
     catalog = read_catalog_digest(session, location)
     acquire = [
@@ -411,6 +411,11 @@ def _script(
         steps=steps(plan),
         release=tuple(bind(s) for s in locking.offline_release_statements(location)),
     )
+
+
+def _write_again(operation: str) -> str:
+    """The hint of a script's refusal: what to run for a script of the database as it is now."""
+    return f"Write it again: poststack db {operation} --dry-run --format sql"
 
 
 def _refuse_psql_hazards(statement: Statement) -> None:
