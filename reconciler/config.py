@@ -46,6 +46,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "shadow_database_url": "POSTSTACK_SHADOW_DATABASE_URL",
     "lock_timeout": "POSTSTACK_LOCK_TIMEOUT",
     "numbering": "POSTSTACK_NUMBERING",  # how poststack new numbers: sequence or timestamp
+    "lint_ignore": "POSTSTACK_LINT_IGNORE",  # lint rules switched off: codes or names, comma-separated
 }
 # Chooses an [environments.NAME] table, as --env does; not a setting of the project file.
 ENVIRONMENT_VARIABLE = "POSTSTACK_ENV"
@@ -148,6 +149,7 @@ class Settings:
     environment: str | None = None  # the [environments.NAME] chosen, if any
     origins: Origins = Origins()
     numbering: str | None = None  # poststack new: sequence or timestamp; None: as the files are numbered
+    lint_ignore: tuple[str, ...] = ()  # lint rules switched off for the project (checked by lint)
 
     @property
     def tracking(self) -> TrackingLocation:
@@ -532,6 +534,11 @@ def resolve_settings(
             "poststack new numbers migrations by sequence (003 -> 004) or by UTC timestamp.",
         )
 
+    found, origins["lint_ignore"] = lookup.first("--lint-ignore", None, "lint_ignore")
+    if isinstance(found, str):  # from the environment: comma-separated
+        found = [part for part in found.replace(" ", ",").split(",") if part]
+    lint_ignore = tuple(str(code) for code in found) if isinstance(found, list) else ()
+
     if nothing_named and chosen is not None and needs_database:
         raise _no_url_for_environment(chosen, lookup)
     if nothing_named and not embedded_by_default:
@@ -555,4 +562,5 @@ def resolve_settings(
             dotenv_file=dotenv_path,
         ),
         numbering=numbering,
+        lint_ignore=lint_ignore,
     )

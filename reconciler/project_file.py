@@ -28,7 +28,8 @@ STRING_KEYS = (
     "numbering",
 )
 NUMBER_KEYS = ("lock_timeout",)
-KEYS = (*STRING_KEYS, *NUMBER_KEYS)
+LIST_KEYS = ("lint_ignore",)  # lists of strings
+KEYS = (*STRING_KEYS, *NUMBER_KEYS, *LIST_KEYS)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ def _checked(table: Mapping[str, object], where: str, *, allow_environments: boo
             raise UsageError(f"{where}: {key} must be a number of seconds, not {_type_name(value)} ({value!r})")
         if key in NUMBER_KEYS and not math.isfinite(float(value)):  # type: ignore[arg-type]
             raise UsageError(f"{where}: {key} must be a finite number of seconds, not {value!r}")
+        if key in LIST_KEYS and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise UsageError(f"{where}: {key} must be an array of strings, not {_type_name(value)} ({value!r})")
     return {k: v for k, v in table.items() if k != ENVIRONMENTS}
 
 

@@ -812,6 +812,27 @@ def diagnose(
 
 
 @db_command(db_app, also=("fmt", *REPLAY_OPTIONS))
+def lint(
+    options: Shared,
+    versions: Annotated[
+        list[str] | None, typer.Argument(help="Only these migrations [default: the pending ones].")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Lint the whole history, applied migrations too.")] = False,
+    severity: Annotated[
+        str, typer.Option("--severity", help="Exit 1 on findings at or above: info, low, medium, high.")
+    ] = "low",
+) -> None:
+    """What the migrations will lock and rewrite: measured in a shadow, sized on this database."""
+    from reconciler.diagnosis.lint.base import LintSeverity
+    from reconciler.diagnosis.linting import lint_migrations
+    from reconciler.interface import lint_view
+
+    minimum = LintSeverity.parse(severity)
+    result = lint_migrations(options.settings(), tuple(versions or ()), every, minimum, notify=_notify)
+    _emit(options.fmt, result, lint_view.lint_text, lint_view.lint_json, ok=result.ok)
+
+
+@db_command(db_app, also=("fmt", *REPLAY_OPTIONS))
 def validate(
     options: Shared,
     check_rollbacks: Annotated[

@@ -28,6 +28,7 @@ def rows(settings: Settings) -> list[Row]:
         "shadow_database_url": masked_url(settings.shadow_url) if settings.shadow_url else None,
         "lock_timeout": settings.lock_timeout,
         "numbering": settings.numbering,
+        "lint_ignore": ", ".join(settings.lint_ignore) or None,
     }
     return [Row(key, shown[key], settings.origins.of(key), variable) for key, variable in SETTING_VARIABLES.items()]
 
@@ -37,6 +38,7 @@ _UNSET = {
     "layout": "detected from the migrations directory",
     "shadow_database_url": "a scratch database beside the target",
     "numbering": "as the existing migrations are numbered",
+    "lint_ignore": "no rule switched off",
 }
 
 

@@ -161,7 +161,7 @@ def _replay(
         steps: list[tuple[str, Changes]] = []
         stop = None
         for index, migration in enumerate(migrations, start=1):
-            stop = _run_batched(shadow, migration, reset, guard)
+            stop = run_batched(shadow, migration, reset, guard)
             if stop is not None:
                 reused = min(reused, index)
                 break
@@ -205,7 +205,7 @@ _NOT_BESIDE_THE_TARGET = (
 )
 
 
-def _run_batched(
+def run_batched(
     shadow: Session, migration: Migration, reset: Statement, guard: ServerGuard | None
 ) -> ReplayStop | None:
     """A migration that runs in a transaction, sent whole in one round trip with its reset

@@ -25,6 +25,7 @@ from reconciler.config import Settings, TrackingLocation, masked_url
 from reconciler.db import Session, open_raw, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import ReplayCache
+from reconciler.desired.replay.measure import Measurement, measure
 from reconciler.desired.replay.replay import Replay, replay
 from reconciler.desired.replay.roundtrip import RoundTrip, round_trip_history
 from reconciler.desired.replay.shadow import can_create_databases, scratch_session
@@ -243,3 +244,44 @@ def round_trip_in_shadow(
         return RoundTripCheck(where, result, None, warnings)
     except (psycopg2.Error, PoststackError) as e:
         return RoundTripCheck(where, None, f"it failed in {where}: {_why(e)}", warnings)
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """lint: the history run in a shadow, the wanted migrations watched statement by statement."""
+
+    shadow: str  # where it ran (or would have)
+    measurement: Measurement | None  # None: it could not run (``unavailable`` says why)
+    unavailable: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        if self.measurement is None:
+            return (f"ℹ️  Nothing measured ({self.unavailable}): findings come from the SQL alone.",)
+        said = tuple(f"⚠️  {w}" for w in self.warnings)
+        stop = self.measurement.stopped
+        if stop is not None:
+            said += (
+                f"⚠️  The shadow run stopped at migration {stop.version} ({stop.reason}): it and the migrations "
+                "after it are linted from the SQL alone.",
+            )
+        return said
+
+
+def measure_in_shadow(
+    target: Session, history: Sequence[Migration], wanted: frozenset[str], settings: ShadowSettings
+) -> MeasuredRun:
+    """The history run in a shadow chosen as replay chooses one, ``wanted`` watched. Only
+    catalog reads reach the target."""
+    try:
+        where, opener, _major, warnings, guarded = choose_shadow(target, settings)
+    except (psycopg2.Error, PoststackError) as e:
+        if isinstance(e, DatabaseUnavailable) and settings.url is not None:
+            raise  # the shadow the person named cannot be reached: say so, exit 3
+        return MeasuredRun("none", None, f"no shadow database could be had: {_why(e)}")
+    try:
+        result = measure(opener, history, wanted, migrations_search_path(target), guarded)
+        return MeasuredRun(where, result, None, warnings)
+    except (psycopg2.Error, PoststackError) as e:
+        return MeasuredRun(where, None, f"it failed in {where}: {_why(e)}", warnings)

@@ -1,0 +1,343 @@
+"""What each statement of a migration locks, rewrites and scans, measured in a shadow.
+
+The history is run in a shadow (as replay runs it) up to the last migration asked about.
+Those migrations run statement by statement, and after each one, in the same round trip and
+before the transaction commits, the migrating backend reads its own state:
+
+- ``pg_locks`` for its own pid: the relation locks it now holds, and in which mode;
+- ``pg_class.relfilenode``: a relation given a new file was rewritten;
+- ``pg_stat_get_xact_numscans``: a relation the statement read through (a validation scan).
+
+Only relations that existed before the migration count: creating a table and indexing it in
+the same file blocks nobody. A statement PostgreSQL refuses in a transaction (CREATE INDEX
+CONCURRENTLY, VACUUM) holds its locks only while it runs: its facts are the ones PostgreSQL
+documents for it, and say so (basis "documented").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+
+from reconciler.db import Session, server_error_text
+from reconciler.desired.files import Migration
+from reconciler.desired.replay.replay import ReplayStop, reset_statement, run_batched, run_migration
+from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
+from reconciler.desired.script import ScriptStatement
+from reconciler.errors import MigrationFileError
+from reconciler.statements import Statement
+
+# PostgreSQL's table lock modes, weakest first, as pg_locks spells them.
+LOCK_MODES = (
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
+# What each mode stops others from doing while it is held.
+BLOCKS_READS = frozenset({"AccessExclusiveLock"})
+BLOCKS_WRITES = frozenset({"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"})
+
+# The relations of the shadow a migration can touch: one row each, read before a migration.
+_RELATIONS = """SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'information_schema'
+  AND n.nspname NOT LIKE 'pg\\_%'"""
+# After each statement, in the migrating backend: per relation that existed before the
+# migration, its file, the scans so far in this session, and the strongest lock held.
+_STATE = """SELECT c.oid, c.relfilenode, pg_catalog.pg_stat_get_xact_numscans(c.oid),
+  (SELECT max(array_position(%(modes)s::text[], l.mode)) FROM pg_catalog.pg_locks l
+    WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.relation = c.oid AND l.granted)
+FROM pg_catalog.pg_class c WHERE c.oid = ANY(%(oids)s::oid[])"""
+
+
+def lock_name(mode: str) -> str:
+    """'AccessExclusiveLock' -> 'ACCESS EXCLUSIVE', as LOCK TABLE and the docs write it."""
+    words, word = [], ""
+    for char in mode.removesuffix("Lock"):
+        if char.isupper() and word:
+            words.append(word)
+            word = ""
+        word += char
+    return " ".join([*words, word]).upper()
+
+
+@dataclass(frozen=True)
+class RelationLock:
+    relation: str  # schema.name
+    mode: str  # as pg_locks spells it: AccessExclusiveLock
+
+    @property
+    def label(self) -> str:
+        return lock_name(self.mode)
+
+    @property
+    def blocks_reads(self) -> bool:
+        return self.mode in BLOCKS_READS
+
+    @property
+    def blocks_writes(self) -> bool:
+        return self.mode in BLOCKS_WRITES
+
+
+@dataclass(frozen=True)
+class StatementFacts:
+    """What one statement did to relations that existed before its migration."""
+
+    version: str
+    line: int
+    # The locks held once it ran, strongest first: a lock is held until its transaction ends,
+    # so one an earlier statement took is held through this one too.
+    locks: tuple[RelationLock, ...]
+    rewritten: tuple[str, ...]  # relations it gave a new file
+    scanned: tuple[str, ...]  # relations it read through
+    basis: str = "measured"  # or "documented": it cannot run in a transaction to be watched
+    taken: tuple[str, ...] = ()  # relations whose lock this statement took or made stronger
+
+    def lock_on(self, relation: str) -> RelationLock | None:
+        return next((lock for lock in self.locks if lock.relation == relation), None)
+
+    @property
+    def strongest(self) -> RelationLock | None:
+        return self.locks[0] if self.locks else None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "line": self.line,
+            "locks": [
+                {"relation": lock.relation, "mode": lock.label, "taken_here": lock.relation in self.taken}
+                for lock in self.locks
+            ],
+            "rewrites": list(self.rewritten),
+            "scans": list(self.scanned),
+            "basis": self.basis,
+        }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The facts of every statement of the measured migrations, and where measuring stopped."""
+
+    statements: tuple[StatementFacts, ...]
+    existing: dict[str, frozenset[str]]  # per measured version: the relations there before it
+    stopped: ReplayStop | None = None
+
+    def of(self, version: str, line: int) -> StatementFacts | None:
+        return next((f for f in self.statements if f.version == version and f.line == line), None)
+
+    def measured(self, version: str) -> bool:
+        return version in self.existing and (self.stopped is None or self.stopped.version != version)
+
+
+def measure(
+    open_shadow: Callable[[], AbstractContextManager[Session]],
+    history: Sequence[Migration],
+    wanted: frozenset[str],
+    search_path: str | None = None,
+    guarded: bool = True,
+) -> Measurement:
+    """Run ``history`` in order in a shadow, up to the last version in ``wanted``; the
+    versions in ``wanted`` are measured statement by statement."""
+    last = max((i for i, m in enumerate(history) if m.version in wanted), default=-1)
+    reset = reset_statement(search_path)
+    facts: list[StatementFacts] = []
+    existing: dict[str, frozenset[str]] = {}
+    if last < 0:
+        return Measurement((), existing)
+    with open_shadow() as shadow:
+        shadow.run(reset)
+        guard = server_guard(shadow) if guarded else None
+        for migration in history[: last + 1]:
+            if migration.version not in wanted:
+                stop = run_batched(shadow, migration, reset, guard)
+            else:
+                relations = {oid: f"{schema}.{name}" for oid, schema, name in shadow.query(_RELATIONS)}
+                existing[migration.version] = frozenset(relations.values())
+                stop = _Watched(shadow, migration, reset, guard, relations, facts.append).run()
+            if stop is not None:
+                return Measurement(tuple(facts), existing, stop)
+    return Measurement(tuple(facts), existing)
+
+
+class _Watched:
+    """One migration run statement by statement, each one's facts read before it commits."""
+
+    def __init__(
+        self,
+        shadow: Session,
+        migration: Migration,
+        reset: Statement,
+        guard: ServerGuard | None,
+        relations: dict[int, str],
+        record: Callable[[StatementFacts], None],
+    ) -> None:
+        self.shadow, self.migration, self.reset, self.guard = shadow, migration, reset, guard
+        self.relations = relations
+        self.record = record
+        self.before: dict[int, tuple[Any, ...]] = {}
+        self.params = {"modes": list(LOCK_MODES), "oids": list(relations)}
+
+    def run(self) -> ReplayStop | None:
+        migration, shadow = self.migration, self.shadow
+        try:
+            script = migration.file.script
+        except MigrationFileError as e:
+            return ReplayStop(migration.version, e.summary)
+        if self.guard is not None and server_level_statement(script.statements) is not None:
+            return run_migration(shadow, migration, self.reset, self.guard)  # says why it stops
+        current: ScriptStatement | None = None
+        try:
+            if script.transactional:
+                baseline = self._begin()
+                for current in script.statements:
+                    self._watch(current)
+                current = None
+                self._commit(baseline)
+            else:
+                for current in script.statements:
+                    self._outside(current)
+        except psycopg2.Error as e:
+            shadow.rollback()
+            if e.pgcode == GUARD_SQLSTATE:
+                return ReplayStop(migration.version, f"{migration.path}: {e.diag.message_primary}")
+            where = f"{migration.path}:{current.line}" if current is not None else str(migration.path)
+            return ReplayStop(migration.version, f"{where}: {server_error_text(e)}")
+        finally:
+            if not shadow.conn.closed:
+                shadow.rollback()
+                shadow.run(self.reset)
+        return None
+
+    def _begin(self) -> list[tuple[Any, ...]] | None:
+        if self.guard is None:
+            self.shadow.begin()
+            self.before = self._state()
+            return None
+        baseline = self.guard.open(self.shadow)
+        self.before = self._state()
+        return baseline
+
+    def _commit(self, baseline: list[tuple[Any, ...]] | None) -> None:
+        if self.guard is not None and baseline is not None:
+            self.shadow.query(self.guard.check(baseline))
+        self.shadow.commit()
+
+    def _outside(self, statement: ScriptStatement) -> None:
+        """A statement of a file that runs outside a transaction: inside the file's own
+        BEGIN ... COMMIT it is watched there; elsewhere in a transaction of its own, unless
+        PostgreSQL refuses that, when its documented facts stand in."""
+        shadow = self.shadow
+        if statement.kind == "TransactionStmt":
+            shadow.run(Statement(statement.sql, None))
+            if shadow.in_transaction:
+                self.before = self._state()
+            return
+        if shadow.in_transaction:
+            self._watch(statement)
+            return
+        if statement.no_transaction_reason is not None:
+            shadow.run(Statement(statement.sql, None))
+            self.record(self._documented(statement))
+            return
+        baseline = self._begin()
+        self._watch(statement)
+        self._commit(baseline)
+
+    def _state(self, sql: str | None = None) -> dict[int, tuple[Any, ...]]:
+        query = _STATE if sql is None else f"{sql}\n;\n{_STATE}"
+        with self.shadow.conn.cursor() as cur:
+            text = cur.mogrify(query, self.params).decode(psycopg2.extensions.encodings[self.shadow.conn.encoding])
+        self.shadow.round_trips += 1
+        with self.shadow.conn.cursor() as cur:
+            cur.execute(text)  # the statement and the read in one round trip: the last result is the read
+            rows = cur.fetchall() if cur.description is not None else []
+        return {row[0]: row[1:] for row in rows}
+
+    def _watch(self, statement: ScriptStatement) -> None:
+        # Without parameters the statement's own % signs stay as written: mogrify only binds the read.
+        after = self._state(statement.sql.replace("%", "%%"))
+        locks: list[RelationLock] = []
+        taken: list[str] = []
+        rewritten: list[str] = []
+        scanned: list[str] = []
+        for oid, (filenode, scans, mode) in after.items():
+            name = self.relations[oid]
+            old = self.before.get(oid)
+            if old is None:
+                continue
+            old_filenode, old_scans, old_mode = old
+            if mode is not None:
+                locks.append(RelationLock(name, LOCK_MODES[mode - 1]))
+                if old_mode is None or mode > old_mode:
+                    taken.append(name)
+            if filenode != old_filenode and filenode and old_filenode:
+                rewritten.append(name)
+            if (scans or 0) > (old_scans or 0):
+                scanned.append(name)
+        self.before = after
+        locks.sort(key=lambda lock: (-LOCK_MODES.index(lock.mode), lock.relation))
+        self.record(
+            StatementFacts(
+                self.migration.version,
+                statement.line,
+                tuple(locks),
+                tuple(sorted(rewritten)),
+                tuple(sorted(scanned)),
+                taken=tuple(sorted(taken)),
+            )
+        )
+
+    def _documented(self, statement: ScriptStatement) -> StatementFacts:
+        relation = _documented_relation(statement.sql)
+        locks = ()
+        if relation is not None:
+            found = self.shadow.query_one(
+                "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
+                (relation[0],),
+            )
+            if found is not None and found[0] in self.relations.values():
+                locks = (RelationLock(found[0], relation[1]),)
+        rewritten = tuple(lock.relation for lock in locks if relation is not None and relation[2])
+        taken = tuple(lock.relation for lock in locks)
+        return StatementFacts(self.migration.version, statement.line, locks, rewritten, (), "documented", taken)
+
+
+def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
+    """(the table, the lock mode PostgreSQL documents, whether it rewrites) for a statement
+    that runs outside a transaction: CREATE INDEX CONCURRENTLY, REINDEX, VACUUM."""
+    from pglast import parser
+
+    try:
+        tree = json.loads(parser.parse_sql_json(sql))["stmts"][0]["stmt"]
+    except Exception:
+        return None
+    kind, node = next(iter(tree.items()))
+    if kind == "IndexStmt" and node.get("relation"):
+        return _name(node["relation"]), "ShareUpdateExclusiveLock", False
+    if kind == "VacuumStmt":
+        rels = node.get("rels") or []
+        options = {o.get("DefElem", {}).get("defname") for o in node.get("options") or []}
+        full = "full" in options
+        if rels and (relation := rels[0].get("VacuumRelation", {}).get("relation")):
+            return _name(relation), "AccessExclusiveLock" if full else "ShareUpdateExclusiveLock", full
+    if kind == "ReindexStmt" and node.get("relation") and node.get("kind") == "REINDEX_OBJECT_TABLE":
+        return _name(node["relation"]), "ShareUpdateExclusiveLock", False
+    return None
+
+
+def _name(range_var: dict[str, Any]) -> str:
+    from reconciler.statements import quote_ident
+
+    parts = [range_var[k] for k in ("schemaname", "relname") if range_var.get(k)]
+    return ".".join(quote_ident(p) for p in parts)

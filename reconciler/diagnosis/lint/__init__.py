@@ -1,0 +1,1 @@
+"""Lint: what a migration will lock and rewrite, measured, and what the SQL alone shows."""

@@ -1,0 +1,214 @@
+"""Lint: every rule over every statement of the linted migrations. Pure: the measurement and
+the live sizes are read before, by the command.
+
+A finding can be switched off for a whole project (``lint_ignore`` in the project file) or
+for one file, by a comment anywhere in it that says why:
+``-- poststack:lint-ignore PS101 the table is written once a day, at night``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from reconciler.desired.files import Migration
+from reconciler.desired.replay.measure import Measurement
+from reconciler.diagnosis.lint.base import Hit, LintSeverity, Rule, StatementContext, find_rule, load_rules, walk
+from reconciler.errors import MigrationFileError, UsageError
+from reconciler.observed.sizes import RelationSize
+
+IGNORE_DIRECTIVE = "poststack:lint-ignore"
+_IGNORE = re.compile(r"--\s*poststack:lint-ignore\b(?P<rest>.*)$", re.IGNORECASE)
+_SETS_LOCK_TIMEOUT = re.compile(r"^\s*set\s+(local\s+|session\s+)?lock_timeout\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    name: str
+    version: str
+    path: str
+    line: int
+    statement: str  # the statement, as written
+    hit: Hit
+    size: RelationSize | None  # the live size of hit.relation on the target
+
+    @property
+    def severity(self) -> LintSeverity:
+        return self.hit.severity
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Ignored:
+    finding: Finding
+    by: str  # "poststack.toml" or the file:line of the comment
+    reason: str
+
+
+@dataclass(frozen=True)
+class LintFindings:
+    findings: tuple[Finding, ...]  # by version, line, then severity
+    ignored: tuple[Ignored, ...]
+    statements: int  # statements linted
+
+
+@dataclass(frozen=True)
+class FileIgnore:
+    codes: frozenset[str]
+    where: str
+    reason: str
+
+
+def file_ignores(migration: Migration) -> tuple[FileIgnore, ...]:
+    """The lint-ignore comments of a migration file; a usage error naming file:line for one
+    without a reason or with an unknown rule."""
+    found = []
+    for number, text in enumerate(migration.file.text.splitlines(), start=1):
+        match = _IGNORE.search(text)
+        if match is None:
+            continue
+        where = f"{migration.path}:{number}"
+        words = match["rest"].strip()
+        codes_text, _, reason = words.partition(" ")
+        if not codes_text:
+            raise UsageError(f"{where}: {IGNORE_DIRECTIVE} names no rule: write -- {IGNORE_DIRECTIVE} CODE reason")
+        codes = frozenset(_code(code, where) for code in codes_text.split(",") if code)
+        if not reason.strip():
+            raise UsageError(
+                f"{where}: {IGNORE_DIRECTIVE} {codes_text} says no reason: write why after the code, for the "
+                "next person who reads it"
+            )
+        found.append(FileIgnore(codes, where, reason.strip()))
+    return tuple(found)
+
+
+def _code(text: str, where: str) -> str:
+    try:
+        return find_rule(text).code
+    except UsageError as e:
+        raise UsageError(f"{where}: {e.summary}") from None
+
+
+def project_ignores(codes: Sequence[str], source: str) -> dict[str, str]:
+    """lint_ignore from the project file: rule code -> where it was switched off."""
+    result = {}
+    for text in codes:
+        try:
+            result[find_rule(text).code] = source
+        except UsageError as e:
+            raise UsageError(f"{source} lint_ignore: {e.summary}") from None
+    return result
+
+
+def contexts(
+    migrations: Sequence[Migration],
+    measurement: Measurement | None,
+    search_path: tuple[str, ...],
+    lock_timeout: float,
+    sizes: Mapping[str, RelationSize] | None = None,
+) -> list[StatementContext]:
+    """A context per statement of ``migrations``. Without ``sizes`` (the first pass), the
+    relations named are resolved for the sizes to be read."""
+    from pglast import parser
+
+    sizes = dict(sizes or {})
+    on_target = frozenset(name for name, size in sizes.items() if size.exists)
+    result = []
+    for migration in migrations:
+        script = migration.file.script
+        measured = measurement is not None and measurement.measured(migration.version)
+        existing = measurement.existing[migration.version] if measured and measurement else on_target
+        created: set[str] = set()
+        sets_timeout = False
+        for statement in script.statements:
+            try:
+                tree = json.loads(parser.parse_sql_json(statement.sql))["stmts"][0]["stmt"]
+            except Exception as e:
+                raise MigrationFileError(f"{migration.path}:{statement.line}: {e}") from e
+            kind, node = next(iter(tree.items()))
+            facts = measurement.of(migration.version, statement.line) if measured and measurement else None
+            context = StatementContext(
+                version=migration.version,
+                path=str(migration.path),
+                line=statement.line,
+                sql=statement.sql,
+                kind=kind,
+                node=node,
+                facts=facts,
+                sizes=sizes,
+                existing=existing,
+                created_here=frozenset(created),
+                search_path=search_path,
+                file_sets_lock_timeout=sets_timeout,
+                lock_timeout=lock_timeout,
+                in_transaction=script.transactional,
+            )
+            result.append(context)
+            created |= _made(context)
+            sets_timeout = sets_timeout or bool(_SETS_LOCK_TIMEOUT.match(statement.sql))
+    return result
+
+
+def _made(context: StatementContext) -> set[str]:
+    """The relations a statement makes: later statements of its migration lock nobody out of them."""
+    if context.kind in ("CreateStmt", "CreateTableAsStmt"):
+        relation = context.node.get("relation") or context.node.get("into", {}).get("rel")
+        return {context.resolve(relation)} if relation else set()
+    return set()
+
+
+def named_relations(statement_contexts: Sequence[StatementContext]) -> set[str]:
+    """Every relation the statements lock (measured) or name (parsed): whose sizes to read."""
+    names: set[str] = set()
+    for context in statement_contexts:
+        if context.facts is not None:
+            names |= {lock.relation for lock in context.facts.locks}
+        for kind, node in walk({context.kind: context.node}):
+            if kind == "RangeVar" or (kind in ("relation",) and "relname" in node):
+                names.add(context.resolve(node))
+        relation = context.node.get("relation")
+        if isinstance(relation, dict) and relation.get("relname"):
+            names.add(context.resolve(relation))
+    return names
+
+
+def lint(
+    statement_contexts: Sequence[StatementContext],
+    ignores: Mapping[str, tuple[FileIgnore, ...]],
+    project: Mapping[str, str],
+    rules: Mapping[str, Rule] | None = None,
+) -> LintFindings:
+    """Run every rule over every statement. ``ignores``: per version, its file's comments;
+    ``project``: codes the project switched off, and where."""
+    rules = rules if rules is not None else load_rules()
+    findings: list[tuple[int, Finding]] = []
+    ignored: list[Ignored] = []
+    for index, context in enumerate(statement_contexts):
+        for code, found_rule in rules.items():
+            for hit in found_rule.check(context):
+                finding = Finding(
+                    code,
+                    found_rule.name,
+                    context.version,
+                    context.path,
+                    context.line,
+                    context.sql,
+                    hit,
+                    context.size(hit.relation) if hit.relation else None,
+                )
+                if code in project:
+                    ignored.append(Ignored(finding, project[code], "switched off for the project"))
+                    continue
+                by_file = next((i for i in ignores.get(context.version, ()) if code in i.codes), None)
+                if by_file is not None:
+                    ignored.append(Ignored(finding, by_file.where, by_file.reason))
+                    continue
+                findings.append((index, finding))
+    findings.sort(key=lambda pair: (pair[0], -pair[1].severity, pair[1].code))
+    return LintFindings(tuple(f for _, f in findings), tuple(ignored), len(statement_contexts))

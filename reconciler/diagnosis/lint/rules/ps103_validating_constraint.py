@@ -1,0 +1,70 @@
+"""A constraint is added and checked against every existing row while the table is locked.
+
+**Measured.** ``ADD CONSTRAINT ... FOREIGN KEY`` or ``CHECK`` without ``NOT VALID`` reads the
+whole table to check it before the statement ends, holding its lock all the while: SHARE ROW
+EXCLUSIVE on both tables of a foreign key (nobody writes them), ACCESS EXCLUSIVE for a CHECK
+(nobody reads either). The shadow shows the scan (the table's scan count grows inside the
+statement); the severity follows the table's live size.
+
+**Safer:** ``ADD CONSTRAINT ... NOT VALID`` (it only checks new rows, and takes its lock
+briefly), then ``ALTER TABLE ... VALIDATE CONSTRAINT ...`` in a later migration: validating
+takes SHARE UPDATE EXCLUSIVE, so reads and writes go on while it reads the table.
+
+**squawk:** ``adding-foreign-key-constraint`` and ``constraint-missing-not-valid``. A
+constraint added to a table made in the same migration is not reported: it has no rows to
+check, and nobody waits for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from reconciler.diagnosis.lint.base import Hit, StatementContext, by_size, rule
+from reconciler.diagnosis.lint.parts import alter_commands, altered, sized, what_the_lock_stops
+
+_ALTERNATIVE = (
+    "ADD CONSTRAINT ... NOT VALID now, then ALTER TABLE ... VALIDATE CONSTRAINT in a later migration "
+    "(SHARE UPDATE EXCLUSIVE: reads and writes go on)"
+)
+_CHECKED = {"CONSTR_FOREIGN": "SHARE ROW EXCLUSIVE", "CONSTR_CHECK": "ACCESS EXCLUSIVE"}
+
+
+@rule("PS103", "validating-constraint")
+def validating_constraint(context: StatementContext) -> Iterator[Hit]:
+    relation = altered(context)
+    if relation is None or not context.pre_existing(relation):
+        return
+    kinds = [_validated(command) for command in alter_commands(context)]
+    kinds = [kind for kind in kinds if kind is not None]
+    if not kinds:
+        return
+    facts = context.facts
+    if facts is not None and relation not in facts.scanned:
+        return  # measured: nothing was read under the lock
+    if facts is not None and relation in facts.rewritten:
+        return  # the rewrite (PS101) is the finding: the check happens while it copies
+    lock = context.lock(relation)
+    label = lock.label if lock is not None else max((_CHECKED[k] for k in kinds), key=len)
+    size = context.size(relation)
+    yield Hit(
+        message=f"checks every row of {sized(relation, size)} under a {label} lock: {what_the_lock_stops(label)} "
+        "until the check ends",
+        alternative=_ALTERNATIVE,
+        severity=by_size(size, blocks_reads=label == "ACCESS EXCLUSIVE"),
+        relation=relation,
+        lock=label,
+        rewrites=False if facts is not None else None,
+        scans=True,
+        basis=facts.basis if facts is not None else "static",
+    )
+
+
+def _validated(command: dict[str, object]) -> str | None:
+    """The kind of constraint a subcommand adds and checks now; None for anything else."""
+    if command.get("subtype") != "AT_AddConstraint":
+        return None
+    constraint = (command.get("def") or {}).get("Constraint", {})  # type: ignore[union-attr]
+    kind = constraint.get("contype")
+    if kind not in _CHECKED or constraint.get("skip_validation"):
+        return None
+    return str(kind)

@@ -1,0 +1,112 @@
+"""db lint: findings in words and as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reconciler.diagnosis.lint.base import LintSeverity
+from reconciler.diagnosis.lint.engine import Finding
+from reconciler.diagnosis.lint.parts import human_bytes
+from reconciler.diagnosis.linting import LintResult
+
+_MARK = {LintSeverity.INFO: "ℹ️ ", LintSeverity.LOW: "🟢", LintSeverity.MEDIUM: "🟡", LintSeverity.HIGH: "🟠"}
+_SCOPE = {"pending": "pending migrations", "all": "every migration", "named": "the migrations named"}
+
+
+def _one_line(sql: str, width: int = 100) -> str:
+    text = " ".join(sql.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def finding_lines(finding: Finding) -> list[str]:
+    hit = finding.hit
+    facts = []
+    if hit.lock is not None:
+        facts.append(f"lock {hit.lock}" + (f" on {hit.relation}" if hit.relation else ""))
+    if hit.rewrites is not None:
+        facts.append("rewrites" if hit.rewrites else "no rewrite")
+    if finding.size is not None and finding.size.exists:
+        size = finding.size
+        facts.append(f"{size.rows:,} rows, {human_bytes(size.bytes)}, {size.sessions} session(s) on it now")
+    facts.append(hit.basis)
+    return [
+        f"{_MARK[finding.severity]} {finding.severity.label.upper()} {finding.code} {finding.name}  {finding.where}",
+        f"   {_one_line(finding.statement)}",
+        f"   {hit.message}.",
+        f"   ({'; '.join(facts)})",
+        f"   Safer: {hit.alternative}.",
+    ]
+
+
+def lint_text(result: LintResult) -> str:
+    linted = result.linted
+    if not linted.versions:
+        return f"Nothing to lint: no {_SCOPE[result.scope].removesuffix('s')} ({result.database})."
+    lines = [
+        f"Linted {len(linted.versions)} of the {_SCOPE[result.scope]} ({linted.findings.statements} statements) on {result.database}."
+    ]
+    for finding in linted.findings.findings:
+        lines += ["", *finding_lines(finding)]
+    found = linted.findings.findings
+    counts = {s: sum(1 for f in found if f.severity == s) for s in LintSeverity}
+    summary = ", ".join(f"{n} {s.label}" for s, n in sorted(counts.items(), reverse=True) if n) or "no findings"
+    lines += ["", f"Findings: {summary}."]
+    if linted.findings.ignored:
+        lines.append(
+            f"Switched off: {len(linted.findings.ignored)} ({', '.join(sorted({i.by for i in linted.findings.ignored}))})."
+        )
+    if result.failing:
+        lines.append(f"❌ {len(result.failing)} at or above {result.minimum.label}.")
+    else:
+        lines.append(f"✅ None at or above {result.minimum.label}.")
+    return "\n".join(lines)
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    hit = finding.hit
+    return {
+        "code": finding.code,
+        "rule": finding.name,
+        "severity": finding.severity.label,
+        "version": finding.version,
+        "file": finding.path,
+        "line": finding.line,
+        "statement": finding.statement,
+        "relation": hit.relation,
+        "lock": hit.lock,
+        "rewrites": hit.rewrites,
+        "scans": hit.scans,
+        "size": finding.size.to_json() if finding.size is not None else None,
+        "message": hit.message,
+        "alternative": hit.alternative,
+        "basis": hit.basis,
+    }
+
+
+def lint_json(result: LintResult) -> str:
+    linted = result.linted
+    run = linted.run
+    return json.dumps(
+        {
+            "database": result.database,
+            "scope": result.scope,
+            "versions": list(linted.versions),
+            "severity_threshold": result.minimum.label,
+            "ok": result.ok,
+            "statements": linted.findings.statements,
+            "findings": [finding_json(f) for f in linted.findings.findings],
+            "ignored": [
+                {**finding_json(i.finding), "ignored_by": i.by, "reason": i.reason} for i in linted.findings.ignored
+            ],
+            "measured": {
+                "shadow": run.shadow if run is not None else "none",
+                "unavailable": None if run is None else run.unavailable,
+                "stopped_at": None
+                if run is None or run.measurement is None or run.measurement.stopped is None
+                else {"version": run.measurement.stopped.version, "reason": run.measurement.stopped.reason},
+                "statements": [f.to_json() for f in linted.facts],
+            },
+        },
+        indent=2,
+    )

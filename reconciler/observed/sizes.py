@@ -1,0 +1,60 @@
+"""How big the target's relations are, and who is using them now: what makes a lock matter.
+
+Read-only, from the target: rows (the statistics collector's live tuples, else the planner's
+estimate), bytes (table, indexes and TOAST), and the other sessions that hold a lock on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from reconciler.db import Session
+
+
+@dataclass(frozen=True)
+class RelationSize:
+    relation: str  # schema.name
+    exists: bool  # False: a pending migration makes it, so it is empty when the lock is taken
+    rows: int = 0
+    bytes: int = 0
+    sessions: int = 0  # other sessions holding a lock on it as it was read
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "relation": self.relation,
+            "exists": self.exists,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sessions": self.sessions,
+        }
+
+
+_SIZES = """SELECT q.schema, q.name, c.oid IS NOT NULL,
+  GREATEST(COALESCE(s.n_live_tup, 0), COALESCE(c.reltuples, 0)::bigint),
+  CASE WHEN c.oid IS NULL THEN 0 ELSE pg_catalog.pg_total_relation_size(c.oid) END,
+  (SELECT count(DISTINCT l.pid) FROM pg_catalog.pg_locks l
+    WHERE l.relation = c.oid AND l.pid <> pg_catalog.pg_backend_pid())
+FROM unnest(%s::text[], %s::text[]) AS q(schema, name)
+LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = q.schema
+LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = q.name AND c.relkind IN ('r', 'p', 'm')
+LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = c.oid"""
+
+
+def relation_sizes(session: Session, relations: Iterable[str]) -> dict[str, RelationSize]:
+    """The live size of each ``schema.name`` in ``relations`` (names as the shadow spells them)."""
+    wanted = sorted(set(relations))
+    if not wanted:
+        return {}
+    schemas, names = zip(*(relation.split(".", 1) for relation in wanted), strict=True)
+    with session.snapshot():
+        rows = session.query(_SIZES, (list(schemas), list(names)))
+    sizes = {}
+    for schema, name, exists, count, size, sessions in rows:
+        relation = f"{schema}.{name}"
+        sizes[relation] = RelationSize(relation, bool(exists), int(count or 0), int(size or 0), int(sessions or 0))
+    return sizes
