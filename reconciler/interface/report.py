@@ -257,7 +257,12 @@ def _run_outcome_text(result: Any) -> str:
         return f"✅ {plan.nothing_to_do or 'Nothing to do'}."
     done = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
     if execution.ok:
-        return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)}{ran} ({execution.elapsed_s:.2f}s)"
+        waited = [f"{o.version} ({o.lock_retries})" for o in done if o.lock_retries]
+        retried = f"; tried again after its lock_timeout fired: {brief(waited)}" if waited else ""
+        return (
+            f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)}{ran}{retried} "
+            f"({execution.elapsed_s:.2f}s)"
+        )
     failure = execution.failure
     step = plan.steps[failure.step - 1]
     where = f"{failure.location}: " if failure.location else ""

@@ -138,12 +138,13 @@ def test_the_failure_in_json_names_the_blocker(database_url: str, project: Path,
     }
 
 
-def test_the_migration_succeeds_once_the_blocker_ends(database_url: str, project: Path, db, blocker):
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_the_migration_succeeds_once_the_blocker_ends(fmt: str, database_url: str, project: Path, db, blocker):
     conn, pid = blocker
     write(project, "002_add_note.sql", ADD_NOTE)
     # Retries enough that the run cannot give up before this test has read its first line.
     proc = start_process(
-        *args(database_url, project, "--ddl-lock-timeout", "0.2", "--ddl-lock-retries", "10", "--format", "json")
+        *args(database_url, project, "--ddl-lock-timeout", "0.2", "--ddl-lock-retries", "10", "--format", fmt)
     )
     try:
         assert proc.stderr is not None
@@ -154,9 +155,14 @@ def test_the_migration_succeeds_once_the_blocker_ends(database_url: str, project
         conn.rollback()  # the blocker ends
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stdout + stderr
-    report = json.loads(stdout)
-    (outcome,) = [o for o in report["outcomes"] if o["version"] == "002"]
-    assert outcome["ok"] and outcome["lock_retries"] >= 1
+    if fmt == "json":
+        report = json.loads(stdout)
+        schema = json.loads((REPO / "schemas" / "run-result.schema.json").read_text())
+        assert list(Draft202012Validator(schema).iter_errors(report)) == []
+        (outcome,) = [o for o in report["outcomes"] if o["version"] == "002"]
+        assert outcome["ok"] and outcome["lock_retries"] >= 1
+    else:
+        assert "✅ Applied 1 migration(s): 002; tried again after its lock_timeout fired: 002 (" in stdout
     assert sql(db, COLUMNS) == [(["id", "note"],)]
     assert sql(db, TRACKING) == [("001", True, True), ("002", True, True)]  # applied once, no failed row
     assert sql(db, "SELECT outcome FROM schema_migrations_audit WHERE version = '002'") == [("ok",)]
