@@ -38,6 +38,7 @@ def migrate(
     allow: Allowances | None = None,
     notify: Notify | None = None,
     on_step: executor.StepCallback | None = None,
+    on_lock_wait: executor.LockWaitCallback | None = None,
 ) -> runner.RunResult:
     from reconciler.diagnosis.pending import Allowances
     from reconciler.remediation import runner
@@ -45,7 +46,14 @@ def migrate(
     migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
         return runner.migrate(
-            session, settings, migrations, target=target, dry_run=dry_run, allow=allow or Allowances(), on_step=on_step
+            session,
+            settings,
+            migrations,
+            target=target,
+            dry_run=dry_run,
+            allow=allow or Allowances(),
+            on_step=on_step,
+            on_lock_wait=on_lock_wait,
         )
 
 

@@ -33,9 +33,6 @@ from reconciler.observed.catalog import session_search_path
 from reconciler.observed.sizes import relation_sizes
 from reconciler.observed.tracking import ObservedTracking, observe_tracking
 
-# db migrate sets this lock_timeout for each migration unless configured otherwise (seconds).
-DEFAULT_DDL_LOCK_TIMEOUT = 5.0
-
 
 @dataclass(frozen=True)
 class Linted:
@@ -114,17 +111,13 @@ def lint_on(session: Session, settings: Settings, migrations: MigrationSet, lint
         run = measure_in_shadow(session, migrations.migrations, wanted, shadow)
     measurement = run.measurement if run is not None else None
     search_path = session_search_path(session)[0]
-    timeout = ddl_lock_timeout(settings)
+    timeout = settings.ddl_lock_timeout
     first = contexts(linted, measurement, search_path, timeout)
     sizes = relation_sizes(session, named_relations(first))
     final = contexts(linted, measurement, search_path, timeout, sizes)
     findings = lint(final, ignores, project)
     facts = measurement.statements if measurement is not None else ()
     return Linted(tuple(m.version for m in linted), findings, facts, run)
-
-
-def ddl_lock_timeout(settings: Settings) -> float:
-    return float(getattr(settings, "ddl_lock_timeout", DEFAULT_DDL_LOCK_TIMEOUT))
 
 
 def _source(settings: Settings) -> str:

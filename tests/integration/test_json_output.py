@@ -179,7 +179,16 @@ def test_migrate_dry_run_on_an_empty_database_changes_nothing(cli, db):
     assert [s["action"] for s in steps] == ["create_tracking"] + ["apply_migration"] * 5
     assert [s["version"] for s in steps[1:]] == ["001", "002", "003", "004", "005"]
     assert steps[5]["transactional"] is False and "no-transaction" in steps[5]["no_transaction_reason"]
-    assert steps[5]["statements"][0]["source"].endswith("005_index_users_by_created.sql")
+    # Each migration's lock_timeout first (--ddl-lock-timeout), for the session outside a transaction.
+    assert [s["lock_timeout"] for s in steps[1:]] == [5.0] * 5
+    assert steps[5]["statements"][0] == {
+        "sql": "SET lock_timeout = %(lock_timeout)s",
+        "params": {"lock_timeout": "5s"},
+        "source": None,
+        "line": None,
+        "notes": [],
+    }
+    assert steps[5]["statements"][1]["source"].endswith("005_index_users_by_created.sql")
     assert data["plan"]["nothing_to_do"] is None
     assert sql(db, "SELECT to_regclass('schema_migrations')") == [(None,)]
 
@@ -440,8 +449,9 @@ def assert_keys_match_plan_schema(data: dict[str, Any]) -> None:
     for book in data["playbooks"]:
         assert set(book) == set(schema["properties"]["playbooks"]["items"]["properties"])
     for step in data["steps"]:
-        # commit_after is written only when true, so plans without one read as before.
-        assert set(step) | {"commit_after"} == set(schema["$defs"]["step"]["properties"])
+        # commit_after is written only when true, lock_timeout only when set, so plans
+        # without them read as before.
+        assert set(step) | {"commit_after", "lock_timeout"} == set(schema["$defs"]["step"]["properties"])
         for statement in step["statements"] + step["bookkeeping"] + step["on_failure"]:
             assert set(statement) == set(schema["$defs"]["statement"]["properties"])
     for issue in data["issues"]:
