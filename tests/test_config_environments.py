@@ -34,6 +34,7 @@ lock_timeout = 120
 ddl_lock_timeout = 2.5
 ddl_lock_retries = 0
 numbering = "timestamp"
+lint_ignore = ["PS204", "rename"]
 
 [environments.dev]
 tracking_schema = "dev"
@@ -60,6 +61,7 @@ def test_an_environment_sets_every_setting(project: Path):
     assert settings.lock_timeout == 120
     assert (settings.ddl_lock_timeout, settings.ddl_lock_retries) == (2.5, 0)
     assert settings.numbering == "timestamp"
+    assert settings.lint_ignore == ("PS204", "rename")
     label = "poststack.toml [environments.prod]"
     assert dict(settings.origins.sources) == dict.fromkeys(SETTING_VARIABLES, label)
     assert settings.url_source == label
