@@ -319,6 +319,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also profile one lint (cProfile)")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     admin, stop = server_url()
     work = Path(tempfile.mkdtemp(prefix="poststack-bench-"))
     try:
@@ -337,7 +338,7 @@ def main() -> None:
     by_code: dict[str, int] = {}
     for finding in report["findings"]:
         by_code[finding["code"]] = by_code.get(finding["code"], 0) + 1
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"server: {r.server}")
     print(
         f"history: {args.count} migrations (seed {args.seed}), the first {args.count - args.pending} applied with "
