@@ -85,7 +85,7 @@ class StatementContext:
         name = range_var.get("relname", "")
         if range_var.get("schemaname"):
             return f"{range_var['schemaname']}.{name}"
-        known = self.existing | self.created_here | frozenset(self.sizes)
+        known = self.existing | self.created_here | frozenset(n for n, size in self.sizes.items() if size.exists)
         for schema in self.search_path:
             if f"{schema}.{name}" in known:
                 return f"{schema}.{name}"
