@@ -3,24 +3,26 @@
 **Static.** An ``UPDATE`` or ``DELETE`` with no ``WHERE``, or with one that names no column
 (``WHERE true``, ``WHERE 1 = 1``: the same answer for every row, so all of them or none), is
 one long transaction over the whole table. It holds a row lock on every row it touches until
-the migration commits, so the application's writes to those rows wait; an UPDATE writes a new
-version of every row, so the table and its indexes double in size until vacuum catches up;
-and the lock the migration took before it (an ``ALTER TABLE``'s ACCESS EXCLUSIVE) is held
-for as long as the backfill takes. The shadow cannot show any of this: its copy of the table
-is empty, so the statement takes no time there. The severity follows the table's live size
-on the target (as for a lock that stops writers).
+the migration commits, so the application's writes to those rows wait; an UPDATE writes a
+new version of every row and leaves the old one dead, so the table and its indexes grow to
+about twice their size (vacuum makes the space reusable, it does not give it back); and the
+lock the migration took before it (an ``ALTER TABLE``'s ACCESS EXCLUSIVE) is held for as
+long as the backfill takes. The shadow cannot show any of this: its copy of the table is
+empty, so the statement takes no time there. The severity follows the table's live size on
+the target (as for a lock that stops writers).
 
-Not reported: a ``WHERE`` that names a column, even one that matches most rows (``WHERE
-new_column IS NULL`` right after adding it is a whole-table backfill all the same: the SQL
-cannot say how many rows match); and ``INSERT ... SELECT`` copying a whole table: it reads
-the source under ACCESS SHARE (its readers and writers go on) and the rows it inserts are
-new, so nobody waits for them. What such a copy costs is time, and a long transaction: keep
-it out of a migration that takes a strong lock first.
+Not reported: a ``WHERE`` that names a column, even one that matches most rows
+(``WHERE new_column IS NULL`` right after adding it is a whole-table backfill all the same:
+the SQL cannot say how many rows match); and ``INSERT ... SELECT`` copying a whole table: it
+reads the source under ACCESS SHARE (its readers and writers go on) and the rows it inserts
+are new, so nobody waits for them. What such a copy costs is time, and a long transaction:
+keep it out of a migration that takes a strong lock first.
 
-**Safer:** backfill in batches, each its own transaction: ``UPDATE t SET ... WHERE id
-BETWEEN 1 AND 10000``, then the next range, in a loop, from a migration marked ``--
-poststack:no-transaction`` (each statement commits on its own) or a script run outside the
-migrations. To empty a table, ``TRUNCATE`` is instant (under ACCESS EXCLUSIVE, briefly).
+**Safer:** backfill in batches, each its own transaction:
+``UPDATE t SET ... WHERE id BETWEEN 1 AND 10000``, then the next range, in a loop, from a
+migration marked ``-- poststack:no-transaction`` (each statement commits on its own) or a
+script run outside the migrations. To empty a table, ``TRUNCATE`` is instant (under ACCESS
+EXCLUSIVE, briefly).
 
 **squawk:** no rule: squawk's rules are about schema changes, and a backfill is data.
 """
@@ -41,7 +43,10 @@ _DELETE = (
     "delete in batches, each its own transaction (DELETE ... WHERE id IN (SELECT id ... LIMIT 10000), repeated "
     "until none is left), from a -- poststack:no-transaction migration or a script; to empty it, TRUNCATE"
 )
-_WHAT = {"UpdateStmt": ("updates", _UPDATE), "DeleteStmt": ("deletes", _DELETE)}
+_WHAT = {
+    "UpdateStmt": ("updates", "leaves a dead copy of each for vacuum", _UPDATE),
+    "DeleteStmt": ("deletes", "leaves each one dead for vacuum", _DELETE),
+}
 
 
 @rule("PS202", "whole-table-update")
@@ -51,13 +56,12 @@ def whole_table_update(context: StatementContext) -> Iterator[Hit]:
     relation = altered(context)
     if relation is None or not context.pre_existing(relation) or not _every_row(context.node.get("whereClause")):
         return
-    verb, alternative = _WHAT[context.kind]
+    verb, dead, alternative = _WHAT[context.kind]
     lock = context.lock(relation)
     size = context.size(relation)
     yield Hit(
         message=f"{verb} every row of {sized(relation, size)} in one statement: one transaction that locks each row "
-        "until the migration commits (the application's writes to them wait) and leaves a dead copy of each for "
-        "vacuum",
+        f"until the migration commits (the application's writes to them wait) and {dead}",
         alternative=alternative,
         severity=by_size(size, blocks_reads=False),
         relation=relation,
