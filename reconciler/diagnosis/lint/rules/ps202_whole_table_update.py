@@ -9,7 +9,9 @@ about twice their size (vacuum makes the space reusable, it does not give it bac
 lock the migration took before it (an ``ALTER TABLE``'s ACCESS EXCLUSIVE) is held for as
 long as the backfill takes. The shadow cannot show any of this: its copy of the table is
 empty, so the statement takes no time there. The severity follows the table's live size on
-the target (as for a lock that stops writers).
+the target, as for a lock that stops writers; when the shadow shows the migration already
+holding a lock on the table that stops readers too (an ``ALTER TABLE`` earlier in the same
+transaction), as for that lock: nobody reads the table until the backfill ends.
 
 Not reported: a ``WHERE`` that names a column, even one that matches most rows
 (``WHERE new_column IS NULL`` right after adding it is a whole-table backfill all the same:
@@ -33,7 +35,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from reconciler.diagnosis.lint.base import Hit, StatementContext, by_size, rule
-from reconciler.diagnosis.lint.parts import altered, names_a_column, sized
+from reconciler.diagnosis.lint.parts import altered, names_a_column, sized, what_the_lock_stops
 
 _UPDATE = (
     "backfill in batches, each its own transaction (UPDATE ... WHERE id BETWEEN 1 AND 10000, then the next range, "
@@ -57,15 +59,20 @@ def whole_table_update(context: StatementContext) -> Iterator[Hit]:
     if relation is None or not context.pre_existing(relation) or not _every_row(context.node.get("whereClause")):
         return
     verb, dead, alternative = _WHAT[context.kind]
-    lock = context.lock(relation)
+    held = context.lock(relation)  # measured: the strongest lock the migration holds on it by now
+    strong = held is not None and held.blocks_writes
     size = context.size(relation)
+    if strong and held is not None:
+        waits = f"while the migration holds an {held.label} lock on it: {what_the_lock_stops(held.label)} until it ends"
+    else:
+        waits = "the application's writes to them wait"
     yield Hit(
         message=f"{verb} every row of {sized(relation, size)} in one statement: one transaction that locks each row "
-        f"until the migration commits (the application's writes to them wait) and {dead}",
+        f"until the migration commits ({waits}) and {dead}",
         alternative=alternative,
-        severity=by_size(size, blocks_reads=False),
+        severity=by_size(size, blocks_reads=held is not None and held.blocks_reads),
         relation=relation,
-        lock=lock.label if lock is not None else "ROW EXCLUSIVE",
+        lock=held.label if held is not None else "ROW EXCLUSIVE",
         basis="static",
     )
 
