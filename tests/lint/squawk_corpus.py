@@ -127,6 +127,7 @@ class _Table:
     id_type: str
     columns: dict[str, _Column]
     rows: int
+    keyed: bool = True  # id is its primary key: other tables may reference it
 
 
 @dataclass
@@ -262,14 +263,15 @@ class _Writer:
         name = self.table_name()
         id_type = self.rng.choice(("integer", "integer", "bigint"))
         picked = self.rng.sample(_TEMPLATES, k=self.rng.randint(2, 5))
-        table = _Table(name, id_type, {"id": _Column(id_type, False, True, unique=True)}, 0)
-        lines = [f"    id {id_type} PRIMARY KEY"]
+        keyed = self.rng.random() < 0.85  # a log-like table may start without a key
+        table = _Table(name, id_type, {"id": _Column(id_type, False, True, unique=True)}, 0, keyed)
+        lines = [f"    id {id_type} {'PRIMARY KEY' if keyed else 'NOT NULL'}"]
         values = ["g"]
         for column, kind, value, digits, unique in picked:
             table.columns[column] = _Column(kind, value == "NULL", digits=digits, unique=unique)
             lines.append(f"    {column} {kind}")
             values.append(value)
-        parent = self.pick_table(lambda t: t.rows > 0 and t.name != name) if with_parent else None
+        parent = self.pick_table(lambda t: t.keyed and t.rows > 0 and t.name != name) if with_parent else None
         if parent is not None and self.rng.random() < 0.5:
             column = f"{parent.name.removesuffix('s')}_id"
             table.columns[column] = _Column(parent.id_type, False, role="fk")
@@ -321,7 +323,8 @@ class _Writer:
     # -- the churn ----------------------------------------------------------------------
 
     def add_column(self) -> tuple[str, list[str]] | None:
-        table = self.pick_table()
+        empty = self.pick_table(lambda t: t.rows == 0)  # a table nobody writes yet takes NOT NULL without a default
+        table = empty if empty is not None and self.rng.random() < 0.3 else self.pick_table()
         if table is None:
             return None
         name = self.column_name(table)
@@ -351,7 +354,7 @@ class _Writer:
 
     def add_reference_column(self) -> tuple[str, list[str]] | None:
         table = self.pick_table()
-        parent = self.pick_table(lambda t: table is not None and t.name != table.name)
+        parent = self.pick_table(lambda t: table is not None and t.keyed and t.name != table.name)
         if table is None or parent is None:
             return None
         name = f"{parent.name.removesuffix('s')}_ref_{self.n()}"
@@ -392,12 +395,16 @@ class _Writer:
         table = self.pick_table()
         if table is None:
             return None
-        candidates = [c for c in table.columns if c != "id" and not self.indexed(table.name, c)]
+        candidates = [
+            c
+            for c in table.columns
+            if (c != "id" or (not table.keyed and concurrently)) and not self.indexed(table.name, c)
+        ]
         if not candidates:
             return None
         column = self.rng.choice(candidates)
-        unique = table.columns[column].unique and self.rng.random() < 0.4
-        name = f"{table.name}_{column}_{'key' if unique else 'idx'}"
+        unique = column == "id" or (table.columns[column].unique and self.rng.random() < 0.4)
+        name = f"{table.name}_{column}_{self.n()}_{'key' if unique else 'idx'}"
         self.schema.indexes[name] = (table.name, column, unique)
         how = "CONCURRENTLY " if concurrently else ""
         kind = "UNIQUE INDEX" if unique else "INDEX"
@@ -412,9 +419,21 @@ class _Writer:
         if not found:
             return None
         index, table, column = self.rng.choice(found)
-        self.schema.constraints[index] = _Constraint(table, column, "unique")
         del self.schema.indexes[index]  # the constraint owns it now
+        if column == "id":
+            self.schema.tables[table].keyed = True
+            return f"primary_key_{table}", [
+                f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY USING INDEX {index}"
+            ]
+        self.schema.constraints[index] = _Constraint(table, column, "unique")
         return f"unique_{table}_{column}", [f"ALTER TABLE {table} ADD CONSTRAINT {index} UNIQUE USING INDEX {index}"]
+
+    def add_primary_key(self) -> tuple[str, list[str]] | None:
+        table = self.pick_table(lambda t: not t.keyed and not self.indexed(t.name, "id"))
+        if table is None:
+            return None
+        table.keyed = True
+        return f"primary_key_{table.name}", [f"ALTER TABLE {table.name} ADD PRIMARY KEY (id)"]
 
     def add_unique(self) -> tuple[str, list[str]] | None:
         table = self.pick_table()
@@ -437,7 +456,7 @@ class _Writer:
 
     def add_foreign_key(self) -> tuple[str, list[str]] | None:
         child = self.pick_table()
-        parent = self.pick_table(lambda t: child is not None and t.name != child.name and t.rows > 0)
+        parent = self.pick_table(lambda t: child is not None and t.keyed and t.name != child.name and t.rows > 0)
         if child is None or parent is None:
             return None
         column = f"{parent.name.removesuffix('s')}_id_{self.n()}"
@@ -734,8 +753,9 @@ def squawk_corpus(seed: int = 15, files: int = 200, applied: int = 45) -> Corpus
         "reference": (2, writer.add_reference_column),
         "change_type": (9, writer.change_type),
         "index": (6, lambda: writer.create_index(concurrently=False)),
-        "unique_using_index": (2, writer.unique_using_index),
+        "unique_using_index": (5, writer.unique_using_index),
         "unique": (2, writer.add_unique),
+        "primary_key": (2, writer.add_primary_key),
         "drop_index": (2, lambda: writer.drop_index(concurrently=False)),
         "foreign_key": (5, writer.add_foreign_key),
         "check": (4, writer.add_check),
