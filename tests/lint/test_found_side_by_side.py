@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import run_cli
 
@@ -60,3 +61,27 @@ def test_a_constraint_written_on_an_added_column_is_checked_when_it_has_values(
     assert ("003", 1, "PS103") in found
     # All NULL: this server reads nothing to check it, so only the brief lock is reported.
     assert [code for version, _, code in found if version == "004"] == ["PS105"]
+
+
+def _facts(database_url: str, directory: Path, files: dict[str, str], applied: str) -> dict[str, dict[str, Any]]:
+    """version -> what db lint measured its first statement doing."""
+    _lint(database_url, directory, files, applied)
+    where = ("--database-url", database_url, "--migrations-dir", str(directory))
+    report = json.loads(run_cli("db", "lint", "--format", "json", "--severity", "info", *where).stdout)
+    return {f["version"]: f for f in report["measured"]["statements"] if f["line"] == 1}
+
+
+def test_a_dropped_table_keeps_the_lock_it_was_dropped_under(database_url: str, tmp_path: Path) -> None:
+    # The dropped table has no pg_class row once the statement ran, but its lock is held to
+    # the end of the migration: it waited for every query on the table, and blocked the rest.
+    files = {
+        "001_tables.sql": "CREATE TABLE imports (id int);\nINSERT INTO imports VALUES (1);\n"
+        "CREATE TABLE orders (id int);\nCREATE INDEX orders_id_idx ON orders (id);\n",
+        "002_drop_imports.sql": "DROP TABLE imports;\n",
+        "003_drop_index.sql": "DROP INDEX CONCURRENTLY orders_id_idx;\n",
+    }
+    facts = _facts(database_url, tmp_path / "migrations", files, applied="001")
+    assert facts["002"]["locks"] == [{"relation": "public.imports", "mode": "ACCESS EXCLUSIVE", "taken_here": True}]
+    # Outside a transaction, what PostgreSQL documents stands in: on the index's table.
+    assert facts["003"]["basis"] == "documented"
+    assert facts["003"]["locks"] == [{"relation": "public.orders", "mode": "SHARE UPDATE EXCLUSIVE", "taken_here": True}]
