@@ -84,4 +84,6 @@ def test_a_dropped_table_keeps_the_lock_it_was_dropped_under(database_url: str, 
     assert facts["002"]["locks"] == [{"relation": "public.imports", "mode": "ACCESS EXCLUSIVE", "taken_here": True}]
     # Outside a transaction, what PostgreSQL documents stands in: on the index's table.
     assert facts["003"]["basis"] == "documented"
-    assert facts["003"]["locks"] == [{"relation": "public.orders", "mode": "SHARE UPDATE EXCLUSIVE", "taken_here": True}]
+    assert facts["003"]["locks"] == [
+        {"relation": "public.orders", "mode": "SHARE UPDATE EXCLUSIVE", "taken_here": True}
+    ]
