@@ -715,7 +715,7 @@ def _comment(rng: random.Random) -> str:
 _LOCK_TIMEOUTS = ("SET lock_timeout = '3s'", "SET lock_timeout TO '5s'", "SET LOCAL lock_timeout = '2s'")
 
 
-def squawk_corpus(seed: int = 15, files: int = 200, applied: int = 45) -> Corpus:
+def squawk_corpus(seed: int, files: int = 200, applied: int = 45) -> Corpus:
     """``files`` migrations; the first ``applied`` build and fill the schema."""
     writer = _Writer(seed)
     rng = writer.rng
