@@ -41,6 +41,7 @@ SCHEMA_FOR: dict[str, str] = {
     "db diagnose": "diagnose-report.schema.json",
     "db validate": "validate-report.schema.json",
     "db verify-migrations": "verify-report.schema.json",
+    "db lint": "lint-result.schema.json",  # every case of tests/lint/test_rule_cases.py
     "db server status": "server-status.schema.json",
     # The commands that open no connection: tests/integration/test_json_local.py.
     "db server stop": "server-stop.schema.json",

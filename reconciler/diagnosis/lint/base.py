@@ -76,7 +76,7 @@ class StatementContext:
     existing: frozenset[str]  # relations there before the migration (shadow, else target)
     created_here: frozenset[str]  # relations an earlier statement of the same migration made
     search_path: tuple[str, ...]
-    file_sets_lock_timeout: bool  # an earlier statement of the file SETs lock_timeout
+    file_sets_lock_timeout: bool  # an earlier statement of the file SETs lock_timeout (to more than 0)
     lock_timeout: float  # what poststack sets for the migration (ddl_lock_timeout); 0: none
     in_transaction: bool  # the migration runs in one transaction
 
