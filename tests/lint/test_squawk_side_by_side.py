@@ -35,6 +35,7 @@ import psycopg2
 import pytest
 from pglast import parser
 
+from reconciler.config import SETTING_VARIABLES
 from reconciler.desired.script import ScriptStatement, parse_script
 from reconciler.diagnosis import linting
 from reconciler.diagnosis.lint import rules as rules_package
@@ -240,8 +241,14 @@ def test_every_squawk_warning_is_found_by_db_lint_or_explained(
     # squawk's require-lock-timeout cannot know that db migrate sets a lock_timeout for each
     # migration; PS201 fires only when the project switches that off (ddl_lock_timeout = 0).
     # The same lint with it off shows what PS201 then finds.
-    monkeypatch.setattr(linting, "ddl_lock_timeout", lambda settings: 0.0)
-    without_timeout = json.loads(run_cli("db", "lint", "--format", "json", "--severity", "info", *where).stdout)
+    env: dict[str, str | None] = {}
+    if "ddl_lock_timeout" in SETTING_VARIABLES:
+        env[SETTING_VARIABLES["ddl_lock_timeout"]] = "0"
+    else:  # before ddl_lock_timeout was a setting, db lint fell back to this
+        monkeypatch.setattr(linting, "DEFAULT_DDL_LOCK_TIMEOUT", 0.0)
+    off = run_cli("db", "lint", "--format", "json", "--severity", "info", *where, env=env)
+    without_timeout = json.loads(off.stdout)
+    assert any(f["code"] == "PS201" for f in without_timeout["findings"]), "ddl_lock_timeout = 0 did not reach db lint"
 
     pending = paths[corpus.applied :]
     warnings = run_squawk(squawk, pending, pg_major)
