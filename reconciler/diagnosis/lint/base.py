@@ -85,6 +85,8 @@ class StatementContext:
         name = range_var.get("relname", "")
         if range_var.get("schemaname"):
             return f"{range_var['schemaname']}.{name}"
+        # Only what is there: a name sized on the target and not found (as a guess from an
+        # earlier pass, in a "$user" schema that does not exist) would hide the real one.
         known = self.existing | self.created_here | frozenset(n for n, size in self.sizes.items() if size.exists)
         for schema in self.search_path:
             if f"{schema}.{name}" in known:

@@ -25,7 +25,13 @@ when it times out, at a quieter moment.
 **squawk:** ``require-lock-timeout`` (``require-timeout-settings`` before squawk 2.60) warns
 on every file that takes such a lock without a ``SET lock_timeout`` of its own: squawk reads
 the SQL alone, so it cannot know that the tool running the migration sets one. poststack
-knows it does, and warns only when that is switched off.
+knows it does, and warns only when that is switched off: where squawk warns, "poststack sets
+lock_timeout for every migration" (with ``ddl_lock_timeout = 0`` this rule reports the
+statement). Nor does it warn of a statement that "takes only SHARE UPDATE EXCLUSIVE"
+(``CREATE INDEX CONCURRENTLY``, ``DROP INDEX CONCURRENTLY``, ``VALIDATE CONSTRAINT``: reads
+and writes go on while it waits), of one that "locks no table against readers or writers" (a
+function replaced, an enum value added; a view replaced or dropped takes ACCESS EXCLUSIVE on
+the view itself, which is not measured), or of a "table created in the same migration".
 """
 
 from __future__ import annotations
