@@ -37,7 +37,6 @@ from pglast import parser
 
 from reconciler.config import SETTING_VARIABLES
 from reconciler.desired.script import ScriptStatement, parse_script
-from reconciler.diagnosis import linting
 from reconciler.diagnosis.lint import rules as rules_package
 from reconciler.diagnosis.lint.base import load_rules
 from tests.conftest import run_cli
@@ -217,9 +216,7 @@ def test_every_explained_difference_is_said_in_the_reference() -> None:
         assert any(reason in paragraph for paragraph in paragraphs), f"no rule's **squawk:** paragraph says {reason!r}"
 
 
-def test_every_squawk_warning_is_found_by_db_lint_or_explained(
-    squawk: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_squawk_warning_is_found_by_db_lint_or_explained(squawk: str, database_url: str, tmp_path: Path) -> None:
     corpus = squawk_corpus(SEED)
     directory = tmp_path / "migrations"
     paths = corpus.write(directory)
@@ -241,11 +238,7 @@ def test_every_squawk_warning_is_found_by_db_lint_or_explained(
     # squawk's require-lock-timeout cannot know that db migrate sets a lock_timeout for each
     # migration; PS201 fires only when the project switches that off (ddl_lock_timeout = 0).
     # The same lint with it off shows what PS201 then finds.
-    env: dict[str, str | None] = {}
-    if "ddl_lock_timeout" in SETTING_VARIABLES:
-        env[SETTING_VARIABLES["ddl_lock_timeout"]] = "0"
-    else:  # before ddl_lock_timeout was a setting, db lint fell back to this
-        monkeypatch.setattr(linting, "DEFAULT_DDL_LOCK_TIMEOUT", 0.0)
+    env: dict[str, str | None] = {SETTING_VARIABLES["ddl_lock_timeout"]: "0"}
     off = run_cli("db", "lint", "--format", "json", "--severity", "info", *where, env=env)
     without_timeout = json.loads(off.stdout)
     assert any(f["code"] == "PS201" for f in without_timeout["findings"]), "ddl_lock_timeout = 0 did not reach db lint"
