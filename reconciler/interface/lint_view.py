@@ -11,7 +11,12 @@ from reconciler.diagnosis.lint.parts import human_bytes
 from reconciler.diagnosis.linting import LintResult
 
 _MARK = {LintSeverity.INFO: "ℹ️ ", LintSeverity.LOW: "🟢", LintSeverity.MEDIUM: "🟡", LintSeverity.HIGH: "🟠"}
-_SCOPE = {"pending": "pending migrations", "all": "every migration", "named": "the migrations named"}
+# (one, several) of what was linted
+_SCOPE = {
+    "pending": ("pending migration", "pending migrations"),
+    "all": ("migration in the history", "migrations in the history"),
+    "named": ("migration named", "migrations named"),
+}
 
 
 def _one_line(sql: str, width: int = 100) -> str:
@@ -42,10 +47,10 @@ def finding_lines(finding: Finding) -> list[str]:
 def lint_text(result: LintResult) -> str:
     linted = result.linted
     if not linted.versions:
-        return f"Nothing to lint: no {_SCOPE[result.scope].removesuffix('s')} ({result.database})."
-    lines = [
-        f"Linted {len(linted.versions)} of the {_SCOPE[result.scope]} ({linted.findings.statements} statements) on {result.database}."
-    ]
+        return f"Nothing to lint: no {_SCOPE[result.scope][0]} ({result.database})."
+    count = len(linted.versions)
+    what = _SCOPE[result.scope][count != 1]
+    lines = [f"Linted {count} {what} ({linted.findings.statements} statements) on {result.database}."]
     for finding in linted.findings.findings:
         lines += ["", *finding_lines(finding)]
     found = linted.findings.findings

@@ -107,3 +107,9 @@ def dropped_range_vars(context: StatementContext, kinds: tuple[str, ...] = ("OBJ
 def dropped_relations(context: StatementContext, kinds: tuple[str, ...] = ("OBJECT_TABLE",)) -> list[str]:
     """The schema.name of each relation a DROP of one of ``kinds`` names."""
     return [context.resolve(range_var) for range_var in dropped_range_vars(context, kinds)]
+
+
+def a_lock(mode_label: str) -> str:
+    """'an ACCESS EXCLUSIVE lock', 'a SHARE lock'."""
+    article = "an" if mode_label[:1] in "AEIOU" else "a"
+    return f"{article} {mode_label} lock"

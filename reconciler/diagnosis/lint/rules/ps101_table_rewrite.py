@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from reconciler.diagnosis.lint.base import Hit, StatementContext, by_size, rule
-from reconciler.diagnosis.lint.parts import alter_commands, sized, what_the_lock_stops
+from reconciler.diagnosis.lint.parts import a_lock, alter_commands, sized, what_the_lock_stops
 
 _TYPE_CHANGE = (
     "add a column of the new type, backfill it in batches, switch reads and writes to it, then drop the old column"
@@ -54,7 +54,7 @@ def table_rewrite(context: StatementContext) -> Iterator[Hit]:
         label = lock.label if lock is not None else "ACCESS EXCLUSIVE"
         size = context.size(relation)
         yield Hit(
-            message=f"rewrites {sized(relation, size)} under an {label} lock: {what_the_lock_stops(label)} "
+            message=f"rewrites {sized(relation, size)} under {a_lock(label)}: {what_the_lock_stops(label)} "
             "until every row is copied",
             alternative=_alternative(context),
             severity=by_size(size, blocks_reads=label == "ACCESS EXCLUSIVE"),

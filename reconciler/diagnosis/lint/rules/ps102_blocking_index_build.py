@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from reconciler.diagnosis.lint.base import Hit, StatementContext, by_size, rule
-from reconciler.diagnosis.lint.parts import alter_commands, altered, sized, what_the_lock_stops
+from reconciler.diagnosis.lint.parts import a_lock, alter_commands, altered, sized, what_the_lock_stops
 
 _CONCURRENTLY = "CREATE INDEX CONCURRENTLY, in a migration file of its own"
 _USING_INDEX = (
@@ -49,7 +49,7 @@ def blocking_index_build(context: StatementContext) -> Iterator[Hit]:
     label = lock.label if lock is not None else default_lock
     size = context.size(relation)
     yield Hit(
-        message=f"builds an index on {sized(relation, size)} under a {label} lock: {what_the_lock_stops(label)} "
+        message=f"builds an index on {sized(relation, size)} under {a_lock(label)}: {what_the_lock_stops(label)} "
         "until the whole table is read and the index written",
         alternative=alternative,
         severity=by_size(size, blocks_reads=label == "ACCESS EXCLUSIVE"),

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from reconciler.diagnosis.lint.base import Hit, StatementContext, by_size, rule
-from reconciler.diagnosis.lint.parts import alter_commands, altered, sized, what_the_lock_stops
+from reconciler.diagnosis.lint.parts import a_lock, alter_commands, altered, sized, what_the_lock_stops
 
 _ALTERNATIVE = (
     "ADD CONSTRAINT ... NOT VALID now, then ALTER TABLE ... VALIDATE CONSTRAINT in a later migration "
@@ -59,7 +59,7 @@ def validating_constraint(context: StatementContext) -> Iterator[Hit]:
     label = lock.label if lock is not None else max((_CHECKED[k] for k in kinds), key=len)
     size = context.size(relation)
     yield Hit(
-        message=f"checks every row of {sized(relation, size)} under a {label} lock: {what_the_lock_stops(label)} "
+        message=f"checks every row of {sized(relation, size)} under {a_lock(label)}: {what_the_lock_stops(label)} "
         "until the check ends",
         alternative=_ON_NEW_COLUMN
         if any(found and command.get("subtype") == "AT_AddColumn" for command, found in commands)
