@@ -940,7 +940,7 @@ def plan_command(
     reviewed = remediation.plan_for_review(settings, request, notify=_notify)
     plan = reviewed.plan
     if out is not None:
-        remediation.save_plan(plan, out)  # the plan alone: what its migrations lock is shown, not saved
+        remediation.save_plan(plan, out, {"lint": report.step_lint_json(plan, reviewed.lint)})  # as --format json
     _emit(
         options.fmt,
         reviewed,

@@ -721,10 +721,9 @@ def remediation_plan_text(plan: Plan, linted: Any = None) -> str:
 
 
 def remediation_plan_json(plan: Plan, linted: Any = None) -> str:
-    """The plan as --out saves it, and, shown only, what the migrations it runs lock and
-    rewrite (not part of the plan: not in its hash, not read by apply)."""
-    lint = step_lint_json(plan, linted)
-    return to_json({**plan.to_json(), "hash": plan.hash, **({"lint": lint} if lint is not None else {})})
+    """The plan as --out saves it, with what the migrations it runs lock and rewrite (null:
+    not linted): shown beside the plan, not part of it (not in its hash, not read by apply)."""
+    return to_json({**plan.to_json(), "hash": plan.hash, "lint": step_lint_json(plan, linted)})
 
 
 def apply_text(result: Any) -> str:

@@ -106,9 +106,13 @@ def _planned(settings: Settings, request: PlanRequest, notify: Any, *, lint: boo
 # --- saved plans --------------------------------------------------------------------------
 
 
-def save_plan(plan: Plan, path: Path) -> None:
+def save_plan(plan: Plan, path: Path, shown: dict[str, Any] | None = None) -> None:
+    """The plan and its hash; ``shown``: what plan printed beside it (what its migrations
+    lock), saved as printed for whoever reviews the file. Not part of the plan: the hash does
+    not cover it and load_plan reads past it."""
     data = plan.to_json()
     data["hash"] = plan.hash
+    data.update(shown or {})
     try:
         path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     except OSError as e:
