@@ -102,7 +102,7 @@ def lint_json(result: LintResult) -> str:
             ],
             "measured": {
                 "shadow": run.shadow if run is not None else "none",
-                "unavailable": None if run is None else run.unavailable,
+                "unavailable": "--no-replay" if run is None else run.unavailable,
                 "stopped_at": None
                 if run is None or run.measurement is None or run.measurement.stopped is None
                 else {"version": run.measurement.stopped.version, "reason": run.measurement.stopped.reason},

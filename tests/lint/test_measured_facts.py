@@ -1,0 +1,234 @@
+"""Each fact db lint measures in the shadow is what the real server does on a table with rows.
+
+The target holds rows; the shadow holds the replayed (empty) tables. For every case, the
+facts lint reports for the pending statement are compared with the same statement run on
+the target itself inside a transaction that is rolled back: its new file (rewrite), its scan
+count, and the locks its backend holds before commit.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.conftest import run_cli, sql, wait_for, write
+
+SETUP = """
+CREATE TABLE users (id bigint PRIMARY KEY, name varchar(20));
+CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, note varchar(20), total int, flag int);
+"""
+DATA = """
+INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 500) g;
+INSERT INTO orders SELECT g, g % 500 + 1, 'n', g, 1 FROM generate_series(1, 5000) g;
+ANALYZE users; ANALYZE orders;
+"""
+
+# (name, the pending statement, rewrites, scans orders, strongest lock on orders, codes found)
+CASES = [
+    (
+        "type change that rewrites",
+        "ALTER TABLE orders ALTER COLUMN total TYPE bigint",
+        True,
+        True,
+        "ACCESS EXCLUSIVE",
+        {"PS101"},
+    ),
+    (
+        "type change that does not",
+        "ALTER TABLE orders ALTER COLUMN note TYPE text",
+        False,
+        False,
+        "ACCESS EXCLUSIVE",
+        {"PS105"},
+    ),
+    (
+        "volatile default",
+        "ALTER TABLE orders ADD COLUMN r float8 DEFAULT random()",
+        True,
+        True,
+        "ACCESS EXCLUSIVE",
+        {"PS101"},
+    ),
+    ("constant default", "ALTER TABLE orders ADD COLUMN k int DEFAULT 0", False, False, "ACCESS EXCLUSIVE", {"PS105"}),
+    ("index", "CREATE INDEX orders_user ON orders (user_id)", False, True, "SHARE", {"PS102"}),
+    (
+        "foreign key",
+        "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id)",
+        False,
+        True,
+        "SHARE ROW EXCLUSIVE",
+        {"PS103"},
+    ),
+    (
+        "foreign key not valid",
+        "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID",
+        False,
+        False,
+        "SHARE ROW EXCLUSIVE",
+        set(),
+    ),
+    ("set not null", "ALTER TABLE orders ALTER COLUMN flag SET NOT NULL", False, True, "ACCESS EXCLUSIVE", {"PS104"}),
+]
+
+_FACTS = """SELECT c.relfilenode, pg_stat_get_xact_numscans(c.oid),
+  (SELECT string_agg(l.mode, ',' ORDER BY l.mode) FROM pg_locks l
+    WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.relation = c.oid AND l.granted)
+FROM pg_class c WHERE c.oid = 'orders'::regclass"""
+_MODES = [
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+]
+
+
+def _label(modes: str | None) -> str | None:
+    if not modes:
+        return None
+    strongest = max(modes.split(","), key=_MODES.index)
+    from reconciler.desired.replay.measure import lock_name
+
+    return lock_name(strongest)
+
+
+def on_the_server(url: str, statement: str, before: str = "") -> tuple[bool, bool, str | None]:
+    """(rewrote orders, scanned orders, strongest lock on orders) for ``statement`` run on the
+    real server with its rows, in a transaction rolled back."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            if before:
+                cur.execute(before)
+            cur.execute(_FACTS)
+            node, scans, _ = cur.fetchone()
+            cur.execute(statement)
+            cur.execute(_FACTS)
+            node_after, scans_after, modes = cur.fetchone()
+        conn.rollback()
+        return node_after != node, scans_after > scans, _label(modes)
+    finally:
+        conn.close()
+
+
+def _project(tmp_path: Path, url: str, db, pending: str, setup_extra: str = "") -> Path:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_setup.sql", SETUP + setup_extra)
+    assert run_cli("db", "migrate", "--database-url", url, "--migrations-dir", str(migrations)).exit_code == 0
+    sql(db, DATA)
+    write(migrations, "002_change.sql", pending + ";\n")
+    return migrations
+
+
+def _lint(url: str, migrations: Path) -> dict:
+    result = run_cli(
+        "db",
+        "lint",
+        "--format",
+        "json",
+        "--severity",
+        "high",
+        "--database-url",
+        url,
+        "--migrations-dir",
+        str(migrations),
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(("name", "statement", "rewrites", "scans", "lock", "codes"), CASES, ids=[c[0] for c in CASES])
+def test_the_shadow_measures_what_the_server_does(
+    tmp_path: Path, database_url: str, db, name: str, statement: str, rewrites: bool, scans: bool, lock: str, codes: set
+) -> None:
+    migrations = _project(tmp_path, database_url, db, statement)
+    report = _lint(database_url, migrations)
+    [facts] = [f for f in report["measured"]["statements"] if f["version"] == "002"]
+    assert facts["basis"] == "measured"
+    measured_lock = next(x["mode"] for x in facts["locks"] if x["relation"] == "public.orders")
+    shadow = ("public.orders" in facts["rewrites"], "public.orders" in facts["scans"], measured_lock)
+    assert shadow == (rewrites, scans, lock), name
+    assert on_the_server(database_url, statement) == shadow, "the server with rows does what the shadow measured"
+    assert {f["code"] for f in report["findings"]} == codes
+    for finding in report["findings"]:
+        assert finding["file"].endswith("002_change.sql") and finding["line"] == 1
+        assert finding["size"]["rows"] == 5000 and finding["size"]["exists"] is True
+        assert finding["severity"] == "low", "a 5000-row table is small: low, not info, not high"
+        assert finding["alternative"]
+
+
+def test_set_not_null_after_a_validated_check_reads_nothing(tmp_path: Path, database_url: str, db) -> None:
+    check = "ALTER TABLE orders ADD CONSTRAINT flag_nn CHECK (flag IS NOT NULL);\n"
+    migrations = _project(tmp_path, database_url, db, "ALTER TABLE orders ALTER COLUMN flag SET NOT NULL", check)
+    report = _lint(database_url, migrations)
+    [facts] = [f for f in report["measured"]["statements"] if f["version"] == "002"]
+    assert facts["scans"] == [] and facts["rewrites"] == []
+    assert on_the_server(database_url, "ALTER TABLE orders ALTER COLUMN flag SET NOT NULL") == (
+        False,
+        False,
+        "ACCESS EXCLUSIVE",
+    )
+    assert "PS104" not in {f["code"] for f in report["findings"]}
+
+
+def test_an_empty_table_is_info_and_passes(tmp_path: Path, database_url: str) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_setup.sql", SETUP)
+    assert run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(migrations)).exit_code == 0
+    write(migrations, "002_change.sql", "ALTER TABLE orders ALTER COLUMN total TYPE bigint;\n")
+    report = _lint(database_url, migrations)
+    assert [(f["code"], f["severity"]) for f in report["findings"]] == [("PS101", "info")]
+    assert report["ok"] is True
+
+
+def test_create_index_concurrently_holds_what_is_documented(tmp_path: Path, database_url: str, db) -> None:
+    """CONCURRENTLY cannot run in a transaction to be watched: lint says what PostgreSQL
+    documents, and the server, caught while the build waits for a writer, holds just that."""
+    statement = "CREATE INDEX CONCURRENTLY orders_user ON orders (user_id)"
+    migrations = _project(tmp_path, database_url, db, statement)
+    report = _lint(database_url, migrations)
+    [facts] = [f for f in report["measured"]["statements"] if f["version"] == "002"]
+    assert facts["basis"] == "documented"
+    assert facts["locks"] == [{"relation": "public.orders", "mode": "SHARE UPDATE EXCLUSIVE", "taken_here": True}]
+    assert "PS102" not in {f["code"] for f in report["findings"]}
+
+    # On the server: a writer's open transaction makes the build wait, holding its lock.
+    writer = psycopg2.connect(database_url)
+    builder = psycopg2.connect(database_url)
+    builder.autocommit = True
+    try:
+        with writer.cursor() as cur:
+            cur.execute("LOCK TABLE orders IN ROW EXCLUSIVE MODE")
+        builder_pid = builder.get_backend_pid()
+        failed: list[Exception] = []
+
+        def build() -> None:
+            try:
+                builder.cursor().execute(statement)
+            except psycopg2.Error as e:
+                failed.append(e)
+
+        thread = threading.Thread(target=build)
+        thread.start()
+        wait_for(db, f"SELECT count(*) > 0 FROM pg_locks WHERE pid = {builder_pid} AND NOT granted", [(True,)])
+        held = sql(
+            db,
+            "SELECT mode FROM pg_locks WHERE pid = %s AND relation = 'orders'::regclass AND granted",
+            (builder_pid,),
+        )
+        writer.rollback()
+        thread.join(timeout=60)
+        assert not failed
+        assert [m for (m,) in held] == ["ShareUpdateExclusiveLock"]
+    finally:
+        writer.close()
+        builder.close()
