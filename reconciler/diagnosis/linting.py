@@ -180,7 +180,8 @@ def lint_on(session: Session, settings: Settings, migrations: MigrationSet, lint
     if shadow is not None and wanted:
         run = measure_in_shadow(session, migrations.migrations, wanted, shadow)
     measurement = run.measurement if run is not None else None
-    search_path = session_search_path(session)[0]
+    path, schemas, _role = session_search_path(session)
+    search_path = tuple(schema for schema in path if schema in schemas) or path  # "$user" has no schema, often
     timeout = ddl_lock_timeout(settings)
     first = contexts(linted, measurement, search_path, timeout)
     sizes = relation_sizes(session, named_relations(first))

@@ -44,8 +44,8 @@ class LintSeverity(IntEnum):
 
 
 # (bytes below which it is LOW, MEDIUM): the time a lock is held grows with what is rewritten or read.
-_BLOCKS_READS = (10 * MB, 1 * GB)  # ACCESS EXCLUSIVE: nobody reads or writes until it ends
-_BLOCKS_WRITES = (100 * MB, 10 * GB)  # SHARE and stronger: reads go on, writes wait
+BLOCKS_READS_BYTES = (10 * MB, 1 * GB)  # ACCESS EXCLUSIVE: nobody reads or writes until it ends
+BLOCKS_WRITES_BYTES = (100 * MB, 10 * GB)  # SHARE and stronger: reads go on, writes wait
 
 
 def by_size(size: RelationSize | None, blocks_reads: bool) -> LintSeverity:
@@ -53,7 +53,7 @@ def by_size(size: RelationSize | None, blocks_reads: bool) -> LintSeverity:
     relation's live size on the target. A relation a pending migration makes is empty then."""
     if size is None or not size.exists or (size.empty and size.bytes < EMPTY_BYTES):
         return LintSeverity.INFO
-    low, medium = _BLOCKS_READS if blocks_reads else _BLOCKS_WRITES
+    low, medium = BLOCKS_READS_BYTES if blocks_reads else BLOCKS_WRITES_BYTES
     if size.bytes < low:
         return LintSeverity.LOW
     if size.bytes < medium:
@@ -85,7 +85,7 @@ class StatementContext:
         name = range_var.get("relname", "")
         if range_var.get("schemaname"):
             return f"{range_var['schemaname']}.{name}"
-        known = self.existing | self.created_here | frozenset(self.sizes)
+        known = self.existing | self.created_here | frozenset(n for n, size in self.sizes.items() if size.exists)
         for schema in self.search_path:
             if f"{schema}.{name}" in known:
                 return f"{schema}.{name}"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.measure import Measurement
-from reconciler.diagnosis.lint.base import Hit, LintSeverity, Rule, StatementContext, find_rule, load_rules, walk
+from reconciler.diagnosis.lint.base import Hit, LintSeverity, Rule, StatementContext, find_rule, load_rules
+from reconciler.diagnosis.lint.parts import dropped_range_vars
 from reconciler.errors import MigrationFileError, UsageError
 from reconciler.observed.sizes import RelationSize
 
@@ -157,8 +159,8 @@ def contexts(
 
 def _made(context: StatementContext) -> set[str]:
     """The relations a statement makes: later statements of its migration lock nobody out of them."""
-    if context.kind in ("CreateStmt", "CreateTableAsStmt"):
-        relation = context.node.get("relation") or context.node.get("into", {}).get("rel")
+    if context.kind in ("CreateStmt", "CreateTableAsStmt", "ViewStmt"):
+        relation = context.node.get("relation") or context.node.get("view") or context.node.get("into", {}).get("rel")
         return {context.resolve(relation)} if relation else set()
     return set()
 
@@ -169,13 +171,31 @@ def named_relations(statement_contexts: Sequence[StatementContext]) -> set[str]:
     for context in statement_contexts:
         if context.facts is not None:
             names |= {lock.relation for lock in context.facts.locks}
-        for kind, node in walk({context.kind: context.node}):
-            if kind == "RangeVar" or (kind in ("relation",) and "relname" in node):
-                names.add(context.resolve(node))
-        relation = context.node.get("relation")
-        if isinstance(relation, dict) and relation.get("relname"):
-            names.add(context.resolve(relation))
+        for node in [*_range_vars(context.node), *dropped_range_vars(context)]:
+            names |= _candidates(context, node)
     return names
+
+
+def _candidates(context: StatementContext, range_var: dict[str, Any]) -> set[str]:
+    """Where a name may be: as resolved so far, and, unqualified, in each schema of the
+    search_path (the sizes read say which exists, for the next pass to resolve it there)."""
+    found = {context.resolve(range_var)}
+    if not range_var.get("schemaname"):
+        found |= {f"{schema}.{range_var['relname']}" for schema in context.search_path}
+    return found
+
+
+def _range_vars(node: object) -> Iterator[dict[str, Any]]:
+    """Every RangeVar of a parse tree, wrapped ({"RangeVar": ...}) or bare (a statement's
+    "relation", a foreign key's "pktable")."""
+    if isinstance(node, dict):
+        if isinstance(node.get("relname"), str):
+            yield node
+        for value in node.values():
+            yield from _range_vars(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _range_vars(item)
 
 
 def lint(

@@ -17,8 +17,8 @@ the code over, then drop the old column. For a volatile default, add the column 
 online tool such as pg_repack, or a maintenance window.
 
 **squawk:** ``changing-column-type`` and ``adding-field-with-default`` warn from the text;
-poststack reports only the statements this server really rewrites ("measured: no rewrite on
-this server" for the others).
+poststack reports only the statements this server really rewrites (``--format json`` lists
+what every statement was measured doing, under ``measured.statements``).
 """
 
 from __future__ import annotations

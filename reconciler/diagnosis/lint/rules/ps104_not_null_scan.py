@@ -11,7 +11,8 @@ table's live size.
 constraint and reads nothing; then drop the constraint.
 
 **squawk:** ``adding-not-nullable-field``. poststack says nothing when the server measured no
-scan ("measured: no scan on this server": a validated CHECK already proves it).
+scan (a validated CHECK already proves it); ``--format json`` lists what every statement was
+measured doing, under ``measured.statements``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,130 @@
+"""The lint engine without a database: switching rules off (per file, per project) and
+refusing what cannot be meant, and the rules run over parsed statements and given sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.desired.files import Migration
+from reconciler.desired.layouts import load_migrations
+from reconciler.diagnosis.lint.engine import contexts, file_ignores, lint, project_ignores
+from reconciler.errors import UsageError
+from reconciler.observed.sizes import RelationSize
+from tests.conftest import write
+
+
+def _migrations(directory: Path, files: dict[str, str]) -> tuple[Migration, ...]:
+    for name, sql in files.items():
+        write(directory, name, sql)
+    return load_migrations(directory).migrations
+
+
+def _one(directory: Path, sql: str) -> Migration:
+    return _migrations(directory, {"002_change.sql": sql})[0]
+
+
+# --- -- poststack:lint-ignore CODE reason ------------------------------------------------
+
+
+def test_a_file_ignore_names_its_rules_by_code_or_name_with_its_reason(tmp_path: Path) -> None:
+    migration = _one(
+        tmp_path,
+        "ALTER TABLE t DROP COLUMN c;\n-- poststack:lint-ignore PS204,rename  nobody reads c since 4.2\n",
+    )
+    (found,) = file_ignores(migration)
+    assert found.codes == {"PS204", "PS205"}
+    assert found.reason == "nobody reads c since 4.2"
+    assert found.where.endswith("002_change.sql:2")
+
+
+def test_a_file_ignore_without_a_rule_is_refused_naming_file_and_line(tmp_path: Path) -> None:
+    migration = _one(tmp_path, "SELECT 1;\n\n--   poststack:lint-ignore\n")
+    with pytest.raises(UsageError) as error:
+        file_ignores(migration)
+    assert "002_change.sql:3" in error.value.summary
+    assert "names no rule" in error.value.summary
+
+
+def test_a_file_ignore_without_a_reason_is_refused_naming_file_and_line(tmp_path: Path) -> None:
+    migration = _one(tmp_path, "-- poststack:lint-ignore PS101\nALTER TABLE t ALTER COLUMN c TYPE bigint;\n")
+    with pytest.raises(UsageError) as error:
+        file_ignores(migration)
+    assert "002_change.sql:1" in error.value.summary
+    assert "says no reason" in error.value.summary
+
+
+def test_a_file_ignore_of_an_unknown_rule_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    migration = _one(tmp_path, "SELECT 1;\n-- poststack:lint-ignore PS2O4 the column is gone from the code\n")
+    with pytest.raises(UsageError) as error:
+        file_ignores(migration)
+    assert "002_change.sql:2" in error.value.summary
+    assert "unknown lint rule 'PS2O4'" in error.value.summary
+    assert "did you mean 'PS204'?" in error.value.summary
+
+
+# --- lint_ignore in the project ------------------------------------------------------------
+
+
+def test_lint_ignore_takes_codes_and_names_in_any_case() -> None:
+    assert project_ignores(["ps101", "drop-column", "Rename"], "poststack.toml") == {
+        "PS101": "poststack.toml",
+        "PS204": "poststack.toml",
+        "PS205": "poststack.toml",
+    }
+
+
+@pytest.mark.parametrize(
+    ("wrong", "meant"), [("PS2O6", "PS206"), ("drop-colum", "drop-column"), ("vacuum-everything", None)]
+)
+def test_an_unknown_rule_in_lint_ignore_is_refused_with_a_suggestion(wrong: str, meant: str | None) -> None:
+    with pytest.raises(UsageError) as error:
+        project_ignores(["PS101", wrong], "poststack.toml")
+    summary = error.value.summary
+    assert summary.startswith(f"poststack.toml lint_ignore: unknown lint rule {wrong!r}")
+    assert (f"did you mean {meant!r}?" in summary) if meant else ("did you mean" not in summary)
+
+
+# --- the rules over parsed statements, and switching them off ----------------------------
+
+_TABLE = RelationSize("public.users", exists=True, rows=5000, bytes=2 << 20)
+
+
+def test_a_finding_switched_off_by_the_project_or_its_file_is_kept_aside_with_why(tmp_path: Path) -> None:
+    migrations = _migrations(
+        tmp_path,
+        {
+            "002_drop.sql": "-- poststack:lint-ignore PS204 unused since 4.2\nALTER TABLE users DROP COLUMN legacy;\n",
+            "003_again.sql": "ALTER TABLE users DROP COLUMN other;\nALTER TABLE users RENAME COLUMN a TO b;\n",
+        },
+    )
+    statements = contexts(migrations, None, ("public",), 5.0, {"public.users": _TABLE})
+    ignores = {m.version: file_ignores(m) for m in migrations}
+    result = lint(statements, ignores, project_ignores(["rename"], "poststack.toml"))
+    assert [(f.code, f.version, f.line) for f in result.findings] == [("PS204", "003", 1)]
+    assert sorted((i.finding.code, i.finding.version, i.reason) for i in result.ignored) == [
+        ("PS204", "002", "unused since 4.2"),
+        ("PS205", "003", "switched off for the project"),
+    ]
+    assert result.statements == 3
+
+
+def test_without_a_measurement_the_static_rules_read_the_sql_and_the_sizes(tmp_path: Path) -> None:
+    (migration,) = _migrations(
+        tmp_path,
+        {
+            "002_change.sql": "CREATE TABLE teams (id int);\n"
+            "ALTER TABLE teams ADD COLUMN token uuid DEFAULT gen_random_uuid();\n"
+            "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid(), ADD COLUMN team int NOT NULL;\n"
+            "UPDATE users SET team = 1;\n",
+        },
+    )
+    statements = contexts([migration], None, ("public",), 0.0, {"public.users": _TABLE})
+    found = [(f.code, f.line, f.severity.label, f.hit.relation) for f in lint(statements, {}, {}).findings]
+    assert found == [
+        ("PS207", 3, "high", "public.users"),
+        ("PS201", 3, "medium", "public.users"),
+        ("PS203", 3, "low", "public.users"),
+        ("PS202", 4, "low", "public.users"),
+    ]

@@ -1,0 +1,132 @@
+"""Every lint rule's YAML cases (tests/lint/cases/*.yaml), run on a real PostgreSQL.
+
+Per case: the setup history is migrated onto an emptied database, the data (if any) is
+written there and analyzed (so the live size is what the rules see), then the pending
+migration is linted in-process the way ``db lint`` does it, shadow measurement included, and
+the findings are held to the case's expectations. One database serves every case, emptied
+(every schema dropped) before each: making one per case would double the time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from reconciler import commands
+from reconciler.config import Settings, resolve_settings
+from reconciler.diagnosis import linting
+from reconciler.diagnosis.lint.base import LintSeverity
+from reconciler.diagnosis.lint.engine import Finding
+from tests.conftest import Server, scratch_database, write
+from tests.lint.cases import Case, Expected, all_cases
+
+_CASES = all_cases()
+_EMPTY = """DO $$ DECLARE s name; BEGIN
+  FOR s IN SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', s);
+  END LOOP;
+END $$;
+CREATE SCHEMA public"""
+
+
+@pytest.fixture(scope="module")
+def cases_database(pg_server: Server, template_db: str) -> Iterator[str]:
+    with scratch_database(pg_server, f"poststack_lint_cases_{os.getpid()}", template_db) as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(cases_database: str) -> str:
+    """The cases' database, emptied: no schema but an empty public."""
+    _run(cases_database, _EMPTY)
+    return cases_database
+
+
+@pytest.mark.parametrize("case", _CASES, ids=[case.id for case in _CASES])
+def test_rule_case(case: Case, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    for number, sql in enumerate(case.setup, start=1):
+        write(migrations, f"{number:03d}_setup.sql", sql)
+    if case.lint_ignore is not None:
+        (tmp_path / "poststack.toml").write_text(f"lint_ignore = {json.dumps(list(case.lint_ignore))}\n")
+    settings = resolve_settings(
+        database_url=database_url, migrations_dir=migrations, no_replay=not case.replay, environ={}, cwd=tmp_path
+    )
+    if case.setup:
+        assert commands.migrate(settings, target=None, dry_run=False).ok, f"{case.source}: the setup did not migrate"
+    if case.data:
+        _run(database_url, case.data)
+        _run(database_url, "ANALYZE")
+    for number, sql in enumerate(case.migration, start=101):
+        write(migrations, f"{number:03d}_pending.sql", sql)
+    settings = _with_ddl_lock_timeout(settings, case.ddl_lock_timeout, monkeypatch)
+
+    result = linting.lint_migrations(settings, (), False, LintSeverity.INFO)
+
+    linted = result.linted
+    assert len(linted.versions) == len(case.migration), f"{case.source}: linted {linted.versions}"
+    if case.replay:
+        assert linted.run is not None and linted.run.measurement is not None, f"{case.source}: {linted.notices}"
+        assert linted.run.measurement.stopped is None, f"{case.source}: {linted.run.measurement.stopped}"
+    found, ignored = linted.findings.findings, [i.finding for i in linted.findings.ignored]
+    said = _said(found, ignored)
+    for expected in case.fail:
+        assert any(_matches(f, expected) for f in found), f"{case.source}: no finding like {expected}\n{said}"
+    for code in case.passes:
+        assert all(f.code != code for f in found), f"{case.source}: {code} was found\n{said}"
+    for code in case.ignored:
+        assert any(f.code == code for f in ignored), f"{case.source}: {code} was not switched off\n{said}"
+        assert all(f.code != code for f in found), f"{case.source}: {code} was found, not switched off\n{said}"
+
+
+def _with_ddl_lock_timeout(settings: Settings, timeout: float | None, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The lock_timeout db migrate would set: a setting once the project has one, else the
+    value db lint reads in its place."""
+    if timeout is None:
+        return settings
+    if any(f.name == "ddl_lock_timeout" for f in dataclasses.fields(settings)):
+        return dataclasses.replace(settings, ddl_lock_timeout=timeout)  # type: ignore[call-arg]
+    monkeypatch.setattr(linting, "ddl_lock_timeout", lambda _settings: timeout)
+    return settings
+
+
+def _matches(finding: Finding, expected: Expected) -> bool:
+    hit = finding.hit
+    wanted = {
+        "code": (finding.code, expected.code),
+        "severity": (finding.severity.label, expected.severity),
+        "lock": (hit.lock, expected.lock),
+        "rewrites": (hit.rewrites, expected.rewrites),
+        "relation": (hit.relation, expected.relation),
+        "basis": (hit.basis, expected.basis),
+        "file": (finding.version, None if expected.file is None else f"{100 + expected.file:03d}"),
+        "line": (finding.line, expected.line),
+    }
+    return all(want is None or have == want for have, want in wanted.values())
+
+
+def _said(found: tuple[Finding, ...], ignored: list[Finding]) -> str:
+    lines = [
+        f"  {f.code} {f.severity.label} {f.version}:{f.line} {f.hit.relation} lock={f.hit.lock} "
+        f"rewrites={f.hit.rewrites} basis={f.hit.basis}: {f.hit.message}"
+        for f in found
+    ]
+    lines += [f"  (switched off) {f.code} {f.version}:{f.line}" for f in ignored]
+    return "findings:\n" + ("\n".join(lines) or "  none")
+
+
+def _run(url: str, sql: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
