@@ -38,7 +38,7 @@ def pending_rewrite(cli, db, migrations_dir: Path) -> Path:
 @pytest.fixture
 def high_from_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """A lock that stops readers while a relation is rewritten is HIGH from 2 bytes on."""
-    monkeypatch.setattr("reconciler.diagnosis.lint.base._BLOCKS_READS", (1, 2))
+    monkeypatch.setattr("reconciler.diagnosis.lint.base.BLOCKS_READS_BYTES", (1, 2))
 
 
 def _step_block(text: str, head: str) -> list[str]:
@@ -245,3 +245,34 @@ def test_a_file_lint_refuses_is_said_and_diagnose_goes_on(cli, pending_rewrite, 
     result = cli("db", "diagnose", "--type", "unsafe_migration", "--format", "json")
     conforming(result, "db diagnose", 0)
     assert "⚠️  Not linted: " in result.stderr and "says no reason" in result.stderr
+
+
+# --- the real path: a required column added to a table with rows (PS207, static) ----------------
+
+REQUIRED = "ALTER TABLE accounts ADD COLUMN plan_id int NOT NULL;\n"
+
+
+@pytest.mark.parametrize("replay", [(), ("--no-replay",)], ids=["measured", "no-replay"])
+def test_a_required_column_on_a_table_with_rows_is_unsafe_with_or_without_replay(cli, db, migrations_dir, replay):
+    assert cli("db", "migrate").exit_code == 0
+    sql(db, "INSERT INTO accounts (email, display_name) VALUES ('a@x', 'a')")
+    sql(db, "ANALYZE accounts")  # rows are counted from the statistics, as on a live database
+    write(migrations_dir, "006_require_plan.sql", REQUIRED)
+    # A rule that reads the SQL and the live row count: --no-replay leaves it running.
+    data = json_of(cli, "db", "diagnose", "--type", "unsafe_migration", *replay, exit_code=1)
+    (issue,) = data["issues"]
+    assert issue["version"] == "006" and issue["message"].endswith("(PS207, line 1)")
+    (finding,) = [f for f in issue["details"]["findings"] if f["code"] == "PS207"]
+    assert (finding["severity"], finding["relation"], finding["size"]["rows"]) == ("high", "public.accounts", 1)
+    assert issue["details"]["measured"] is (not replay)
+    dry = cli("db", "migrate", "--dry-run", *replay)
+    assert "lint: 🟠 HIGH PS207 line 1 (poststack db lint 006)" in dry.stdout
+    # What the dry run said: the run fails here.
+    assert cli("db", "migrate").exit_code == 1
+
+
+def test_a_required_column_on_an_empty_table_is_not_unsafe(cli, migrations_dir):
+    assert cli("db", "migrate").exit_code == 0
+    write(migrations_dir, "006_require_plan.sql", REQUIRED)
+    assert json_of(cli, "db", "diagnose", "--type", "unsafe_migration")["issues"] == []
+    assert cli("db", "migrate").exit_code == 0
