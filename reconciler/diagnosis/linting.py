@@ -121,10 +121,6 @@ class MigrationLint:
     def scans(self) -> bool:
         return any(r.scanned for r in self.relations)
 
-    @property
-    def worst(self) -> LintSeverity | None:
-        return max((f.severity for f in self.findings), default=None)
-
 
 @dataclass(frozen=True)
 class LintResult:

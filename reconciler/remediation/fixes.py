@@ -79,8 +79,9 @@ def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> P
 @dataclass(frozen=True)
 class ReviewedPlan:
     """A plan for a person to review (poststack plan, apply without a plan file), and what
-    the migrations it runs lock and rewrite: computed when it is shown, never saved with it,
-    never read by apply, not in its fingerprint or hash."""
+    the migrations it runs lock and rewrite: computed when it is shown, beside the plan, never
+    part of it (plan --out saves it next to the plan; apply never reads it; neither the
+    fingerprint nor the hash covers it)."""
 
     plan: Plan
     lint: Linted | None  # None: nothing pending, or not linted (the request cannot migrate)
