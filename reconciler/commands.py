@@ -39,6 +39,7 @@ def migrate(
     allow: Allowances | None = None,
     notify: Notify | None = None,
     on_step: executor.StepCallback | None = None,
+    on_lock_wait: executor.LockWaitCallback | None = None,
 ) -> runner.RunResult:
     from reconciler.diagnosis.pending import Allowances
     from reconciler.remediation import runner
@@ -46,7 +47,14 @@ def migrate(
     migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
         result = runner.migrate(
-            session, settings, migrations, target=target, dry_run=dry_run, allow=allow or Allowances(), on_step=on_step
+            session,
+            settings,
+            migrations,
+            target=target,
+            dry_run=dry_run,
+            allow=allow or Allowances(),
+            on_step=on_step,
+            on_lock_wait=on_lock_wait,
         )
         if dry_run:
             result = replace(result, lint=_lint_run(session, settings, migrations, result.plan, notify))

@@ -33,6 +33,11 @@ DEFAULT_SCHEMA = "public"
 DEFAULT_TABLE_PREFIX = "schema_"
 DEFAULT_LOCK_TIMEOUT = 30.0
 MAX_LOCK_TIMEOUT = 2_147_483  # PostgreSQL's lock_timeout ceiling, in seconds
+# PostgreSQL's lock_timeout for each migration (0: poststack sets none), and how many times a
+# migration whose transaction it rolled back is tried again.
+DEFAULT_DDL_LOCK_TIMEOUT = 5.0
+DEFAULT_DDL_LOCK_RETRIES = 3
+MAX_DDL_LOCK_RETRIES = 100
 EMBEDDED = "embedded"
 NUMBERINGS = ("sequence", "timestamp")  # how poststack new numbers a migration
 
@@ -45,6 +50,8 @@ SETTING_VARIABLES: dict[str, str] = {
     "layout": "POSTSTACK_LAYOUT",
     "shadow_database_url": "POSTSTACK_SHADOW_DATABASE_URL",
     "lock_timeout": "POSTSTACK_LOCK_TIMEOUT",
+    "ddl_lock_timeout": "POSTSTACK_DDL_LOCK_TIMEOUT",  # PostgreSQL's lock_timeout for each migration
+    "ddl_lock_retries": "POSTSTACK_DDL_LOCK_RETRIES",  # tries after the first when it fires
     "numbering": "POSTSTACK_NUMBERING",  # how poststack new numbers: sequence or timestamp
     "lint_ignore": "POSTSTACK_LINT_IGNORE",  # lint rules switched off: codes or names, comma-separated
 }
@@ -149,6 +156,8 @@ class Settings:
     environment: str | None = None  # the [environments.NAME] chosen, if any
     origins: Origins = Origins()
     numbering: str | None = None  # poststack new: sequence or timestamp; None: as the files are numbered
+    ddl_lock_timeout: float = DEFAULT_DDL_LOCK_TIMEOUT  # seconds; 0: poststack sets no lock_timeout
+    ddl_lock_retries: int = DEFAULT_DDL_LOCK_RETRIES
     lint_ignore: tuple[str, ...] = ()  # lint rules switched off for the project (checked by lint)
 
     @property
@@ -399,6 +408,37 @@ def _lock_timeout(value: object | None, source: str) -> float:
     return timeout
 
 
+def _ddl_lock_timeout(value: object | None, source: str) -> float:
+    """PostgreSQL counts lock_timeout in whole milliseconds, and 0 turns it off: a value that
+    would round to 0 is refused rather than quietly meaning "wait forever"."""
+    if value is None:
+        return DEFAULT_DDL_LOCK_TIMEOUT
+    if isinstance(value, str):  # from a variable
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise UsageError(f"DDL lock timeout from {source} is not a number of seconds: {value.strip()!r}") from None
+    timeout = float(value)  # type: ignore[arg-type]  # a number: flags and the project file are typed
+    if not math.isfinite(timeout) or not (timeout == 0 or 0.001 <= timeout <= MAX_LOCK_TIMEOUT):
+        raise UsageError(
+            f"DDL lock timeout from {source} must be 0 (no timeout) or between 0.001 and {MAX_LOCK_TIMEOUT} seconds"
+        )
+    return timeout
+
+
+def _ddl_lock_retries(value: object | None, source: str) -> int:
+    if value is None:
+        return DEFAULT_DDL_LOCK_RETRIES
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str):  # from a variable
+        if not re.fullmatch(r"[0-9]+", text):
+            raise UsageError(f"DDL lock retries from {source} is not a whole number: {text!r}")
+        text = int(text)
+    if isinstance(text, bool) or not isinstance(text, int) or not 0 <= text <= MAX_DDL_LOCK_RETRIES:
+        raise UsageError(f"DDL lock retries from {source} must be a whole number between 0 and {MAX_DDL_LOCK_RETRIES}")
+    return text
+
+
 def resolve_settings(
     *,
     database_url: str | None = None,
@@ -411,6 +451,8 @@ def resolve_settings(
     shadow_url: str | None = None,
     no_replay: bool = False,
     lock_timeout: float | None = None,
+    ddl_lock_timeout: float | None = None,
+    ddl_lock_retries: int | None = None,
     environment: str | None = None,
     needs_database: bool = True,
     debug: bool = False,
@@ -524,6 +566,11 @@ def resolve_settings(
     found, origins["lock_timeout"] = lookup.first("--lock-timeout", lock_timeout, "lock_timeout")
     timeout = _lock_timeout(found, origins["lock_timeout"])
 
+    found, origins["ddl_lock_timeout"] = lookup.first("--ddl-lock-timeout", ddl_lock_timeout, "ddl_lock_timeout")
+    ddl_timeout = _ddl_lock_timeout(found, origins["ddl_lock_timeout"])
+    found, origins["ddl_lock_retries"] = lookup.first("--ddl-lock-retries", ddl_lock_retries, "ddl_lock_retries")
+    ddl_retries = _ddl_lock_retries(found, origins["ddl_lock_retries"])
+
     # Checked by poststack new, the one command that numbers (desired/scaffold.py); its
     # --numbering flag wins there.
     found, origins["numbering"] = lookup.first("--numbering", None, "numbering")
@@ -562,5 +609,7 @@ def resolve_settings(
             dotenv_file=dotenv_path,
         ),
         numbering=numbering,
+        ddl_lock_timeout=ddl_timeout,
+        ddl_lock_retries=ddl_retries,
         lint_ignore=lint_ignore,
     )

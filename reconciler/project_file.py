@@ -27,9 +27,10 @@ STRING_KEYS = (
     "shadow_database_url",
     "numbering",
 )
-NUMBER_KEYS = ("lock_timeout",)
+NUMBER_KEYS = ("lock_timeout", "ddl_lock_timeout")  # seconds
+COUNT_KEYS = ("ddl_lock_retries",)  # whole numbers
 LIST_KEYS = ("lint_ignore",)  # lists of strings
-KEYS = (*STRING_KEYS, *NUMBER_KEYS, *LIST_KEYS)
+KEYS = (*STRING_KEYS, *NUMBER_KEYS, *COUNT_KEYS, *LIST_KEYS)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ def _checked(table: Mapping[str, object], where: str, *, allow_environments: boo
             raise UsageError(f"{where}: {key} must be a number of seconds, not {_type_name(value)} ({value!r})")
         if key in NUMBER_KEYS and not math.isfinite(float(value)):  # type: ignore[arg-type]
             raise UsageError(f"{where}: {key} must be a finite number of seconds, not {value!r}")
+        if key in COUNT_KEYS and (isinstance(value, bool) or not isinstance(value, int)):
+            shown = repr(value) if isinstance(value, float) else f"{_type_name(value)} ({value!r})"
+            raise UsageError(f"{where}: {key} must be a whole number, not {shown}")
         if key in LIST_KEYS and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
             raise UsageError(f"{where}: {key} must be an array of strings, not {_type_name(value)} ({value!r})")
     return {k: v for k, v in table.items() if k != ENVIRONMENTS}

@@ -59,6 +59,9 @@ def test_embedded_data_lives_beside_migrations(tmp_path: Path):
         ({"database_url": "mysql://x@y/z"}, "not a postgresql:// URL"),
         ({"tracking_schema": "bad schema; drop"}, "not a plain PostgreSQL identifier"),
         ({"lock_timeout": -1}, "--lock-timeout"),
+        ({"ddl_lock_timeout": -1}, "--ddl-lock-timeout"),
+        ({"ddl_lock_timeout": 0.0004}, "must be 0 \\(no timeout\\) or between 0.001"),
+        ({"ddl_lock_retries": -1}, "--ddl-lock-retries"),
     ],
 )
 def test_bad_settings_are_usage_errors(tmp_path, bad, message):
@@ -217,7 +220,9 @@ def test_an_unknown_key_without_a_near_one(tmp_path: Path):
 
 
 def test_every_documented_key_is_read(tmp_path: Path):
-    text = "".join(f'{key} = "x"\n' for key in SETTING_VARIABLES if key != "lock_timeout") + "lock_timeout = 5\n"
+    numbers = {"lock_timeout": 5, "ddl_lock_timeout": 5, "ddl_lock_retries": 3}
+    text = "".join(f'{key} = "x"\n' for key in SETTING_VARIABLES if key not in numbers)
+    text += "".join(f"{key} = {value}\n" for key, value in numbers.items())
     (tmp_path / "poststack.toml").write_text(text)
     with pytest.raises(UsageError, match="not a postgresql:// URL"):  # read, not refused as unknown
         resolve_settings(environ={}, cwd=tmp_path)
@@ -234,6 +239,8 @@ def test_a_mistyped_variable_is_named_with_a_suggestion(tmp_path: Path):
     env = dict.fromkeys(OTHER_VARIABLES, "x") | dict.fromkeys(SETTING_VARIABLES.values(), "ops")
     env["POSTSTACK_SHADOW_DATABASE_URL"] = URL_A  # a URL, not a name
     env["POSTSTACK_LOCK_TIMEOUT"] = "5"  # seconds
+    env["POSTSTACK_DDL_LOCK_TIMEOUT"] = "5"  # seconds
+    env["POSTSTACK_DDL_LOCK_RETRIES"] = "3"
     env["POSTSTACK_NUMBERING"] = "timestamp"  # how poststack new numbers
     assert {"POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY"} <= set(env)
     assert resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path).database_url == URL_A

@@ -31,7 +31,10 @@ layout = "dbmate"
 shadow_database_url = "postgresql://shadow@h/s"
 migrations_dir = "db/prod"
 lock_timeout = 120
+ddl_lock_timeout = 2.5
+ddl_lock_retries = 0
 numbering = "timestamp"
+lint_ignore = ["PS204", "rename"]
 
 [environments.dev]
 tracking_schema = "dev"
@@ -56,7 +59,9 @@ def test_an_environment_sets_every_setting(project: Path):
     assert settings.shadow_url == "postgresql://shadow@h/s"
     assert settings.migrations_dir == project / "db" / "prod"  # relative to the file
     assert settings.lock_timeout == 120
+    assert (settings.ddl_lock_timeout, settings.ddl_lock_retries) == (2.5, 0)
     assert settings.numbering == "timestamp"
+    assert settings.lint_ignore == ("PS204", "rename")
     label = "poststack.toml [environments.prod]"
     assert dict(settings.origins.sources) == dict.fromkeys(SETTING_VARIABLES, label)
     assert settings.url_source == label

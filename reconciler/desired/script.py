@@ -303,3 +303,54 @@ def _server_function(node: Any) -> str | None:
         if found is not None:
             return found
     return None
+
+
+# --- what a statement locks (for naming who holds the lock a migration waited for) ----------
+
+# DROP names its relations as lists of names, not RangeVars.
+_DROPPED_RELATIONS = frozenset(
+    {"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_INDEX", "OBJECT_SEQUENCE", "OBJECT_FOREIGN_TABLE"}
+)
+
+
+def _tree(sql: str) -> list[dict[str, Any]]:
+    """``sql``'s statements as JSON parse nodes; none when it does not parse alone."""
+    from pglast import parser
+
+    try:
+        return [raw["stmt"] for raw in json.loads(parser.parse_sql_json(sql))["stmts"]]
+    except parser.ParseError:
+        return []
+
+
+def relations_named(sql: str) -> tuple[tuple[str | None, str], ...]:
+    """The relations ``sql`` names, as (schema or None, name), in order, once each: the tables
+    it alters, drops, reads or writes. Names are as PostgreSQL folds them; an unqualified one
+    is found through the search path. Pure: whether each exists is the database's to say."""
+    found: dict[tuple[str | None, str], None] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "relname" in node and "relpersistence" in node:  # a RangeVar
+                found[(node.get("schemaname"), node["relname"])] = None
+            drop = node.get("DropStmt")
+            if isinstance(drop, dict) and drop.get("removeType") in _DROPPED_RELATIONS:
+                for item in drop.get("objects") or ():
+                    names = [n.get("String", {}).get("sval") for n in item.get("List", {}).get("items", ())]
+                    if names and all(isinstance(n, str) for n in names):
+                        found[(names[-2] if len(names) > 1 else None, names[-1])] = None
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            return
+        for child in children:
+            walk(child)
+
+    walk(_tree(sql))
+    return tuple(found)
+
+
+def sets_setting(sql: str, name: str) -> bool:
+    """``sql`` is a SET, SET LOCAL or RESET of the setting ``name`` (lock_timeout, ...)."""
+    return any(node.get("VariableSetStmt", {}).get("name") == name for node in _tree(sql))

@@ -34,9 +34,6 @@ from reconciler.observed.sizes import RelationSize, relation_sizes
 from reconciler.observed.state import DesiredState, ObservedState
 from reconciler.observed.tracking import ObservedTracking, observe_tracking
 
-# db migrate sets this lock_timeout for each migration unless configured otherwise (seconds).
-DEFAULT_DDL_LOCK_TIMEOUT = 5.0
-
 
 @dataclass(frozen=True)
 class Linted:
@@ -178,7 +175,7 @@ def lint_on(session: Session, settings: Settings, migrations: MigrationSet, lint
     measurement = run.measurement if run is not None else None
     path, schemas, _role = session_search_path(session)
     search_path = tuple(schema for schema in path if schema in schemas) or path  # "$user" has no schema, often
-    timeout = ddl_lock_timeout(settings)
+    timeout = settings.ddl_lock_timeout
     first = contexts(linted, measurement, search_path, timeout)
     sizes = relation_sizes(session, named_relations(first))
     final = contexts(linted, measurement, search_path, timeout, sizes)
@@ -242,10 +239,6 @@ def lint_pending_state(
         if notice not in outcome.notices:  # the shadow's warnings were said by the replay already
             notify(notice)
     return result
-
-
-def ddl_lock_timeout(settings: Settings) -> float:
-    return float(getattr(settings, "ddl_lock_timeout", DEFAULT_DDL_LOCK_TIMEOUT))
 
 
 def _source(settings: Settings) -> str:

@@ -129,6 +129,26 @@ LockTimeoutOpt = Annotated[
         "in poststack.toml [default: 30].",
     ),
 ]
+DdlLockTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--ddl-lock-timeout",
+        metavar="SECONDS",
+        help="PostgreSQL's lock_timeout for each migration (a file's own SET lock_timeout wins); 0: none, "
+        "wait as long as the server's lock_timeout says; else POSTSTACK_DDL_LOCK_TIMEOUT, ddl_lock_timeout "
+        "in poststack.toml [default: 5].",
+    ),
+]
+DdlLockRetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ddl-lock-retries",
+        metavar="N",
+        help="When that lock_timeout fires in a migration's transaction (rolled back), try it again up to N "
+        "times, waiting the timeout x 2^(try-1) (at most 60s) and naming the session that holds the lock; "
+        "else POSTSTACK_DDL_LOCK_RETRIES, ddl_lock_retries in poststack.toml [default: 3].",
+    ),
+]
 EnvOpt = Annotated[
     str | None,
     typer.Option(
@@ -148,6 +168,8 @@ class Shared:
     LOCAL_OPTIONS, plus ``also``); the rest keep their defaults."""
 
     lock_timeout: LockTimeoutOpt = None
+    ddl_lock_timeout: DdlLockTimeoutOpt = None
+    ddl_lock_retries: DdlLockRetriesOpt = None
     fmt: FormatOpt = Format.text
     environment: EnvOpt = None
     database_url: DatabaseUrl = None
@@ -190,9 +212,11 @@ class Shared:
 _NOT_SETTINGS = frozenset({"fmt"})
 # Only the commands that judge untracked migrations, or show what pending ones lock, replay the history.
 REPLAY_OPTIONS = ("shadow_url", "no_replay")  # how to print, not where things are
+# The commands that run migrations (plan, which writes the statements they run, takes the timeout).
+DDL_LOCK_OPTIONS = ("ddl_lock_timeout", "ddl_lock_retries")
 # Taken only by the commands that ask for them (``also``): not every command waits for the
-# lock or prints JSON.
-_ON_REQUEST = frozenset({"lock_timeout", "fmt", *REPLAY_OPTIONS})
+# lock, runs migrations or prints JSON.
+_ON_REQUEST = frozenset({"lock_timeout", "fmt", *REPLAY_OPTIONS, *DDL_LOCK_OPTIONS})
 # Every command that opens a connection takes the rest; the commands that open none, these.
 DB_OPTIONS = tuple(f.name for f in fields(Shared) if f.name not in _ON_REQUEST)
 LOCAL_OPTIONS = ("migrations_dir", "environment", "debug")
@@ -379,7 +403,7 @@ class _StepProgress:
         if _output.verbose:
             _err(f"-- step {index}: {step.reason}")
             for statement in step.statements:
-                _err(statement.sql.rstrip() + ("" if statement.sql.rstrip().endswith(";") else ";"))
+                _err(report.render_statement(statement))
         if not self.enabled:
             return
         if self.progress is None:
@@ -397,6 +421,15 @@ class _StepProgress:
             self.progress.start()
             self.task = self.progress.add_task("", total=None)
         self.progress.update(self.task, completed=index - 1, description=step.reason)
+
+    def on_lock_wait(self, wait: Any) -> None:
+        """A migration's lock_timeout fired and it will be tried again: who holds the lock. A
+        warning, not a note: shown with -q too (the run waits on another session)."""
+        text = report.lock_wait_text(wait)
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            _err(text)
 
     def set_total(self, total: int) -> None:
         if self.progress is not None:
@@ -517,7 +550,7 @@ def version(fmt: FormatOpt = Format.text) -> None:
     typer.echo(_version_text() if fmt is Format.text else json.dumps(asdict(version_info()), indent=2))
 
 
-@_command(app, "config", (*DB_OPTIONS, "lock_timeout", "shadow_url", "fmt"))
+@_command(app, "config", (*DB_OPTIONS, "lock_timeout", *DDL_LOCK_OPTIONS, "shadow_url", "fmt"))
 def config_command(options: Shared) -> None:
     """Show the settings a command run here would use, each with where it came from
     (flag, variable, .env, project file, environment, default). Connects to nothing."""
@@ -591,7 +624,7 @@ def new(
 # --- db -------------------------------------------------------------------------------------
 
 
-@db_command(db_app, also=("lock_timeout", "fmt", *REPLAY_OPTIONS), sql=True)
+@db_command(db_app, also=("lock_timeout", *DDL_LOCK_OPTIONS, "fmt", *REPLAY_OPTIONS), sql=True)
 def migrate(
     options: Shared,
     dry_run: DryRun = False,
@@ -627,6 +660,7 @@ def migrate(
             allow=_allowances(allow_out_of_order, allow_undetermined, retry_failed),
             notify=_notify,
             on_step=progress.on_step,
+            on_lock_wait=progress.on_lock_wait,
         )
     _notes(result.plan.notes)
     _emit(options.fmt, result, report.run_text, report.run_json, ok=result.ok)
@@ -905,10 +939,12 @@ def _run_plan(settings: Settings, plan: Any) -> Any:
     from reconciler.remediation import fixes as remediation
 
     with _StepProgress("applying") as progress:
-        return remediation.checked_apply(settings, plan, notify=_notify, on_step=progress.on_step)
+        return remediation.checked_apply(
+            settings, plan, notify=_notify, on_step=progress.on_step, on_lock_wait=progress.on_lock_wait
+        )
 
 
-@db_command(app, "plan", also=("fmt", *REPLAY_OPTIONS))
+@db_command(app, "plan", also=("fmt", "ddl_lock_timeout", *REPLAY_OPTIONS))
 def plan_command(
     options: Shared,
     playbook: PlaybookOpt = None,
@@ -954,7 +990,7 @@ def plan_command(
         raise typer.Exit(2)
 
 
-@db_command(app, "apply", also=("fmt", "lock_timeout", *REPLAY_OPTIONS))
+@db_command(app, "apply", also=("fmt", "lock_timeout", *DDL_LOCK_OPTIONS, *REPLAY_OPTIONS))
 def apply_command(
     options: Shared,
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved with poststack plan --out.")] = None,
@@ -1002,7 +1038,13 @@ def apply_command(
         replan = request if (auto_approve and plan_file is None and not plan.destructive) else None
         with _StepProgress("applying") as progress:
             result = remediation.apply_plan(
-                settings, plan, notify=_notify, on_step=progress.on_step, replan=replan, whole=whole
+                settings,
+                plan,
+                notify=_notify,
+                on_step=progress.on_step,
+                replan=replan,
+                whole=whole,
+                on_lock_wait=progress.on_lock_wait,
             )
         if result.plan is not plan:
             _err("⚠️  The database changed while waiting for the migration lock; planned again and applied that.")

@@ -12,14 +12,14 @@ from reconciler.config import SETTING_VARIABLES, Settings, masked_url
 @dataclass(frozen=True)
 class Row:
     key: str  # the project-file key
-    value: str | float | None  # as shown: a URL masked; None where the default is "decided later"
+    value: str | float | int | None  # as shown: a URL masked; None where the default is "decided later"
     source: str
     variable: str  # the environment variable that sets it
 
 
 def rows(settings: Settings) -> list[Row]:
     """One row per setting, in SETTING_VARIABLES order."""
-    shown: dict[str, str | float | None] = {
+    shown: dict[str, str | float | int | None] = {
         "database_url": masked_url(settings.database_url) if settings.database_url else "embedded",
         "migrations_dir": str(settings.migrations_dir),
         "tracking_schema": settings.tracking_schema,
@@ -27,6 +27,8 @@ def rows(settings: Settings) -> list[Row]:
         "layout": settings.layout,
         "shadow_database_url": masked_url(settings.shadow_url) if settings.shadow_url else None,
         "lock_timeout": settings.lock_timeout,
+        "ddl_lock_timeout": settings.ddl_lock_timeout,
+        "ddl_lock_retries": settings.ddl_lock_retries,
         "numbering": settings.numbering,
         "lint_ignore": ", ".join(settings.lint_ignore) or None,
     }
@@ -45,6 +47,8 @@ _UNSET = {
 def _shown(row: Row) -> str:
     if row.value is None:
         return _UNSET.get(row.key, "")
+    if row.key == "ddl_lock_timeout" and row.value == 0:
+        return "0 (poststack sets no lock_timeout)"
     return f"{row.value:g}" if isinstance(row.value, float) else str(row.value)  # 30, not 30.0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,87 @@ def run_text(result: Any) -> str:
     return _with_database(_run_outcome_text(result), result.database)
 
 
+# --- a migration's lock_timeout (--ddl-lock-timeout) --------------------------------------
+
+MOST_HOLDERS = 3  # named in full; the rest counted (--format json lists them all)
+
+
+def _utc(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else "unknown"
+
+
+def lock_holder_text(holder: Any) -> str:
+    """pid 4242 (application psql, state idle in transaction, query started …Z, holds AccessShareLock)."""
+    if holder.pid is None:
+        return f"a prepared transaction (holds {', '.join(holder.modes)}; see pg_prepared_xacts)"
+    return (
+        f"pid {holder.pid} (application {holder.application_name or 'unknown'}, "
+        f"state {holder.state or 'unknown'}, query started {_utc(holder.query_start)}, "
+        f"holds {', '.join(holder.modes)})"
+    )
+
+
+def _lock_what(wait: Any) -> str:
+    """a lock on public.orders held by pid 4242 (...) — or that no holder was found."""
+    relations = ", ".join(wait.relations)
+    if wait.holders:
+        named = [lock_holder_text(h) for h in wait.holders[:MOST_HOLDERS]]
+        more = len(wait.holders) - MOST_HOLDERS
+        if more > 0:
+            named.append(f"{more} more session(s) (--format json lists them)")
+        return f"a lock on {relations} held by {'; '.join(named)}"
+    if relations:
+        return f"a lock on {relations} (no other session holds one now: its holder may just have ended)"
+    return "a lock it could not identify (the statement names no table that exists)"
+
+
+def _lock_source(wait: Any) -> str:
+    if wait.location:
+        path, _, line = wait.location.rpartition(":")
+        return f"{Path(path).name}:{line}"
+    return f"migration {wait.version}" if wait.version else f"step {wait.step}"
+
+
+def _which_timeout(wait: Any) -> str:
+    if wait.own_timeout:
+        return "its own lock_timeout"
+    if wait.lock_timeout is not None:
+        return f"lock_timeout ({wait.lock_timeout:g}s)"
+    return "lock_timeout"
+
+
+def lock_wait_text(wait: Any) -> str:
+    """A try that gave up waiting for a lock, and the next: the line poststack prints before
+    it waits to try a migration again."""
+    retry = f"; retry {wait.attempt} of {wait.tries - 1} in {wait.retry_in_s:g}s" if wait.retry_in_s is not None else ""
+    return f"⏳ {_lock_source(wait)}: {_which_timeout(wait)} fired waiting for {_lock_what(wait)}{retry}"
+
+
+def _lock_failure_lines(wait: Any) -> list[str]:
+    """Who held the lock a failed step waited for, and why it was not tried again."""
+    tries = f" after {wait.attempt} tries" if wait.attempt > 1 else ""
+    lines = [f"   It gave up{tries}: {_which_timeout(wait)} fired waiting for {_lock_what(wait)}."]
+    if not wait.transactional:
+        lines.append(
+            f"   poststack did not try it again: it runs outside a transaction, so what it did before "
+            f"{_lock_source(wait)} was kept (a concurrent index build may leave an INVALID index), and "
+            "running it again could do that twice."
+        )
+    return lines
+
+
+def _lock_advice(wait: Any, then: str) -> str:
+    """What to do about the sessions holding the lock, and ``then``."""
+    ending = [h.pid for h in wait.holders if h.pid is not None]
+    end = (
+        f"end that session (SELECT pg_terminate_backend({ending[0]})) or let it finish"
+        if len(ending) == 1
+        else "end the sessions holding it or let them finish"
+    )
+    longer = "raise the file's own lock_timeout" if wait.own_timeout else "give it longer with --ddl-lock-timeout"
+    return f"   To go on: {end}, then {then}; or {longer}."
+
+
 def _run_outcome_text(result: Any) -> str:
     plan: Plan = result.plan
     migrations = [s for s in plan.steps if s.action in ("apply_migration", "rollback_migration")]
@@ -196,7 +277,12 @@ def _run_outcome_text(result: Any) -> str:
         return f"✅ {plan.nothing_to_do or 'Nothing to do'}."
     done = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
     if execution.ok:
-        return f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)}{ran} ({execution.elapsed_s:.2f}s)"
+        waited = [f"{o.version} ({o.lock_retries})" for o in done if o.lock_retries]
+        retried = f"; tried again after its lock_timeout fired: {brief(waited)}" if waited else ""
+        return (
+            f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)}{ran}{retried} "
+            f"({execution.elapsed_s:.2f}s)"
+        )
     failure = execution.failure
     step = plan.steps[failure.step - 1]
     where = f"{failure.location}: " if failure.location else ""
@@ -213,15 +299,22 @@ def _run_outcome_text(result: Any) -> str:
         if step.transactional
         else "It ran outside a transaction: statements before the failing one were kept."
     )
-    lines = [
-        f"❌ Migration {failure.version} failed: {where}{failure.message}",
-        f"   {verb.capitalize()} before the failure: {_versions(done)}. {kept}",
-    ]
+    lines = [f"❌ Migration {failure.version} failed: {where}{failure.message}"]
+    wait = failure.lock_wait
+    if wait is not None:
+        lines += _lock_failure_lines(wait)
+    lines.append(f"   {verb.capitalize()} before the failure: {_versions(done)}. {kept}")
     if result.operation == "migrate" and not failure.recorded:
         lines.append(
             "   poststack could not record the failure either (are its tracking tables still there?): "
             "run poststack db diagnose before anything else."
         )
+    elif result.operation == "migrate" and wait is not None and step.transactional:
+        lines.append("   It is recorded as failed; the file needs no fix.")
+        lines.append(_lock_advice(wait, "run poststack db migrate again"))
+    elif result.operation == "migrate" and wait is not None:
+        lines.append("   It is recorded as failed; see what it left with poststack db diagnose and clean that up.")
+        lines.append(_lock_advice(wait, "run poststack db migrate --retry-failed"))
     elif result.operation == "migrate" and step.transactional:
         lines.append("   It is recorded as failed; fix the file and run poststack db migrate again.")
     elif result.operation == "migrate":
@@ -747,6 +840,9 @@ def _apply_outcome_text(result: Any) -> str:
         step = plan.steps[failure.step - 1]
         where = f"{failure.location}: " if failure.location else ""
         lines.append(f"❌ Step {failure.step} ({step.title or step.reason}) failed: {where}{failure.message}")
+        if failure.lock_wait is not None:
+            lines += _lock_failure_lines(failure.lock_wait)
+            lines.append(_lock_advice(failure.lock_wait, "run the command again"))
         undone = [o.index for o in execution.outcomes if o.outcome == "rolled back"]
         if undone:
             lines.append(f"   Rolled back with it (same transaction): step(s) {', '.join(map(str, undone))}.")

@@ -7,6 +7,13 @@ transaction runs on its own. A failure rolls back the unfinished transaction, is
 (tracking row, audit row), and stops the run: what committed before it stays. A stop signal
 (SIGINT, SIGTERM: see interrupts.py) cancels the running statement and ends the run the
 same way, raising Interrupted: what it kept is said, never guessed.
+
+A migration's lock_timeout (PlannedStep.lock_timeout) that fires (SQLSTATE 55P03) in a
+transaction has rolled that transaction back, so the transaction's steps are tried again,
+up to ``lock_retries`` times, waiting longer each time, and each wait names the sessions
+holding locks on what the statement names (observed/blockers.py). Nothing else is ever run
+twice: a step outside a transaction may have kept statements before the one that timed out
+(or, a concurrent index build, an INVALID index), so it fails as any failure does.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import psycopg2
 
 from reconciler.db import BATCH_SEPARATOR, Session, host_pid, is_connection_lost, server_error_text, sqlstate
 from reconciler.desired.replay.replay import RESET_SESSION_SQL
+from reconciler.desired.script import relations_named, sets_setting
 from reconciler.errors import (
     BETWEEN_STEPS,
     COMMIT_UNKNOWN,
@@ -36,7 +44,8 @@ from reconciler.errors import (
     OperationFailed,
 )
 from reconciler.interrupts import Signalled, signal_name
-from reconciler.observed import tracking
+from reconciler.observed import blockers, tracking
+from reconciler.observed.blockers import LockHolder
 from reconciler.remediation.actions import Action, RunContext, StepError, get_action
 from reconciler.remediation.plan import Plan, PlannedStep
 from reconciler.statements import Statement
@@ -44,6 +53,37 @@ from reconciler.statements import Statement
 RESET_SESSION = Statement(RESET_SESSION_SQL, None)
 BEGIN = Statement("BEGIN", None)
 COMMIT = Statement("COMMIT", None)
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout fired (or a NOWAIT lock was refused)
+MAX_LOCK_BACKOFF_S = 60.0
+
+
+def lock_backoff(timeout_s: float, attempt: int) -> float:
+    """Seconds to wait after try ``attempt`` (from 1) of a step timed out waiting for a lock:
+    its lock_timeout, doubled at each try, at most a minute."""
+    return min(timeout_s * 2 ** (attempt - 1), MAX_LOCK_BACKOFF_S)
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A statement of step ``step`` gave up waiting for a lock (SQLSTATE 55P03): what it
+    named, who held locks on that, and what happens next. Its transaction, if it ran in
+    one, was rolled back before anything else was asked."""
+
+    step: int  # 1-based
+    action: str
+    version: str | None
+    location: str | None  # file:line of the statement that timed out, when known
+    lock_timeout: float | None  # seconds poststack set for the step; None: it set none
+    own_timeout: bool  # a statement before it in the step (the file, a callback) set lock_timeout itself
+    transactional: bool  # False: the statements before it were kept, so it is not tried again
+    relations: tuple[str, ...]  # the relations the statement names, schema-qualified, that exist
+    holders: tuple[LockHolder, ...]  # other sessions holding granted locks on them
+    attempt: int  # the try that timed out, from 1
+    tries: int  # tries it may have in all: 1 + lock_retries; 1 when it is not tried again
+    retry_in_s: float | None  # seconds until the next try; None: no more (the step failed)
+
+
+LockWaitCallback = Callable[[LockWait], None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +95,7 @@ class StepOutcome:
     elapsed_ms: int
     error: str | None = None
     outcome: str = "ok"  # ok, failed, rolled back, manual
+    lock_retries: int = 0  # tries after the first, its lock_timeout having fired in the ones before
 
 
 @dataclass(frozen=True)
@@ -66,6 +107,7 @@ class Failure:
     location: str | None  # file:line of the failing statement, when known
     sqlstate: str | None = None
     recorded: bool = True  # its failed tracking row was written (False: the tables were gone too)
+    lock_wait: LockWait | None = None  # it gave up waiting for a lock: who held it, how many tries
 
 
 @dataclass(frozen=True)
@@ -93,6 +135,8 @@ class _Context:
     shadow: Any = None
     who: str = field(default_factory=host_pid)
     started: datetime | None = None  # the server's clock when the run began
+    lock_retries: int = 0  # how many times a transaction its lock_timeout rolled back is tried again
+    attempt: int = 1  # the try of the running transaction, from 1
 
     @property
     def run(self) -> RunContext:
@@ -106,6 +150,13 @@ class _StepFailed(Exception):
     def __init__(self, failure: Failure, outcome: StepOutcome) -> None:
         self.failure = failure
         self.outcome = outcome
+
+
+class _LockTimedOut(Exception):
+    """A lock_timeout rolled the step's transaction back, and it is to be tried again."""
+
+    def __init__(self, wait: LockWait) -> None:
+        self.wait = wait
 
 
 class _StepInterrupted(Exception):
@@ -135,14 +186,19 @@ def execute(
     migrations_dir: Path | None = None,
     layout: str | None = None,
     shadow: Any = None,
+    *,
+    lock_retries: int = 0,
+    on_lock_wait: LockWaitCallback | None = None,
 ) -> ExecutionResult:
     """Run ``plan`` on ``session``. The caller holds the migration lock. A stop signal raises
     Interrupted, once the open transaction is rolled back and the step recorded as
-    interrupted. ``shadow``: how a re-diagnosing step replays (ShadowSettings), if at all."""
-    ctx = _Context(session, plan, migrations_dir, layout, shadow)
+    interrupted. ``shadow``: how a re-diagnosing step replays (ShadowSettings), if at all.
+    ``lock_retries``: how many more tries a transaction its step's lock_timeout rolled back
+    gets; ``on_lock_wait`` is told before each wait."""
+    ctx = _Context(session, plan, migrations_dir, layout, shadow, lock_retries=lock_retries)
     progress = _Progress()
     try:
-        return _execute(ctx, progress, on_step)
+        return _execute(ctx, progress, on_step, on_lock_wait)
     except _StepInterrupted as stopped:
         raise Interrupted(_interruption(ctx, progress, stopped)) from stopped.__cause__
     except KeyboardInterrupt as e:
@@ -151,7 +207,9 @@ def execute(
         raise Interrupted(_interruption(ctx, progress, _outside_step(ctx, progress, e))) from e
 
 
-def _execute(ctx: _Context, progress: _Progress, on_step: StepCallback | None) -> ExecutionResult:
+def _execute(
+    ctx: _Context, progress: _Progress, on_step: StepCallback | None, on_lock_wait: LockWaitCallback | None
+) -> ExecutionResult:
     session, plan = ctx.session, ctx.plan
     # The server's clock at the start: this run's audit rows are the ones written after it
     # (the same plan, from the same host:pid, may have run before).
@@ -160,27 +218,39 @@ def _execute(ctx: _Context, progress: _Progress, on_step: StepCallback | None) -
     outcomes = progress.committed
     started = time.monotonic()
     for group in plan.transactions():
-        in_group: list[StepOutcome] = []
-        progress.open = in_group
         transactional = plan.steps[group[0]].transactional
-        try:
-            for position, index in enumerate(group):
-                step = plan.steps[index]
-                progress.current = index + 1
-                if on_step:
-                    on_step(index + 1, step)
-                opens = transactional and position == 0
-                closes = transactional and position == len(group) - 1
-                in_group.append(_run_step(ctx, index + 1, step, opens=opens, closes=closes))
-                progress.current = None
-        except _StepFailed as failed:
-            # The failed step's transaction is gone: the steps that shared it were undone.
-            undone = [
-                replace(o, ok=False, outcome="rolled back", error=f"undone with step {failed.failure.step}")
-                for o in in_group
-            ]
-            outcomes += [*undone, failed.outcome]
-            return ExecutionResult(plan, tuple(outcomes), failed.failure, time.monotonic() - started)
+        ctx.attempt = 1
+        while True:
+            in_group: list[StepOutcome] = []
+            progress.open = in_group
+            try:
+                for position, index in enumerate(group):
+                    step = plan.steps[index]
+                    progress.current = index + 1
+                    if on_step and ctx.attempt == 1:
+                        on_step(index + 1, step)
+                    opens = transactional and position == 0
+                    closes = transactional and position == len(group) - 1
+                    in_group.append(_run_step(ctx, index + 1, step, opens=opens, closes=closes))
+                    progress.current = None
+            except _LockTimedOut as timed_out:
+                # The whole transaction was rolled back, the group's earlier steps with it:
+                # nothing of it stays, so it runs again from its first step, once the wait is over.
+                progress.open = []
+                if on_lock_wait:
+                    on_lock_wait(timed_out.wait)
+                time.sleep(timed_out.wait.retry_in_s or 0)
+                ctx.attempt += 1
+                continue
+            except _StepFailed as failed:
+                # The failed step's transaction is gone: the steps that shared it were undone.
+                undone = [
+                    replace(o, ok=False, outcome="rolled back", error=f"undone with step {failed.failure.step}")
+                    for o in in_group
+                ]
+                outcomes += [*undone, failed.outcome]
+                return ExecutionResult(plan, tuple(outcomes), failed.failure, time.monotonic() - started)
+            break
         outcomes += in_group
         progress.open = []
     return ExecutionResult(plan, tuple(outcomes), None, time.monotonic() - started)
@@ -281,8 +351,13 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
     committing = False  # the send that ends in COMMIT went out: from then on only the database knows
     try:
         if type(action).run_body is Action.run_body:  # the body is its statements: send them
-            for statement in step.statements:
-                current[:] = [(statement, _sent_length(opening))]
+            statements = list(step.statements)
+            if step.lock_timeout is not None and step.transactional and len(statements) > 1:
+                # Its SET LOCAL lock_timeout travels with the first statement too. (Outside a
+                # transaction, a send of several statements would make one: not there.)
+                opening.append(statements.pop(0))
+            for statement in statements:
+                current[:] = [(statement, _sent_length(session, opening))]
                 session.run_batch([*opening, statement])
                 opening = []
         else:  # backup, assert, manual: the action runs its body itself
@@ -296,7 +371,7 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
         outcome = "manual" if step.action == "manual" else "ok"
         committing = commits
         session.run_batch(tail, cancellable=not commits)
-        return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome)
+        return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, outcome, ctx.attempt - 1)
     except (psycopg2.Error, StepError) as e:
         lost = isinstance(e, psycopg2.Error) and (is_connection_lost(e) or session.conn.closed)
         # An error the server sent means the COMMIT did not happen; only a lost answer is a question.
@@ -313,11 +388,17 @@ def _run_step(ctx: _Context, index: int, step: PlannedStep, *, opens: bool, clos
             _connection_lost(ctx, index, step, e, t0, unknown=committed is None)
         message = server_error_text(e) if isinstance(e, psycopg2.Error) else str(e)
         location = _location(*current[0], e) if current and isinstance(e, psycopg2.Error) else None
-        recorded = _record_failure(ctx, index, step, message, location, _ms_since(t0))
-        failure = Failure(index, step.action, step.version, message, location, sqlstate(e), recorded)
-        raise _StepFailed(
-            failure, StepOutcome(index, step.action, step.version, False, _ms_since(t0), message, "failed")
-        ) from e
+        wait = None
+        if current and sqlstate(e) == LOCK_NOT_AVAILABLE:
+            wait = _lock_wait(ctx, index, step, current[0][0], location)
+            if wait.retry_in_s is not None:
+                raise _LockTimedOut(wait) from e
+        recorded = _record_failure(ctx, index, step, message + _lock_wait_note(wait), location, _ms_since(t0))
+        failure = Failure(index, step.action, step.version, message, location, sqlstate(e), recorded, wait)
+        outcome = StepOutcome(
+            index, step.action, step.version, False, _ms_since(t0), message, "failed", ctx.attempt - 1
+        )
+        raise _StepFailed(failure, outcome) from e
     except KeyboardInterrupt as e:
         raise _stopped(ctx, index, step, e, t0, committing=committing) from e
     except BaseException:
@@ -384,9 +465,59 @@ def _committed(ctx: _Context, index: int, step: PlannedStep) -> bool | None:
     return bool(row and row[0])
 
 
-def _sent_length(statements: list[Statement]) -> int:
-    """Characters sent before the next statement in a batch of parameterless ``statements``."""
-    return sum(len(s.sql) + len(BATCH_SEPARATOR) for s in statements)
+def _sent_length(session: Session, statements: list[Statement]) -> int:
+    """Characters sent before the next statement in a batch of ``statements``."""
+    return sum(len(s.sql if s.params is None else session.bind(s)) + len(BATCH_SEPARATOR) for s in statements)
+
+
+def _lock_wait(ctx: _Context, index: int, step: PlannedStep, statement: Statement, location: str | None) -> LockWait:
+    """Statement ``statement`` of step ``index`` gave up waiting for a lock, and what was open
+    is rolled back: who holds locks on what it names, and whether the step is tried again.
+    Only a step whose own lock_timeout fired in a transaction is: the rollback undid all of
+    it. Outside one, the statements before it were kept, and running the file again would
+    run them twice."""
+    position = next((i for i, s in enumerate(step.statements) if s is statement), len(step.statements))
+    own = any(
+        s.source is not None and "lock_timeout" in s.sql.lower() and sets_setting(s.sql, "lock_timeout")
+        for s in step.statements[:position]
+    )
+    try:
+        found = blockers.lock_holders(ctx.session, relations_named(statement.sql))
+    except psycopg2.Error:
+        ctx.session.rollback()
+        found = blockers.LockHolders((), ())
+    retryable = step.lock_timeout is not None and step.transactional
+    tries = 1 + ctx.lock_retries if retryable else 1
+    again = retryable and ctx.attempt < tries
+    return LockWait(
+        step=index,
+        action=step.action,
+        version=step.version,
+        location=location,
+        lock_timeout=step.lock_timeout,
+        own_timeout=own,
+        transactional=step.transactional,
+        relations=found.relations,
+        holders=found.holders,
+        attempt=ctx.attempt,
+        tries=tries,
+        retry_in_s=lock_backoff(step.lock_timeout, ctx.attempt) if again and step.lock_timeout else None,
+    )
+
+
+def _lock_wait_note(wait: LockWait | None) -> str:
+    """What the failure's tracking row adds to the server's message: tries and holders."""
+    if wait is None:
+        return ""
+    holders = [
+        f"pid {h.pid} ({h.application_name or 'unknown application'}, {h.state or 'state unknown'})"
+        if h.pid is not None
+        else "a prepared transaction"
+        for h in wait.holders
+    ]
+    held = f"locks on {', '.join(wait.relations)} held by {', '.join(holders)}" if holders else "holder not identified"
+    tries = f"tried {wait.attempt} times; " if wait.attempt > 1 else ""
+    return f" [{tries}{held}]"
 
 
 def _connection_lost(

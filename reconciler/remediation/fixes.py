@@ -54,6 +54,7 @@ def build_context(settings: Settings, facts: Facts) -> BuildContext:
         facts.desired.migrations,
         settings.migrations_dir.resolve().parent / "backups",
         tuple(row.version for row in facts.observed.tracking.rows),
+        settings.ddl_lock_timeout,
     )
 
 
@@ -188,6 +189,7 @@ def apply_plan(
     on_step: Any = None,
     replan: PlanRequest | None = None,
     whole: bool = False,
+    on_lock_wait: executor.LockWaitCallback | None = None,
 ) -> ApplyResult:
     """Run a plan made by make_plan (now or saved). Refused, before anything runs, when it
     was made for another database or the database changed since (stale). ``whole``: the
@@ -251,7 +253,14 @@ def apply_plan(
             session, location, settings.lock_timeout, still_fresh, take_row=take_row, ending=ending
         ):
             execution = executor.execute(
-                session, current[0], on_step, settings.migrations_dir, settings.layout, shadow_for(settings)
+                session,
+                current[0],
+                on_step,
+                settings.migrations_dir,
+                settings.layout,
+                shadow_for(settings),
+                lock_retries=settings.ddl_lock_retries,
+                on_lock_wait=on_lock_wait,
             )
         plan = current[0]
         remaining = tuple(run_checks(read_plan_facts(session, settings)))
@@ -303,10 +312,16 @@ def clean(
     return make_plan(settings, PlanRequest(books, types, variables, operation, False), notify)
 
 
-def checked_apply(settings: Settings, plan: Plan, notify: Any = None, on_step: Any = None) -> ApplyResult:
+def checked_apply(
+    settings: Settings,
+    plan: Plan,
+    notify: Any = None,
+    on_step: Any = None,
+    on_lock_wait: executor.LockWaitCallback | None = None,
+) -> ApplyResult:
     """apply_plan for the front-ends, which plan and apply in one go."""
     try:
-        return apply_plan(settings, plan, notify, on_step)
+        return apply_plan(settings, plan, notify, on_step, on_lock_wait=on_lock_wait)
     except StalePlan as e:
         raise PoststackError("the database changed while the fix was being planned; run the command again") from e
 

@@ -35,6 +35,10 @@ class PlannedStep:
     # Its transaction commits before the next step starts: PostgreSQL lets no later statement
     # of the same transaction use an enum value ALTER TYPE ... ADD VALUE added.
     commit_after: bool = False
+    # Seconds of PostgreSQL's lock_timeout the step sets for its statements (a migration's
+    # --ddl-lock-timeout): its first statement sets it. None: it sets none. When it fires in
+    # a transaction, the executor rolls the transaction back and may try the step again.
+    lock_timeout: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +55,7 @@ class PlannedStep:
             "bookkeeping": [s.to_json() for s in self.bookkeeping],
             "on_failure": [s.to_json() for s in self.on_failure],
             **({"commit_after": True} if self.commit_after else {}),
+            **({"lock_timeout": self.lock_timeout} if self.lock_timeout is not None else {}),
         }
 
     @classmethod
@@ -69,6 +74,7 @@ class PlannedStep:
             bookkeeping=tuple(Statement.from_json(s) for s in data["bookkeeping"]),
             on_failure=tuple(Statement.from_json(s) for s in data["on_failure"]),
             commit_after=bool(data.get("commit_after", False)),
+            lock_timeout=data.get("lock_timeout"),
         )
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from psycopg2.extensions import AsIs
 
-from reconciler.config import Settings
+from reconciler.config import DEFAULT_DDL_LOCK_TIMEOUT, Settings
 from reconciler.db import DatabaseRef, Session
 from reconciler.desired import psql
 from reconciler.desired.files import (
@@ -59,11 +59,19 @@ def migrate_plan(
     observed: ObservedTracking,
     readiness: Readiness,
     target: str | None = None,
+    *,
+    ddl_lock_timeout: float = DEFAULT_DDL_LOCK_TIMEOUT,
 ) -> Plan:
-    """Every pending migration up to ``target``, in numeric order, as ``readiness`` allows.
+    """Every pending migration up to ``target``, in numeric order, as ``readiness`` allows,
+    each under ``ddl_lock_timeout`` (seconds of PostgreSQL's lock_timeout; 0: none set).
     Pure. Refused whole when any migration up to ``target`` is held: a later one never runs
     over an unresolved earlier one."""
-    ctx = BuildContext(observed.location, migrations, recorded=tuple(row.version for row in observed.rows))
+    ctx = BuildContext(
+        observed.location,
+        migrations,
+        recorded=tuple(row.version for row in observed.rows),
+        ddl_lock_timeout=ddl_lock_timeout,
+    )
     limit = _target_number(migrations, target) if target is not None else None
     if not migrations.migrations and observed.applied:
         raise UsageError(
@@ -245,6 +253,7 @@ def migrate(
     dry_run: bool = False,
     allow: Allowances = NOTHING_ALLOWED,
     on_step: executor.StepCallback | None = None,
+    on_lock_wait: executor.LockWaitCallback | None = None,
 ) -> RunResult:
     # Planning from a read-only look first parses every pending file and reads the catalog,
     # so a bad file or a migration that may have run already is refused before anything
@@ -252,7 +261,7 @@ def migrate(
     tracking, readiness = look(session, settings, migrations, target, allow)
     locked = tracking.lock is not None and tracking.lock.locked
     if dry_run or readiness.risks or not (readiness.holds and locked):
-        plan = migrate_plan(migrations, tracking, readiness, target)
+        plan = migrate_plan(migrations, tracking, readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout)
     # Held while the migration lock is taken: a live run may be half-way through a migration
     # outside a transaction, and a dead one explains itself first (the lock says it stopped
     # mid-way). Either way the lock decides first; the evidence is read again under it.
@@ -264,8 +273,10 @@ def migrate(
         # Looked at again under the lock: a concurrent run's work, or a migration applied by
         # hand while this one waited, is seen, never repeated.
         now, readiness = look(session, settings, migrations, target, allow)
-        plan = migrate_plan(migrations, now, readiness, target)
-        execution = executor.execute(session, plan, on_step)
+        plan = migrate_plan(migrations, now, readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout)
+        execution = executor.execute(
+            session, plan, on_step, lock_retries=settings.ddl_lock_retries, on_lock_wait=on_lock_wait
+        )
     return RunResult("migrate", plan, execution, False, session.database_ref)
 
 
@@ -341,7 +352,9 @@ def migrate_script(
     """migrate as a script: the plan migrate would make under the lock, from one read-only look."""
     observed, readiness = look(session, settings, migrations, target, allow)
     prepare = None if observed.complete else _create_tracking_plan(settings, migrations, observed)
-    plan = migrate_plan(migrations, _as_under_lock(observed), readiness, target)
+    plan = migrate_plan(
+        migrations, _as_under_lock(observed), readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout
+    )
     # What may have been run by hand since: the verify scripts of what it runs, asked again.
     again = _write_again("migrate")
     running = [migrations.find(s.version) for s in plan.steps if s.action == "apply_migration" and s.version]

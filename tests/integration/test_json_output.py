@@ -39,6 +39,7 @@ SCHEMA_FOR: dict[str, str] = {
     "db migration-status": "migration-status.schema.json",
     "db migration-info": "migration-info.schema.json",
     "db diagnose": "diagnose-report.schema.json",
+    "db lint": "lint.schema.json",
     "db validate": "validate-report.schema.json",
     "db verify-migrations": "verify-report.schema.json",
     "db server status": "server-status.schema.json",
@@ -179,7 +180,16 @@ def test_migrate_dry_run_on_an_empty_database_changes_nothing(cli, db):
     assert [s["action"] for s in steps] == ["create_tracking"] + ["apply_migration"] * 5
     assert [s["version"] for s in steps[1:]] == ["001", "002", "003", "004", "005"]
     assert steps[5]["transactional"] is False and "no-transaction" in steps[5]["no_transaction_reason"]
-    assert steps[5]["statements"][0]["source"].endswith("005_index_users_by_created.sql")
+    # Each migration's lock_timeout first (--ddl-lock-timeout), for the session outside a transaction.
+    assert [s["lock_timeout"] for s in steps[1:]] == [5.0] * 5
+    assert steps[5]["statements"][0] == {
+        "sql": "SET lock_timeout = %(lock_timeout)s",
+        "params": {"lock_timeout": "5s"},
+        "source": None,
+        "line": None,
+        "notes": [],
+    }
+    assert steps[5]["statements"][1]["source"].endswith("005_index_users_by_created.sql")
     assert data["plan"]["nothing_to_do"] is None
     assert sql(db, "SELECT to_regclass('schema_migrations')") == [(None,)]
 
@@ -376,6 +386,119 @@ def test_diagnose_in_several_states(cli, db, migrations_dir: Path):
     assert high["minimum_severity"] == "high" and {i["severity"] for i in high["issues"]} == {"high"}
 
 
+# --- lint -----------------------------------------------------------------------------------
+
+REWRITE = "ALTER TABLE accounts ADD COLUMN token double precision DEFAULT random();\n"
+INDEX_IGNORED = (
+    "-- poststack:lint-ignore PS102 accounts is written by the signup service only, paused for deploys\n"
+    "CREATE INDEX accounts_display_name_idx ON accounts (display_name);\n"
+)
+
+
+def test_lint_measures_sizes_and_switches_off(cli, db, migrations_dir: Path):
+    json_of(cli, "db", "migrate")
+    sql(db, "INSERT INTO accounts (email, display_name) SELECT 'a' || g, 'n' || g FROM generate_series(1, 2000) g")
+    sql(db, "ANALYZE accounts")
+    write(migrations_dir, "006_add_token.sql", REWRITE)
+    write(migrations_dir, "007_index_accounts_by_name.sql", INDEX_IGNORED)
+    data = json_of(cli, "db", "lint", exit_code=1)
+    assert (data["scope"], data["versions"], data["severity_threshold"]) == ("pending", ["006", "007"], "low")
+    assert data["ok"] is False and data["statements"] == 2
+    (finding,) = data["findings"]
+    assert (finding["code"], finding["rule"], finding["severity"], finding["version"], finding["line"]) == (
+        "PS101",
+        "table-rewrite",
+        "low",
+        "006",
+        1,
+    )
+    assert (finding["relation"], finding["lock"], finding["rewrites"], finding["basis"]) == (
+        "public.accounts",
+        "ACCESS EXCLUSIVE",
+        True,
+        "measured",
+    )
+    assert finding["file"] == str(migrations_dir / "006_add_token.sql")
+    assert finding["size"]["rows"] == 2000 and finding["size"]["exists"] and finding["size"]["bytes"] > 0
+    (ignored,) = data["ignored"]
+    assert (ignored["code"], ignored["lock"], ignored["scans"]) == ("PS102", "SHARE", True)
+    assert ignored["ignored_by"] == f"{migrations_dir / '007_index_accounts_by_name.sql'}:1"
+    assert ignored["reason"] == "accounts is written by the signup service only, paused for deploys"
+    measured = data["measured"]
+    assert measured["shadow"] == "a scratch database on the target's server"
+    assert measured["unavailable"] is None and measured["stopped_at"] is None
+    first, second = measured["statements"]
+    assert first == {
+        "version": "006",
+        "line": 1,
+        "locks": [{"relation": "public.accounts", "mode": "ACCESS EXCLUSIVE", "taken_here": True}],
+        "rewrites": ["public.accounts"],
+        "scans": ["public.accounts"],
+        "basis": "measured",
+    }
+    assert (second["version"], second["line"], second["rewrites"], second["scans"]) == (
+        "007",
+        2,
+        [],
+        ["public.accounts"],
+    )
+    assert second["locks"] == [{"relation": "public.accounts", "mode": "SHARE", "taken_here": True}]
+    # The project switches PS101 off; --severity high lets the rest through.
+    switched = cli(
+        "db", "lint", "--severity", "high", "--format", "json", env={"POSTSTACK_LINT_IGNORE": "table-rewrite"}
+    )
+    project = conforming(switched, "db lint")
+    assert project["ok"] is True and project["findings"] == [] and project["severity_threshold"] == "high"
+    assert [(i["code"], i["ignored_by"], i["reason"]) for i in project["ignored"]] == [
+        ("PS101", "POSTSTACK_LINT_IGNORE", "switched off for the project"),
+        (ignored["code"], ignored["ignored_by"], ignored["reason"]),
+    ]
+
+
+def test_lint_without_a_shadow_where_it_stops_and_with_nothing_pending(cli, migrations_dir: Path):
+    json_of(cli, "db", "migrate")
+    write(migrations_dir, "006_add_token.sql", REWRITE)
+    static = json_of(cli, "db", "lint", "006", "--no-replay")
+    assert (static["scope"], static["versions"], static["ok"]) == ("named", ["006"], True)
+    assert static["measured"] == {"shadow": "none", "unavailable": "--no-replay", "stopped_at": None, "statements": []}
+    write(migrations_dir, "007_widgets.sql", "ALTER TABLE nosuch ADD COLUMN note text;\n")
+    stopped = json_of(cli, "db", "lint", "--all")
+    assert stopped["scope"] == "all" and stopped["versions"][-2:] == ["006", "007"]
+    assert stopped["measured"]["stopped_at"]["version"] == "007"
+    assert 'relation "nosuch" does not exist' in stopped["measured"]["stopped_at"]["reason"]
+    assert {f["version"] for f in stopped["measured"]["statements"]} <= {"001", "002", "003", "004", "005", "006"}
+    (migrations_dir / "007_widgets.sql").unlink()
+    json_of(cli, "db", "migrate")
+    nothing = json_of(cli, "db", "lint")
+    assert nothing["versions"] == [] and nothing["statements"] == 0 and nothing["ok"] is True
+    assert nothing["findings"] == [] and nothing["measured"]["statements"] == []
+
+
+def test_the_lint_schema_rejects_wrong_shapes(cli, db, migrations_dir: Path):
+    json_of(cli, "db", "migrate")
+    sql(db, "INSERT INTO accounts (email, display_name) SELECT 'a' || g, 'n' || g FROM generate_series(1, 50) g")
+    sql(db, "ANALYZE accounts")  # rows now, not when the statistics are next flushed
+    write(migrations_dir, "006_add_token.sql", REWRITE)
+    write(migrations_dir, "007_index_accounts_by_name.sql", INDEX_IGNORED)
+    data = json_of(cli, "db", "lint", exit_code=1)
+    assert not problems(data, "lint.schema.json")
+    broken = copy.deepcopy(data)
+    broken["findings"][0]["surprise"] = 1  # findings are closed
+    assert problems(broken, "lint.schema.json")
+    broken = copy.deepcopy(data)
+    del broken["ignored"][0]["reason"]  # an ignored finding says why
+    assert problems(broken, "lint.schema.json")
+    broken = copy.deepcopy(data)
+    broken["ignored"][0]["extra"] = True  # and is closed too
+    assert problems(broken, "lint.schema.json")
+    broken = copy.deepcopy(data)
+    broken["findings"][0]["lock"] = "AccessExclusiveLock"  # as LOCK TABLE writes it, not pg_locks
+    assert problems(broken, "lint.schema.json")
+    broken = copy.deepcopy(data)
+    broken["measured"]["statements"][0]["basis"] = "static"  # a measured statement is never static
+    assert problems(broken, "lint.schema.json")
+
+
 # --- validate and verify-migrations ---------------------------------------------------------
 
 
@@ -440,8 +563,9 @@ def assert_keys_match_plan_schema(data: dict[str, Any]) -> None:
     for book in data["playbooks"]:
         assert set(book) == set(schema["properties"]["playbooks"]["items"]["properties"])
     for step in data["steps"]:
-        # commit_after is written only when true, so plans without one read as before.
-        assert set(step) | {"commit_after"} == set(schema["$defs"]["step"]["properties"])
+        # commit_after is written only when true, lock_timeout only when set, so plans
+        # without them read as before.
+        assert set(step) | {"commit_after", "lock_timeout"} == set(schema["$defs"]["step"]["properties"])
         for statement in step["statements"] + step["bookkeeping"] + step["on_failure"]:
             assert set(statement) == set(schema["$defs"]["statement"]["properties"])
     for issue in data["issues"]:

@@ -74,6 +74,7 @@ def test_every_command_is_classified():
         "db diagnose",
         "db formalize",
         "db import",
+        "db lint",
         "db migrate",
         "db migration-info",
         "db migration-status",

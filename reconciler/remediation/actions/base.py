@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from reconciler.config import TrackingLocation
+from reconciler.config import DEFAULT_DDL_LOCK_TIMEOUT, TrackingLocation
 from reconciler.desired.files import Migration, MigrationSet
 from reconciler.desired.versions import version_key
 from reconciler.errors import UsageError
@@ -27,6 +27,7 @@ class BuildContext:
     migrations: MigrationSet
     backups_dir: Path | None = None  # where backup steps write
     recorded: tuple[str, ...] = ()  # every version as the tracking table spells it
+    ddl_lock_timeout: float = DEFAULT_DDL_LOCK_TIMEOUT  # each migration's lock_timeout, seconds; 0: none
 
     def spellings(self, version: str) -> list[str]:
         """``version`` and every spelling of it in the tracking table ("2" and "002"; "1.0" and

@@ -1,6 +1,11 @@
 """apply_migration and rollback_migration: a migration file's statements plus its tracking write;
 run_callback: a SQL callback's statements, untracked.
 
+A migration runs under PostgreSQL's lock_timeout (--ddl-lock-timeout): its step begins with
+SET LOCAL lock_timeout, which ends with its transaction, or, outside one, with a session SET
+the executor's reset after the step undoes. Either way it cannot reach the next migration or
+poststack's bookkeeping, and a SET lock_timeout in the file runs after it, so the file's wins.
+
 The callbacks of each migration (Flyway's beforeEachMigrate / afterEachMigrate, and
 beforeEachUndo / afterEachUndo for a rollback) are part of its step: their statements run
 before and after the file's, in its transaction, before its tracking row is written, as
@@ -28,6 +33,26 @@ from reconciler.observed import tracking
 from reconciler.remediation.actions.base import Action, BuildContext, migration_for, register
 from reconciler.remediation.plan import PlannedStep
 from reconciler.statements import Statement
+
+
+def lock_timeout_statement(seconds: float, *, transactional: bool) -> Statement:
+    """PostgreSQL's lock_timeout for the statements after it: for the transaction, or outside
+    one for the session. PostgreSQL counts it in whole milliseconds."""
+    milliseconds = max(1, round(seconds * 1000))
+    value = f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
+    scope = "SET LOCAL" if transactional else "SET"
+    return Statement(f"{scope} lock_timeout = %(lock_timeout)s", {"lock_timeout": value})
+
+
+def _under_lock_timeout(
+    ctx: BuildContext, statements: tuple[Statement, ...], transactional: bool
+) -> tuple[tuple[Statement, ...], float | None]:
+    """``statements`` after the SET of the migration's lock_timeout, and that timeout (None: none set)."""
+    if not ctx.ddl_lock_timeout:
+        return statements, None
+    return (lock_timeout_statement(ctx.ddl_lock_timeout, transactional=transactional), *statements), (
+        ctx.ddl_lock_timeout
+    )
 
 
 def _migration(ctx: BuildContext, version: str) -> Migration:
@@ -132,17 +157,21 @@ class ApplyMigration(Action):
             else ""
         )
         flags = {**({"retry": True} if args.get("retry") else {}), **({"reapply": True} if reapply else {})}
+        statements, lock_timeout = _under_lock_timeout(
+            ctx, _with_callbacks(ctx, migration.file, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE), script.transactional
+        )
         return PlannedStep(
             action=self.name,
             reason=f"apply {migration.path.name}{why}",
             args={"version": migration.version, **flags},
             version=migration.version,
-            statements=_with_callbacks(ctx, migration.file, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE),
+            statements=statements,
             bookkeeping=tuple(bookkeeping),
             on_failure=(tracking.insert_row_statement(ctx.location, success=False, **row),),
             transactional=script.transactional,
             no_transaction_reason=script.reason,
             commit_after=_alters_enum(ctx, script, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE),
+            lock_timeout=lock_timeout,
         )
 
 
