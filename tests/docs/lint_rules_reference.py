@@ -122,6 +122,16 @@ def rule_section(found: Rule) -> str:
     return f"## {found.code} {found.name}\n\n*{kind}* · **{markdown(found.summary)}**\n\n{markdown(body)}\n"
 
 
+def squawk_section() -> str:
+    """The rules package's docstring past its first line: the squawk rules poststack does not
+    have, and why (tests/lint/test_squawk_side_by_side.py reads the same list)."""
+    from reconciler.diagnosis.lint import rules
+
+    doc = (rules.__doc__ or "").strip()
+    body = doc.split("\n", 1)[1].strip() if "\n" in doc else ""
+    return f"## Side by side with squawk\n\n{markdown(body)}\n" if body else ""
+
+
 def render() -> str:
     rules = load_rules()
     table = "".join(
@@ -130,7 +140,7 @@ def render() -> str:
         for r in rules.values()
     )
     sections = "\n".join(rule_section(r) for r in rules.values())
-    return f"{INTRO}{severity_table()}{RULE_TABLE_HEAD}{table}\n{sections}"
+    return f"{INTRO}{severity_table()}{RULE_TABLE_HEAD}{table}\n{sections}\n{squawk_section()}"
 
 
 if __name__ == "__main__":

@@ -128,3 +128,45 @@ def test_without_a_measurement_the_static_rules_read_the_sql_and_the_sizes(tmp_p
         ("PS203", 3, "low", "public.users"),
         ("PS202", 4, "low", "public.users"),
     ]
+
+
+def test_a_lock_timeout_set_in_the_file_counts_until_it_is_set_to_zero_or_reset(tmp_path: Path) -> None:
+    (migration,) = _migrations(
+        tmp_path,
+        {
+            "002_change.sql": "ALTER TABLE users ADD COLUMN a int;\n"
+            "SET lock_timeout = '2s';\n"
+            "ALTER TABLE users ADD COLUMN b int;\n"
+            "SET LOCAL lock_timeout TO 0;\n"
+            "ALTER TABLE users ADD COLUMN c int;\n"
+            "SET lock_timeout = 1500;\n"
+            "ALTER TABLE users ADD COLUMN d int;\n"
+            "RESET lock_timeout;\n"
+            "ALTER TABLE users ADD COLUMN e int;\n"
+            "SET lock_timeout = '0ms';\n"
+            "ALTER TABLE users ADD COLUMN f int;\n",
+        },
+    )
+    statements = contexts([migration], None, ("public",), 0.0, {"public.users": _TABLE})
+    protected = {c.line: c.file_sets_lock_timeout for c in statements if c.kind == "AlterTableStmt"}
+    assert protected == {1: False, 3: True, 5: False, 7: True, 9: False, 11: False}
+    assert [f.line for f in lint(statements, {}, {}).findings if f.code == "PS201"] == [1, 5, 9, 11]
+
+
+def test_without_a_measurement_ps201_knows_which_statements_stop_readers_or_writers(tmp_path: Path) -> None:
+    (migration,) = _migrations(
+        tmp_path,
+        {
+            "002_change.sql": "ALTER TABLE users SET (fillfactor = 70);\n"  # SHARE UPDATE EXCLUSIVE
+            "ALTER TABLE users VALIDATE CONSTRAINT users_check;\n"  # SHARE UPDATE EXCLUSIVE
+            "ALTER INDEX users_pkey RENAME TO users_key;\n"  # the index, not the table
+            "CREATE INDEX CONCURRENTLY users_name ON users (name);\n"
+            "LOCK TABLE users IN ACCESS SHARE MODE;\n"
+            "ALTER TABLE users RENAME CONSTRAINT users_check TO users_ok;\n"  # ACCESS EXCLUSIVE
+            "LOCK TABLE users IN EXCLUSIVE MODE;\n"
+            "CREATE TRIGGER t AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION f();\n",
+        },
+    )
+    statements = contexts([migration], None, ("public",), 0.0, {"public.users": _TABLE})
+    found = [(f.line, f.hit.lock) for f in lint(statements, {}, {}).findings if f.code == "PS201"]
+    assert found == [(6, "ACCESS EXCLUSIVE"), (7, "EXCLUSIVE"), (8, "SHARE ROW EXCLUSIVE")]

@@ -3,7 +3,7 @@
 Per case: the setup history is migrated onto an emptied database, the data (if any) is
 written there and analyzed (so the live size is what the rules see), then the pending
 migration is linted in-process the way ``db lint`` does it, shadow measurement included, and
-the findings are held to the case's expectations. One database serves every case, emptied
+the findings are held to the case's expectations (and its JSON to the schema). One database serves every case, emptied
 (every schema dropped) before each: making one per case would double the time.
 """
 
@@ -23,7 +23,9 @@ from reconciler.config import Settings, resolve_settings
 from reconciler.diagnosis import linting
 from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import Finding
+from reconciler.interface.lint_view import lint_json, lint_text
 from tests.conftest import Server, scratch_database, write
+from tests.integration.test_json_output import SCHEMA_FOR, problems
 from tests.lint.cases import Case, Expected, all_cases
 
 _CASES = all_cases()
@@ -84,6 +86,11 @@ def test_rule_case(case: Case, database_url: str, tmp_path: Path, monkeypatch: p
     for code in case.ignored:
         assert any(f.code == code for f in ignored), f"{case.source}: {code} was not switched off\n{said}"
         assert all(f.code != code for f in found), f"{case.source}: {code} was found, not switched off\n{said}"
+    # Both views of every case: the JSON matches its schema, and the text names each finding.
+    errors = problems(json.loads(lint_json(result)), SCHEMA_FOR["db lint"])
+    assert not errors, f"{case.source}: db lint --format json does not match its schema:\n" + "\n".join(errors)
+    text = lint_text(result)
+    assert all(f"{f.code} {f.name}  {f.where}" in text for f in found), text
 
 
 def _with_ddl_lock_timeout(settings: Settings, timeout: float | None, monkeypatch: pytest.MonkeyPatch) -> Settings:

@@ -53,11 +53,13 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'information_schema'
   AND n.nspname NOT LIKE 'pg\\_%'"""
 # After each statement, in the migrating backend: per relation that existed before the
-# migration, its file, the scans so far in this session, and the strongest lock held.
-_STATE = """SELECT c.oid, c.relfilenode, pg_catalog.pg_stat_get_xact_numscans(c.oid),
+# migration, its file, the scans so far in this session, and the strongest lock held. A
+# relation the transaction dropped has no pg_class row (no file) but keeps its lock until
+# the end: DROP TABLE holds ACCESS EXCLUSIVE on it.
+_STATE = """SELECT o.oid, c.relfilenode, pg_catalog.pg_stat_get_xact_numscans(o.oid),
   (SELECT max(array_position(%(modes)s::text[], l.mode)) FROM pg_catalog.pg_locks l
-    WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.relation = c.oid AND l.granted)
-FROM pg_catalog.pg_class c WHERE c.oid = ANY(%(oids)s::oid[])"""
+    WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.relation = o.oid AND l.granted)
+FROM unnest(%(oids)s::oid[]) AS o(oid) LEFT JOIN pg_catalog.pg_class c ON c.oid = o.oid"""
 
 
 def lock_name(mode: str) -> str:
@@ -246,8 +248,9 @@ class _Watched:
             self._watch(statement)
             return
         if statement.no_transaction_reason is not None:
+            documented = self._documented(statement)  # before: DROP INDEX CONCURRENTLY leaves no index to ask about
             shadow.run(Statement(statement.sql, None))
-            self.record(self._documented(statement))
+            self.record(documented)
             return
         baseline = self._begin()
         self._watch(statement)
@@ -301,10 +304,13 @@ class _Watched:
         relation = _documented_relation(statement.sql)
         locks = ()
         if relation is not None:
+            # The table itself, or for an index the table it is on.
             found = self.shadow.query_one(
                 "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c "
-                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
-                (relation[0],),
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = COALESCE((SELECT i.indrelid FROM pg_catalog.pg_index i "
+                "WHERE i.indexrelid = to_regclass(%s)), to_regclass(%s))",
+                (relation[0], relation[0]),
             )
             if found is not None and found[0] in self.relations.values():
                 locks = (RelationLock(found[0], relation[1]),)
@@ -314,8 +320,9 @@ class _Watched:
 
 
 def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
-    """(the table, the lock mode PostgreSQL documents, whether it rewrites) for a statement
-    that runs outside a transaction: CREATE INDEX CONCURRENTLY, REINDEX, VACUUM."""
+    """(the table or index, the lock mode PostgreSQL documents on the table, whether it
+    rewrites) for a statement that runs outside a transaction: CREATE INDEX CONCURRENTLY,
+    DROP INDEX CONCURRENTLY, REINDEX, VACUUM."""
     from pglast import parser
 
     try:
@@ -333,6 +340,10 @@ def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
             return _name(relation), "AccessExclusiveLock" if full else "ShareUpdateExclusiveLock", full
     if kind == "ReindexStmt" and node.get("relation") and node.get("kind") == "REINDEX_OBJECT_TABLE":
         return _name(node["relation"]), "ShareUpdateExclusiveLock", False
+    if kind == "DropStmt" and node.get("removeType") == "OBJECT_INDEX" and node.get("concurrent"):
+        names = [item["String"]["sval"] for item in node["objects"][0]["List"]["items"]]
+        index = {"schemaname": names[-2] if len(names) > 1 else None, "relname": names[-1]}
+        return _name(index), "ShareUpdateExclusiveLock", False
     return None
 
 

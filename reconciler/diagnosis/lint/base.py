@@ -76,7 +76,7 @@ class StatementContext:
     existing: frozenset[str]  # relations there before the migration (shadow, else target)
     created_here: frozenset[str]  # relations an earlier statement of the same migration made
     search_path: tuple[str, ...]
-    file_sets_lock_timeout: bool  # an earlier statement of the file SETs lock_timeout
+    file_sets_lock_timeout: bool  # an earlier statement of the file SETs lock_timeout (to more than 0)
     lock_timeout: float  # what poststack sets for the migration (ddl_lock_timeout); 0: none
     in_transaction: bool  # the migration runs in one transaction
 
@@ -85,6 +85,8 @@ class StatementContext:
         name = range_var.get("relname", "")
         if range_var.get("schemaname"):
             return f"{range_var['schemaname']}.{name}"
+        # Only what is there: a name sized on the target and not found (as a guess from an
+        # earlier pass, in a "$user" schema that does not exist) would hide the real one.
         known = self.existing | self.created_here | frozenset(n for n, size in self.sizes.items() if size.exists)
         for schema in self.search_path:
             if f"{schema}.{name}" in known:

@@ -23,7 +23,8 @@ from reconciler.observed.sizes import RelationSize
 
 IGNORE_DIRECTIVE = "poststack:lint-ignore"
 _IGNORE = re.compile(r"--\s*poststack:lint-ignore\b(?P<rest>.*)$", re.IGNORECASE)
-_SETS_LOCK_TIMEOUT = re.compile(r"^\s*set\s+(local\s+|session\s+)?lock_timeout\b", re.IGNORECASE)
+# A lock_timeout of zero, as SET writes it: 0, '0', '0ms', '0s'... (no timeout at all).
+_ZERO_DURATION = re.compile(r"^\s*0+(\.0*)?\s*[a-z]*\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,26 @@ def contexts(
             )
             result.append(context)
             created |= _made(context)
-            sets_timeout = sets_timeout or bool(_SETS_LOCK_TIMEOUT.match(statement.sql))
+            sets_timeout = _lock_timeout_after(context, sets_timeout)
     return result
+
+
+def _lock_timeout_after(context: StatementContext, before: bool) -> bool:
+    """Whether the file has a lock_timeout in force after this statement: SET to anything but
+    zero. SET to zero, to DEFAULT or RESET leaves none poststack can vouch for."""
+    if context.kind != "VariableSetStmt" or context.node.get("name") != "lock_timeout":
+        return before
+    if context.node.get("kind") != "VAR_SET_VALUE":
+        return False
+    values = [arg.get("A_Const", {}) for arg in context.node.get("args") or []]
+    if not values:
+        return False
+    value = values[0]
+    if "ival" in value:
+        return bool(value["ival"].get("ival", 0))
+    if "fval" in value:
+        return float(value["fval"].get("fval", "0")) != 0
+    return not _ZERO_DURATION.match(str(value.get("sval", {}).get("sval", "0")))
 
 
 def _made(context: StatementContext) -> set[str]:

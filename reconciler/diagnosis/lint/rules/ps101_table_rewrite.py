@@ -17,8 +17,13 @@ the code over, then drop the old column. For a volatile default, add the column 
 online tool such as pg_repack, or a maintenance window.
 
 **squawk:** ``changing-column-type`` and ``adding-field-with-default`` warn from the text;
-poststack reports only the statements this server really rewrites (``--format json`` lists
-what every statement was measured doing, under ``measured.statements``).
+poststack reports only the statements this server really rewrites ("measured: no rewrite on
+this server" for the others: ``varchar(20)`` to ``text`` or to ``varchar(40)``, ``numeric(10,2)``
+to ``numeric(14,2)``, ``timestamp`` to ``timestamptz`` when the session's TimeZone is UTC;
+``--format json`` lists what every statement was measured doing, under
+``measured.statements``), and says nothing of a table created in the same migration ("table
+created in the same migration": nobody can be waiting for a table that did not exist).
+squawk does not warn of ``ADD COLUMN ... serial``, which rewrites too.
 """
 
 from __future__ import annotations

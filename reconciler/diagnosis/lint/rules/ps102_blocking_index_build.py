@@ -10,9 +10,12 @@ file outside a transaction, as PostgreSQL requires). For a constraint, build the
 concurrently, then ``ALTER TABLE ... ADD CONSTRAINT ... UNIQUE USING INDEX``. A concurrent
 build that fails leaves an INVALID index: ``db diagnose`` reports it.
 
-**squawk:** ``require-concurrent-index-creation`` and ``disallowed-unique-constraint``.
-poststack says nothing of an index on a table made earlier in the same migration: nobody can
-be waiting for a table that did not exist.
+**squawk:** ``require-concurrent-index-creation``, ``disallowed-unique-constraint`` and
+``adding-serial-primary-key-field`` (a primary key added without ``USING INDEX``); squawk's
+``constraint-missing-not-valid`` also warns of an added UNIQUE or PRIMARY KEY constraint,
+which cannot be NOT VALID: its index build is this finding. poststack says nothing of an index
+on a table created in the same migration ("table created in the same migration": nobody can
+be waiting for a table that did not exist).
 """
 
 from __future__ import annotations

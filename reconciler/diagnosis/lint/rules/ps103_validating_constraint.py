@@ -6,18 +6,26 @@ EXCLUSIVE on both tables of a foreign key (nobody writes them), ACCESS EXCLUSIVE
 (nobody reads either). The shadow shows the scan (the table's scan count grows inside the
 statement); the severity follows the table's live size.
 
+A ``REFERENCES`` or ``CHECK`` written on a column that ``ADD COLUMN`` adds is checked the same
+way when the new column has values to check (a default): the shadow shows the scan. Without
+a default the column is all NULL, and this server reads nothing.
+
 **Safer:** ``ADD CONSTRAINT ... NOT VALID`` (it only checks new rows, and takes its lock
 briefly), then ``ALTER TABLE ... VALIDATE CONSTRAINT ...`` in a later migration: validating
-takes SHARE UPDATE EXCLUSIVE, so reads and writes go on while it reads the table.
+takes SHARE UPDATE EXCLUSIVE, so reads and writes go on while it reads the table. For a new
+column, add it without the constraint first.
 
 **squawk:** ``adding-foreign-key-constraint`` and ``constraint-missing-not-valid``. A
-constraint added to a table made in the same migration is not reported: it has no rows to
-check, and nobody waits for it.
+constraint added to a table made in the same migration is not reported ("table created in the
+same migration": it has no rows to check, and nobody waits for it), nor a ``REFERENCES`` on a
+column ``ADD COLUMN`` adds without a default ("measured: no scan on this server": the column
+is all NULL).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from reconciler.diagnosis.lint.base import Hit, StatementContext, by_size, rule
 from reconciler.diagnosis.lint.parts import alter_commands, altered, sized, what_the_lock_stops
@@ -25,6 +33,10 @@ from reconciler.diagnosis.lint.parts import alter_commands, altered, sized, what
 _ALTERNATIVE = (
     "ADD CONSTRAINT ... NOT VALID now, then ALTER TABLE ... VALIDATE CONSTRAINT in a later migration "
     "(SHARE UPDATE EXCLUSIVE: reads and writes go on)"
+)
+_ON_NEW_COLUMN = (
+    "add the column without the constraint, then ADD CONSTRAINT ... NOT VALID, and VALIDATE CONSTRAINT in a "
+    "later migration (SHARE UPDATE EXCLUSIVE: reads and writes go on)"
 )
 _CHECKED = {"CONSTR_FOREIGN": "SHARE ROW EXCLUSIVE", "CONSTR_CHECK": "ACCESS EXCLUSIVE"}
 
@@ -34,8 +46,8 @@ def validating_constraint(context: StatementContext) -> Iterator[Hit]:
     relation = altered(context)
     if relation is None or not context.pre_existing(relation):
         return
-    kinds = [_validated(command) for command in alter_commands(context)]
-    kinds = [kind for kind in kinds if kind is not None]
+    commands = [(command, _validated(command)) for command in alter_commands(context)]
+    kinds = [kind for _, found in commands for kind in found]
     if not kinds:
         return
     facts = context.facts
@@ -49,7 +61,9 @@ def validating_constraint(context: StatementContext) -> Iterator[Hit]:
     yield Hit(
         message=f"checks every row of {sized(relation, size)} under a {label} lock: {what_the_lock_stops(label)} "
         "until the check ends",
-        alternative=_ALTERNATIVE,
+        alternative=_ON_NEW_COLUMN
+        if any(found and command.get("subtype") == "AT_AddColumn" for command, found in commands)
+        else _ALTERNATIVE,
         severity=by_size(size, blocks_reads=label == "ACCESS EXCLUSIVE"),
         relation=relation,
         lock=label,
@@ -59,12 +73,14 @@ def validating_constraint(context: StatementContext) -> Iterator[Hit]:
     )
 
 
-def _validated(command: dict[str, object]) -> str | None:
-    """The kind of constraint a subcommand adds and checks now; None for anything else."""
-    if command.get("subtype") != "AT_AddConstraint":
-        return None
-    constraint = (command.get("def") or {}).get("Constraint", {})  # type: ignore[union-attr]
-    kind = constraint.get("contype")
-    if kind not in _CHECKED or constraint.get("skip_validation"):
-        return None
-    return str(kind)
+def _validated(command: dict[str, Any]) -> list[str]:
+    """The kinds of constraint a subcommand adds and checks now: ADD CONSTRAINT without NOT
+    VALID, or REFERENCES and CHECK written on the column ADD COLUMN adds."""
+    definition = command.get("def") or {}
+    if command.get("subtype") == "AT_AddConstraint":
+        constraints = [definition.get("Constraint", {})]
+    elif command.get("subtype") == "AT_AddColumn":
+        constraints = [c.get("Constraint", {}) for c in definition.get("ColumnDef", {}).get("constraints") or []]
+    else:
+        return []
+    return [str(c["contype"]) for c in constraints if c.get("contype") in _CHECKED and not c.get("skip_validation")]

@@ -11,8 +11,10 @@ table's live size.
 constraint and reads nothing; then drop the constraint.
 
 **squawk:** ``adding-not-nullable-field``. poststack says nothing when the server measured no
-scan (a validated CHECK already proves it); ``--format json`` lists what every statement was
-measured doing, under ``measured.statements``.
+scan ("measured: no scan on this server": a validated CHECK already proves it, even one
+validated in an earlier migration, which squawk cannot see; ``--format json`` lists what every
+statement was measured doing, under ``measured.statements``), nor of a table created in the
+same migration ("table created in the same migration": nobody can be waiting for it).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ lock_timeout for each migration (``ddl_lock_timeout``) and retries. For ``DROP I
 ``DROP INDEX CONCURRENTLY`` in a migration file of its own.
 
 **squawk:** ``require-concurrent-index-deletion`` for DROP INDEX; squawk has no rule for the
-other brief locks.
+other brief locks. poststack reports a lock once, at the statement that takes it: a DROP INDEX
+after an earlier statement of the same migration took ACCESS EXCLUSIVE on its table waits for
+nothing more ("the migration already holds that lock").
 """
 
 from __future__ import annotations

@@ -25,7 +25,13 @@ when it times out, at a quieter moment.
 **squawk:** ``require-lock-timeout`` (``require-timeout-settings`` before squawk 2.60) warns
 on every file that takes such a lock without a ``SET lock_timeout`` of its own: squawk reads
 the SQL alone, so it cannot know that the tool running the migration sets one. poststack
-knows it does, and warns only when that is switched off.
+knows it does, and warns only when that is switched off: where squawk warns, "poststack sets
+lock_timeout for every migration" (with ``ddl_lock_timeout = 0`` this rule reports the
+statement). Nor does it warn of a statement that "takes only SHARE UPDATE EXCLUSIVE"
+(``CREATE INDEX CONCURRENTLY``, ``DROP INDEX CONCURRENTLY``, ``VALIDATE CONSTRAINT``: reads
+and writes go on while it waits), of one that "locks no table against readers or writers" (a
+function replaced, an enum value added; a view replaced or dropped takes ACCESS EXCLUSIVE on
+the view itself, which is not measured), or of a "table created in the same migration".
 """
 
 from __future__ import annotations
@@ -43,10 +49,23 @@ _ACCESS_EXCLUSIVE, _SHARE_ROW_EXCLUSIVE, _SHARE = "ACCESS EXCLUSIVE", "SHARE ROW
 _STRENGTH = {_SHARE: 1, _SHARE_ROW_EXCLUSIVE: 2, "EXCLUSIVE": 3, _ACCESS_EXCLUSIVE: 4}
 # LOCK TABLE's mode numbers (lockdefs.h), from SHARE up: the modes that stop writers.
 _LOCK_STMT_MODES = {5: _SHARE, 6: _SHARE_ROW_EXCLUSIVE, 7: "EXCLUSIVE", 8: _ACCESS_EXCLUSIVE}
-# ALTER TABLE subcommands that take only SHARE UPDATE EXCLUSIVE: reads and writes go on.
+# ALTER TABLE subcommands that take only SHARE UPDATE EXCLUSIVE on the table: reads and writes
+# go on (storage parameters: fillfactor, autovacuum_*, the ones a migration sets).
 _WEAK_ALTERS = frozenset(
-    {"AT_ValidateConstraint", "AT_SetStatistics", "AT_ClusterOn", "AT_DropCluster", "AT_SetOptions", "AT_ResetOptions"}
+    {
+        "AT_ValidateConstraint",
+        "AT_SetStatistics",
+        "AT_ClusterOn",
+        "AT_DropCluster",
+        "AT_SetOptions",
+        "AT_ResetOptions",
+        "AT_SetRelOptions",
+        "AT_ResetRelOptions",
+        "AT_AttachPartition",
+    }
 )
+# RENAMEs that lock the table ACCESS EXCLUSIVE (not an index's, a sequence's or a type's).
+_RENAMES = frozenset({"OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT", "OBJECT_VIEW", "OBJECT_MATVIEW"})
 
 
 @rule("PS201", "lock-timeout-missing")
@@ -88,16 +107,22 @@ def _documented(context: StatementContext) -> list[tuple[str, str]]:
     kind, node = context.kind, context.node
     relation = altered(context)
     if kind == "AlterTableStmt" and relation is not None:
-        subtypes = [command.get("subtype") for command in alter_commands(context)]
+        commands = list(alter_commands(context))
+        subtypes = [command.get("subtype") for command in commands]
+        attached = [
+            (context.resolve(c["def"]["PartitionCmd"]["name"]), _ACCESS_EXCLUSIVE)
+            for c in commands
+            if c.get("subtype") == "AT_AttachPartition" and "PartitionCmd" in (c.get("def") or {})
+        ]  # the partition attached is locked ACCESS EXCLUSIVE, and read to check its bounds
         if subtypes and all(subtype in _WEAK_ALTERS for subtype in subtypes):
-            return []
+            return attached
         references = _referenced(context)
         if subtypes and all(subtype == "AT_AddConstraint" for subtype in subtypes) and references:
             return [(relation, _SHARE_ROW_EXCLUSIVE), *((r, _SHARE_ROW_EXCLUSIVE) for r in references)]
         return [(relation, _ACCESS_EXCLUSIVE), *((r, _SHARE_ROW_EXCLUSIVE) for r in references)]
     if kind == "IndexStmt" and relation is not None:
         return [] if node.get("concurrent") else [(relation, _SHARE)]
-    if kind == "RenameStmt" and relation is not None:
+    if kind == "RenameStmt" and relation is not None and node.get("renameType") in _RENAMES:
         return [(relation, _ACCESS_EXCLUSIVE)]
     if kind == "CreateTrigStmt" and relation is not None:
         return [(relation, _SHARE_ROW_EXCLUSIVE)]

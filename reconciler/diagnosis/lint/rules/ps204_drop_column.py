@@ -14,7 +14,7 @@ the model, or list it in the ignored columns, such as Rails' ``ignored_columns``
 deploy that; then drop the column in a later migration.
 
 **squawk:** ``ban-drop-column`` warns on every dropped column; poststack does not report one
-dropped from a table made in the same migration.
+dropped from a "table created in the same migration".
 """
 
 from __future__ import annotations

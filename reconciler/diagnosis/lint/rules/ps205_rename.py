@@ -17,7 +17,8 @@ migration. For a table: rename it and, in the same migration, create a view with
 code goes on reading and writing through it), then drop the view once no code uses it.
 
 **squawk:** ``renaming-column`` and ``renaming-table`` warn on every rename; poststack does not
-report one of a relation made in the same migration.
+report one of a relation made in the same migration (a "table created in the same migration",
+or a view).
 """
 
 from __future__ import annotations

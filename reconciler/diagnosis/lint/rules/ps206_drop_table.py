@@ -11,8 +11,8 @@ size: a table with no rows today can still be named by the code.
 migration, rename it aside (``ALTER TABLE t RENAME TO t_unused``) and drop it after a while,
 once nothing failed; keep a dump of it (``pg_dump -t``) if its rows may be wanted back.
 
-**squawk:** ``ban-drop-table`` warns on every dropped table; poststack does not report one
-made in the same migration.
+**squawk:** ``ban-drop-table`` warns on every dropped table; poststack does not report a
+"table created in the same migration".
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ instant since PostgreSQL 11, no rewrite), or add it nullable, backfill it in bat
 make it NOT NULL through a validated ``CHECK (column IS NOT NULL)`` (see PS104).
 
 **squawk:** ``adding-required-field`` warns on every such column; poststack says how bad it is
-from the live row count, and does not report one added to a table made in the same migration.
+from the live row count, and does not report one added to a "table created in the same
+migration".
 """
 
 from __future__ import annotations
