@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from reconciler.remediation.plan import Plan
 
 if TYPE_CHECKING:  # the execution stack is imported by the verbs that run something
     from reconciler.desired.history import History
+    from reconciler.diagnosis.linting import Linted
     from reconciler.diagnosis.pending import Allowances
     from reconciler.remediation import executor, runner
 
@@ -45,7 +46,7 @@ def migrate(
 
     migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
-        return runner.migrate(
+        result = runner.migrate(
             session,
             settings,
             migrations,
@@ -55,6 +56,23 @@ def migrate(
             on_step=on_step,
             on_lock_wait=on_lock_wait,
         )
+        if dry_run:
+            result = replace(result, lint=_lint_run(session, settings, migrations, result.plan, notify))
+        return result
+
+
+def _lint_run(
+    session: Session, settings: Settings, migrations: MigrationSet, plan: Plan, notify: Notify | None
+) -> Linted | None:
+    """What the migrations ``plan`` runs lock and rewrite, measured in a shadow and sized
+    here: computed when the plan is shown, after it was made, so it changes nothing that runs."""
+    from reconciler.diagnosis.linting import lint_alongside
+
+    running = [migrations.find(s.version) for s in plan.steps if s.action == "apply_migration" and s.version]
+    linted = lint_alongside(session, settings, migrations, [m for m in running if m is not None], notify)
+    for notice in linted.notices if linted is not None and notify is not None else ():
+        notify(notice)
+    return linted
 
 
 def rollback(

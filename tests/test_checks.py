@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,11 @@ from reconciler.db import ServerInfo
 from reconciler.desired.effects import ObjectRef
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import IssueType, Severity
+from reconciler.diagnosis.lint.base import Hit, LintSeverity
+from reconciler.diagnosis.lint.engine import Finding, LintFindings
+from reconciler.diagnosis.linting import Linted
 from reconciler.observed.catalog import CatalogSnapshot
+from reconciler.observed.sizes import RelationSize
 from reconciler.observed.state import ObservedState, read_desired
 from reconciler.observed.tracking import LockState, ObservedTracking, TrackingRow
 
@@ -339,3 +344,91 @@ def test_repeatables_and_callbacks_are_judged_as_flyway_runs_them(tmp_path: Path
     facts = facts_for(tmp_path, rows, ACCOUNTS + VIEWS, files=FLYWAY_FILES)
     assert found(facts) == expected
     assert not facts.desired.problems  # the callback is no invalid_file
+
+
+# --- unsafe_migration: the lint read with the state, judged purely -----------------------------
+
+
+def linted(version: str, *severities: str, measured: bool = False) -> Linted:
+    """A lint of ``version`` with one PS101-like finding per severity, on public.accounts."""
+    findings = tuple(
+        Finding(
+            "PS101",
+            "table-rewrite",
+            version,
+            f"{version}.sql",
+            line,
+            "ALTER TABLE accounts ALTER COLUMN id TYPE bigint",
+            Hit(
+                "rewrites public.accounts under an ACCESS EXCLUSIVE lock",
+                f"safer way {line}",
+                LintSeverity.parse(severity),
+                "public.accounts",
+                "ACCESS EXCLUSIVE",
+                True,
+                True,
+                "measured",
+            ),
+            RelationSize("public.accounts", True, 1000, 2 << 30),
+        )
+        for line, severity in enumerate(severities, start=1)
+    )
+    return Linted((version,), LintFindings(findings, (), len(findings)), (), None)
+
+
+def with_lint(facts: Facts, lint: Linted | None) -> Facts:
+    return Facts(facts.desired, facts.observed, lint)
+
+
+UNSAFE_CASES = [
+    # (name, severities of 004's findings, expected)
+    ("one high finding", ("high",), {("unsafe_migration", "004")}),
+    ("high among others", ("low", "high", "high"), {("unsafe_migration", "004")}),
+    ("medium is not unsafe", ("medium", "low"), set()),
+    ("no findings", (), set()),
+]
+
+
+@pytest.mark.parametrize(("name", "severities", "expected"), UNSAFE_CASES, ids=[c[0] for c in UNSAFE_CASES])
+def test_unsafe_migration(
+    tmp_path: Path, name: str, severities: tuple[str, ...], expected: set[tuple[str, str]]
+) -> None:
+    facts = with_lint(
+        facts_for(tmp_path, [row("001"), row("002"), row("003")], ACCOUNTS + USERS), linted("004", *severities)
+    )
+    assert found(facts, IssueType.UNSAFE_MIGRATION) == expected
+
+
+def test_unsafe_migration_details_and_fix(tmp_path: Path) -> None:
+    facts = with_lint(
+        facts_for(tmp_path, [row("001"), row("002"), row("003")], ACCOUNTS + USERS),
+        linted("004", "low", "high", "high"),
+    )
+    (issue,) = run_checks(facts, [IssueType.UNSAFE_MIGRATION])
+    assert issue.severity is Severity.HIGH and not issue.auto_fixable
+    assert issue.message == (
+        "Migration 004 rewrites public.accounts under an ACCESS EXCLUSIVE lock (PS101, line 2); "
+        "and 1 more high-severity finding(s)"
+    )
+    assert [(f["code"], f["severity"], f["line"]) for f in issue.details["findings"]] == [
+        ("PS101", "low", 1),
+        ("PS101", "high", 2),
+        ("PS101", "high", 3),
+    ]
+    assert issue.details["findings"][1]["size"] == {"rows": 1000, "bytes": 2 << 30}
+    assert issue.details["measured"] is False
+    assert issue.suggested_fix == "Rewrite it: safer way 2; safer way 3. Then check it with: poststack db lint 004"
+    # Details are plain JSON values: a plan that carries the issue round-trips.
+    assert json.loads(json.dumps(issue.to_json())) == issue.to_json()
+
+
+def test_no_lint_no_unsafe_migration(tmp_path: Path) -> None:
+    facts = facts_for(tmp_path, [row("001"), row("002"), row("003")], ACCOUNTS + USERS)
+    assert found(facts, IssueType.UNSAFE_MIGRATION) == set()
+
+
+def test_a_migration_shown_applied_is_not_unsafe(tmp_path: Path) -> None:
+    # 004's objects are all there, untracked: recover tracks it; nothing will run it.
+    facts = facts_for(tmp_path, [row("001"), row("002"), row("003")], ACCOUNTS + USERS + BILLING)
+    facts = with_lint(facts, linted("004", "high"))
+    assert found(facts, IssueType.UNSAFE_MIGRATION, IssueType.MISSING_TRACKING) == {("missing_tracking", "004")}

@@ -17,6 +17,7 @@ from reconciler.desired.versions import version_key
 from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, IssueType, Severity
+from reconciler.diagnosis.linting import Linted, lint_pending_state
 from reconciler.diagnosis.pending import own_table_risks
 from reconciler.errors import MigrationFileError
 from reconciler.observed.state import DesiredState, ObservedState, read_desired, read_state
@@ -76,13 +77,26 @@ def database_state(desired: DesiredState, observed: ObservedState, display_url: 
     }
 
 
-def read_facts(settings: Settings, notify: Any = None) -> tuple[Facts, str, int]:
-    """Desired and observed state, the database's display URL, and the round trips it took."""
+def read_facts(settings: Settings, notify: Any = None, *, lint: bool = False) -> tuple[Facts, str, int]:
+    """Desired and observed state, the database's display URL, and the round trips it took.
+    ``lint``: the pending migrations linted too (for unsafe_migration)."""
     with connect(settings, notify) as session:
         desired, observed = read_state(
             session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
         )
-        return Facts(desired, observed), session.display_url, session.round_trips
+        linted = lint_pending_state(session, settings, desired, observed, notify) if lint else None
+        return Facts(desired, observed, linted), session.display_url, session.round_trips
+
+
+def lint_state(linted: Linted) -> dict[str, Any]:
+    """How the pending migrations were linted, for database_state: what unsafe_migration saw."""
+    run = linted.run
+    return {
+        "versions": list(linted.versions),
+        "measured": [v for v in linted.versions if linted.measured(v)],
+        "shadow": run.shadow if run is not None else "none",
+        "unavailable": "--no-replay" if run is None else run.unavailable,
+    }
 
 
 def diagnose(
@@ -91,11 +105,13 @@ def diagnose(
     minimum: Severity = Severity.LOW,
     notify: Any = None,
 ) -> Diagnosis:
-    facts, url, round_trips = read_facts(settings, notify)
     chosen = tuple(types) or tuple(IssueType)
+    facts, url, round_trips = read_facts(settings, notify, lint=IssueType.UNSAFE_MIGRATION in chosen)
     issues = run_checks(facts, chosen, minimum)
     state = database_state(facts.desired, facts.observed, url)
     state["round_trips"] = round_trips
+    if facts.lint is not None:
+        state["lint"] = lint_state(facts.lint)
     return Diagnosis(tuple(issues), chosen, minimum, state, facts.observed.fingerprint)
 
 

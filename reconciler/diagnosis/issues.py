@@ -45,6 +45,7 @@ class IssueType(StrEnum):
     INVALID_INDEX = "invalid_index"
     UNDETERMINED = "undetermined"
     INVALID_FILE = "invalid_file"
+    UNSAFE_MIGRATION = "unsafe_migration"
 
     @classmethod
     def parse(cls, value: str) -> IssueType:
@@ -93,6 +94,11 @@ CATALOGUE: dict[IssueType, IssueKind] = {
     ),
     IssueType.INVALID_FILE: IssueKind(
         Severity.HIGH, "Fix the file (name, encoding or duplicate version); poststack db validate lists them", False
+    ),
+    IssueType.UNSAFE_MIGRATION: IssueKind(
+        Severity.HIGH,
+        "Rewrite it as its lint findings say, then check it with poststack db lint VERSION",
+        False,
     ),
 }
 

@@ -9,13 +9,13 @@ statistics reads reach the target.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from reconciler.config import Settings
 from reconciler.db import Session, connect
 from reconciler.desired.files import Migration, MigrationSet
 from reconciler.desired.layouts import load_migrations
-from reconciler.desired.replay.measure import StatementFacts
+from reconciler.desired.replay.measure import LOCK_MODES, RelationLock, StatementFacts
 from reconciler.desired.replay.source import MeasuredRun, measure_in_shadow, shadow_for
 from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import (
@@ -28,9 +28,10 @@ from reconciler.diagnosis.lint.engine import (
     project_ignores,
 )
 from reconciler.diagnosis.pending import changed_repeatable
-from reconciler.errors import UsageError
+from reconciler.errors import MigrationFileError, UsageError
 from reconciler.observed.catalog import session_search_path
-from reconciler.observed.sizes import relation_sizes
+from reconciler.observed.sizes import RelationSize, relation_sizes
+from reconciler.observed.state import DesiredState, ObservedState
 from reconciler.observed.tracking import ObservedTracking, observe_tracking
 
 
@@ -42,6 +43,7 @@ class Linted:
     findings: LintFindings
     facts: tuple[StatementFacts, ...]  # what each statement was measured doing
     run: MeasuredRun | None  # None: measuring was not asked for (--no-replay)
+    sizes: dict[str, RelationSize] = field(default_factory=dict)  # the relations named, on the target
 
     @property
     def notices(self) -> tuple[str, ...]:
@@ -54,6 +56,67 @@ class Linted:
 
     def facts_of(self, version: str) -> tuple[StatementFacts, ...]:
         return tuple(f for f in self.facts if f.version == version)
+
+    def measured(self, version: str) -> bool:
+        """Its statements were watched in the shadow (else its findings come from the SQL alone)."""
+        measurement = self.run.measurement if self.run is not None else None
+        return measurement is not None and measurement.measured(version)
+
+    def of(self, version: str) -> MigrationLint | None:
+        """What one linted migration locks and rewrites, and its findings; None: not linted."""
+        if version not in self.versions:
+            return None
+        statements = self.facts_of(version) if self.measured(version) else ()
+        strongest: dict[str, RelationLock] = {}
+        for statement in statements:
+            for lock in statement.locks:
+                held = strongest.get(lock.relation)
+                if held is None or LOCK_MODES.index(lock.mode) > LOCK_MODES.index(held.mode):
+                    strongest[lock.relation] = lock
+        rewritten = {r for s in statements for r in s.rewritten}
+        scanned = {r for s in statements for r in s.scanned}
+        order = sorted(strongest.values(), key=lambda lock: (-LOCK_MODES.index(lock.mode), lock.relation))
+        relations = tuple(
+            LockedRelation(
+                lock.relation,
+                lock.label,
+                self.sizes.get(lock.relation),
+                lock.relation in rewritten,
+                lock.relation in scanned,
+            )
+            for lock in order
+        )
+        findings = tuple(f for f in self.findings.findings if f.version == version)
+        return MigrationLint(version, self.measured(version), relations, findings)
+
+
+@dataclass(frozen=True)
+class LockedRelation:
+    """A relation that existed before a migration, and the strongest lock its statements hold on it."""
+
+    relation: str  # schema.name
+    lock: str  # the mode, as LOCK TABLE writes it: ACCESS EXCLUSIVE
+    size: RelationSize | None  # its live size on the target
+    rewritten: bool  # a statement gave it a new file: every row copied under the lock
+    scanned: bool  # a statement read it through (a validation, an index build)
+
+
+@dataclass(frozen=True)
+class MigrationLint:
+    """One migration's lint, as a step that runs it shows it: its locks, and its findings."""
+
+    version: str
+    measured: bool  # False: nothing was watched in a shadow; only the SQL's findings
+    relations: tuple[LockedRelation, ...]  # strongest lock first
+    findings: tuple[Finding, ...]
+
+    @property
+    def rewrites(self) -> bool:
+        return any(r.rewritten for r in self.relations)
+
+    @property
+    def scans(self) -> bool:
+        return any(r.scanned for r in self.relations)
 
 
 @dataclass(frozen=True)
@@ -118,7 +181,64 @@ def lint_on(session: Session, settings: Settings, migrations: MigrationSet, lint
     final = contexts(linted, measurement, search_path, timeout, sizes)
     findings = lint(final, ignores, project)
     facts = measurement.statements if measurement is not None else ()
-    return Linted(tuple(m.version for m in linted), findings, facts, run)
+    return Linted(tuple(m.version for m in linted), findings, facts, run, sizes)
+
+
+def lint_alongside(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    linted: Sequence[Migration],
+    notify: Callable[[str], None] | None = None,
+    *,
+    measure: bool = True,
+) -> Linted | None:
+    """lint_on for a command that shows or judges migrations it does not lint for a living
+    (db migrate --dry-run, plan, diagnose): nothing to lint is None, and a file the lint
+    cannot read, or a lint-ignore comment it refuses, is said in one line instead of
+    stopping the command (db lint names it). ``measure`` False: from the SQL alone."""
+    if not linted:
+        return None
+    readable = []
+    for migration in linted:
+        try:
+            migration.file.script  # noqa: B018 - parsed once, cached: unreadable ones are another check's
+        except MigrationFileError:
+            continue
+        readable.append(migration)
+    try:
+        result = lint_on(session, settings if measure else replace(settings, replay=False), migrations, readable)
+    except (UsageError, MigrationFileError) as e:
+        if notify is not None:
+            notify(f"⚠️  Not linted: {e.summary} (poststack db lint says more).")
+        return None
+    return result
+
+
+def lint_pending_state(
+    session: Session,
+    settings: Settings,
+    desired: DesiredState,
+    observed: ObservedState,
+    notify: Callable[[str], None] | None = None,
+) -> Linted | None:
+    """diagnose and plan: the pending migrations linted beside the state just read; None when
+    nothing is pending. Measured in a shadow only where the history was replayed in one: not
+    with --no-replay, nor where no shadow could be had or a file cannot be read whole (the
+    replay said why); from the SQL alone then, as the rest of diagnose judges."""
+    waiting = pending(desired.migrations, observed.tracking)
+    outcome = desired.replay
+    replayed = outcome is not None and outcome.used
+    result = lint_alongside(session, settings, desired.migrations, waiting, notify, measure=replayed)
+    if result is None or outcome is None:
+        return result  # outcome None: --no-replay, and the result says so
+    if not replayed:
+        why = outcome.unavailable or "the history could not be replayed"
+        return replace(result, run=MeasuredRun(outcome.shadow, None, why))
+    for notice in result.notices if notify is not None else ():
+        if notice not in outcome.notices:  # the shadow's warnings were said by the replay already
+            notify(notice)
+    return result
 
 
 def _source(settings: Settings) -> str:

@@ -210,7 +210,7 @@ class Shared:
 
 
 _NOT_SETTINGS = frozenset({"fmt"})
-# Only the commands that judge untracked migrations replay the history.
+# Only the commands that judge untracked migrations, or show what pending ones lock, replay the history.
 REPLAY_OPTIONS = ("shadow_url", "no_replay")  # how to print, not where things are
 # The commands that run migrations (plan, which writes the statements they run, takes the timeout).
 DDL_LOCK_OPTIONS = ("ddl_lock_timeout", "ddl_lock_retries")
@@ -624,7 +624,7 @@ def new(
 # --- db -------------------------------------------------------------------------------------
 
 
-@db_command(db_app, also=("lock_timeout", *DDL_LOCK_OPTIONS, "fmt"), sql=True)
+@db_command(db_app, also=("lock_timeout", *DDL_LOCK_OPTIONS, "fmt", *REPLAY_OPTIONS), sql=True)
 def migrate(
     options: Shared,
     dry_run: DryRun = False,
@@ -641,8 +641,9 @@ def migrate(
     Flyway repeatables (R__name.sql) run after them, when new or changed. Flyway SQL callbacks
     run too: beforeMigrate.sql and afterMigrate.sql on every run, each in its own transaction;
     beforeEachMigrate.sql and afterEachMigrate.sql inside each migration's transaction.
-    --dry-run shows them all, in order; with --format sql, the run as one script for psql
-    (migrations, tracking and audit rows)."""
+    --dry-run shows them all, in order, with what each migration locks and rewrites (measured
+    in a shadow, as db lint measures it; --no-replay: from the SQL alone); with --format sql,
+    the run as one script for psql (migrations, tracking and audit rows)."""
     settings = options.settings()
     if options.fmt is Format.sql:
         _needs_dry_run(dry_run)
@@ -972,10 +973,16 @@ def plan_command(
         _issue_types(issue_type),
         _plan_variables(force, allow_out_of_order, allow_undetermined),
     )
-    plan = remediation.make_plan(settings, request, notify=_notify)
+    reviewed = remediation.plan_for_review(settings, request, notify=_notify)
+    plan = reviewed.plan
     if out is not None:
-        remediation.save_plan(plan, out)
-    _emit(options.fmt, plan, report.remediation_plan_text, report.remediation_plan_json)
+        remediation.save_plan(plan, out, {"lint": report.step_lint_json(plan, reviewed.lint)})  # as --format json
+    _emit(
+        options.fmt,
+        reviewed,
+        lambda r: report.remediation_plan_text(r.plan, r.lint),
+        lambda r: report.remediation_plan_json(r.plan, r.lint),
+    )
     if out is not None and options.fmt is Format.text:
         typer.echo(f"Saved to {out}; run it with: poststack apply {out}")
     # Held migrations are changes the database still needs, though a person must decide them.
@@ -1003,6 +1010,7 @@ def apply_command(
 
     settings = options.settings()
     request = None
+    linted = None  # a saved plan is shown as it was saved
     if plan_file is not None:
         if playbook or issue_type or force or allow_out_of_order or allow_undetermined:
             raise UsageError(
@@ -1015,13 +1023,14 @@ def apply_command(
             _issue_types(issue_type),
             _plan_variables(force, allow_out_of_order, allow_undetermined),
         )
-        plan = remediation.make_plan(settings, request, _notify)
+        reviewed = remediation.plan_for_review(settings, request, _notify)
+        plan, linted = reviewed.plan, reviewed.lint
     runnable = [s for s in plan.steps if s.action != "manual"]
     # A plan of the whole database answers for its health; one playbook or issue type,
     # only for what it fixes.
     whole = not (playbook or issue_type)
     if options.fmt is Format.text:
-        typer.echo(report.remediation_plan_text(plan))
+        typer.echo(report.remediation_plan_text(plan, linted))
     if runnable:
         _approve(plan, saved=plan_file is not None, auto_approve=auto_approve, confirm=confirm)
         # Approved in advance (--auto-approve, no plan file): if another run changed the

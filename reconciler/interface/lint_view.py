@@ -7,8 +7,9 @@ from typing import Any
 
 from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import Finding
-from reconciler.diagnosis.lint.parts import human_bytes
-from reconciler.diagnosis.linting import LintResult
+from reconciler.diagnosis.lint.parts import human_bytes, sized
+from reconciler.diagnosis.linting import Linted, LintResult, LockedRelation, MigrationLint
+from reconciler.remediation.plan import Plan
 
 _MARK = {LintSeverity.INFO: "ℹ️ ", LintSeverity.LOW: "🟢", LintSeverity.MEDIUM: "🟡", LintSeverity.HIGH: "🟠"}
 # (one, several) of what was linted
@@ -115,3 +116,82 @@ def lint_json(result: LintResult) -> str:
         },
         indent=2,
     )
+
+
+# --- beside a plan: db migrate --dry-run, poststack plan ----------------------------------
+
+# A step says this many relations by name; the rest by count (--format json lists them all).
+STEP_RELATIONS = 4
+
+
+def _relation_text(relation: LockedRelation) -> str:
+    what = ", rewritten" if relation.rewritten else ", read through" if relation.scanned else ""
+    return f"{relation.lock} on {sized(relation.relation, relation.size)}{what}"
+
+
+def step_lint_lines(found: MigrationLint) -> list[str]:
+    """Two lines under a step that runs a migration: what it locks (and rewrites), and the
+    findings at or above low, each by code and line."""
+    if not found.measured:
+        locks = "locks: not measured (from the SQL alone)"
+    elif not found.relations:
+        locks = "locks: nothing that existed before it"
+    else:
+        shown = [_relation_text(r) for r in found.relations[:STEP_RELATIONS]]
+        more = len(found.relations) - STEP_RELATIONS
+        locks = "locks: " + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+    worth = [f for f in found.findings if f.severity >= LintSeverity.LOW]
+    if worth:
+        said = ", ".join(f"{_MARK[f.severity]} {f.severity.label.upper()} {f.code} line {f.line}" for f in worth)
+        lint = f"lint: {said} (poststack db lint {found.version})"
+    else:
+        lint = "lint: no findings at or above low"
+    return [locks, lint]
+
+
+def step_lint(plan: Plan, linted: Linted | None) -> dict[int, MigrationLint]:
+    """Per step index (1-based) that runs a migration: its lint, where there is one."""
+    if linted is None:
+        return {}
+    found = {}
+    for index, step in enumerate(plan.steps, start=1):
+        if step.action == "apply_migration" and step.version and (of := linted.of(step.version)) is not None:
+            found[index] = of
+    return found
+
+
+def migration_lint_json(found: MigrationLint, step: int) -> dict[str, Any]:
+    return {
+        "step": step,
+        "version": found.version,
+        "measured": found.measured,
+        "locks": [
+            {
+                "relation": r.relation,
+                "mode": r.lock,
+                "rewrites": r.rewritten,
+                "scans": r.scanned,
+                "size": r.size.to_json() if r.size is not None else None,
+            }
+            for r in found.relations
+        ],
+        "rewrites": found.rewrites,
+        "scans": found.scans,
+        "findings": [finding_json(f) for f in found.findings],
+    }
+
+
+def plan_lint_json(plan: Plan, linted: Linted | None) -> dict[str, Any] | None:
+    """What the migrations a plan runs lock and rewrite, per step; None: not linted."""
+    if linted is None:
+        return None
+    run = linted.run
+    measurement = run.measurement if run is not None else None
+    return {
+        "shadow": run.shadow if run is not None else "none",
+        "unavailable": "--no-replay" if run is None else run.unavailable,
+        "stopped_at": None
+        if measurement is None or measurement.stopped is None
+        else {"version": measurement.stopped.version, "reason": measurement.stopped.reason},
+        "migrations": [migration_lint_json(found, step) for step, found in step_lint(plan, linted).items()],
+    }

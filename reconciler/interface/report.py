@@ -73,9 +73,11 @@ def render_statement(statement: Statement) -> str:
     return sql.rstrip().rstrip(";") + ";"
 
 
-def render_step(index: int, step: PlannedStep) -> list[str]:
+def render_step(index: int, step: PlannedStep, lint: list[str] | None = None) -> list[str]:
+    """A step as it will run; ``lint``: what it locks and rewrites, shown under its title."""
     where = "in a transaction" if step.transactional else f"outside a transaction: {step.no_transaction_reason}"
     lines = [f"  {index}. {step.reason}  [{where}]"]
+    lines += ["     " + line for line in lint or ()]
     last_source = None
     for statement in step.statements:
         if statement.source and statement.source != last_source:
@@ -91,7 +93,8 @@ def render_step(index: int, step: PlannedStep) -> list[str]:
     return lines
 
 
-def render_plan(plan: Plan) -> str:
+def render_plan(plan: Plan, lint: dict[int, list[str]] | None = None) -> str:
+    """``lint``: per step index (1-based), the lines saying what it locks and rewrites."""
     if not plan.steps:
         return f"{plan.nothing_to_do or 'Nothing to do'}."
     count = len(plan.steps)
@@ -99,8 +102,25 @@ def render_plan(plan: Plan) -> str:
         f"Plan: {plan.operation}, {count} step{'s' if count != 1 else ''} (tracking schema {plan.tracking_schema})"
     ]
     for index, step in enumerate(plan.steps, start=1):
-        lines += render_step(index, step)
+        lines += render_step(index, step, (lint or {}).get(index))
     return "\n".join(lines)
+
+
+def step_lint_text(plan: Plan, linted: Any) -> dict[int, list[str]]:
+    """Per step that runs a migration, what it locks and rewrites, in words (none: not linted)."""
+    if linted is None:
+        return {}
+    from reconciler.interface import lint_view
+
+    return {index: lint_view.step_lint_lines(found) for index, found in lint_view.step_lint(plan, linted).items()}
+
+
+def step_lint_json(plan: Plan, linted: Any) -> dict[str, Any] | None:
+    if linted is None:
+        return None
+    from reconciler.interface import lint_view
+
+    return lint_view.plan_lint_json(plan, linted)
 
 
 # --- where it ran -----------------------------------------------------------------------
@@ -246,7 +266,7 @@ def _run_outcome_text(result: Any) -> str:
             + (f", and callback(s) run: {brief(callbacks)}" if callbacks else "")
             + ". Nothing was changed."
         )
-        return head + "\n" + render_plan(plan)
+        return head + "\n" + render_plan(plan, step_lint_text(plan, result.lint))
     execution = result.execution
     ran = f"; ran callback(s) {brief(callbacks)}" if callbacks else ""
     if execution is not None and execution.ok and not migrations and callbacks:
@@ -324,6 +344,8 @@ def run_json(result: Any) -> str:
             "ok": result.ok,
             "plan": result.plan.to_json(),
             **executed_json(result.execution),
+            # A dry run's: what each migration it would run locks and rewrites (null otherwise).
+            "lint": step_lint_json(result.plan, result.lint),
         }
     )
 
@@ -724,9 +746,10 @@ def round_trip_json(check: Any) -> dict[str, Any]:
 # --- remediation plans, apply, front-ends -------------------------------------------------
 
 
-def _step_lines(index: int, step: PlannedStep) -> list[str]:
+def _step_lines(index: int, step: PlannedStep, lint: list[str] | None = None) -> list[str]:
     origin = f"[{step.playbook}: {step.action}]" if step.playbook else f"[{step.action}]"
     lines = [f"  {index}. {step.title or step.reason} {origin}"]
+    lines += ["     " + line for line in lint or ()]
     if step.action == "manual":
         instructions = step.reason.removeprefix("MANUAL: ")
         if instructions != step.title:
@@ -758,7 +781,9 @@ def plan_summary(plan: Plan) -> str:
     )
 
 
-def remediation_plan_text(plan: Plan) -> str:
+def remediation_plan_text(plan: Plan, linted: Any = None) -> str:
+    """``linted``: what the migrations it runs lock and rewrite, shown under their steps."""
+    lint = step_lint_text(plan, linted)
     lines = []
     if plan.issues:
         lines.append(f"Issues ({len(plan.issues)}):")
@@ -782,14 +807,16 @@ def remediation_plan_text(plan: Plan) -> str:
             else:
                 lines.append(f"  -- step {group[0] + 1} runs outside a transaction: {first.no_transaction_reason}")
             for index in group:
-                lines += _step_lines(index + 1, plan.steps[index])
+                lines += _step_lines(index + 1, plan.steps[index], lint.get(index + 1))
     lines.append("")
     lines.append(plan.nothing_to_do + "." if plan.nothing_to_do and not plan.steps else plan_summary(plan))
     return "\n".join(lines)
 
 
-def remediation_plan_json(plan: Plan) -> str:
-    return to_json({**plan.to_json(), "hash": plan.hash})
+def remediation_plan_json(plan: Plan, linted: Any = None) -> str:
+    """The plan as --out saves it, with what the migrations it runs lock and rewrite (null:
+    not linted): shown beside the plan, not part of it (not in its hash, not read by apply)."""
+    return to_json({**plan.to_json(), "hash": plan.hash, "lint": step_lint_json(plan, linted)})
 
 
 def apply_text(result: Any) -> str:

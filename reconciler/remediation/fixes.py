@@ -17,7 +17,8 @@ from reconciler.desired.layouts import load_migrations
 from reconciler.desired.replay.source import shadow_for
 from reconciler.desired.versions import parse_version
 from reconciler.diagnosis.checks import Facts, run_checks
-from reconciler.diagnosis.issues import Issue, Severity
+from reconciler.diagnosis.issues import Issue, IssueType, Severity
+from reconciler.diagnosis.linting import Linted, lint_pending_state
 from reconciler.errors import OperationFailed, PoststackError, UsageError
 from reconciler.observed import locking
 from reconciler.observed.foreign import read_foreign_history, tool_named
@@ -28,7 +29,7 @@ from reconciler.remediation.actions import BuildContext
 from reconciler.remediation.importing import REFUSE, ImportItem, import_items
 from reconciler.remediation.plan import Plan
 from reconciler.remediation.planner import HELD, PlanRequest, plan_remediation
-from reconciler.remediation.playbook import load_all
+from reconciler.remediation.playbook import PENDING, load_all
 
 DEFAULT_VARIABLES = {
     "force": False,
@@ -57,10 +58,13 @@ def build_context(settings: Settings, facts: Facts) -> BuildContext:
     )
 
 
-def read_plan_facts(session: Session, settings: Settings, notify: Any = None) -> Facts:
-    return Facts(
-        *read_state(session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify)
+def read_plan_facts(session: Session, settings: Settings, notify: Any = None, *, lint: bool = False) -> Facts:
+    """The state a plan is made from; ``lint``: the pending migrations linted too."""
+    desired, observed = read_state(
+        session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
     )
+    linted = lint_pending_state(session, settings, desired, observed, notify) if lint else None
+    return Facts(desired, observed, linted)
 
 
 def with_default_variables(request: PlanRequest, settings: Settings | None = None) -> PlanRequest:
@@ -70,18 +74,47 @@ def with_default_variables(request: PlanRequest, settings: Settings | None = Non
 
 
 def make_plan(settings: Settings, request: PlanRequest, notify: Any = None) -> Plan:
+    return _planned(settings, request, notify, lint=False)[0]
+
+
+@dataclass(frozen=True)
+class ReviewedPlan:
+    """A plan for a person to review (poststack plan, apply without a plan file), and what
+    the migrations it runs lock and rewrite: computed when it is shown, beside the plan, never
+    part of it (plan --out saves it next to the plan; apply never reads it; neither the
+    fingerprint nor the hash covers it)."""
+
+    plan: Plan
+    lint: Linted | None  # None: nothing pending, or not linted (the request cannot migrate)
+
+
+def plan_for_review(settings: Settings, request: PlanRequest, notify: Any = None) -> ReviewedPlan:
+    """make_plan, and the pending migrations linted when the plan may run them or the
+    request asks for unsafe_migration."""
+    wanted = set(request.issue_types)
+    lint = not wanted or bool(wanted & {PENDING, IssueType.UNSAFE_MIGRATION.value})
+    plan, facts = _planned(settings, request, notify, lint=lint)
+    return ReviewedPlan(plan, facts.lint)
+
+
+def _planned(settings: Settings, request: PlanRequest, notify: Any, *, lint: bool) -> tuple[Plan, Facts]:
     playbooks = load_all(settings.migrations_dir)  # malformed playbooks fail before any connection
     with connect(settings, notify) as session:
-        facts = read_plan_facts(session, settings, notify)
-    return plan_remediation(facts, playbooks, with_default_variables(request, settings), build_context(settings, facts))
+        facts = read_plan_facts(session, settings, notify, lint=lint)
+    variables = with_default_variables(request, settings)
+    return plan_remediation(facts, playbooks, variables, build_context(settings, facts)), facts
 
 
 # --- saved plans --------------------------------------------------------------------------
 
 
-def save_plan(plan: Plan, path: Path) -> None:
+def save_plan(plan: Plan, path: Path, shown: dict[str, Any] | None = None) -> None:
+    """The plan and its hash; ``shown``: what plan printed beside it (what its migrations
+    lock), saved as printed for whoever reviews the file. Not part of the plan: the hash does
+    not cover it and load_plan reads past it."""
     data = plan.to_json()
     data["hash"] = plan.hash
+    data.update(shown or {})
     try:
         path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     except OSError as e:

@@ -204,11 +204,12 @@ def plan_remediation(facts: Facts, playbooks: dict[str, Playbook], request: Plan
     handled = {t for p in chosen for t in p.handles}
     if not request.variables.get("allow_out_of_order"):
         handled.discard(IssueType.OUT_OF_ORDER.value)  # only an explicit flag runs them
-    # An undetermined migration this plan runs needs no person: its step is the answer.
+    # An undetermined migration this plan runs needs no person: its step is the answer. An
+    # unsafe one's step shows what it locks and rewrites: the person reviewing the plan decides.
     running = {s.version for s in steps if s.action == "apply_migration" and s.version}
     if request.include_unhandled:
         for issue in issues:
-            if issue.type is IssueType.UNDETERMINED and issue.version in running:
+            if issue.type in (IssueType.UNDETERMINED, IssueType.UNSAFE_MIGRATION) and issue.version in running:
                 continue
             if issue.type.value not in handled and issue.version not in held:
                 steps.append(_manual_for(issue, ctx))

@@ -4,6 +4,7 @@ executor under the migration lock. One execution path for everything that writes
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from psycopg2.extensions import AsIs
 
@@ -31,6 +32,9 @@ from reconciler.remediation.callbacks import callback_steps, with_run_callbacks
 from reconciler.remediation.plan import Plan, PlannedStep
 from reconciler.statements import Statement
 
+if TYPE_CHECKING:
+    from reconciler.diagnosis.linting import Linted
+
 INSUFFICIENT_PRIVILEGE = "42501"
 
 
@@ -41,6 +45,9 @@ class RunResult:
     execution: executor.ExecutionResult | None  # None for a dry run
     dry_run: bool
     database: DatabaseRef  # where it ran: the report names it, so no run passes for another's
+    # A dry run's: what the migrations it would run lock and rewrite. Shown, never part of
+    # the plan: it changes nothing that runs.
+    lint: Linted | None = None
 
     @property
     def ok(self) -> bool:

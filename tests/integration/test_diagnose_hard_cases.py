@@ -132,7 +132,9 @@ def test_a_failing_verify_script_costs_few_round_trips(cli, migrations_dir: Path
         write(migrations_dir, f"{i:03d}_x.sql", "UPDATE accounts SET id = id;\n")
         write(migrations_dir, f"{i:03d}_x.verify.sql", "SELECT 1/0 = 1;\n" if i == 40 else "SELECT false;\n")
     report = json.loads(cli("db", "diagnose", "--format", "json").stdout)
-    assert report["database_state"]["round_trips"] < 48  # far below one a script (64 of them)
+    # Far below one a script (64 of them). Linting the pending migrations for unsafe_migration
+    # reads the target a constant 6 times more (search_path, CREATEDB, sizes), however many.
+    assert report["database_state"]["round_trips"] < 48 + 6
 
 
 # --- files that cannot be used ------------------------------------------------------------

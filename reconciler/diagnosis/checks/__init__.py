@@ -23,6 +23,7 @@ from reconciler.diagnosis.checks import (  # noqa: F401  isort: skip
     invalid_index,
     undetermined,
     invalid_file,
+    unsafe_migration,
 )
 
 __all__ = ["CHECKS", "Facts", "run_checks"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from reconciler.desired.effects import CASCADE, CHILD_KINDS, DEPENDENTS, ROW_CHANGING, MigrationEffects
 from reconciler.desired.files import Migration
@@ -15,6 +16,9 @@ from reconciler.diagnosis.pending import Readiness, decide
 from reconciler.diagnosis.replayed import Name, ReplayedObject, attribute_by_replay, drift_by_replay
 from reconciler.errors import PoststackError
 from reconciler.observed.state import DesiredState, ObservedState
+
+if TYPE_CHECKING:
+    from reconciler.diagnosis.linting import Linted
 
 Check = Callable[["Facts"], list[Issue]]
 CHECKS: dict[IssueType, Check] = {}
@@ -34,6 +38,10 @@ def check(issue_type: IssueType) -> Callable[[Check], Check]:
 class Facts:
     desired: DesiredState
     observed: ObservedState
+    # The pending migrations linted: measured in a shadow (desired), sized on the target
+    # (observed), judged by the rules. Read with the state, by the commands that check
+    # unsafe_migration; None when they were not (nothing pending, or not asked for).
+    lint: Linted | None = None
 
     @cached_property
     def problem_versions(self) -> frozenset[VersionKey]:
