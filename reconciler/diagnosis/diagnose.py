@@ -17,7 +17,7 @@ from reconciler.desired.versions import version_key
 from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, IssueType, Severity
-from reconciler.diagnosis.linting import Linted, lint_pending_state
+from reconciler.diagnosis.linting import Linted, with_lint
 from reconciler.diagnosis.pending import own_table_risks
 from reconciler.errors import MigrationFileError
 from reconciler.observed.state import DesiredState, ObservedState, read_desired, read_state
@@ -84,8 +84,10 @@ def read_facts(settings: Settings, notify: Any = None, *, lint: bool = False) ->
         desired, observed = read_state(
             session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
         )
-        linted = lint_pending_state(session, settings, desired, observed, notify) if lint else None
-        return Facts(desired, observed, linted), session.display_url, session.round_trips
+        facts = Facts(desired, observed)
+        if lint:
+            facts = with_lint(session, settings, facts, notify)
+        return facts, session.display_url, session.round_trips
 
 
 def lint_state(linted: Linted) -> dict[str, Any]:

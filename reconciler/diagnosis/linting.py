@@ -17,6 +17,8 @@ from reconciler.desired.files import Migration, MigrationSet
 from reconciler.desired.layouts import load_migrations
 from reconciler.desired.replay.measure import LOCK_MODES, RelationLock, StatementFacts
 from reconciler.desired.replay.source import MeasuredRun, measure_in_shadow, shadow_for
+from reconciler.diagnosis.attribution import Verdict
+from reconciler.diagnosis.checks.base import Facts
 from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import (
     Finding,
@@ -215,18 +217,33 @@ def lint_alongside(
     return result
 
 
+def with_lint(session: Session, settings: Settings, facts: Facts, notify: Callable[[str], None] | None = None) -> Facts:
+    """``facts`` with the migrations a run would apply linted: the pending ones, less those
+    the evidence shows applied (recover tracks them; nothing runs them again, so neither
+    their locks nor the time to watch them matter: a lost tracking table leaves hundreds)."""
+    shown = frozenset(v for v, found in facts.attributions.items() if found.verdict is Verdict.APPLIED)
+    linted = lint_pending_state(session, settings, facts.desired, facts.observed, notify, shown)
+    result = replace(facts, lint=linted)
+    for judged in ("replayed", "attributions"):  # what was worked out already, not again
+        if judged in facts.__dict__:
+            result.__dict__[judged] = facts.__dict__[judged]
+    return result
+
+
 def lint_pending_state(
     session: Session,
     settings: Settings,
     desired: DesiredState,
     observed: ObservedState,
     notify: Callable[[str], None] | None = None,
+    shown_applied: frozenset[str] = frozenset(),
 ) -> Linted | None:
     """diagnose and plan: the pending migrations linted beside the state just read; None when
     nothing is pending. Measured in a shadow only where the history was replayed in one: not
     with --no-replay, nor where no shadow could be had or a file cannot be read whole (the
-    replay said why); from the SQL alone then, as the rest of diagnose judges."""
-    waiting = pending(desired.migrations, observed.tracking)
+    replay said why); from the SQL alone then, as the rest of diagnose judges.
+    ``shown_applied``: versions the evidence shows applied, left out."""
+    waiting = tuple(m for m in pending(desired.migrations, observed.tracking) if m.version not in shown_applied)
     outcome = desired.replay
     replayed = outcome is not None and outcome.used
     result = lint_alongside(session, settings, desired.migrations, waiting, notify, measure=replayed)

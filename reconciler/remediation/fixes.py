@@ -18,7 +18,7 @@ from reconciler.desired.replay.source import shadow_for
 from reconciler.desired.versions import parse_version
 from reconciler.diagnosis.checks import Facts, run_checks
 from reconciler.diagnosis.issues import Issue, IssueType, Severity
-from reconciler.diagnosis.linting import Linted, lint_pending_state
+from reconciler.diagnosis.linting import Linted, with_lint
 from reconciler.errors import OperationFailed, PoststackError, UsageError
 from reconciler.observed import locking
 from reconciler.observed.foreign import read_foreign_history, tool_named
@@ -63,8 +63,8 @@ def read_plan_facts(session: Session, settings: Settings, notify: Any = None, *,
     desired, observed = read_state(
         session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
     )
-    linted = lint_pending_state(session, settings, desired, observed, notify) if lint else None
-    return Facts(desired, observed, linted)
+    facts = Facts(desired, observed)
+    return with_lint(session, settings, facts, notify) if lint else facts
 
 
 def with_default_variables(request: PlanRequest, settings: Settings | None = None) -> PlanRequest:

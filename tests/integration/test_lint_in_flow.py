@@ -276,3 +276,17 @@ def test_a_required_column_on_an_empty_table_is_not_unsafe(cli, migrations_dir):
     write(migrations_dir, "006_require_plan.sql", REQUIRED)
     assert json_of(cli, "db", "diagnose", "--type", "unsafe_migration")["issues"] == []
     assert cli("db", "migrate").exit_code == 0
+
+
+def test_diagnose_lints_only_what_a_run_would_apply_not_what_the_catalog_shows_applied(
+    cli, db, pending_rewrite, high_from_any_size
+):
+    """Tracking lost (Scenario 1): 001-005 are applied but untracked, 006 is really pending.
+    Only 006 is linted and measured: recover tracks the others, nothing runs them again."""
+    sql(db, "DROP TABLE schema_migrations")
+    data = json_of(cli, "db", "diagnose", exit_code=1)
+    assert data["database_state"]["lint"]["versions"] == ["006"]
+    assert data["database_state"]["lint"]["measured"] == ["006"]
+    unsafe = [i["version"] for i in data["issues"] if i["type"] == "unsafe_migration"]
+    assert unsafe == ["006"]
+    assert {i["version"] for i in data["issues"] if i["type"] == "missing_tracking"} >= {"001", "002"}
