@@ -29,8 +29,9 @@ What is timed, each as a whole process, medians over ``--runs``:
          ``CREATE DATABASE ... TEMPLATE template0`` with ``synchronous_commit = off``, the
          history, ``DROP DATABASE``: three psql processes.
 (c) A second reference: poststack's own cold replay of the same history,
-    ``poststack db diagnose --format json`` on the target with its replay cache removed
-    (it replays every migration into a scratch database and reads the catalog after each).
+    ``poststack db diagnose --type missing_tracking --format json`` on the target with its
+    replay cache removed (it replays every migration into a scratch database and reads the
+    catalog after each; with only that type asked, it does not lint the pending ones too).
 
 Also shown, to say where lint's time goes: psql running only the pending migrations on a
 database where psql ran the prefix (their own cost: the part lint watches statement by
@@ -91,7 +92,16 @@ def lint(url: str, directory: Path, *extra: str) -> tuple[float, dict]:
 def diagnose_cold(url: str, directory: Path) -> tuple[float, dict]:
     shutil.rmtree(directory.resolve().parent / ".poststack" / "replay", ignore_errors=True)
     argv = poststack_argv(
-        "db", "diagnose", "--format", "json", "--database-url", url, "--migrations-dir", str(directory)
+        "db",
+        "diagnose",
+        "--type",
+        "missing_tracking",
+        "--format",
+        "json",
+        "--database-url",
+        url,
+        "--migrations-dir",
+        str(directory),
     )
     elapsed, proc = _run(argv, directory.parent)
     return elapsed, json.loads(proc.stdout)
