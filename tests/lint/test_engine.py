@@ -153,6 +153,29 @@ def test_a_lock_timeout_set_in_the_file_counts_until_it_is_set_to_zero_or_reset(
     assert [f.line for f in lint(statements, {}, {}).findings if f.code == "PS201"] == [1, 5, 9, 11]
 
 
+def test_a_file_that_turns_the_lock_timeout_off_has_none_though_db_migrate_sets_one(tmp_path: Path) -> None:
+    """db migrate's SET LOCAL lock_timeout runs first: the file's SET lock_timeout = 0 (as a
+    pg_dump script starts) or RESET comes after it and wins, so the statements after wait."""
+    (migration,) = _migrations(
+        tmp_path,
+        {
+            "002_change.sql": "SET statement_timeout = 0;\n"
+            "SET lock_timeout = 0;\n"
+            "ALTER TABLE users ADD COLUMN a int;\n"
+            "SET lock_timeout = '2s';\n"
+            "ALTER TABLE users ADD COLUMN b int;\n"
+            "RESET lock_timeout;\n"
+            "ALTER TABLE users ADD COLUMN c int;\n",
+        },
+    )
+    statements = contexts([migration], None, ("public",), 5.0, {"public.users": _TABLE})
+    assert [f.line for f in lint(statements, {}, {}).findings if f.code == "PS201"] == [3, 7]
+    (tmp_path / "other").mkdir()
+    (untouched,) = _migrations(tmp_path / "other", {"002_change.sql": "ALTER TABLE users ADD COLUMN a int;\n"})
+    statements = contexts([untouched], None, ("public",), 5.0, {"public.users": _TABLE})
+    assert [f for f in lint(statements, {}, {}).findings if f.code == "PS201"] == []
+
+
 def test_without_a_measurement_ps201_knows_which_statements_stop_readers_or_writers(tmp_path: Path) -> None:
     (migration,) = _migrations(
         tmp_path,

@@ -129,6 +129,7 @@ def contexts(
         existing = measurement.existing[migration.version] if measured and measurement else on_target
         created: set[str] = set()
         sets_timeout = False
+        in_force = lock_timeout  # poststack's, until the file turns it off
         for index, statement in enumerate(script.statements):
             try:
                 tree = json.loads(parser.parse_sql_json(statement.sql))["stmts"][0]["stmt"]
@@ -149,13 +150,25 @@ def contexts(
                 created_here=frozenset(created),
                 search_path=search_path,
                 file_sets_lock_timeout=sets_timeout,
-                lock_timeout=lock_timeout,
+                lock_timeout=in_force,
                 in_transaction=script.transactional,
             )
             result.append(context)
             created |= _made(context)
             sets_timeout = _lock_timeout_after(context, sets_timeout)
+            if _turns_lock_timeout_off(context):
+                in_force = 0.0  # it runs after poststack's SET LOCAL, and wins
     return result
+
+
+def _turns_lock_timeout_off(context: StatementContext) -> bool:
+    """A SET of lock_timeout to zero, to DEFAULT, RESET or RESET ALL (a pg_dump script starts
+    with SET lock_timeout = 0): poststack's ddl_lock_timeout no longer holds after it."""
+    if context.kind != "VariableSetStmt":
+        return False
+    if context.node.get("kind") == "VAR_RESET_ALL":
+        return True
+    return context.node.get("name") == "lock_timeout" and not _lock_timeout_after(context, False)
 
 
 def _lock_timeout_after(context: StatementContext, before: bool) -> bool:
