@@ -39,6 +39,18 @@ def test_a_file_ignore_names_its_rules_by_code_or_name_with_its_reason(tmp_path:
     assert found.where.endswith("002_change.sql:2")
 
 
+def test_a_file_ignore_list_may_have_a_space_after_each_comma(tmp_path: Path) -> None:
+    migration = _one(tmp_path, "-- poststack:lint-ignore PS103, PS105,  rename accounts is tiny\nSELECT 1;\n")
+    (found,) = file_ignores(migration)
+    assert found.codes == {"PS103", "PS105", "PS205"}
+    assert found.reason == "accounts is tiny"
+    (tmp_path / "other").mkdir()
+    unknown = _one(tmp_path / "other", "-- poststack:lint-ignore PS103, accounts is tiny\nSELECT 1;\n")
+    with pytest.raises(UsageError) as error:
+        file_ignores(unknown)
+    assert "unknown lint rule 'accounts'" in error.value.summary
+
+
 def test_a_file_ignore_without_a_rule_is_refused_naming_file_and_line(tmp_path: Path) -> None:
     migration = _one(tmp_path, "SELECT 1;\n\n--   poststack:lint-ignore\n")
     with pytest.raises(UsageError) as error:

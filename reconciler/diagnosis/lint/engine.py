@@ -79,6 +79,9 @@ def file_ignores(migration: Migration) -> tuple[FileIgnore, ...]:
         where = f"{migration.path}:{number}"
         words = match["rest"].strip()
         codes_text, _, reason = words.partition(" ")
+        while codes_text.endswith(",") and reason.strip():  # "PS103, PS105 why": the list goes on
+            more, _, reason = reason.strip().partition(" ")
+            codes_text += more
         if not codes_text:
             raise UsageError(f"{where}: {IGNORE_DIRECTIVE} names no rule: write -- {IGNORE_DIRECTIVE} CODE reason")
         codes = frozenset(_code(code, where) for code in codes_text.split(",") if code)
