@@ -71,7 +71,12 @@ def bundled_major() -> int:
 def ensure_running(data_dir: Path) -> str:
     """Start (initializing if needed) or reuse the server; return a URL to its poststack database."""
     package = _package()
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only checkout, or a file where the directory goes
+        raise DatabaseUnavailable(
+            f"cannot make {data_dir.parent} for the embedded PostgreSQL: {e.strerror or e}"
+        ) from e
     _clear_stale_pid_file(data_dir)
     last_error: Exception | None = None
     for attempt in range(2):  # a server killed a moment ago may still be shutting down

@@ -39,6 +39,18 @@ def test_a_file_ignore_names_its_rules_by_code_or_name_with_its_reason(tmp_path:
     assert found.where.endswith("002_change.sql:2")
 
 
+def test_a_file_ignore_list_may_have_a_space_after_each_comma(tmp_path: Path) -> None:
+    migration = _one(tmp_path, "-- poststack:lint-ignore PS103, PS105,  rename accounts is tiny\nSELECT 1;\n")
+    (found,) = file_ignores(migration)
+    assert found.codes == {"PS103", "PS105", "PS205"}
+    assert found.reason == "accounts is tiny"
+    (tmp_path / "other").mkdir()
+    unknown = _one(tmp_path / "other", "-- poststack:lint-ignore PS103, accounts is tiny\nSELECT 1;\n")
+    with pytest.raises(UsageError) as error:
+        file_ignores(unknown)
+    assert "unknown lint rule 'accounts'" in error.value.summary
+
+
 def test_a_file_ignore_without_a_rule_is_refused_naming_file_and_line(tmp_path: Path) -> None:
     migration = _one(tmp_path, "SELECT 1;\n\n--   poststack:lint-ignore\n")
     with pytest.raises(UsageError) as error:
@@ -151,6 +163,29 @@ def test_a_lock_timeout_set_in_the_file_counts_until_it_is_set_to_zero_or_reset(
     protected = {c.line: c.file_sets_lock_timeout for c in statements if c.kind == "AlterTableStmt"}
     assert protected == {1: False, 3: True, 5: False, 7: True, 9: False, 11: False}
     assert [f.line for f in lint(statements, {}, {}).findings if f.code == "PS201"] == [1, 5, 9, 11]
+
+
+def test_a_file_that_turns_the_lock_timeout_off_has_none_though_db_migrate_sets_one(tmp_path: Path) -> None:
+    """db migrate's SET LOCAL lock_timeout runs first: the file's SET lock_timeout = 0 (as a
+    pg_dump script starts) or RESET comes after it and wins, so the statements after wait."""
+    (migration,) = _migrations(
+        tmp_path,
+        {
+            "002_change.sql": "SET statement_timeout = 0;\n"
+            "SET lock_timeout = 0;\n"
+            "ALTER TABLE users ADD COLUMN a int;\n"
+            "SET lock_timeout = '2s';\n"
+            "ALTER TABLE users ADD COLUMN b int;\n"
+            "RESET lock_timeout;\n"
+            "ALTER TABLE users ADD COLUMN c int;\n",
+        },
+    )
+    statements = contexts([migration], None, ("public",), 5.0, {"public.users": _TABLE})
+    assert [f.line for f in lint(statements, {}, {}).findings if f.code == "PS201"] == [3, 7]
+    (tmp_path / "other").mkdir()
+    (untouched,) = _migrations(tmp_path / "other", {"002_change.sql": "ALTER TABLE users ADD COLUMN a int;\n"})
+    statements = contexts([untouched], None, ("public",), 5.0, {"public.users": _TABLE})
+    assert [f for f in lint(statements, {}, {}).findings if f.code == "PS201"] == []
 
 
 def test_without_a_measurement_ps201_knows_which_statements_stop_readers_or_writers(tmp_path: Path) -> None:

@@ -179,6 +179,16 @@ def test_set_not_null_after_a_validated_check_reads_nothing(tmp_path: Path, data
     assert "PS104" not in {f["code"] for f in report["findings"]}
 
 
+def test_two_statements_on_one_line_each_get_their_own_facts(tmp_path: Path, database_url: str, db) -> None:
+    """The second statement of a line is measured as itself, not given the first one's facts."""
+    statement = "SET LOCAL lock_timeout = '3s'; ALTER TABLE orders ALTER COLUMN total TYPE bigint"
+    migrations = _project(tmp_path, database_url, db, statement)
+    report = _lint(database_url, migrations)
+    facts = [f for f in report["measured"]["statements"] if f["version"] == "002"]
+    assert [(f["line"], f["rewrites"]) for f in facts] == [(1, []), (1, ["public.orders"])]
+    assert [(f["code"], f["line"]) for f in report["findings"]] == [("PS101", 1)]
+
+
 def test_an_empty_table_is_info_and_passes(tmp_path: Path, database_url: str) -> None:
     migrations = tmp_path / "migrations"
     migrations.mkdir()

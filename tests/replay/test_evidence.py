@@ -302,3 +302,26 @@ def test_without_createdb_or_a_named_shadow_the_embedded_server_replays_and_is_s
         assert _claims(json.loads(result.stdout)) == {"001": "catalog", "002": "catalog"}
     # It was started for the replay, so it is stopped again: nothing left running.
     assert not embedded.status(tmp_path / ".poststack" / "pgdata").running
+
+
+def test_lint_without_createdb_where_the_embedded_server_cannot_go_lints_from_the_sql(
+    pg_server: Server, database_url: str, db, tmp_path: Path
+):
+    """No CREATEDB, no shadow named, and no room for the embedded server (a read-only
+    checkout; here a file where .poststack/ goes): nothing is measured, and lint says why."""
+    from sqlalchemy.engine import make_url
+
+    sql(db, f"GRANT ALL ON SCHEMA public TO {PASSWORD_ROLE}")
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_t.sql", "CREATE TABLE t (id int);\n")
+    target = pg_server.url_for(make_url(database_url).database, user=PASSWORD_ROLE, password=PASSWORD)
+    assert run_cli("db", "migrate", "--database-url", target, "--migrations-dir", str(migrations)).exit_code == 0
+    sql(db, "INSERT INTO t SELECT generate_series(1, 100); ANALYZE t")
+    write(migrations, "002_index.sql", "CREATE INDEX t_id ON t (id);\n")
+    (tmp_path / ".poststack").write_text("")
+    result = run_cli("db", "lint", "--format", "json", "--database-url", target, "--migrations-dir", str(migrations))
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert "cannot make" in (report["measured"]["unavailable"] or ""), report["measured"]
+    assert [(f["code"], f["basis"]) for f in report["findings"]] == [("PS102", "static")]

@@ -104,6 +104,8 @@ class StatementFacts:
     scanned: tuple[str, ...]  # relations it read through
     basis: str = "measured"  # or "documented": it cannot run in a transaction to be watched
     taken: tuple[str, ...] = ()  # relations whose lock this statement took or made stronger
+    # Its position among its file's statements: two statements can start on the same line.
+    index: int | None = None
 
     def lock_on(self, relation: str) -> RelationLock | None:
         return next((lock for lock in self.locks if lock.relation == relation), None)
@@ -134,8 +136,13 @@ class Measurement:
     existing: dict[str, frozenset[str]]  # per measured version: the relations there before it
     stopped: ReplayStop | None = None
 
-    def of(self, version: str, line: int) -> StatementFacts | None:
-        return next((f for f in self.statements if f.version == version and f.line == line), None)
+    def of(self, version: str, line: int, index: int | None = None) -> StatementFacts | None:
+        """The facts of the statement at ``line`` of ``version``; ``index``, its position among
+        the file's statements, tells apart two statements that start on the same line."""
+        same_line = [f for f in self.statements if f.version == version and f.line == line]
+        if index is not None:
+            return next((f for f in same_line if f.index == index), None)
+        return same_line[0] if same_line else None
 
     def measured(self, version: str) -> bool:
         return version in self.existing and (self.stopped is None or self.stopped.version != version)
@@ -188,6 +195,7 @@ class _Watched:
         self.record = record
         self.before: dict[int, tuple[Any, ...]] = {}
         self.params = {"modes": list(LOCK_MODES), "oids": list(relations)}
+        self.positions: dict[int, int] = {}  # id() of each statement of the file -> its position
 
     def run(self) -> ReplayStop | None:
         migration, shadow = self.migration, self.shadow
@@ -197,6 +205,7 @@ class _Watched:
             return ReplayStop(migration.version, e.summary)
         if self.guard is not None and server_level_statement(script.statements) is not None:
             return run_migration(shadow, migration, self.reset, self.guard)  # says why it stops
+        self.positions = {id(statement): position for position, statement in enumerate(script.statements)}
         current: ScriptStatement | None = None
         try:
             if script.transactional:
@@ -297,6 +306,7 @@ class _Watched:
                 tuple(sorted(rewritten)),
                 tuple(sorted(scanned)),
                 taken=tuple(sorted(taken)),
+                index=self.positions.get(id(statement)),
             )
         )
 
@@ -316,7 +326,16 @@ class _Watched:
                 locks = (RelationLock(found[0], relation[1]),)
         rewritten = tuple(lock.relation for lock in locks if relation is not None and relation[2])
         taken = tuple(lock.relation for lock in locks)
-        return StatementFacts(self.migration.version, statement.line, locks, rewritten, (), "documented", taken)
+        return StatementFacts(
+            self.migration.version,
+            statement.line,
+            locks,
+            rewritten,
+            (),
+            "documented",
+            taken,
+            index=self.positions.get(id(statement)),
+        )
 
 
 def _documented_relation(sql: str) -> tuple[str, str, bool] | None:

@@ -77,7 +77,9 @@ class StatementContext:
     created_here: frozenset[str]  # relations an earlier statement of the same migration made
     search_path: tuple[str, ...]
     file_sets_lock_timeout: bool  # an earlier statement of the file SETs lock_timeout (to more than 0)
-    lock_timeout: float  # what poststack sets for the migration (ddl_lock_timeout); 0: none
+    # What poststack sets for the migration (ddl_lock_timeout); 0: none, or an earlier
+    # statement of the file turned it off (SET lock_timeout = 0, RESET).
+    lock_timeout: float
     in_transaction: bool  # the migration runs in one transaction
 
     def resolve(self, range_var: dict[str, Any]) -> str:

@@ -79,6 +79,9 @@ def file_ignores(migration: Migration) -> tuple[FileIgnore, ...]:
         where = f"{migration.path}:{number}"
         words = match["rest"].strip()
         codes_text, _, reason = words.partition(" ")
+        while codes_text.endswith(",") and reason.strip():  # "PS103, PS105 why": the list goes on
+            more, _, reason = reason.strip().partition(" ")
+            codes_text += more
         if not codes_text:
             raise UsageError(f"{where}: {IGNORE_DIRECTIVE} names no rule: write -- {IGNORE_DIRECTIVE} CODE reason")
         codes = frozenset(_code(code, where) for code in codes_text.split(",") if code)
@@ -129,13 +132,14 @@ def contexts(
         existing = measurement.existing[migration.version] if measured and measurement else on_target
         created: set[str] = set()
         sets_timeout = False
-        for statement in script.statements:
+        in_force = lock_timeout  # poststack's, until the file turns it off
+        for index, statement in enumerate(script.statements):
             try:
                 tree = json.loads(parser.parse_sql_json(statement.sql))["stmts"][0]["stmt"]
             except Exception as e:
                 raise MigrationFileError(f"{migration.path}:{statement.line}: {e}") from e
             kind, node = next(iter(tree.items()))
-            facts = measurement.of(migration.version, statement.line) if measured and measurement else None
+            facts = measurement.of(migration.version, statement.line, index) if measured and measurement else None
             context = StatementContext(
                 version=migration.version,
                 path=str(migration.path),
@@ -149,13 +153,25 @@ def contexts(
                 created_here=frozenset(created),
                 search_path=search_path,
                 file_sets_lock_timeout=sets_timeout,
-                lock_timeout=lock_timeout,
+                lock_timeout=in_force,
                 in_transaction=script.transactional,
             )
             result.append(context)
             created |= _made(context)
             sets_timeout = _lock_timeout_after(context, sets_timeout)
+            if _turns_lock_timeout_off(context):
+                in_force = 0.0  # it runs after poststack's SET LOCAL, and wins
     return result
+
+
+def _turns_lock_timeout_off(context: StatementContext) -> bool:
+    """A SET of lock_timeout to zero, to DEFAULT, RESET or RESET ALL (a pg_dump script starts
+    with SET lock_timeout = 0): poststack's ddl_lock_timeout no longer holds after it."""
+    if context.kind != "VariableSetStmt":
+        return False
+    if context.node.get("kind") == "VAR_RESET_ALL":
+        return True
+    return context.node.get("name") == "lock_timeout" and not _lock_timeout_after(context, False)
 
 
 def _lock_timeout_after(context: StatementContext, before: bool) -> bool:

@@ -14,7 +14,9 @@ cannot show is the lock_timeout: that comes from the run, not the SQL.
 This rule rarely fires: ``db migrate`` sets a lock_timeout for every migration
 (``ddl_lock_timeout``, 5 seconds unless configured) and retries a migration that timed out.
 It fires only when the project turned that off (``ddl_lock_timeout = 0``) and the file sets
-no ``lock_timeout`` of its own before the statement. The severity follows what the lock
+no ``lock_timeout`` of its own before the statement, or when the file itself turns it off
+before the statement (``SET lock_timeout = 0``, as a pg_dump script starts, or ``RESET
+lock_timeout``): that runs after poststack's, and wins. The severity follows what the lock
 stops (reads and writes: medium; writes: low) on a table that has rows or sessions on it
 now; on an empty, idle one, info.
 
