@@ -51,7 +51,9 @@ def lint_text(result: LintResult) -> str:
         return f"Nothing to lint: no {_SCOPE[result.scope][0]} ({result.database})."
     count = len(linted.versions)
     what = _SCOPE[result.scope][count != 1]
-    lines = [f"Linted {count} {what} ({linted.findings.statements} statements) on {result.database}."]
+    statements = linted.findings.statements
+    said = f"{statements} statement" + ("" if statements == 1 else "s")
+    lines = [f"Linted {count} {what} ({said}) on {result.database}."]
     for finding in linted.findings.findings:
         lines += ["", *finding_lines(finding)]
     found = linted.findings.findings

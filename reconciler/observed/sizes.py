@@ -34,15 +34,28 @@ class RelationSize:
         }
 
 
-_SIZES = """SELECT q.schema, q.name, c.oid IS NOT NULL,
-  GREATEST(COALESCE(s.n_live_tup, 0), COALESCE(c.reltuples, 0)::bigint),
-  CASE WHEN c.oid IS NULL THEN 0 ELSE pg_catalog.pg_total_relation_size(c.oid) END,
-  (SELECT count(DISTINCT l.pid) FROM pg_catalog.pg_locks l
-    WHERE l.relation = c.oid AND l.pid <> pg_catalog.pg_backend_pid())
-FROM unnest(%s::text[], %s::text[]) AS q(schema, name)
-LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = q.schema
-LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = q.name AND c.relkind IN ('r', 'p', 'm')
-LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = c.oid"""
+# Per relation asked for: whether it exists, rows, bytes, and the other sessions locking it.
+# A partitioned table holds nothing itself: its rows and bytes are its partitions' (the
+# leaves of its tree, from PostgreSQL 12: {tree}), and so are the sessions using it.
+_SIZES = """WITH q AS (
+  SELECT q.schema, q.name, c.oid FROM unnest(%s::text[], %s::text[]) AS q(schema, name)
+  LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = q.schema
+  LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = q.name AND c.relkind IN ('r', 'p', 'm')
+), parts AS (
+  SELECT q.oid AS top, t.relid FROM q, LATERAL {tree} AS t(relid) WHERE q.oid IS NOT NULL
+)
+SELECT q.schema, q.name, q.oid IS NOT NULL,
+  COALESCE((SELECT sum(GREATEST(COALESCE(s.n_live_tup, 0), COALESCE(c.reltuples, 0)::bigint))
+    FROM parts p JOIN pg_catalog.pg_class c ON c.oid = p.relid
+    LEFT JOIN pg_catalog.pg_stat_all_tables s ON s.relid = c.oid
+    WHERE p.top = q.oid AND c.relkind IN ('r', 'm')), 0),
+  COALESCE((SELECT sum(pg_catalog.pg_total_relation_size(p.relid)) FROM parts p WHERE p.top = q.oid), 0),
+  (SELECT count(DISTINCT l.pid) FROM pg_catalog.pg_locks l JOIN parts p ON l.relation = p.relid
+    WHERE p.top = q.oid AND l.pid <> pg_catalog.pg_backend_pid())
+FROM q"""
+# pg_partition_tree of a table that is not partitioned is empty: then the table itself.
+_TREE = "(SELECT relid FROM pg_catalog.pg_partition_tree(q.oid) UNION SELECT q.oid)"
+_ONLY_ITSELF = "(SELECT q.oid)"
 
 
 def relation_sizes(session: Session, relations: Iterable[str]) -> dict[str, RelationSize]:
@@ -51,8 +64,9 @@ def relation_sizes(session: Session, relations: Iterable[str]) -> dict[str, Rela
     if not wanted:
         return {}
     schemas, names = zip(*(relation.split(".", 1) for relation in wanted), strict=True)
+    tree = _TREE if session.server_info().version_num >= 120000 else _ONLY_ITSELF
     with session.snapshot():
-        rows = session.query(_SIZES, (list(schemas), list(names)))
+        rows = session.query(_SIZES.format(tree=tree), (list(schemas), list(names)))
     sizes = {}
     for schema, name, exists, count, size, sessions in rows:
         relation = f"{schema}.{name}"

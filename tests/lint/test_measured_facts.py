@@ -242,3 +242,43 @@ def test_create_index_concurrently_holds_what_is_documented(tmp_path: Path, data
     finally:
         writer.close()
         builder.close()
+
+
+PARTITIONED = """
+CREATE TABLE devices (id bigint PRIMARY KEY);
+CREATE TABLE readings (id bigint, device_id bigint, value int, taken date) PARTITION BY RANGE (taken);
+CREATE TABLE readings_2025 PARTITION OF readings FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE readings_2026 PARTITION OF readings FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+"""
+
+
+@pytest.mark.parametrize(
+    ("statement", "code"),
+    [
+        ("ALTER TABLE readings ADD CONSTRAINT value_positive CHECK (value >= 0)", "PS103"),
+        ("ALTER TABLE readings ALTER COLUMN value SET NOT NULL", "PS104"),
+        (
+            "ALTER TABLE readings ADD CONSTRAINT readings_device FOREIGN KEY (device_id) REFERENCES devices (id)",
+            "PS103",
+        ),
+        ("ALTER TABLE readings ALTER COLUMN value TYPE bigint", "PS101"),
+    ],
+)
+def test_a_partitioned_table_is_one_table_whose_partitions_do_the_work(
+    tmp_path: Path, database_url: str, db, statement: str, code: str
+) -> None:
+    """What a statement on a partitioned table does, it does to every partition: the table's
+    finding is sized as all of them, said once, not one brief lock per partition."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_setup.sql", PARTITIONED)
+    assert run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(migrations)).exit_code == 0
+    sql(db, "INSERT INTO devices SELECT g FROM generate_series(1, 10) g")
+    sql(db, "INSERT INTO readings SELECT g, g % 10 + 1, g, DATE '2025-01-01' + g % 700 FROM generate_series(1, 4000) g")
+    sql(db, "ANALYZE readings")
+    write(migrations, "002_change.sql", statement + ";\n")
+    report = _lint(database_url, migrations)
+    findings = [f for f in report["findings"] if f["code"] != "PS201"]
+    assert [(f["code"], f["relation"]) for f in findings] == [(code, "public.readings")], findings
+    assert findings[0]["size"]["rows"] == 4000 and findings[0]["size"]["bytes"] > 0
+    assert findings[0]["severity"] == "low"

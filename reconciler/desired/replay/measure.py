@@ -47,11 +47,13 @@ LOCK_MODES = (
 BLOCKS_READS = frozenset({"AccessExclusiveLock"})
 BLOCKS_WRITES = frozenset({"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"})
 
-# The relations of the shadow a migration can touch: one row each, read before a migration.
-_RELATIONS = """SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c
+# The relations of the shadow a migration can touch: one row each, read before a migration;
+# for a partition, the partitioned table at the top of its tree (PostgreSQL 12 on).
+_RELATIONS = """SELECT c.oid, n.nspname, c.relname, {root} FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'information_schema'
   AND n.nspname NOT LIKE 'pg\\_%'"""
+_ROOT = "CASE WHEN c.relispartition THEN pg_catalog.pg_partition_root(c.oid)::oid END"
 # After each statement, in the migrating backend: per relation that existed before the
 # migration, its file, the scans so far in this session, and the strongest lock held. A
 # relation the transaction dropped has no pg_class row (no file) but keeps its lock until
@@ -106,6 +108,14 @@ class StatementFacts:
     taken: tuple[str, ...] = ()  # relations whose lock this statement took or made stronger
     # Its position among its file's statements: two statements can start on the same line.
     index: int | None = None
+    # (partition, its partitioned table) for the partitions above. What a statement on a
+    # partitioned table does to its partitions it does to the table: a partition rewritten
+    # or read counts for the table too, which is locked as strongly all the while.
+    partitions: tuple[tuple[str, str], ...] = ()
+
+    def root_of(self, relation: str) -> str | None:
+        """The partitioned table a partition's facts were counted for, if they were."""
+        return next((root for partition, root in self.partitions if partition == relation), None)
 
     def lock_on(self, relation: str) -> RelationLock | None:
         return next((lock for lock in self.locks if lock.relation == relation), None)
@@ -129,12 +139,30 @@ class StatementFacts:
 
 
 @dataclass(frozen=True)
+class StatementFailure:
+    """The statement PostgreSQL refused in the shadow: the migration cannot have run there."""
+
+    version: str
+    line: int
+    index: int | None  # its position among its file's statements
+    error: str  # the server's words
+    sqlstate: str | None
+
+
+@dataclass(frozen=True)
 class Measurement:
     """The facts of every statement of the measured migrations, and where measuring stopped."""
 
     statements: tuple[StatementFacts, ...]
     existing: dict[str, frozenset[str]]  # per measured version: the relations there before it
     stopped: ReplayStop | None = None
+    failure: StatementFailure | None = None  # the statement the stop was on, if one was refused
+
+    def failure_at(self, version: str, line: int, index: int | None) -> StatementFailure | None:
+        found = self.failure
+        if found is None or (found.version, found.line) != (version, line):
+            return None
+        return found if index is None or found.index is None or found.index == index else None
 
     def of(self, version: str, line: int, index: int | None = None) -> StatementFacts | None:
         """The facts of the statement at ``line`` of ``version``; ``index``, its position among
@@ -170,9 +198,15 @@ def measure(
             if migration.version not in wanted:
                 stop = run_batched(shadow, migration, reset, guard)
             else:
-                relations = {oid: f"{schema}.{name}" for oid, schema, name in shadow.query(_RELATIONS)}
+                root = _ROOT if shadow.server_info().version_num >= 120000 else "NULL::oid"
+                rows = shadow.query(_RELATIONS.format(root=root))
+                relations = {oid: f"{schema}.{name}" for oid, schema, name, _ in rows}
+                roots = {relations[oid]: relations[top] for oid, _, _, top in rows if top in relations}
                 existing[migration.version] = frozenset(relations.values())
-                stop = _Watched(shadow, migration, reset, guard, relations, facts.append).run()
+                watched = _Watched(shadow, migration, reset, guard, relations, facts.append, roots)
+                stop = watched.run()
+                if stop is not None:
+                    return Measurement(tuple(facts), existing, stop, watched.failure)
             if stop is not None:
                 return Measurement(tuple(facts), existing, stop)
     return Measurement(tuple(facts), existing)
@@ -189,13 +223,16 @@ class _Watched:
         guard: ServerGuard | None,
         relations: dict[int, str],
         record: Callable[[StatementFacts], None],
+        roots: dict[str, str] | None = None,
     ) -> None:
         self.shadow, self.migration, self.reset, self.guard = shadow, migration, reset, guard
         self.relations = relations
+        self.roots = roots or {}  # partition -> its partitioned table
         self.record = record
         self.before: dict[int, tuple[Any, ...]] = {}
         self.params = {"modes": list(LOCK_MODES), "oids": list(relations)}
         self.positions: dict[int, int] = {}  # id() of each statement of the file -> its position
+        self.failure: StatementFailure | None = None
 
     def run(self) -> ReplayStop | None:
         migration, shadow = self.migration, self.shadow
@@ -221,6 +258,12 @@ class _Watched:
             shadow.rollback()
             if e.pgcode == GUARD_SQLSTATE:
                 return ReplayStop(migration.version, f"{migration.path}: {e.diag.message_primary}")
+            # One that fails as it commits (a deferred constraint) fails on its last statement.
+            failing = current if current is not None else (script.statements or (None,))[-1]
+            if failing is not None:
+                self.failure = StatementFailure(
+                    migration.version, failing.line, self.positions.get(id(failing)), server_error_text(e), e.pgcode
+                )
             where = f"{migration.path}:{current.line}" if current is not None else str(migration.path)
             return ReplayStop(migration.version, f"{where}: {server_error_text(e)}")
         finally:
@@ -297,18 +340,38 @@ class _Watched:
             if (scans or 0) > (old_scans or 0):
                 scanned.append(name)
         self.before = after
+        partitions = self._fold_partitions(locks, rewritten, scanned)
         locks.sort(key=lambda lock: (-LOCK_MODES.index(lock.mode), lock.relation))
         self.record(
             StatementFacts(
                 self.migration.version,
                 statement.line,
                 tuple(locks),
-                tuple(sorted(rewritten)),
-                tuple(sorted(scanned)),
+                tuple(sorted(set(rewritten))),
+                tuple(sorted(set(scanned))),
                 taken=tuple(sorted(taken)),
                 index=self.positions.get(id(statement)),
+                partitions=partitions,
             )
         )
+
+    def _fold_partitions(
+        self, locks: list[RelationLock], rewritten: list[str], scanned: list[str]
+    ) -> tuple[tuple[str, str], ...]:
+        """Count a partition's rewrite or scan for its partitioned table too, where the table
+        is locked at least as strongly (the statement acted on the table, not on one partition)."""
+        held = {lock.relation: LOCK_MODES.index(lock.mode) for lock in locks}
+        folded = []
+        for lock in locks:
+            root = self.roots.get(lock.relation)
+            if root is None or held.get(root, -1) < held[lock.relation]:
+                continue
+            folded.append((lock.relation, root))
+            if lock.relation in rewritten:
+                rewritten.append(root)
+            if lock.relation in scanned:
+                scanned.append(root)
+        return tuple(sorted(folded))
 
     def _documented(self, statement: ScriptStatement) -> StatementFacts:
         relation = _documented_relation(statement.sql)

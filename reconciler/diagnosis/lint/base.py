@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from reconciler.desired.replay.measure import RelationLock, StatementFacts
+from reconciler.desired.replay.measure import RelationLock, StatementFacts, StatementFailure
 from reconciler.errors import UsageError, did_you_mean
 from reconciler.observed.sizes import RelationSize
 
@@ -81,6 +81,7 @@ class StatementContext:
     # statement of the file turned it off (SET lock_timeout = 0, RESET).
     lock_timeout: float
     in_transaction: bool  # the migration runs in one transaction
+    failure: StatementFailure | None = None  # the shadow refused this statement: the run stopped here
 
     def resolve(self, range_var: dict[str, Any]) -> str:
         """The schema.name a RangeVar means where this statement runs."""

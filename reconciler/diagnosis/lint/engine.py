@@ -155,6 +155,7 @@ def contexts(
                 file_sets_lock_timeout=sets_timeout,
                 lock_timeout=in_force,
                 in_transaction=script.transactional,
+                failure=measurement.failure_at(migration.version, statement.line, index) if measurement else None,
             )
             result.append(context)
             created |= _made(context)

@@ -48,8 +48,8 @@ def table_rewrite(context: StatementContext) -> Iterator[Hit]:
     if facts is None:
         return
     for relation in facts.rewritten:
-        if not context.pre_existing(relation):
-            continue
+        if not context.pre_existing(relation) or facts.root_of(relation) is not None:
+            continue  # a partition's rewrite is its partitioned table's: said once, sized whole
         lock = facts.lock_on(relation)
         label = lock.label if lock is not None else "ACCESS EXCLUSIVE"
         size = context.size(relation)

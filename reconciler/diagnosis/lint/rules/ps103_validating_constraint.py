@@ -81,6 +81,8 @@ def _validated(command: dict[str, Any]) -> list[str]:
         constraints = [definition.get("Constraint", {})]
     elif command.get("subtype") == "AT_AddColumn":
         constraints = [c.get("Constraint", {}) for c in definition.get("ColumnDef", {}).get("constraints") or []]
+        if not any(c.get("contype") == "CONSTR_DEFAULT" for c in constraints):
+            return []  # a new column without a default is NULL in every row: nothing to check
     else:
         return []
     return [str(c["contype"]) for c in constraints if c.get("contype") in _CHECKED and not c.get("skip_validation")]

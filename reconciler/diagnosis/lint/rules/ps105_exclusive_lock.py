@@ -39,13 +39,15 @@ def exclusive_lock(context: StatementContext) -> Iterator[Hit]:
         relation = lock.relation
         if lock.mode not in _STRONG or relation not in facts.taken or not context.pre_existing(relation):
             continue
+        if facts.root_of(relation) is not None:
+            continue  # a partition locked with its partitioned table: said once, for the table
         if relation in facts.rewritten or relation in facts.scanned:
             continue  # rewrites, index builds and validations have rules of their own
         size = context.size(relation)
         busy = size is not None and size.exists and (not size.empty or size.sessions > 0)
         dropping_index = context.kind == "DropStmt" and context.node.get("removeType") == "OBJECT_INDEX"
         yield Hit(
-            message=f"takes an {lock.label} lock on {sized(relation, size)}, held until the migration commits: "
+            message=f"takes an {lock.label} lock on {sized(relation, size)}, held until its transaction commits: "
             f"it waits for every query running on it, and while it waits and holds it {what_the_lock_stops(lock.label)}",
             alternative=_DROP_INDEX if dropping_index else _BRIEF,
             severity=LintSeverity.LOW if busy else LintSeverity.INFO,
