@@ -33,7 +33,7 @@ from reconciler.diagnosis.pending import changed_repeatable
 from reconciler.errors import MigrationFileError, UsageError
 from reconciler.observed.catalog import session_search_path
 from reconciler.observed.sizes import RelationSize, relation_sizes
-from reconciler.observed.state import DesiredState, ObservedState
+from reconciler.observed.state import DesiredState, ObservedState, read_state_of
 from reconciler.observed.tracking import ObservedTracking, observe_tracking
 
 
@@ -127,6 +127,9 @@ class LintResult:
     scope: str  # "pending", "all" or "named"
     linted: Linted
     minimum: LintSeverity  # --severity: findings at or above it fail the command
+    # Untracked migrations the evidence shows applied, not linted: nothing will run them.
+    left_out: tuple[str, ...] = ()
+    no_tracking_table: bool = False  # every migration counts as pending: none is recorded
 
     @property
     def failing(self) -> tuple[Finding, ...]:
@@ -274,8 +277,26 @@ def lint_migrations(
     with connect(settings, notify) as session:
         observed = observe_tracking(session, settings.tracking)
         scope, linted = chosen(migrations, observed, versions, every)
+        left_out: tuple[str, ...] = ()
+        if scope == "pending" and any(m.key not in observed.applied and m.key not in observed.failed for m in linted):
+            left_out = shown_applied(session, settings, migrations, linted)
+            linted = tuple(m for m in linted if m.version not in left_out)
         result = lint_on(session, settings, migrations, linted)
     if notify is not None and result.versions:
         for notice in result.notices:
             notify(notice)
-    return LintResult(session.display_url, scope, result, minimum)
+    missing = settings.tracking.migrations_table not in observed.tables
+    return LintResult(session.display_url, scope, result, minimum, left_out, missing)
+
+
+def shown_applied(
+    session: Session, settings: Settings, migrations: MigrationSet, untracked: Sequence[Migration]
+) -> tuple[str, ...]:
+    """Which of ``untracked`` the catalog (their objects, or a verify script) shows applied:
+    the parsed evidence diagnose starts from, without a second shadow run for it."""
+    desired, observed = read_state_of(session, migrations, settings.tracking)
+    attributions = Facts(desired, observed).attributions
+    wanted = {m.version for m in untracked}
+    return tuple(
+        version for version, found in attributions.items() if version in wanted and found.verdict is Verdict.APPLIED
+    )

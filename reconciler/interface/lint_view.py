@@ -9,6 +9,7 @@ from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import Finding
 from reconciler.diagnosis.lint.parts import human_bytes, sized
 from reconciler.diagnosis.linting import Linted, LintResult, LockedRelation, MigrationLint
+from reconciler.interface.report import brief
 from reconciler.remediation.plan import Plan
 
 _MARK = {LintSeverity.INFO: "ℹ️ ", LintSeverity.LOW: "🟢", LintSeverity.MEDIUM: "🟡", LintSeverity.HIGH: "🟠"}
@@ -45,15 +46,32 @@ def finding_lines(finding: Finding) -> list[str]:
     ]
 
 
+def _context_lines(result: LintResult) -> list[str]:
+    """What decided which migrations count as pending, when tracking does not say it all."""
+    lines = []
+    if result.no_tracking_table:
+        lines.append(
+            "⚠️  No tracking table here: every migration counts as pending. If they were applied without "
+            "poststack, poststack db diagnose says which, and poststack db recover tracks them."
+        )
+    if result.left_out:
+        lines.append(
+            f"Left out {len(result.left_out)} untracked migration(s) the catalog shows applied "
+            f"({brief(list(result.left_out))}): nothing runs them again; poststack db recover tracks them."
+        )
+    return lines
+
+
 def lint_text(result: LintResult) -> str:
     linted = result.linted
+    context = _context_lines(result)
     if not linted.versions:
-        return f"Nothing to lint: no {_SCOPE[result.scope][0]} ({result.database})."
+        return "\n".join([*context, f"Nothing to lint: no {_SCOPE[result.scope][0]} ({result.database})."])
     count = len(linted.versions)
     what = _SCOPE[result.scope][count != 1]
     statements = linted.findings.statements
     said = f"{statements} statement" + ("" if statements == 1 else "s")
-    lines = [f"Linted {count} {what} ({said}) on {result.database}."]
+    lines = [*context, f"Linted {count} {what} ({said}) on {result.database}."]
     for finding in linted.findings.findings:
         lines += ["", *finding_lines(finding)]
     found = linted.findings.findings
@@ -100,6 +118,7 @@ def lint_json(result: LintResult) -> str:
             "database": result.database,
             "scope": result.scope,
             "versions": list(linted.versions),
+            "left_out": list(result.left_out),
             "severity_threshold": result.minimum.label,
             "ok": result.ok,
             "statements": linted.findings.statements,

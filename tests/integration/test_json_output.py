@@ -462,7 +462,10 @@ def test_lint_without_a_shadow_where_it_stops_and_with_nothing_pending(cli, migr
     assert (static["scope"], static["versions"], static["ok"]) == ("named", ["006"], True)
     assert static["measured"] == {"shadow": "none", "unavailable": "--no-replay", "stopped_at": None, "statements": []}
     write(migrations_dir, "007_widgets.sql", "ALTER TABLE nosuch ADD COLUMN note text;\n")
-    stopped = json_of(cli, "db", "lint", "--all")
+    stopped = json_of(cli, "db", "lint", "--all", exit_code=1)  # PostgreSQL refuses 007: PS106
+    assert [(f["code"], f["version"], f["severity"]) for f in stopped["findings"] if f["code"] == "PS106"] == [
+        ("PS106", "007", "high")
+    ]
     assert stopped["scope"] == "all" and stopped["versions"][-2:] == ["006", "007"]
     assert stopped["measured"]["stopped_at"]["version"] == "007"
     assert 'relation "nosuch" does not exist' in stopped["measured"]["stopped_at"]["reason"]

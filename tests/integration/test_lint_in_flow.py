@@ -290,3 +290,18 @@ def test_diagnose_lints_only_what_a_run_would_apply_not_what_the_catalog_shows_a
     unsafe = [i["version"] for i in data["issues"] if i["type"] == "unsafe_migration"]
     assert unsafe == ["006"]
     assert {i["version"] for i in data["issues"] if i["type"] == "missing_tracking"} >= {"001", "002"}
+
+
+def test_lint_leaves_out_what_the_catalog_shows_applied_when_tracking_is_lost(cli, db, pending_rewrite):
+    """db lint lints what db migrate would run: after a lost tracking table, not the
+    migrations whose objects are all there (recover tracks them), and it says so."""
+    sql(db, "DROP TABLE schema_migrations")
+    data = json_of(cli, "db", "lint", "--severity", "high")
+    assert data["versions"] == ["006"]
+    assert set(data["left_out"]) >= {"001", "002"} and "006" not in data["left_out"]
+    text = cli("db", "lint", "--severity", "high")
+    assert text.exit_code == 0, text.output
+    assert text.stdout.startswith("⚠️  No tracking table here: every migration counts as pending.")
+    assert "untracked migration(s) the catalog shows applied" in text.stdout
+    named = json_of(cli, "db", "lint", "002", "--severity", "high")
+    assert named["versions"] == ["002"] and named["left_out"] == []  # named: linted as asked
