@@ -354,3 +354,38 @@ def relations_named(sql: str) -> tuple[tuple[str | None, str], ...]:
 def sets_setting(sql: str, name: str) -> bool:
     """``sql`` is a SET, SET LOCAL or RESET of the setting ``name`` (lock_timeout, ...)."""
     return any(node.get("VariableSetStmt", {}).get("name") == name for node in _tree(sql))
+
+
+# The table lock a statement asks for, by kind, where it is weaker than ACCESS EXCLUSIVE
+# (PostgreSQL's "Explicit Locking" table); anything else is taken to ask for the strongest.
+_REQUESTED_BY_KIND = {
+    "InsertStmt": "RowExclusiveLock",
+    "UpdateStmt": "RowExclusiveLock",
+    "DeleteStmt": "RowExclusiveLock",
+    "MergeStmt": "RowExclusiveLock",
+    "CreateTrigStmt": "ShareRowExclusiveLock",
+}
+
+
+def requested_lock(sql: str) -> str:
+    """The lock mode (as pg_locks spells it) ``sql`` asks for on the table it acts on: SHARE
+    for CREATE INDEX, SHARE ROW EXCLUSIVE for a foreign key, ACCESS EXCLUSIVE for most ALTER
+    TABLE and whatever is not known. Pure: for saying which sessions stood in its way."""
+    strongest = "AccessExclusiveLock"
+    trees = _tree(sql)
+    if len(trees) != 1:
+        return strongest
+    kind, node = next(iter(trees[0].items()))
+    if kind == "IndexStmt":
+        return "ShareUpdateExclusiveLock" if node.get("concurrent") else "ShareLock"
+    if kind == "AlterTableStmt":
+        commands = [c.get("AlterTableCmd", {}) for c in node.get("cmds") or []]
+        if commands and all(c.get("subtype") == "AT_ValidateConstraint" for c in commands):
+            return "ShareUpdateExclusiveLock"
+        foreign = [
+            c.get("subtype") == "AT_AddConstraint"
+            and (c.get("def") or {}).get("Constraint", {}).get("contype") == "CONSTR_FOREIGN"
+            for c in commands
+        ]
+        return "ShareRowExclusiveLock" if commands and all(foreign) else strongest
+    return _REQUESTED_BY_KIND.get(kind, strongest)

@@ -37,6 +37,29 @@ ORDER BY w.relation, l.pid NULLS LAST, l.mode
 """
 
 
+# Which held modes each requested mode waits for (PostgreSQL's table of conflicting lock modes).
+_ALL = (
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
+CONFLICTS: dict[str, frozenset[str]] = {
+    "AccessShareLock": frozenset(_ALL[7:]),
+    "RowShareLock": frozenset(_ALL[6:]),
+    "RowExclusiveLock": frozenset(_ALL[4:]),
+    "ShareUpdateExclusiveLock": frozenset(_ALL[3:]),
+    "ShareLock": frozenset({_ALL[2], _ALL[3], *_ALL[5:]}),
+    "ShareRowExclusiveLock": frozenset({_ALL[2], _ALL[3], *_ALL[4:]}),
+    "ExclusiveLock": frozenset(_ALL[1:]),
+    "AccessExclusiveLock": frozenset(_ALL),
+}
+
+
 @dataclass(frozen=True)
 class LockHolder:
     """A session holding locks on a relation a migration waited for. ``pid`` None: a
@@ -58,9 +81,14 @@ class LockHolders:
     holders: tuple[LockHolder, ...]  # in order of pid
 
 
-def lock_holders(session: Session, names: Sequence[tuple[str | None, str]]) -> LockHolders:
+def lock_holders(
+    session: Session, names: Sequence[tuple[str | None, str]], requested: str | None = None
+) -> LockHolders:
     """The sessions other than this one holding granted locks on the relations ``names``
-    (schema or None, name) resolve to here. Names that resolve to nothing are left out."""
+    (schema or None, name) resolve to here. Names that resolve to nothing are left out.
+    ``requested``: the mode the statement asked for; then only the holders of a mode it
+    conflicts with (a reader does not stop CREATE INDEX), unless none does (it may wait in
+    the queue behind another waiter): then every holder, for a person to judge."""
     if not names:
         return LockHolders((), ())
     rows = session.query(
@@ -82,4 +110,7 @@ def lock_holders(session: Session, names: Sequence[tuple[str | None, str]]) -> L
                 modes=tuple(dict.fromkeys((*held.modes, mode))),
             )
     holders = sorted(found.values(), key=lambda h: (h.pid is None, h.pid or 0))
+    if requested in CONFLICTS:
+        conflicting = [h for h in holders if CONFLICTS[requested] & set(h.modes)]
+        holders = conflicting or holders
     return LockHolders(relations, tuple(holders))

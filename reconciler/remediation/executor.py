@@ -30,7 +30,7 @@ import psycopg2
 
 from reconciler.db import BATCH_SEPARATOR, Session, host_pid, is_connection_lost, server_error_text, sqlstate
 from reconciler.desired.replay.replay import RESET_SESSION_SQL
-from reconciler.desired.script import relations_named, sets_setting
+from reconciler.desired.script import relations_named, requested_lock, sets_setting
 from reconciler.errors import (
     BETWEEN_STEPS,
     COMMIT_UNKNOWN,
@@ -482,7 +482,7 @@ def _lock_wait(ctx: _Context, index: int, step: PlannedStep, statement: Statemen
         for s in step.statements[:position]
     )
     try:
-        found = blockers.lock_holders(ctx.session, relations_named(statement.sql))
+        found = blockers.lock_holders(ctx.session, relations_named(statement.sql), requested_lock(statement.sql))
     except psycopg2.Error:
         ctx.session.rollback()
         found = blockers.LockHolders((), ())

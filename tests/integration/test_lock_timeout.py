@@ -389,3 +389,42 @@ def test_by_default_it_retries_three_times_doubling_the_wait(database_url: str, 
         "retry 2 of 3 in 0.2s",
         "retry 3 of 3 in 0.4s",
     ]
+
+
+def test_a_reader_is_not_named_for_what_only_a_writer_blocks(database_url: str, project: Path, db, blocker):
+    """CREATE INDEX asks for SHARE: a reader's ACCESS SHARE lets it in, a writer's ROW
+    EXCLUSIVE does not. Only the writer is named: ending the reader would change nothing."""
+    _, reader = blocker
+    writer = psycopg2.connect(database_url, application_name="checkout")
+    try:
+        with writer.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            writer_pid = cur.fetchone()[0]
+            cur.execute("UPDATE orders SET id = id WHERE id = 1")
+        write(project, "002_index.sql", "CREATE INDEX orders_id ON orders (id);\n")
+        result = run_process(*args(database_url, project, "--ddl-lock-timeout", "0.2", "--ddl-lock-retries", "1"))
+        assert result.exit_code == 1, result.output
+        (wait,) = retry_lines(result.stderr)
+        assert f"held by pid {writer_pid} (application checkout" in wait and "holds RowExclusiveLock" in wait
+        assert f"pid {reader}" not in wait and BLOCKER_APP not in wait
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "mode"),
+    [
+        ("CREATE INDEX i ON t (a)", "ShareLock"),
+        ("CREATE INDEX CONCURRENTLY i ON t (a)", "ShareUpdateExclusiveLock"),
+        ("ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES u (id)", "ShareRowExclusiveLock"),
+        ("ALTER TABLE t VALIDATE CONSTRAINT f", "ShareUpdateExclusiveLock"),
+        ("ALTER TABLE t ADD COLUMN b int", "AccessExclusiveLock"),
+        ("UPDATE t SET a = 1", "RowExclusiveLock"),
+        ("CREATE TRIGGER g AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", "ShareRowExclusiveLock"),
+        ("DROP TABLE t", "AccessExclusiveLock"),
+    ],
+)
+def test_the_lock_a_statement_asks_for(statement: str, mode: str):
+    from reconciler.desired.script import requested_lock
+
+    assert requested_lock(statement) == mode
