@@ -50,7 +50,8 @@ BLOCKS_WRITES_BYTES = (100 * MB, 10 * GB)  # SHARE and stronger: reads go on, wr
 
 def by_size(size: RelationSize | None, blocks_reads: bool) -> LintSeverity:
     """How much a lock held while the whole relation is rewritten or read matters, by the
-    relation's live size on the target. A relation a pending migration makes is empty then."""
+    relation's live size on the target. A relation a pending migration makes is
+    used by nobody yet: nobody waits for its lock."""
     if size is None or not size.exists or (size.empty and size.bytes < EMPTY_BYTES):
         return LintSeverity.INFO
     low, medium = BLOCKS_READS_BYTES if blocks_reads else BLOCKS_WRITES_BYTES

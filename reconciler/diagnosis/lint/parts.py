@@ -41,7 +41,7 @@ def sized(relation: str, size: RelationSize | None) -> str:
     if size is None:
         return relation
     if not size.exists:
-        return f"{relation} (made by a pending migration: empty then)"
+        return f"{relation} (made by a pending migration: nobody uses it yet)"
     return f"{relation} ({size.rows:,} rows, {human_bytes(size.bytes)})"
 
 

@@ -39,6 +39,7 @@ _TYPE_CHANGE = (
 _VOLATILE_DEFAULT = (
     "add the column without a default (or with a constant one), backfill it in batches, then set the default"
 )
+_REFRESH = "REFRESH MATERIALIZED VIEW CONCURRENTLY (it needs a unique index on the view): reads go on while it runs"
 _OTHER = "rewrite it online (pg_repack) or in a maintenance window, not in a migration that runs during traffic"
 
 
@@ -67,6 +68,8 @@ def table_rewrite(context: StatementContext) -> Iterator[Hit]:
 
 
 def _alternative(context: StatementContext) -> str:
+    if context.kind == "RefreshMatViewStmt" and not context.node.get("concurrent"):
+        return _REFRESH
     subtypes = {command.get("subtype") for command in alter_commands(context)}
     if "AT_AlterColumnType" in subtypes:
         return _TYPE_CHANGE
