@@ -232,3 +232,18 @@ def test_create_index_concurrently_holds_what_is_documented(tmp_path: Path, data
     finally:
         writer.close()
         builder.close()
+
+
+def test_statements_on_one_line_keep_their_own_facts(tmp_path: Path, database_url: str, db) -> None:
+    """Facts are the statement's, not its line's: the second statement of a line is not
+    reported as rewriting what the first rewrote."""
+    pending = "ALTER TABLE orders ALTER COLUMN total TYPE bigint; ALTER TABLE users ADD COLUMN note text"
+    migrations = _project(tmp_path, database_url, db, pending)
+    report = _lint(database_url, migrations)
+    facts = [f for f in report["measured"]["statements"] if f["version"] == "002"]
+    assert [(f["line"], f["rewrites"]) for f in facts] == [(1, ["public.orders"]), (1, [])]
+    found = [(f["code"], f["relation"], f["statement"]) for f in report["findings"]]
+    assert found == [
+        ("PS101", "public.orders", "ALTER TABLE orders ALTER COLUMN total TYPE bigint"),
+        ("PS105", "public.users", "ALTER TABLE users ADD COLUMN note text"),
+    ]

@@ -96,6 +96,7 @@ class StatementFacts:
     """What one statement did to relations that existed before its migration."""
 
     version: str
+    index: int  # its position among its file's statements: several may share a line
     line: int
     # The locks held once it ran, strongest first: a lock is held until its transaction ends,
     # so one an earlier statement took is held through this one too.
@@ -134,8 +135,9 @@ class Measurement:
     existing: dict[str, frozenset[str]]  # per measured version: the relations there before it
     stopped: ReplayStop | None = None
 
-    def of(self, version: str, line: int) -> StatementFacts | None:
-        return next((f for f in self.statements if f.version == version and f.line == line), None)
+    def of(self, version: str, index: int) -> StatementFacts | None:
+        """The facts of statement ``index`` (its position in the file's script) of ``version``."""
+        return next((f for f in self.statements if f.version == version and f.index == index), None)
 
     def measured(self, version: str) -> bool:
         return version in self.existing and (self.stopped is None or self.stopped.version != version)
@@ -201,13 +203,13 @@ class _Watched:
         try:
             if script.transactional:
                 baseline = self._begin()
-                for current in script.statements:
-                    self._watch(current)
+                for index, current in enumerate(script.statements):
+                    self._watch(index, current)
                 current = None
                 self._commit(baseline)
             else:
-                for current in script.statements:
-                    self._outside(current)
+                for index, current in enumerate(script.statements):
+                    self._outside(index, current)
         except psycopg2.Error as e:
             shadow.rollback()
             if e.pgcode == GUARD_SQLSTATE:
@@ -234,7 +236,7 @@ class _Watched:
             self.shadow.query(self.guard.check(baseline))
         self.shadow.commit()
 
-    def _outside(self, statement: ScriptStatement) -> None:
+    def _outside(self, index: int, statement: ScriptStatement) -> None:
         """A statement of a file that runs outside a transaction: inside the file's own
         BEGIN ... COMMIT it is watched there; elsewhere in a transaction of its own, unless
         PostgreSQL refuses that, when its documented facts stand in."""
@@ -245,15 +247,16 @@ class _Watched:
                 self.before = self._state()
             return
         if shadow.in_transaction:
-            self._watch(statement)
+            self._watch(index, statement)
             return
         if statement.no_transaction_reason is not None:
-            documented = self._documented(statement)  # before: DROP INDEX CONCURRENTLY leaves no index to ask about
+            # Read before it runs: DROP INDEX CONCURRENTLY leaves no index to ask about.
+            documented = self._documented(index, statement)
             shadow.run(Statement(statement.sql, None))
             self.record(documented)
             return
         baseline = self._begin()
-        self._watch(statement)
+        self._watch(index, statement)
         self._commit(baseline)
 
     def _state(self, sql: str | None = None) -> dict[int, tuple[Any, ...]]:
@@ -266,7 +269,7 @@ class _Watched:
             rows = cur.fetchall() if cur.description is not None else []
         return {row[0]: row[1:] for row in rows}
 
-    def _watch(self, statement: ScriptStatement) -> None:
+    def _watch(self, index: int, statement: ScriptStatement) -> None:
         # Without parameters the statement's own % signs stay as written: mogrify only binds the read.
         after = self._state(statement.sql.replace("%", "%%"))
         locks: list[RelationLock] = []
@@ -292,6 +295,7 @@ class _Watched:
         self.record(
             StatementFacts(
                 self.migration.version,
+                index,
                 statement.line,
                 tuple(locks),
                 tuple(sorted(rewritten)),
@@ -300,7 +304,7 @@ class _Watched:
             )
         )
 
-    def _documented(self, statement: ScriptStatement) -> StatementFacts:
+    def _documented(self, index: int, statement: ScriptStatement) -> StatementFacts:
         relation = _documented_relation(statement.sql)
         locks = ()
         if relation is not None:
@@ -316,7 +320,7 @@ class _Watched:
                 locks = (RelationLock(found[0], relation[1]),)
         rewritten = tuple(lock.relation for lock in locks if relation is not None and relation[2])
         taken = tuple(lock.relation for lock in locks)
-        return StatementFacts(self.migration.version, statement.line, locks, rewritten, (), "documented", taken)
+        return StatementFacts(self.migration.version, index, statement.line, locks, rewritten, (), "documented", taken)
 
 
 def _documented_relation(sql: str) -> tuple[str, str, bool] | None:

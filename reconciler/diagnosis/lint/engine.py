@@ -129,13 +129,13 @@ def contexts(
         existing = measurement.existing[migration.version] if measured and measurement else on_target
         created: set[str] = set()
         sets_timeout = False
-        for statement in script.statements:
+        for index, statement in enumerate(script.statements):
             try:
                 tree = json.loads(parser.parse_sql_json(statement.sql))["stmts"][0]["stmt"]
             except Exception as e:
                 raise MigrationFileError(f"{migration.path}:{statement.line}: {e}") from e
             kind, node = next(iter(tree.items()))
-            facts = measurement.of(migration.version, statement.line) if measured and measurement else None
+            facts = measurement.of(migration.version, index) if measured and measurement else None
             context = StatementContext(
                 version=migration.version,
                 path=str(migration.path),
