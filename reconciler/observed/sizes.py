@@ -34,11 +34,14 @@ class RelationSize:
         }
 
 
+# pg_locks shows every database's locks, and a relation's oid is only unique in its own:
+# a database made from a template has the template's tables under the same oids.
 _SIZES = """SELECT q.schema, q.name, c.oid IS NOT NULL,
   GREATEST(COALESCE(s.n_live_tup, 0), COALESCE(c.reltuples, 0)::bigint),
   CASE WHEN c.oid IS NULL THEN 0 ELSE pg_catalog.pg_total_relation_size(c.oid) END,
   (SELECT count(DISTINCT l.pid) FROM pg_catalog.pg_locks l
-    WHERE l.relation = c.oid AND l.pid <> pg_catalog.pg_backend_pid())
+    WHERE l.relation = c.oid AND l.pid <> pg_catalog.pg_backend_pid()
+      AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
 FROM unnest(%s::text[], %s::text[]) AS q(schema, name)
 LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = q.schema
 LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = q.name AND c.relkind IN ('r', 'p', 'm')
