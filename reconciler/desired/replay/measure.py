@@ -5,7 +5,8 @@ Those migrations run statement by statement, and after each one, in the same rou
 before the transaction commits, the migrating backend reads its own state:
 
 - ``pg_locks`` for its own pid: the relation locks it now holds, and in which mode;
-- ``pg_class.relfilenode``: a relation given a new file was rewritten;
+- ``pg_class.relfilenode``: a relation given a new file was rewritten (but for TRUNCATE,
+  whose new file is empty: nothing was copied);
 - ``pg_stat_get_xact_numscans``: a relation the statement read through (a validation scan).
 
 Only relations that existed before the migration count: creating a table and indexing it in
@@ -60,6 +61,9 @@ _STATE = """SELECT o.oid, c.relfilenode, pg_catalog.pg_stat_get_xact_numscans(o.
   (SELECT max(array_position(%(modes)s::text[], l.mode)) FROM pg_catalog.pg_locks l
     WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.relation = o.oid AND l.granted)
 FROM unnest(%(oids)s::oid[]) AS o(oid) LEFT JOIN pg_catalog.pg_class c ON c.oid = o.oid"""
+
+# Statements that give a relation a new, empty file: nothing is copied, so no rewrite.
+_EMPTIES = frozenset({"TruncateStmt"})
 
 
 def lock_name(mode: str) -> str:
@@ -286,7 +290,7 @@ class _Watched:
                 locks.append(RelationLock(name, LOCK_MODES[mode - 1]))
                 if old_mode is None or mode > old_mode:
                     taken.append(name)
-            if filenode != old_filenode and filenode and old_filenode:
+            if filenode != old_filenode and filenode and old_filenode and statement.kind not in _EMPTIES:
                 rewritten.append(name)
             if (scans or 0) > (old_scans or 0):
                 scanned.append(name)
