@@ -27,7 +27,13 @@ import psycopg2
 
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
-from reconciler.desired.replay.replay import ReplayStop, reset_statement, run_batched, run_migration
+from reconciler.desired.replay.replay import (
+    ReplayStop,
+    reset_statement,
+    run_batched,
+    run_migration,
+    run_transaction_statement,
+)
 from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
 from reconciler.desired.script import ScriptStatement
 from reconciler.errors import MigrationFileError
@@ -193,6 +199,7 @@ class _Watched:
         self.relations = relations
         self.record = record
         self.before: dict[int, tuple[Any, ...]] = {}
+        self.baseline: list[tuple[Any, ...]] | None = None  # the shared catalogs when the file's BEGIN ran
         self.params = {"modes": list(LOCK_MODES), "oids": list(relations)}
 
     def run(self) -> ReplayStop | None:
@@ -246,7 +253,9 @@ class _Watched:
         PostgreSQL refuses that, when its documented facts stand in."""
         shadow = self.shadow
         if statement.kind == "TransactionStmt":
-            shadow.run(Statement(statement.sql, None))
+            # On a shared server the file's own transaction is checked as replay checks it:
+            # what it did to the server's roles or databases is refused before its COMMIT.
+            self.baseline = run_transaction_statement(shadow, statement.sql, self.guard, self.baseline)
             if shadow.in_transaction:
                 self.before = self._state()
             return

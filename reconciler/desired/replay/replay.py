@@ -290,6 +290,24 @@ _STARTS_A_TRANSACTION = re.compile(r"(begin|start\s+transaction)\b", re.IGNORECA
 _OUTSIDE_ONLY = ("25001", "2D000")
 
 
+def run_transaction_statement(
+    shadow: Session, sql: str, guard: ServerGuard | None, baseline: list[tuple[Any, ...]] | None
+) -> list[tuple[Any, ...]] | None:
+    """A file's own BEGIN, COMMIT, ... (a migration outside a transaction). On a shared server
+    the transaction it ends is checked first (``baseline``: the shared catalogs when it
+    began), and one it starts is fingerprinted: the baseline returned (None: none open, or
+    no guard)."""
+    if guard is not None and shadow.in_transaction and baseline is not None and _ENDS_A_TRANSACTION.match(sql):
+        shadow.query(guard.check(baseline))
+    shadow.run(Statement(sql, None))
+    if guard is None or not (shadow.in_transaction and _STARTS_A_TRANSACTION.match(sql)):
+        return None
+    if not re.search(r"\bisolation\b", sql, re.IGNORECASE):
+        # One snapshot, as for our own transactions: others' work stays unseen.
+        shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    return shadow.query(guard.inline)  # the function may be gone (DISCARD TEMP)
+
+
 class _Outside:
     """The statements of a migration that runs outside a transaction, one by one. On a shared
     server each is checked as a transactional migration is: inside the file's own BEGIN ...
@@ -310,15 +328,7 @@ class _Outside:
             shadow.run(Statement(sql, None))
             return None
         if statement.kind == "TransactionStmt":
-            if shadow.in_transaction and self.baseline is not None and _ENDS_A_TRANSACTION.match(sql):
-                shadow.query(guard.check(self.baseline))
-            shadow.run(Statement(sql, None))
-            self.baseline = None
-            if shadow.in_transaction and _STARTS_A_TRANSACTION.match(sql):
-                if not re.search(r"\bisolation\b", sql, re.IGNORECASE):
-                    # One snapshot, as for our own transactions: others' work stays unseen.
-                    shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                self.baseline = shadow.query(guard.inline)  # the function may be gone (DISCARD TEMP)
+            self.baseline = run_transaction_statement(shadow, sql, guard, self.baseline)
             return None
         if shadow.in_transaction:
             shadow.run(Statement(sql, None))
