@@ -313,8 +313,9 @@ _DROPPED_RELATIONS = frozenset(
 )
 
 
-def _tree(sql: str) -> list[dict[str, Any]]:
-    """``sql``'s statements as JSON parse nodes; none when it does not parse alone."""
+def parse_trees(sql: str) -> list[dict[str, Any]]:
+    """``sql``'s statements as pglast's JSON parse nodes ({"AlterTableStmt": {...}}); none
+    when it does not parse alone."""
     from pglast import parser
 
     try:
@@ -347,10 +348,10 @@ def relations_named(sql: str) -> tuple[tuple[str | None, str], ...]:
         for child in children:
             walk(child)
 
-    walk(_tree(sql))
+    walk(parse_trees(sql))
     return tuple(found)
 
 
 def sets_setting(sql: str, name: str) -> bool:
     """``sql`` is a SET, SET LOCAL or RESET of the setting ``name`` (lock_timeout, ...)."""
-    return any(node.get("VariableSetStmt", {}).get("name") == name for node in _tree(sql))
+    return any(node.get("VariableSetStmt", {}).get("name") == name for node in parse_trees(sql))

@@ -17,7 +17,6 @@ documents for it, and say so (basis "documented").
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -35,9 +34,9 @@ from reconciler.desired.replay.replay import (
     run_transaction_statement,
 )
 from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
-from reconciler.desired.script import ScriptStatement
+from reconciler.desired.script import ScriptStatement, parse_trees
 from reconciler.errors import MigrationFileError
-from reconciler.statements import Statement
+from reconciler.statements import Statement, quote_ident
 
 # PostgreSQL's table lock modes, weakest first, as pg_locks spells them.
 LOCK_MODES = (
@@ -340,13 +339,10 @@ def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
     """(the table or index, the lock mode PostgreSQL documents on the table, whether it
     rewrites) for a statement that runs outside a transaction: CREATE INDEX CONCURRENTLY,
     DROP INDEX CONCURRENTLY, REINDEX, VACUUM."""
-    from pglast import parser
-
-    try:
-        tree = json.loads(parser.parse_sql_json(sql))["stmts"][0]["stmt"]
-    except Exception:
+    trees = parse_trees(sql)
+    if not trees:
         return None
-    kind, node = next(iter(tree.items()))
+    kind, node = next(iter(trees[0].items()))
     if kind == "IndexStmt" and node.get("relation"):
         return _name(node["relation"]), "ShareUpdateExclusiveLock", False
     if kind == "VacuumStmt":
@@ -365,7 +361,5 @@ def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
 
 
 def _name(range_var: dict[str, Any]) -> str:
-    from reconciler.statements import quote_ident
-
     parts = [range_var[k] for k in ("schemaname", "relname") if range_var.get(k)]
     return ".".join(quote_ident(p) for p in parts)

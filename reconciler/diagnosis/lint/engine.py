@@ -8,7 +8,6 @@ for one file, by a comment anywhere in it that says why:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.measure import Measurement
+from reconciler.desired.script import parse_trees
 from reconciler.diagnosis.lint.base import Hit, LintSeverity, Rule, StatementContext, find_rule, load_rules
 from reconciler.diagnosis.lint.parts import dropped_range_vars
 from reconciler.errors import MigrationFileError, UsageError
@@ -118,8 +118,6 @@ def contexts(
 ) -> list[StatementContext]:
     """A context per statement of ``migrations``. Without ``sizes`` (the first pass), the
     relations named are resolved for the sizes to be read."""
-    from pglast import parser
-
     sizes = dict(sizes or {})
     on_target = frozenset(name for name, size in sizes.items() if size.exists)
     result = []
@@ -130,11 +128,10 @@ def contexts(
         created: set[str] = set()
         sets_timeout = False
         for index, statement in enumerate(script.statements):
-            try:
-                tree = json.loads(parser.parse_sql_json(statement.sql))["stmts"][0]["stmt"]
-            except Exception as e:
-                raise MigrationFileError(f"{migration.path}:{statement.line}: {e}") from e
-            kind, node = next(iter(tree.items()))
+            trees = parse_trees(statement.sql)  # it parsed within its file: alone, it parses too
+            if not trees:
+                raise MigrationFileError(f"{migration.path}:{statement.line}: the statement does not parse alone")
+            kind, node = next(iter(trees[0].items()))
             facts = measurement.of(migration.version, index) if measured and measurement else None
             context = StatementContext(
                 version=migration.version,
