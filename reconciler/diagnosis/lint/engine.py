@@ -127,6 +127,7 @@ def contexts(
         existing = measurement.existing[migration.version] if measured and measurement else on_target
         created: set[str] = set()
         sets_timeout = False
+        path = search_path  # the file's own SET search_path changes it for the statements after
         for index, statement in enumerate(script.statements):
             trees = parse_trees(statement.sql)  # it parsed within its file: alone, it parses too
             if not trees:
@@ -144,7 +145,7 @@ def contexts(
                 sizes=sizes,
                 existing=existing,
                 created_here=frozenset(created),
-                search_path=search_path,
+                search_path=path,
                 file_sets_lock_timeout=sets_timeout,
                 lock_timeout=lock_timeout,
                 in_transaction=script.transactional,
@@ -152,7 +153,20 @@ def contexts(
             result.append(context)
             created |= _made(context)
             sets_timeout = _lock_timeout_after(context, sets_timeout)
+            path = _search_path_after(context, path, search_path)
     return result
+
+
+def _search_path_after(context: StatementContext, before: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The search_path unqualified names resolve through after this statement: a file that
+    SETs it names its tables there (the shadow measured them there too); RESET or DEFAULT
+    goes back to the session's. "$user" is left out: a schema named for the role is rare."""
+    if context.kind != "VariableSetStmt" or context.node.get("name") != "search_path":
+        return before
+    if context.node.get("kind") != "VAR_SET_VALUE":
+        return default
+    names = [str(arg.get("A_Const", {}).get("sval", {}).get("sval", "")) for arg in context.node.get("args") or []]
+    return tuple(name for name in names if name and name != "$user") or before
 
 
 def _lock_timeout_after(context: StatementContext, before: bool) -> bool:
