@@ -51,6 +51,11 @@ SERVER_CHANGES = [
     ("DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n", "changed the server's roles"),
     # The file's own transaction: checked before its COMMIT.
     ("BEGIN;\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nCOMMIT;\n", "changed the server's roles"),
+    # A savepoint inside it is the same transaction: still checked before its COMMIT.
+    (
+        "BEGIN;\nSAVEPOINT s;\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nRELEASE SAVEPOINT s;\nCOMMIT;\n",
+        "changed the server's roles",
+    ),
     # Run as another role at the end: checked as the replay's own role all the same.
     (
         "DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nSET ROLE pg_read_all_data;\n",

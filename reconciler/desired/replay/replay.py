@@ -300,8 +300,10 @@ def run_transaction_statement(
     if guard is not None and shadow.in_transaction and baseline is not None and _ENDS_A_TRANSACTION.match(sql):
         shadow.query(guard.check(baseline))
     shadow.run(Statement(sql, None))
-    if guard is None or not (shadow.in_transaction and _STARTS_A_TRANSACTION.match(sql)):
+    if guard is None or not shadow.in_transaction:
         return None
+    if not _STARTS_A_TRANSACTION.match(sql):
+        return baseline  # SAVEPOINT, RELEASE, ROLLBACK TO: the same transaction goes on
     if not re.search(r"\bisolation\b", sql, re.IGNORECASE):
         # One snapshot, as for our own transactions: others' work stays unseen.
         shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
