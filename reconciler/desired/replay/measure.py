@@ -27,6 +27,7 @@ import psycopg2
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.replay import (
+    NOT_BESIDE_THE_TARGET,
     ReplayStop,
     reset_statement,
     run_batched,
@@ -223,7 +224,9 @@ class _Watched:
         except psycopg2.Error as e:
             shadow.rollback()
             if e.pgcode == GUARD_SQLSTATE:
-                return ReplayStop(migration.version, f"{migration.path}: {e.diag.message_primary}")
+                return ReplayStop(
+                    migration.version, f"{migration.path}: {e.diag.message_primary}: {NOT_BESIDE_THE_TARGET}"
+                )
             where = f"{migration.path}:{current.line}" if current is not None else str(migration.path)
             return ReplayStop(migration.version, f"{where}: {server_error_text(e)}")
         finally:

@@ -196,10 +196,10 @@ def _server_level(migration: Migration, script: Script) -> ReplayStop | None:
     if statement is None:
         return None
     what = f"{statement.server_level} changes the server, not only its database"
-    return ReplayStop(migration.version, f"{migration.path}:{statement.line}: {what}: {_NOT_BESIDE_THE_TARGET}")
+    return ReplayStop(migration.version, f"{migration.path}:{statement.line}: {what}: {NOT_BESIDE_THE_TARGET}")
 
 
-_NOT_BESIDE_THE_TARGET = (
+NOT_BESIDE_THE_TARGET = (
     "it is not replayed in a scratch database on the target's server (a shadow on a server of its own "
     "can replay it: --shadow-url)"
 )
@@ -271,9 +271,7 @@ def run_migration(
     except psycopg2.Error as e:
         shadow.rollback()
         if e.pgcode == GUARD_SQLSTATE:
-            return ReplayStop(
-                migration.version, f"{migration.path}: {e.diag.message_primary}: {_NOT_BESIDE_THE_TARGET}"
-            )
+            return ReplayStop(migration.version, f"{migration.path}: {e.diag.message_primary}: {NOT_BESIDE_THE_TARGET}")
         where = f"{migration.path}:{current.line}" if current is not None else str(migration.path)
         return ReplayStop(migration.version, f"{where}: {server_error_text(e)}")
     finally:
@@ -346,6 +344,6 @@ class _Outside:
         if statement.no_transaction_reason is None:
             what = "it runs outside any transaction, where what it does to the server cannot be checked"
             where = f"{self.migration.path}:{statement.line}"
-            return ReplayStop(self.migration.version, f"{where}: {what}: {_NOT_BESIDE_THE_TARGET}")
+            return ReplayStop(self.migration.version, f"{where}: {what}: {NOT_BESIDE_THE_TARGET}")
         shadow.run(Statement(sql, None))
         return None
