@@ -276,12 +276,10 @@ class _Watched:
 
     def _state(self, sql: str | None = None) -> dict[int, tuple[Any, ...]]:
         query = _STATE if sql is None else f"{sql}\n;\n{_STATE}"
-        with self.shadow.conn.cursor() as cur:
-            text = cur.mogrify(query, self.params).decode(psycopg2.extensions.encodings[self.shadow.conn.encoding])
-        self.shadow.round_trips += 1
-        with self.shadow.conn.cursor() as cur:
-            cur.execute(text)  # the statement and the read in one round trip: the last result is the read
-            rows = cur.fetchall() if cur.description is not None else []
+        # The statement and the read in one round trip, the read's parameters bound as literals
+        # and sent without parameters (so the statement's own % signs reach the server as
+        # written): the last result is the read.
+        rows = self.shadow.query(self.shadow.bind(Statement(query, self.params)))
         return {row[0]: row[1:] for row in rows}
 
     def _watch(self, index: int, statement: ScriptStatement) -> None:
