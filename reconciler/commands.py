@@ -14,7 +14,7 @@ from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
 from reconciler.desired.files import CHECKSUM_ALGORITHM, MigrationSet
 from reconciler.desired.layouts import load_migrations
-from reconciler.diagnosis.pending import changed_repeatable
+from reconciler.diagnosis.pending import is_pending
 from reconciler.errors import DatabaseUnavailable, UsageError
 from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking, reset_tables
 from reconciler.remediation.plan import Plan
@@ -150,7 +150,7 @@ def _status_from(
     pending = tuple(
         MigrationEntry(m.version, m.description)
         for m in migrations.migrations
-        if m.key not in observed.applied or changed_repeatable(m, observed)  # a changed one runs again
+        if is_pending(m, observed)  # a changed repeatable runs again
     )
     failed = tuple(
         MigrationEntry(row.version, row.description, row.applied_at, row.error, number in files)
@@ -235,13 +235,7 @@ def migration_info(settings: Settings, notify: Notify | None = None) -> InfoResu
             except Exception:
                 transactional = None
             # A repeatable's last attempt may have failed after an earlier success; changed, it runs again.
-            status = (
-                "failed"
-                if m.key in observed.failed
-                else "pending"
-                if m.key not in observed.applied or changed_repeatable(m, observed)
-                else "applied"
-            )
+            status = "failed" if m.key in observed.failed else "pending" if is_pending(m, observed) else "applied"
             files.append(
                 FileInfo(
                     m.version,

@@ -394,15 +394,20 @@ def _no_url_for_environment(name: str, sources: _Sources) -> UsageError:
     )
 
 
-def _lock_timeout(value: object | None, source: str) -> float:
-    if value is None:
-        return DEFAULT_LOCK_TIMEOUT
+def _seconds(value: object, what: str, source: str) -> float:
+    """A number of seconds: text from a variable, a number from a flag or the project file."""
     if isinstance(value, str):  # from a variable
         try:
             value = float(value.strip())
         except ValueError:
-            raise UsageError(f"lock timeout from {source} is not a number of seconds: {value.strip()!r}") from None
-    timeout = float(value)  # type: ignore[arg-type]  # a number: flags and the project file are typed
+            raise UsageError(f"{what} from {source} is not a number of seconds: {value.strip()!r}") from None
+    return float(value)  # type: ignore[arg-type]  # a number: flags and the project file are typed
+
+
+def _lock_timeout(value: object | None, source: str) -> float:
+    if value is None:
+        return DEFAULT_LOCK_TIMEOUT
+    timeout = _seconds(value, "lock timeout", source)
     if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LOCK_TIMEOUT:
         raise UsageError(f"lock timeout from {source} must be between 0 and {MAX_LOCK_TIMEOUT} seconds")
     return timeout
@@ -413,12 +418,7 @@ def _ddl_lock_timeout(value: object | None, source: str) -> float:
     would round to 0 is refused rather than quietly meaning "wait forever"."""
     if value is None:
         return DEFAULT_DDL_LOCK_TIMEOUT
-    if isinstance(value, str):  # from a variable
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise UsageError(f"DDL lock timeout from {source} is not a number of seconds: {value.strip()!r}") from None
-    timeout = float(value)  # type: ignore[arg-type]  # a number: flags and the project file are typed
+    timeout = _seconds(value, "DDL lock timeout", source)
     if not math.isfinite(timeout) or not (timeout == 0 or 0.001 <= timeout <= MAX_LOCK_TIMEOUT):
         raise UsageError(
             f"DDL lock timeout from {source} must be 0 (no timeout) or between 0.001 and {MAX_LOCK_TIMEOUT} seconds"

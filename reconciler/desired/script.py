@@ -313,8 +313,9 @@ _DROPPED_RELATIONS = frozenset(
 )
 
 
-def _tree(sql: str) -> list[dict[str, Any]]:
-    """``sql``'s statements as JSON parse nodes; none when it does not parse alone."""
+def parse_trees(sql: str) -> list[dict[str, Any]]:
+    """``sql``'s statements as pglast's JSON parse nodes ({"AlterTableStmt": {...}}); none
+    when it does not parse alone."""
     from pglast import parser
 
     try:
@@ -347,13 +348,13 @@ def relations_named(sql: str) -> tuple[tuple[str | None, str], ...]:
         for child in children:
             walk(child)
 
-    walk(_tree(sql))
+    walk(parse_trees(sql))
     return tuple(found)
 
 
 def sets_setting(sql: str, name: str) -> bool:
     """``sql`` is a SET, SET LOCAL or RESET of the setting ``name`` (lock_timeout, ...)."""
-    return any(node.get("VariableSetStmt", {}).get("name") == name for node in _tree(sql))
+    return any(node.get("VariableSetStmt", {}).get("name") == name for node in parse_trees(sql))
 
 
 # The table lock a statement asks for, by kind, where it is weaker than ACCESS EXCLUSIVE
@@ -372,7 +373,7 @@ def requested_lock(sql: str) -> str:
     for CREATE INDEX, SHARE ROW EXCLUSIVE for a foreign key, ACCESS EXCLUSIVE for most ALTER
     TABLE and whatever is not known. Pure: for saying which sessions stood in its way."""
     strongest = "AccessExclusiveLock"
-    trees = _tree(sql)
+    trees = parse_trees(sql)
     if len(trees) != 1:
         return strongest
     kind, node = next(iter(trees[0].items()))

@@ -29,7 +29,7 @@ from reconciler.diagnosis.lint.engine import (
     named_relations,
     project_ignores,
 )
-from reconciler.diagnosis.pending import changed_repeatable
+from reconciler.diagnosis.pending import is_pending
 from reconciler.errors import MigrationFileError, UsageError
 from reconciler.observed.catalog import session_search_path
 from reconciler.observed.sizes import RelationSize, relation_sizes
@@ -141,9 +141,8 @@ class LintResult:
 
 
 def pending(migrations: MigrationSet, observed: ObservedTracking) -> tuple[Migration, ...]:
-    """What db migrate would run: no successful tracking row, or a changed repeatable."""
-    applied = observed.applied
-    return tuple(m for m in migrations.migrations if m.key not in applied or changed_repeatable(m, observed))
+    """What db migrate would run."""
+    return tuple(m for m in migrations.migrations if is_pending(m, observed))
 
 
 def chosen(

@@ -216,6 +216,11 @@ def decide(
     return Readiness(tuple(runnable), tuple(holds), tuple(waiting), tuple(risks))
 
 
+def is_pending(migration: Migration, tracking: ObservedTracking) -> bool:
+    """db migrate would run it: no successful tracking row, or a changed repeatable."""
+    return migration.key not in tracking.applied or changed_repeatable(migration, tracking)
+
+
 def changed_repeatable(migration: Migration, tracking: ObservedTracking) -> bool:
     """An applied Flyway repeatable due to run again: its file is not what was last applied,
     or its last attempt failed (a failed attempt is retried, as a versioned one's is)."""

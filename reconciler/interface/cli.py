@@ -14,13 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from reconciler import interrupts
 from reconciler.config import NUMBERINGS, Settings, mask_url, resolve_settings
 from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
+
+if TYPE_CHECKING:  # the execution stack is imported on first use
+    from reconciler.remediation.executor import LockWait
 
 
 class _Lazy:
@@ -422,7 +425,7 @@ class _StepProgress:
             self.task = self.progress.add_task("", total=None)
         self.progress.update(self.task, completed=index - 1, description=step.reason)
 
-    def on_lock_wait(self, wait: Any) -> None:
+    def on_lock_wait(self, wait: LockWait) -> None:
         """A migration's lock_timeout fired and it will be tried again: who holds the lock. A
         warning, not a note: shown with -q too (the run waits on another session)."""
         text = report.lock_wait_text(wait)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reconciler.desired.replay.source import MeasuredRun
 from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import Finding
 from reconciler.diagnosis.lint.parts import human_bytes, sized
@@ -110,9 +111,19 @@ def finding_json(finding: Finding) -> dict[str, Any]:
     }
 
 
+def _shadow_json(run: MeasuredRun | None) -> dict[str, Any]:
+    """Where the linted migrations were measured, or why they were not, and where it stopped."""
+    measurement = run.measurement if run is not None else None
+    stopped = measurement.stopped if measurement is not None else None
+    return {
+        "shadow": run.shadow if run is not None else "none",
+        "unavailable": "--no-replay" if run is None else run.unavailable,
+        "stopped_at": None if stopped is None else {"version": stopped.version, "reason": stopped.reason},
+    }
+
+
 def lint_json(result: LintResult) -> str:
     linted = result.linted
-    run = linted.run
     return json.dumps(
         {
             "database": result.database,
@@ -126,14 +137,7 @@ def lint_json(result: LintResult) -> str:
             "ignored": [
                 {**finding_json(i.finding), "ignored_by": i.by, "reason": i.reason} for i in linted.findings.ignored
             ],
-            "measured": {
-                "shadow": run.shadow if run is not None else "none",
-                "unavailable": "--no-replay" if run is None else run.unavailable,
-                "stopped_at": None
-                if run is None or run.measurement is None or run.measurement.stopped is None
-                else {"version": run.measurement.stopped.version, "reason": run.measurement.stopped.reason},
-                "statements": [f.to_json() for f in linted.facts],
-            },
+            "measured": {**_shadow_json(linted.run), "statements": [f.to_json() for f in linted.facts]},
         },
         indent=2,
     )
@@ -206,13 +210,7 @@ def plan_lint_json(plan: Plan, linted: Linted | None) -> dict[str, Any] | None:
     """What the migrations a plan runs lock and rewrite, per step; None: not linted."""
     if linted is None:
         return None
-    run = linted.run
-    measurement = run.measurement if run is not None else None
     return {
-        "shadow": run.shadow if run is not None else "none",
-        "unavailable": "--no-replay" if run is None else run.unavailable,
-        "stopped_at": None
-        if measurement is None or measurement.stopped is None
-        else {"version": measurement.stopped.version, "reason": measurement.stopped.reason},
+        **_shadow_json(linted.run),
         "migrations": [migration_lint_json(found, step) for step, found in step_lint(plan, linted).items()],
     }

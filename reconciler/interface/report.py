@@ -8,7 +8,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from reconciler import errors
@@ -17,6 +17,11 @@ from reconciler.diagnosis.issues import SHORT_CHECKSUM, Severity
 from reconciler.observed.tracking import RUNTIME_PARAMS, LockState
 from reconciler.remediation.plan import Plan, PlannedStep
 from reconciler.statements import Statement
+
+if TYPE_CHECKING:  # the types only: the execution stack is imported by the verbs that run something
+    from reconciler.diagnosis.linting import Linted
+    from reconciler.observed.blockers import LockHolder
+    from reconciler.remediation.executor import LockWait
 
 # --- JSON -------------------------------------------------------------------------------
 
@@ -106,7 +111,7 @@ def render_plan(plan: Plan, lint: dict[int, list[str]] | None = None) -> str:
     return "\n".join(lines)
 
 
-def step_lint_text(plan: Plan, linted: Any) -> dict[int, list[str]]:
+def step_lint_text(plan: Plan, linted: Linted | None) -> dict[int, list[str]]:
     """Per step that runs a migration, what it locks and rewrites, in words (none: not linted)."""
     if linted is None:
         return {}
@@ -115,7 +120,7 @@ def step_lint_text(plan: Plan, linted: Any) -> dict[int, list[str]]:
     return {index: lint_view.step_lint_lines(found) for index, found in lint_view.step_lint(plan, linted).items()}
 
 
-def step_lint_json(plan: Plan, linted: Any) -> dict[str, Any] | None:
+def step_lint_json(plan: Plan, linted: Linted | None) -> dict[str, Any] | None:
     if linted is None:
         return None
     from reconciler.interface import lint_view
@@ -180,7 +185,7 @@ def _utc(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else "unknown"
 
 
-def lock_holder_text(holder: Any) -> str:
+def lock_holder_text(holder: LockHolder) -> str:
     """pid 4242 (application psql, state idle in transaction, query started …Z, holds AccessShareLock)."""
     if holder.pid is None:
         return f"a prepared transaction (holds {', '.join(holder.modes)}; see pg_prepared_xacts)"
@@ -191,7 +196,7 @@ def lock_holder_text(holder: Any) -> str:
     )
 
 
-def _lock_what(wait: Any) -> str:
+def _lock_what(wait: LockWait) -> str:
     """a lock on public.orders held by pid 4242 (...) — or that no holder was found."""
     relations = ", ".join(wait.relations)
     if wait.holders:
@@ -205,14 +210,14 @@ def _lock_what(wait: Any) -> str:
     return "a lock it could not identify (the statement names no table that exists)"
 
 
-def _lock_source(wait: Any) -> str:
+def _lock_source(wait: LockWait) -> str:
     if wait.location:
         path, _, line = wait.location.rpartition(":")
         return f"{Path(path).name}:{line}"
     return f"migration {wait.version}" if wait.version else f"step {wait.step}"
 
 
-def _which_timeout(wait: Any) -> str:
+def _which_timeout(wait: LockWait) -> str:
     if wait.own_timeout:
         return "its own lock_timeout"
     if wait.lock_timeout is not None:
@@ -220,14 +225,14 @@ def _which_timeout(wait: Any) -> str:
     return "lock_timeout"
 
 
-def lock_wait_text(wait: Any) -> str:
+def lock_wait_text(wait: LockWait) -> str:
     """A try that gave up waiting for a lock, and the next: the line poststack prints before
     it waits to try a migration again."""
     retry = f"; retry {wait.attempt} of {wait.tries - 1} in {wait.retry_in_s:g}s" if wait.retry_in_s is not None else ""
     return f"⏳ {_lock_source(wait)}: {_which_timeout(wait)} fired waiting for {_lock_what(wait)}{retry}"
 
 
-def _lock_failure_lines(wait: Any) -> list[str]:
+def _lock_failure_lines(wait: LockWait) -> list[str]:
     """Who held the lock a failed step waited for, and why it was not tried again."""
     tries = f" after {wait.attempt} tries" if wait.attempt > 1 else ""
     lines = [f"   It gave up{tries}: {_which_timeout(wait)} fired waiting for {_lock_what(wait)}."]
@@ -240,7 +245,7 @@ def _lock_failure_lines(wait: Any) -> list[str]:
     return lines
 
 
-def _lock_advice(wait: Any, then: str) -> str:
+def _lock_advice(wait: LockWait, then: str) -> str:
     """What to do about the sessions holding the lock, and ``then``."""
     ending = [h.pid for h in wait.holders if h.pid is not None]
     end = (
@@ -781,7 +786,7 @@ def plan_summary(plan: Plan) -> str:
     )
 
 
-def remediation_plan_text(plan: Plan, linted: Any = None) -> str:
+def remediation_plan_text(plan: Plan, linted: Linted | None = None) -> str:
     """``linted``: what the migrations it runs lock and rewrite, shown under their steps."""
     lint = step_lint_text(plan, linted)
     lines = []
@@ -813,7 +818,7 @@ def remediation_plan_text(plan: Plan, linted: Any = None) -> str:
     return "\n".join(lines)
 
 
-def remediation_plan_json(plan: Plan, linted: Any = None) -> str:
+def remediation_plan_json(plan: Plan, linted: Linted | None = None) -> str:
     """The plan as --out saves it, with what the migrations it runs lock and rewrite (null:
     not linted): shown beside the plan, not part of it (not in its hash, not read by apply)."""
     return to_json({**plan.to_json(), "hash": plan.hash, "lint": step_lint_json(plan, linted)})

@@ -37,6 +37,8 @@ class RelationSize:
 # Per relation asked for: whether it exists, rows, bytes, and the other sessions locking it.
 # A partitioned table holds nothing itself: its rows and bytes are its partitions' (the
 # leaves of its tree, from PostgreSQL 12: {tree}), and so are the sessions using it.
+# pg_locks shows every database's locks, and a relation's oid is only unique in its own:
+# a database made from a template has the template's tables under the same oids.
 _SIZES = """WITH q AS (
   SELECT q.schema, q.name, c.oid FROM unnest(%s::text[], %s::text[]) AS q(schema, name)
   LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = q.schema
@@ -51,7 +53,8 @@ SELECT q.schema, q.name, q.oid IS NOT NULL,
     WHERE p.top = q.oid AND c.relkind IN ('r', 'm')), 0),
   COALESCE((SELECT sum(pg_catalog.pg_total_relation_size(p.relid)) FROM parts p WHERE p.top = q.oid), 0),
   (SELECT count(DISTINCT l.pid) FROM pg_catalog.pg_locks l JOIN parts p ON l.relation = p.relid
-    WHERE p.top = q.oid AND l.pid <> pg_catalog.pg_backend_pid())
+    WHERE p.top = q.oid AND l.pid <> pg_catalog.pg_backend_pid()
+      AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
 FROM q"""
 # pg_partition_tree of a table that is not partitioned is empty: then the table itself.
 _TREE = "(SELECT relid FROM pg_catalog.pg_partition_tree(q.oid) UNION SELECT q.oid)"

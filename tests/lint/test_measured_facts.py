@@ -282,3 +282,35 @@ def test_a_partitioned_table_is_one_table_whose_partitions_do_the_work(
     assert [(f["code"], f["relation"]) for f in findings] == [(code, "public.readings")], findings
     assert findings[0]["size"]["rows"] == 4000 and findings[0]["size"]["bytes"] > 0
     assert findings[0]["severity"] == "low"
+
+
+def test_statements_on_one_line_keep_their_own_facts(tmp_path: Path, database_url: str, db) -> None:
+    """Facts are the statement's, not its line's: the second statement of a line is not
+    reported as rewriting what the first rewrote."""
+    pending = "ALTER TABLE orders ALTER COLUMN total TYPE bigint; ALTER TABLE users ADD COLUMN note text"
+    migrations = _project(tmp_path, database_url, db, pending)
+    report = _lint(database_url, migrations)
+    facts = [f for f in report["measured"]["statements"] if f["version"] == "002"]
+    assert [(f["line"], f["rewrites"]) for f in facts] == [(1, ["public.orders"]), (1, [])]
+    found = [(f["code"], f["relation"], f["statement"]) for f in report["findings"]]
+    assert found == [
+        ("PS101", "public.orders", "ALTER TABLE orders ALTER COLUMN total TYPE bigint"),
+        ("PS105", "public.users", "ALTER TABLE users ADD COLUMN note text"),
+    ]
+
+
+def test_percent_signs_dollar_quotes_and_a_trailing_comment_reach_the_shadow_as_written(
+    tmp_path: Path, database_url: str, db
+) -> None:
+    """Each statement travels with the read of its facts in one round trip whose parameters
+    are bound client-side: the statement's own % signs must not be taken for placeholders."""
+    pending = (
+        "DO $$ BEGIN IF length('%%(oids)s %s') <> 12 THEN RAISE EXCEPTION 'percent signs changed'; END IF; END $$;\n"
+        "ALTER TABLE orders ADD COLUMN pct text DEFAULT '100%'; -- 100% sure\n"
+        "ALTER TABLE orders ALTER COLUMN total TYPE bigint -- no semicolon, then a comment"
+    )
+    migrations = _project(tmp_path, database_url, db, pending)
+    report = _lint(database_url, migrations)
+    assert report["measured"]["stopped_at"] is None, report["measured"]
+    facts = [f for f in report["measured"]["statements"] if f["version"] == "002"]
+    assert [(f["line"], f["rewrites"]) for f in facts] == [(1, []), (2, []), (3, ["public.orders"])]

@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 
 from reconciler import commands
-from reconciler.config import Settings, resolve_settings
+from reconciler.config import resolve_settings
 from reconciler.diagnosis import linting
 from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import Finding
@@ -51,7 +51,7 @@ def database_url(cases_database: str) -> str:
 
 
 @pytest.mark.parametrize("case", _CASES, ids=[case.id for case in _CASES])
-def test_rule_case(case: Case, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rule_case(case: Case, database_url: str, tmp_path: Path) -> None:
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     for number, sql in enumerate(case.setup, start=1):
@@ -68,7 +68,8 @@ def test_rule_case(case: Case, database_url: str, tmp_path: Path, monkeypatch: p
         _run(database_url, "ANALYZE")
     for number, sql in enumerate(case.migration, start=101):
         write(migrations, f"{number:03d}_pending.sql", sql)
-    settings = _with_ddl_lock_timeout(settings, case.ddl_lock_timeout, monkeypatch)
+    if case.ddl_lock_timeout is not None:  # what db migrate would set for each migration
+        settings = dataclasses.replace(settings, ddl_lock_timeout=case.ddl_lock_timeout)
 
     result = linting.lint_migrations(settings, (), False, LintSeverity.INFO)
 
@@ -93,17 +94,6 @@ def test_rule_case(case: Case, database_url: str, tmp_path: Path, monkeypatch: p
     assert not errors, f"{case.source}: db lint --format json does not match its schema:\n" + "\n".join(errors)
     text = lint_text(result)
     assert all(f"{f.code} {f.name}  {f.where}" in text for f in found), text
-
-
-def _with_ddl_lock_timeout(settings: Settings, timeout: float | None, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The lock_timeout db migrate would set: a setting once the project has one, else the
-    value db lint reads in its place."""
-    if timeout is None:
-        return settings
-    if any(f.name == "ddl_lock_timeout" for f in dataclasses.fields(settings)):
-        return dataclasses.replace(settings, ddl_lock_timeout=timeout)  # type: ignore[call-arg]
-    monkeypatch.setattr(linting, "ddl_lock_timeout", lambda _settings: timeout)
-    return settings
 
 
 def _matches(finding: Finding, expected: Expected) -> bool:

@@ -24,10 +24,10 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,18 @@ _SQUAWK_NAME = re.compile(r"``([a-z]+(?:-[a-z]+)+)``")
 
 
 def squawk_binary() -> str | None:
-    found = shutil.which("squawk")
-    if found is not None:
-        return found
-    beside = Path(sys.executable).parent / "squawk"  # the test extra's, in a venv not activated
-    return str(beside) if beside.exists() else None
+    """The squawk the test extra installed (found from its package's record of the files it
+    installed, wherever the interpreter is and whether or not its venv is activated), else
+    one on PATH; None when neither is there."""
+    try:
+        files = distribution("squawk-cli").files or []
+    except PackageNotFoundError:
+        files = []
+    for file in files:
+        installed = Path(str(file.locate())).resolve()
+        if file.name == "squawk" and installed.exists():
+            return str(installed)
+    return shutil.which("squawk")
 
 
 def _words(text: str) -> str:
@@ -189,8 +196,8 @@ def run_squawk(binary: str, paths: Iterable[Path], pg_major: int) -> list[Squawk
 @pytest.fixture(scope="module")
 def squawk() -> str:
     binary = squawk_binary()
-    if binary is None:
-        pytest.skip("squawk is not installed (pip install squawk-cli, or the test extra)")
+    # The test extra installs it: without it, issue 15's side-by-side check would pass unseen.
+    assert binary is not None, "squawk is not installed: pip install -e '.[test]' (or squawk-cli)"
     return binary
 
 

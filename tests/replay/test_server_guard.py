@@ -13,6 +13,7 @@ import pytest
 from reconciler.config import DEFAULT_TRACKING
 from reconciler.db import Session, open_raw
 from reconciler.desired.layouts import load_migrations
+from reconciler.desired.replay.measure import measure
 from reconciler.desired.replay.replay import replay
 from reconciler.desired.replay.shadow import scratch_session
 from reconciler.desired.script import parse_script
@@ -42,35 +43,41 @@ def _role_exists(target: Session, role: str) -> bool:
     return target.query_one("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)) is not None
 
 
-@pytest.mark.parametrize(
-    "sql, said",
-    [
-        ("CREATE ROLE {role};\n", "CREATE ROLE changes the server"),
-        # Built at run time: no parse sees it; the rows it wrote do.
-        ("DO $$ BEGIN EXECUTE format('%s ROLE %I', 'CREATE', '{role}'); END $$;\n", "changed the server's roles"),
-        ("DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n", "changed the server's roles"),
-        # The file's own transaction: checked before its COMMIT.
-        ("BEGIN;\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nCOMMIT;\n", "changed the server's roles"),
-        # Run as another role at the end: checked as the replay's own role all the same.
-        (
-            "DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nSET ROLE pg_read_all_data;\n",
-            "changed the server's roles",
-        ),
-        # A deferred trigger fires at COMMIT: it is fired before the check.
-        (
-            "CREATE FUNCTION mk() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN EXECUTE 'CREATE ROLE {role}'; RETURN NULL; END $$;\n"
-            "CREATE CONSTRAINT TRIGGER later AFTER INSERT ON before DEFERRABLE INITIALLY DEFERRED "
-            "FOR EACH ROW EXECUTE FUNCTION mk();\nINSERT INTO before VALUES (1);\n",
-            "changed the server's roles",
-        ),
-        # Outside any transaction: each statement gets one of its own, checked.
-        (
-            "-- poststack:no-transaction\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n",
-            "changed the server's roles",
-        ),
-    ],
-)
+# (a migration that changes the server, what the stop says): replay and lint measure alike.
+SERVER_CHANGES = [
+    ("CREATE ROLE {role};\n", "CREATE ROLE changes the server"),
+    # Built at run time: no parse sees it; the rows it wrote do.
+    ("DO $$ BEGIN EXECUTE format('%s ROLE %I', 'CREATE', '{role}'); END $$;\n", "changed the server's roles"),
+    ("DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n", "changed the server's roles"),
+    # The file's own transaction: checked before its COMMIT.
+    ("BEGIN;\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nCOMMIT;\n", "changed the server's roles"),
+    # A savepoint inside it is the same transaction: still checked before its COMMIT.
+    (
+        "BEGIN;\nSAVEPOINT s;\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nRELEASE SAVEPOINT s;\nCOMMIT;\n",
+        "changed the server's roles",
+    ),
+    # Run as another role at the end: checked as the replay's own role all the same.
+    (
+        "DO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\nSET ROLE pg_read_all_data;\n",
+        "changed the server's roles",
+    ),
+    # A deferred trigger fires at COMMIT: it is fired before the check.
+    (
+        "CREATE FUNCTION mk() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN EXECUTE 'CREATE ROLE {role}'; RETURN NULL; END $$;\n"
+        "CREATE CONSTRAINT TRIGGER later AFTER INSERT ON before DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION mk();\nINSERT INTO before VALUES (1);\n",
+        "changed the server's roles",
+    ),
+    # Outside any transaction: each statement gets one of its own, checked.
+    (
+        "-- poststack:no-transaction\nDO $$ BEGIN EXECUTE 'CREATE ROLE {role}'; END $$;\n",
+        "changed the server's roles",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "said"), SERVER_CHANGES)
 def test_a_migration_that_makes_a_role_is_not_replayed_beside_the_target(
     sql: str, said: str, tmp_path: Path, target: Session
 ) -> None:
@@ -82,6 +89,27 @@ def test_a_migration_that_makes_a_role_is_not_replayed_beside_the_target(
     assert result.stopped is not None and result.stopped.version == "002", result.stopped
     assert said in result.stopped.reason and "002_server.sql" in result.stopped.reason
     assert list(result.versions) == ["001"]
+    assert not _role_exists(target, role)
+
+
+@pytest.mark.parametrize(("sql", "said"), SERVER_CHANGES)
+def test_a_migration_that_makes_a_role_is_not_measured_beside_the_target(
+    sql: str, said: str, tmp_path: Path, target: Session
+) -> None:
+    """db lint runs the pending migrations in the shadow too, statement by statement: the
+    same guard holds there, a file's own BEGIN ... COMMIT included."""
+    role = _role()
+    middle = sql.format(role=role)
+    if not middle.startswith("--"):
+        middle = "CREATE TABLE before (id int);\n" + middle
+    directory = tmp_path / "m"
+    directory.mkdir()
+    (directory / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    (directory / "002_server.sql").write_text(middle)
+    history = load_migrations(directory).migrations
+    result = measure(lambda: scratch_session(target.url), history, frozenset({"002"}), guarded=True)
+    assert result.stopped is not None and result.stopped.version == "002", result.stopped
+    assert said in result.stopped.reason and "002_server.sql" in result.stopped.reason
     assert not _role_exists(target, role)
 
 

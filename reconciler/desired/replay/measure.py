@@ -5,7 +5,8 @@ Those migrations run statement by statement, and after each one, in the same rou
 before the transaction commits, the migrating backend reads its own state:
 
 - ``pg_locks`` for its own pid: the relation locks it now holds, and in which mode;
-- ``pg_class.relfilenode``: a relation given a new file was rewritten;
+- ``pg_class.relfilenode``: a relation given a new file was rewritten (but for TRUNCATE,
+  whose new file is empty: nothing was copied);
 - ``pg_stat_get_xact_numscans``: a relation the statement read through (a validation scan).
 
 Only relations that existed before the migration count: creating a table and indexing it in
@@ -16,7 +17,6 @@ documents for it, and say so (basis "documented").
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -26,11 +26,18 @@ import psycopg2
 
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
-from reconciler.desired.replay.replay import ReplayStop, reset_statement, run_batched, run_migration
+from reconciler.desired.replay.replay import (
+    NOT_BESIDE_THE_TARGET,
+    ReplayStop,
+    reset_statement,
+    run_batched,
+    run_migration,
+    run_transaction_statement,
+)
 from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
-from reconciler.desired.script import ScriptStatement
+from reconciler.desired.script import ScriptStatement, parse_trees
 from reconciler.errors import MigrationFileError
-from reconciler.statements import Statement
+from reconciler.statements import Statement, quote_ident
 
 # PostgreSQL's table lock modes, weakest first, as pg_locks spells them.
 LOCK_MODES = (
@@ -62,6 +69,9 @@ _STATE = """SELECT o.oid, c.relfilenode, pg_catalog.pg_stat_get_xact_numscans(o.
   (SELECT max(array_position(%(modes)s::text[], l.mode)) FROM pg_catalog.pg_locks l
     WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.relation = o.oid AND l.granted)
 FROM unnest(%(oids)s::oid[]) AS o(oid) LEFT JOIN pg_catalog.pg_class c ON c.oid = o.oid"""
+
+# Statements that give a relation a new, empty file: nothing is copied, so no rewrite.
+_EMPTIES = frozenset({"TruncateStmt"})
 
 
 def lock_name(mode: str) -> str:
@@ -98,6 +108,7 @@ class StatementFacts:
     """What one statement did to relations that existed before its migration."""
 
     version: str
+    index: int  # its position among its file's statements: several may share a line
     line: int
     # The locks held once it ran, strongest first: a lock is held until its transaction ends,
     # so one an earlier statement took is held through this one too.
@@ -106,8 +117,6 @@ class StatementFacts:
     scanned: tuple[str, ...]  # relations it read through
     basis: str = "measured"  # or "documented": it cannot run in a transaction to be watched
     taken: tuple[str, ...] = ()  # relations whose lock this statement took or made stronger
-    # Its position among its file's statements: two statements can start on the same line.
-    index: int | None = None
     # (partition, its partitioned table) for the partitions above. What a statement on a
     # partitioned table does to its partitions it does to the table: a partition rewritten
     # or read counts for the table too, which is locked as strongly all the while.
@@ -143,8 +152,8 @@ class StatementFailure:
     """The statement PostgreSQL refused in the shadow: the migration cannot have run there."""
 
     version: str
+    index: int  # its position among its file's statements
     line: int
-    index: int | None  # its position among its file's statements
     error: str  # the server's words
     sqlstate: str | None
 
@@ -158,19 +167,13 @@ class Measurement:
     stopped: ReplayStop | None = None
     failure: StatementFailure | None = None  # the statement the stop was on, if one was refused
 
-    def failure_at(self, version: str, line: int, index: int | None) -> StatementFailure | None:
+    def failure_at(self, version: str, index: int) -> StatementFailure | None:
         found = self.failure
-        if found is None or (found.version, found.line) != (version, line):
-            return None
-        return found if index is None or found.index is None or found.index == index else None
+        return found if found is not None and (found.version, found.index) == (version, index) else None
 
-    def of(self, version: str, line: int, index: int | None = None) -> StatementFacts | None:
-        """The facts of the statement at ``line`` of ``version``; ``index``, its position among
-        the file's statements, tells apart two statements that start on the same line."""
-        same_line = [f for f in self.statements if f.version == version and f.line == line]
-        if index is not None:
-            return next((f for f in same_line if f.index == index), None)
-        return same_line[0] if same_line else None
+    def of(self, version: str, index: int) -> StatementFacts | None:
+        """The facts of statement ``index`` (its position in the file's script) of ``version``."""
+        return next((f for f in self.statements if f.version == version and f.index == index), None)
 
     def measured(self, version: str) -> bool:
         return version in self.existing and (self.stopped is None or self.stopped.version != version)
@@ -228,11 +231,11 @@ class _Watched:
         self.shadow, self.migration, self.reset, self.guard = shadow, migration, reset, guard
         self.relations = relations
         self.roots = roots or {}  # partition -> its partitioned table
+        self.failure: StatementFailure | None = None
         self.record = record
         self.before: dict[int, tuple[Any, ...]] = {}
+        self.baseline: list[tuple[Any, ...]] | None = None  # the shared catalogs when the file's BEGIN ran
         self.params = {"modes": list(LOCK_MODES), "oids": list(relations)}
-        self.positions: dict[int, int] = {}  # id() of each statement of the file -> its position
-        self.failure: StatementFailure | None = None
 
     def run(self) -> ReplayStop | None:
         migration, shadow = self.migration, self.shadow
@@ -242,28 +245,28 @@ class _Watched:
             return ReplayStop(migration.version, e.summary)
         if self.guard is not None and server_level_statement(script.statements) is not None:
             return run_migration(shadow, migration, self.reset, self.guard)  # says why it stops
-        self.positions = {id(statement): position for position, statement in enumerate(script.statements)}
         current: ScriptStatement | None = None
+        index = len(script.statements) - 1
         try:
             if script.transactional:
                 baseline = self._begin()
-                for current in script.statements:
-                    self._watch(current)
+                for index, current in enumerate(script.statements):
+                    self._watch(index, current)
                 current = None
                 self._commit(baseline)
             else:
-                for current in script.statements:
-                    self._outside(current)
+                for index, current in enumerate(script.statements):
+                    self._outside(index, current)
         except psycopg2.Error as e:
             shadow.rollback()
             if e.pgcode == GUARD_SQLSTATE:
-                return ReplayStop(migration.version, f"{migration.path}: {e.diag.message_primary}")
-            # One that fails as it commits (a deferred constraint) fails on its last statement.
-            failing = current if current is not None else (script.statements or (None,))[-1]
-            if failing is not None:
-                self.failure = StatementFailure(
-                    migration.version, failing.line, self.positions.get(id(failing)), server_error_text(e), e.pgcode
+                return ReplayStop(
+                    migration.version, f"{migration.path}: {e.diag.message_primary}: {NOT_BESIDE_THE_TARGET}"
                 )
+            # One that fails as it commits (a deferred constraint) fails on its last statement.
+            failing = current if current is not None else (script.statements[-1] if script.statements else None)
+            if failing is not None:
+                self.failure = StatementFailure(migration.version, index, failing.line, server_error_text(e), e.pgcode)
             where = f"{migration.path}:{current.line}" if current is not None else str(migration.path)
             return ReplayStop(migration.version, f"{where}: {server_error_text(e)}")
         finally:
@@ -286,39 +289,40 @@ class _Watched:
             self.shadow.query(self.guard.check(baseline))
         self.shadow.commit()
 
-    def _outside(self, statement: ScriptStatement) -> None:
+    def _outside(self, index: int, statement: ScriptStatement) -> None:
         """A statement of a file that runs outside a transaction: inside the file's own
         BEGIN ... COMMIT it is watched there; elsewhere in a transaction of its own, unless
         PostgreSQL refuses that, when its documented facts stand in."""
         shadow = self.shadow
         if statement.kind == "TransactionStmt":
-            shadow.run(Statement(statement.sql, None))
+            # On a shared server the file's own transaction is checked as replay checks it:
+            # what it did to the server's roles or databases is refused before its COMMIT.
+            self.baseline = run_transaction_statement(shadow, statement.sql, self.guard, self.baseline)
             if shadow.in_transaction:
                 self.before = self._state()
             return
         if shadow.in_transaction:
-            self._watch(statement)
+            self._watch(index, statement)
             return
         if statement.no_transaction_reason is not None:
-            documented = self._documented(statement)  # before: DROP INDEX CONCURRENTLY leaves no index to ask about
+            # Read before it runs: DROP INDEX CONCURRENTLY leaves no index to ask about.
+            documented = self._documented(index, statement)
             shadow.run(Statement(statement.sql, None))
             self.record(documented)
             return
         baseline = self._begin()
-        self._watch(statement)
+        self._watch(index, statement)
         self._commit(baseline)
 
     def _state(self, sql: str | None = None) -> dict[int, tuple[Any, ...]]:
         query = _STATE if sql is None else f"{sql}\n;\n{_STATE}"
-        with self.shadow.conn.cursor() as cur:
-            text = cur.mogrify(query, self.params).decode(psycopg2.extensions.encodings[self.shadow.conn.encoding])
-        self.shadow.round_trips += 1
-        with self.shadow.conn.cursor() as cur:
-            cur.execute(text)  # the statement and the read in one round trip: the last result is the read
-            rows = cur.fetchall() if cur.description is not None else []
+        # The statement and the read in one round trip, the read's parameters bound as literals
+        # and sent without parameters (so the statement's own % signs reach the server as
+        # written): the last result is the read.
+        rows = self.shadow.query(self.shadow.bind(Statement(query, self.params)))
         return {row[0]: row[1:] for row in rows}
 
-    def _watch(self, statement: ScriptStatement) -> None:
+    def _watch(self, index: int, statement: ScriptStatement) -> None:
         # Without parameters the statement's own % signs stay as written: mogrify only binds the read.
         after = self._state(statement.sql.replace("%", "%%"))
         locks: list[RelationLock] = []
@@ -335,7 +339,7 @@ class _Watched:
                 locks.append(RelationLock(name, LOCK_MODES[mode - 1]))
                 if old_mode is None or mode > old_mode:
                     taken.append(name)
-            if filenode != old_filenode and filenode and old_filenode:
+            if filenode != old_filenode and filenode and old_filenode and statement.kind not in _EMPTIES:
                 rewritten.append(name)
             if (scans or 0) > (old_scans or 0):
                 scanned.append(name)
@@ -345,12 +349,12 @@ class _Watched:
         self.record(
             StatementFacts(
                 self.migration.version,
+                index,
                 statement.line,
                 tuple(locks),
                 tuple(sorted(set(rewritten))),
                 tuple(sorted(set(scanned))),
                 taken=tuple(sorted(taken)),
-                index=self.positions.get(id(statement)),
                 partitions=partitions,
             )
         )
@@ -373,7 +377,7 @@ class _Watched:
                 scanned.append(root)
         return tuple(sorted(folded))
 
-    def _documented(self, statement: ScriptStatement) -> StatementFacts:
+    def _documented(self, index: int, statement: ScriptStatement) -> StatementFacts:
         relation = _documented_relation(statement.sql)
         locks = ()
         if relation is not None:
@@ -389,29 +393,17 @@ class _Watched:
                 locks = (RelationLock(found[0], relation[1]),)
         rewritten = tuple(lock.relation for lock in locks if relation is not None and relation[2])
         taken = tuple(lock.relation for lock in locks)
-        return StatementFacts(
-            self.migration.version,
-            statement.line,
-            locks,
-            rewritten,
-            (),
-            "documented",
-            taken,
-            index=self.positions.get(id(statement)),
-        )
+        return StatementFacts(self.migration.version, index, statement.line, locks, rewritten, (), "documented", taken)
 
 
 def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
     """(the table or index, the lock mode PostgreSQL documents on the table, whether it
     rewrites) for a statement that runs outside a transaction: CREATE INDEX CONCURRENTLY,
     DROP INDEX CONCURRENTLY, REINDEX, VACUUM."""
-    from pglast import parser
-
-    try:
-        tree = json.loads(parser.parse_sql_json(sql))["stmts"][0]["stmt"]
-    except Exception:
+    trees = parse_trees(sql)
+    if not trees:
         return None
-    kind, node = next(iter(tree.items()))
+    kind, node = next(iter(trees[0].items()))
     if kind == "IndexStmt" and node.get("relation"):
         return _name(node["relation"]), "ShareUpdateExclusiveLock", False
     if kind == "VacuumStmt":
@@ -430,7 +422,5 @@ def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
 
 
 def _name(range_var: dict[str, Any]) -> str:
-    from reconciler.statements import quote_ident
-
     parts = [range_var[k] for k in ("schemaname", "relname") if range_var.get(k)]
     return ".".join(quote_ident(p) for p in parts)

@@ -196,10 +196,10 @@ def _server_level(migration: Migration, script: Script) -> ReplayStop | None:
     if statement is None:
         return None
     what = f"{statement.server_level} changes the server, not only its database"
-    return ReplayStop(migration.version, f"{migration.path}:{statement.line}: {what}: {_NOT_BESIDE_THE_TARGET}")
+    return ReplayStop(migration.version, f"{migration.path}:{statement.line}: {what}: {NOT_BESIDE_THE_TARGET}")
 
 
-_NOT_BESIDE_THE_TARGET = (
+NOT_BESIDE_THE_TARGET = (
     "it is not replayed in a scratch database on the target's server (a shadow on a server of its own "
     "can replay it: --shadow-url)"
 )
@@ -271,9 +271,7 @@ def run_migration(
     except psycopg2.Error as e:
         shadow.rollback()
         if e.pgcode == GUARD_SQLSTATE:
-            return ReplayStop(
-                migration.version, f"{migration.path}: {e.diag.message_primary}: {_NOT_BESIDE_THE_TARGET}"
-            )
+            return ReplayStop(migration.version, f"{migration.path}: {e.diag.message_primary}: {NOT_BESIDE_THE_TARGET}")
         where = f"{migration.path}:{current.line}" if current is not None else str(migration.path)
         return ReplayStop(migration.version, f"{where}: {server_error_text(e)}")
     finally:
@@ -288,6 +286,26 @@ _STARTS_A_TRANSACTION = re.compile(r"(begin|start\s+transaction)\b", re.IGNORECA
 # What PostgreSQL says of a statement that may not run in a transaction block (25001), or
 # of a procedure that commits inside one (2D000).
 _OUTSIDE_ONLY = ("25001", "2D000")
+
+
+def run_transaction_statement(
+    shadow: Session, sql: str, guard: ServerGuard | None, baseline: list[tuple[Any, ...]] | None
+) -> list[tuple[Any, ...]] | None:
+    """A file's own BEGIN, COMMIT, ... (a migration outside a transaction). On a shared server
+    the transaction it ends is checked first (``baseline``: the shared catalogs when it
+    began), and one it starts is fingerprinted: the baseline returned (None: none open, or
+    no guard)."""
+    if guard is not None and shadow.in_transaction and baseline is not None and _ENDS_A_TRANSACTION.match(sql):
+        shadow.query(guard.check(baseline))
+    shadow.run(Statement(sql, None))
+    if guard is None or not shadow.in_transaction:
+        return None
+    if not _STARTS_A_TRANSACTION.match(sql):
+        return baseline  # SAVEPOINT, RELEASE, ROLLBACK TO: the same transaction goes on
+    if not re.search(r"\bisolation\b", sql, re.IGNORECASE):
+        # One snapshot, as for our own transactions: others' work stays unseen.
+        shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    return shadow.query(guard.inline)  # the function may be gone (DISCARD TEMP)
 
 
 class _Outside:
@@ -310,15 +328,7 @@ class _Outside:
             shadow.run(Statement(sql, None))
             return None
         if statement.kind == "TransactionStmt":
-            if shadow.in_transaction and self.baseline is not None and _ENDS_A_TRANSACTION.match(sql):
-                shadow.query(guard.check(self.baseline))
-            shadow.run(Statement(sql, None))
-            self.baseline = None
-            if shadow.in_transaction and _STARTS_A_TRANSACTION.match(sql):
-                if not re.search(r"\bisolation\b", sql, re.IGNORECASE):
-                    # One snapshot, as for our own transactions: others' work stays unseen.
-                    shadow.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                self.baseline = shadow.query(guard.inline)  # the function may be gone (DISCARD TEMP)
+            self.baseline = run_transaction_statement(shadow, sql, guard, self.baseline)
             return None
         if shadow.in_transaction:
             shadow.run(Statement(sql, None))
@@ -334,6 +344,6 @@ class _Outside:
         if statement.no_transaction_reason is None:
             what = "it runs outside any transaction, where what it does to the server cannot be checked"
             where = f"{self.migration.path}:{statement.line}"
-            return ReplayStop(self.migration.version, f"{where}: {what}: {_NOT_BESIDE_THE_TARGET}")
+            return ReplayStop(self.migration.version, f"{where}: {what}: {NOT_BESIDE_THE_TARGET}")
         shadow.run(Statement(sql, None))
         return None

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg2
 
@@ -34,6 +35,7 @@ from reconciler.observed.catalog import session_search_path
 from reconciler.statements import quote_ident
 
 Opener = Callable[[], AbstractContextManager[Session]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -228,22 +230,36 @@ class RoundTripCheck:
     warnings: tuple[str, ...] = ()  # about the shadow: another major version, the embedded server
 
 
-def round_trip_in_shadow(
-    target: Session, migrations: Sequence[Migration], location: TrackingLocation, settings: ShadowSettings
-) -> RoundTripCheck:
-    """The history walked in a shadow chosen as replay chooses one, each rollback tried on the
-    way. Only catalog reads reach the target; the shadow is a database of its own."""
+def _in_shadow(
+    target: Session, settings: ShadowSettings, run: Callable[[Opener, str, bool], T]
+) -> tuple[str, T | None, str | None, tuple[str, ...]]:
+    """``run`` (given the shadow's opener, the migrations' search_path and whether the server
+    is shared) in a shadow chosen as replay chooses one: where it ran, its result, why it
+    could not (the result None), the shadow's warnings. Only catalog reads reach the target."""
     try:
         where, opener, _major, warnings, guarded = choose_shadow(target, settings)
     except (psycopg2.Error, PoststackError) as e:
         if isinstance(e, DatabaseUnavailable) and settings.url is not None:
             raise  # the shadow the person named cannot be reached: say so, exit 3
-        return RoundTripCheck("none", None, f"no shadow database could be had: {_why(e)}")
+        return "none", None, f"no shadow database could be had: {_why(e)}", ()
     try:
-        result = round_trip_history(opener, migrations, location, migrations_search_path(target), guarded)
-        return RoundTripCheck(where, result, None, warnings)
+        return where, run(opener, migrations_search_path(target), guarded), None, warnings
     except (psycopg2.Error, PoststackError) as e:
-        return RoundTripCheck(where, None, f"it failed in {where}: {_why(e)}", warnings)
+        return where, None, f"it failed in {where}: {_why(e)}", warnings
+
+
+def round_trip_in_shadow(
+    target: Session, migrations: Sequence[Migration], location: TrackingLocation, settings: ShadowSettings
+) -> RoundTripCheck:
+    """The history walked in a shadow chosen as replay chooses one, each rollback tried on the
+    way. Only catalog reads reach the target; the shadow is a database of its own."""
+    return RoundTripCheck(
+        *_in_shadow(
+            target,
+            settings,
+            lambda opener, path, guarded: round_trip_history(opener, migrations, location, path, guarded),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -274,14 +290,6 @@ def measure_in_shadow(
 ) -> MeasuredRun:
     """The history run in a shadow chosen as replay chooses one, ``wanted`` watched. Only
     catalog reads reach the target."""
-    try:
-        where, opener, _major, warnings, guarded = choose_shadow(target, settings)
-    except (psycopg2.Error, PoststackError) as e:
-        if isinstance(e, DatabaseUnavailable) and settings.url is not None:
-            raise  # the shadow the person named cannot be reached: say so, exit 3
-        return MeasuredRun("none", None, f"no shadow database could be had: {_why(e)}")
-    try:
-        result = measure(opener, history, wanted, migrations_search_path(target), guarded)
-        return MeasuredRun(where, result, None, warnings)
-    except (psycopg2.Error, PoststackError) as e:
-        return MeasuredRun(where, None, f"it failed in {where}: {_why(e)}", warnings)
+    return MeasuredRun(
+        *_in_shadow(target, settings, lambda opener, path, guarded: measure(opener, history, wanted, path, guarded))
+    )

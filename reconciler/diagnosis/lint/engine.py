@@ -8,7 +8,6 @@ for one file, by a comment anywhere in it that says why:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.measure import Measurement
+from reconciler.desired.script import parse_trees
 from reconciler.diagnosis.lint.base import Hit, LintSeverity, Rule, StatementContext, find_rule, load_rules
 from reconciler.diagnosis.lint.parts import dropped_range_vars
 from reconciler.errors import MigrationFileError, UsageError
@@ -121,8 +121,6 @@ def contexts(
 ) -> list[StatementContext]:
     """A context per statement of ``migrations``. Without ``sizes`` (the first pass), the
     relations named are resolved for the sizes to be read."""
-    from pglast import parser
-
     sizes = dict(sizes or {})
     on_target = frozenset(name for name, size in sizes.items() if size.exists)
     result = []
@@ -133,13 +131,13 @@ def contexts(
         created: set[str] = set()
         sets_timeout = False
         in_force = lock_timeout  # poststack's, until the file turns it off
+        path = search_path  # the file's own SET search_path changes it for the statements after
         for index, statement in enumerate(script.statements):
-            try:
-                tree = json.loads(parser.parse_sql_json(statement.sql))["stmts"][0]["stmt"]
-            except Exception as e:
-                raise MigrationFileError(f"{migration.path}:{statement.line}: {e}") from e
-            kind, node = next(iter(tree.items()))
-            facts = measurement.of(migration.version, statement.line, index) if measured and measurement else None
+            trees = parse_trees(statement.sql)  # it parsed within its file: alone, it parses too
+            if not trees:
+                raise MigrationFileError(f"{migration.path}:{statement.line}: the statement does not parse alone")
+            kind, node = next(iter(trees[0].items()))
+            facts = measurement.of(migration.version, index) if measured and measurement else None
             context = StatementContext(
                 version=migration.version,
                 path=str(migration.path),
@@ -151,17 +149,18 @@ def contexts(
                 sizes=sizes,
                 existing=existing,
                 created_here=frozenset(created),
-                search_path=search_path,
+                search_path=path,
                 file_sets_lock_timeout=sets_timeout,
                 lock_timeout=in_force,
                 in_transaction=script.transactional,
-                failure=measurement.failure_at(migration.version, statement.line, index) if measurement else None,
+                failure=measurement.failure_at(migration.version, index) if measurement else None,
             )
             result.append(context)
             created |= _made(context)
             sets_timeout = _lock_timeout_after(context, sets_timeout)
             if _turns_lock_timeout_off(context):
                 in_force = 0.0  # it runs after poststack's SET LOCAL, and wins
+            path = _search_path_after(context, path, search_path)
     return result
 
 
@@ -173,6 +172,18 @@ def _turns_lock_timeout_off(context: StatementContext) -> bool:
     if context.node.get("kind") == "VAR_RESET_ALL":
         return True
     return context.node.get("name") == "lock_timeout" and not _lock_timeout_after(context, False)
+
+
+def _search_path_after(context: StatementContext, before: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The search_path unqualified names resolve through after this statement: a file that
+    SETs it names its tables there (the shadow measured them there too); RESET or DEFAULT
+    goes back to the session's. "$user" is left out: a schema named for the role is rare."""
+    if context.kind != "VariableSetStmt" or context.node.get("name") != "search_path":
+        return before
+    if context.node.get("kind") != "VAR_SET_VALUE":
+        return default
+    names = [str(arg.get("A_Const", {}).get("sval", {}).get("sval", "")) for arg in context.node.get("args") or []]
+    return tuple(name for name in names if name and name != "$user") or before
 
 
 def _lock_timeout_after(context: StatementContext, before: bool) -> bool:

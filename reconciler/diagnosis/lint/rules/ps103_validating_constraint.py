@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from reconciler.desired.replay.measure import LOCK_MODES, lock_name
 from reconciler.diagnosis.lint.base import Hit, StatementContext, by_size, rule
 from reconciler.diagnosis.lint.parts import a_lock, alter_commands, altered, sized, what_the_lock_stops
 
@@ -38,7 +39,8 @@ _ON_NEW_COLUMN = (
     "add the column without the constraint, then ADD CONSTRAINT ... NOT VALID, and VALIDATE CONSTRAINT in a "
     "later migration (SHARE UPDATE EXCLUSIVE: reads and writes go on)"
 )
-_CHECKED = {"CONSTR_FOREIGN": "SHARE ROW EXCLUSIVE", "CONSTR_CHECK": "ACCESS EXCLUSIVE"}
+# The lock each kind is checked under, as pg_locks spells it; an ALTER TABLE takes its strongest.
+_CHECKED = {"CONSTR_FOREIGN": "ShareRowExclusiveLock", "CONSTR_CHECK": "AccessExclusiveLock"}
 
 
 @rule("PS103", "validating-constraint")
@@ -56,7 +58,7 @@ def validating_constraint(context: StatementContext) -> Iterator[Hit]:
     if facts is not None and relation in facts.rewritten:
         return  # the rewrite (PS101) is the finding: the check happens while it copies
     lock = context.lock(relation)
-    label = lock.label if lock is not None else max((_CHECKED[k] for k in kinds), key=len)
+    label = lock.label if lock is not None else lock_name(max((_CHECKED[k] for k in kinds), key=LOCK_MODES.index))
     size = context.size(relation)
     yield Hit(
         message=f"checks every row of {sized(relation, size)} under {a_lock(label)}: {what_the_lock_stops(label)} "
