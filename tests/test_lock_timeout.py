@@ -96,9 +96,15 @@ def test_none_with_a_timeout_of_0(tmp_path: Path) -> None:
 
 
 def test_a_saved_plan_keeps_it(tmp_path: Path) -> None:
-    step = _step(tmp_path, "CREATE INDEX CONCURRENTLY i ON t (c);\n", 0.25)
+    step = _step(tmp_path, "-- poststack:no-transaction\nALTER TABLE t ADD COLUMN d int;\n", 0.25)
     plan = Plan("remediate", DEFAULT_TRACKING, "0" * 64, (step,), grouping="batch")
     again = Plan.from_json(plan.to_json())
     assert again == plan and again.hash == plan.hash
     assert again.steps[0].lock_timeout == 0.25 and not again.steps[0].transactional
     assert again.steps[0].statements[0].sql == "SET lock_timeout = %(lock_timeout)s"
+
+
+def test_a_concurrent_index_build_gets_none(tmp_path: Path) -> None:
+    """It waits for older transactions once its index is made: a timeout leaves it INVALID."""
+    step = _step(tmp_path, "CREATE INDEX CONCURRENTLY i ON t (c);\n", 0.25)
+    assert step.lock_timeout is None and all("lock_timeout" not in s.sql for s in step.statements)

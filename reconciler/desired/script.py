@@ -33,6 +33,14 @@ class Script:
     reason: str | None  # why it runs outside a transaction, when it does
 
 
+def builds_concurrently(script: Script) -> bool:
+    """The file builds, drops or rebuilds an index CONCURRENTLY: it waits for every older
+    transaction, so poststack gives it no lock_timeout (one would leave an INVALID index)."""
+    return any(
+        s.no_transaction_reason is not None and "CONCURRENTLY" in s.no_transaction_reason for s in script.statements
+    )
+
+
 class ScriptSyntaxError(Exception):
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)

@@ -249,27 +249,32 @@ def test_a_migration_outside_a_transaction_is_not_tried_again(database_url: str,
     assert again.exit_code == 1 and "--retry-failed" in again.output
 
 
-def test_a_concurrent_index_build_that_times_out_is_not_tried_again(database_url: str, project: Path, db, blocker):
-    """CREATE INDEX CONCURRENTLY waits for older transactions after it has made its index: a
-    lock_timeout there leaves an INVALID index, which a retry would trip over (or, with IF
-    NOT EXISTS, take for done). The blocker has written to the table (ROW EXCLUSIVE), so the
-    build waits for it once its index is in the catalog."""
-    conn, pid = blocker
+def test_a_concurrent_index_build_waits_for_older_transactions_without_a_lock_timeout(
+    database_url: str, project: Path, db, blocker
+):
+    """CREATE INDEX CONCURRENTLY waits for every older transaction once its index is in the
+    catalog: a lock_timeout there would leave an INVALID index where the build would have
+    finished, and while it waits it makes nobody wait (SHARE UPDATE EXCLUSIVE). So poststack
+    sets none for such a file: it waits past its ddl_lock_timeout, and finishes."""
+    conn, _ = blocker
     sql(conn, "LOCK TABLE orders IN ROW EXCLUSIVE MODE")
     write(project, "002_index.sql", "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_id_idx ON orders (id);\n")
-    result = run_process(*args(database_url, project, "--ddl-lock-timeout", "0.2", "--ddl-lock-retries", "3"))
-    assert result.exit_code == 1, result.output
-    assert retry_lines(result.stderr) == []
-    assert "002_index.sql:1: canceling statement due to lock timeout" in result.stdout
-    assert f"held by pid {pid}" in result.stdout and "RowExclusiveLock" in result.stdout
-    assert sql(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'orders_id_idx'::regclass") == [(False,)]
-    assert sql(db, TRACKING)[-1] == ("002", False, False)
-    report = json.loads(
-        run_process(
-            "db", "diagnose", "--format", "json", "--database-url", database_url, "--migrations-dir", str(project)
-        ).stdout
-    )
-    assert "invalid_index" in {issue["type"] for issue in report["issues"]}
+    running = start_process(*args(database_url, project, "--ddl-lock-timeout", "0.2"))
+    try:
+        # The build waits for the blocker's transaction, longer than the 0.2 s timeout would allow.
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'CREATE INDEX%%' "
+            "AND now() - query_start > interval '1 second'"
+        )
+        wait_for(db, waiting, [(1,)])
+        conn.rollback()
+        out, err = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            running.kill()
+    assert running.returncode == 0, out + err
+    assert sql(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'orders_id_idx'::regclass") == [(True,)]
+    assert sql(db, TRACKING)[-1] == ("002", True, False)
 
 
 def test_apply_retries_a_migration_and_names_the_blocker(database_url: str, project: Path, db, blocker):
@@ -291,7 +296,8 @@ def test_apply_retries_a_migration_and_names_the_blocker(database_url: str, proj
 
 def test_the_offline_script_sets_the_lock_timeout_it_will_use(database_url: str, project: Path):
     write(project, "002_add_note.sql", ADD_NOTE)
-    write(project, "003_index.sql", "CREATE INDEX CONCURRENTLY orders_id_idx ON orders (id);\n")
+    write(project, "003_outside.sql", "-- poststack:no-transaction\nALTER TABLE orders ADD COLUMN other text;\n")
+    write(project, "004_index.sql", "CREATE INDEX CONCURRENTLY orders_id_idx ON orders (id);\n")
     result = run_process(*args(database_url, project, "--ddl-lock-timeout", "2.5", "--dry-run", "--format", "sql"))
     assert result.exit_code == 0, result.output
     script = result.stdout
@@ -299,9 +305,12 @@ def test_the_offline_script_sets_the_lock_timeout_it_will_use(database_url: str,
     transactional = script.split("002_add_note.sql", 1)[1]
     assert transactional.index("BEGIN") < transactional.index("SET LOCAL lock_timeout = '2500ms'\n;")
     assert transactional.index("SET LOCAL lock_timeout = '2500ms'") < transactional.index("ALTER TABLE orders")
-    outside = script.split("003_index.sql", 1)[1]
-    assert outside.index("SET lock_timeout = '2500ms'\n;") < outside.index("CREATE INDEX CONCURRENTLY orders_id_idx")
-    assert outside.index("CREATE INDEX CONCURRENTLY orders_id_idx") < outside.index("RESET ALL")
+    outside = script.split("003_outside.sql", 1)[1].split("004_index.sql", 1)[0]
+    assert outside.index("SET lock_timeout = '2500ms'\n;") < outside.index("ALTER TABLE orders ADD COLUMN other")
+    assert outside.index("ALTER TABLE orders ADD COLUMN other") < outside.index("RESET ALL")
+    # A concurrent build waits for older transactions: a lock_timeout would leave it INVALID.
+    concurrent = script.split("004_index.sql", 1)[1]
+    assert "lock_timeout" not in concurrent.split("CREATE INDEX CONCURRENTLY orders_id_idx", 1)[0]
 
 
 # --- the settings -------------------------------------------------------------------------

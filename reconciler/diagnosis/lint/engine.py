@@ -15,7 +15,7 @@ from typing import Any
 
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.measure import Measurement
-from reconciler.desired.script import parse_trees
+from reconciler.desired.script import builds_concurrently, parse_trees
 from reconciler.diagnosis.lint.base import Hit, LintSeverity, Rule, StatementContext, find_rule, load_rules
 from reconciler.diagnosis.lint.parts import dropped_range_vars
 from reconciler.errors import MigrationFileError, UsageError
@@ -130,7 +130,8 @@ def contexts(
         existing = measurement.existing[migration.version] if measured and measurement else on_target
         created: set[str] = set()
         sets_timeout = False
-        in_force = lock_timeout  # poststack's, until the file turns it off
+        # poststack's, until the file turns it off; none for a concurrent index build's file
+        in_force = 0.0 if builds_concurrently(script) else lock_timeout
         path = search_path  # the file's own SET search_path changes it for the statements after
         for index, statement in enumerate(script.statements):
             trees = parse_trees(statement.sql)  # it parsed within its file: alone, it parses too

@@ -27,7 +27,7 @@ from reconciler.desired.files import (
     Migration,
     SqlFile,
 )
-from reconciler.desired.script import Script
+from reconciler.desired.script import Script, builds_concurrently
 from reconciler.errors import MigrationFileError, UsageError
 from reconciler.observed import tracking
 from reconciler.remediation.actions.base import Action, BuildContext, migration_for, register
@@ -45,12 +45,17 @@ def lock_timeout_statement(seconds: float, *, transactional: bool) -> Statement:
 
 
 def _under_lock_timeout(
-    ctx: BuildContext, statements: tuple[Statement, ...], transactional: bool
+    ctx: BuildContext, statements: tuple[Statement, ...], script: Script
 ) -> tuple[tuple[Statement, ...], float | None]:
-    """``statements`` after the SET of the migration's lock_timeout, and that timeout (None: none set)."""
-    if not ctx.ddl_lock_timeout:
+    """``statements`` after the SET of the migration's lock_timeout, and that timeout (None: none set).
+
+    None for a file that builds, drops or rebuilds an index CONCURRENTLY: such a build waits
+    for every transaction older than it (a long report, a backup), and under a lock_timeout
+    it fails half way, leaving an INVALID index, where it would have finished; while it waits
+    it holds only SHARE UPDATE EXCLUSIVE, which makes nobody else wait."""
+    if not ctx.ddl_lock_timeout or builds_concurrently(script):
         return statements, None
-    return (lock_timeout_statement(ctx.ddl_lock_timeout, transactional=transactional), *statements), (
+    return (lock_timeout_statement(ctx.ddl_lock_timeout, transactional=script.transactional), *statements), (
         ctx.ddl_lock_timeout
     )
 
@@ -158,7 +163,7 @@ class ApplyMigration(Action):
         )
         flags = {**({"retry": True} if args.get("retry") else {}), **({"reapply": True} if reapply else {})}
         statements, lock_timeout = _under_lock_timeout(
-            ctx, _with_callbacks(ctx, migration.file, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE), script.transactional
+            ctx, _with_callbacks(ctx, migration.file, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE), script
         )
         return PlannedStep(
             action=self.name,
