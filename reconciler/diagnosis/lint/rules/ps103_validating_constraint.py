@@ -60,9 +60,23 @@ def validating_constraint(context: StatementContext) -> Iterator[Hit]:
     lock = context.lock(relation)
     label = lock.label if lock is not None else lock_name(max((_CHECKED[k] for k in kinds), key=LOCK_MODES.index))
     size = context.size(relation)
+    # A foreign key locks the table it references too, as long: writers of that one wait as well.
+    referenced = [
+        lock
+        for lock in (facts.locks if facts is not None else ())
+        if lock.relation != relation
+        and lock.relation in facts.taken
+        and lock.blocks_writes
+        and context.pre_existing(lock.relation)
+    ]
+    also = "".join(
+        f"; {sized(lock.relation, context.size(lock.relation))}, which it references, is held "
+        f"{lock.label} as long: {what_the_lock_stops(lock.label)} either"
+        for lock in referenced
+    )
     yield Hit(
         message=f"checks every row of {sized(relation, size)} under {a_lock(label)}: {what_the_lock_stops(label)} "
-        "until the check ends",
+        f"until the check ends{also}",
         alternative=_ON_NEW_COLUMN
         if any(found and command.get("subtype") == "AT_AddColumn" for command, found in commands)
         else _ALTERNATIVE,
