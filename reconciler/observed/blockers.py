@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from reconciler.db import Session
+from reconciler.desired.replay.measure import LOCK_MODES
 
 # One row per (relation, holder, mode); a relation nobody else holds has one row of NULLs.
 _HOLDERS_SQL = """
@@ -38,16 +39,7 @@ ORDER BY w.relation, l.pid NULLS LAST, l.mode
 
 
 # Which held modes each requested mode waits for (PostgreSQL's table of conflicting lock modes).
-_ALL = (
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-)
+_ALL = LOCK_MODES  # weakest first
 CONFLICTS: dict[str, frozenset[str]] = {
     "AccessShareLock": frozenset(_ALL[7:]),
     "RowShareLock": frozenset(_ALL[6:]),

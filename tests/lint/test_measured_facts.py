@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from reconciler.desired.replay.measure import LOCK_MODES
 from tests.conftest import run_cli, sql, wait_for, write
 
 SETUP = """
@@ -78,16 +79,7 @@ _FACTS = """SELECT c.relfilenode, pg_stat_get_xact_numscans(c.oid),
   (SELECT string_agg(l.mode, ',' ORDER BY l.mode) FROM pg_locks l
     WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.relation = c.oid AND l.granted)
 FROM pg_class c WHERE c.oid = 'orders'::regclass"""
-_MODES = [
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-]
+_MODES = list(LOCK_MODES)
 
 
 def _label(modes: str | None) -> str | None:
