@@ -109,6 +109,8 @@ def _clear_stale_pid_file(data_dir: Path) -> None:
         pid = int(pid_file.read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return
+    if pid <= 0:
+        return  # a single-user backend writes its pid negated (initdb's): it is PostgreSQL's own
     import psutil
 
     try:

@@ -262,6 +262,16 @@ def test_stale_embedded_pid_file_is_cleared(tmp_path: Path):
     assert not (tmp_path / "postmaster.pid").exists()
 
 
+def test_a_single_user_backends_negative_pid_is_left_alone(tmp_path: Path):
+    """PostgreSQL's single-user backend (initdb runs one) writes its pid negated: not stale,
+    and not a number psutil takes (it raised ValueError, an internal error)."""
+    from reconciler.embedded import _clear_stale_pid_file
+
+    (tmp_path / "postmaster.pid").write_text(f"-{os.getpid()}\n{tmp_path}\n")
+    _clear_stale_pid_file(tmp_path)
+    assert (tmp_path / "postmaster.pid").exists()
+
+
 # --- the moment of COMMIT -------------------------------------------------------------------
 # A step's COMMIT travels with its tracking and audit rows. An error or interrupt after that
 # send has gone out must not record a committed migration as failed.
