@@ -35,7 +35,7 @@ from reconciler.desired.replay.replay import (
     run_transaction_statement,
 )
 from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
-from reconciler.desired.script import ScriptStatement, parse_trees
+from reconciler.desired.script import ScriptStatement, parse_trees, statement_detaches_concurrently
 from reconciler.errors import MigrationFileError
 from reconciler.statements import Statement, quote_ident
 
@@ -436,6 +436,8 @@ def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
         names = [item["String"]["sval"] for item in node["objects"][0]["List"]["items"]]
         index = {"schemaname": names[-2] if len(names) > 1 else None, "relname": names[-1]}
         return _name(index), "ShareUpdateExclusiveLock", False
+    if kind == "AlterTableStmt" and node.get("relation") and statement_detaches_concurrently(node):
+        return _name(node["relation"]), "ShareUpdateExclusiveLock", False
     return None
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from reconciler.desired.script import statement_detaches_concurrently
 from reconciler.diagnosis.lint.base import Hit, LintSeverity, StatementContext, rule, walk
 from reconciler.diagnosis.lint.parts import alter_commands, altered, dropped_relations, sized, what_the_lock_stops
 
@@ -116,6 +117,8 @@ def _documented(context: StatementContext) -> list[tuple[str, str]]:
             for c in commands
             if c.get("subtype") == "AT_AttachPartition" and "PartitionCmd" in (c.get("def") or {})
         ]  # the partition attached is locked ACCESS EXCLUSIVE, and read to check its bounds
+        if statement_detaches_concurrently(node):
+            return []  # SHARE UPDATE EXCLUSIVE on the table and the partition: reads and writes go on
         if subtypes and all(subtype in _WEAK_ALTERS for subtype in subtypes):
             return attached
         references = _referenced(context)
