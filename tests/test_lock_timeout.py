@@ -108,3 +108,17 @@ def test_a_concurrent_index_build_gets_none(tmp_path: Path) -> None:
     """It waits for older transactions once its index is made: a timeout leaves it INVALID."""
     step = _step(tmp_path, "CREATE INDEX CONCURRENTLY i ON t (c);\n", 0.25)
     assert step.lock_timeout is None and all("lock_timeout" not in s.sql for s in step.statements)
+
+
+def test_a_concurrent_detach_runs_outside_a_transaction_and_gets_none(tmp_path: Path) -> None:
+    """ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY: PostgreSQL refuses it in a transaction,
+    and its second transaction waits for every one using the table: a timeout there leaves the
+    partition half detached (DETACH ... FINALIZE to finish)."""
+    step = _step(tmp_path, "ALTER TABLE readings DETACH PARTITION readings_2024 CONCURRENTLY;\n", 0.25)
+    assert not step.transactional
+    assert "DETACH CONCURRENTLY cannot run inside a transaction block" in (step.no_transaction_reason or "")
+    assert step.lock_timeout is None and all("lock_timeout" not in s.sql for s in step.statements)
+    # Without CONCURRENTLY it runs in the migration's transaction, with its lock_timeout.
+    (tmp_path / "plain").mkdir()
+    plain = _step(tmp_path / "plain", "ALTER TABLE readings DETACH PARTITION readings_2024;\n", 0.25)
+    assert plain.transactional and plain.lock_timeout == 0.25

@@ -34,8 +34,9 @@ class Script:
 
 
 def builds_concurrently(script: Script) -> bool:
-    """The file builds, drops or rebuilds an index CONCURRENTLY: it waits for every older
-    transaction, so poststack gives it no lock_timeout (one would leave an INVALID index)."""
+    """The file builds, drops or rebuilds an index CONCURRENTLY, or detaches a partition
+    CONCURRENTLY: it waits for every older transaction, so poststack gives it no lock_timeout
+    (one would leave an INVALID index, or a partition half detached)."""
     return any(
         s.no_transaction_reason is not None and "CONCURRENTLY" in s.no_transaction_reason for s in script.statements
     )
@@ -171,6 +172,18 @@ def _defelem_names(items: list[dict[str, Any]] | None) -> set[str]:
     return {item["DefElem"]["defname"].lower() for item in items or () if "defname" in item.get("DefElem", {})}
 
 
+def statement_detaches_concurrently(node: dict[str, Any]) -> bool:
+    """An ALTER TABLE (its JSON parse ``node``) that detaches a partition CONCURRENTLY."""
+    return any(_detaches_concurrently(cmd) for cmd in node.get("cmds") or ())
+
+
+def _detaches_concurrently(cmd: dict[str, Any]) -> bool:
+    """ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY (PostgreSQL 14 on)."""
+    command = cmd.get("AlterTableCmd", {})
+    partition = (command.get("def") or {}).get("PartitionCmd", {})
+    return command.get("subtype") == "AT_DetachPartition" and bool(partition.get("concurrent"))
+
+
 def _no_transaction_reason(kind: str, node: dict[str, Any]) -> str | None:
     """Why PostgreSQL would refuse a ``kind`` statement (its JSON parse ``node``) inside a
     transaction block, or None. The JSON leaves out fields at their defaults."""
@@ -186,6 +199,8 @@ def _no_transaction_reason(kind: str, node: dict[str, Any]) -> str | None:
             return "REINDEX SYSTEM/DATABASE cannot run inside a transaction block"
     if kind == "VacuumStmt" and node.get("is_vacuumcmd"):
         return "VACUUM cannot run inside a transaction block"
+    if kind == "AlterTableStmt" and statement_detaches_concurrently(node):
+        return "ALTER TABLE ... DETACH CONCURRENTLY cannot run inside a transaction block"
     if kind in _ALWAYS_OUTSIDE:
         return _ALWAYS_OUTSIDE[kind]
     if kind == "TransactionStmt" and node.get("kind") in _OWN_TRANSACTION:

@@ -9,6 +9,9 @@ import pytest
 
 from reconciler.desired.files import Migration
 from reconciler.desired.layouts import load_migrations
+from reconciler.desired.replay.measure import StatementFailure
+from reconciler.desired.script import parse_trees
+from reconciler.diagnosis.lint.base import StatementContext, load_rules
 from reconciler.diagnosis.lint.engine import contexts, file_ignores, lint, project_ignores
 from reconciler.errors import UsageError
 from reconciler.observed.sizes import RelationSize
@@ -205,3 +208,46 @@ def test_without_a_measurement_ps201_knows_which_statements_stop_readers_or_writ
     statements = contexts([migration], None, ("public",), 0.0, {"public.users": _TABLE})
     found = [(f.line, f.hit.lock) for f in lint(statements, {}, {}).findings if f.code == "PS201"]
     assert found == [(6, "ACCESS EXCLUSIVE"), (7, "EXCLUSIVE"), (8, "SHARE ROW EXCLUSIVE")]
+
+
+# --- PS106: whose lack a refusal is ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "sqlstate", "on_targets_server", "severity"),
+    [
+        # PostgreSQL 15 on says 0A000 'extension "x" is not available'; before, 58P01.
+        ("CREATE EXTENSION postgis", "0A000", False, "medium"),
+        ("CREATE EXTENSION postgis", "58P01", False, "medium"),
+        # A scratch database beside the target: its server is the target's, so is what it lacks.
+        ("CREATE EXTENSION postgis", "0A000", True, "high"),
+        ("CREATE EXTENSION postgis", "58P01", True, "high"),
+        # 0A000 is also a type change under a view: a refusal the target meets too.
+        ("ALTER TABLE t ALTER COLUMN v TYPE bigint", "0A000", False, "high"),
+        ("GRANT SELECT ON t TO reader", "42501", True, "medium"),
+    ],
+)
+def test_ps106_an_extension_the_shadows_server_lacks_is_the_shadows_alone(
+    sql: str, sqlstate: str, on_targets_server: bool, severity: str
+) -> None:
+    kind, node = next(iter(parse_trees(sql)[0].items()))
+    failure = StatementFailure("002", 0, 1, "refused", sqlstate, on_targets_server)
+    context = StatementContext(
+        version="002",
+        path="002_change.sql",
+        line=1,
+        sql=sql,
+        kind=kind,
+        node=node,
+        facts=None,
+        sizes={},
+        existing=frozenset(),
+        created_here=frozenset(),
+        search_path=("public",),
+        file_sets_lock_timeout=False,
+        lock_timeout=5.0,
+        in_transaction=True,
+        failure=failure,
+    )
+    [hit] = list(load_rules()["PS106"].check(context))
+    assert hit.severity.label == severity

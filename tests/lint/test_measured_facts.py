@@ -276,6 +276,84 @@ def test_a_partitioned_table_is_one_table_whose_partitions_do_the_work(
     assert findings[0]["severity"] == "low"
 
 
+SUB_PARTITIONED = """
+CREATE TABLE devices (id bigint PRIMARY KEY);
+CREATE TABLE readings (
+  id bigint, device_id bigint, value int, kind text, taken date, PRIMARY KEY (id, taken, kind)
+) PARTITION BY RANGE (taken);
+CREATE TABLE readings_2025 PARTITION OF readings FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE readings_2026 PARTITION OF readings FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')
+  PARTITION BY LIST (kind);
+CREATE TABLE readings_2026_a PARTITION OF readings_2026 FOR VALUES IN ('a');
+CREATE TABLE readings_2026_b PARTITION OF readings_2026 FOR VALUES IN ('b');
+CREATE TABLE logs (id bigint, reading_id bigint, taken date, kind text);
+"""
+_READINGS_FK = "ALTER TABLE logs ADD CONSTRAINT logs_reading FOREIGN KEY (reading_id, taken, kind) REFERENCES readings (id, taken, kind)"
+
+
+@pytest.mark.parametrize(
+    ("statement", "code", "relation", "rows", "named"),
+    [
+        # On the top table: one finding; its partitions (a level down too) are not tables it references.
+        ("ALTER TABLE readings ADD CONSTRAINT value_positive CHECK (value >= 0)", "PS103", "readings", 4000, []),
+        (
+            "ALTER TABLE readings ADD CONSTRAINT readings_device FOREIGN KEY (device_id) REFERENCES devices (id)",
+            "PS103",
+            "readings",
+            4000,
+            ["devices"],
+        ),
+        # A sub-partitioned partition is a partitioned table: its partitions' reads are its own.
+        ("ALTER TABLE readings_2026 ADD CONSTRAINT positive CHECK (value >= 0)", "PS103", "readings_2026", 2000, []),
+        ("ALTER TABLE readings_2026 ALTER COLUMN value SET NOT NULL", "PS104", "readings_2026", 2000, []),
+        # A foreign key to a partitioned table names that table, not its partitions.
+        (_READINGS_FK, "PS103", "logs", 1000, ["readings"]),
+        # ON ONLY a partitioned table builds nothing; a build on one cannot be CONCURRENTLY.
+        ("CREATE INDEX readings_value ON ONLY readings (value)", None, None, 0, []),
+        ("CREATE INDEX readings_value ON readings (value)", "PS102", "readings", 4000, []),
+    ],
+)
+def test_sub_partitions_and_referenced_partitions_count_for_their_partitioned_table(
+    tmp_path: Path,
+    database_url: str,
+    db,
+    statement: str,
+    code: str | None,
+    relation: str | None,
+    rows: int,
+    named: list[str],
+) -> None:
+    """A partition locked with the partitioned tables above it is theirs: its reads count for
+    each of them up to the one the statement is on (a sub-partitioned partition too), and no
+    finding names a partition as a table the statement references."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_setup.sql", SUB_PARTITIONED)
+    assert run_cli("db", "migrate", "--database-url", database_url, "--migrations-dir", str(migrations)).exit_code == 0
+    sql(db, "INSERT INTO devices SELECT g FROM generate_series(1, 10) g")
+    sql(
+        db,
+        "INSERT INTO readings SELECT g, g % 10 + 1, g, CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, "
+        "CASE WHEN g % 4 < 2 THEN DATE '2025-06-01' ELSE DATE '2026-06-01' END FROM generate_series(1, 4000) g",
+    )
+    sql(db, "INSERT INTO logs SELECT id, id, taken, kind FROM readings WHERE id <= 1000")
+    sql(db, "ANALYZE")
+    write(migrations, "002_change.sql", statement + ";\n")
+    report = _lint(database_url, migrations)
+    findings = [f for f in report["findings"] if f["code"] != "PS201"]
+    if code is None:
+        assert findings == [], findings
+        return
+    assert [(f["code"], f["relation"]) for f in findings] == [(code, f"public.{relation}")], findings
+    [finding] = findings
+    assert finding["size"]["rows"] == rows
+    if code == "PS102":
+        assert "ON ONLY" in finding["alternative"], finding
+    tables = ("devices", "readings", "readings_2025", "readings_2026", "readings_2026_a", "readings_2026_b")
+    referenced = [t for t in tables if f"public.{t} (" in finding["message"].partition("until the check ends")[2]]
+    assert referenced == named, finding["message"]
+
+
 def test_statements_on_one_line_keep_their_own_facts(tmp_path: Path, database_url: str, db) -> None:
     """Facts are the statement's, not its line's: the second statement of a line is not
     reported as rewriting what the first rewrote."""

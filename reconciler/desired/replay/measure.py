@@ -35,7 +35,7 @@ from reconciler.desired.replay.replay import (
     run_transaction_statement,
 )
 from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
-from reconciler.desired.script import ScriptStatement, parse_trees
+from reconciler.desired.script import ScriptStatement, parse_trees, statement_detaches_concurrently
 from reconciler.errors import MigrationFileError
 from reconciler.statements import Statement, quote_ident
 
@@ -55,12 +55,15 @@ BLOCKS_READS = frozenset({"AccessExclusiveLock"})
 BLOCKS_WRITES = frozenset({"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"})
 
 # The relations of the shadow a migration can touch: one row each, read before a migration;
-# for a partition, the partitioned table at the top of its tree (PostgreSQL 12 on).
-_RELATIONS = """SELECT c.oid, n.nspname, c.relname, {root} FROM pg_catalog.pg_class c
+# for a partition, the partitioned tables above it, its parent first, up to the top of its
+# tree (PostgreSQL 12 on): a sub-partitioned partition is a partitioned table too.
+_RELATIONS = """SELECT c.oid, n.nspname, c.relname, {ancestors} FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'information_schema'
   AND n.nspname NOT LIKE 'pg\\_%'"""
-_ROOT = "CASE WHEN c.relispartition THEN pg_catalog.pg_partition_root(c.oid)::oid END"
+_ANCESTORS = """CASE WHEN c.relispartition THEN ARRAY(
+  SELECT a.relid::oid FROM pg_catalog.pg_partition_ancestors(c.oid) WITH ORDINALITY AS a(relid, n)
+  WHERE a.relid <> c.oid ORDER BY a.n) END"""
 # After each statement, in the migrating backend: per relation that existed before the
 # migration, its file, the scans so far in this session, and the strongest lock held. A
 # relation the transaction dropped has no pg_class row (no file) but keeps its lock until
@@ -156,6 +159,9 @@ class StatementFailure:
     line: int
     error: str  # the server's words
     sqlstate: str | None
+    # The shadow is a scratch database on the target's own server: what the server lacks (an
+    # extension's files), the target lacks too.
+    on_targets_server: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,12 +207,16 @@ def measure(
             if migration.version not in wanted:
                 stop = run_batched(shadow, migration, reset, guard)
             else:
-                root = _ROOT if shadow.server_info().version_num >= 120000 else "NULL::oid"
-                rows = shadow.query(_RELATIONS.format(root=root))
+                above = _ANCESTORS if shadow.server_info().version_num >= 120000 else "NULL::oid[]"
+                rows = shadow.query(_RELATIONS.format(ancestors=above))
                 relations = {oid: f"{schema}.{name}" for oid, schema, name, _ in rows}
-                roots = {relations[oid]: relations[top] for oid, _, _, top in rows if top in relations}
+                ancestors = {
+                    relations[oid]: tuple(relations[a] for a in tops if a in relations)
+                    for oid, _, _, tops in rows
+                    if tops
+                }
                 existing[migration.version] = frozenset(relations.values())
-                watched = _Watched(shadow, migration, reset, guard, relations, facts.append, roots)
+                watched = _Watched(shadow, migration, reset, guard, relations, facts.append, ancestors)
                 stop = watched.run()
                 if stop is not None:
                     return Measurement(tuple(facts), existing, stop, watched.failure)
@@ -226,11 +236,11 @@ class _Watched:
         guard: ServerGuard | None,
         relations: dict[int, str],
         record: Callable[[StatementFacts], None],
-        roots: dict[str, str] | None = None,
+        ancestors: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.shadow, self.migration, self.reset, self.guard = shadow, migration, reset, guard
         self.relations = relations
-        self.roots = roots or {}  # partition -> its partitioned table
+        self.ancestors = ancestors or {}  # partition -> the partitioned tables above it, its parent first
         self.failure: StatementFailure | None = None
         self.record = record
         self.before: dict[int, tuple[Any, ...]] = {}
@@ -266,7 +276,9 @@ class _Watched:
             # One that fails as it commits (a deferred constraint) fails on its last statement.
             failing = current if current is not None else (script.statements[-1] if script.statements else None)
             if failing is not None:
-                self.failure = StatementFailure(migration.version, index, failing.line, server_error_text(e), e.pgcode)
+                self.failure = StatementFailure(
+                    migration.version, index, failing.line, server_error_text(e), e.pgcode, self.guard is not None
+                )
             where = f"{migration.path}:{current.line}" if current is not None else str(migration.path)
             return ReplayStop(migration.version, f"{where}: {server_error_text(e)}")
         finally:
@@ -362,19 +374,25 @@ class _Watched:
     def _fold_partitions(
         self, locks: list[RelationLock], rewritten: list[str], scanned: list[str]
     ) -> tuple[tuple[str, str], ...]:
-        """Count a partition's rewrite or scan for its partitioned table too, where the table
-        is locked at least as strongly (the statement acted on the table, not on one partition)."""
+        """Count a partition's rewrite or scan for the partitioned tables above it too, each
+        one up from its parent that is locked at least as strongly (the statement acted on that
+        table, not on one partition): a sub-partitioned partition's own partitions do its work.
+        The pair kept is the partition and the highest of them, where its finding is said."""
         held = {lock.relation: LOCK_MODES.index(lock.mode) for lock in locks}
         folded = []
         for lock in locks:
-            root = self.roots.get(lock.relation)
-            if root is None or held.get(root, -1) < held[lock.relation]:
+            above = []
+            for table in self.ancestors.get(lock.relation, ()):
+                if held.get(table, -1) < held[lock.relation]:
+                    break
+                above.append(table)
+            if not above:
                 continue
-            folded.append((lock.relation, root))
+            folded.append((lock.relation, above[-1]))
             if lock.relation in rewritten:
-                rewritten.append(root)
+                rewritten.extend(above)
             if lock.relation in scanned:
-                scanned.append(root)
+                scanned.extend(above)
         return tuple(sorted(folded))
 
     def _documented(self, index: int, statement: ScriptStatement) -> StatementFacts:
@@ -418,6 +436,8 @@ def _documented_relation(sql: str) -> tuple[str, str, bool] | None:
         names = [item["String"]["sval"] for item in node["objects"][0]["List"]["items"]]
         index = {"schemaname": names[-2] if len(names) > 1 else None, "relname": names[-1]}
         return _name(index), "ShareUpdateExclusiveLock", False
+    if kind == "AlterTableStmt" and node.get("relation") and statement_detaches_concurrently(node):
+        return _name(node["relation"]), "ShareUpdateExclusiveLock", False
     return None
 
 

@@ -8,7 +8,10 @@ under ACCESS EXCLUSIVE: nobody reads either. The severity follows the table's li
 **Safer:** ``CREATE INDEX CONCURRENTLY`` in a migration file of its own (poststack runs such a
 file outside a transaction, as PostgreSQL requires). For a constraint, build the unique index
 concurrently, then ``ALTER TABLE ... ADD CONSTRAINT ... UNIQUE USING INDEX``. A concurrent
-build that fails leaves an INVALID index: ``db diagnose`` reports it.
+build that fails leaves an INVALID index: ``db diagnose`` reports it. PostgreSQL refuses
+``CONCURRENTLY`` on a partitioned table: create the index ``ON ONLY`` the partitioned table
+(nothing is built: the shadow shows no read, and nothing is reported), build each partition's
+concurrently, then ``ALTER INDEX ... ATTACH PARTITION`` each one.
 
 **squawk:** ``require-concurrent-index-creation``, ``disallowed-unique-constraint`` and
 ``adding-serial-primary-key-field`` (a primary key added without ``USING INDEX``); squawk's
@@ -26,6 +29,11 @@ from reconciler.diagnosis.lint.base import Hit, StatementContext, by_size, rule
 from reconciler.diagnosis.lint.parts import a_lock, alter_commands, altered, sized, what_the_lock_stops
 
 _CONCURRENTLY = "CREATE INDEX CONCURRENTLY, in a migration file of its own"
+# PostgreSQL refuses CONCURRENTLY on a partitioned table.
+_PARTITIONED = (
+    "CREATE INDEX ... ON ONLY the partitioned table (it builds nothing), then CREATE INDEX CONCURRENTLY on each "
+    "partition, in a migration file of its own, and ALTER INDEX ... ATTACH PARTITION each one"
+)
 _USING_INDEX = (
     "CREATE UNIQUE INDEX CONCURRENTLY in a file of its own, then ALTER TABLE ... ADD CONSTRAINT ... UNIQUE "
     "(or PRIMARY KEY) USING INDEX"
@@ -43,8 +51,13 @@ def blocking_index_build(context: StatementContext) -> Iterator[Hit]:
         alternative, default_lock = _USING_INDEX, "ACCESS EXCLUSIVE"
     else:
         return
-    if context.facts is not None and relation in context.facts.rewritten:
+    facts = context.facts
+    if facts is not None and relation in facts.rewritten:
         return  # the rewrite (PS101) is the finding: its indexes are rebuilt with it
+    if facts is not None and facts.basis == "measured" and relation not in facts.scanned:
+        return  # measured: nothing was built (CREATE INDEX ON ONLY a partitioned table)
+    if alternative == _CONCURRENTLY and facts is not None and any(root == relation for _, root in facts.partitions):
+        alternative = _PARTITIONED
     lock = context.lock(relation)
     label = lock.label if lock is not None else default_lock
     size = context.size(relation)

@@ -61,6 +61,8 @@ def validating_constraint(context: StatementContext) -> Iterator[Hit]:
     label = lock.label if lock is not None else lock_name(max((_CHECKED[k] for k in kinds), key=LOCK_MODES.index))
     size = context.size(relation)
     # A foreign key locks the table it references too, as long: writers of that one wait as well.
+    # A partition locked with its partitioned table (this one's, or the referenced one's) is
+    # part of that table, sized with it: not a table of its own that the constraint references.
     referenced = [
         lock
         for lock in (facts.locks if facts is not None else ())
@@ -68,6 +70,7 @@ def validating_constraint(context: StatementContext) -> Iterator[Hit]:
         and lock.relation in facts.taken
         and lock.blocks_writes
         and context.pre_existing(lock.relation)
+        and facts.root_of(lock.relation) is None
     ]
     also = "".join(
         f"; {sized(lock.relation, context.size(lock.relation))}, which it references, is held "

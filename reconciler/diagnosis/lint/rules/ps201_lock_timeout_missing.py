@@ -40,8 +40,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from reconciler.desired.script import statement_detaches_concurrently
 from reconciler.diagnosis.lint.base import Hit, LintSeverity, StatementContext, rule, walk
-from reconciler.diagnosis.lint.parts import alter_commands, altered, dropped_relations, sized, what_the_lock_stops
+from reconciler.diagnosis.lint.parts import (
+    a_lock,
+    alter_commands,
+    altered,
+    dropped_relations,
+    sized,
+    what_the_lock_stops,
+)
 
 _ALTERNATIVE = (
     "keep db migrate's ddl_lock_timeout, or SET lock_timeout = '5s' at the top of the file, and retry the migration "
@@ -86,7 +94,7 @@ def lock_timeout_missing(context: StatementContext) -> Iterator[Hit]:
     else:
         severity = LintSeverity.MEDIUM if label == _ACCESS_EXCLUSIVE else LintSeverity.LOW
     yield Hit(
-        message=f"waits for a {label} lock on {sized(relation, size)} with no lock_timeout: it waits as long as the "
+        message=f"waits for {a_lock(label)} on {sized(relation, size)} with no lock_timeout: it waits as long as the "
         f"queries running on it take, and from the moment it asks, {what_the_lock_stops(label)}: they queue behind it",
         alternative=_ALTERNATIVE,
         severity=severity,
@@ -116,6 +124,8 @@ def _documented(context: StatementContext) -> list[tuple[str, str]]:
             for c in commands
             if c.get("subtype") == "AT_AttachPartition" and "PartitionCmd" in (c.get("def") or {})
         ]  # the partition attached is locked ACCESS EXCLUSIVE, and read to check its bounds
+        if statement_detaches_concurrently(node):
+            return []  # SHARE UPDATE EXCLUSIVE on the table and the partition: reads and writes go on
         if subtypes and all(subtype in _WEAK_ALTERS for subtype in subtypes):
             return attached
         references = _referenced(context)
