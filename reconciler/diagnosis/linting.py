@@ -77,7 +77,12 @@ class Linted:
                     strongest[lock.relation] = lock
         rewritten = {r for s in statements for r in s.rewritten}
         scanned = {r for s in statements for r in s.scanned}
-        order = sorted(strongest.values(), key=lambda lock: (-LOCK_MODES.index(lock.mode), lock.relation))
+        # A partition whose facts count for its partitioned table is said with the table.
+        folded = {partition for s in statements for partition, _ in s.partitions}
+        order = sorted(
+            (lock for lock in strongest.values() if lock.relation not in folded),
+            key=lambda lock: (-LOCK_MODES.index(lock.mode), lock.relation),
+        )
         relations = tuple(
             LockedRelation(
                 lock.relation,

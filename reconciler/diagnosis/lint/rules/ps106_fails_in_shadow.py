@@ -36,8 +36,8 @@ _PRIVILEGE = "42501"
 # 0A000 ('extension "x" is not available'), a code other refusals share (a type change under
 # a view): counted only for CREATE EXTENSION.
 _UNAVAILABLE_EXTENSION = "0A000"
-_FIX = "fix the statement so it runs on the history as it is, then run poststack db lint for it again"
-_SHADOW = "if the target has what the shadow lacks, name a shadow server like it (--shadow-url) and lint again"
+_FIX = "fix the statement so it runs on the history as it is"
+_SHADOW = "if the target has what the shadow lacks, name a shadow server like it (--shadow-url)"
 
 
 @rule("PS106", "fails-in-shadow")
