@@ -118,7 +118,10 @@ def database_url(pg_server: Server, template_db: str) -> Iterator[str]:
 @contextlib.contextmanager
 def scratch_database(server: Server, name: str, template: str = "template0") -> Iterator[str]:
     """One more database on the test server, for a test that needs two (or one per example
-    of a property), dropped however the test ends. Yields its URL."""
+    of a property), dropped however the test ends. Yields its URL. The name is made this
+    worker's and process's own: two xdist workers count from the same start."""
+    name = f"{name}_{_worker()}_{os.getpid()}"
+    assert len(name.encode()) <= 63, f"{name}: longer than PostgreSQL keeps"
     admin = _admin(server.admin_url)
     try:
         with admin.cursor() as cur:
