@@ -17,7 +17,6 @@ from reconciler.desired.files import Migration, MigrationSet
 from reconciler.desired.layouts import load_migrations
 from reconciler.desired.replay.measure import LOCK_MODES, RelationLock, StatementFacts
 from reconciler.desired.replay.source import MeasuredRun, measure_in_shadow, shadow_for
-from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks.base import Facts
 from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import (
@@ -228,10 +227,9 @@ def with_lint(session: Session, settings: Settings, facts: Facts, notify: Callab
     """``facts`` with the migrations a run would apply linted: the pending ones, less those
     the evidence shows applied (recover tracks them; nothing runs them again, so neither
     their locks nor the time to watch them matter: a lost tracking table leaves hundreds)."""
-    shown = frozenset(v for v, found in facts.attributions.items() if found.verdict is Verdict.APPLIED)
-    linted = lint_pending_state(session, settings, facts.desired, facts.observed, notify, shown)
+    linted = lint_pending_state(session, settings, facts.desired, facts.observed, notify, facts.shown_applied)
     result = replace(facts, lint=linted)
-    for judged in ("replayed", "attributions"):  # what was worked out already, not again
+    for judged in ("replayed", "attributions", "shown_applied"):  # what was worked out already, not again
         if judged in facts.__dict__:
             result.__dict__[judged] = facts.__dict__[judged]
     return result
@@ -299,8 +297,5 @@ def shown_applied(
     """Which of ``untracked`` the catalog (their objects, or a verify script) shows applied:
     the parsed evidence diagnose starts from, without a second shadow run for it."""
     desired, observed = read_state_of(session, migrations, settings.tracking)
-    attributions = Facts(desired, observed).attributions
-    wanted = {m.version for m in untracked}
-    return tuple(
-        version for version, found in attributions.items() if version in wanted and found.verdict is Verdict.APPLIED
-    )
+    shown = Facts(desired, observed).shown_applied
+    return tuple(m.version for m in untracked if m.version in shown)

@@ -147,11 +147,15 @@ class Facts:
         outcome, live = self.desired.replay, self.observed.live
         if not self.replayed_versions or outcome is None or outcome.replay is None or live is None:
             return {}
-        shown = {v for v, a in self.attributions.items() if a.verdict is Verdict.APPLIED}
-        applied = self.tracked_versions | shown
+        applied = self.tracked_versions | self.shown_applied
         return drift_by_replay(
             outcome.replay, live.objects, applied, sorted(self.tracked_versions), self._proves_nothing
         )
+
+    @cached_property
+    def shown_applied(self) -> frozenset[str]:
+        """Unapplied migrations the evidence shows applied: recover tracks them, nothing runs them."""
+        return frozenset(v for v, found in self.attributions.items() if found.verdict is Verdict.APPLIED)
 
     @cached_property
     def attributions(self) -> dict[str, Attribution]:
