@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import commands
 from reconciler.config import Settings, mask_url
-from reconciler.errors import EXIT_PROBLEMS
+from reconciler.errors import EXIT_PROBLEMS, LockTimeout
 from reconciler.fleet.targets import Target
 
 if TYPE_CHECKING:
@@ -63,7 +63,19 @@ def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
     """``up_to``: db migrate --target, the version to stop at."""
 
     def job(target: Target, settings: Settings, notify: Notify) -> Values:
-        result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
+        try:
+            result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
+        except LockTimeout:
+            # A fleet run that was killed left its lock rows: the re-run continues where it
+            # stopped when that is safe (commands.release_killed_run_lock), else says so.
+            released = commands.release_killed_run_lock(settings, notify)
+            if released is None:
+                raise
+            notify(
+                f"⚠️  Released the migration lock of a run that was killed ({released}): it could only have been "
+                "running migrations in transactions, each committed with its tracking row or not at all."
+            )
+            result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
         execution = result.execution
         applied = tuple(o.version or o.action for o in execution.done) if execution is not None else ()
         values = _status(settings, notify)
