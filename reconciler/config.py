@@ -162,9 +162,6 @@ class Settings:
     # A fleet's tenant schema: connections start with this search_path (libpq options), so
     # the tenant's migrations, and its tracking tables, land in its schema.
     search_path: tuple[str, ...] = ()
-    # Schemas other histories own in this database (a fleet's other tenants, its shared
-    # schemas): not this history's to explain, so never its orphans.
-    other_schemas: frozenset[str] = frozenset()
 
     @property
     def tracking(self) -> TrackingLocation:

@@ -130,6 +130,9 @@ class Session:
         self._info: ServerInfo | None = None
         self.round_trips = 0  # statements sent; diagnose must stay constant in history length
         self.reconnected = False  # the first connection was lost and replaced
+        # A fleet tenant's schemas (its search_path and tracking schema): the only ones its
+        # catalog reads look at, beside those its history names. None: the whole database.
+        self.scope: frozenset[str] | None = None
 
     @property
     def display_url(self) -> str:
@@ -279,6 +282,8 @@ class Session:
 def connect(settings: Settings, notify: Callable[[str], None] | None = None) -> Iterator[Session]:
     url = resolve_url(settings, notify)
     session = Session(open_raw(url), url, settings.embedded_data_dir if settings.embedded else None)
+    if settings.search_path:
+        session.scope = frozenset({*settings.search_path, settings.tracking_schema})
     try:
         with translate_errors(session), cancel_on_signals():
             if settings.search_path:

@@ -3,6 +3,7 @@ the migrations once, run the command's job on each target, and gather one report
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.config import Settings
+from reconciler.desired.files import Scan
 from reconciler.desired.layouts import pinned
-from reconciler.errors import UsageError
+from reconciler.errors import MigrationFileError, UsageError
 from reconciler.fleet import jobs
 from reconciler.fleet.plans import load_fleet_plan
 from reconciler.fleet.report import FleetReport, TargetReport
@@ -61,13 +63,31 @@ def run(
     started = time.monotonic()
     chosen = choose_targets(settings, selection, notify) if targets is None else targets
     shards = (str(selection.shard),) if selection.shard is not None else ()
-    with pinned(settings.migrations_dir, settings.layout):
+    with pinned(settings.migrations_dir, settings.layout) as scan:
         if settings.embedded and any(t.url is None for t in chosen):
             from reconciler.db import resolve_url
 
             resolve_url(settings, notify)  # started once, before the workers fork
+        if policy.parallel > 1:
+            _warm(scan)
         reports, stopped = run_fleet(chosen, settings, job, policy, on_done)
     return _report(command, reports, policy, shards, started, stopped)
+
+
+def _warm(scan: Scan) -> None:
+    """Before the workers fork: what every target's run would import and parse, done once
+    here, so each worker inherits it instead of doing it again."""
+    import reconciler.diagnosis.diagnose
+    import reconciler.remediation.fixes
+    import reconciler.remediation.runner  # noqa: F401
+
+    for migration in scan.migrations.migrations:
+        for file in (migration.file, migration.rollback, migration.verify):
+            if file is None:
+                continue
+            _ = file.tree
+            with contextlib.suppress(MigrationFileError):  # said by the target's own run
+                _ = file.script
 
 
 def _report(

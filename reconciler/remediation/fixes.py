@@ -63,7 +63,7 @@ def read_plan_facts(session: Session, settings: Settings, notify: Any = None, *,
     desired, observed = read_state(
         session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
     )
-    facts = Facts(desired, observed, other_schemas=settings.other_schemas)
+    facts = Facts(desired, observed)
     return with_lint(session, settings, facts, notify) if lint else facts
 
 
