@@ -171,6 +171,16 @@ def merge(reports: list[FleetReport], sources: list[str]) -> FleetReport:
         raise UsageError(
             f"these reports are of different commands ({', '.join(sorted(commands))}); merge one command's"
         )
+    shards: dict[str, str] = {}
+    for report, source in zip(reports, sources, strict=True):
+        for shard in report.shards:
+            if shard in shards:
+                raise UsageError(f"shard {shard} is in both {shards[shard]} and {source}")
+            shards[shard] = source
+    if len({shard.split("/")[1] for shard in shards}) > 1:
+        raise UsageError(
+            f"these reports split the fleet differently ({', '.join(shards)}); merge the shards of one split"
+        )
     seen: dict[str, str] = {}
     targets: list[TargetReport] = []
     for report, source in zip(reports, sources, strict=True):
