@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,9 @@ def _in_workers(
                 index = waiting.pop(0)
                 reader, writer = context.Pipe(duplex=False)
                 process = context.Process(target=_worker, args=(targets[index], base, job, writer))
+                # Whatever is buffered would be written again by the worker as it exits.
+                sys.stdout.flush()
+                sys.stderr.flush()
                 process.start()
                 writer.close()
                 running[reader] = (index, process)
