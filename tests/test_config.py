@@ -340,5 +340,5 @@ def test_the_pooler_setting(tmp_path: Path):
     settings = resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path)
     assert (settings.pooler, settings.origins.of("pooler")) == ("transaction", "POSTSTACK_POOLER")
     (tmp_path / "poststack.toml").write_text('pooler = "pgbouncer"\n')
-    with pytest.raises(UsageError, match="pooler from poststack.toml is 'pgbouncer', not one of auto, none"):
+    with pytest.raises(UsageError, match=r"pooler from poststack\.toml is 'pgbouncer', not one of auto, none"):
         resolve_settings(database_url=URL_A, environ={}, cwd=tmp_path)

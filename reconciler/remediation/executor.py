@@ -46,6 +46,7 @@ from reconciler.errors import (
     DatabaseUnavailable,
     Interrupted,
     Interruption,
+    LockTimeout,
     OperationFailed,
 )
 from reconciler.interrupts import Signalled, signal_name
@@ -336,8 +337,7 @@ def _lock_transaction(ctx: _Context, group: list[int]) -> StepOutcome | None:
         state = tracking.read_lock(session, location)
         session.rollback()
         raise locking.row_locked(state)
-    applied = (now.last_checksum == guard.checksum) if guard.repeatable else now.applied > 0
-    if applied:
+    if _applied(guard, now):
         session.rollback()
         step = ctx.plan.steps[group[0]]
         return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, SKIPPED)
@@ -348,6 +348,11 @@ def _lock_transaction(ctx: _Context, group: list[int]) -> StepOutcome | None:
             "What this run applied before it is kept. See poststack db diagnose, then run poststack db migrate again.",
         )
     return None
+
+
+def _applied(guard: VersionGuard, now: tracking.VersionNow) -> bool:
+    """Applied since the plan was made: a successful row (a repeatable's latest with this checksum)."""
+    return now.last_checksum == guard.checksum if guard.repeatable else now.applied > 0
 
 
 @dataclass(frozen=True)
@@ -646,7 +651,23 @@ def _record_failure(
         reset = _reset(session)
     except psycopg2.Error:
         reset = [RESET_SESSION]
-    record = [BEGIN, *reset, *(_with_runtime(s, runtime) for s in step.on_failure)]
+    opening, rows = [BEGIN], [_with_runtime(s, runtime) for s in step.on_failure]
+    if ctx.per_transaction is not None:
+        # Through transaction pooling, under the lock's key too: a run that applied the
+        # migration since this attempt rolled back keeps its record, and this attempt is only
+        # audited (a failed row beside a successful one would read as a partial migration).
+        try:
+            locking.lock_transaction(session, ctx.plan.tracking, ctx.per_transaction.timeout_s)
+            opening = []
+            guard = ctx.per_transaction.guards.get(index)
+            if guard is not None and _applied(
+                guard, tracking.read_version_now(session, ctx.plan.tracking, guard.spellings)
+            ):
+                rows = []
+        except (psycopg2.Error, LockTimeout):
+            session.rollback()
+            return False
+    record = [*opening, *reset, *rows]
     if get_action(step.action).audited:
         record.append(_audit(ctx, index, step, "failed", detail))
     try:

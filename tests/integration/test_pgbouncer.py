@@ -47,7 +47,9 @@ def pooled_url(bouncer: pgbouncer.Bouncer, database_url: str) -> str:
 def _migrations(directory: Path, count: int = 3, sleep: float = 0.0) -> None:
     """``count`` migrations, each logging itself in ``applied_log``: applied twice, it shows twice."""
     directory.mkdir(exist_ok=True)
-    write(directory, "000_log.sql", "CREATE TABLE applied_log (version text, at timestamptz DEFAULT clock_timestamp());\n")
+    write(
+        directory, "000_log.sql", "CREATE TABLE applied_log (version text, at timestamptz DEFAULT clock_timestamp());\n"
+    )
     for i in range(1, count + 1):
         pause = f"SELECT pg_sleep({sleep});\n" if sleep else ""
         write(
@@ -127,9 +129,7 @@ def test_migrate_applies_each_migration_once(pooled_url: str, database_url: str,
     _each_once(database_url, 3)
 
 
-def test_concurrent_migrates_apply_each_migration_exactly_once(
-    pooled_url: str, database_url: str, tmp_path: Path
-):
+def test_concurrent_migrates_apply_each_migration_exactly_once(pooled_url: str, database_url: str, tmp_path: Path):
     migrations = tmp_path / "migrations"
     _migrations(migrations, 6, sleep=0.2)
     args = _migrate(pooled_url, migrations, "--lock-timeout", "60")
@@ -141,9 +141,61 @@ def test_concurrent_migrates_apply_each_migration_exactly_once(
     _each_once(database_url, 6)
     assert all(r.stdout.startswith("✅ ") for r in results)
     applied = [
-        v for r in results if "Applied " in r.stdout for v in r.stdout.split(": ", 1)[1].split(";")[0].split(" (")[0].split(", ")
+        v
+        for r in results
+        if "Applied " in r.stdout
+        for v in r.stdout.split(": ", 1)[1].split(";")[0].split(" (")[0].split(", ")
     ]
     assert sorted(applied) == [f"{i:03d}" for i in range(7)]  # each by one run, none by two
+
+
+def test_a_run_that_waited_skips_what_another_applied_meanwhile(pooled_url: str, database_url: str, tmp_path: Path):
+    """The second run planned 001 while the first was applying it: under the lock it finds
+    001 recorded and skips it, saying so, in words and in JSON (outcome skipped)."""
+    from jsonschema import Draft202012Validator
+
+    migrations = tmp_path / "migrations"
+    _migrations(migrations, 2)
+    write(
+        migrations,
+        "001_step_1.sql",
+        "CREATE TABLE t1 (id int PRIMARY KEY);\nSELECT pg_sleep(1.5);\nINSERT INTO applied_log (version) VALUES ('001');\n",
+    )
+    assert run_cli(*_migrate(pooled_url, migrations, "--target", "000")).exit_code == 0
+    first = start_process(*_migrate(pooled_url, migrations))
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    try:
+        wait_for(conn, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(1.5)'", [(1,)])
+        second = run_cli(*_migrate(pooled_url, migrations, "--format", "json"))
+        out, err = first.communicate(timeout=60)
+    finally:
+        conn.close()
+    assert first.returncode == 0, out + err
+    assert second.exit_code == 0, second.output
+    result = json.loads(second.stdout)
+    schema = json.loads((Path(__file__).parents[2] / "schemas" / "run-result.schema.json").read_text())
+    Draft202012Validator(schema).validate(result)
+    outcomes = {o["version"]: o["outcome"] for o in result["outcomes"]}
+    assert outcomes["001"] == "skipped"
+    _each_once(database_url, 2)
+
+
+def test_a_failing_migration_is_recorded_and_nothing_of_it_kept(pooled_url: str, database_url: str, tmp_path: Path):
+    migrations = tmp_path / "migrations"
+    _migrations(migrations, 1)
+    write(migrations, "002_bad.sql", "CREATE TABLE t2 (id int);\nSELECT 1/0;\n")
+    result = run_cli(*_migrate(pooled_url, migrations))
+    assert result.exit_code == 1, result.output
+    assert "Migration 002 failed" in result.stderr + result.stdout
+    conn = psycopg2.connect(database_url)
+    assert sql(conn, "SELECT version, success FROM schema_migrations ORDER BY id") == [
+        ("000", True),
+        ("001", True),
+        ("002", False),
+    ]
+    assert sql(conn, "SELECT to_regclass('t2')") == [(None,)]
+    conn.close()
 
 
 def test_a_direct_run_and_pooled_runs_exclude_each_other(pooled_url: str, database_url: str, tmp_path: Path):
@@ -163,9 +215,7 @@ def test_a_direct_run_and_pooled_runs_exclude_each_other(pooled_url: str, databa
     _each_once(database_url, 5)
 
 
-def test_a_pooled_run_waits_for_a_session_lock_and_names_its_holder(
-    pooled_url: str, database_url: str, tmp_path: Path
-):
+def test_a_pooled_run_waits_for_a_session_lock_and_names_its_holder(pooled_url: str, database_url: str, tmp_path: Path):
     migrations = tmp_path / "migrations"
     _migrations(migrations, 1)
     holder = psycopg2.connect(database_url, application_name="deploy-bot")
@@ -183,9 +233,7 @@ def test_a_pooled_run_waits_for_a_session_lock_and_names_its_holder(
     conn.close()
 
 
-def test_a_concurrent_index_build_is_refused_before_anything_runs(
-    pooled_url: str, database_url: str, tmp_path: Path
-):
+def test_a_concurrent_index_build_is_refused_before_anything_runs(pooled_url: str, database_url: str, tmp_path: Path):
     migrations = tmp_path / "migrations"
     _migrations(migrations, 1)
     path = write(migrations, "002_index.sql", "CREATE INDEX CONCURRENTLY t1_id ON t1 (id);\n")
