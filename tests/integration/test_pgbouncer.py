@@ -74,6 +74,11 @@ def _each_once(database_url: str, count: int) -> None:
         conn.close()
 
 
+def _with_options(url: str) -> str:
+    """``url`` asking, at startup, for the search_path tenant_a (as a tenant target does)."""
+    return url + ("&" if "?" in url else "?") + "options=-csearch_path%3Dtenant_a"
+
+
 def _migrate(url: str, migrations: Path, *extra: str) -> list[str]:
     return ["db", "migrate", "--database-url", url, "--migrations-dir", str(migrations), *extra]
 
@@ -393,7 +398,7 @@ def test_startup_options_are_refused_through_transaction_pooling(database_url: s
     migrations = tmp_path / "migrations"
     _migrations(migrations, 1)
     with pgbouncer.running(database_url, extra="ignore_startup_parameters = options\n") as bouncer:
-        url = bouncer.url(database_url) + "&options=-csearch_path%3Dtenant_a"
+        url = _with_options(bouncer.url(database_url))
         result = run_cli(*_migrate(url, migrations))
     assert result.exit_code == 3, result.output
     assert result.stderr.startswith(
@@ -407,7 +412,7 @@ def test_startup_options_a_pooler_drops_are_refused(database_url: str, tmp_path:
     _migrations(migrations, 1)
     extra = "ignore_startup_parameters = options\n"
     with pgbouncer.running(database_url, pool_mode="session", extra=extra) as bouncer:
-        url = bouncer.url(database_url) + "&options=-csearch_path%3Dtenant_a"
+        url = _with_options(bouncer.url(database_url))
         result = run_cli(*_migrate(url, migrations))
     assert result.exit_code == 3, result.output
     assert "the connection asks for search_path tenant_a in its startup options, but the server session" in (
@@ -419,7 +424,7 @@ def test_startup_options_a_pooler_drops_are_refused(database_url: str, tmp_path:
 def test_startup_options_a_pooler_refuses_say_why(pooled_url: str, tmp_path: Path):
     migrations = tmp_path / "migrations"
     _migrations(migrations, 1)
-    result = run_cli(*_migrate(pooled_url + "&options=-csearch_path%3Dtenant_a", migrations))
+    result = run_cli(*_migrate(_with_options(pooled_url), migrations))
     assert result.exit_code == 3, result.output
     assert "unsupported startup parameter: options" in result.stderr
     assert "A connection pooler in between refused a setting the connection asks for at startup" in result.stderr
@@ -432,7 +437,7 @@ def test_startup_options_kept_by_a_direct_connection_are_used(database_url: str,
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     write(migrations, "001_t.sql", "CREATE TABLE t (id int);\n")
-    result = run_cli(*_migrate(database_url + "&options=-csearch_path%3Dtenant_a", migrations, "--schema", "tenant_a"))
+    result = run_cli(*_migrate(_with_options(database_url), migrations, "--schema", "tenant_a"))
     assert result.exit_code == 0, result.output
     assert sql(conn, "SELECT to_regclass('tenant_a.t') IS NOT NULL") == [(True,)]
     conn.close()
