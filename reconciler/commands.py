@@ -316,7 +316,7 @@ def create_schema(settings: Settings, *, force: bool, notify: Notify | None = No
             steps.append(get_action("drop_tracking").step(ctx, {}))
         steps.append(get_action("create_tracking").step(ctx, {}))
         plan = Plan("create-schema", location, observed.fingerprint, tuple(steps))
-        with locking.advisory_only(session, location, settings.lock_timeout):
+        with locking.advisory_only(session, location, settings.lock_timeout, "db create-schema"):
             execution = executor.execute(session, plan)
         if execution.failure and execution.failure.sqlstate == runner.INSUFFICIENT_PRIVILEGE:
             raise DatabaseUnavailable(
@@ -351,6 +351,7 @@ def backup(
     if path.is_dir():  # --output backups/ means a new timestamped file in it
         path = path / default_backup_path(settings).name
     with connect(settings, notify) as session:
+        session.require_session("db backup needs the session settings pg_dump makes before it reads")
         major = session.server_info().major
         url = session.url
     tool = backups.find_client("pg_dump", major)
