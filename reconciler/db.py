@@ -301,33 +301,52 @@ class Session:
                 self._pooling = Pooling(TRANSACTION_POOLING, self.pooler_source)
             else:  # none, session
                 self._pooling = Pooling(SESSION_POOLING, self.pooler_source)
+            self._refuse_startup_options()
         return self._pooling
 
     def require_session(self, needs: str) -> None:
         """Refuse, in one sentence and before anything runs, what needs a server session of its
         own: ``needs`` says what, e.g. "db rollback needs a session-level lock"."""
         pooling = self.pooling
-        if pooling.keeps_session:
-            return
-        raise DatabaseUnavailable(
+        if not pooling.keeps_session:
+            raise self._needs_session(needs, pooling)
+
+    def _needs_session(self, needs: str, pooling: Pooling) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
             f"{needs}, which {pooling.describe()} does not keep on {self.display_url}: "
             "connect to PostgreSQL directly or through a session-pooling pool",
             _pooling_advice(pooling),
         )
 
+    def _refuse_startup_options(self) -> None:
+        """Once the pooling is known: startup options (a tenant's search_path) hold for every
+        transaction only on a server session of the connection's own."""
+        options = self.conn.info.options
+        assert self._pooling is not None
+        if self._pooling.keeps_session or not options or not options.strip():
+            return
+        asked = startup_settings(options)
+        what = ", ".join(f"{k}={v}" for k, v in asked.items()) or options.strip()
+        raise self._needs_session(
+            f"the connection's startup options ({what}) need a server session of its own", self._pooling
+        )
+
     def check_startup_options(self) -> None:
         """A connection that asks for server settings at startup (the URL's options, PGOPTIONS: a
         tenant's search_path) must have them for all it runs. Through transaction pooling it
-        cannot (each transaction may run on a server session started for someone else); and a
-        pooler told to ignore them (PgBouncer's ignore_startup_parameters = options) drops them
-        without a word, so the search_path asked for is read back."""
+        cannot (each transaction may run on a server session started for someone else: refused
+        once the pooling is known); and a pooler told to ignore them (PgBouncer's
+        ignore_startup_parameters = options) drops them without a word, so the search_path
+        asked for is read back."""
         options = self.conn.info.options
         if not options or not options.strip():
             return
         asked = startup_settings(options)
-        if not self.pooling.keeps_session:
-            what = ", ".join(f"{k}={v}" for k, v in asked.items()) or options.strip()
-            self.require_session(f"the connection's startup options ({what}) need a server session of its own")
+        # Told there is transaction pooling: refused at once. Otherwise the probe waits for a
+        # command that needs to know (a change; see pooling), so a tenant's status or
+        # diagnosis costs no second connection, and reads what its session has.
+        if self.pooler == TRANSACTION_POOLING:
+            _ = self.pooling
         wanted = asked.get("search_path")
         if wanted is None:
             return

@@ -399,12 +399,20 @@ def test_startup_options_are_refused_through_transaction_pooling(database_url: s
     _migrations(migrations, 1)
     with pgbouncer.running(database_url, extra="ignore_startup_parameters = options\n") as bouncer:
         url = _with_options(bouncer.url(database_url))
+        # Detected: PgBouncer 1.18 keeps no startup options, so the session's search_path says so.
         result = run_cli(*_migrate(url, migrations))
-    assert result.exit_code == 3, result.output
-    assert result.stderr.startswith(
+        assert result.exit_code == 3, result.output
+        assert "the connection asks for search_path tenant_a in its startup options, but the server session" in (
+            result.stderr
+        )
+        # Told: refused before anything is read.
+        told = run_cli(*_migrate(url, migrations), env={"POSTSTACK_POOLER": "transaction"})
+    assert told.exit_code == 3, told.output
+    assert told.stderr.startswith(
         "❌ the connection's startup options (search_path=tenant_a) need a server session of its own, which "
-        "transaction pooling (detected) does not keep on "
+        "transaction pooling ("
     )
+    assert "the pooler setting comes from POSTSTACK_POOLER" in told.stderr
 
 
 def test_startup_options_a_pooler_drops_are_refused(database_url: str, tmp_path: Path):
