@@ -32,7 +32,8 @@ DB_FLAGS = {
     "--debug",
 }
 LOCAL = {"playbooks list", "playbooks show", "playbooks validate", "db server status", "db server stop"}
-OWN = {"version", "demo", "new"}  # their own options: no settings (version), a scratch database (demo)
+OWN = {"version", "demo", "new", "report merge"}  # their own options: no settings (version, report merge:
+# it reads report files), a scratch database (demo)
 # new writes files only: the migrations directory and its layout (tests/layouts/test_new.py).
 # The arguments a command needs before its options are even read.
 ARGUMENTS = {
