@@ -263,3 +263,46 @@ def test_wait_releases_the_lock_once_the_killed_runs_backend_ends(database_url: 
     again = run_process("db", "migrate", *args)
     assert again.exit_code == 0, again.output
     assert sql(db, "SELECT version FROM schema_migrations ORDER BY id") == [("001",), ("002",)]
+
+
+def test_a_run_killed_inside_a_migration_outside_a_transaction_leaves_it_failed(database_url: str, tmp_path: Path, db):
+    """Outside a transaction each statement is kept as it runs, so a kill part way leaves half
+    a migration. Its failed row is committed before its first statement: after the lock is
+    released, migrate and a plan hold it for a person instead of running it again."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_first.sql", "CREATE TABLE counter (what text);\n")
+    write(
+        migrations,
+        "002_outside.sql",
+        "-- poststack:no-transaction\nINSERT INTO counter VALUES ('once');\nSELECT pg_advisory_lock(4244);\n",
+    )
+    blocker = psycopg2.connect(database_url)
+    blocker.autocommit = True
+    sql(blocker, "SELECT pg_advisory_lock(4244)")
+    try:
+        kill_migrate_in(database_url, migrations, db, "SELECT pg_advisory_lock(4244)")
+    finally:
+        blocker.close()
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
+    assert sql(db, "SELECT count(*) FROM counter") == [(1,)]
+    ((error,),) = sql(db, "SELECT error FROM schema_migrations WHERE version = '002' AND NOT success")
+    assert "the run ended before it finished" in error
+    args = ("--database-url", database_url, "--migrations-dir", str(migrations))
+
+    released = run_process("db", "unlock-migrations", "--confirm", *args)
+    assert released.exit_code == 0, released.output
+    again = run_process("db", "migrate", *args)
+    assert again.exit_code == 1 and "--retry-failed" in again.output, again.output
+    report = json.loads(run_process("db", "diagnose", "--format", "json", *args).stdout)
+    assert "partial_migration" in [i["type"] for i in report["issues"] if i["version"] == "002"]
+    plan = json.loads(run_process("plan", "--format", "json", *args).stdout)
+    assert not [s for s in plan["steps"] if s["action"] == "apply_migration"], plan["steps"]
+    assert sql(db, "SELECT count(*) FROM counter") == [(1,)]  # never run twice
+
+    # A person cleaned up and retries: the failed row gives way to the successful one.
+    sql(db, "DELETE FROM counter")
+    retried = run_process("db", "migrate", "--retry-failed", *args)
+    assert retried.exit_code == 0, retried.output
+    assert sql(db, "SELECT success FROM schema_migrations WHERE version = '002'") == [(True,)]
+    assert sql(db, "SELECT count(*) FROM counter") == [(1,)]

@@ -14,6 +14,7 @@ Flyway runs them; a failing afterEachMigrate undoes its migration.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from reconciler.desired.files import (
@@ -127,6 +128,14 @@ def _callback(ctx: BuildContext, name: str) -> Callback:
     return callback
 
 
+# The error of the failed row a migration run outside a transaction starts with: what a run
+# killed part way through it leaves behind.
+STARTED_NOT_FINISHED = (
+    "started outside a transaction, and the run ended before it finished or recorded a failure "
+    "(killed, or its connection lost): the statements it had run are kept"
+)
+
+
 @register
 class ApplyMigration(Action):
     name = "apply_migration"
@@ -150,6 +159,18 @@ class ApplyMigration(Action):
             "transactional": script.transactional,
         }
         bookkeeping = []
+        on_failure = [tracking.insert_row_statement(ctx.location, success=False, **row)]
+        started: tuple[Statement, ...] = ()
+        if not script.transactional:
+            # Outside a transaction each statement is kept as it runs: a failed row committed
+            # first is what a run killed part way leaves (no later run takes the migration for
+            # never started, and runs it again); success or a recorded failure replaces it.
+            forget = tracking.delete_failed_rows_statement(ctx.location, ctx.spellings(migration.version))
+            marker = tracking.insert_row_statement(ctx.location, success=False, **row)
+            started = (replace(marker, params={**(marker.params or {}), "error": STARTED_NOT_FINISHED}),)
+            on_failure.insert(0, forget)
+            if not args.get("retry"):
+                bookkeeping.append(forget)
         if args.get("retry"):
             bookkeeping.append(tracking.delete_failed_rows_statement(ctx.location, ctx.spellings(migration.version)))
         # A repeatable applied again gets a row of its own, as in Flyway's history: one per application.
@@ -170,9 +191,9 @@ class ApplyMigration(Action):
             reason=f"apply {migration.path.name}{why}",
             args={"version": migration.version, **flags},
             version=migration.version,
-            statements=statements,
+            statements=(*started, *statements),
             bookkeeping=tuple(bookkeeping),
-            on_failure=(tracking.insert_row_statement(ctx.location, success=False, **row),),
+            on_failure=tuple(on_failure),
             transactional=script.transactional,
             no_transaction_reason=script.reason,
             commit_after=_alters_enum(ctx, script, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE),
