@@ -318,6 +318,15 @@ class FleetFactory:
         targets = [Target(schema, url, schema) for schema in self.pristine.schemas[:count]]
         return self._fleet("schemas", targets, [name], migrations)
 
+    def empty_tenants(self, schemas: list[str]) -> Fleet:
+        """A new database with empty tenant schemas, for poststack to migrate."""
+        name = self._create("template0")
+        url = _url(self.pristine.server, name, password=FLEET_PASSWORD)
+        with contextlib.closing(_admin(url)) as conn, conn.cursor() as cur:
+            for schema in schemas:
+                cur.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(schema)))
+        return self._fleet("schemas", [Target(schema, url, schema) for schema in schemas], [name], None)
+
     def _fleet(self, kind: str, targets: list[Target], names: list[str], migrations: Path | None) -> Fleet:
         directory = self.directory / f"fleet{next(_copies)}"
         directory.mkdir()
