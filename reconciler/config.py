@@ -159,6 +159,12 @@ class Settings:
     ddl_lock_timeout: float = DEFAULT_DDL_LOCK_TIMEOUT  # seconds; 0: poststack sets no lock_timeout
     ddl_lock_retries: int = DEFAULT_DDL_LOCK_RETRIES
     lint_ignore: tuple[str, ...] = ()  # lint rules switched off for the project (checked by lint)
+    # A fleet's tenant schema: connections start with this search_path (libpq options), so
+    # the tenant's migrations, and its tracking tables, land in its schema.
+    search_path: tuple[str, ...] = ()
+    # Schemas other histories own in this database (a fleet's other tenants, its shared
+    # schemas): not this history's to explain, so never its orphans.
+    other_schemas: frozenset[str] = frozenset()
 
     @property
     def tracking(self) -> TrackingLocation:
@@ -362,19 +368,21 @@ def _environment_url(name: str, sources: _Sources) -> tuple[str | None, str]:
     return (None, "") if table is None else (str(table), label)
 
 
+def url_without_password(url: str) -> str:
+    """``url`` with its password left out (from the userinfo and ``?password=``) and the
+    scheme spelled one way: what names a database, whatever secret reaches it."""
+    url = re.sub(r"^postgres(ql)?(\+psycopg2)?://", "postgresql://", url.strip())
+    base, _, query = url.partition("?")
+    kept = [p for p in query.split("&") if p and not p.lower().startswith("password=")]
+    match = _CARELESS_URL.match(base)
+    base = match["head"][:-1] + match["tail"] if match else base  # user:password@ -> user@
+    return base + ("?" + "&".join(kept) if kept else "")
+
+
 def _same_database(a: str, b: str) -> bool:
     """Whether two URLs name one database, passwords aside: the project file names the
     database, the deploy's secret often the same one with its password."""
-
-    def plain(url: str) -> str:
-        url = re.sub(r"^postgres(ql)?(\+psycopg2)?://", "postgresql://", url.strip())
-        base, _, query = url.partition("?")
-        kept = [p for p in query.split("&") if p and not p.lower().startswith("password=")]
-        match = _CARELESS_URL.match(base)
-        base = match["head"][:-1] + match["tail"] if match else base  # user:password@ -> user@
-        return base + ("?" + "&".join(kept) if kept else "")
-
-    return plain(a) == plain(b)
+    return url_without_password(a) == url_without_password(b)
 
 
 def _no_url_for_environment(name: str, sources: _Sources) -> UsageError:

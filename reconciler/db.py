@@ -59,16 +59,18 @@ class DatabaseRef:
 
 
 def resolve_url(settings: Settings, notify: Callable[[str], None] | None = None) -> str:
-    """The URL to connect to, starting the embedded server when the settings chose it."""
+    """The URL to connect to, starting the embedded server when the settings chose it; with
+    a tenant's search_path when the settings give one."""
     if settings.database_url is not None:
-        return settings.database_url
-    url = embedded.ensure_running(settings.embedded_data_dir)
-    if notify:
-        notify(
-            f"Using embedded PostgreSQL in {settings.embedded_data_dir} "
-            "(set POSTSTACK_DATABASE_URL to use another server)"
-        )
-    return url
+        url = settings.database_url
+    else:
+        url = embedded.ensure_running(settings.embedded_data_dir)
+        if notify:
+            notify(
+                f"Using embedded PostgreSQL in {settings.embedded_data_dir} "
+                "(set POSTSTACK_DATABASE_URL to use another server)"
+            )
+    return dsn.with_search_path(url, settings.search_path) if settings.search_path else url
 
 
 def host_pid() -> str:
@@ -279,9 +281,26 @@ def connect(settings: Settings, notify: Callable[[str], None] | None = None) -> 
     session = Session(open_raw(url), url, settings.embedded_data_dir if settings.embedded else None)
     try:
         with translate_errors(session), cancel_on_signals():
+            if settings.search_path:
+                _check_search_path(session, settings.search_path)
             yield session
     finally:
         session.close()
+
+
+def _check_search_path(session: Session, wanted: tuple[str, ...]) -> None:
+    """A tenant's migrations must land in its schema: a pooler that drops the startup
+    ``options`` (PgBouncer's ignore_startup_parameters) would quietly leave the default
+    search_path, and the tenant's tables would be made in public."""
+    row = session.query_one("SELECT current_setting('search_path')")
+    found = row[0] if row else ""
+    if [part.strip().strip('"') for part in found.split(",")] != list(wanted):
+        session.close()
+        raise DatabaseUnavailable(
+            f"asked {session.display_url} for search_path {','.join(wanted)} but the session has {found!r}",
+            "Something between poststack and PostgreSQL dropped the connection's options (a pooler's "
+            "ignore_startup_parameters?): connect to the server directly for tenant schemas.",
+        )
 
 
 # --- stopping when told (SIGINT, SIGTERM) ---------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import quote
 
 import psycopg2
 import psycopg2.extensions
@@ -59,6 +60,18 @@ _ENV_FOR_KEYWORD = {
 def libpq_url(url: str) -> str:
     """``url`` with any ``+driver`` dropped from its scheme."""
     return _DRIVER.sub("postgresql://", url, count=1)
+
+
+def with_search_path(url: str, search_path: tuple[str, ...]) -> str:
+    """``url`` asking the server to start the session with ``search_path`` (libpq's
+    ``options``, kept beside any the URL already gives): a reset or a rolled-back SET goes
+    back to it, as to a role's default. Names are plain identifiers (a tenant's schema)."""
+    wanted = f"-c search_path={','.join(search_path)}"
+    existing = parse(url).get("options", "")
+    base, _, query = libpq_url(url).partition("?")
+    kept = [p for p in query.split("&") if p and not p.lower().startswith("options=")]
+    kept.append("options=" + quote(f"{existing} {wanted}".strip(), safe=""))
+    return f"{base}?{'&'.join(kept)}"
 
 
 def parse(url: str) -> dict[str, str]:

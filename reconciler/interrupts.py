@@ -181,3 +181,11 @@ def reset() -> None:
     """Forget the signals received (tests, which run many commands in one process)."""
     state.received.clear()
     state.handled = 0
+
+
+def fresh_process() -> None:
+    """In a forked worker (a fleet's): the state of a process that received nothing, with
+    its own wakeup pipe, and the handlers installed."""
+    global state
+    state = _State()
+    install()

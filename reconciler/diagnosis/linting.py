@@ -179,7 +179,7 @@ def lint_on(session: Session, settings: Settings, migrations: MigrationSet, lint
     shadow = shadow_for(settings)
     wanted = frozenset(m.version for m in linted)
     if shadow is not None and wanted:
-        run = measure_in_shadow(session, migrations.migrations, wanted, shadow)
+        run = measure_in_shadow(session, migrations.migrations, wanted, shadow, settings.tracking_schema)
     measurement = run.measurement if run is not None else None
     path, schemas, _role = session_search_path(session)
     search_path = tuple(schema for schema in path if schema in schemas) or path  # "$user" has no schema, often

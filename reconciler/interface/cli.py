@@ -56,7 +56,9 @@ server_app = typer.Typer(
 )
 playbooks_app = typer.Typer(help="List, show and validate remediation playbooks.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+report_app = typer.Typer(help="Work with fleet reports: join the shards' JSON into one.", no_args_is_help=True)
 app.add_typer(playbooks_app, name="playbooks")
+app.add_typer(report_app, name="report")
 db_app.add_typer(server_app, name="server")
 
 
@@ -162,6 +164,53 @@ EnvOpt = Annotated[
 ]
 
 
+TargetsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--targets",
+        metavar="FILE",
+        help="Run over a fleet: a YAML or TOML file listing database URLs, or one url and its tenant schemas "
+        "(docs/fleet.md).",
+    ),
+]
+TargetsQueryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--targets-query",
+        metavar="SQL",
+        help="Run over a fleet: a query on the database the settings name, returning URLs or tenant schema names.",
+    ),
+]
+ParallelOpt = Annotated[
+    int, typer.Option("--parallel", metavar="N", min=1, help="With a fleet: up to N targets at once [default: 1].")
+]
+CanaryOpt = Annotated[
+    int,
+    typer.Option(
+        "--canary",
+        metavar="K",
+        min=0,
+        help="With a fleet: change K targets first, one at a time, and stop if any of them fails.",
+    ),
+]
+KeepGoingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-going",
+        help="With a fleet: go on after a target fails (changes stop at the first failure by default).",
+    ),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N",
+        help="With a fleet: only shard I of N (from 1), split by a stable hash of each target, for CI matrices "
+        "and Kubernetes Indexed Jobs; join the reports with poststack report merge.",
+    ),
+]
+
+
 @dataclass(frozen=True)
 class Shared:
     """The options commands share, declared once: each field is an option (its flag, help and
@@ -184,6 +233,35 @@ class Shared:
     shadow_url: ShadowUrl = None
     no_replay: NoReplay = False
     debug: Debug = False
+    targets: TargetsOpt = None
+    targets_query: TargetsQueryOpt = None
+    parallel: ParallelOpt = 1
+    canary: CanaryOpt = 0
+    keep_going: KeepGoingOpt = False
+    shard: ShardOpt = None
+
+    @property
+    def fleet(self) -> bool:
+        return self.targets is not None or self.targets_query is not None
+
+    def selection(self) -> Any:
+        from reconciler.fleet.fleet import Selection
+        from reconciler.fleet.shard import Shard
+
+        return Selection(self.targets, self.targets_query, Shard.parse(self.shard) if self.shard is not None else None)
+
+    def policy(self, *, changes: bool) -> Any:
+        """How the fleet runs: a command that changes targets stops at the first failure
+        unless told to keep going, and may start with canaries; a read visits every target."""
+        from reconciler.fleet.run import FleetPolicy
+
+        if not self.fleet and (self.shard or self.canary or self.keep_going or self.parallel != 1):
+            raise UsageError(
+                "--parallel, --canary, --keep-going and --shard run over a fleet: pass --targets FILE or --targets-query SQL"
+            )
+        if self.canary and not changes:
+            raise UsageError("--canary changes a few targets first: it goes with db migrate and apply")
+        return FleetPolicy(self.parallel, self.canary, self.keep_going or not changes)
 
     def settings(self, *, embedded_by_default: bool | None = None, needs_database: bool = True) -> Settings:
         """Settings from these options, the environment, .env and the project file. With no
@@ -212,14 +290,16 @@ class Shared:
         return self.settings(embedded_by_default=True, needs_database=False)
 
 
-_NOT_SETTINGS = frozenset({"fmt"})
+# The fleet's options say which targets and how to run over them, not where things are.
+FLEET_OPTIONS = ("targets", "targets_query", "parallel", "canary", "keep_going", "shard")
+_NOT_SETTINGS = frozenset({"fmt", *FLEET_OPTIONS})
 # Only the commands that judge untracked migrations, or show what pending ones lock, replay the history.
 REPLAY_OPTIONS = ("shadow_url", "no_replay")  # how to print, not where things are
 # The commands that run migrations (plan, which writes the statements they run, takes the timeout).
 DDL_LOCK_OPTIONS = ("ddl_lock_timeout", "ddl_lock_retries")
 # Taken only by the commands that ask for them (``also``): not every command waits for the
 # lock, runs migrations or prints JSON.
-_ON_REQUEST = frozenset({"lock_timeout", "fmt", *REPLAY_OPTIONS, *DDL_LOCK_OPTIONS})
+_ON_REQUEST = frozenset({"lock_timeout", "fmt", *REPLAY_OPTIONS, *DDL_LOCK_OPTIONS, *FLEET_OPTIONS})
 # Every command that opens a connection takes the rest; the commands that open none, these.
 DB_OPTIONS = tuple(f.name for f in fields(Shared) if f.name not in _ON_REQUEST)
 LOCAL_OPTIONS = ("migrations_dir", "environment", "debug")
@@ -624,10 +704,57 @@ def new(
     _emit(options.fmt, result, new_view.new_text, new_view.new_json)
 
 
+# --- fleets ---------------------------------------------------------------------------------
+
+
+def _fleet_settings(options: Shared) -> Settings:
+    """A fleet of databases named by URL in its file needs no database of its own: an unnamed
+    one is not an error then (tenant schemas and --targets-query do need one)."""
+    if options.targets is not None and options.targets_query is None:
+        from reconciler.fleet.targets import read_targets_file
+
+        if all(t.url is not None for t in read_targets_file(options.targets)):
+            return options.settings(embedded_by_default=True)
+    return options.settings()
+
+
+def _fleet_progress(target_report: Any, done: int, total: int) -> None:
+    from reconciler.interface import fleet_view
+
+    _notify(fleet_view.progress_line(target_report, done, total))
+
+
+def _fleet_emit(options: Shared, fleet_report: Any, *, planned_exit: bool = False) -> None:
+    """The report; then the stop signal's exit code, 1 unless every target succeeded, or (plan
+    --detailed-exitcode) 2 when changes were planned."""
+    from reconciler.interface import fleet_view
+
+    if options.fmt is Format.json:
+        typer.echo(fleet_view.fleet_json(fleet_report))
+    else:
+        typer.echo(fleet_view.fleet_text(fleet_report))
+    if fleet_report.interrupted:
+        raise typer.Exit(interrupts.exit_code(signal.Signals[fleet_report.interrupted]))
+    if not fleet_report.ok:
+        raise typer.Exit(EXIT_PROBLEMS)
+    if planned_exit and any(t.outcome == "planned" for t in fleet_report.targets):
+        raise typer.Exit(2)
+
+
+def _fleet(options: Shared, command: str, job: Any, *, changes: bool) -> Any:
+    from reconciler.fleet import fleet
+
+    if options.fmt is Format.sql:
+        raise UsageError(_NO_SQL)
+    policy = options.policy(changes=changes)
+    settings = _fleet_settings(options)
+    return fleet.run(command, settings, options.selection(), policy, job, notify=_notify, on_done=_fleet_progress)
+
+
 # --- db -------------------------------------------------------------------------------------
 
 
-@db_command(db_app, also=("lock_timeout", *DDL_LOCK_OPTIONS, "fmt", *REPLAY_OPTIONS), sql=True)
+@db_command(db_app, also=("lock_timeout", *DDL_LOCK_OPTIONS, "fmt", *REPLAY_OPTIONS, *FLEET_OPTIONS), sql=True)
 def migrate(
     options: Shared,
     dry_run: DryRun = False,
@@ -647,6 +774,15 @@ def migrate(
     --dry-run shows them all, in order, with what each migration locks and rewrites (measured
     in a shadow, as db lint measures it; --no-replay: from the SQL alone); with --format sql,
     the run as one script for psql (migrations, tracking and audit rows)."""
+    if options.fleet:
+        if dry_run:
+            raise UsageError("--dry-run with a fleet: poststack plan --targets shows what would run on each target")
+        from reconciler.fleet import jobs
+
+        allow = _allowances(allow_out_of_order, allow_undetermined, retry_failed)
+        _fleet_emit(options, _fleet(options, "db migrate", jobs.migrate_job(up_to=target, allow=allow), changes=True))
+        return
+    options.policy(changes=True)  # fleet options without a fleet are refused
     settings = options.settings()
     if options.fmt is Format.sql:
         _needs_dry_run(dry_run)
@@ -700,7 +836,7 @@ def _offline() -> Any:
     return offline
 
 
-@db_command(db_app, "migration-status", also=("fmt",))
+@db_command(db_app, "migration-status", also=("fmt", *FLEET_OPTIONS))
 def migration_status(
     options: Shared,
     exit_code: Annotated[
@@ -713,6 +849,13 @@ def migration_status(
     ] = False,
 ) -> None:
     """Current version, applied, pending and failed migrations."""
+    if options.fleet:
+        from reconciler.fleet import jobs
+
+        job = jobs.status_job(exit_code=exit_code)
+        _fleet_emit(options, _fleet(options, "db migration-status", job, changes=False))
+        return
+    options.policy(changes=False)
     result = commands.migration_status(options.settings(), notify=_notify)
     ok = result.up_to_date if exit_code else not result.failed
     _emit(options.fmt, result, report.status_text, report.status_json, ok=ok)
@@ -833,7 +976,7 @@ def shell(
     _err(report.database_line(result.database))
 
 
-@db_command(db_app, also=("fmt", *REPLAY_OPTIONS))
+@db_command(db_app, also=("fmt", *REPLAY_OPTIONS, *FLEET_OPTIONS))
 def diagnose(
     options: Shared,
     issue_type: Annotated[list[str] | None, typer.Option("--type", help="Only this issue type (repeatable).")] = None,
@@ -845,6 +988,13 @@ def diagnose(
 
     types = [IssueType.parse(t) for value in issue_type or () for t in value.split(",") if t.strip()]
     minimum = Severity.parse(severity)
+    if options.fleet:
+        from reconciler.fleet import jobs
+
+        job = jobs.diagnose_job(tuple(types) or tuple(IssueType), minimum)
+        _fleet_emit(options, _fleet(options, "db diagnose", job, changes=False))
+        return
+    options.policy(changes=False)
     result = diagnosis.diagnose(options.settings(), types, minimum, notify=_notify)
     _emit(options.fmt, result, report.diagnosis_text, report.diagnosis_json, ok=result.ok)
 
@@ -870,7 +1020,7 @@ def lint(
     _emit(options.fmt, result, lint_view.lint_text, lint_view.lint_json, ok=result.ok)
 
 
-@db_command(db_app, also=("fmt", *REPLAY_OPTIONS))
+@db_command(db_app, also=("fmt", *REPLAY_OPTIONS, *FLEET_OPTIONS))
 def validate(
     options: Shared,
     check_rollbacks: Annotated[
@@ -903,6 +1053,15 @@ def validate(
         raise UsageError("--round-trip checks rollbacks: pass it with --check-rollbacks")
     if round_trip and options.no_replay:
         raise UsageError("--round-trip runs the history in a shadow database: it cannot be used with --no-replay")
+    if options.fleet:
+        if offline:
+            raise UsageError("--offline reads no database: it checks the files once, not per target")
+        from reconciler.fleet import jobs
+
+        job = jobs.validate_job(check_rollbacks=check_rollbacks, round_trip=round_trip)
+        _fleet_emit(options, _fleet(options, "db validate", job, changes=False))
+        return
+    options.policy(changes=False)
     # Offline no database is read, so none need be named (a commit, in a pre-commit hook).
     settings = options.local_settings() if offline else options.settings()
     result = diagnosis.validate(
@@ -947,7 +1106,7 @@ def _run_plan(settings: Settings, plan: Any) -> Any:
         )
 
 
-@db_command(app, "plan", also=("fmt", "ddl_lock_timeout", *REPLAY_OPTIONS))
+@db_command(app, "plan", also=("fmt", "ddl_lock_timeout", *REPLAY_OPTIONS, *FLEET_OPTIONS))
 def plan_command(
     options: Shared,
     playbook: PlaybookOpt = None,
@@ -970,12 +1129,23 @@ def plan_command(
     from reconciler.remediation import fixes as remediation
     from reconciler.remediation.planner import HELD, PlanRequest
 
-    settings = options.settings()
     request = PlanRequest(
         tuple(playbook or ()),
         _issue_types(issue_type),
         _plan_variables(force, allow_out_of_order, allow_undetermined),
     )
+    if options.fleet:
+        from reconciler.fleet import jobs
+        from reconciler.fleet.plans import save_fleet_plan
+
+        fleet_report = _fleet(options, "plan", jobs.plan_job(request), changes=False)
+        if out is not None:
+            save_fleet_plan(list(fleet_report.targets), out)
+            _err(f"Saved to {out}; run it with: poststack apply {out} --targets ...")
+        _fleet_emit(options, fleet_report, planned_exit=detailed_exitcode)
+        return
+    options.policy(changes=False)
+    settings = options.settings()
     reviewed = remediation.plan_for_review(settings, request, notify=_notify)
     plan = reviewed.plan
     if out is not None:
@@ -993,7 +1163,7 @@ def plan_command(
         raise typer.Exit(2)
 
 
-@db_command(app, "apply", also=("fmt", "lock_timeout", *DDL_LOCK_OPTIONS, *REPLAY_OPTIONS))
+@db_command(app, "apply", also=("fmt", "lock_timeout", *DDL_LOCK_OPTIONS, *REPLAY_OPTIONS, *FLEET_OPTIONS))
 def apply_command(
     options: Shared,
     plan_file: Annotated[Path | None, typer.Argument(help="A plan saved with poststack plan --out.")] = None,
@@ -1006,11 +1176,39 @@ def apply_command(
     ] = False,
     allow_out_of_order: AllowOutOfOrder = False,
     allow_undetermined: AllowUndetermined = False,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="With a saved fleet plan: run the targets that are as planned, and refuse only those that changed "
+            "(without it, one changed target refuses the whole plan).",
+        ),
+    ] = False,
 ) -> None:
     """Run a saved plan, or plan afresh and run it after you approve."""
     from reconciler.remediation import fixes as remediation
     from reconciler.remediation.planner import PlanRequest
 
+    fleet_plan = plan_file is not None and _is_fleet_plan(plan_file)
+    if options.fleet or fleet_plan:
+        _apply_fleet(
+            options,
+            plan_file,
+            fleet_plan=fleet_plan,
+            partial=partial,
+            auto_approve=auto_approve,
+            confirm=confirm,
+            request=PlanRequest(
+                tuple(playbook or ()),
+                _issue_types(issue_type),
+                _plan_variables(force, allow_out_of_order, allow_undetermined),
+            ),
+            chose=bool(playbook or issue_type or force or allow_out_of_order or allow_undetermined),
+        )
+        return
+    options.policy(changes=True)
+    if partial:
+        raise UsageError("--partial applies part of a saved fleet plan: pass the plan file and --targets")
     settings = options.settings()
     request = None
     linted = None  # a saved plan is shown as it was saved
@@ -1056,6 +1254,67 @@ def apply_command(
     if options.fmt is Format.text:
         typer.echo("")
     _emit(options.fmt, result, report.apply_text, report.apply_json, ok=result.ok)
+
+
+def _is_fleet_plan(path: Path) -> bool:
+    from reconciler.fleet.plans import is_fleet_plan
+
+    return is_fleet_plan(path)
+
+
+def _apply_fleet(
+    options: Shared,
+    plan_file: Path | None,
+    *,
+    fleet_plan: bool,
+    partial: bool,
+    auto_approve: bool,
+    confirm: bool,
+    request: Any,
+    chose: bool,
+) -> None:
+    """apply over a fleet: a saved fleet plan, each target's fingerprint checked first; or,
+    approved in advance, each target planned and applied in one go."""
+    from reconciler.fleet import fleet, jobs
+
+    if not options.fleet:
+        raise UsageError(f"{plan_file} is a fleet plan: pass the --targets (or --targets-query) it was made with")
+    if plan_file is not None and not fleet_plan:
+        raise UsageError(
+            f"{plan_file} is one database's plan, not a fleet's: make one with poststack plan --targets ... --out FILE"
+        )
+    if options.fmt is Format.sql:
+        raise UsageError(_NO_SQL)
+    policy = options.policy(changes=True)
+    settings = _fleet_settings(options)
+    if plan_file is not None:
+        if chose:
+            raise UsageError(
+                "--playbook, --issue-type, --force and --allow-* choose a new plan; a saved plan is applied as it is"
+            )
+        fleet_report = fleet.apply_saved(
+            settings,
+            options.selection(),
+            plan_file,
+            policy,
+            partial=partial,
+            confirm=confirm,
+            notify=_notify,
+            on_done=_fleet_progress,
+        )
+    else:
+        if partial:
+            raise UsageError("--partial applies part of a saved fleet plan: pass the plan file")
+        if not auto_approve:
+            raise UsageError(
+                "a fleet is not approved target by target: review poststack plan --targets ... --out FILE, then "
+                "apply FILE; or pass --auto-approve to plan and apply each target in one go"
+            )
+        job = jobs.apply_job(None, request, confirm=confirm)
+        fleet_report = fleet.run(
+            "apply", settings, options.selection(), policy, job, notify=_notify, on_done=_fleet_progress
+        )
+    _fleet_emit(options, fleet_report)
 
 
 def _approve(plan: Any, *, saved: bool, auto_approve: bool, confirm: bool) -> None:
@@ -1400,6 +1659,21 @@ def playbooks_validate(
         return
     for book in books:
         typer.echo(f"✅ {book.path}: valid ({book.name} v{book.version}, {len(book.steps)} steps)")
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+@_command(report_app, "merge", ("fmt", "debug"))
+def report_merge(
+    options: Shared,
+    files: Annotated[list[Path], typer.Argument(help="Fleet reports (--format json), one per shard.")],
+) -> None:
+    """Join the shards' fleet reports into one, as one unsharded run would have reported it."""
+    from reconciler.fleet.fleet import load_report, merge
+
+    merged = merge([load_report(path) for path in files], [str(path) for path in files])
+    _fleet_emit(options, merged)
 
 
 # --- db server --------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def read_plan_facts(session: Session, settings: Settings, notify: Any = None, *,
     desired, observed = read_state(
         session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
     )
-    facts = Facts(desired, observed)
+    facts = Facts(desired, observed, other_schemas=settings.other_schemas)
     return with_lint(session, settings, facts, notify) if lint else facts
 
 
@@ -265,6 +265,13 @@ def apply_plan(
         plan = current[0]
         remaining = tuple(run_checks(read_plan_facts(session, settings)))
     return ApplyResult(plan, execution, remaining, session.database_ref, whole)
+
+
+def is_fresh(settings: Settings, plan: Plan, notify: Any = None) -> bool:
+    """Whether the database is still as it was when ``plan`` was made (read only: apply checks
+    again, under the migration lock, before it runs anything)."""
+    with connect(settings, notify) as session:
+        return read_plan_facts(session, settings).observed.fingerprint == plan.fingerprint
 
 
 # --- front-ends ---------------------------------------------------------------------------

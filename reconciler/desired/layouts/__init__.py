@@ -7,7 +7,8 @@ another tool's layout when they are), so a mixed directory is an error, never ha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ __all__ = [
     "layout_named",
     "list_entries",
     "load_migrations",
+    "pinned",
     "register",
     "scan_migrations",
 ]
@@ -67,10 +69,32 @@ def choose_layout(directory: Path, entries: Sequence[Entry], name: str | None) -
     return LAYOUTS[leaders[0]]
 
 
+# Directories read once for a whole fleet run (see pinned), by (resolved path, layout).
+_pinned: dict[tuple[Path, str | None], Scan] = {}
+
+
+@contextmanager
+def pinned(directory: Path, layout: str | None = None) -> Iterator[Scan]:
+    """Within the block, ``directory`` is read once: every target of a fleet gets the same
+    files (a checkout that changes mid-run cannot give tenants different histories), and
+    none reads or hashes them again."""
+    key = (directory.resolve(), layout)
+    if key in _pinned:
+        yield _pinned[key]
+        return
+    _pinned[key] = scan = scan_migrations(directory, layout)
+    try:
+        yield scan
+    finally:
+        _pinned.pop(key, None)
+
+
 def scan_migrations(directory: Path, layout: str | None = None) -> Scan:
     """Discover and read migration files in ``layout`` (detected when None), keeping the
     usable ones and naming the rest. A missing or unlistable directory, or one whose files
     follow no layout or several, is a usage error."""
+    if _pinned and (held := _pinned.get((directory.resolve(), layout))) is not None:
+        return held
     entries = list_entries(directory)
     chosen = choose_layout(directory, entries, layout)
     scan = chosen.read(directory, entries)

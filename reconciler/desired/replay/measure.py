@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg2
 
+from reconciler.config import DEFAULT_SCHEMA
 from reconciler.db import Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.replay import (
@@ -33,6 +34,7 @@ from reconciler.desired.replay.replay import (
     run_batched,
     run_migration,
     run_transaction_statement,
+    shadow_start,
 )
 from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
 from reconciler.desired.script import ScriptStatement, parse_trees, statement_detaches_concurrently
@@ -191,6 +193,7 @@ def measure(
     wanted: frozenset[str],
     search_path: str | None = None,
     guarded: bool = True,
+    tracking_schema: str = DEFAULT_SCHEMA,
 ) -> Measurement:
     """Run ``history`` in order in a shadow, up to the last version in ``wanted``; the
     versions in ``wanted`` are measured statement by statement."""
@@ -201,7 +204,7 @@ def measure(
     if last < 0:
         return Measurement((), existing)
     with open_shadow() as shadow:
-        shadow.run(reset)
+        shadow.run(shadow_start(search_path, tracking_schema))
         guard = server_guard(shadow) if guarded else None
         for migration in history[: last + 1]:
             if migration.version not in wanted:

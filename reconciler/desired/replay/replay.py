@@ -29,7 +29,7 @@ from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, 
 from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotDiff, changes_between
 from reconciler.desired.script import Script, ScriptStatement
 from reconciler.errors import MigrationFileError
-from reconciler.statements import Statement
+from reconciler.statements import Statement, quote_ident
 
 # What a migration may leave set on its session, undone before the next one runs (and before
 # poststack's own bookkeeping): settings, SET ROLE, and SET SESSION AUTHORIZATION, which
@@ -41,6 +41,14 @@ def reset_statement(search_path: str | None) -> Statement:
     if search_path is None:
         return Statement(RESET_SESSION_SQL, None)
     return Statement(f"{RESET_SESSION_SQL}; SELECT set_config('search_path', %(path)s, false)", {"path": search_path})
+
+
+def shadow_start(search_path: str | None, tracking_schema: str) -> Statement:
+    """What a shadow runs before the history: the tracking schema, which poststack creates on
+    the target before the first migration (a fleet's tenant schema is on the search_path, and
+    its migrations create their tables there), then the reset."""
+    reset = reset_statement(search_path)
+    return Statement(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(tracking_schema)}; {reset.sql}", reset.params)
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,7 @@ def _replay(
     reset = reset_statement(search_path)
     read = 0  # migrations whose catalog was read
     with open_shadow() as shadow:
-        shadow.run(reset)
+        shadow.run(shadow_start(search_path, location.schema))
         reader = open_reader(shadow, location, incremental)
         guard = server_guard(shadow) if guarded else None
         if start is None:

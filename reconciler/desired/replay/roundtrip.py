@@ -25,7 +25,7 @@ from typing import Literal
 from reconciler.config import TrackingLocation
 from reconciler.db import Session
 from reconciler.desired.files import Migration
-from reconciler.desired.replay.replay import ReplayStop, reset_statement, run_migration
+from reconciler.desired.replay.replay import ReplayStop, reset_statement, run_migration, shadow_start
 from reconciler.desired.replay.server_guard import server_guard
 from reconciler.desired.replay.snapshot import Snapshot, SnapshotDiff, read_snapshot
 
@@ -90,7 +90,7 @@ def round_trip(
 ) -> RoundTrip:
     """Walk ``migrations`` in order in ``shadow``, an empty database, each rollback tried on the way."""
     reset = reset_statement(search_path)
-    shadow.run(reset)
+    shadow.run(shadow_start(search_path, location.schema))
     guard = server_guard(shadow) if guarded else None
     checked = 0
     problems: list[RollbackProblem] = []

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
 
 from reconciler import embedded
-from reconciler.config import Settings, TrackingLocation, masked_url
+from reconciler.config import DEFAULT_SCHEMA, Settings, TrackingLocation, masked_url
 from reconciler.db import Session, open_raw, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import ReplayCache
@@ -286,10 +286,16 @@ class MeasuredRun:
 
 
 def measure_in_shadow(
-    target: Session, history: Sequence[Migration], wanted: frozenset[str], settings: ShadowSettings
+    target: Session,
+    history: Sequence[Migration],
+    wanted: frozenset[str],
+    settings: ShadowSettings,
+    tracking_schema: str = DEFAULT_SCHEMA,
 ) -> MeasuredRun:
     """The history run in a shadow chosen as replay chooses one, ``wanted`` watched. Only
     catalog reads reach the target."""
-    return MeasuredRun(
-        *_in_shadow(target, settings, lambda opener, path, guarded: measure(opener, history, wanted, path, guarded))
-    )
+
+    def run(opener: Any, path: str, guarded: bool) -> Any:
+        return measure(opener, history, wanted, path, guarded, tracking_schema)
+
+    return MeasuredRun(*_in_shadow(target, settings, run))

@@ -1,0 +1,193 @@
+"""A fleet run from start to end: choose the targets (file or query, then the shard), read
+the migrations once, run the command's job on each target, and gather one report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from reconciler.config import Settings
+from reconciler.desired.layouts import pinned
+from reconciler.errors import UsageError
+from reconciler.fleet import jobs
+from reconciler.fleet.plans import load_fleet_plan
+from reconciler.fleet.report import FleetReport, TargetReport
+from reconciler.fleet.run import FleetPolicy, Job, OnDone, run_fleet, skipped
+from reconciler.fleet.shard import Shard, select
+from reconciler.fleet.targets import Target, query_targets, read_targets_file
+
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which targets: a file or a query, and the shard of them this machine runs."""
+
+    file: Path | None = None
+    query: str | None = None
+    shard: Shard | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.file is not None or self.query is not None
+
+
+def choose_targets(settings: Settings, selection: Selection, notify: Notify | None = None) -> list[Target]:
+    if selection.file is not None and selection.query is not None:
+        raise UsageError("--targets and --targets-query both name the targets; pass one of them")
+    if selection.file is not None:
+        targets = read_targets_file(selection.file)
+    elif selection.query is not None:
+        targets = query_targets(settings, selection.query, notify)
+    else:
+        raise UsageError("no targets: pass --targets FILE or --targets-query SQL")
+    return select(targets, selection.shard)
+
+
+def run(
+    command: str,
+    settings: Settings,
+    selection: Selection,
+    policy: FleetPolicy,
+    job: Job,
+    *,
+    notify: Notify | None = None,
+    on_done: OnDone | None = None,
+    targets: list[Target] | None = None,
+) -> FleetReport:
+    started = time.monotonic()
+    chosen = choose_targets(settings, selection, notify) if targets is None else targets
+    shards = (str(selection.shard),) if selection.shard is not None else ()
+    with pinned(settings.migrations_dir, settings.layout):
+        if settings.embedded and any(t.url is None for t in chosen):
+            from reconciler.db import resolve_url
+
+            resolve_url(settings, notify)  # started once, before the workers fork
+        reports, stopped = run_fleet(chosen, settings, job, policy, on_done)
+    return _report(command, reports, policy, shards, started, stopped)
+
+
+def _report(
+    command: str,
+    reports: list[TargetReport],
+    policy: FleetPolicy,
+    shards: tuple[str, ...],
+    started: float,
+    stopped: int | None,
+) -> FleetReport:
+    from reconciler import interrupts
+
+    return FleetReport(
+        command,
+        tuple(reports),
+        policy.parallel,
+        policy.canary,
+        policy.keep_going,
+        shards,
+        time.monotonic() - started,
+        interrupts.signal_name(stopped) if stopped is not None else None,
+    )
+
+
+def apply_saved(
+    settings: Settings,
+    selection: Selection,
+    plan_file: Path,
+    policy: FleetPolicy,
+    *,
+    partial: bool,
+    confirm: bool,
+    notify: Notify | None = None,
+    on_done: OnDone | None = None,
+) -> FleetReport:
+    """Apply a fleet plan: first check every target's fingerprint (read only); when any has
+    changed, nothing runs anywhere unless ``partial``, which runs the unchanged ones."""
+    started = time.monotonic()
+    plans = load_fleet_plan(plan_file)
+    chosen = choose_targets(settings, selection, notify)
+    planned = [t for t in chosen if t.key in plans]
+    absent = [t for t in chosen if t.key not in plans]
+    if not planned:
+        raise UsageError(
+            f"{plan_file}: none of these targets is in the plan", "Pass the --targets the plan was made with."
+        )
+    destructive = [t.name for t in planned if plans[t.key].destructive]
+    if destructive and not confirm:
+        raise UsageError(
+            f"the plan is destructive for {', '.join(destructive[:5])}{' ...' if len(destructive) > 5 else ''}",
+            "Review it, then pass --confirm (each target is backed up before anything is dropped).",
+        )
+    shards = (str(selection.shard),) if selection.shard is not None else ()
+    with pinned(settings.migrations_dir, settings.layout):
+        checked, stopped = run_fleet(
+            planned, settings, jobs.fresh_job(plans), replace(policy, canary=0, keep_going=True)
+        )
+        changed = {r.key: r for r in checked if r.outcome != "ok"}
+        if stopped is not None or (changed and not partial):
+            why = (
+                "not run: the run was stopped"
+                if stopped is not None
+                else f"not run: {len(changed)} target(s) changed since the plan was made (pass --partial to run the rest)"
+            )
+            reports = [changed.get(t.key) or skipped(t, why) for t in planned]
+        else:
+            fresh = [t for t in planned if t.key not in changed]
+            ran, stopped = run_fleet(fresh, settings, jobs.apply_job(plans, None, confirm=confirm), policy, on_done)
+            by_key = {r.key: r for r in ran} | changed
+            reports = [by_key[t.key] for t in planned]
+    reports += [skipped(t, f"not in the plan {plan_file}") for t in absent]
+    order = {t.key: i for i, t in enumerate(chosen)}
+    reports.sort(key=lambda r: order[r.key])
+    return _report("apply", reports, policy, shards, started, stopped)
+
+
+def merge(reports: list[FleetReport], sources: list[str]) -> FleetReport:
+    """Shards' reports as one: the same command, each target once."""
+    commands = {r.command for r in reports}
+    if len(commands) > 1:
+        raise UsageError(
+            f"these reports are of different commands ({', '.join(sorted(commands))}); merge one command's"
+        )
+    seen: dict[str, str] = {}
+    targets: list[TargetReport] = []
+    for report, source in zip(reports, sources, strict=True):
+        for target in report.targets:
+            if target.key in seen:
+                raise UsageError(
+                    f"{target.target} is in both {seen[target.key]} and {source}: were the shards overlapping?"
+                )
+            seen[target.key] = source
+            targets.append(target)
+    first = reports[0]
+    interrupted = next((r.interrupted for r in reports if r.interrupted), None)
+    return FleetReport(
+        first.command,
+        tuple(targets),
+        max(r.parallel for r in reports),
+        first.canary,
+        first.keep_going,
+        tuple(s for r in reports for s in r.shards),
+        max(r.seconds for r in reports),
+        interrupted,
+    )
+
+
+def load_report(path: Path) -> FleetReport:
+    import json
+
+    import jsonschema
+
+    from reconciler.remediation.playbook import json_schema
+
+    try:
+        data: Any = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read fleet report {path}: {e}") from e
+    errors = list(jsonschema.Draft202012Validator(json_schema("fleet-report.schema.json")).iter_errors(data))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise UsageError(f"{path}: not a poststack fleet report: {where}: {errors[0].message}")
+    return FleetReport.from_json(data)

@@ -1,0 +1,205 @@
+"""What each command does on one target of a fleet: it calls the function a single run calls
+(commands.py, diagnosis, remediation) and keeps what the fleet report shows of its result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from reconciler import commands
+from reconciler.config import Settings, mask_url
+from reconciler.errors import EXIT_PROBLEMS
+from reconciler.fleet.targets import Target
+
+if TYPE_CHECKING:
+    from reconciler.diagnosis.issues import Issue, IssueType, Severity
+    from reconciler.diagnosis.pending import Allowances
+    from reconciler.remediation.plan import Plan
+    from reconciler.remediation.planner import PlanRequest
+
+Notify = Callable[[str], None]
+Values = dict[str, Any]
+Job = Callable[[Target, Settings, Notify], Values]
+
+
+def _status(settings: Settings, notify: Notify) -> Values:
+    """Where the target stands: its version, and how many migrations are pending and failed."""
+    status = commands.migration_status(settings, notify=notify)
+    return {
+        "current_version": status.current_version,
+        "pending": len(status.pending),
+        "failed": len(status.failed),
+    }
+
+
+def _issues(issues: tuple[Issue, ...] | list[Issue]) -> Values:
+    counts = {"high": 0, "medium": 0, "low": 0}
+    listed = []
+    for issue in issues:
+        assert issue.severity is not None
+        counts[issue.severity.label] += 1
+        listed.append(
+            {
+                "type": issue.type.value,
+                "severity": issue.severity.label,
+                "version": issue.version,
+                "summary": mask_url(issue.message),
+                "fix": issue.suggested_fix,
+            }
+        )
+    return {"issues": counts, "issue_list": tuple(listed)}
+
+
+def status_job(*, exit_code: bool) -> Job:
+    def job(target: Target, settings: Settings, notify: Notify) -> Values:
+        values = _status(settings, notify)
+        behind = values["failed"] or (exit_code and values["pending"])
+        return values | {"outcome": "problems" if behind else "ok"}
+
+    return job
+
+
+def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
+    """``up_to``: db migrate --target, the version to stop at."""
+
+    def job(target: Target, settings: Settings, notify: Notify) -> Values:
+        result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
+        execution = result.execution
+        applied = tuple(o.version or o.action for o in execution.done) if execution is not None else ()
+        values = _status(settings, notify)
+        values["applied"] = applied
+        values["notes"] = result.plan.notes
+        if execution is not None and execution.failure is not None:
+            failure = execution.failure
+            where = f" ({failure.location})" if failure.location else ""
+            values["error"] = mask_url(f"{failure.version or failure.action}{where}: {failure.message}")
+            return values | {"outcome": "failed"}
+        return values | {"outcome": "applied" if applied else "ok"}
+
+    return job
+
+
+def diagnose_job(types: tuple[IssueType, ...], minimum: Severity) -> Job:
+    def job(target: Target, settings: Settings, notify: Notify) -> Values:
+        from reconciler.diagnosis import diagnose as diagnosis
+
+        result = diagnosis.diagnose(settings, types, minimum, notify=notify)
+        values = _status(settings, notify) | _issues(result.issues)
+        return values | {"outcome": "ok" if result.ok else "problems"}
+
+    return job
+
+
+def validate_job(*, check_rollbacks: bool, round_trip: bool) -> Job:
+    def job(target: Target, settings: Settings, notify: Notify) -> Values:
+        from reconciler.diagnosis import diagnose as diagnosis
+
+        result = diagnosis.validate(settings, check_rollbacks=check_rollbacks, round_trip=round_trip, notify=notify)
+        values = _status(settings, notify)
+        values["notes"] = result.warnings
+        if result.errors:
+            values["error"] = mask_url(result.errors[0]) + (
+                f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
+            )
+        return values | {"outcome": "ok" if result.ok else "problems"}
+
+    return job
+
+
+def plan_job(request: PlanRequest) -> Job:
+    """The target's plan goes into its report (``plan``), and from there into a fleet plan."""
+
+    def job(target: Target, settings: Settings, notify: Notify) -> Values:
+        from reconciler.remediation import fixes as remediation
+
+        plan = remediation.plan_for_review(settings, request, notify=notify).plan
+        values = _status(settings, notify) | _issues_of_plan(plan)
+        values["plan"] = plan.to_json() | {"hash": plan.hash}
+        values["notes"] = plan.notes
+        runnable = [s for s in plan.steps if s.action != "manual"]
+        return values | {"outcome": "planned" if runnable else "ok", "applied": ()}
+
+    return job
+
+
+def _issues_of_plan(plan: Plan) -> Values:
+    """A plan keeps what was diagnosed as diagnose --format json shows it."""
+    counts = {"high": 0, "medium": 0, "low": 0}
+    listed = []
+    for issue in plan.issues:
+        severity = str(issue.get("severity", "low"))
+        counts[severity] = counts.get(severity, 0) + 1
+        listed.append(
+            {
+                "type": issue.get("type"),
+                "severity": severity,
+                "version": issue.get("version"),
+                "summary": mask_url(str(issue.get("message", ""))),
+                "fix": issue.get("suggested_fix"),
+            }
+        )
+    return {"issues": counts, "issue_list": tuple(listed)}
+
+
+def apply_job(plans: dict[str, Plan] | None, request: PlanRequest | None, *, confirm: bool) -> Job:
+    """Apply the target's saved plan (``plans``, by target key: refused when the target
+    changed since it was made), or plan afresh (``request``) and apply that."""
+
+    def job(target: Target, settings: Settings, notify: Notify) -> Values:
+        from reconciler.remediation import fixes as remediation
+
+        if plans is not None:
+            plan = plans[target.key]
+        else:
+            assert request is not None
+            plan = remediation.plan_for_review(settings, request, notify=notify).plan
+            if plan.destructive and not confirm:
+                return (
+                    _status(settings, notify)
+                    | _issues_of_plan(plan)
+                    | {
+                        "outcome": "refused",
+                        "exit_code": EXIT_PROBLEMS,
+                        "error": "its plan is destructive (it drops or rewrites something): nothing was run",
+                        "detail": "Review it with poststack plan --targets, then apply with --confirm.",
+                        "plan": plan.to_json() | {"hash": plan.hash},
+                    }
+                )
+        try:
+            result = remediation.apply_plan(settings, plan, notify=notify, whole=True)
+        except remediation.StalePlan as e:
+            return {"outcome": "refused", "exit_code": e.exit_code, "error": e.summary, "detail": e.detail}
+        execution = result.execution
+        applied = tuple(o.version or o.action for o in execution.done) if execution is not None else ()
+        values = _status(settings, notify) | _issues(result.remaining)
+        values |= {"applied": applied, "plan": plan.to_json() | {"hash": plan.hash}}
+        if execution is not None and execution.failure is not None:
+            failure = execution.failure
+            values["error"] = mask_url(f"step {failure.step} ({failure.version or failure.action}): {failure.message}")
+            return values | {"outcome": "failed"}
+        if not result.ok:
+            held = f"held for a person: {', '.join(result.held)}" if result.held else ""
+            left = f"{len(result.unresolved)} high-severity issue(s) remain" if result.unresolved else ""
+            values["error"] = "; ".join(x for x in (held, left) if x)
+            return values | {"outcome": "problems"}
+        return values | {"outcome": "applied" if applied else "ok"}
+
+    return job
+
+
+def fresh_job(plans: dict[str, Plan]) -> Job:
+    """Before a saved fleet plan runs anywhere: has the target changed since it was planned?"""
+
+    def job(target: Target, settings: Settings, notify: Notify) -> Values:
+        from reconciler.remediation import fixes as remediation
+
+        if remediation.is_fresh(settings, plans[target.key], notify):
+            return {"outcome": "ok"}
+        return {
+            "outcome": "refused",
+            "exit_code": EXIT_PROBLEMS,
+            "error": "it changed since the plan was made (its fingerprint differs)",
+            "detail": "Make a new plan with poststack plan --targets ... --out FILE, or apply the rest with --partial.",
+        }
+
+    return job

@@ -1,0 +1,270 @@
+"""The per-target loop: canaries first, then up to ``parallel`` targets at once, stopping at
+the first failure unless told to keep going.
+
+Each target runs the same command function a single run calls, with its own connection,
+lock and audit rows, so a fleet run stopped anywhere (a crash, Ctrl-C, a failed target)
+leaves every target as a single run would, and running it again continues.
+
+With ``parallel`` above 1 each target runs in a forked worker process: poststack's signal
+handling (interrupts) and psycopg2's wait callback are process-wide, and a process per
+target keeps them as a single run has them. Workers get a process group of their own, so a
+Ctrl-C reaches the fleet once and is passed on to each worker once (a second one would mean
+"stop waiting": see interrupts); they die with the fleet process if it is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler import interrupts
+from reconciler.config import Settings, mask_url
+from reconciler.errors import EXIT_DATABASE, EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError
+from reconciler.fleet.report import TargetReport
+from reconciler.fleet.targets import Target
+
+# What one target's run produces beside the common fields: outcome, version, issues, ...
+Job = Callable[[Target, Settings, Callable[[str], None]], dict[str, Any]]
+OnDone = Callable[[TargetReport, int, int], None]  # the report, how many are done, of how many
+
+
+@dataclass(frozen=True)
+class FleetPolicy:
+    parallel: int = 1
+    canary: int = 0  # run this many first, one at a time; any failure stops the fleet
+    keep_going: bool = True  # False: stop starting targets after the first failure
+
+
+def _base_report(target: Target, outcome: str, exit_code: int, **values: Any) -> TargetReport:
+    return TargetReport(target.name, target.key, target.database, target.schema, outcome, exit_code, **values)
+
+
+def _outcome_of(error: PoststackError) -> str:
+    return {EXIT_USAGE: "refused", EXIT_DATABASE: "unreachable"}.get(error.exit_code, "failed")
+
+
+def run_one(target: Target, base: Settings, job: Job) -> TargetReport:
+    """One target's run, as a report: never raises for what went wrong on the target."""
+    notes: list[str] = []
+    started = time.monotonic()
+    try:
+        values = job(target, target.settings(base), notes.append)
+    except Interrupted as e:
+        return _base_report(
+            target,
+            "interrupted",
+            e.exit_code,
+            seconds=time.monotonic() - started,
+            error=mask_url(e.summary),
+            notes=tuple(notes),
+        )
+    except PoststackError as e:
+        return _base_report(
+            target,
+            _outcome_of(e),
+            e.exit_code,
+            seconds=time.monotonic() - started,
+            error=mask_url(e.summary),
+            detail=mask_url(e.detail) if e.detail else None,
+            notes=tuple(notes),
+        )
+    except interrupts.Signalled as e:
+        return _base_report(
+            target,
+            "interrupted",
+            interrupts.exit_code(e.signum),
+            seconds=time.monotonic() - started,
+            error=f"stopped by {e.name} before anything changed",
+            notes=tuple(notes),
+        )
+    except Exception as e:  # one target's surprise must not hide the others' results
+        return _base_report(
+            target,
+            "failed",
+            EXIT_PROBLEMS,
+            seconds=time.monotonic() - started,
+            error=mask_url(f"internal error: {type(e).__name__}: {e}"),
+            notes=tuple(notes),
+        )
+    values["notes"] = (*notes, *values.get("notes", ()))
+    outcome = values.pop("outcome")
+    exit_code = values.pop("exit_code", 0 if outcome in ("ok", "applied", "planned") else EXIT_PROBLEMS)
+    return _base_report(target, outcome, exit_code, seconds=time.monotonic() - started, **values)
+
+
+def skipped(target: Target, why: str) -> TargetReport:
+    return _base_report(target, "skipped", EXIT_PROBLEMS, error=why)
+
+
+def run_fleet(
+    targets: Sequence[Target], base: Settings, job: Job, policy: FleetPolicy, on_done: OnDone | None = None
+) -> tuple[list[TargetReport], int | None]:
+    """Every target's report, in the targets' order, and the stop signal if one stopped it."""
+    reports: dict[int, TargetReport] = {}
+    total = len(targets)
+
+    def done(index: int, report: TargetReport) -> None:
+        reports[index] = report
+        if on_done is not None:
+            on_done(report, len(reports), total)
+
+    order = list(range(total))
+    canaries, rest = order[: policy.canary], order[policy.canary :]
+    stopped: int | None = None
+    stop_reason: str | None = None
+    for phase, indexes, width in (("canary", canaries, 1), ("fleet", rest, policy.parallel)):
+        if stop_reason is not None:
+            break
+        keep_going = policy.keep_going and phase == "fleet"
+        stopped, failed = _run_phase(targets, indexes, base, job, width, keep_going, done)
+        if stopped is not None:
+            stop_reason = f"not started: the run was stopped by {interrupts.signal_name(stopped)}"
+        elif failed is not None and phase == "canary":
+            stop_reason = f"not started: canary {targets[failed].name} did not succeed"
+        elif failed is not None and not keep_going:
+            stop_reason = f"not started: {targets[failed].name} did not succeed (pass --keep-going to go on)"
+    for index in order:
+        if index not in reports:
+            done(index, skipped(targets[index], stop_reason or "not started"))
+    return [reports[i] for i in order], stopped
+
+
+def _run_phase(
+    targets: Sequence[Target],
+    indexes: Sequence[int],
+    base: Settings,
+    job: Job,
+    width: int,
+    keep_going: bool,
+    done: Callable[[int, TargetReport], None],
+) -> tuple[int | None, int | None]:
+    """Run ``indexes``; the stop signal received, and the first target that did not succeed."""
+    if width <= 1:
+        return _in_process(targets, indexes, base, job, keep_going, done)
+    return _in_workers(targets, indexes, base, job, width, keep_going, done)
+
+
+def _in_process(
+    targets: Sequence[Target],
+    indexes: Sequence[int],
+    base: Settings,
+    job: Job,
+    keep_going: bool,
+    done: Callable[[int, TargetReport], None],
+) -> tuple[int | None, int | None]:
+    first_failed = None
+    for index in indexes:
+        report = run_one(targets[index], base, job)
+        done(index, report)
+        if report.outcome == "interrupted" or interrupts.pending() or interrupts.state.received:
+            return interrupts.first(), first_failed
+        if not report.succeeded and first_failed is None:
+            first_failed = index
+            if not keep_going:
+                break
+    return None, first_failed
+
+
+def _in_workers(
+    targets: Sequence[Target],
+    indexes: Sequence[int],
+    base: Settings,
+    job: Job,
+    width: int,
+    keep_going: bool,
+    done: Callable[[int, TargetReport], None],
+) -> tuple[int | None, int | None]:
+    context = multiprocessing.get_context("fork")
+    waiting = list(indexes)
+    running: dict[Any, tuple[int, Any]] = {}  # reader -> (index, process)
+    first_failed: int | None = None
+    forwarded = 0  # signals passed on to the workers
+    # While the fleet waits, a stop signal is only noted (and wakes the wait below): it is
+    # acted on here, between workers, never in the middle of starting one.
+    interrupts.state.waiting += 1
+    try:
+        while waiting or running:
+            stopping = bool(interrupts.state.received)
+            while not stopping and (keep_going or first_failed is None) and waiting and len(running) < width:
+                index = waiting.pop(0)
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, args=(targets[index], base, job, writer))
+                process.start()
+                writer.close()
+                running[reader] = (index, process)
+            if not running:
+                break
+            wake = [interrupts.state.wakeup] if interrupts.state.wakeup is not None else []
+            try:
+                ready = multiprocessing.connection.wait([*running, *wake])
+            except KeyboardInterrupt:  # Python's own SIGINT handler: interrupts.install() was not called
+                interrupts.note(signal.SIGINT)
+                ready = []
+            if wake and wake[0] in ready:
+                interrupts.drain_wakeup()
+            if len(interrupts.state.received) > forwarded:
+                # Each signal is passed on once: the first stops each worker as it would stop
+                # a single run; a second, like a second Ctrl-C, stops it waiting.
+                for signum in interrupts.state.received[forwarded:]:
+                    for _index, process in running.values():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(process.pid, signum)
+                forwarded = len(interrupts.state.received)
+            for reader in ready:
+                if reader not in running:
+                    continue
+                index, process = running.pop(reader)
+                report = _receive(reader, targets[index])
+                process.join()
+                done(index, report)
+                if not report.succeeded and first_failed is None:
+                    first_failed = index
+    finally:
+        interrupts.state.waiting -= 1
+    if interrupts.state.received:
+        interrupts.mark_handled()
+        return interrupts.first(), first_failed
+    return None, first_failed
+
+
+def _receive(reader: Any, target: Target) -> TargetReport:
+    try:
+        report = reader.recv()
+    except (EOFError, OSError):
+        return _base_report(target, "failed", EXIT_PROBLEMS, error="its worker process ended without a report")
+    finally:
+        reader.close()
+    if not isinstance(report, TargetReport):
+        return _base_report(target, "failed", EXIT_PROBLEMS, error="its worker process sent no report")
+    return report
+
+
+def _worker(target: Target, base: Settings, job: Job, writer: Any) -> None:
+    """A forked worker: the signal state of a fresh run, then one target."""
+    parent = os.getppid()
+    os.setpgid(0, 0)  # Ctrl-C at a terminal reaches the fleet process, which passes it on once
+    _die_with_parent()
+    if os.getppid() != parent:  # the fleet was killed before the line above took effect
+        os._exit(1)
+    interrupts.fresh_process()
+    report = run_one(target, base, job)
+    with contextlib.suppress(BrokenPipeError, OSError):
+        writer.send(report)
+    writer.close()
+
+
+def _die_with_parent() -> None:
+    """A worker outlives nothing: if the fleet process is killed (SIGKILL, an OOM kill), its
+    workers get SIGKILL too, as a single run's connection dies with it (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
