@@ -6,6 +6,7 @@ were. Both kinds of fleet: 50 databases, and 200 tenant schemas in one database.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,11 @@ def single_target_issues(fleet: Fleet, name: str) -> list[dict]:
     return json.loads(result.stdout)["issues"]
 
 
+def ageless(message: str) -> str:
+    """A lock's age moves on between two diagnoses."""
+    return re.sub(r"\bage \d+\w*", "age N", message)
+
+
 def steps(plans: dict[str, dict], name: str) -> list[dict]:
     return plans[name]["steps"] if name in plans else []
 
@@ -58,7 +64,7 @@ def test_each_way_is_found_planned_and_fixed_on_its_own_target(fleets: FleetFact
         assert found == [(way.issue, way.severity)], f"{name} ({way.issue}): {entry}"
         (alone,) = single_target_issues(fleet, name)
         (issue,) = entry["issue_list"]
-        assert (issue["summary"], issue["fix"]) == (alone["message"], alone["suggested_fix"]), name
+        assert (ageless(issue["summary"]), issue["fix"]) == (ageless(alone["message"]), alone["suggested_fix"]), name
         assert entry["outcome"] == "problems" and entry["exit_code"] == 1, entry
         assert entry["issues"] == {s: int(s == way.severity) for s in SEVERITIES}, entry
     for name in healthy:
@@ -74,7 +80,8 @@ def test_each_way_is_found_planned_and_fixed_on_its_own_target(fleets: FleetFact
     assert text.exit_code == 1
     for name, way in broken.items():
         issue = entries[name]["issue_list"][0]
-        assert name in text.stdout and issue["summary"] in text.stdout and issue["fix"] in text.stdout, name
+        shown = ageless(text.stdout)
+        assert name in shown and ageless(issue["summary"]) in shown and issue["fix"] in shown, name
         assert way.issue in text.stdout.lower(), way.issue
     assert fleet.state() == before, "diagnose changed something"
 

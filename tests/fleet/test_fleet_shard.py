@@ -32,7 +32,7 @@ def test_shards_partition_the_fleet_stably_and_merge_into_the_unsharded_report(
 ):
     fleet: Fleet = request.getfixturevalue("shared_tenant_fleet" if kind == "schemas" else "shared_db_fleet")
     whole = fleet.report("db", "migration-status", "--parallel", "2", expect_exit=0)
-    assert whole["fleet"]["shard"] is None
+    assert whole["fleet"]["shards"] == []
     everything = keys(whole)
     assert len(set(everything)) == len(fleet.targets)
 
@@ -41,7 +41,7 @@ def test_shards_partition_the_fleet_stably_and_merge_into_the_unsharded_report(
         result = fleet.run("db", "migration-status", "--shard", f"{i}/{SHARDS}", "--parallel", "2", "--format", "json")
         assert result.exit_code == 0, result.output
         report = fleet_json(result)
-        assert report["fleet"]["shard"] == f"{i}/{SHARDS}"
+        assert report["fleet"]["shards"] == [f"{i}/{SHARDS}"]
         files.append(tmp_path / f"shard-{i}.json")
         files[-1].write_text(result.stdout)
         shards.append(keys(report))
