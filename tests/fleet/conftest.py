@@ -37,6 +37,10 @@ from reconciler.observed.tracking import create_statements
 from tests.conftest import REPO, Result, Server, _worker, run_cli, run_process
 
 TENANTS = 200
+# Each tenant's diagnose reads the whole database's catalog, so it costs in proportion to the
+# number of tenants in the database: the tests that diagnose, plan and apply many times use a
+# database of fewer tenants (the 200 are for the commands that do not read the catalog).
+FEW_TENANTS = 24
 DATABASES = 50
 FLEET_PASSWORD = "fl33t-s3cret-pw"
 REPORT_SCHEMA = (
@@ -251,6 +255,7 @@ class Pristine:
     migrations: Path
     database: str  # one database at the history
     tenants: str  # one database with TENANTS tenant schemas at the history
+    few_tenants: str  # one database with FEW_TENANTS of them
     schemas: tuple[str, ...]
 
 
@@ -264,27 +269,28 @@ def pristine(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Ite
     migrations = project / "migrations"
     write_tenant_history(migrations)
     admin = _admin(pg_server.admin_url)
-    database, tenants = _name("fleet_tpl"), _name("fleet_tenants_tpl")
+    database, tenants, few = _name("fleet_tpl"), _name("fleet_tenants_tpl"), _name("fleet_few_tpl")
     schemas = tuple(f"tenant_{i:03d}" for i in range(1, TENANTS + 1))
     try:
         with admin.cursor() as cur:
-            for name in (database, tenants):
+            for name in (database, tenants, few):
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         args = ("--migrations-dir", str(migrations))
         result = run_cli("db", "migrate", "--database-url", _url(pg_server, database), *args)
         assert result.exit_code == 0, result.output
         first = schemas[0]
-        result = run_cli(
-            "db", "migrate", "--database-url", _url(pg_server, tenants, schema=first), "--schema", first, *args
-        )
-        assert result.exit_code == 0, result.output
-        clone_tenants(_url(pg_server, tenants), migrations, first, list(schemas[1:]))
+        for name, count in ((tenants, TENANTS), (few, FEW_TENANTS)):
+            result = run_cli(
+                "db", "migrate", "--database-url", _url(pg_server, name, schema=first), "--schema", first, *args
+            )
+            assert result.exit_code == 0, result.output
+            clone_tenants(_url(pg_server, name), migrations, first, list(schemas[1:count]))
         print(f"fleet pristine copies made in {time.monotonic() - started:.1f}s")
-        yield Pristine(pg_server, migrations, database, tenants, schemas)
+        yield Pristine(pg_server, migrations, database, tenants, few, schemas)
     finally:
         with admin.cursor() as cur:
-            for name in (database, tenants):
+            for name in (database, tenants, few):
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
@@ -313,7 +319,9 @@ class FleetFactory:
         return self._fleet("databases", targets, names, migrations)
 
     def tenants(self, count: int = TENANTS, migrations: Path | None = None) -> Fleet:
-        name = self._create(self.pristine.tenants)
+        """``count`` tenants, alone in their database (TENANTS or FEW_TENANTS)."""
+        assert count in (TENANTS, FEW_TENANTS), count
+        name = self._create(self.pristine.tenants if count == TENANTS else self.pristine.few_tenants)
         url = _url(self.pristine.server, name, password=FLEET_PASSWORD)
         targets = [Target(schema, url, schema) for schema in self.pristine.schemas[:count]]
         return self._fleet("schemas", targets, [name], migrations)
