@@ -159,9 +159,10 @@ def test_a_failing_canary_leaves_every_other_target_untouched(fleets: FleetFacto
 
 
 def test_tenant_schemas_get_the_migrations_and_their_own_tracking_tables(fleets: FleetFactory):
-    schemas = ["tenant_a", "tenant_b", "tenant_c", "tenant_d", "tenant_e"]
+    schemas = [f"tenant_{c}" for c in "abcdefgh"]
     fleet = fleets.empty_tenants(schemas)
-    report = fleet.report("db", "migrate", "--parallel", "2", expect_exit=0)
+    # In parallel: one tenant's migrations run while its siblings read the catalog.
+    report = fleet.report("db", "migrate", "--parallel", "2", "--keep-going", expect_exit=0)
     assert [(e["target"], e["schema"], e["outcome"]) for e in report["targets"]] == [(s, s, "applied") for s in schemas]
     control = fleet.targets[0]
     tables = control.query(
@@ -186,7 +187,7 @@ def test_tenant_schemas_get_the_migrations_and_their_own_tracking_tables(fleets:
                 pgsql.Identifier(target.schema)
             )
         )
-        assert audit == [("migrate",)], target.name
+        assert {"migrate"} <= {a for (a,) in audit} <= {"migrate", "create-schema"}, (target.name, audit)
     # Each tenant's view reads its own tenant's tables.
     fleet["tenant_b"].execute("INSERT INTO customers (full_name, email) VALUES ('Bo', 'bo@b.example')")
     assert fleet["tenant_b"].query("SELECT count(*) FROM customer_totals") == [(1,)]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tests.conftest import run_cli, write
-from tests.fleet.conftest import FleetFactory, applied_versions, by_target
+from tests.fleet.conftest import FLEET_PASSWORD, FleetFactory, applied_versions, by_target
 
 
 def test_a_target_changed_after_planning_refuses_the_apply_unless_partial(fleets: FleetFactory, tmp_path: Path):
@@ -21,6 +21,7 @@ def test_a_target_changed_after_planning_refuses_the_apply_unless_partial(fleets
     write(fleet.migrations, "011_create_refunds.rollback.sql", "DROP TABLE IF EXISTS refunds;\n")
     plan = tmp_path / "fleet-plan.json"
     assert fleet.run("plan", "--out", str(plan)).exit_code in (0, 1)
+    assert FLEET_PASSWORD not in plan.read_text()
     saved = json.loads(plan.read_text())
     assert [entry["target"] for entry in saved["targets"]] == [t.name for t in fleet.targets]
     for entry in saved["targets"]:
@@ -33,7 +34,7 @@ def test_a_target_changed_after_planning_refuses_the_apply_unless_partial(fleets
     refused = fleet.report("apply", str(plan), "--auto-approve", expect_exit=1)
     entries = by_target(refused)
     assert entries[changed.name]["outcome"] == "refused", entries[changed.name]
-    assert "stale" in (entries[changed.name]["error"] or "").lower(), entries[changed.name]
+    assert "changed since the plan was made" in (entries[changed.name]["error"] or ""), entries[changed.name]
     assert all(e["outcome"] in ("refused", "skipped") for e in entries.values()), entries
     assert fleet.state() == before, "apply of a fleet plan with a stale target ran something"
 
