@@ -14,6 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg2
+from psycopg2 import sql as pgsql
+
+from reconciler.config import DEFAULT_TABLE_PREFIX, TrackingLocation
+from reconciler.observed.tracking import create_statements
+
 VIEW = (
     "CREATE VIEW customer_totals AS\n"
     "    SELECT c.id, c.{name} AS customer, count(o.id) AS orders, coalesce(sum(o.total), 0) AS total\n"
@@ -123,3 +129,30 @@ def write_tenant_history(directory: Path) -> list[Path]:
         (directory / f"{stem}.rollback.sql").write_text(rollback)
         written.append(path)
     return written
+
+
+def clone_tenants(url: str, migrations: Path, first: str, schemas: list[str]) -> None:
+    """Make each of ``schemas`` what ``db migrate`` left in ``first``: the same files run with
+    the schema first on the search_path, then the same tracking tables, rows and audit rows."""
+    files = sorted(p for p in migrations.glob("*.sql") if p.name.count(".") == 1)
+    script = "\n".join(p.read_text() for p in files)
+    tracking = ";\n".join(s.sql for s in create_statements(TrackingLocation(first, DEFAULT_TABLE_PREFIX)))
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for schema in schemas:
+            s = pgsql.Identifier(schema).as_string(conn)
+            f = pgsql.Identifier(first).as_string(conn)
+            copy = "".join(
+                f"INSERT INTO {s}.{table} SELECT * FROM {f}.{table};\n"
+                f"SELECT setval(pg_get_serial_sequence('{s}.{table}', 'id'), (SELECT max(id) FROM {s}.{table}));\n"
+                for table in ("schema_migrations", "schema_migrations_audit")
+            )
+            cur.execute(
+                f"CREATE SCHEMA {s};\nSET search_path = {s};\n{script}\n"
+                + tracking.replace(f"{f}.", f"{s}.").replace(f"CREATE SCHEMA IF NOT EXISTS {f}", "SELECT 1")
+                + ";\n"
+                + copy
+                + "RESET search_path;"
+            )
+    conn.close()

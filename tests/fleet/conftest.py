@@ -31,9 +31,7 @@ import pytest
 from psycopg2 import sql as pgsql
 from sqlalchemy.engine import make_url
 
-from bench.tenant_history import VERSIONS, write_tenant_history
-from reconciler.config import DEFAULT_TABLE_PREFIX, TrackingLocation
-from reconciler.observed.tracking import create_statements
+from bench.tenant_history import VERSIONS, clone_tenants, write_tenant_history
 from tests.conftest import REPO, Result, Server, _worker, run_cli, run_process
 
 TENANTS = 200
@@ -219,32 +217,6 @@ def write_targets(path: Path, fleet_targets: list[Target], *, named: bool = True
 
 
 # --- building ----------------------------------------------------------------------------------
-
-
-def clone_tenants(url: str, migrations: Path, first: str, schemas: list[str]) -> None:
-    """Make each of ``schemas`` what ``db migrate`` left in ``first``: the same files run with
-    the schema first on the search_path, then the same tracking tables, rows and audit rows."""
-    files = sorted(p for p in migrations.glob("*.sql") if p.name.count(".") == 1)
-    script = "\n".join(p.read_text() for p in files)
-    tracking = ";\n".join(s.sql for s in create_statements(TrackingLocation(first, DEFAULT_TABLE_PREFIX)))
-    conn = _admin(url)
-    with conn.cursor() as cur:
-        for schema in schemas:
-            s = pgsql.Identifier(schema).as_string(conn)
-            f = pgsql.Identifier(first).as_string(conn)
-            copy = "".join(
-                f"INSERT INTO {s}.{table} SELECT * FROM {f}.{table};\n"
-                f"SELECT setval(pg_get_serial_sequence('{s}.{table}', 'id'), (SELECT max(id) FROM {s}.{table}));\n"
-                for table in ("schema_migrations", "schema_migrations_audit")
-            )
-            cur.execute(
-                f"CREATE SCHEMA {s};\nSET search_path = {s};\n{script}\n"
-                + tracking.replace(f"{f}.", f"{s}.").replace(f"CREATE SCHEMA IF NOT EXISTS {f}", "SELECT 1")
-                + ";\n"
-                + copy
-                + "RESET search_path;"
-            )
-    conn.close()
 
 
 @dataclass(frozen=True)
