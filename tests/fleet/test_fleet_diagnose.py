@@ -39,7 +39,7 @@ def single_target_issues(fleet: Fleet, name: str) -> list[dict]:
     return [
         issue
         for issue in json.loads(result.stdout)["issues"]
-        if issue["details"].get("schema", fleet[name].schema) in (fleet[name].schema, "temp_schema")
+        if fleet[name].schema is None or issue["details"].get("schema", fleet[name].schema) == fleet[name].schema
     ]
 
 
