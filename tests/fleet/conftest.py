@@ -6,8 +6,8 @@ kind and the rest are copies: databases with ``CREATE DATABASE ... TEMPLATE``, t
 by running the same files with the schema first on the search_path and copying the tracking
 and audit rows (what poststack itself would have left there). The pristine copies are never
 connected to by a command: tests that change targets get their own copies of them
-(``db_fleet``, ``tenant_fleet``); tests that only read share ``shared_db_fleet`` and
-``shared_tenant_fleet``.
+(``fleets.databases(n)``, ``fleets.tenants(n)``); tests that only read share
+``shared_db_fleet`` and ``shared_tenant_fleet``.
 
 Every target URL carries a password (trust auth on the test server ignores it) so that every
 command's output can be checked for it: ``Fleet.run`` does, for every command.
@@ -41,12 +41,7 @@ TENANTS = 200
 FEW_TENANTS = 24
 DATABASES = 50
 FLEET_PASSWORD = "fl33t-s3cret-pw"
-REPORT_SCHEMA = (
-    json.loads((REPO / "schemas" / "fleet-report.schema.json").read_text())
-    if (REPO / "schemas" / "fleet-report.schema.json").exists()
-    else None
-)
-TRACKING_TABLES = ("schema_migrations", "schema_migrations_lock", "schema_migrations_audit")
+REPORT_SCHEMA = json.loads((REPO / "schemas" / "fleet-report.schema.json").read_text())
 
 
 def _admin(url: str) -> psycopg2.extensions.connection:
@@ -55,12 +50,10 @@ def _admin(url: str) -> psycopg2.extensions.connection:
     return conn
 
 
-def _url(server: Server, database: str, *, password: str | None = None, schema: str | None = None) -> str:
+def _url(server: Server, database: str, *, password: str | None = None) -> str:
     url = make_url(server.admin_url).set(database=database)
     if password is not None:
         url = url.set(password=password)
-    if schema is not None:
-        url = url.update_query_dict({"options": f"-csearch_path={schema}"})
     return url.render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")
 
 
@@ -162,7 +155,6 @@ def fleet_json(result: Result) -> dict:
         report = json.loads(result.stdout)
     except json.JSONDecodeError:
         raise AssertionError(f"not JSON (exit {result.exit_code}):\n{result.output}") from None
-    assert REPORT_SCHEMA is not None, "schemas/fleet-report.schema.json is missing"
     jsonschema.validate(report, REPORT_SCHEMA)
     return report
 
@@ -253,9 +245,8 @@ def pristine(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Ite
         assert result.exit_code == 0, result.output
         first = schemas[0]
         for name, count in ((tenants, TENANTS), (few, FEW_TENANTS)):
-            result = run_cli(
-                "db", "migrate", "--database-url", _url(pg_server, name, schema=first), "--schema", first, *args
-            )
+            one = write_targets(project / f"{name}.yaml", [Target(first, _url(pg_server, name), first)])
+            result = run_cli("db", "migrate", "--targets", str(one), *args)
             assert result.exit_code == 0, result.output
             clone_tenants(_url(pg_server, name), migrations, first, list(schemas[1:count]))
         print(f"fleet pristine copies made in {time.monotonic() - started:.1f}s")

@@ -70,7 +70,7 @@ def tracked_twice(target: Target, migrations: Path) -> None:
 def failed_midway(target: Target, migrations: Path) -> None:
     """010 rolled back, then run again from a revision that fails (its transaction rolled
     back, a failed tracking row recorded): what poststack leaves after a failed deploy."""
-    broken = migrations.parent / f"broken-{target.tracking}-{abs(hash(target.url)) % 10**8}"
+    broken = migrations.parent / f"broken-{target.name}"
     shutil.copytree(migrations, broken)
     path = broken / "010_add_order_note.sql"
     path.write_text(path.read_text() + "SELECT 1 / 0;\n")
