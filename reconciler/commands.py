@@ -111,6 +111,33 @@ def rollback_script(settings: Settings, version: str, *, notify: Notify | None =
         return runner.rollback_script(session, settings, migrations, version)
 
 
+def release_killed_run_lock(settings: Settings, notify: Notify | None = None) -> str | None:
+    """For a fleet's re-run: release the lock row a killed run left, when nothing that run
+    could have been doing is in doubt: its poststack process and its backend are both gone
+    (so PostgreSQL committed or rolled back whatever it was running), and every migration
+    it could have been applying runs in a transaction (so each committed with its tracking
+    row, or not at all). The release is the one db clean --locks makes: planned, checked
+    and audited. What was released, or None when it is not that case: then the lock is
+    left to a person (db diagnose, db clean --locks), as on one database."""
+    from reconciler.remediation import fixes
+
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
+    with connect(settings, notify) as session:
+        observed = observe_tracking(session, settings.tracking)
+    lock = observed.lock
+    if lock is None or not lock.locked or lock.offline or lock.backend_alive or lock.client_alive is not False:
+        return None
+    pending = [m for m in migrations.migrations if m.key not in observed.applied]
+    if any(not m.file.script.transactional for m in pending):
+        return None
+    held = lock.describe()
+    plan = fixes.clean(settings, locks=True, duplicates=False, terminate=False, notify=notify)
+    if not any(step.action == "release_lock" for step in plan.steps):
+        return None
+    fixes.checked_apply(settings, plan, notify)
+    return held
+
+
 # --- status and info --------------------------------------------------------------------
 
 
@@ -289,7 +316,7 @@ def create_schema(settings: Settings, *, force: bool, notify: Notify | None = No
             steps.append(get_action("drop_tracking").step(ctx, {}))
         steps.append(get_action("create_tracking").step(ctx, {}))
         plan = Plan("create-schema", location, observed.fingerprint, tuple(steps))
-        with locking.advisory_only(session, location, settings.lock_timeout):
+        with locking.advisory_only(session, location, settings.lock_timeout, "db create-schema"):
             execution = executor.execute(session, plan)
         if execution.failure and execution.failure.sqlstate == runner.INSUFFICIENT_PRIVILEGE:
             raise DatabaseUnavailable(
@@ -324,6 +351,7 @@ def backup(
     if path.is_dir():  # --output backups/ means a new timestamped file in it
         path = path / default_backup_path(settings).name
     with connect(settings, notify) as session:
+        session.require_session("db backup needs the session settings pg_dump makes before it reads")
         major = session.server_info().major
         url = session.url
     tool = backups.find_client("pg_dump", major)

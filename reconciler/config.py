@@ -40,6 +40,11 @@ DEFAULT_DDL_LOCK_RETRIES = 3
 MAX_DDL_LOCK_RETRIES = 100
 EMBEDDED = "embedded"
 NUMBERINGS = ("sequence", "timestamp")  # how poststack new numbers a migration
+# What sits between poststack and the server (docs/poolers.md): "auto" finds out when a command
+# needs to know; "none" and "session" keep a server session per connection; "transaction"
+# (PgBouncer's pool_mode = transaction) hands the server connection on after each transaction.
+POOLER_AUTO = "auto"
+POOLERS = (POOLER_AUTO, "none", "session", "transaction")
 
 # The one list of what poststack reads: each project-file key, and its environment variable.
 SETTING_VARIABLES: dict[str, str] = {
@@ -54,6 +59,7 @@ SETTING_VARIABLES: dict[str, str] = {
     "ddl_lock_retries": "POSTSTACK_DDL_LOCK_RETRIES",  # tries after the first when it fires
     "numbering": "POSTSTACK_NUMBERING",  # how poststack new numbers: sequence or timestamp
     "lint_ignore": "POSTSTACK_LINT_IGNORE",  # lint rules switched off: codes or names, comma-separated
+    "pooler": "POSTSTACK_POOLER",  # auto, none, session or transaction (docs/poolers.md)
 }
 # Chooses an [environments.NAME] table, as --env does; not a setting of the project file.
 ENVIRONMENT_VARIABLE = "POSTSTACK_ENV"
@@ -162,9 +168,7 @@ class Settings:
     # A fleet's tenant schema: connections start with this search_path (libpq options), so
     # the tenant's migrations, and its tracking tables, land in its schema.
     search_path: tuple[str, ...] = ()
-    # Schemas other histories own in this database (a fleet's other tenants, its shared
-    # schemas): not this history's to explain, so never its orphans.
-    other_schemas: frozenset[str] = frozenset()
+    pooler: str = POOLER_AUTO  # one of POOLERS: what sits between poststack and the server
 
     @property
     def tracking(self) -> TrackingLocation:
@@ -594,6 +598,14 @@ def resolve_settings(
         found = [part for part in found.replace(" ", ",").split(",") if part]
     lint_ignore = tuple(str(code) for code in found) if isinstance(found, list) else ()
 
+    found, origins["pooler"] = lookup.first("--pooler", None, "pooler")
+    pooler = POOLER_AUTO if found is None else str(found).strip().lower()
+    if pooler not in POOLERS:
+        raise UsageError(
+            f"pooler from {origins['pooler']} is {found!r}, not one of {', '.join(POOLERS)}",
+            "Say what sits between poststack and PostgreSQL (docs/poolers.md); auto finds out.",
+        )
+
     if nothing_named and chosen is not None and needs_database:
         raise _no_url_for_environment(chosen, lookup)
     if nothing_named and not embedded_by_default:
@@ -620,4 +632,5 @@ def resolve_settings(
         ddl_lock_timeout=ddl_timeout,
         ddl_lock_retries=ddl_retries,
         lint_ignore=lint_ignore,
+        pooler=pooler,
     )

@@ -3,6 +3,13 @@
 A Session is one psycopg2 connection in autocommit mode; transactions are explicit
 (BEGIN/COMMIT), so a session-level advisory lock and each step's own transaction live on
 the same connection. libpq reads the URL (see dsn).
+
+Between poststack and the server there may be a pooler (docs/poolers.md). Through
+transaction pooling (PgBouncer's pool_mode = transaction) each transaction may run on
+another server session, so nothing that outlives a transaction (a session-level lock, a SET,
+a temporary object, the backend's pid) is this connection's own. ``Session.pooling`` says
+which it is: told by the ``pooler`` setting, or found out once per command, when first asked
+(detect_pooling), and ``require_session`` refuses in one sentence what needs a session.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from reconciler import dsn, embedded, interrupts
-from reconciler.config import Settings, mask_url, mask_url_secrets, masked_url
+from reconciler.config import POOLER_AUTO, Settings, mask_url, mask_url_secrets, masked_url
 from reconciler.errors import DatabaseUnavailable, OperationFailed, PoststackError
 from reconciler.statements import Statement
 
@@ -89,9 +96,17 @@ def open_raw(url: str) -> psycopg2.extensions.connection:
                 cursor_factory=_Cursor,
             )
     except psycopg2.Error as e:
-        raise DatabaseUnavailable(
-            f"cannot connect to {masked_url(url)}: {mask_url_secrets(_first_line(e), url)}"
-        ) from e
+        reason = mask_url_secrets(_first_line(e), url)
+        detail = None
+        if "unsupported startup parameter" in reason:
+            # PgBouncer before 1.20 refuses a startup parameter it cannot keep (options: PGOPTIONS,
+            # or ?options= in the URL); ignoring it instead would leave the session without it.
+            detail = (
+                "A connection pooler in between refused a setting the connection asks for at startup "
+                "(the URL's options or PGOPTIONS); connect to PostgreSQL directly or through a session pool, "
+                "and see docs/poolers.md."
+            )
+        raise DatabaseUnavailable(f"cannot connect to {masked_url(url)}: {reason}", detail) from e
     conn.autocommit = True
     return conn
 
@@ -120,16 +135,230 @@ def sqlstate(error: BaseException) -> str | None:
     return getattr(error, "pgcode", None)
 
 
+# --- what sits between poststack and the server ---------------------------------------------
+
+SESSION_POOLING = "session"  # a server session per connection: no pooler, or a session pool
+TRANSACTION_POOLING = "transaction"  # the server session may change after each transaction
+STATEMENT_POOLING = "statement"  # ... after each statement: no transaction of several statements
+DETECTED = "detected"
+PROBE_ROUNDS = 2  # a busy pool may hand the probe another server once; twice is not chance
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How this connection reaches its server session, and how poststack knows: ``source`` is
+    DETECTED, or where the ``pooler`` setting came from (``poststack.toml``, ``POSTSTACK_POOLER``)."""
+
+    mode: str  # SESSION_POOLING, TRANSACTION_POOLING or STATEMENT_POOLING
+    source: str
+
+    @property
+    def keeps_session(self) -> bool:
+        return self.mode == SESSION_POOLING
+
+    def describe(self) -> str:
+        """transaction pooling (detected), transaction pooling (pooler = "transaction" in poststack.toml)"""
+        how = DETECTED if self.source == DETECTED else f'pooler = "{self.mode}" in {self.source}'
+        return f"{self.mode} pooling ({how})"
+
+
+def detect_pooling(session: Session) -> str:
+    """Whether ``session`` keeps one server session, found by asking which backend serves it
+    and a second connection to the same URL. A direct connection and a session pool give each
+    client a backend of its own for its whole life; transaction pooling gives a client a server
+    only for a transaction, and PgBouncer hands out the server that went idle last (LIFO), so
+    the second connection's transaction lands on the backend the first one just left, or the
+    first one's backend changes between two transactions. A transaction of several statements
+    that ends the second connection is statement pooling. Done between the session's
+    transactions (one left open would keep its server); inside one, a third connection asks."""
+    opened: list[psycopg2.extensions.connection] = []
+
+    def another() -> psycopg2.extensions.connection:
+        conn = open_raw(session.url)
+        opened.append(conn)
+        return conn
+
+    def pid(conn: psycopg2.extensions.connection, transaction: bool = False) -> int:
+        with conn.cursor() as cur:
+            if transaction:
+                cur.execute("BEGIN")
+            cur.execute("SELECT pg_backend_pid()")
+            row = cur.fetchone()
+            if transaction:
+                cur.execute("COMMIT")
+        assert row is not None
+        return int(row[0])
+
+    try:
+        first = session.conn if not session.in_transaction else another()
+        second = another()
+        seen_first: set[int] = set()
+        seen_second: set[int] = set()
+        for _ in range(PROBE_ROUNDS):
+            seen_first.add(pid(first))
+            try:
+                seen_second.add(pid(second, transaction=True))
+            except psycopg2.OperationalError as e:
+                if second.closed or is_connection_lost(e):
+                    return STATEMENT_POOLING
+                raise
+            if len(seen_first) > 1 or len(seen_second) > 1 or seen_first & seen_second:
+                return TRANSACTION_POOLING
+        return SESSION_POOLING
+    except psycopg2.Error as e:
+        raise DatabaseUnavailable(
+            f"cannot tell whether a pooler sits between poststack and {masked_url(session.url)}: {_first_line(e)}",
+            'Say so in the configuration: pooler = "none", "session" or "transaction" (docs/poolers.md).',
+        ) from e
+    finally:
+        for conn in opened:
+            conn.close()
+
+
+def statement_pooling(display_url: str) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"poststack reads and writes in transactions of several statements, which statement pooling does not "
+        f"allow on {display_url}: connect to PostgreSQL directly or through a session or transaction pool",
+        "See docs/poolers.md.",
+    )
+
+
+def _pooling_advice(pooling: Pooling) -> str:
+    if pooling.source == DETECTED:
+        return (
+            "See docs/poolers.md; if no pooler hands server connections between clients here, "
+            'set pooler = "session" in poststack.toml (or POSTSTACK_POOLER).'
+        )
+    return f"See docs/poolers.md; the pooler setting comes from {pooling.source}."
+
+
+# Settings a connection asks for at startup (libpq's options: -c name=value, --name=value).
+_OPTION_TOKEN = re.compile(r"(?:\\.|\S)+")
+
+
+def startup_settings(options: str) -> dict[str, str]:
+    """The server settings ``options`` asks for, by name: {"search_path": "tenant_a"}."""
+    tokens = [re.sub(r"\\(.)", r"\1", t) for t in _OPTION_TOKEN.findall(options)]
+    found: dict[str, str] = {}
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        if token == "-c" and index < len(tokens):
+            pair = tokens[index]
+            index += 1
+        elif token.startswith(("-c", "--")):
+            pair = token[2:]
+        else:
+            continue
+        name, sep, value = pair.partition("=")
+        if sep:
+            found[name.replace("-", "_").lower()] = value
+    return found
+
+
+def _path_items(search_path: str) -> list[str]:
+    return [part.strip() for part in search_path.split(",") if part.strip()]
+
+
 class Session:
     """One connection. ``run`` sends a Statement as written; queries return plain tuples."""
 
-    def __init__(self, conn: psycopg2.extensions.connection, url: str, embedded_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        conn: psycopg2.extensions.connection,
+        url: str,
+        embedded_dir: Path | None = None,
+        *,
+        pooler: str = POOLER_AUTO,
+        pooler_source: str = "default",
+    ) -> None:
         self.conn = conn
         self.url = url
         self.embedded_dir = embedded_dir  # the embedded server's data, when it is that server
         self._info: ServerInfo | None = None
         self.round_trips = 0  # statements sent; diagnose must stay constant in history length
         self.reconnected = False  # the first connection was lost and replaced
+        # A fleet tenant's schemas (its search_path and tracking schema): the only ones its
+        # catalog reads look at, beside those its history names. None: the whole database.
+        self.scope: frozenset[str] | None = None
+        self.pooler = pooler  # the setting: auto, none, session or transaction
+        self.pooler_source = pooler_source
+        self._pooling: Pooling | None = None
+
+    @property
+    def pooling(self) -> Pooling:
+        """How this connection reaches its server session: told, or found out on first asking.
+        Statement pooling serves no command (each reads in a transaction of several statements)."""
+        if self._pooling is None:
+            if self.pooler == POOLER_AUTO:
+                # The embedded server is poststack's own: nothing sits in between.
+                mode = SESSION_POOLING if self.embedded_dir is not None else detect_pooling(self)
+                if mode == STATEMENT_POOLING:
+                    raise statement_pooling(self.display_url)
+                self._pooling = Pooling(mode, DETECTED)
+            elif self.pooler == TRANSACTION_POOLING:
+                self._pooling = Pooling(TRANSACTION_POOLING, self.pooler_source)
+            else:  # none, session
+                self._pooling = Pooling(SESSION_POOLING, self.pooler_source)
+            self._refuse_startup_options()
+        return self._pooling
+
+    def require_session(self, needs: str) -> None:
+        """Refuse, in one sentence and before anything runs, what needs a server session of its
+        own: ``needs`` says what, e.g. "db rollback needs a session-level lock"."""
+        pooling = self.pooling
+        if not pooling.keeps_session:
+            raise self._needs_session(needs, pooling)
+
+    def _needs_session(self, needs: str, pooling: Pooling) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"{needs}, which {pooling.describe()} does not keep on {self.display_url}: "
+            "connect to PostgreSQL directly or through a session-pooling pool",
+            _pooling_advice(pooling),
+        )
+
+    def _refuse_startup_options(self) -> None:
+        """Once the pooling is known: startup options (a tenant's search_path) hold for every
+        transaction only on a server session of the connection's own."""
+        options = self.conn.info.options
+        assert self._pooling is not None
+        if self._pooling.keeps_session or not options or not options.strip():
+            return
+        asked = startup_settings(options)
+        what = ", ".join(f"{k}={v}" for k, v in asked.items()) or options.strip()
+        raise self._needs_session(
+            f"the connection's startup options ({what}) need a server session of its own", self._pooling
+        )
+
+    def check_startup_options(self) -> None:
+        """A connection that asks for server settings at startup (the URL's options, PGOPTIONS: a
+        tenant's search_path) must have them for all it runs. Through transaction pooling it
+        cannot (each transaction may run on a server session started for someone else: refused
+        once the pooling is known); and a pooler told to ignore them (PgBouncer's
+        ignore_startup_parameters = options) drops them without a word, so the search_path
+        asked for is read back."""
+        options = self.conn.info.options
+        if not options or not options.strip():
+            return
+        asked = startup_settings(options)
+        # Told there is transaction pooling: refused at once. Otherwise the probe waits for a
+        # command that needs to know (a change; see pooling), so a tenant's status or
+        # diagnosis costs no second connection, and reads what its session has.
+        if self.pooler == TRANSACTION_POOLING:
+            _ = self.pooling
+        wanted = asked.get("search_path")
+        if wanted is None:
+            return
+        row = self.query_one("SELECT current_setting('search_path')")
+        have = str(row[0]) if row else ""
+        if _path_items(have) != _path_items(wanted):
+            raise DatabaseUnavailable(
+                f"the connection asks for search_path {wanted} in its startup options, but the server session "
+                f"on {self.display_url} has {have}: something in between dropped the options",
+                "Connect to PostgreSQL directly or through a pool that keeps startup options (not PgBouncer with "
+                "ignore_startup_parameters = options); migrations would land in the wrong schema. See docs/poolers.md.",
+            )
 
     @property
     def display_url(self) -> str:
@@ -254,7 +483,8 @@ class Session:
             self.conn.close()
         self.conn, self._info = conn, None
         self.reconnected = True
-        if old is not None:
+        # Through transaction pooling the backend was the pool's, not this run's: it lives on.
+        if old is not None and (self._pooling is None or self._pooling.keeps_session):
             self._wait_for_backend_to_end(old)
         return True
 
@@ -278,29 +508,21 @@ class Session:
 @contextmanager
 def connect(settings: Settings, notify: Callable[[str], None] | None = None) -> Iterator[Session]:
     url = resolve_url(settings, notify)
-    session = Session(open_raw(url), url, settings.embedded_data_dir if settings.embedded else None)
+    session = Session(
+        open_raw(url),
+        url,
+        settings.embedded_data_dir if settings.embedded else None,
+        pooler=settings.pooler,
+        pooler_source=settings.origins.of("pooler"),
+    )
+    if settings.search_path:
+        session.scope = frozenset({*settings.search_path, settings.tracking_schema})
     try:
         with translate_errors(session), cancel_on_signals():
-            if settings.search_path:
-                _check_search_path(session, settings.search_path)
+            session.check_startup_options()
             yield session
     finally:
         session.close()
-
-
-def _check_search_path(session: Session, wanted: tuple[str, ...]) -> None:
-    """A tenant's migrations must land in its schema: a pooler that drops the startup
-    ``options`` (PgBouncer's ignore_startup_parameters) would quietly leave the default
-    search_path, and the tenant's tables would be made in public."""
-    row = session.query_one("SELECT current_setting('search_path')")
-    found = row[0] if row else ""
-    if [part.strip().strip('"') for part in found.split(",")] != list(wanted):
-        session.close()
-        raise DatabaseUnavailable(
-            f"asked {session.display_url} for search_path {','.join(wanted)} but the session has {found!r}",
-            "Something between poststack and PostgreSQL dropped the connection's options (a pooler's "
-            "ignore_startup_parameters?): connect to the server directly for tenant schemas.",
-        )
 
 
 # --- stopping when told (SIGINT, SIGTERM) ---------------------------------------------------
@@ -453,6 +675,8 @@ def translate_errors(session: Session) -> Iterator[None]:
             "This command writes; connect as a role that may (docs/privileges.md), or to the primary, not a replica.",
         ) from e
     except psycopg2.Error as e:
+        if "statement pooling mode" in str(e):  # PgBouncer ended the connection at a BEGIN
+            raise statement_pooling(session.display_url) from e
         if is_connection_lost(e):
             raise DatabaseUnavailable(
                 f"lost the connection to {session.display_url}: {_first_line(e)}",

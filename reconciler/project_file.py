@@ -26,6 +26,7 @@ STRING_KEYS = (
     "layout",
     "shadow_database_url",
     "numbering",
+    "pooler",
 )
 NUMBER_KEYS = ("lock_timeout", "ddl_lock_timeout")  # seconds
 COUNT_KEYS = ("ddl_lock_retries",)  # whole numbers

@@ -243,6 +243,7 @@ def test_a_mistyped_variable_is_named_with_a_suggestion(tmp_path: Path):
     env["POSTSTACK_DDL_LOCK_TIMEOUT"] = "5"  # seconds
     env["POSTSTACK_DDL_LOCK_RETRIES"] = "3"
     env["POSTSTACK_NUMBERING"] = "timestamp"  # how poststack new numbers
+    env["POSTSTACK_POOLER"] = "transaction"  # what sits between poststack and the server
     assert {"POSTSTACK_TEST_DATABASE_URL", "POSTSTACK_BENCH_DATABASE_URL", "POSTSTACK_RELIABILITY"} <= set(env)
     assert resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path).database_url == URL_A
     # Not only near misses: POSTSTACK_DB_URL ignored would let DATABASE_URL choose the database.
@@ -331,3 +332,13 @@ def test_a_bad_table_prefix_is_a_usage_error(tmp_path: Path, prefix: str, messag
 def test_an_empty_table_prefix_is_refused_not_passed_over(tmp_path: Path, flags, env, named):
     with pytest.raises(UsageError, match=named):
         resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path, **flags)
+
+
+def test_the_pooler_setting(tmp_path: Path):
+    assert resolve_settings(database_url=URL_A, environ={}, cwd=tmp_path).pooler == "auto"
+    env = {"POSTSTACK_POOLER": "Transaction"}
+    settings = resolve_settings(database_url=URL_A, environ=env, cwd=tmp_path)
+    assert (settings.pooler, settings.origins.of("pooler")) == ("transaction", "POSTSTACK_POOLER")
+    (tmp_path / "poststack.toml").write_text('pooler = "pgbouncer"\n')
+    with pytest.raises(UsageError, match=r"pooler from poststack\.toml is 'pgbouncer', not one of auto, none"):
+        resolve_settings(database_url=URL_A, environ={}, cwd=tmp_path)

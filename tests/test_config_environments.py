@@ -35,6 +35,7 @@ ddl_lock_timeout = 2.5
 ddl_lock_retries = 0
 numbering = "timestamp"
 lint_ignore = ["PS204", "rename"]
+pooler = "transaction"
 
 [environments.dev]
 tracking_schema = "dev"
@@ -62,6 +63,7 @@ def test_an_environment_sets_every_setting(project: Path):
     assert (settings.ddl_lock_timeout, settings.ddl_lock_retries) == (2.5, 0)
     assert settings.numbering == "timestamp"
     assert settings.lint_ignore == ("PS204", "rename")
+    assert settings.pooler == "transaction"
     label = "poststack.toml [environments.prod]"
     assert dict(settings.origins.sources) == dict.fromkeys(SETTING_VARIABLES, label)
     assert settings.url_source == label

@@ -13,6 +13,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from reconciler.desired.script import Script, ScriptSyntaxError, parse_script
 from reconciler.desired.versions import VersionKey, parse_version
@@ -64,6 +65,14 @@ class SqlFile:
         if self.no_transaction_marker and script.transactional:
             return replace(script, transactional=False, reason=self.no_transaction_marker)
         return script  # an empty or comment-only file is a valid no-op, as every peer treats it
+
+    @cached_property
+    def tree(self) -> tuple[Any, str | None]:
+        """PostgreSQL's parse tree of the whole text, or why there is none (effects.parse):
+        parsed once per file, however many targets of a fleet read its effects."""
+        from reconciler.desired.effects import parse
+
+        return parse(self.text)
 
     @property
     def empty(self) -> bool:

@@ -84,7 +84,7 @@ def read_facts(settings: Settings, notify: Any = None, *, lint: bool = False) ->
         desired, observed = read_state(
             session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
         )
-        facts = Facts(desired, observed, other_schemas=settings.other_schemas)
+        facts = Facts(desired, observed)
         if lint:
             facts = with_lint(session, settings, facts, notify)
         return facts, session.display_url, session.round_trips

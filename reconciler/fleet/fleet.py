@@ -3,6 +3,7 @@ the migrations once, run the command's job on each target, and gather one report
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.config import Settings
+from reconciler.desired.files import Scan
 from reconciler.desired.layouts import pinned
-from reconciler.errors import UsageError
+from reconciler.errors import MigrationFileError, UsageError
 from reconciler.fleet import jobs
 from reconciler.fleet.plans import load_fleet_plan
 from reconciler.fleet.report import FleetReport, TargetReport
@@ -61,13 +63,31 @@ def run(
     started = time.monotonic()
     chosen = choose_targets(settings, selection, notify) if targets is None else targets
     shards = (str(selection.shard),) if selection.shard is not None else ()
-    with pinned(settings.migrations_dir, settings.layout):
+    with pinned(settings.migrations_dir, settings.layout) as scan:
         if settings.embedded and any(t.url is None for t in chosen):
             from reconciler.db import resolve_url
 
             resolve_url(settings, notify)  # started once, before the workers fork
+        if policy.parallel > 1:
+            _warm(scan)
         reports, stopped = run_fleet(chosen, settings, job, policy, on_done)
     return _report(command, reports, policy, shards, started, stopped)
+
+
+def _warm(scan: Scan) -> None:
+    """Before the workers fork: what every target's run would import and parse, done once
+    here, so each worker inherits it instead of doing it again."""
+    import reconciler.diagnosis.diagnose
+    import reconciler.remediation.fixes
+    import reconciler.remediation.runner  # noqa: F401
+
+    for migration in scan.migrations.migrations:
+        for file in (migration.file, migration.rollback, migration.verify):
+            if file is None:
+                continue
+            _ = file.tree
+            with contextlib.suppress(MigrationFileError):  # said by the target's own run
+                _ = file.script
 
 
 def _report(
@@ -150,6 +170,16 @@ def merge(reports: list[FleetReport], sources: list[str]) -> FleetReport:
     if len(commands) > 1:
         raise UsageError(
             f"these reports are of different commands ({', '.join(sorted(commands))}); merge one command's"
+        )
+    shards: dict[str, str] = {}
+    for report, source in zip(reports, sources, strict=True):
+        for shard in report.shards:
+            if shard in shards:
+                raise UsageError(f"shard {shard} is in both {shards[shard]} and {source}")
+            shards[shard] = source
+    if len({shard.split("/")[1] for shard in shards}) > 1:
+        raise UsageError(
+            f"these reports split the fleet differently ({', '.join(shards)}); merge the shards of one split"
         )
     seen: dict[str, str] = {}
     targets: list[TargetReport] = []

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import commands
 from reconciler.config import Settings, mask_url
-from reconciler.errors import EXIT_PROBLEMS
+from reconciler.errors import EXIT_DATABASE, EXIT_PROBLEMS, Interrupted, LockTimeout, PoststackError
+from reconciler.fleet.report import outcome_of_error
 from reconciler.fleet.targets import Target
 
 if TYPE_CHECKING:
@@ -50,6 +51,31 @@ def _issues(issues: tuple[Issue, ...] | list[Issue]) -> Values:
     return {"issues": counts, "issue_list": tuple(listed)}
 
 
+def _standing(job: Job) -> Job:
+    """When a change fails on a target, its row still says where the target stands (its
+    version, pending and failed migrations), read after the failure."""
+
+    def wrapped(target: Target, settings: Settings, notify: Notify) -> Values:
+        try:
+            return job(target, settings, notify)
+        except PoststackError as e:
+            if isinstance(e, Interrupted) or e.exit_code == EXIT_DATABASE:
+                raise  # stopped, or not reached: nothing more to ask it
+            try:
+                values = _status(settings, notify)
+            except PoststackError:
+                raise e from None
+            detail = mask_url(e.detail) if e.detail else None
+            return values | {
+                "outcome": outcome_of_error(e.exit_code),
+                "exit_code": e.exit_code,
+                "error": mask_url(e.summary),
+                "detail": detail,
+            }
+
+    return wrapped
+
+
 def status_job(*, exit_code: bool) -> Job:
     def job(target: Target, settings: Settings, notify: Notify) -> Values:
         values = _status(settings, notify)
@@ -62,8 +88,21 @@ def status_job(*, exit_code: bool) -> Job:
 def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
     """``up_to``: db migrate --target, the version to stop at."""
 
+    @_standing
     def job(target: Target, settings: Settings, notify: Notify) -> Values:
-        result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
+        try:
+            result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
+        except LockTimeout:
+            # A fleet run that was killed left its lock rows: the re-run continues where it
+            # stopped when that is safe (commands.release_killed_run_lock), else says so.
+            released = commands.release_killed_run_lock(settings, notify)
+            if released is None:
+                raise
+            notify(
+                f"⚠️  Released the migration lock of a run that was killed ({released}): it could only have been "
+                "running migrations in transactions, each committed with its tracking row or not at all."
+            )
+            result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
         execution = result.execution
         applied = tuple(o.version or o.action for o in execution.done) if execution is not None else ()
         values = _status(settings, notify)
@@ -145,6 +184,7 @@ def apply_job(plans: dict[str, Plan] | None, request: PlanRequest | None, *, con
     """Apply the target's saved plan (``plans``, by target key: refused when the target
     changed since it was made), or plan afresh (``request``) and apply that."""
 
+    @_standing
     def job(target: Target, settings: Settings, notify: Notify) -> Values:
         from reconciler.remediation import fixes as remediation
 

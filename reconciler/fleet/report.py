@@ -14,6 +14,12 @@ SUCCESS = ("ok", "applied", "planned")
 OUTCOMES = (*SUCCESS, "problems", "failed", "refused", "unreachable", "interrupted", "skipped")
 
 
+def outcome_of_error(exit_code: int) -> str:
+    """A target's outcome when its command raised: a usage error (a stale plan, say) is a
+    refusal, an unreachable database is that, the rest failed."""
+    return {2: "refused", 3: "unreachable"}.get(exit_code, "failed")
+
+
 @dataclass(frozen=True)
 class TargetReport:
     target: str  # its name

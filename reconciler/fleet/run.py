@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from typing import Any
 
 from reconciler import interrupts
 from reconciler.config import Settings, mask_url
-from reconciler.errors import EXIT_DATABASE, EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError
-from reconciler.fleet.report import TargetReport
+from reconciler.errors import EXIT_PROBLEMS, Interrupted, PoststackError
+from reconciler.fleet.report import TargetReport, outcome_of_error
 from reconciler.fleet.targets import Target
 
 # What one target's run produces beside the common fields: outcome, version, issues, ...
@@ -45,10 +46,6 @@ class FleetPolicy:
 
 def _base_report(target: Target, outcome: str, exit_code: int, **values: Any) -> TargetReport:
     return TargetReport(target.name, target.key, target.database, target.schema, outcome, exit_code, **values)
-
-
-def _outcome_of(error: PoststackError) -> str:
-    return {EXIT_USAGE: "refused", EXIT_DATABASE: "unreachable"}.get(error.exit_code, "failed")
 
 
 def run_one(target: Target, base: Settings, job: Job) -> TargetReport:
@@ -69,7 +66,7 @@ def run_one(target: Target, base: Settings, job: Job) -> TargetReport:
     except PoststackError as e:
         return _base_report(
             target,
-            _outcome_of(e),
+            outcome_of_error(e.exit_code),
             e.exit_code,
             seconds=time.monotonic() - started,
             error=mask_url(e.summary),
@@ -197,6 +194,9 @@ def _in_workers(
                 index = waiting.pop(0)
                 reader, writer = context.Pipe(duplex=False)
                 process = context.Process(target=_worker, args=(targets[index], base, job, writer))
+                # Whatever is buffered would be written again by the worker as it exits.
+                sys.stdout.flush()
+                sys.stderr.flush()
                 process.start()
                 writer.close()
                 running[reader] = (index, process)

@@ -45,8 +45,6 @@ class Target:
     schema: str | None = None
     label: str | None = None  # the name the targets file gives it
     shared_schemas: tuple[str, ...] = ()
-    # The fleet's other tenant schemas in the same database: theirs, not this tenant's orphans.
-    neighbours: frozenset[str] = frozenset()
 
     @property
     def database(self) -> str:
@@ -74,7 +72,6 @@ class Target:
             settings,
             tracking_schema=self.schema,
             search_path=(self.schema, *self.shared_schemas),
-            other_schemas=(self.neighbours | set(self.shared_schemas)) - {self.schema},
         )
 
 
@@ -144,7 +141,7 @@ def read_targets_file(path: Path) -> list[Target]:
         raise UsageError(f"{path}: shared_schemas must be a list of schema names")
     common = tuple(_schema(s, f"{path}: shared_schemas") for s in shared)
     names = [_schema(s, f"{path}: schemas[{i}]") for i, s in enumerate(schemas)]
-    return _unique([Target(url, name, None, common, frozenset(names)) for name in names], path)
+    return _unique([Target(url, name, None, common) for name in names], path)
 
 
 def _database_entry(entry: object, where: str) -> Target:
@@ -179,7 +176,7 @@ def targets_from_rows(rows: Sequence[tuple[Any, ...]], query: str) -> list[Targe
     if any(urls):
         raise UsageError("--targets-query returned both URLs and schema names; return one kind")
     names = [_schema(v, "--targets-query") for v in values]
-    return _unique([Target(None, name, neighbours=frozenset(names)) for name in names], "--targets-query")
+    return _unique([Target(None, name) for name in names], "--targets-query")
 
 
 def query_targets(settings: Settings, query: str, notify: Any = None) -> list[Target]:

@@ -261,6 +261,8 @@ class Shared:
             )
         if self.canary and not changes:
             raise UsageError("--canary changes a few targets first: it goes with db migrate and apply")
+        if self.targets is not None and self.targets_query is not None:
+            raise UsageError("--targets and --targets-query both name the targets; pass one of them")
         return FleetPolicy(self.parallel, self.canary, self.keep_going or not changes)
 
     def settings(self, *, embedded_by_default: bool | None = None, needs_database: bool = True) -> Settings:

@@ -31,6 +31,7 @@ def rows(settings: Settings) -> list[Row]:
         "ddl_lock_retries": settings.ddl_lock_retries,
         "numbering": settings.numbering,
         "lint_ignore": ", ".join(settings.lint_ignore) or None,
+        "pooler": settings.pooler,
     }
     return [Row(key, shown[key], settings.origins.of(key), variable) for key, variable in SETTING_VARIABLES.items()]
 

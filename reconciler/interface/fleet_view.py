@@ -67,6 +67,9 @@ def fleet_text(report: Any) -> str:
         lines.append("")
         lines.append(f"{_MARK.get(target.outcome, '')} {target.target} ({target.database}): {target.outcome}")
         lines += [f"   {text}" for text in (target.error, target.detail, *warnings) if text]
+    if any(t.issue_list or t.outcome in ("problems", "failed", "refused") for t in report.targets):
+        lines.append("")
+        lines.append(_FLEET_FIX)
     not_started: dict[str, list[str]] = {}
     for target in report.targets:
         if target.outcome == "skipped":
@@ -84,6 +87,12 @@ def fleet_text(report: Any) -> str:
     return mask_url("\n".join(lines))
 
 
+# Each target's advice names the command for one database; over a fleet the fix is a plan.
+_FLEET_FIX = (
+    "To fix: each target's advice names the command for one database. Over the fleet, run poststack plan with "
+    "the same targets and --out FILE, review it, then poststack apply FILE with them: only the targets with "
+    "something to fix change."
+)
 _RANK = {"high": 0, "medium": 1, "low": 2}
 
 
@@ -115,10 +124,6 @@ def _issue_lines(targets: Any) -> list[str]:
         lines.append(f"  [{severity}] {kind}{' ' + version if version else ''} on {where}: {summary}")
         if fix:
             lines.append(f"      fix: {fix}")
-    lines.append(
-        "  To fix them: poststack plan with the same targets and --out FILE, review it, then poststack apply FILE "
-        "with the same targets: only the targets with something to fix change."
-    )
     return lines
 
 

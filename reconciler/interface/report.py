@@ -280,12 +280,19 @@ def _run_outcome_text(result: Any) -> str:
         if result.operation == "migrate" and plan.nothing_to_do == "Database is up to date":
             return "✅ Database is up to date!"
         return f"✅ {plan.nothing_to_do or 'Nothing to do'}."
-    done = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
+    counted = [o for o in execution.outcomes if o.ok and o.action in ("apply_migration", "rollback_migration")]
+    done = [o for o in counted if o.outcome != "skipped"]
+    # Through transaction pooling: another run applied them while this one waited (docs/poolers.md).
+    skipped = [o for o in counted if o.outcome == "skipped"]
+    by_other = f"another run applied {_versions(skipped)} while this one waited" if skipped else ""
     if execution.ok:
         waited = [f"{o.version} ({o.lock_retries})" for o in done if o.lock_retries]
         retried = f"; tried again after its lock_timeout fired: {brief(waited)}" if waited else ""
+        if not done and skipped:
+            return f"✅ Database is up to date: {by_other}{ran} ({execution.elapsed_s:.2f}s)"
+        by_other = f"; {by_other}" if by_other else ""
         return (
-            f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)}{ran}{retried} "
+            f"✅ {verb.capitalize()} {len(done)} migration(s): {_versions(done)}{ran}{retried}{by_other} "
             f"({execution.elapsed_s:.2f}s)"
         )
     failure = execution.failure

@@ -23,6 +23,7 @@ WITH ns AS (
     SELECT n.oid, n.nspname FROM pg_namespace n
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\_toast%%' AND n.nspname NOT LIKE 'pg\_temp\_%%'
+      AND (NOT %(scoped)s OR n.nspname = ANY(%(scope)s::text[]))
 ),
 ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
 rel AS (
@@ -113,8 +114,10 @@ def session_search_path(session: Any) -> tuple[tuple[str, ...], frozenset[str], 
     return tuple(names) or ("public",), frozenset(existing or ()), user
 
 
-def read_catalog(session: Any, location: TrackingLocation) -> CatalogSnapshot:
-    rows = session.query(_CATALOG_SQL, {"schema": location.schema, "own": list(own_relations(location))})
+def read_catalog(session: Any, location: TrackingLocation, scope: frozenset[str] | None = None) -> CatalogSnapshot:
+    """The catalog; with ``scope``, only the objects in these schemas (a fleet tenant's)."""
+    params = {"schema": location.schema, "own": list(own_relations(location))}
+    rows = session.query(_CATALOG_SQL, params | {"scoped": scope is not None, "scope": sorted(scope or ())})
     objects = []
     invalid = []
     for kind, schema, name, parent, args, valid in rows:

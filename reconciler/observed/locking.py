@@ -6,6 +6,11 @@ whose holder is no longer a live backend is a stuck lock, reported at once and n
 waited on. A killed run's backend outlives its process until its statement ends (it only
 notices the vanished client when it next writes to it): that lock is neither a live run
 nor safe to clear, and is reported as such, with both ways out.
+
+Through transaction pooling (docs/poolers.md) a session-level lock is not the run's own: it
+stays with a server session the pooler hands to others. There ``db migrate`` takes the same
+key for each migration's transaction only (lock_transaction), and everything else that needs
+the lock is refused in one sentence before anything runs (Session.require_session).
 """
 
 from __future__ import annotations
@@ -84,10 +89,16 @@ def describe_advisory_holder(session: Session, location: TrackingLocation) -> st
     return f"backend pid {pid}, application {app or 'unknown'}, client {addr or 'local'}, session age {age}, alive"
 
 
+SESSION_LOCK = "needs a session-level lock"
+
+
 @contextmanager
-def advisory_only(session: Session, location: TrackingLocation, timeout_s: float) -> Iterator[None]:
+def advisory_only(
+    session: Session, location: TrackingLocation, timeout_s: float, command: str = "this command"
+) -> Iterator[None]:
     """Hold only the advisory lock: for work on the tracking tables themselves
     (creating or recreating them), where the lock row may not exist."""
+    session.require_session(f"{command} {SESSION_LOCK}")
     _acquire_advisory(session, location, timeout_s)
     try:
         yield
@@ -104,6 +115,7 @@ def migration_lock(
     prepare: Callable[[], None] | None = None,
     take_row: bool = True,
     ending: frozenset[int] = frozenset(),
+    command: str = "this command",
 ) -> Iterator[None]:
     """Hold the migration lock for the block.
 
@@ -111,7 +123,9 @@ def migration_lock(
     a run that is no longer alive. ``prepare`` runs once the advisory lock is held and
     before the lock row is read (it creates the tracking tables when they are absent).
     ``ending``: backends the block itself ends (a plan that terminates the lock's holder);
-    their advisory lock is not waited for, or the block could never run."""
+    their advisory lock is not waited for, or the block could never run. ``command`` names
+    the command in the refusal through transaction pooling."""
+    session.require_session(f"{command} {SESSION_LOCK}")
     held = _acquire_advisory(session, location, timeout_s, ending)
     taken = False
     own_pid = session.server_info().backend_pid
@@ -125,21 +139,7 @@ def migration_lock(
             return
         state = tracking.read_lock(session, location)
         if state.locked:
-            if state.orphaned:
-                detail = orphan_advice(state)
-            elif state.holder_alive:
-                detail = "Another process set the lock row without poststack's advisory lock; wait for it or stop it."
-            elif state.client_alive:
-                detail = (
-                    "Its poststack process lost its connection and still runs; it releases the lock as it ends. "
-                    "If it does not, see poststack db diagnose, then poststack db unlock-migrations --confirm."
-                )
-            else:
-                detail = (
-                    "The run that held it is gone (crashed or killed) and may have stopped mid-way. "
-                    "See poststack db diagnose, then release it with poststack db unlock-migrations --confirm."
-                )
-            raise LockTimeout(f"{LOCKED}: {state.describe()}", detail)
+            raise row_locked(state)
         if session.conn.closed:
             return
         # Marked first: the UPDATE commits at once, and a stop signal raised as it returns
@@ -160,6 +160,51 @@ def migration_lock(
                     pass
             if held:
                 _release_advisory(session, location)
+
+
+def row_locked(state: tracking.LockState) -> LockTimeout:
+    """The lock row is set while its advisory lock is free (this run holds it): who set it,
+    and what to do."""
+    if state.orphaned:
+        detail = orphan_advice(state)
+    elif state.holder_alive:
+        detail = "Another process set the lock row without poststack's advisory lock; wait for it or stop it."
+    elif state.client_alive:
+        detail = (
+            "Its poststack process lost its connection and still runs; it releases the lock as it ends. "
+            "If it does not, see poststack db diagnose, then poststack db unlock-migrations --confirm."
+        )
+    else:
+        detail = (
+            "The run that held it is gone (crashed or killed) and may have stopped mid-way. "
+            "See poststack db diagnose, then release it with poststack db unlock-migrations --confirm."
+        )
+    return LockTimeout(f"{LOCKED}: {state.describe()}", detail)
+
+
+def lock_transaction(session: Session, location: TrackingLocation, timeout_s: float) -> None:
+    """Through transaction pooling: open a transaction that holds the advisory lock's key until
+    it ends (pg_try_advisory_xact_lock), waiting up to ``timeout_s`` for another run, which
+    holds it for one transaction (through a pooler) or for its whole run (connected directly).
+
+    Read committed, whatever the database's default: each later statement then sees what
+    committed before the lock was had (a run that held it wrote its rows first), where a
+    repeatable-read snapshot taken by the statement that waited would not. As
+    _acquire_advisory, it polls and holds nothing between tries: a direct run's CREATE INDEX
+    CONCURRENTLY waits for every older snapshot, a waiting statement's too."""
+    key = {"key": advisory_key(location)}
+    deadline = time.monotonic() + timeout_s
+    pause = 0.02
+    while True:
+        got = session.query_one("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_try_advisory_xact_lock(%(key)s)", key)
+        if got and got[0]:
+            return
+        session.rollback()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _busy(session, location, timeout_s)
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 0.5)
 
 
 def _acquire_advisory(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reconciler.config import DEFAULT_TRACKING, TrackingLocation
 from reconciler.db import ServerInfo, Session
-from reconciler.desired.effects import DEFAULT_PATH, Namespace, OwnTables, parse, read_effects, schemas_created
+from reconciler.desired.effects import DEFAULT_PATH, Namespace, OwnTables, read_effects, schemas_created
 from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import History, analyze
 from reconciler.desired.layouts import scan_migrations
@@ -64,7 +64,7 @@ def read_history(
     location: TrackingLocation = DEFAULT_TRACKING,
 ) -> History:
     path, existing, user = search_path
-    parsed = [(m, *parse(m.file.text)) for m in migrations.migrations]
+    parsed = [(m, *m.file.tree) for m in migrations.migrations]
     # A schema the history creates did not exist before the migration that creates it,
     # whatever exists now: only the others were there from the start.
     later = set().union(*(schemas_created(tree, user) for _, tree, _ in parsed)) if parsed else set()
@@ -125,7 +125,9 @@ def observe(session: Session, location: TrackingLocation, desired: DesiredState)
         rows = tuple(tracking.read_rows(session, location)) if location.migrations_table in tables else ()
         lock = tracking.read_lock(session, location) if location.lock_table in tables else None
         observed_tracking = ObservedTracking(location=location, tables=tables, rows=rows, lock=lock)
-        catalog = read_catalog(session, location)
+        # A fleet tenant sees its own schemas, and those its history puts objects in.
+        scope = None if session.scope is None else session.scope | desired.history.schemas
+        catalog = read_catalog(session, location, scope)
         scripts = {
             m.version: m.verify.text
             for m in desired.migrations.migrations
@@ -133,7 +135,7 @@ def observe(session: Session, location: TrackingLocation, desired: DesiredState)
         }
         verify = run_verify_scripts(session, scripts)
         audited = tracking.read_audited_applications(session, location) if location.audit_table in tables else {}
-        live = read_snapshot(session, location)
+        live = read_snapshot(session, location, scope)
     return ObservedState(observed_tracking, catalog, verify, server, audited, live)
 
 

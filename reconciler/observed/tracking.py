@@ -408,6 +408,30 @@ def delete_failed_rows_statement(location: TrackingLocation, spellings: Sequence
     )
 
 
+@dataclass(frozen=True)
+class VersionNow:
+    """One version's tracking rows as they are now, and whether the lock row is set: what a
+    run through transaction pooling reads under the lock, in the transaction that would
+    apply the version (a concurrent run may have applied it since the run's plan was made)."""
+
+    lock_set: bool
+    applied: int  # successful rows
+    failed: int  # failed attempts' rows
+    last_checksum: str | None  # the checksum of the latest successful row
+
+
+def read_version_now(session: Any, location: TrackingLocation, spellings: Sequence[str]) -> VersionNow:
+    row = session.query_one(
+        f"SELECT coalesce((SELECT locked FROM {location.lock_sql} WHERE id = 1), false), "
+        f"count(*) FILTER (WHERE success), count(*) FILTER (WHERE NOT success), "
+        f"(SELECT checksum FROM {location.migrations_sql} WHERE {SAME_VERSION} AND success ORDER BY id DESC LIMIT 1) "
+        f"FROM {location.migrations_sql} WHERE {SAME_VERSION}",
+        {"versions": list(spellings)},
+    )
+    assert row is not None  # an aggregate returns one row
+    return VersionNow(bool(row[0]), int(row[1]), int(row[2]), row[3])
+
+
 def delete_version_statement(location: TrackingLocation, spellings: Sequence[str]) -> Statement:
     return Statement(f"DELETE FROM {location.migrations_sql} WHERE {SAME_VERSION}", {"versions": list(spellings)})
 

@@ -14,13 +14,18 @@ up to ``lock_retries`` times, waiting longer each time, and each wait names the 
 holding locks on what the statement names (observed/blockers.py). Nothing else is ever run
 twice: a step outside a transaction may have kept statements before the one that timed out
 (or, a concurrent index build, an INVALID index), so it fails as any failure does.
+
+Through transaction pooling (docs/poolers.md) a run holds no session-level lock: each of its
+transactions takes the lock's key for itself (PerTransactionLock), and a migration's then
+reads its tracking rows again, so one another run applied meanwhile is skipped, never applied
+twice. A step that cannot run in a transaction is refused before anything runs.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -41,10 +46,11 @@ from reconciler.errors import (
     DatabaseUnavailable,
     Interrupted,
     Interruption,
+    LockTimeout,
     OperationFailed,
 )
 from reconciler.interrupts import Signalled, signal_name
-from reconciler.observed import blockers, tracking
+from reconciler.observed import blockers, locking, tracking
 from reconciler.observed.blockers import LockHolder
 from reconciler.remediation.actions import Action, RunContext, StepError, get_action
 from reconciler.remediation.plan import Plan, PlannedStep
@@ -87,6 +93,31 @@ LockWaitCallback = Callable[[LockWait], None]
 
 
 @dataclass(frozen=True)
+class VersionGuard:
+    """What a migration's transaction reads under the lock through transaction pooling: its
+    rows, by every spelling of its version, against what the plan was made from."""
+
+    version: str
+    spellings: tuple[str, ...]
+    checksum: str  # the file's: a repeatable whose latest row has it was applied meanwhile
+    repeatable: bool
+    retry: bool  # the plan retries failed attempts: their rows were there already
+
+
+@dataclass(frozen=True)
+class PerTransactionLock:
+    """Through transaction pooling: each transaction of the run takes the migration lock's
+    key for itself (locking.lock_transaction, waiting up to ``timeout_s``), and the migration
+    of step i (1-based) checks ``guards[i]`` under it."""
+
+    timeout_s: float
+    guards: Mapping[int, VersionGuard] = field(default_factory=dict)
+
+
+SKIPPED = "skipped"  # through transaction pooling: another run applied it while this one waited
+
+
+@dataclass(frozen=True)
 class StepOutcome:
     index: int  # 1-based
     action: str
@@ -94,7 +125,7 @@ class StepOutcome:
     ok: bool
     elapsed_ms: int
     error: str | None = None
-    outcome: str = "ok"  # ok, failed, rolled back, manual
+    outcome: str = "ok"  # ok, failed, rolled back, manual, skipped
     lock_retries: int = 0  # tries after the first, its lock_timeout having fired in the ones before
 
 
@@ -137,6 +168,7 @@ class _Context:
     started: datetime | None = None  # the server's clock when the run began
     lock_retries: int = 0  # how many times a transaction its lock_timeout rolled back is tried again
     attempt: int = 1  # the try of the running transaction, from 1
+    per_transaction: PerTransactionLock | None = None  # through transaction pooling
 
     @property
     def run(self) -> RunContext:
@@ -189,13 +221,18 @@ def execute(
     *,
     lock_retries: int = 0,
     on_lock_wait: LockWaitCallback | None = None,
+    per_transaction: PerTransactionLock | None = None,
 ) -> ExecutionResult:
-    """Run ``plan`` on ``session``. The caller holds the migration lock. A stop signal raises
+    """Run ``plan`` on ``session``. The caller holds the migration lock, or passes
+    ``per_transaction``: each transaction takes it. A stop signal raises
     Interrupted, once the open transaction is rolled back and the step recorded as
     interrupted. ``shadow``: how a re-diagnosing step replays (ShadowSettings), if at all.
     ``lock_retries``: how many more tries a transaction its step's lock_timeout rolled back
     gets; ``on_lock_wait`` is told before each wait."""
+    if per_transaction is not None:
+        refuse_outside_transactions(session, plan)
     ctx = _Context(session, plan, migrations_dir, layout, shadow, lock_retries=lock_retries)
+    ctx.per_transaction = per_transaction
     progress = _Progress()
     try:
         return _execute(ctx, progress, on_step, on_lock_wait)
@@ -224,12 +261,19 @@ def _execute(
             in_group: list[StepOutcome] = []
             progress.open = in_group
             try:
+                began = False
+                if ctx.per_transaction is not None:
+                    began = True
+                    skipped = _lock_transaction(ctx, group)
+                    if skipped is not None:
+                        in_group.append(skipped)
+                        break
                 for position, index in enumerate(group):
                     step = plan.steps[index]
                     progress.current = index + 1
                     if on_step and ctx.attempt == 1:
                         on_step(index + 1, step)
-                    opens = transactional and position == 0
+                    opens = transactional and position == 0 and not began
                     closes = transactional and position == len(group) - 1
                     in_group.append(_run_step(ctx, index + 1, step, opens=opens, closes=closes))
                     progress.current = None
@@ -254,6 +298,61 @@ def _execute(
         outcomes += in_group
         progress.open = []
     return ExecutionResult(plan, tuple(outcomes), None, time.monotonic() - started)
+
+
+def refuse_outside_transactions(session: Session, plan: Plan) -> None:
+    """Through transaction pooling every step runs in a transaction holding the lock's key:
+    one PostgreSQL refuses in a transaction (CREATE INDEX CONCURRENTLY, VACUUM, a file's own
+    BEGIN/COMMIT) would run between transactions, unlocked, and its session SET lock_timeout
+    could reach another client of the pool. Refused before anything runs, naming the file."""
+    for step in plan.steps:
+        if step.transactional:
+            continue
+        source = next((s.source for s in step.statements if s.source and Path(s.source).name in step.reason), None)
+        what = source or (f"migration {step.version}" if step.version else step.reason)
+        raise DatabaseUnavailable(
+            f"{what} cannot run in a transaction ({step.no_transaction_reason or 'it runs outside one'}), "
+            f"and through {session.pooling.describe()} poststack runs every step in one: nothing was run",
+            "Run it through a direct or session-pooled connection (docs/poolers.md).",
+        )
+
+
+def _lock_transaction(ctx: _Context, group: list[int]) -> StepOutcome | None:
+    """Through transaction pooling: BEGIN the group's transaction holding the lock's key, and
+    check its migration's rows under it. A StepOutcome (the transaction rolled back) when
+    another run applied it meanwhile; an error when the row says a run stopped mid-way, or
+    another run's attempt at it failed since this run's plan was made."""
+    assert ctx.per_transaction is not None
+    session, location = ctx.session, ctx.plan.tracking
+    t0 = time.monotonic()
+    locking.lock_transaction(session, location, ctx.per_transaction.timeout_s)
+    index = group[0] + 1
+    guard = ctx.per_transaction.guards.get(index)
+    if guard is None:
+        return None
+    now = tracking.read_version_now(session, location, guard.spellings)
+    if now.lock_set:
+        # Set while its key is free: a run that stopped (the advisory lock went with its
+        # session, the row stayed), perhaps mid-way through a migration outside a transaction.
+        state = tracking.read_lock(session, location)
+        session.rollback()
+        raise locking.row_locked(state)
+    if _applied(guard, now):
+        session.rollback()
+        step = ctx.plan.steps[group[0]]
+        return StepOutcome(index, step.action, step.version, True, _ms_since(t0), None, SKIPPED)
+    if now.failed and not guard.retry:
+        session.rollback()
+        raise OperationFailed(
+            f"Migration {guard.version} was not run: another run's attempt at it failed while this one waited",
+            "What this run applied before it is kept. See poststack db diagnose, then run poststack db migrate again.",
+        )
+    return None
+
+
+def _applied(guard: VersionGuard, now: tracking.VersionNow) -> bool:
+    """Applied since the plan was made: a successful row (a repeatable's latest with this checksum)."""
+    return now.last_checksum == guard.checksum if guard.repeatable else now.applied > 0
 
 
 @dataclass(frozen=True)
@@ -552,7 +651,23 @@ def _record_failure(
         reset = _reset(session)
     except psycopg2.Error:
         reset = [RESET_SESSION]
-    record = [BEGIN, *reset, *(_with_runtime(s, runtime) for s in step.on_failure)]
+    opening, rows = [BEGIN], [_with_runtime(s, runtime) for s in step.on_failure]
+    if ctx.per_transaction is not None:
+        # Through transaction pooling, under the lock's key too: a run that applied the
+        # migration since this attempt rolled back keeps its record, and this attempt is only
+        # audited (a failed row beside a successful one would read as a partial migration).
+        try:
+            locking.lock_transaction(session, ctx.plan.tracking, ctx.per_transaction.timeout_s)
+            opening = []
+            guard = ctx.per_transaction.guards.get(index)
+            if guard is not None and _applied(
+                guard, tracking.read_version_now(session, ctx.plan.tracking, guard.spellings)
+            ):
+                rows = []
+        except (psycopg2.Error, LockTimeout):
+            session.rollback()
+            return False
+    record = [*opening, *reset, *rows]
     if get_action(step.action).audited:
         record.append(_audit(ctx, index, step, "failed", detail))
     try:

@@ -63,7 +63,7 @@ def read_plan_facts(session: Session, settings: Settings, notify: Any = None, *,
     desired, observed = read_state(
         session, settings.migrations_dir, settings.tracking, settings.layout, shadow_for(settings), notify
     )
-    facts = Facts(desired, observed, other_schemas=settings.other_schemas)
+    facts = Facts(desired, observed)
     return with_lint(session, settings, facts, notify) if lint else facts
 
 
@@ -250,7 +250,13 @@ def apply_plan(
             )
 
         with locking.migration_lock(
-            session, location, settings.lock_timeout, still_fresh, take_row=take_row, ending=ending
+            session,
+            location,
+            settings.lock_timeout,
+            still_fresh,
+            take_row=take_row,
+            ending=ending,
+            command=_COMMANDS.get(plan.operation, "poststack apply"),
         ):
             execution = executor.execute(
                 session,
@@ -272,6 +278,18 @@ def is_fresh(settings: Settings, plan: Plan, notify: Any = None) -> bool:
     again, under the migration lock, before it runs anything)."""
     with connect(settings, notify) as session:
         return read_plan_facts(session, settings).observed.fingerprint == plan.fingerprint
+
+
+# The command a plan of each operation is applied by, named in a refusal through
+# transaction pooling; a plan from poststack plan is applied by poststack apply.
+_COMMANDS = {
+    "recover": "db recover",
+    "repair": "db repair",
+    "clean": "db clean",
+    "unlock": "db unlock-migrations",
+    "baseline": "db baseline",
+    "import": "db import",
+}
 
 
 # --- front-ends ---------------------------------------------------------------------------

@@ -267,6 +267,10 @@ def migrate(
     # mid-way). Either way the lock decides first; the evidence is read again under it.
     if dry_run:
         return RunResult("migrate", plan, None, True, session.database_ref)
+    if not session.pooling.keeps_session:
+        return _migrate_per_transaction(
+            session, settings, migrations, tracking, readiness, target, allow, on_step, on_lock_wait
+        )
     with locking.migration_lock(
         session, settings.tracking, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
     ):
@@ -277,6 +281,52 @@ def migrate(
         execution = executor.execute(
             session, plan, on_step, lock_retries=settings.ddl_lock_retries, on_lock_wait=on_lock_wait
         )
+    return RunResult("migrate", plan, execution, False, session.database_ref)
+
+
+def _migrate_per_transaction(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    observed: ObservedTracking,
+    readiness: Readiness,
+    target: str | None,
+    allow: Allowances,
+    on_step: executor.StepCallback | None,
+    on_lock_wait: executor.LockWaitCallback | None,
+) -> RunResult:
+    """migrate through transaction pooling (docs/poolers.md), where no session-level lock
+    holds: the plan made from the look, each of its transactions taking the lock's key for
+    itself and each migration checked under it (executor.PerTransactionLock), so a migration a
+    concurrent run applied meanwhile is skipped and none runs twice. What cannot run in a
+    transaction is refused before anything runs."""
+    if readiness.holds and observed.lock is not None and observed.lock.locked:
+        # Held while another run holds the lock (a direct one, part-way through a migration):
+        # wait for it as a direct run would, then look again.
+        locking.lock_transaction(session, settings.tracking, settings.lock_timeout)
+        session.rollback()
+        observed, readiness = look(session, settings, migrations, target, allow)
+    plan = migrate_plan(migrations, observed, readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout)
+    ctx = BuildContext(observed.location, migrations, recorded=tuple(row.version for row in observed.rows))
+    guards = {}
+    for index, step in enumerate(plan.steps, start=1):
+        migration = migrations.find(step.version) if step.action == "apply_migration" and step.version else None
+        if migration is not None:
+            guards[index] = executor.VersionGuard(
+                migration.version,
+                tuple(ctx.spellings(migration.version)),
+                migration.checksum,
+                migration.key.is_repeatable,
+                bool(step.args.get("retry")),
+            )
+    execution = executor.execute(
+        session,
+        plan,
+        on_step,
+        lock_retries=settings.ddl_lock_retries,
+        on_lock_wait=on_lock_wait,
+        per_transaction=executor.PerTransactionLock(settings.lock_timeout, guards),
+    )
     return RunResult("migrate", plan, execution, False, session.database_ref)
 
 
@@ -298,7 +348,11 @@ def rollback(
         plan = rollback_plan(migrations, observed, target)  # nothing applied: a plan with no steps
         return RunResult("rollback", plan, None, False, session.database_ref)
     with locking.migration_lock(
-        session, location, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
+        session,
+        location,
+        settings.lock_timeout,
+        lambda: ensure_tracking(session, settings, migrations),
+        command="db rollback",
     ):
         plan = rollback_plan(migrations, observe_tracking(session, location), target)
         execution = executor.execute(session, plan, on_step)

@@ -30,6 +30,7 @@ SCHEMAS = REPO / "schemas"
 
 # Every command that accepts --format json, and the schema of what it prints.
 SCHEMA_FOR: dict[str, str] = {
+    "report merge": "fleet-report.schema.json",  # and every fleet run: tests/fleet
     "version": "version.schema.json",
     "config": "config.schema.json",  # tests/interface/test_config_command.py
     "plan": "plan.schema.json",

@@ -167,7 +167,13 @@ def _killed_while_blocked(
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     write(migrations, "001_first.sql", "CREATE TABLE first (id int);\n")
-    write(migrations, f"002_{name}.sql", f"CREATE TABLE {name} (id int);\nSELECT pg_advisory_xact_lock({key});\n")
+    # Its own lock_timeout off: poststack's (ddl_lock_timeout, 5 s) would end the wait, and
+    # with it the backend, while a slow machine still runs the test's commands.
+    write(
+        migrations,
+        f"002_{name}.sql",
+        f"CREATE TABLE {name} (id int);\nSET LOCAL lock_timeout = 0;\nSELECT pg_advisory_xact_lock({key});\n",
+    )
     blocker = psycopg2.connect(database_url)
     blocker.autocommit = True
     sql(blocker, f"SELECT pg_advisory_lock({key})")

@@ -226,7 +226,9 @@ class IncrementalReader:
         self._make()
 
     def _make(self) -> None:
-        self.session.query(_SETUP.replace("{pid}", str(int(self.session.conn.get_backend_pid()))))
+        # The server's own pid: behind a pooler, the one libpq was told at connection is the pooler's.
+        (pid,) = self.session.query_one("SELECT pg_backend_pid()") or (0,)
+        self.session.query(_SETUP.replace("{pid}", str(int(pid))))
         generic = "SET plan_cache_mode = force_generic_plan" if self.session.server_info().major >= 12 else ""
         self.session.query(_READER.replace("{generic}", generic))
         self._whole = True

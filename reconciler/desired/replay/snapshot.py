@@ -174,6 +174,9 @@ def snapshot_query(owned: bool = False, only: str | None = None) -> str:
 
 
 SNAPSHOT_QUERY = snapshot_query()
+# For a fleet tenant: the same query over its own schemas alone, so each tenant's read
+# does not grow with the number of tenants beside it.
+SCOPED_SNAPSHOT_QUERY = SNAPSHOT_QUERY.replace(_USER_SCHEMA, f"{_USER_SCHEMA} AND n.nspname = ANY(%(scope)s::text[])")
 
 
 def snapshot_function_body(owned: bool = False, only: str | None = None) -> str:
@@ -239,15 +242,20 @@ def _objects(objects: Mapping[tuple[str, str], str], keys: Iterable[tuple[str, s
     return tuple(CatalogObject(kind, identity, objects[(kind, identity)]) for kind, identity in sorted(keys))
 
 
-def read_snapshot(session: Any, location: TrackingLocation) -> Snapshot:
-    """The database's objects now, poststack's tables at ``location`` left out. Read-only."""
+def read_snapshot(session: Any, location: TrackingLocation, scope: frozenset[str] | None = None) -> Snapshot:
+    """The database's objects now, poststack's tables at ``location`` left out; with
+    ``scope``, only those in these schemas. Read-only."""
     with session.snapshot():
         # Definitions name objects as the search_path shows them: with only pg_catalog on it,
         # every name is qualified, so a shadow and production print the same text.
         (previous, _) = session.query_one(
             "SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', true)"
         ) or ("", None)
-        rows = session.query(SNAPSHOT_QUERY, {"own_schema": location.schema, "own_tables": list(location.tables)})
+        params = {"own_schema": location.schema, "own_tables": list(location.tables)}
+        if scope is not None:
+            rows = session.query(SCOPED_SNAPSHOT_QUERY, params | {"scope": sorted(scope)})
+        else:
+            rows = session.query(SNAPSHOT_QUERY, params)
         session.query("SELECT set_config('search_path', %s, true)", (previous,))
     return Snapshot.of(rows)
 

@@ -117,7 +117,8 @@ def replay_history(
     try:
         result = replay(opener, migrations, location, cache, migrations_search_path(target), guarded)
     except (psycopg2.Error, PoststackError) as e:
-        return ReplayOutcome(None, shadow, f"the replay in {shadow} failed: {_why(e)}", warnings, same)
+        why = f"the replay in {shadow} failed: {_why(e)}{_beside_hint(e, settings)}"
+        return ReplayOutcome(None, shadow, why, warnings, same)
     return ReplayOutcome(result, shadow, None, warnings, same)
 
 
@@ -125,6 +126,17 @@ def migrations_search_path(target: Session) -> str:
     """The search_path migrations run with on the target (its database's or role's default),
     "$user" spelled as the target's role: in a shadow, the shadow's role would take its place."""
     return ", ".join(quote_ident(schema) for schema in session_search_path(target)[0])
+
+
+def _beside_hint(error: Exception, settings: ShadowSettings) -> str:
+    """A scratch database made beside the target is reached by the target's URL: through a
+    pooler, only if the pooler serves that database too (PgBouncer's ``*`` entry)."""
+    if settings.url is None and isinstance(error, DatabaseUnavailable) and error.summary.startswith("cannot connect"):
+        return (
+            "; if a pooler sits between poststack and the server, set shadow_database_url "
+            "(POSTSTACK_SHADOW_DATABASE_URL) to a direct connection (docs/poolers.md)"
+        )
+    return ""
 
 
 def _why(error: Exception) -> str:
@@ -245,7 +257,7 @@ def _in_shadow(
     try:
         return where, run(opener, migrations_search_path(target), guarded), None, warnings
     except (psycopg2.Error, PoststackError) as e:
-        return where, None, f"it failed in {where}: {_why(e)}", warnings
+        return where, None, f"it failed in {where}: {_why(e)}{_beside_hint(e, settings)}", warnings
 
 
 def round_trip_in_shadow(

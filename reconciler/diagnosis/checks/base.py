@@ -42,7 +42,6 @@ class Facts:
     # (observed), judged by the rules. Read with the state, by the commands that check
     # unsafe_migration; None when they were not (nothing pending, or not asked for).
     lint: Linted | None = None
-    other_schemas: frozenset[str] = frozenset()  # Settings.other_schemas: other histories' schemas
 
     @cached_property
     def problem_versions(self) -> frozenset[VersionKey]:

@@ -8,7 +8,7 @@ from reconciler.diagnosis.issues import Issue, IssueType
 
 @check(IssueType.ORPHANED_SCHEMA)
 def orphaned_schema(facts: Facts) -> list[Issue]:
-    expected = facts.desired.history.schemas | {"public", facts.observed.tracking.schema} | facts.other_schemas
+    expected = facts.desired.history.schemas | {"public", facts.observed.tracking.schema}
     return [
         Issue(
             IssueType.ORPHANED_SCHEMA,

@@ -1,0 +1,236 @@
+"""Fleets on a real server, small: tenant schemas, usage errors, stopping a parallel run.
+The 200-schema / 50-database acceptance runs are in tests/fleet."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.conftest import _CLEAN_ENV, run_cli, run_process, sql, wait_for, write
+
+HISTORY = {
+    "001_accounts.sql": "CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL);",
+    "002_seed.sql": "INSERT INTO accounts (name) VALUES ('owner');",
+    "003_notes.sql": "-- kept for the record: nothing to run\n",
+    "004_view.sql": "CREATE VIEW account_names AS SELECT name FROM accounts;",
+}
+
+
+@pytest.fixture
+def tenants(tmp_path: Path, database_url: str, db) -> tuple[Path, Path]:
+    """Three tenant schemas (one not created yet) in the test database, and their history."""
+    directory = tmp_path / "tenant_migrations"
+    directory.mkdir()
+    for name, text in HISTORY.items():
+        write(directory, name, text)
+    sql(db, "CREATE SCHEMA acme; CREATE SCHEMA globex")
+    targets = write(tmp_path, "tenants.yaml", f"url: {database_url}\nschemas: [acme, globex, initech]\n")
+    return directory, targets
+
+
+def fleet(directory: Path, *args: str) -> tuple[int, dict, str]:
+    result = run_cli(*args, "--migrations-dir", str(directory), "--format", "json")
+    return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+def test_each_tenant_gets_the_history_in_its_own_schema(tenants, db):
+    directory, targets = tenants
+    code, report, _ = fleet(directory, "db", "migrate", "--targets", str(targets))
+    assert code == 0, report
+    assert [(t["target"], t["outcome"], t["current_version"]) for t in report["targets"]] == [
+        ("acme", "applied", "004"),
+        ("globex", "applied", "004"),
+        ("initech", "applied", "004"),  # its schema was made with its tracking tables
+    ]
+    for tenant in ("acme", "globex", "initech"):
+        assert sql(db, f"SELECT name FROM {tenant}.accounts") == [("owner",)]
+        assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations WHERE success") == [(4,)]
+    assert sql(db, "SELECT to_regclass('public.accounts'), to_regclass('public.schema_migrations')") == [(None, None)]
+    # Again: nothing to do anywhere, and nothing ran twice.
+    code, report, _ = fleet(directory, "db", "migrate", "--targets", str(targets))
+    assert code == 0 and {t["outcome"] for t in report["targets"]} == {"ok"}
+    assert sql(db, "SELECT count(*) FROM globex.accounts") == [(1,)]
+
+
+def test_a_tenants_diagnosis_is_its_own(tenants, db):
+    """Its neighbours' schemas are not its orphans, its history replays in a shadow (which
+    needs the tenant's schema there first), and one broken tenant is the only one reported."""
+    directory, targets = tenants
+    assert fleet(directory, "db", "migrate", "--targets", str(targets))[0] == 0
+    sql(db, "DELETE FROM globex.schema_migrations WHERE version = '004'")
+    code, report, stderr = fleet(directory, "db", "diagnose", "--targets", str(targets), "--severity", "medium")
+    assert code == 1
+    assert "replay stopped" not in stderr
+    rows = {t["target"]: t for t in report["targets"]}
+    assert (rows["acme"]["outcome"], rows["initech"]["outcome"]) == ("ok", "ok")
+    assert [(i["type"], i["version"]) for i in rows["globex"]["issue_list"]] == [("missing_tracking", "004")]
+    assert report["totals"]["issues"] == {"high": 1, "medium": 0, "low": 0}
+
+
+def test_status_over_a_targets_query(tenants, database_url: str):
+    directory, _ = tenants
+    query = "SELECT nspname FROM pg_namespace WHERE nspname IN ('acme', 'globex') ORDER BY 1"
+    code, report, _ = fleet(
+        directory, "db", "migration-status", "--database-url", database_url, "--targets-query", query
+    )
+    assert code == 0
+    assert [(t["target"], t["pending"]) for t in report["targets"]] == [("acme", 4), ("globex", 4)]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("db", "migrate", "--parallel", "4"), "run over a fleet: pass --targets"),
+        (("db", "migrate", "--targets", "{t}", "--dry-run"), "plan --targets shows"),
+        (("db", "diagnose", "--targets", "{t}", "--canary", "2"), "--canary changes a few targets first"),
+        (("db", "migrate", "--targets", "{t}", "--shard", "3/2"), "--shard 3/2"),
+        (("db", "migrate", "--targets", "{t}", "--targets-query", "SELECT 1"), "pass one of them"),
+        (("db", "validate", "--targets", "{t}", "--offline"), "--offline reads no database"),
+        (("apply", "--targets", "{t}"), "--auto-approve"),
+        (("db", "migrate", "--targets", "{t}", "--format", "sql"), "--format sql"),
+    ],
+)
+def test_fleet_usage_errors_change_nothing(tenants, db, args: tuple[str, ...], says: str):
+    directory, targets = tenants
+    result = run_cli(*(a.format(t=targets) for a in args), "--migrations-dir", str(directory))
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr
+    assert sql(db, "SELECT count(*) FROM pg_tables WHERE schemaname IN ('acme', 'globex')") == [(0,)]
+
+
+def test_a_bad_targets_file_names_the_file_and_line(tenants, tmp_path: Path):
+    directory, _ = tenants
+    bad = write(tmp_path, "bad.yaml", "schemas:\n  - acme\n  - Not-A-Schema\n")
+    result = run_cli("db", "migration-status", "--targets", str(bad), "--migrations-dir", str(directory))
+    assert result.exit_code == 2
+    assert f"{bad}: schemas[1]: 'Not-A-Schema' is not a tenant schema name" in result.stderr
+
+
+def test_passwords_are_masked_in_the_fleet_report(tenants, tmp_path: Path, database_url: str):
+    directory, _ = tenants
+    secret_url = database_url.replace("postgres:@", "postgres:hunter2-secret@", 1)
+    assert secret_url != database_url
+    targets = write(tmp_path, "secret.yaml", f"url: '{secret_url}'\nschemas: [acme]\n")
+    for fmt in ("text", "json"):
+        result = run_cli(
+            "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--format", fmt
+        )
+        assert result.exit_code == 0 and "hunter2" not in result.output
+    assert json.loads(result.stdout)["targets"][0]["database"].startswith("postgresql://postgres:***@")
+    # A target that fails shows its database in the text report too, masked.
+    write(directory, "005_broken.sql", "SELECT * FROM no_such_table;")
+    result = run_cli("db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory))
+    assert result.exit_code == 1 and "no_such_table" in result.stdout
+    assert "hunter2" not in result.output and "postgres:***@" in result.stdout
+
+
+def _fleet_process(*args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
+    argv = [sys.executable, "-m", "reconciler.interface.cli", *args]
+    # A session of its own: the test signals the fleet process alone, as a terminal's
+    # Ctrl-C reaches it (workers have process groups of their own).
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def test_ctrl_c_stops_a_parallel_fleet_cleanly_and_a_rerun_finishes(tenants, db, database_url: str):
+    """Two tenants migrating in workers, the third not started: SIGINT to the fleet reaches
+    each worker once; each rolls back and releases its lock, the report says who stopped
+    and who never started, exit 130; the re-run applies everything once."""
+    directory, targets = tenants
+    write(
+        directory,
+        "005_wait.sql",
+        "SELECT pg_advisory_xact_lock_shared(4242);\nINSERT INTO accounts (name) VALUES ('late');",
+    )
+    blocker = psycopg2.connect(database_url)
+    blocker.autocommit = True
+    sql(blocker, "SELECT pg_advisory_lock(4242)")
+    try:
+        proc = _fleet_process(
+            "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "2"
+        )
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted"
+        wait_for(db, waiting, [(2,)])
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        blocker.close()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "not started: the run was stopped by SIGINT" in stdout
+    locked = sql(db, "SELECT count(*) FROM acme.schema_migrations_lock WHERE locked")
+    assert locked == [(0,)] and sql(db, "SELECT count(*) FROM globex.schema_migrations_lock WHERE locked") == [(0,)]
+    assert sql(db, "SELECT count(*) FROM acme.accounts WHERE name = 'late'") == [(0,)]
+    result = run_process(
+        "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "2"
+    )
+    assert result.exit_code == 0, result.output
+    for tenant in ("acme", "globex", "initech"):
+        assert sql(db, f"SELECT count(*) FROM {tenant}.accounts") == [(2,)]
+        assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations WHERE version = '005' AND success") == [(1,)]
+
+
+def test_a_killed_fleet_is_finished_by_the_next_run(tenants, db, database_url: str):
+    """The fleet process and its workers die by SIGKILL mid-migration; their lock rows stay.
+    The re-run takes over those locks (every pending migration is transactional, the dead
+    run's process and backend are gone), says so, and applies each migration once."""
+    directory, targets = tenants
+    write(
+        directory,
+        "005_wait.sql",
+        "SELECT pg_advisory_xact_lock_shared(4243);\nINSERT INTO accounts (name) VALUES ('late');",
+    )
+    blocker = psycopg2.connect(database_url)
+    blocker.autocommit = True
+    sql(blocker, "SELECT pg_advisory_lock(4243)")
+    try:
+        proc = _fleet_process(
+            "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "3"
+        )
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243 AND NOT granted"
+        wait_for(db, waiting, [(3,)])
+        os.kill(proc.pid, signal.SIGKILL)  # the workers follow (they die with the fleet process)
+        proc.communicate(timeout=30)
+        # Their backends end once the lock they wait for is free and they find the client gone.
+    finally:
+        blocker.close()
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
+    assert sql(db, "SELECT count(*) FROM acme.schema_migrations_lock WHERE locked") == [(1,)]
+    result = run_process(
+        "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "3"
+    )
+    assert result.exit_code == 0, result.output
+    assert "Released the migration lock of a run that was killed" in result.stdout
+    for tenant in ("acme", "globex", "initech"):
+        assert sql(db, f"SELECT count(*) FROM {tenant}.accounts WHERE name = 'late'") == [(1,)]
+        assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations WHERE version = '005'") == [(1,)]
+        assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations_lock WHERE locked") == [(0,)]
+
+
+def test_report_merge_of_shards_is_the_unsharded_report(tenants, tmp_path: Path):
+    directory, targets = tenants
+    assert fleet(directory, "db", "migrate", "--targets", str(targets))[0] == 0
+    files = []
+    for index in (1, 2, 3):
+        code, report, _ = fleet(directory, "db", "migration-status", "--targets", str(targets), "--shard", f"{index}/3")
+        assert code == 0
+        files.append(write(tmp_path, f"shard-{index}.json", json.dumps(report)))
+    whole = fleet(directory, "db", "migration-status", "--targets", str(targets))[1]
+    merged = run_cli("report", "merge", *map(str, files), "--format", "json")
+    assert merged.exit_code == 0, merged.output
+    data = json.loads(merged.stdout)
+
+    def rows(report: dict) -> list[tuple]:
+        return sorted((t["key"], t["outcome"], t["current_version"], t["pending"]) for t in report["targets"])
+
+    assert rows(data) == rows(whole) and len(data["targets"]) == 3
+    assert data["fleet"]["shards"] == ["1/3", "2/3", "3/3"]
+    assert run_cli("report", "merge", str(files[0]), str(files[0])).exit_code == 2  # the same shard twice
