@@ -12,8 +12,6 @@ def invalid_index(facts: Facts) -> list[Issue]:
     issues = []
     for index in facts.observed.catalog.invalid_indexes:
         assert index.schema is not None
-        if index.schema in facts.other_schemas:  # another history's (a sibling tenant's): not ours to drop
-            continue
         issues.append(
             Issue(
                 IssueType.INVALID_INDEX,
