@@ -35,9 +35,9 @@ from bench.tenant_history import VERSIONS, clone_tenants, write_tenant_history
 from tests.conftest import REPO, Result, Server, _worker, run_cli, run_process
 
 TENANTS = 200
-# Each tenant's diagnose reads the whole database's catalog, so it costs in proportion to the
-# number of tenants in the database: the tests that diagnose, plan and apply many times use a
-# database of fewer tenants (the 200 are for the commands that do not read the catalog).
+# A fleet's first diagnose replays the history once per tenant (the replay cache is keyed by
+# the tenant's schema): the tests that diagnose, plan and apply several times use a database
+# of fewer tenants; the 200 serve the commands that do not replay, and one diagnose of a shard.
 FEW_TENANTS = 24
 DATABASES = 50
 FLEET_PASSWORD = "fl33t-s3cret-pw"

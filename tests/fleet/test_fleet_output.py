@@ -91,7 +91,7 @@ def test_targets_from_a_query_and_from_toml(shared_tenant_fleet: Fleet, shared_d
 
 
 def test_two_hundred_tenants_of_one_database_do_not_see_each_other(shared_tenant_fleet: Fleet, tmp_path: Path):
-    """A shard of the 200 (each tenant's diagnose reads the whole database, so not all 200):
+    """A shard of the 200 (a first diagnose replays the history once per tenant, so not all 200):
     no tenant reports a sibling's schema as orphaned, nor a sibling's objects as its own."""
     fleet = shared_tenant_fleet
     assert len(fleet.targets) == TENANTS
