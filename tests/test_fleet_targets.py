@@ -73,6 +73,9 @@ def test_tenants_without_a_url_are_in_the_configured_database(tmp_path: Path):
         ("t.yaml", "url: postgresql://a@b/c\nschemas: [a]\ntargets: [postgresql://a@b/d]\n", "not both"),
         ("t.yaml", "schema: [a]\n", "unknown key 'schema'"),
         ("t.yaml", "targets: ['postgresql://a:pw@b/c', 'postgresql://a:other@b/c']\n", "listed twice"),
+        ("t.yaml", "schemas: [a, b]\nschemas: [c]\n", "t.yaml:2: not valid YAML: 'schemas' is given twice"),
+        ("t.yaml", "schemas: [a, pg_catalog]\n", "pg_catalog is PostgreSQL's own schema"),
+        ("t.yaml", "schemas: [information_schema]\n", "information_schema is PostgreSQL's own schema"),
     ],
 )
 def test_a_bad_targets_file_is_one_line_naming_it(tmp_path: Path, name: str, text: str, says: str):
@@ -149,3 +152,9 @@ def test_merging_overlapping_shards_or_two_commands_is_refused():
         merge([_report("db migrate", ["a"], "1/2"), _report("db migrate", ["a"], "2/2")], ["1.json", "2.json"])
     with pytest.raises(UsageError, match="different commands"):
         merge([_report("db migrate", ["a"], "1/2"), _report("db diagnose", ["b"], "2/2")], ["1.json", "2.json"])
+
+
+def test_a_merge_missing_a_shard_is_not_ok():
+    merged = merge([_report("db migrate", ["a"], "1/3"), _report("db migrate", ["b"], "3/3")], ["1.json", "3.json"])
+    assert merged.missing_shards == ("2/3",) and not merged.ok
+    assert merged.to_json()["fleet"]["missing_shards"] == ["2/3"]

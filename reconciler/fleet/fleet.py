@@ -193,6 +193,9 @@ def merge(reports: list[FleetReport], sources: list[str]) -> FleetReport:
             targets.append(target)
     first = reports[0]
     interrupted = next((r.interrupted for r in reports if r.interrupted), None)
+    # A shard whose job died before it wrote its report must not pass for a fleet that succeeded.
+    count = int(next(iter(shards)).split("/")[1]) if shards else 0
+    missing = tuple(f"{i}/{count}" for i in range(1, count + 1) if f"{i}/{count}" not in shards)
     return FleetReport(
         first.command,
         tuple(targets),
@@ -202,6 +205,7 @@ def merge(reports: list[FleetReport], sources: list[str]) -> FleetReport:
         tuple(s for r in reports for s in r.shards),
         max(r.seconds for r in reports),
         interrupted,
+        missing,
     )
 
 

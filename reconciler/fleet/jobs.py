@@ -107,7 +107,7 @@ def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
         applied = tuple(o.version or o.action for o in execution.done) if execution is not None else ()
         values = _status(settings, notify)
         values["applied"] = applied
-        values["notes"] = result.plan.notes
+        values["notes"] = tuple(f"⚠️  {note}" for note in result.plan.notes)  # as db migrate warns of them
         if execution is not None and execution.failure is not None:
             failure = execution.failure
             where = f" ({failure.location})" if failure.location else ""

@@ -73,10 +73,11 @@ class FleetReport:
     shards: tuple[str, ...] = ()  # "1/4", ...: the shards this report covers (empty: the whole fleet)
     seconds: float = 0.0
     interrupted: str | None = None  # the signal that stopped the run
+    missing_shards: tuple[str, ...] = ()  # report merge: the shards of the split no report covers
 
     @property
     def ok(self) -> bool:
-        return all(t.succeeded for t in self.targets) and self.interrupted is None
+        return all(t.succeeded for t in self.targets) and self.interrupted is None and not self.missing_shards
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class FleetReport:
                 "canary": self.canary,
                 "keep_going": self.keep_going,
                 "interrupted": self.interrupted,
+                "missing_shards": list(self.missing_shards),
             },
             "targets": [t.to_json() for t in self.targets],
             "totals": self.totals,
@@ -119,4 +121,5 @@ class FleetReport:
             shards=tuple(fleet.get("shards") or ()),
             seconds=data.get("totals", {}).get("seconds", 0.0),
             interrupted=fleet.get("interrupted"),
+            missing_shards=tuple(fleet.get("missing_shards") or ()),
         )

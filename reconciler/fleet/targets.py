@@ -75,8 +75,33 @@ class Target:
         )
 
 
+def _unique_keys_loader() -> type:
+    """PyYAML's safe loader, refusing a key given twice: the second ``schemas:`` of a file
+    would otherwise replace the first, and the fleet run only what the second lists."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (the second would replace the first)", key_node.start_mark
+                )
+            seen.add(key)
+        return loader.construct_mapping(node, deep=True)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return UniqueKeys
+
+
 def _schema(value: object, where: str) -> str:
     text = str(value).strip() if isinstance(value, str | int) else ""
+    if text == "information_schema" or text.startswith("pg_"):
+        raise UsageError(f"{where}: {text} is PostgreSQL's own schema, not a tenant's")
     if not _SCHEMA.match(text):
         raise UsageError(
             f"{where}: {value!r} is not a tenant schema name poststack can use",
@@ -107,7 +132,7 @@ def _read(path: Path) -> dict[str, Any]:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_keys_loader())
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""

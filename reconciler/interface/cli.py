@@ -20,7 +20,7 @@ import typer
 
 from reconciler import interrupts
 from reconciler.config import NUMBERINGS, Settings, mask_url, resolve_settings
-from reconciler.errors import EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
+from reconciler.errors import EXIT_DATABASE, EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
 
 if TYPE_CHECKING:  # the execution stack is imported on first use
     from reconciler.remediation.executor import LockWait
@@ -726,7 +726,7 @@ def _fleet_progress(target_report: Any, done: int, total: int) -> None:
     _notify(fleet_view.progress_line(target_report, done, total))
 
 
-def _fleet_emit(options: Shared, fleet_report: Any, *, planned_exit: bool = False) -> None:
+def _fleet_emit(options: Shared, fleet_report: Any, *, planned_exit: bool = False, merged: bool = False) -> None:
     """The report; then the stop signal's exit code, 1 unless every target succeeded, or (plan
     --detailed-exitcode) 2 when changes were planned."""
     from reconciler.interface import fleet_view
@@ -735,8 +735,10 @@ def _fleet_emit(options: Shared, fleet_report: Any, *, planned_exit: bool = Fals
         typer.echo(fleet_view.fleet_json(fleet_report))
     else:
         typer.echo(fleet_view.fleet_text(fleet_report))
-    if fleet_report.interrupted:
+    if fleet_report.interrupted and not merged:
         raise typer.Exit(interrupts.exit_code(signal.Signals[fleet_report.interrupted]))
+    if fleet_report.targets and all(t.outcome == "unreachable" for t in fleet_report.targets):
+        raise typer.Exit(EXIT_DATABASE)  # not one target could be reached: as for one database
     if not fleet_report.ok:
         raise typer.Exit(EXIT_PROBLEMS)
     if planned_exit and any(t.outcome == "planned" for t in fleet_report.targets):
@@ -1143,7 +1145,8 @@ def plan_command(
         fleet_report = _fleet(options, "plan", jobs.plan_job(request), changes=False)
         if out is not None:
             save_fleet_plan(list(fleet_report.targets), out)
-            _err(f"Saved to {out}; run it with: poststack apply {out} --targets ...")
+            given = f"--targets {options.targets}" if options.targets is not None else "--targets-query ..."
+            _err(f"Saved to {out}; run it with: poststack apply {out} {given}")
         _fleet_emit(options, fleet_report, planned_exit=detailed_exitcode)
         return
     options.policy(changes=False)
@@ -1675,7 +1678,7 @@ def report_merge(
     from reconciler.fleet.fleet import load_report, merge
 
     merged = merge([load_report(path) for path in files], [str(path) for path in files])
-    _fleet_emit(options, merged)
+    _fleet_emit(options, merged, merged=True)  # a stopped shard is a failed report here, not a signal
 
 
 # --- db server --------------------------------------------------------------------------------

@@ -77,6 +77,12 @@ def fleet_text(report: Any) -> str:
     for why, names in not_started.items():
         lines.append("")
         lines.append(f"{_MARK['skipped']} {len(names)} skipped ({_names(names)}): {why}")
+    if report.missing_shards:
+        lines.append("")
+        lines.append(
+            f"❌ No report for shard {', '.join(report.missing_shards)}: its targets are not in this report "
+            "(did that job fail before it wrote one?)."
+        )
     if report.interrupted:
         lines.append("")
         lines.append(

@@ -234,3 +234,13 @@ def test_report_merge_of_shards_is_the_unsharded_report(tenants, tmp_path: Path)
     assert rows(data) == rows(whole) and len(data["targets"]) == 3
     assert data["fleet"]["shards"] == ["1/3", "2/3", "3/3"]
     assert run_cli("report", "merge", str(files[0]), str(files[0])).exit_code == 2  # the same shard twice
+
+
+def test_a_fleet_no_target_of_which_can_be_reached_exits_3(tenants, tmp_path: Path):
+    directory, _ = tenants
+    nowhere = write(
+        tmp_path, "nowhere.yaml", "targets:\n  - postgresql://x:pw@127.0.0.1:9/a\n  - postgresql://x@127.0.0.1:9/b\n"
+    )
+    result = run_cli("db", "migration-status", "--targets", str(nowhere), "--migrations-dir", str(directory))
+    assert result.exit_code == 3, result.output
+    assert result.stdout.count("unreachable") >= 2 and "pw" not in result.output
