@@ -15,7 +15,7 @@ from reconciler.db import DatabaseRef, Session, connect
 from reconciler.desired.files import CHECKSUM_ALGORITHM, MigrationSet
 from reconciler.desired.layouts import load_migrations
 from reconciler.diagnosis.pending import is_pending
-from reconciler.errors import DatabaseUnavailable, UsageError
+from reconciler.errors import DatabaseUnavailable, PoststackError, UsageError
 from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking, reset_tables
 from reconciler.remediation.plan import Plan
 
@@ -113,13 +113,17 @@ def rollback_script(settings: Settings, version: str, *, notify: Notify | None =
 
 def release_killed_run_lock(settings: Settings, notify: Notify | None = None) -> str | None:
     """For a fleet's re-run: release the lock row a killed run left, when nothing that run
-    could have been doing is in doubt: its poststack process and its backend are both gone
-    (so PostgreSQL committed or rolled back whatever it was running), and every migration
-    it could have been applying runs in a transaction (so each committed with its tracking
-    row, or not at all). The release is the one db clean --locks makes: planned, checked
-    and audited. What was released, or None when it is not that case: then the lock is
-    left to a person (db diagnose, db clean --locks), as on one database."""
+    could have been doing is in doubt: it was a db migrate (its row says so: a rollback or a
+    remediation plan may run steps outside a transaction), its poststack process and its
+    backend are both gone (so PostgreSQL committed or rolled back whatever it was running),
+    and every migration it could have been applying runs in a transaction (so each
+    committed with its tracking row, or not at all). The release is the one db clean --locks
+    makes: planned, checked and audited. What was released, or None when it is not that
+    case: then the lock is left to a person (db diagnose, db clean --locks), as on one
+    database."""
+    from reconciler.db import APPLICATION_NAME
     from reconciler.remediation import fixes
+    from reconciler.remediation.runner import MIGRATE_COMMAND
 
     migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
@@ -127,14 +131,19 @@ def release_killed_run_lock(settings: Settings, notify: Notify | None = None) ->
     lock = observed.lock
     if lock is None or not lock.locked or lock.offline or lock.backend_alive or lock.client_alive is not False:
         return None
+    if lock.application_name != f"{APPLICATION_NAME} {MIGRATE_COMMAND}":
+        return None
     pending = [m for m in migrations.migrations if m.key not in observed.applied]
     if any(not m.file.script.transactional for m in pending):
         return None
     held = lock.describe()
-    plan = fixes.clean(settings, locks=True, duplicates=False, terminate=False, notify=notify)
-    if not any(step.action == "release_lock" for step in plan.steps):
-        return None
-    fixes.checked_apply(settings, plan, notify)
+    try:
+        plan = fixes.clean(settings, locks=True, duplicates=False, terminate=False, notify=notify)
+        if not any(step.action == "release_lock" for step in plan.steps):
+            return None
+        fixes.checked_apply(settings, plan, notify)
+    except PoststackError:
+        return None  # the lock's own message says more (through transaction pooling, say)
     return held
 
 

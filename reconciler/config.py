@@ -81,8 +81,10 @@ _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?
 # (an unencoded "/", "@" or "%") is hidden too. Only for text known to be that URL: in free
 # text the same pattern would swallow "host:443/@scope" and the like.
 _CARELESS_URL = re.compile(r"^(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>.*)(?P<tail>@[^@]*)$", re.DOTALL)
-_PASSWORD_IN_DSN = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]*)", re.IGNORECASE)
+_PASSWORD_IN_DSN = re.compile(
+    r"(?P<head>(?<![?&])\b(?:ssl)?password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE
+)
+_PASSWORD_IN_QUERY = re.compile(r"(?P<head>[?&](?:ssl)?password=)(?P<pw>[^&\s]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -377,7 +379,7 @@ def url_without_password(url: str) -> str:
     scheme spelled one way: what names a database, whatever secret reaches it."""
     url = re.sub(r"^postgres(ql)?(\+psycopg2)?://", "postgresql://", url.strip())
     base, _, query = url.partition("?")
-    kept = [p for p in query.split("&") if p and not p.lower().startswith("password=")]
+    kept = [p for p in query.split("&") if p and not p.lower().startswith(("password=", "sslpassword="))]
     match = _CARELESS_URL.match(base)
     base = match["head"][:-1] + match["tail"] if match else base  # user:password@ -> user@
     return base + ("?" + "&".join(kept) if kept else "")

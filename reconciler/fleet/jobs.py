@@ -23,6 +23,9 @@ Values = dict[str, Any]
 Job = Callable[[Target, Settings, Notify], Values]
 
 
+_MIGRATIONS = ("apply_migration", "rollback_migration")
+
+
 def _status(settings: Settings, notify: Notify) -> Values:
     """Where the target stands: its version, and how many migrations are pending and failed."""
     status = commands.migration_status(settings, notify=notify)
@@ -99,12 +102,13 @@ def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
             if released is None:
                 raise
             notify(
-                f"⚠️  Released the migration lock of a run that was killed ({released}): it could only have been "
-                "running migrations in transactions, each committed with its tracking row or not at all."
+                f"⚠️  Released the migration lock of a db migrate that was killed ({released}): every migration it "
+                "could have been running runs in a transaction, so each committed with its tracking row or not at all."
             )
             result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
         execution = result.execution
-        applied = tuple(o.version or o.action for o in execution.done) if execution is not None else ()
+        done = execution.outcomes if execution is not None else ()
+        applied = tuple(o.version for o in done if o.ok and o.outcome == "ok" and o.action in _MIGRATIONS and o.version)
         values = _status(settings, notify)
         values["applied"] = applied
         values["notes"] = tuple(f"⚠️  {note}" for note in result.plan.notes)  # as db migrate warns of them
@@ -210,7 +214,9 @@ def apply_job(plans: dict[str, Plan] | None, request: PlanRequest | None, *, con
         except remediation.StalePlan as e:
             return {"outcome": "refused", "exit_code": e.exit_code, "error": e.summary, "detail": e.detail}
         execution = result.execution
-        applied = tuple(o.version or o.action for o in execution.done) if execution is not None else ()
+        done = execution.outcomes if execution is not None else ()
+        # What this run changed: not a step left to a person, nor one another run had done.
+        applied = tuple(o.version or o.action for o in done if o.ok and o.outcome == "ok" and o.action != "manual")
         values = _status(settings, notify) | _issues(result.remaining)
         values |= {"applied": applied, "plan": plan.to_json() | {"hash": plan.hash}}
         if execution is not None and execution.failure is not None:

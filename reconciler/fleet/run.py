@@ -79,7 +79,7 @@ def run_one(target: Target, base: Settings, job: Job) -> TargetReport:
             "interrupted",
             interrupts.exit_code(e.signum),
             seconds=time.monotonic() - started,
-            error=f"stopped by {e.name} before anything changed",
+            error=f"stopped by {e.name}",
             notes=tuple(notes),
         )
     except Exception as e:  # one target's surprise must not hide the others' results
@@ -193,11 +193,16 @@ def _in_workers(
             while not stopping and (keep_going or first_failed is None) and waiting and len(running) < width:
                 index = waiting.pop(0)
                 reader, writer = context.Pipe(duplex=False)
-                process = context.Process(target=_worker, args=(targets[index], base, job, writer))
+                process = context.Process(target=_worker, args=(targets[index], base, job, writer, os.getpid()))
                 # Whatever is buffered would be written again by the worker as it exits.
                 sys.stdout.flush()
                 sys.stderr.flush()
-                process.start()
+                # A stop signal passed on while the worker starts waits for its own handlers.
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts.STOP_SIGNALS)
+                try:
+                    process.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 writer.close()
                 running[reader] = (index, process)
             if not running:
@@ -227,6 +232,15 @@ def _in_workers(
                 done(index, report)
                 if not report.succeeded and first_failed is None:
                     first_failed = index
+    except BaseException:
+        # The fleet process itself failed (a closed pipe, fork refused): its workers stop as a
+        # stop signal stops them, and are waited for, so none runs on unseen.
+        for _index, process in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+        for _index, process in running.values():
+            process.join()
+        raise
     finally:
         interrupts.state.waiting -= 1
     if interrupts.state.received:
@@ -247,14 +261,14 @@ def _receive(reader: Any, target: Target) -> TargetReport:
     return report
 
 
-def _worker(target: Target, base: Settings, job: Job, writer: Any) -> None:
+def _worker(target: Target, base: Settings, job: Job, writer: Any, parent: int) -> None:
     """A forked worker: the signal state of a fresh run, then one target."""
-    parent = os.getppid()
     os.setpgid(0, 0)  # Ctrl-C at a terminal reaches the fleet process, which passes it on once
     _die_with_parent()
     if os.getppid() != parent:  # the fleet was killed before the line above took effect
         os._exit(1)
     interrupts.fresh_process()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, interrupts.STOP_SIGNALS)
     report = run_one(target, base, job)
     with contextlib.suppress(BrokenPipeError, OSError):
         writer.send(report)

@@ -145,7 +145,9 @@ def migration_lock(
         # Marked first: the UPDATE commits at once, and a stop signal raised as it returns
         # must still release it (the release matches only this backend's own row).
         taken = True
-        session.run(tracking.take_lock_row_statement(location, host_pid()))
+        # The row says what the run is doing: a fleet's re-run takes over only a dead migrate's.
+        named = None if command == "this command" else command
+        session.run(tracking.take_lock_row_statement(location, host_pid(), named))
         yield
     finally:
         # A run that ends alive, even by failing or after reconnecting, releases the row.

@@ -64,6 +64,10 @@ def read_history(
     location: TrackingLocation = DEFAULT_TRACKING,
 ) -> History:
     path, existing, user = search_path
+    if location.schema in path and existing:
+        # poststack makes its tracking schema before the first migration runs (a new fleet
+        # tenant's): unqualified names land there, not in a shared schema further down the path.
+        existing = frozenset({*existing, location.schema})
     parsed = [(m, *m.file.tree) for m in migrations.migrations]
     # A schema the history creates did not exist before the migration that creates it,
     # whatever exists now: only the others were there from the start.
@@ -100,6 +104,9 @@ class ObservedState:
     server: ServerInfo
     audited: dict[VersionKey, tracking.AuditedApplication] = field(default_factory=dict)  # applied, says the audit
     live: Snapshot | None = None  # every object with its definition, to compare with replayed states
+    # A fleet tenant's schemas (its search_path, its tracking schema) and its history's: all
+    # that was read. None: the whole database.
+    scope: frozenset[str] | None = None
 
     @cached_property
     def fingerprint(self) -> str:
@@ -136,7 +143,7 @@ def observe(session: Session, location: TrackingLocation, desired: DesiredState)
         verify = run_verify_scripts(session, scripts)
         audited = tracking.read_audited_applications(session, location) if location.audit_table in tables else {}
         live = read_snapshot(session, location, scope)
-    return ObservedState(observed_tracking, catalog, verify, server, audited, live)
+    return ObservedState(observed_tracking, catalog, verify, server, audited, live, scope)
 
 
 def read_state_of(

@@ -341,6 +341,15 @@ def read_lock(session: Any, location: TrackingLocation) -> LockState:
     )
 
 
+# The error of the failed row a migration run outside a transaction starts with (before its
+# first statement): what a run killed part way through it leaves behind. How its last
+# statement ended is not known, so nothing may take it for a clean failure.
+STARTED_NOT_FINISHED = (
+    "started outside a transaction, and the run ended before it finished or recorded a failure "
+    "(killed, or its connection lost): the statements it had run are kept"
+)
+
+
 def insert_row_statement(
     location: TrackingLocation,
     *,
@@ -539,13 +548,15 @@ def audit_statement(
     )
 
 
-def take_lock_row_statement(location: TrackingLocation, host_pid: object) -> Statement:
-    """``host_pid``: this process's ``host:pid``, or (an offline script) SQL that names its session."""
+def take_lock_row_statement(location: TrackingLocation, host_pid: object, command: str | None = None) -> Statement:
+    """``host_pid``: this process's ``host:pid``, or (an offline script) SQL that names its
+    session. ``command`` (``db migrate``) follows the application's name in the row: what a
+    run that dies leaves there says what it was doing."""
     return Statement(
         f"UPDATE {location.lock_sql} SET locked = true, locked_at = now(), "
         "locked_by = %(host_pid)s, backend_pid = pg_backend_pid(), "
-        "application_name = current_setting('application_name') WHERE id = 1",
-        {"host_pid": host_pid},
+        "application_name = concat_ws(' ', current_setting('application_name'), %(command)s::text) WHERE id = 1",
+        {"host_pid": host_pid, "command": command},
     )
 
 

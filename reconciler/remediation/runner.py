@@ -54,6 +54,9 @@ class RunResult:
         return self.execution is None or self.execution.ok
 
 
+MIGRATE_COMMAND = "db migrate"  # named in its lock row (and in a refusal through transaction pooling)
+
+
 def migrate_plan(
     migrations: MigrationSet,
     observed: ObservedTracking,
@@ -272,7 +275,11 @@ def migrate(
             session, settings, migrations, tracking, readiness, target, allow, on_step, on_lock_wait
         )
     with locking.migration_lock(
-        session, settings.tracking, settings.lock_timeout, lambda: ensure_tracking(session, settings, migrations)
+        session,
+        settings.tracking,
+        settings.lock_timeout,
+        lambda: ensure_tracking(session, settings, migrations),
+        command=MIGRATE_COMMAND,
     ):
         # Looked at again under the lock: a concurrent run's work, or a migration applied by
         # hand while this one waited, is seen, never repeated.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -208,7 +209,7 @@ def test_a_killed_fleet_is_finished_by_the_next_run(tenants, db, database_url: s
         "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "3"
     )
     assert result.exit_code == 0, result.output
-    assert "Released the migration lock of a run that was killed" in result.stdout
+    assert "Released the migration lock of a db migrate that was killed" in result.stdout
     for tenant in ("acme", "globex", "initech"):
         assert sql(db, f"SELECT count(*) FROM {tenant}.accounts WHERE name = 'late'") == [(1,)]
         assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations WHERE version = '005'") == [(1,)]
@@ -244,3 +245,41 @@ def test_a_fleet_no_target_of_which_can_be_reached_exits_3(tenants, tmp_path: Pa
     result = run_cli("db", "migration-status", "--targets", str(nowhere), "--migrations-dir", str(directory))
     assert result.exit_code == 3, result.output
     assert result.stdout.count("unreachable") >= 2 and "pw" not in result.output
+
+
+@pytest.mark.parametrize(("command", "taken_over"), [("db migrate", True), ("db rollback", False), (None, False)])
+def test_only_a_dead_migrates_lock_is_taken_over(tenants, db, command: str | None, taken_over: bool):
+    """A rollback, or a remediation plan, may run steps outside a transaction: the lock such
+    a run leaves is a person's to look at, even when every pending migration is transactional."""
+    directory, targets = tenants
+    assert fleet(directory, "db", "migrate", "--targets", str(targets))[0] == 0
+    write(directory, "005_more.sql", "INSERT INTO accounts (name) VALUES ('more');")
+    application = "poststack" if command is None else f"poststack {command}"
+    sql(
+        db,
+        "UPDATE acme.schema_migrations_lock SET locked = true, locked_at = now(), locked_by = %s, "
+        "backend_pid = 999999, application_name = %s",
+        (f"{socket.gethostname()}:999999", application),
+    )
+    code, report, _ = fleet(directory, "db", "migrate", "--targets", str(targets), "--keep-going")
+    acme = next(t for t in report["targets"] if t["target"] == "acme")
+    assert (acme["outcome"] == "applied") is taken_over, acme
+    assert code == (0 if taken_over else 1)
+    assert sql(db, "SELECT count(*) FROM acme.accounts WHERE name = 'more'") == [(1 if taken_over else 0,)]
+    if not taken_over:
+        assert "migration system is locked" in acme["error"]
+        assert sql(db, "SELECT locked FROM acme.schema_migrations_lock") == [(True,)]
+
+
+def test_a_new_tenant_beside_a_populated_shared_schema_gets_its_own_tables(tenants, db, tmp_path: Path, database_url):
+    """Unqualified names land in the tenant's schema (poststack makes it first), so public's
+    tables of the same names are not taken for the tenant's migrations having run."""
+    directory, _ = tenants
+    sql(db, "CREATE TABLE public.accounts (id serial PRIMARY KEY, name text NOT NULL)")
+    targets = write(tmp_path, "newco.yaml", f"url: {database_url}\nschemas: [newco]\nshared_schemas: [public]\n")
+    code, report, _ = fleet(directory, "db", "migrate", "--targets", str(targets))
+    assert code == 0, report
+    assert sql(db, "SELECT name FROM newco.accounts") == [("owner",)]
+    assert sql(db, "SELECT count(*) FROM public.accounts") == [(0,)]
+    code, report, _ = fleet(directory, "db", "diagnose", "--targets", str(targets), "--severity", "medium")
+    assert code == 0, report  # public is newco's by the targets file's word: not an orphan

@@ -306,3 +306,35 @@ def test_a_run_killed_inside_a_migration_outside_a_transaction_leaves_it_failed(
     assert retried.exit_code == 0, retried.output
     assert sql(db, "SELECT success FROM schema_migrations WHERE version = '002'") == [(True,)]
     assert sql(db, "SELECT count(*) FROM counter") == [(1,)]
+
+
+def test_a_run_killed_in_the_one_statement_of_a_migration_outside_a_transaction_is_not_retried(
+    database_url: str, tmp_path: Path, db
+):
+    """Killed while its one statement ran: the backend finishes it and commits after the
+    client is gone, so the failure is not the statement's own, and nothing retries it."""
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    write(migrations, "001_first.sql", "CREATE TABLE counter (what text);\n")
+    write(
+        migrations,
+        "002_once.sql",
+        "-- poststack:no-transaction\nINSERT INTO counter SELECT 'once' FROM (SELECT pg_advisory_lock(4245)) AS waited;\n",
+    )
+    blocker = psycopg2.connect(database_url)
+    blocker.autocommit = True
+    sql(blocker, "SELECT pg_advisory_lock(4245)")
+    try:
+        kill_migrate_in(database_url, migrations, db, "pg_advisory_lock(4245)")
+    finally:
+        blocker.close()
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'poststack%'", [(0,)])
+    assert sql(db, "SELECT count(*) FROM counter") == [(1,)]  # it committed after the kill
+    args = ("--database-url", database_url, "--migrations-dir", str(migrations))
+    report = json.loads(run_process("db", "diagnose", "--format", "json", *args).stdout)
+    (issue,) = [i for i in report["issues"] if i["type"] == "partial_migration"]
+    assert issue["auto_fixable"] is False
+    applied = run_process("apply", "--auto-approve", *args)
+    assert applied.exit_code == 1, applied.output  # the lock released, 002 left to a person
+    assert sql(db, "SELECT count(*) FROM counter") == [(1,)]
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '002' AND success") == [(0,)]

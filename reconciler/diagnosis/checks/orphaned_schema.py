@@ -8,7 +8,10 @@ from reconciler.diagnosis.issues import Issue, IssueType
 
 @check(IssueType.ORPHANED_SCHEMA)
 def orphaned_schema(facts: Facts) -> list[Issue]:
-    expected = facts.desired.history.schemas | {"public", facts.observed.tracking.schema}
+    # A fleet tenant's shared schemas are on its search_path by the targets file's word.
+    expected = (
+        facts.desired.history.schemas | {"public", facts.observed.tracking.schema} | (facts.observed.scope or set())
+    )
     return [
         Issue(
             IssueType.ORPHANED_SCHEMA,

@@ -8,6 +8,7 @@ from reconciler.diagnosis.attribution import Verdict
 from reconciler.diagnosis.checks.base import Facts, check
 from reconciler.diagnosis.issues import Issue, IssueType
 from reconciler.errors import PoststackError
+from reconciler.observed.tracking import STARTED_NOT_FINISHED
 
 
 @check(IssueType.PARTIAL_MIGRATION)
@@ -43,9 +44,10 @@ def partial_migration(facts: Facts) -> list[Issue]:
                 row.version,
                 details,
                 # Retrying is safe when the failure left nothing behind: it ran in a transaction,
-                # or it was one statement (a killed concurrent build leaves only an INVALID
-                # index, which drop-invalid-indexes removes).
-                auto_fixable=row.transactional or _single_statement(migration),
+                # or it was one statement that failed (a killed concurrent build leaves only an
+                # INVALID index, which drop-invalid-indexes removes). Not a run killed inside it:
+                # its one statement may have committed after the client was gone.
+                auto_fixable=row.transactional or (_single_statement(migration) and row.error != STARTED_NOT_FINISHED),
                 shown=shown,
             )
         )

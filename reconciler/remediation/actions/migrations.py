@@ -128,14 +128,6 @@ def _callback(ctx: BuildContext, name: str) -> Callback:
     return callback
 
 
-# The error of the failed row a migration run outside a transaction starts with: what a run
-# killed part way through it leaves behind.
-STARTED_NOT_FINISHED = (
-    "started outside a transaction, and the run ended before it finished or recorded a failure "
-    "(killed, or its connection lost): the statements it had run are kept"
-)
-
-
 @register
 class ApplyMigration(Action):
     name = "apply_migration"
@@ -167,7 +159,7 @@ class ApplyMigration(Action):
             # never started, and runs it again); success or a recorded failure replaces it.
             forget = tracking.delete_failed_rows_statement(ctx.location, ctx.spellings(migration.version))
             marker = tracking.insert_row_statement(ctx.location, success=False, **row)
-            started = (replace(marker, params={**(marker.params or {}), "error": STARTED_NOT_FINISHED}),)
+            started = (replace(marker, params={**(marker.params or {}), "error": tracking.STARTED_NOT_FINISHED}),)
             on_failure.insert(0, forget)
             if not args.get("retry"):
                 bookkeeping.append(forget)
