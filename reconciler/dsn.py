@@ -67,7 +67,8 @@ def with_search_path(url: str, search_path: tuple[str, ...]) -> str:
     ``options``, kept beside any the URL already gives): a reset or a rolled-back SET goes
     back to it, as to a role's default. Names are plain identifiers (a tenant's schema)."""
     wanted = f"-c search_path={','.join(search_path)}"
-    existing = parse(url).get("options", "")
+    # libpq reads PGOPTIONS only when the URL gives no options: kept here, as it would be.
+    existing = parse(url).get("options") or os.environ.get("PGOPTIONS", "")
     base, _, query = libpq_url(url).partition("?")
     kept = [p for p in query.split("&") if p and not p.lower().startswith("options=")]
     kept.append("options=" + quote(f"{existing} {wanted}".strip(), safe=""))

@@ -11,7 +11,7 @@ import pytest
 from reconciler.config import Settings
 from reconciler.dsn import parse, with_search_path
 from reconciler.errors import UsageError
-from reconciler.fleet.fleet import merge
+from reconciler.fleet.command import merge
 from reconciler.fleet.report import FleetReport, TargetReport
 from reconciler.fleet.shard import Shard, select, shard_of
 from reconciler.fleet.targets import Target, read_targets_file, targets_from_rows

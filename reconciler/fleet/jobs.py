@@ -3,24 +3,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reconciler import commands
 from reconciler.config import Settings, mask_url
 from reconciler.errors import EXIT_DATABASE, EXIT_PROBLEMS, Interrupted, LockTimeout, PoststackError
 from reconciler.fleet.report import outcome_of_error
+from reconciler.fleet.run import Job, Notify
 from reconciler.fleet.targets import Target
 
 if TYPE_CHECKING:
-    from reconciler.diagnosis.issues import Issue, IssueType, Severity
+    from reconciler.diagnosis.issues import IssueType, Severity
     from reconciler.diagnosis.pending import Allowances
     from reconciler.remediation.plan import Plan
     from reconciler.remediation.planner import PlanRequest
 
-Notify = Callable[[str], None]
 Values = dict[str, Any]
-Job = Callable[[Target, Settings, Notify], Values]
 
 
 _MIGRATIONS = ("apply_migration", "rollback_migration")
@@ -36,19 +34,21 @@ def _status(settings: Settings, notify: Notify) -> Values:
     }
 
 
-def _issues(issues: tuple[Issue, ...] | list[Issue]) -> Values:
+def _issues(issues: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> Values:
+    """Counts by severity, and each issue as the report lists it, from issues as diagnose
+    --format json shows them (a plan keeps them so)."""
     counts = {"high": 0, "medium": 0, "low": 0}
     listed = []
     for issue in issues:
-        assert issue.severity is not None
-        counts[issue.severity.label] += 1
+        severity = str(issue.get("severity", "low"))
+        counts[severity] = counts.get(severity, 0) + 1
         listed.append(
             {
-                "type": issue.type.value,
-                "severity": issue.severity.label,
-                "version": issue.version,
-                "summary": mask_url(issue.message),
-                "fix": issue.suggested_fix,
+                "type": issue.get("type"),
+                "severity": severity,
+                "version": issue.get("version"),
+                "summary": mask_url(str(issue.get("message", ""))),
+                "fix": issue.get("suggested_fix"),
             }
         )
     return {"issues": counts, "issue_list": tuple(listed)}
@@ -127,7 +127,7 @@ def diagnose_job(types: tuple[IssueType, ...], minimum: Severity) -> Job:
         from reconciler.diagnosis import diagnose as diagnosis
 
         result = diagnosis.diagnose(settings, types, minimum, notify=notify)
-        values = _status(settings, notify) | _issues(result.issues)
+        values = _status(settings, notify) | _issues([i.to_json() for i in result.issues])
         return values | {"outcome": "ok" if result.ok else "problems"}
 
     return job
@@ -156,32 +156,13 @@ def plan_job(request: PlanRequest) -> Job:
         from reconciler.remediation import fixes as remediation
 
         plan = remediation.plan_for_review(settings, request, notify=notify).plan
-        values = _status(settings, notify) | _issues_of_plan(plan)
+        values = _status(settings, notify) | _issues(plan.issues)
         values["plan"] = plan.to_json() | {"hash": plan.hash}
         values["notes"] = plan.notes
         runnable = [s for s in plan.steps if s.action != "manual"]
         return values | {"outcome": "planned" if runnable else "ok", "applied": ()}
 
     return job
-
-
-def _issues_of_plan(plan: Plan) -> Values:
-    """A plan keeps what was diagnosed as diagnose --format json shows it."""
-    counts = {"high": 0, "medium": 0, "low": 0}
-    listed = []
-    for issue in plan.issues:
-        severity = str(issue.get("severity", "low"))
-        counts[severity] = counts.get(severity, 0) + 1
-        listed.append(
-            {
-                "type": issue.get("type"),
-                "severity": severity,
-                "version": issue.get("version"),
-                "summary": mask_url(str(issue.get("message", ""))),
-                "fix": issue.get("suggested_fix"),
-            }
-        )
-    return {"issues": counts, "issue_list": tuple(listed)}
 
 
 def apply_job(plans: dict[str, Plan] | None, request: PlanRequest | None, *, confirm: bool) -> Job:
@@ -200,7 +181,7 @@ def apply_job(plans: dict[str, Plan] | None, request: PlanRequest | None, *, con
             if plan.destructive and not confirm:
                 return (
                     _status(settings, notify)
-                    | _issues_of_plan(plan)
+                    | _issues(plan.issues)
                     | {
                         "outcome": "refused",
                         "exit_code": EXIT_PROBLEMS,
@@ -217,7 +198,7 @@ def apply_job(plans: dict[str, Plan] | None, request: PlanRequest | None, *, con
         done = execution.outcomes if execution is not None else ()
         # What this run changed: not a step left to a person, nor one another run had done.
         applied = tuple(o.version or o.action for o in done if o.ok and o.outcome == "ok" and o.action != "manual")
-        values = _status(settings, notify) | _issues(result.remaining)
+        values = _status(settings, notify) | _issues([i.to_json() for i in result.remaining])
         values |= {"applied": applied, "plan": plan.to_json() | {"hash": plan.hash}}
         if execution is not None and execution.failure is not None:
             failure = execution.failure

@@ -6,6 +6,7 @@ secret in it, and apply reaches the targets through the same --targets as plan d
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,15 @@ def save_fleet_plan(reports: list[TargetReport], path: Path) -> None:
         raise UsageError(f"cannot write plan file {path}: {e.strerror}") from e
 
 
-def load_fleet_plan(path: Path) -> dict[str, Plan]:
-    """Each target's plan by key, each checked against its hash as a single plan is."""
+@dataclass(frozen=True)
+class FleetPlan:
+    plans: dict[str, Plan]  # by target key
+    not_planned: dict[str, str]  # by target key: why its planning failed
+
+
+def load_fleet_plan(path: Path) -> FleetPlan:
+    """Each target's plan by key, each checked against its hash as a single plan is, and the
+    targets whose planning failed, with why."""
     import jsonschema
 
     from reconciler.remediation.playbook import json_schema
@@ -70,5 +78,13 @@ def load_fleet_plan(path: Path) -> dict[str, Plan]:
                 f"{where} ({entry.get('target')}): the plan was edited after it was made (its hash does not match)",
                 "Make a new one with poststack plan --targets ... --out FILE.",
             )
+        if entry["key"] in plans:
+            raise UsageError(f"{where} ({entry.get('target')}): the plan holds this target twice")
         plans[entry["key"]] = plan
-    return plans
+    failed = data.get("not_planned") or []
+    not_planned = {
+        str(e["key"]): str(e.get("error") or "its planning failed")
+        for e in failed
+        if isinstance(e, dict) and isinstance(e.get("key"), str)
+    }
+    return FleetPlan(plans, not_planned)

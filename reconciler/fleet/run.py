@@ -33,7 +33,8 @@ from reconciler.fleet.report import TargetReport, outcome_of_error
 from reconciler.fleet.targets import Target
 
 # What one target's run produces beside the common fields: outcome, version, issues, ...
-Job = Callable[[Target, Settings, Callable[[str], None]], dict[str, Any]]
+Notify = Callable[[str], None]
+Job = Callable[[Target, Settings, Notify], dict[str, Any]]
 OnDone = Callable[[TargetReport, int, int], None]  # the report, how many are done, of how many
 
 

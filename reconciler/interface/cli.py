@@ -245,7 +245,7 @@ class Shared:
         return self.targets is not None or self.targets_query is not None
 
     def selection(self) -> Any:
-        from reconciler.fleet.fleet import Selection
+        from reconciler.fleet.command import Selection
         from reconciler.fleet.shard import Shard
 
         return Selection(self.targets, self.targets_query, Shard.parse(self.shard) if self.shard is not None else None)
@@ -746,13 +746,15 @@ def _fleet_emit(options: Shared, fleet_report: Any, *, planned_exit: bool = Fals
 
 
 def _fleet(options: Shared, command: str, job: Any, *, changes: bool) -> Any:
-    from reconciler.fleet import fleet
+    from reconciler.fleet import command as fleet_command
 
     if options.fmt is Format.sql:
         raise UsageError(_NO_SQL)
     policy = options.policy(changes=changes)
     settings = _fleet_settings(options)
-    return fleet.run(command, settings, options.selection(), policy, job, notify=_notify, on_done=_fleet_progress)
+    return fleet_command.run(
+        command, settings, options.selection(), policy, job, notify=_notify, on_done=_fleet_progress
+    )
 
 
 # --- db -------------------------------------------------------------------------------------
@@ -1280,7 +1282,8 @@ def _apply_fleet(
 ) -> None:
     """apply over a fleet: a saved fleet plan, each target's fingerprint checked first; or,
     approved in advance, each target planned and applied in one go."""
-    from reconciler.fleet import fleet, jobs
+    from reconciler.fleet import command as fleet_command
+    from reconciler.fleet import jobs
 
     if not options.fleet:
         raise UsageError(f"{plan_file} is a fleet plan: pass the --targets (or --targets-query) it was made with")
@@ -1297,7 +1300,7 @@ def _apply_fleet(
             raise UsageError(
                 "--playbook, --issue-type, --force and --allow-* choose a new plan; a saved plan is applied as it is"
             )
-        fleet_report = fleet.apply_saved(
+        fleet_report = fleet_command.apply_saved(
             settings,
             options.selection(),
             plan_file,
@@ -1316,7 +1319,7 @@ def _apply_fleet(
                 "apply FILE; or pass --auto-approve to plan and apply each target in one go"
             )
         job = jobs.apply_job(None, request, confirm=confirm)
-        fleet_report = fleet.run(
+        fleet_report = fleet_command.run(
             "apply", settings, options.selection(), policy, job, notify=_notify, on_done=_fleet_progress
         )
     _fleet_emit(options, fleet_report)
@@ -1675,7 +1678,7 @@ def report_merge(
     files: Annotated[list[Path], typer.Argument(help="Fleet reports (--format json), one per shard.")],
 ) -> None:
     """Join the shards' fleet reports into one, as one unsharded run would have reported it."""
-    from reconciler.fleet.fleet import load_report, merge
+    from reconciler.fleet.command import load_report, merge
 
     merged = merge([load_report(path) for path in files], [str(path) for path in files])
     _fleet_emit(options, merged, merged=True)  # a stopped shard is a failed report here, not a signal

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,9 @@ from reconciler.errors import MigrationFileError, UsageError
 from reconciler.fleet import jobs
 from reconciler.fleet.plans import load_fleet_plan
 from reconciler.fleet.report import FleetReport, TargetReport
-from reconciler.fleet.run import FleetPolicy, Job, OnDone, run_fleet, skipped
+from reconciler.fleet.run import FleetPolicy, Job, Notify, OnDone, run_fleet, skipped
 from reconciler.fleet.shard import Shard, select
 from reconciler.fleet.targets import Target, query_targets, read_targets_file
-
-Notify = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -126,7 +123,8 @@ def apply_saved(
     """Apply a fleet plan: first check every target's fingerprint (read only); when any has
     changed, nothing runs anywhere unless ``partial``, which runs the unchanged ones."""
     started = time.monotonic()
-    plans = load_fleet_plan(plan_file)
+    fleet_plan = load_fleet_plan(plan_file)
+    plans = fleet_plan.plans
     chosen = choose_targets(settings, selection, notify)
     planned = [t for t in chosen if t.key in plans]
     absent = [t for t in chosen if t.key not in plans]
@@ -158,7 +156,15 @@ def apply_saved(
             ran, stopped = run_fleet(fresh, settings, jobs.apply_job(plans, None, confirm=confirm), policy, on_done)
             by_key = {r.key: r for r in ran} | changed
             reports = [by_key[t.key] for t in planned]
-    reports += [skipped(t, f"not in the plan {plan_file}") for t in absent]
+    reports += [
+        skipped(
+            t,
+            f"not planned: {fleet_plan.not_planned[t.key]}"
+            if t.key in fleet_plan.not_planned
+            else f"not in the plan {plan_file}",
+        )
+        for t in absent
+    ]
     order = {t.key: i for i, t in enumerate(chosen)}
     reports.sort(key=lambda r: order[r.key])
     return _report("apply", reports, policy, shards, started, stopped)
