@@ -296,6 +296,6 @@ def shown_applied(
 ) -> tuple[str, ...]:
     """Which of ``untracked`` the catalog (their objects, or a verify script) shows applied:
     the parsed evidence diagnose starts from, without a second shadow run for it."""
-    desired, observed = read_state_of(session, migrations, settings.tracking)
+    desired, observed = read_state_of(session, migrations, settings.tracking, definitions=False)
     shown = Facts(desired, observed).shown_applied
     return tuple(m.version for m in untracked if m.version in shown)

@@ -123,9 +123,13 @@ class ObservedState:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def observe(session: Session, location: TrackingLocation, desired: DesiredState) -> ObservedState:
+def observe(
+    session: Session, location: TrackingLocation, desired: DesiredState, *, definitions: bool = True
+) -> ObservedState:
     """One consistent, read-only snapshot, in a constant number of queries. Verify scripts
-    run for the migrations that tracking does not record as applied."""
+    run for the migrations that tracking does not record as applied. ``definitions``: every
+    object's definition too (``live``), for plans' fingerprints and for comparing with
+    replayed states; migrate, which judges by the catalog alone, leaves them out."""
     server = session.server_info()
     with session.snapshot():
         tables = frozenset(tracking.existing_tables(session, location))
@@ -142,16 +146,16 @@ def observe(session: Session, location: TrackingLocation, desired: DesiredState)
         }
         verify = run_verify_scripts(session, scripts)
         audited = tracking.read_audited_applications(session, location) if location.audit_table in tables else {}
-        live = read_snapshot(session, location, scope)
+        live = read_snapshot(session, location, scope) if definitions else None
     return ObservedState(observed_tracking, catalog, verify, server, audited, live, scope)
 
 
 def read_state_of(
-    session: Session, migrations: MigrationSet, location: TrackingLocation
+    session: Session, migrations: MigrationSet, location: TrackingLocation, *, definitions: bool = True
 ) -> tuple[DesiredState, ObservedState]:
     """Both sides for migrations already loaded (migrate has refused unusable files already)."""
     desired = DesiredState(migrations, (), read_history(migrations, session_search_path(session), location))
-    return desired, observe(session, location, desired)
+    return desired, observe(session, location, desired, definitions=definitions)
 
 
 def read_state(

@@ -225,7 +225,7 @@ def look(
     limit = _target_number(migrations, target) if target is not None else None
     if all(m.key in tracking.applied or (limit is not None and m.key > limit) for m in migrations.migrations):
         return tracking, decide(migrations, tracking, {}, None, None, allow, limit)
-    desired, observed = read_state_of(session, migrations, settings.tracking)
+    desired, observed = read_state_of(session, migrations, settings.tracking, definitions=False)
     attributions = attribute_unapplied(
         migrations.migrations,
         observed.tracking.applied,
