@@ -251,6 +251,19 @@ def wait_for(conn: psycopg2.extensions.connection, query: str, expected: object,
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def holding_advisory_lock(database_url: str, key: int) -> Iterator[psycopg2.extensions.connection]:
+    """A session holding advisory lock ``key`` for the block: a migration that waits on it
+    stays busy exactly as long as a test needs (never a sleep that a slow machine outruns)."""
+    blocker = psycopg2.connect(database_url)
+    blocker.autocommit = True
+    try:
+        sql(blocker, "SELECT pg_advisory_lock(%s)", (key,))
+        yield blocker
+    finally:
+        blocker.close()
+
+
 def start_process(*args: str) -> subprocess.Popen[str]:
     """Any poststack command running in the background, to wait on while a test acts."""
     env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}

@@ -11,10 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg2
 import pytest
 
-from tests.conftest import _CLEAN_ENV, run_cli, run_process, sql, wait_for, write
+from tests.conftest import _CLEAN_ENV, holding_advisory_lock, run_cli, run_process, sql, wait_for, write
 
 HISTORY = {
     "001_accounts.sql": "CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL);",
@@ -152,10 +151,7 @@ def test_ctrl_c_stops_a_parallel_fleet_cleanly_and_a_rerun_finishes(tenants, db,
         "005_wait.sql",
         "SELECT pg_advisory_xact_lock_shared(4242);\nINSERT INTO accounts (name) VALUES ('late');",
     )
-    blocker = psycopg2.connect(database_url)
-    blocker.autocommit = True
-    sql(blocker, "SELECT pg_advisory_lock(4242)")
-    try:
+    with holding_advisory_lock(database_url, 4242):
         proc = _fleet_process(
             "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "2"
         )
@@ -163,8 +159,6 @@ def test_ctrl_c_stops_a_parallel_fleet_cleanly_and_a_rerun_finishes(tenants, db,
         wait_for(db, waiting, [(2,)])
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        blocker.close()
     assert proc.returncode == 130, stderr
     assert "interrupted" in stdout and "not started: the run was stopped by SIGINT" in stdout
     locked = sql(db, "SELECT count(*) FROM acme.schema_migrations_lock WHERE locked")
@@ -189,10 +183,7 @@ def test_a_killed_fleet_is_finished_by_the_next_run(tenants, db, database_url: s
         "005_wait.sql",
         "SELECT pg_advisory_xact_lock_shared(4243);\nINSERT INTO accounts (name) VALUES ('late');",
     )
-    blocker = psycopg2.connect(database_url)
-    blocker.autocommit = True
-    sql(blocker, "SELECT pg_advisory_lock(4243)")
-    try:
+    with holding_advisory_lock(database_url, 4243):
         proc = _fleet_process(
             "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "3"
         )
@@ -201,8 +192,6 @@ def test_a_killed_fleet_is_finished_by_the_next_run(tenants, db, database_url: s
         os.kill(proc.pid, signal.SIGKILL)  # the workers follow (they die with the fleet process)
         proc.communicate(timeout=30)
         # Their backends end once the lock they wait for is free and they find the client gone.
-    finally:
-        blocker.close()
     wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
     assert sql(db, "SELECT count(*) FROM acme.schema_migrations_lock WHERE locked") == [(1,)]
     result = run_process(

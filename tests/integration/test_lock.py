@@ -17,7 +17,16 @@ import psycopg2
 
 from reconciler.config import DEFAULT_TRACKING
 from reconciler.observed.locking import advisory_key
-from tests.conftest import run_process, scratch_database, sql, start_migrate, start_process, wait_for, write
+from tests.conftest import (
+    holding_advisory_lock,
+    run_process,
+    scratch_database,
+    sql,
+    start_migrate,
+    start_process,
+    wait_for,
+    write,
+)
 
 
 def test_concurrent_processes_apply_each_migration_once(database_url: str, tmp_path: Path):
@@ -277,13 +286,8 @@ def test_a_run_killed_inside_a_migration_outside_a_transaction_leaves_it_failed(
         "002_outside.sql",
         "-- poststack:no-transaction\nINSERT INTO counter VALUES ('once');\nSELECT pg_advisory_lock(4244);\n",
     )
-    blocker = psycopg2.connect(database_url)
-    blocker.autocommit = True
-    sql(blocker, "SELECT pg_advisory_lock(4244)")
-    try:
+    with holding_advisory_lock(database_url, 4244):
         kill_migrate_in(database_url, migrations, db, "SELECT pg_advisory_lock(4244)")
-    finally:
-        blocker.close()
     wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
     assert sql(db, "SELECT count(*) FROM counter") == [(1,)]
     ((error,),) = sql(db, "SELECT error FROM schema_migrations WHERE version = '002' AND NOT success")
@@ -321,13 +325,8 @@ def test_a_run_killed_in_the_one_statement_of_a_migration_outside_a_transaction_
         "002_once.sql",
         "-- poststack:no-transaction\nINSERT INTO counter SELECT 'once' FROM (SELECT pg_advisory_lock(4245)) AS waited;\n",
     )
-    blocker = psycopg2.connect(database_url)
-    blocker.autocommit = True
-    sql(blocker, "SELECT pg_advisory_lock(4245)")
-    try:
+    with holding_advisory_lock(database_url, 4245):
         kill_migrate_in(database_url, migrations, db, "pg_advisory_lock(4245)")
-    finally:
-        blocker.close()
     wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'poststack%'", [(0,)])
     assert sql(db, "SELECT count(*) FROM counter") == [(1,)]  # it committed after the kill
     args = ("--database-url", database_url, "--migrations-dir", str(migrations))
