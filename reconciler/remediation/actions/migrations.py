@@ -176,14 +176,14 @@ class ApplyMigration(Action):
         )
         flags = {**({"retry": True} if args.get("retry") else {}), **({"reapply": True} if reapply else {})}
         statements, lock_timeout = _under_lock_timeout(
-            ctx, _with_callbacks(ctx, migration.file, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE), script
+            ctx, (*started, *_with_callbacks(ctx, migration.file, BEFORE_EACH_MIGRATE, AFTER_EACH_MIGRATE)), script
         )
         return PlannedStep(
             action=self.name,
             reason=f"apply {migration.path.name}{why}",
             args={"version": migration.version, **flags},
             version=migration.version,
-            statements=(*started, *statements),
+            statements=statements,
             bookkeeping=tuple(bookkeeping),
             on_failure=tuple(on_failure),
             transactional=script.transactional,
