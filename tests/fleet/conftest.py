@@ -9,8 +9,9 @@ connected to by a command: tests that change targets get their own copies of the
 (``fleets.databases(n)``, ``fleets.tenants(n)``); tests that only read share
 ``shared_db_fleet`` and ``shared_tenant_fleet``.
 
-Every target URL carries a password (trust auth on the test server ignores it) so that every
-command's output can be checked for it: ``Fleet.run`` does, for every command.
+Every target URL carries a password (the test server's own, or one its trust authentication
+ignores) so that every command's output can be checked for it: ``Fleet.run`` does, for
+every command.
 """
 
 from __future__ import annotations
@@ -40,7 +41,17 @@ TENANTS = 200
 # of fewer tenants; the 200 serve the commands that do not replay, and one diagnose of a shard.
 FEW_TENANTS = 24
 DATABASES = 50
-FLEET_PASSWORD = "fl33t-s3cret-pw"
+
+
+def _fleet_password() -> str:
+    """The password every target URL carries: the test server's own when it has one (CI's
+    PostgreSQL 15 checks it), else one the embedded server's trust authentication ignores."""
+    given = os.environ.get("POSTSTACK_TEST_DATABASE_URL")
+    password = make_url(given).password if given else None
+    return str(password) if password else "fl33t-s3cret-pw"
+
+
+FLEET_PASSWORD = _fleet_password()
 REPORT_SCHEMA = json.loads((REPO / "schemas" / "fleet-report.schema.json").read_text())
 
 
