@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,45 +31,62 @@ class Selection:
     query: str | None = None
     shard: Shard | None = None
 
+    def __post_init__(self) -> None:
+        if self.file is not None and self.query is not None:
+            raise UsageError("--targets and --targets-query both name the targets; pass one of them")
+        if self.file is None and self.query is None:
+            raise UsageError("no targets: pass --targets FILE or --targets-query SQL")
+
     @property
-    def given(self) -> bool:
-        return self.file is not None or self.query is not None
+    def shards(self) -> tuple[str, ...]:
+        """The shards a report of this selection covers: none named is the whole fleet."""
+        return (str(self.shard),) if self.shard is not None else ()
 
 
-def choose_targets(settings: Settings, selection: Selection, notify: Notify | None = None) -> list[Target]:
-    if selection.file is not None and selection.query is not None:
-        raise UsageError("--targets and --targets-query both name the targets; pass one of them")
+def choose_targets(
+    selection: Selection, settings_for: Callable[[bool], Settings], notify: Notify | None = None
+) -> tuple[Settings, list[Target]]:
+    """The settings, and this shard's targets. ``settings_for(needs_database)`` resolves the
+    settings: a fleet of databases its file names by URL needs no database of its own, so an
+    unnamed one is not an error then (tenant schemas and a query do need one)."""
     if selection.file is not None:
         targets = read_targets_file(selection.file)
-    elif selection.query is not None:
-        targets = query_targets(settings, selection.query, notify)
+        settings = settings_for(any(t.url is None for t in targets))
     else:
-        raise UsageError("no targets: pass --targets FILE or --targets-query SQL")
-    return select(targets, selection.shard)
+        assert selection.query is not None
+        settings = settings_for(True)
+        targets = query_targets(settings, selection.query, notify)
+    return settings, select(targets, selection.shard)
+
+
+@contextmanager
+def _prepared(settings: Settings, targets: list[Target], policy: FleetPolicy, notify: Notify | None) -> Iterator[None]:
+    """Around a fleet run: the migration files read once for every target; the embedded
+    server started once; and, before workers fork, what each would import and parse."""
+    with pinned(settings.migrations_dir, settings.layout) as scan:
+        if settings.embedded and any(t.url is None for t in targets):
+            from reconciler.db import resolve_url
+
+            resolve_url(settings, notify)
+        if policy.parallel > 1:
+            _warm(scan)
+        yield
 
 
 def run(
     command: str,
     settings: Settings,
-    selection: Selection,
+    targets: list[Target],
     policy: FleetPolicy,
     job: Job,
     *,
+    shards: tuple[str, ...] = (),
     notify: Notify | None = None,
     on_done: OnDone | None = None,
-    targets: list[Target] | None = None,
 ) -> FleetReport:
     started = time.monotonic()
-    chosen = choose_targets(settings, selection, notify) if targets is None else targets
-    shards = (str(selection.shard),) if selection.shard is not None else ()
-    with pinned(settings.migrations_dir, settings.layout) as scan:
-        if settings.embedded and any(t.url is None for t in chosen):
-            from reconciler.db import resolve_url
-
-            resolve_url(settings, notify)  # started once, before the workers fork
-        if policy.parallel > 1:
-            _warm(scan)
-        reports, stopped = run_fleet(chosen, settings, job, policy, on_done)
+    with _prepared(settings, targets, policy, notify):
+        reports, stopped = run_fleet(targets, settings, job, policy, on_done)
     return _report(command, reports, policy, shards, started, stopped)
 
 
@@ -111,12 +130,13 @@ def _report(
 
 def apply_saved(
     settings: Settings,
-    selection: Selection,
+    chosen: list[Target],
     plan_file: Path,
     policy: FleetPolicy,
     *,
     partial: bool,
     confirm: bool,
+    shards: tuple[str, ...] = (),
     notify: Notify | None = None,
     on_done: OnDone | None = None,
 ) -> FleetReport:
@@ -125,7 +145,6 @@ def apply_saved(
     started = time.monotonic()
     fleet_plan = load_fleet_plan(plan_file)
     plans = fleet_plan.plans
-    chosen = choose_targets(settings, selection, notify)
     planned = [t for t in chosen if t.key in plans]
     absent = [t for t in chosen if t.key not in plans]
     if not planned:
@@ -138,8 +157,7 @@ def apply_saved(
             f"the plan is destructive for {', '.join(destructive[:5])}{' ...' if len(destructive) > 5 else ''}",
             "Review it, then pass --confirm (each target is backed up before anything is dropped).",
         )
-    shards = (str(selection.shard),) if selection.shard is not None else ()
-    with pinned(settings.migrations_dir, settings.layout):
+    with _prepared(settings, planned, policy, notify):
         checked, stopped = run_fleet(
             planned, settings, jobs.fresh_job(plans), replace(policy, canary=0, keep_going=True)
         )

@@ -261,8 +261,6 @@ class Shared:
             )
         if self.canary and not changes:
             raise UsageError("--canary changes a few targets first: it goes with db migrate and apply")
-        if self.targets is not None and self.targets_query is not None:
-            raise UsageError("--targets and --targets-query both name the targets; pass one of them")
         return FleetPolicy(self.parallel, self.canary, self.keep_going or not changes)
 
     def settings(self, *, embedded_by_default: bool | None = None, needs_database: bool = True) -> Settings:
@@ -709,15 +707,17 @@ def new(
 # --- fleets ---------------------------------------------------------------------------------
 
 
-def _fleet_settings(options: Shared) -> Settings:
-    """A fleet of databases named by URL in its file needs no database of its own: an unnamed
-    one is not an error then (tenant schemas and --targets-query do need one)."""
-    if options.targets is not None and options.targets_query is None:
-        from reconciler.fleet.targets import read_targets_file
+def _fleet_targets(options: Shared) -> tuple[Settings, list[Any], tuple[str, ...]]:
+    """The settings, this shard's targets, and the shards a report of them covers."""
+    from reconciler.fleet.command import choose_targets
 
-        if all(t.url is not None for t in read_targets_file(options.targets)):
-            return options.settings(embedded_by_default=True)
-    return options.settings()
+    selection = options.selection()
+
+    def settings_for(needs_database: bool) -> Settings:
+        return options.settings() if needs_database else options.settings(embedded_by_default=True)
+
+    settings, targets = choose_targets(selection, settings_for, _notify)
+    return settings, targets, selection.shards
 
 
 def _fleet_progress(target_report: Any, done: int, total: int) -> None:
@@ -751,9 +751,9 @@ def _fleet(options: Shared, command: str, job: Any, *, changes: bool) -> Any:
     if options.fmt is Format.sql:
         raise UsageError(_NO_SQL)
     policy = options.policy(changes=changes)
-    settings = _fleet_settings(options)
+    settings, targets, shards = _fleet_targets(options)
     return fleet_command.run(
-        command, settings, options.selection(), policy, job, notify=_notify, on_done=_fleet_progress
+        command, settings, targets, policy, job, shards=shards, notify=_notify, on_done=_fleet_progress
     )
 
 
@@ -1294,7 +1294,7 @@ def _apply_fleet(
     if options.fmt is Format.sql:
         raise UsageError(_NO_SQL)
     policy = options.policy(changes=True)
-    settings = _fleet_settings(options)
+    settings, targets, shards = _fleet_targets(options)
     if plan_file is not None:
         if chose:
             raise UsageError(
@@ -1302,11 +1302,12 @@ def _apply_fleet(
             )
         fleet_report = fleet_command.apply_saved(
             settings,
-            options.selection(),
+            targets,
             plan_file,
             policy,
             partial=partial,
             confirm=confirm,
+            shards=shards,
             notify=_notify,
             on_done=_fleet_progress,
         )
@@ -1320,7 +1321,7 @@ def _apply_fleet(
             )
         job = jobs.apply_job(None, request, confirm=confirm)
         fleet_report = fleet_command.run(
-            "apply", settings, options.selection(), policy, job, notify=_notify, on_done=_fleet_progress
+            "apply", settings, targets, policy, job, shards=shards, notify=_notify, on_done=_fleet_progress
         )
     _fleet_emit(options, fleet_report)
 
