@@ -29,11 +29,11 @@ from typing import Any
 from reconciler import interrupts
 from reconciler.config import Settings, mask_url
 from reconciler.errors import EXIT_PROBLEMS, Interrupted, PoststackError
-from reconciler.fleet.report import TargetReport, outcome_of_error
+from reconciler.fleet.report import SUCCESS, TargetReport, outcome_of_error
 from reconciler.fleet.targets import Target
 
-# What one target's run produces beside the common fields: outcome, version, issues, ...
 Notify = Callable[[str], None]
+# What one target's run produces beside the common fields: outcome, version, issues, ...
 Job = Callable[[Target, Settings, Notify], dict[str, Any]]
 OnDone = Callable[[TargetReport, int, int], None]  # the report, how many are done, of how many
 
@@ -53,49 +53,26 @@ def run_one(target: Target, base: Settings, job: Job) -> TargetReport:
     """One target's run, as a report: never raises for what went wrong on the target."""
     notes: list[str] = []
     started = time.monotonic()
+
+    def report(outcome: str, exit_code: int, **values: Any) -> TargetReport:
+        return _base_report(target, outcome, exit_code, seconds=time.monotonic() - started, **values)
+
     try:
         values = job(target, target.settings(base), notes.append)
     except Interrupted as e:
-        return _base_report(
-            target,
-            "interrupted",
-            e.exit_code,
-            seconds=time.monotonic() - started,
-            error=mask_url(e.summary),
-            notes=tuple(notes),
-        )
+        return report("interrupted", e.exit_code, error=mask_url(e.summary), notes=tuple(notes))
     except PoststackError as e:
-        return _base_report(
-            target,
-            outcome_of_error(e.exit_code),
-            e.exit_code,
-            seconds=time.monotonic() - started,
-            error=mask_url(e.summary),
-            detail=mask_url(e.detail) if e.detail else None,
-            notes=tuple(notes),
-        )
+        detail = mask_url(e.detail) if e.detail else None
+        error = mask_url(e.summary)
+        return report(outcome_of_error(e.exit_code), e.exit_code, error=error, detail=detail, notes=tuple(notes))
     except interrupts.Signalled as e:
-        return _base_report(
-            target,
-            "interrupted",
-            interrupts.exit_code(e.signum),
-            seconds=time.monotonic() - started,
-            error=f"stopped by {e.name}",
-            notes=tuple(notes),
-        )
+        return report("interrupted", interrupts.exit_code(e.signum), error=f"stopped by {e.name}", notes=tuple(notes))
     except Exception as e:  # one target's surprise must not hide the others' results
-        return _base_report(
-            target,
-            "failed",
-            EXIT_PROBLEMS,
-            seconds=time.monotonic() - started,
-            error=mask_url(f"internal error: {type(e).__name__}: {e}"),
-            notes=tuple(notes),
-        )
+        error = mask_url(f"internal error: {type(e).__name__}: {e}")
+        return report("failed", EXIT_PROBLEMS, error=error, notes=tuple(notes))
     values["notes"] = (*notes, *values.get("notes", ()))
     outcome = values.pop("outcome")
-    exit_code = values.pop("exit_code", 0 if outcome in ("ok", "applied", "planned") else EXIT_PROBLEMS)
-    return _base_report(target, outcome, exit_code, seconds=time.monotonic() - started, **values)
+    return report(outcome, values.pop("exit_code", 0 if outcome in SUCCESS else EXIT_PROBLEMS), **values)
 
 
 def skipped(target: Target, why: str) -> TargetReport:
