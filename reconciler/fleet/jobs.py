@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import commands
 from reconciler.config import Settings, mask_url
-from reconciler.errors import EXIT_DATABASE, EXIT_PROBLEMS, Interrupted, LockTimeout, PoststackError
+from reconciler.errors import (
+    EXIT_DATABASE,
+    EXIT_PROBLEMS,
+    HALF_DONE,
+    Interrupted,
+    Interruption,
+    LockTimeout,
+    PoststackError,
+)
 from reconciler.fleet.report import outcome_of_error
 from reconciler.fleet.run import Job, Notify
 from reconciler.fleet.targets import Target
@@ -55,19 +63,22 @@ def _issues(issues: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> Values
 
 
 def _standing(job: Job) -> Job:
-    """When a change fails on a target, its row still says where the target stands (its
-    version, pending and failed migrations), read after the failure."""
+    """When a change fails or is stopped on a target, its row still says where the target
+    stands (its version, pending and failed migrations), read afterwards; a stopped one also
+    what it applied before the signal, and what to do when it left a migration half-done."""
 
     def wrapped(target: Target, settings: Settings, notify: Notify) -> Values:
         try:
             return job(target, settings, notify)
         except PoststackError as e:
-            if isinstance(e, Interrupted) or e.exit_code == EXIT_DATABASE:
-                raise  # stopped, or not reached: nothing more to ask it
+            if e.exit_code == EXIT_DATABASE:
+                raise  # not reached: nothing more to ask it
             try:
                 values = _status(settings, notify)
             except PoststackError:
                 raise e from None
+            if isinstance(e, Interrupted):
+                return values | _interrupted(e.interruption, e.exit_code)
             detail = mask_url(e.detail) if e.detail else None
             return values | {
                 "outcome": outcome_of_error(e.exit_code),
@@ -77,6 +88,23 @@ def _standing(job: Job) -> Job:
             }
 
     return wrapped
+
+
+def _interrupted(interruption: Interruption, exit_code: int) -> Values:
+    i = interruption
+    where = f" during migration {i.version}" if i.action == "apply_migration" and i.version else ""
+    half_done = i.kept == HALF_DONE
+    return {
+        "outcome": "interrupted",
+        "exit_code": exit_code,
+        "applied": tuple(version for _step, action, version in i.done if action in _MIGRATIONS and version),
+        "error": f"interrupted by {i.signal}{where}: {i.kept}",
+        "detail": "It ran outside a transaction: the statements before the stopped one were kept, and it is "
+        "recorded failed. Clean up what it left (db diagnose shows it), then run db migrate --targets ... "
+        "--retry-failed."
+        if half_done
+        else None,
+    }
 
 
 def status_job(*, exit_code: bool) -> Job:

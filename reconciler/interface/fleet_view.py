@@ -65,7 +65,8 @@ def fleet_text(report: Any) -> str:
         if target.outcome == "skipped" or not (target.error or warnings):
             continue
         lines.append("")
-        lines.append(f"{_MARK.get(target.outcome, '')} {target.target} ({target.database}): {target.outcome}")
+        where = "" if target.target == target.database else f" ({target.database})"
+        lines.append(f"{_MARK.get(target.outcome, '')} {target.target}{where}: {target.outcome}")
         lines += [f"   {text}" for text in (target.error, target.detail, *warnings) if text]
     if any(t.issue_list or t.outcome in ("problems", "failed", "refused") for t in report.targets):
         lines.append("")
@@ -86,7 +87,8 @@ def fleet_text(report: Any) -> str:
     if report.interrupted:
         lines.append("")
         lines.append(
-            f"⏹️  Stopped by {report.interrupted}: each target kept what it finished; run the command again to go on."
+            f"⏹️  Stopped by {report.interrupted}: each target kept what it finished; run the command again to go on "
+            "(a target that left a migration half-done says first what to do)."
         )
     elif report.ok:
         lines.append("✅ Every target succeeded.")

@@ -166,6 +166,11 @@ def test_ctrl_c_stops_a_parallel_fleet_cleanly_and_a_rerun_finishes(tenants, db,
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stdout and "not started: the run was stopped by SIGINT" in stdout
+    # A stopped target says where it stands: 001-004 applied before the signal, 005 pending
+    # and recorded as an interrupted (failed) attempt.
+    stopped = [line.split() for line in stdout.splitlines() if line.split()[-2:-1] == ["interrupted"]]
+    assert len(stopped) == 2 and all(row[1:4] == ["004", "1", "1"] for row in stopped), stdout
+    assert "interrupted by SIGINT during migration 005: rolled back" in stdout
     locked = sql(db, "SELECT count(*) FROM acme.schema_migrations_lock WHERE locked")
     assert locked == [(0,)] and sql(db, "SELECT count(*) FROM globex.schema_migrations_lock WHERE locked") == [(0,)]
     assert sql(db, "SELECT count(*) FROM acme.accounts WHERE name = 'late'") == [(0,)]
