@@ -17,7 +17,10 @@ W-migrate ``poststack db migrate --targets F --parallel P --keep-going`` of the 
           ``PGOPTIONS=-csearch_path=<schema>``, the script running each file in its own
           transaction (``BEGIN; \\i file; COMMIT;``) as poststack does. The same work without
           tracking rows, locks or audit rows. Target: ≤ 1.5 ×. Also shown: psql with ``-1``,
-          one transaction per schema (fewer commits than poststack makes).
+          one transaction per schema (fewer commits than poststack makes); and the floor of
+          any tool that keeps a history: psql writing what poststack writes, and nothing it
+          reads (the tracking tables made, the advisory lock and the lock row taken and
+          released, and each file's transaction ending with its tracking row and audit row).
 
 Every time is a whole process (the poststack console script, or xargs with its psql
 children), the median of ``--runs``, the runs alternating so that a busy moment falls on all
@@ -101,6 +104,7 @@ class Figures:
     migrate: list[float] = field(default_factory=list)
     psql: list[float] = field(default_factory=list)
     psql_one_tx: list[float] = field(default_factory=list)
+    psql_tracked: list[float] = field(default_factory=list)
     migrate_failed: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -145,7 +149,10 @@ def measure_migrate(admin: str, work: Path, tenants: int, runs: int, parallel: i
     one_tx.write_text("".join(f"\\i {path}\n" for path in files))
     psql = None
 
+    tracked = tracked_scripts(project, migrations, schemas)
+
     def with_psql(name: str, script: Path, *extra: str) -> float:
+        """``script``: one file for every schema, or a directory with one per schema."""
         from reconciler.dsn import libpq_env
 
         url = fresh_database(admin, name)
@@ -153,7 +160,8 @@ def measure_migrate(admin: str, work: Path, tenants: int, runs: int, parallel: i
         nonlocal psql
         psql = psql or psql_path(url)
         argv = ["xargs", "-P", str(parallel), "-I{}", "env", "PGOPTIONS=-csearch_path={}"]
-        argv += [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", *extra, "-f", str(script)]
+        each = str(script / "{}.psql") if script.is_dir() else str(script)
+        argv += [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", *extra, "-f", each]
         elapsed, proc = timed_run(argv, project, env=libpq_env(url), stdin="\n".join(schemas) + "\n")
         if proc.returncode != 0 or applied_everywhere(url, schemas) != len(schemas):
             raise SystemExit(f"psql failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -177,6 +185,51 @@ def measure_migrate(admin: str, work: Path, tenants: int, runs: int, parallel: i
         figures.psql.append(with_psql(f"poststack_bench_fleet_psql_{i}", per_file))
         figures.migrate.append(with_poststack(f"poststack_bench_fleet_migrate_{i}"))
         figures.psql_one_tx.append(with_psql(f"poststack_bench_fleet_psql1_{i}", one_tx, "-1"))
+        figures.psql_tracked.append(with_psql(f"poststack_bench_fleet_psqlt_{i}", tracked))
+
+
+def tracked_scripts(project: Path, migrations: Path, schemas: list[str]) -> Path:
+    """For each schema, a psql script writing what poststack writes: the tracking tables, the
+    lock, and per file its tracking and audit rows in the file's own transaction (a file that
+    runs outside one, after it). The directory of scripts, one per schema, named after it."""
+    from reconciler.config import DEFAULT_TABLE_PREFIX, TrackingLocation
+    from reconciler.desired.layouts import load_migrations
+    from reconciler.observed.locking import advisory_key
+    from reconciler.observed.tracking import create_statements
+
+    def literal(value: object) -> str:
+        return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
+
+    scripts = project / "tracked"
+    scripts.mkdir(exist_ok=True)
+    migrations_set = load_migrations(migrations)
+    for schema in schemas:
+        where = TrackingLocation(schema, DEFAULT_TABLE_PREFIX)
+        m, lock, audit = where.migrations_sql, where.lock_sql, where.audit_sql
+        key = advisory_key(where)
+        lines = ["BEGIN;", *(f"{s.sql};" for s in create_statements(where)), "COMMIT;"]
+        lines += [
+            f"SELECT pg_advisory_lock({key});",
+            f"UPDATE {lock} SET locked = true, locked_at = now(), locked_by = 'bench', backend_pid = pg_backend_pid() WHERE id = 1;",
+        ]
+        for step, migration in enumerate(migrations_set.migrations, start=1):
+            row = (
+                f"INSERT INTO {m} (version, description, checksum, execution_ms, success, transactional) VALUES "
+                f"({literal(migration.version)}, {literal(migration.description)}, {literal(migration.checksum)}, 0, true, "
+                f"{str(migration.file.script.transactional).lower()});\n"
+                f"INSERT INTO {audit} (host_pid, operation, step, action, version, outcome, detail) VALUES "
+                f"('bench', 'migrate', {step}, 'apply_migration', {literal(migration.version)}, 'ok', NULL);"
+            )
+            if migration.file.script.transactional:
+                lines += ["BEGIN;", f"\\i {migration.path}", row, "COMMIT;"]
+            else:
+                lines += [f"\\i {migration.path}", row]
+        lines += [
+            f"UPDATE {lock} SET locked = false, locked_at = NULL, locked_by = NULL, backend_pid = NULL WHERE id = 1;",
+            f"SELECT pg_advisory_unlock({key});",
+        ]
+        (scripts / f"{schema}.psql").write_text("\n".join(lines) + "\n")
+    return scripts
 
 
 def drop_databases(admin: str) -> None:
@@ -236,10 +289,14 @@ def main() -> None:
         ours, floor = median(figures.migrate), median(figures.psql)
         print(f"W-migrate psql, xargs -P {args.parallel}, each file in its own transaction: {_s(figures.psql)}")
         print(f"          psql, xargs -P {args.parallel}, -1 (one transaction per schema):  {_s(figures.psql_one_tx)}")
+        print(
+            f"          psql, xargs -P {args.parallel}, writing poststack's tracking, lock and audit rows: {_s(figures.psql_tracked)}"
+        )
         print(f"          poststack db migrate --parallel {args.parallel}:                  {_s(figures.migrate)}")
         print(
             f"          = {ours / floor:.2f} × psql (target ≤ {MIGRATE_TARGET:g} ×: {verdict[ours / floor <= MIGRATE_TARGET]}); "
-            f"{ours / median(figures.psql_one_tx):.2f} × psql -1"
+            f"{ours / median(figures.psql_one_tx):.2f} × psql -1; {ours / median(figures.psql_tracked):.2f} × psql writing "
+            f"the same rows, which is itself {median(figures.psql_tracked) / floor:.2f} × psql"
         )
         print(
             f"          poststack runs paired with psql: {', '.join(f'{a / b:.2f}×' for a, b in zip(figures.migrate, figures.psql, strict=True))}"
