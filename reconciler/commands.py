@@ -61,6 +61,22 @@ def migrate(
         return result
 
 
+def migrate_then_status(
+    settings: Settings, *, target: str | None, allow: Allowances | None = None, notify: Notify | None = None
+) -> tuple[runner.RunResult, StatusResult]:
+    """db migrate, then db migration-status read on the same connection once the run ended
+    (its lock released): a fleet target's row, without a second connection to its server."""
+    from reconciler.diagnosis.pending import Allowances
+    from reconciler.remediation import runner
+
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
+    with connect(settings, notify) as session:
+        result = runner.migrate(
+            session, settings, migrations, target=target, dry_run=False, allow=allow or Allowances()
+        )
+        return result, _status_on(session, settings, migrations)
+
+
 def _lint_run(
     session: Session, settings: Settings, migrations: MigrationSet, plan: Plan, notify: Notify | None
 ) -> Linted | None:
@@ -221,17 +237,21 @@ def _status_from(
 def migration_status(settings: Settings, notify: Notify | None = None) -> StatusResult:
     migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
-        observed = observe_tracking(session, settings.tracking)
-        # Only untracked files without a verify script can be undetermined; parsing the whole
-        # history is for them alone.
-        tracked = set(observed.applied) | set(observed.failed)
-        history = None
-        if any(m.key not in tracked and m.verify is None for m in migrations.migrations):
-            from reconciler.observed.catalog import session_search_path
-            from reconciler.observed.state import read_history
+        return _status_on(session, settings, migrations)
 
-            history = read_history(migrations, session_search_path(session), settings.tracking)
-        return _status_from(migrations, observed, session.display_url, history)
+
+def _status_on(session: Session, settings: Settings, migrations: MigrationSet) -> StatusResult:
+    observed = observe_tracking(session, settings.tracking)
+    # Only untracked files without a verify script can be undetermined; parsing the whole
+    # history is for them alone.
+    tracked = set(observed.applied) | set(observed.failed)
+    history = None
+    if any(m.key not in tracked and m.verify is None for m in migrations.migrations):
+        from reconciler.observed.catalog import session_search_path
+        from reconciler.observed.state import read_history
+
+        history = read_history(migrations, session_search_path(session), settings.tracking)
+    return _status_from(migrations, observed, session.display_url, history)
 
 
 @dataclass(frozen=True)

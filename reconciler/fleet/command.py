@@ -14,7 +14,7 @@ from typing import Any
 from reconciler.config import Settings
 from reconciler.desired.files import Scan
 from reconciler.desired.layouts import pinned
-from reconciler.errors import MigrationFileError, UsageError
+from reconciler.errors import MigrationFileError, PoststackError, UsageError
 from reconciler.fleet import jobs
 from reconciler.fleet.plans import load_fleet_plan
 from reconciler.fleet.report import FleetReport, TargetReport
@@ -60,17 +60,43 @@ def choose_targets(
 
 
 @contextmanager
-def _prepared(settings: Settings, targets: list[Target], policy: FleetPolicy, notify: Notify | None) -> Iterator[None]:
+def _prepared(
+    settings: Settings, targets: list[Target], policy: FleetPolicy, notify: Notify | None
+) -> Iterator[Settings]:
     """Around a fleet run: the migration files read once for every target; the embedded
-    server started once; and, before workers fork, what each would import and parse."""
+    server started once; whether a pooler sits in front of a tenant fleet's one database,
+    found out once; and, before workers fork, what each would import and parse. Yields the
+    settings the targets start from."""
     with pinned(settings.migrations_dir, settings.layout) as scan:
         if settings.embedded and any(t.url is None for t in targets):
             from reconciler.db import resolve_url
 
             resolve_url(settings, notify)
+        settings = _pooling_found(settings, targets, notify)
         if policy.parallel > 1:
             _warm(scan)
-        yield
+        yield settings
+
+
+def _pooling_found(settings: Settings, targets: list[Target], notify: Notify | None) -> Settings:
+    """Tenant schemas in one database all reach it the same way: when the settings leave the
+    pooler to be found out (pooler = "auto"), it is found out here, once, instead of by each
+    target with a second connection of its own; each target's run then takes it as said
+    (and says it was detected). Anything that stops the probe is left to each target's run
+    to report as its own."""
+    from reconciler.config import POOLER_AUTO
+    from reconciler.db import DETECTED, connect
+
+    if settings.pooler != POOLER_AUTO or len(targets) < 2 or len({t.url for t in targets}) != 1:
+        return settings
+    database = replace(targets[0], schema=None, shared_schemas=()).settings(settings)
+    try:
+        with connect(database, notify) as session:
+            pooling = session.pooling
+    except PoststackError:
+        return settings
+    origins = replace(settings.origins, sources=(*settings.origins.sources, ("pooler", DETECTED)))
+    return replace(settings, pooler=pooling.mode, origins=origins)
 
 
 def run(
@@ -85,8 +111,8 @@ def run(
     on_done: OnDone | None = None,
 ) -> FleetReport:
     started = time.monotonic()
-    with _prepared(settings, targets, policy, notify):
-        reports, stopped = run_fleet(targets, settings, job, policy, on_done)
+    with _prepared(settings, targets, policy, notify) as base:
+        reports, stopped = run_fleet(targets, base, job, policy, on_done)
     return _report(command, reports, policy, shards, started, stopped)
 
 
@@ -157,10 +183,8 @@ def apply_saved(
             f"the plan is destructive for {', '.join(destructive[:5])}{' ...' if len(destructive) > 5 else ''}",
             "Review it, then pass --confirm (each target is backed up before anything is dropped).",
         )
-    with _prepared(settings, planned, policy, notify):
-        checked, stopped = run_fleet(
-            planned, settings, jobs.fresh_job(plans), replace(policy, canary=0, keep_going=True)
-        )
+    with _prepared(settings, planned, policy, notify) as base:
+        checked, stopped = run_fleet(planned, base, jobs.fresh_job(plans), replace(policy, canary=0, keep_going=True))
         changed = {r.key: r for r in checked if r.outcome != "ok"}
         if stopped is not None or (changed and not partial):
             why = (
@@ -171,7 +195,7 @@ def apply_saved(
             reports = [changed.get(t.key) or skipped(t, why) for t in planned]
         else:
             fresh = [t for t in planned if t.key not in changed]
-            ran, stopped = run_fleet(fresh, settings, jobs.apply_job(plans, None, confirm=confirm), policy, on_done)
+            ran, stopped = run_fleet(fresh, base, jobs.apply_job(plans, None, confirm=confirm), policy, on_done)
             by_key = {r.key: r for r in ran} | changed
             reports = [by_key[t.key] for t in planned]
     reports += [

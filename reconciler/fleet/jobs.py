@@ -34,7 +34,10 @@ _MIGRATIONS = ("apply_migration", "rollback_migration")
 
 def _status(settings: Settings, notify: Notify) -> Values:
     """Where the target stands: its version, and how many migrations are pending and failed."""
-    status = commands.migration_status(settings, notify=notify)
+    return _standing_of(commands.migration_status(settings, notify=notify))
+
+
+def _standing_of(status: commands.StatusResult) -> Values:
     return {
         "current_version": status.current_version,
         "pending": len(status.pending),
@@ -122,7 +125,7 @@ def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
     @_standing
     def job(target: Target, settings: Settings, notify: Notify) -> Values:
         try:
-            result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
+            result, status = commands.migrate_then_status(settings, target=up_to, allow=allow, notify=notify)
         except LockTimeout:
             # A fleet run that was killed left its lock rows: the re-run continues where it
             # stopped when that is safe (commands.release_killed_run_lock), else says so.
@@ -133,11 +136,11 @@ def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
                 f"⚠️  Released the migration lock of a db migrate that was killed ({released}): every migration it "
                 "could have been running runs in a transaction, so each committed with its tracking row or not at all."
             )
-            result = commands.migrate(settings, target=up_to, dry_run=False, allow=allow, notify=notify)
+            result, status = commands.migrate_then_status(settings, target=up_to, allow=allow, notify=notify)
         execution = result.execution
         done = execution.outcomes if execution is not None else ()
         applied = tuple(o.version for o in done if o.ok and o.outcome == "ok" and o.action in _MIGRATIONS and o.version)
-        values = _status(settings, notify)
+        values = _standing_of(status)
         values["applied"] = applied
         values["notes"] = tuple(f"⚠️  {note}" for note in result.plan.notes)  # as db migrate warns of them
         if execution is not None and execution.failure is not None:

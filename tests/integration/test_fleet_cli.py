@@ -60,6 +60,22 @@ def test_each_tenant_gets_the_history_in_its_own_schema(tenants, db):
     assert sql(db, "SELECT count(*) FROM globex.accounts") == [(1,)]
 
 
+def test_a_tenant_fleet_asks_once_whether_a_pooler_sits_in_front(tenants, monkeypatch: pytest.MonkeyPatch):
+    """Tenant schemas in one database all reach it one way: the pooler probe (a second
+    connection) is made once for the fleet, not once per tenant, and each row still says
+    where its tenant stands, read on the run's own connection."""
+    from reconciler import db as connections
+
+    probes = []
+    probe = connections.detect_pooling
+    monkeypatch.setattr(connections, "detect_pooling", lambda session: probes.append(session.url) or probe(session))
+    directory, targets = tenants
+    code, report, _ = fleet(directory, "db", "migrate", "--targets", str(targets))
+    assert code == 0, report
+    assert len(probes) == 1 and "search_path" not in probes[0]  # the database's, not a tenant's
+    assert [(t["current_version"], t["pending"], t["failed"]) for t in report["targets"]] == [("004", 0, 0)] * 3
+
+
 def test_a_tenants_diagnosis_is_its_own(tenants, db):
     """Its neighbours' schemas are not its orphans, its history replays in a shadow (which
     needs the tenant's schema there first), and one broken tenant is the only one reported."""
