@@ -19,6 +19,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg2.errors
 
@@ -107,6 +108,12 @@ def advisory_only(
             _release_advisory(session, location)
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    held: bool  # False: its holder is a backend the block itself ends
+    waited: bool  # another run held it when it was first asked for
+
+
 @contextmanager
 def migration_lock(
     session: Session,
@@ -116,7 +123,7 @@ def migration_lock(
     take_row: bool = True,
     ending: frozenset[int] = frozenset(),
     command: str = "this command",
-) -> Iterator[None]:
+) -> Iterator[HeldLock]:
     """Hold the migration lock for the block.
 
     Waits up to ``timeout_s`` for another live run; fails at once on a lock row left by
@@ -135,7 +142,7 @@ def migration_lock(
         if not take_row:
             # A plan that releases a stuck lock (or creates the tables) runs under the
             # advisory lock alone: it is the one that clears the row.
-            yield
+            yield held
             return
         state = tracking.read_lock(session, location)
         if state.locked:
@@ -148,7 +155,7 @@ def migration_lock(
         # The row says what the run is doing: a fleet's re-run takes over only a dead migrate's.
         named = None if command == "this command" else command
         session.run(tracking.take_lock_row_statement(location, host_pid(), named))
-        yield
+        yield held
     finally:
         # A run that ends alive, even by failing or after reconnecting, releases the row.
         # Only a process that dies leaves it set: the stuck lock diagnose reports. A stop
@@ -160,7 +167,7 @@ def migration_lock(
                     session.run(tracking.release_lock_row_statement(location, own_pid))
                 except psycopg2.Error:
                     pass
-            if held:
+            if held.held:
                 _release_advisory(session, location)
 
 
@@ -211,21 +218,23 @@ def lock_transaction(session: Session, location: TrackingLocation, timeout_s: fl
 
 def _acquire_advisory(
     session: Session, location: TrackingLocation, timeout_s: float, ending: frozenset[int] = frozenset()
-) -> bool:
+) -> HeldLock:
     """Poll for the advisory lock. Waiting inside pg_advisory_lock() would hold a snapshot
     for the whole wait, and the holder's CREATE INDEX CONCURRENTLY waits for every older
     snapshot to end: the two would wait for each other until the deadlock detector killed
-    one. Between tries this session holds nothing. False (not held) when its holder is one
-    of the backends in ``ending``."""
+    one. Between tries this session holds nothing. Not held when its holder is one of the
+    backends in ``ending``."""
     key = advisory_key(location)
     deadline = time.monotonic() + timeout_s
     pause = 0.02
+    tries = 0
     while True:
+        tries += 1
         got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
         if got and got[0]:
-            return True
+            return HeldLock(True, waited=tries > 1)
         if ending and advisory_holder_pid(session, location) in ending:
-            return False
+            return HeldLock(False, waited=True)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -239,7 +248,7 @@ def _acquire_advisory(
             raise busy
         got = session.query_one("SELECT pg_try_advisory_lock(%(key)s)", {"key": key})
         if got and got[0]:
-            return True
+            return HeldLock(True, waited=True)
     raise busy
 
 

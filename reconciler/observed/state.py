@@ -107,6 +107,7 @@ class ObservedState:
     # A fleet tenant's schemas (its search_path, its tracking schema) and its history's: all
     # that was read. None: the whole database.
     scope: frozenset[str] | None = None
+    audit_seen: int = 0  # the newest audit row's id at the time of this snapshot (0: none)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -145,9 +146,12 @@ def observe(
             if m.verify is not None and m.key not in observed_tracking.applied
         }
         verify = run_verify_scripts(session, scripts)
-        audited = tracking.read_audited_applications(session, location) if location.audit_table in tables else {}
+        audited, audit_seen = {}, 0
+        if location.audit_table in tables:
+            audited = tracking.read_audited_applications(session, location)
+            audit_seen = tracking.audit_high_water(session, location)
         live = read_snapshot(session, location, scope) if definitions else None
-    return ObservedState(observed_tracking, catalog, verify, server, audited, live, scope)
+    return ObservedState(observed_tracking, catalog, verify, server, audited, live, scope, audit_seen)
 
 
 def read_state_of(

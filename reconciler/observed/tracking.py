@@ -485,6 +485,22 @@ _UNAPPLYING = ("rollback_migration",)
 _CLEARING = "remove_tracking_row"
 
 
+def audit_high_water(session: Any, location: TrackingLocation) -> int:
+    """The newest audit row's id (0: none yet): a later look asks what was audited after it."""
+    row = session.query_one(f"SELECT coalesce(max(id), 0) FROM {location.audit_sql}")
+    return int(row[0]) if row else 0
+
+
+def audited_since(session: Any, location: TrackingLocation, seen: int, own: str) -> bool:
+    """Whether a run other than this process (``own``: its host:pid) wrote an audit row after
+    the row ``seen``: every poststack run that changes a database audits it."""
+    row = session.query_one(
+        f"SELECT EXISTS (SELECT 1 FROM {location.audit_sql} WHERE id > %(seen)s AND host_pid <> %(own)s)",
+        {"seen": seen, "own": own},
+    )
+    return bool(row and row[0])
+
+
 def read_audited_applications(session: Any, location: TrackingLocation) -> dict[VersionKey, AuditedApplication]:
     """Per version, the audit table's last word, when it is that the version is applied (run
     or recorded, not rolled back since) or that its last attempt failed: evidence that

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from psycopg2.extensions import AsIs
 
 from reconciler.config import DEFAULT_DDL_LOCK_TIMEOUT, Settings
-from reconciler.db import DatabaseRef, Session
+from reconciler.db import DatabaseRef, Session, host_pid
 from reconciler.desired import psql
 from reconciler.desired.files import (
     AFTER_UNDO,
@@ -211,6 +211,15 @@ def _create_tracking_plan(settings: Settings, migrations: MigrationSet, observed
     )
 
 
+@dataclass(frozen=True)
+class Looked:
+    """What a look found: tracking, and which pending migrations may run."""
+
+    tracking: ObservedTracking
+    readiness: Readiness
+    audit_seen: int | None = None  # the audit's newest row id when the catalog was read too; None: it was not
+
+
 def look(
     session: Session,
     settings: Settings,
@@ -218,13 +227,13 @@ def look(
     target: str | None,
     allow: Allowances,
     tracking: ObservedTracking | None = None,
-) -> tuple[ObservedTracking, Readiness]:
+) -> Looked:
     """Which pending migrations may run: from tracking alone when nothing is pending, else
     from one read of tracking and catalog together, in diagnose's constant number of queries."""
     tracking = tracking if tracking is not None else observe_tracking(session, settings.tracking)
     limit = _target_number(migrations, target) if target is not None else None
     if all(m.key in tracking.applied or (limit is not None and m.key > limit) for m in migrations.migrations):
-        return tracking, decide(migrations, tracking, {}, None, None, allow, limit)
+        return Looked(tracking, decide(migrations, tracking, {}, None, None, allow, limit))
     desired, observed = read_state_of(session, migrations, settings.tracking, definitions=False)
     attributions = attribute_unapplied(
         migrations.migrations,
@@ -244,7 +253,35 @@ def look(
         limit,
         audited=observed.audited,
     )
-    return observed.tracking, readiness
+    return Looked(observed.tracking, readiness, observed.audit_seen)
+
+
+def look_again(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    target: str | None,
+    allow: Allowances,
+    earlier: Looked,
+    *,
+    waited: bool,
+) -> Looked:
+    """The look taken again once the migration lock is held. Tracking is always read again.
+    The catalog's evidence is read again unless nothing that takes this lock can have changed
+    the database since ``earlier``: the lock was had without waiting for another run, the
+    tracking rows are the same, and no other run has audited anything since (every run that
+    changes a database audits it). A change made by hand, without the lock, may come just
+    after a look under the lock as well as just before it: reading the catalog again would
+    not keep it out."""
+    now = observe_tracking(session, settings.tracking)
+    if (
+        not waited
+        and earlier.audit_seen is not None
+        and now.rows == earlier.tracking.rows
+        and not tracking.audited_since(session, settings.tracking, earlier.audit_seen, host_pid())
+    ):
+        return Looked(now, earlier.readiness, earlier.audit_seen)
+    return look(session, settings, migrations, target, allow, tracking=now)
 
 
 def migrate(
@@ -261,7 +298,8 @@ def migrate(
     # Planning from a read-only look first parses every pending file and reads the catalog,
     # so a bad file or a migration that may have run already is refused before anything
     # (even the tracking tables) is written.
-    tracking, readiness = look(session, settings, migrations, target, allow)
+    earlier = look(session, settings, migrations, target, allow)
+    tracking, readiness = earlier.tracking, earlier.readiness
     locked = tracking.lock is not None and tracking.lock.locked
     if dry_run or readiness.risks or not (readiness.holds and locked):
         plan = migrate_plan(migrations, tracking, readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout)
@@ -280,11 +318,11 @@ def migrate(
         settings.lock_timeout,
         lambda: ensure_tracking(session, settings, migrations),
         command=MIGRATE_COMMAND,
-    ):
+    ) as held:
         # Looked at again under the lock: a concurrent run's work, or a migration applied by
         # hand while this one waited, is seen, never repeated.
-        now, readiness = look(session, settings, migrations, target, allow)
-        plan = migrate_plan(migrations, now, readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout)
+        now = look_again(session, settings, migrations, target, allow, earlier, waited=held.waited)
+        plan = migrate_plan(migrations, now.tracking, now.readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout)
         execution = executor.execute(
             session, plan, on_step, lock_retries=settings.ddl_lock_retries, on_lock_wait=on_lock_wait
         )
@@ -312,7 +350,8 @@ def _migrate_per_transaction(
         # wait for it as a direct run would, then look again.
         locking.lock_transaction(session, settings.tracking, settings.lock_timeout)
         session.rollback()
-        observed, readiness = look(session, settings, migrations, target, allow)
+        again = look(session, settings, migrations, target, allow)
+        observed, readiness = again.tracking, again.readiness
     plan = migrate_plan(migrations, observed, readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout)
     ctx = BuildContext(observed.location, migrations, recorded=tuple(row.version for row in observed.rows))
     guards = {}
@@ -411,7 +450,8 @@ def migrate_script(
     allow: Allowances = NOTHING_ALLOWED,
 ) -> OfflineScript:
     """migrate as a script: the plan migrate would make under the lock, from one read-only look."""
-    observed, readiness = look(session, settings, migrations, target, allow)
+    looked = look(session, settings, migrations, target, allow)
+    observed, readiness = looked.tracking, looked.readiness
     prepare = None if observed.complete else _create_tracking_plan(settings, migrations, observed)
     plan = migrate_plan(
         migrations, _as_under_lock(observed), readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout
