@@ -18,22 +18,21 @@ from reconciler.desired.effects import ObjectRef
 from reconciler.errors import UsageError
 from reconciler.statements import Statement
 
-_CATALOG_SQL = r"""
+_CATALOG_TEMPLATE = r"""
 WITH ns AS (
     SELECT n.oid, n.nspname FROM pg_namespace n
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\_toast%%' AND n.nspname NOT LIKE 'pg\_temp\_%%'
       AND (NOT %(scoped)s OR n.nspname = ANY(%(scope)s::text[]))
 ),
-ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
-rel AS (
+{ext}rel AS (
     SELECT c.oid, c.relname, c.relkind, ns.nspname FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'i', 'I', 'f', 'c')
-      AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid)
+      AND {not_pg_class}
       AND NOT (ns.nspname = %(schema)s AND c.relname = ANY(%(own)s))
 )
 SELECT 'schema'::text, NULL::text, ns.nspname::text, NULL::text, NULL::text[], true FROM ns
-    WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = ns.oid)
+    WHERE {not_pg_namespace}
 UNION ALL
 SELECT CASE rel.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized_view' WHEN 'S' THEN 'sequence'
                         WHEN 'i' THEN 'index' WHEN 'I' THEN 'index' ELSE 'table' END,
@@ -49,13 +48,13 @@ SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END, ns.nspname,
        ARRAY(SELECT t.typname::text FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(typ, n)
              JOIN pg_type t ON t.oid = u.typ ORDER BY u.n), true
     FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
-    WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = p.oid)
+    WHERE {not_pg_proc}
 UNION ALL
 SELECT CASE t.typtype WHEN 'e' THEN 'enum' WHEN 'd' THEN 'domain' WHEN 'r' THEN 'range' ELSE 'composite' END,
        ns.nspname, t.typname, NULL, NULL, true
     FROM pg_type t JOIN ns ON ns.oid = t.typnamespace LEFT JOIN pg_class c ON c.oid = t.typrelid
     WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND c.relkind = 'c'))
-      AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_type'::regclass AND ext.objid = t.oid)
+      AND {not_pg_type}
 UNION ALL
 SELECT 'extension', NULL, e.extname, NULL, NULL, true FROM pg_extension e
 UNION ALL
@@ -65,6 +64,31 @@ UNION ALL
 SELECT 'policy', rel.nspname, pol.polname, rel.relname, NULL, true
     FROM pg_policy pol JOIN rel ON rel.oid = pol.polrelid
 """
+
+
+def _not_in_extension(scoped: bool, catalog: str, column: str) -> str:
+    """Not an extension's member. Over the whole database, one pass over pg_depend's members
+    (the ``ext`` CTE); for a fleet tenant's few schemas, a look-up per object through
+    pg_depend's index, so a database of many tenants is not scanned for each one."""
+    if scoped:
+        return (
+            f"NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{catalog}'::regclass "
+            f"AND d.objid = {column} AND d.objsubid = 0 AND d.deptype = 'e')"
+        )
+    return f"NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = '{catalog}'::regclass AND ext.objid = {column})"
+
+
+def _catalog_sql(scoped: bool) -> str:
+    return _CATALOG_TEMPLATE.format(
+        ext="" if scoped else "ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),\n",
+        not_pg_class=_not_in_extension(scoped, "pg_class", "c.oid"),
+        not_pg_namespace=_not_in_extension(scoped, "pg_namespace", "ns.oid"),
+        not_pg_proc=_not_in_extension(scoped, "pg_proc", "p.oid"),
+        not_pg_type=_not_in_extension(scoped, "pg_type", "t.oid"),
+    )
+
+
+_CATALOG_SQL = {scoped: _catalog_sql(scoped) for scoped in (False, True)}
 
 
 @dataclass(frozen=True)
@@ -117,7 +141,8 @@ def session_search_path(session: Any) -> tuple[tuple[str, ...], frozenset[str], 
 def read_catalog(session: Any, location: TrackingLocation, scope: frozenset[str] | None = None) -> CatalogSnapshot:
     """The catalog; with ``scope``, only the objects in these schemas (a fleet tenant's)."""
     params = {"schema": location.schema, "own": list(own_relations(location))}
-    rows = session.query(_CATALOG_SQL, params | {"scoped": scope is not None, "scope": sorted(scope or ())})
+    scoped = scope is not None
+    rows = session.query(_CATALOG_SQL[scoped], params | {"scoped": scoped, "scope": sorted(scope or ())})
     objects = []
     invalid = []
     for kind, schema, name, parent, args, valid in rows:

@@ -238,11 +238,14 @@ REQUIRED_COLUMNS = {
 def existing_tables(session: Any, location: TrackingLocation) -> set[str]:
     """poststack's tables present at ``location``. A table of one of their names that another
     tool made (dbmate, Rails and golang-migrate all use schema_migrations) is refused."""
+    # By name through pg_class's (relname, relnamespace) index, and each table's columns through
+    # pg_attribute's: a database of many tenants' tables is not scanned.
     rows = session.query(
-        "SELECT c.relname, array_agg(a.attname::text) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "WHERE n.nspname = %(schema)s AND c.relname = ANY(%(tables)s) GROUP BY c.relname",
+        "SELECT c.relname, ARRAY(SELECT a.attname::text FROM pg_attribute a "
+        "                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) "
+        "FROM pg_class c "
+        "WHERE c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = %(schema)s) "
+        "AND c.relname = ANY(%(tables)s)",
         {"schema": location.schema, "tables": list(location.tables)},
     )
     required = {getattr(location, role): columns for role, columns in REQUIRED_COLUMNS.items()}
@@ -301,11 +304,17 @@ def read_lock(session: Any, location: TrackingLocation) -> LockState:
         "       l.locked AND a.pid IS NOT NULL, a.state, left(a.query, 500), "
         "       extract(epoch FROM clock_timestamp() - a.query_start)::float8 "
         f"FROM {location.lock_sql} l "
+        # The function behind pg_stat_activity, asked for the one backend: the view's joins
+        # cost a fresh connection more to plan than the whole read. (Given NULL it answers
+        # for every backend, hence the first condition.)
+        "LEFT JOIN LATERAL (SELECT s.pid, s.state, s.query, s.query_start "
+        "                   FROM pg_stat_get_activity(l.backend_pid) s "
+        "                   WHERE l.backend_pid IS NOT NULL AND s.pid = l.backend_pid "
         # A backend that started after the lock was taken reuses the pid: not the holder.
-        "LEFT JOIN pg_stat_activity a ON a.pid = l.backend_pid "
-        "     AND (a.backend_start IS NULL OR a.backend_start <= l.locked_at) "
+        "                     AND (s.backend_start IS NULL OR s.backend_start <= l.locked_at) "
         # A row copied from another database (pg_dump | psql) names that database's backend.
-        "     AND a.datname = current_database() "
+        "                     AND s.datid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())"
+        ") a ON true "
         "WHERE l.id = 1"
     )
     if row is None:
