@@ -5,11 +5,14 @@ Each target runs the same command function a single run calls, with its own conn
 lock and audit rows, so a fleet run stopped anywhere (a crash, Ctrl-C, a failed target)
 leaves every target as a single run would, and running it again continues.
 
-With ``parallel`` above 1 each target runs in a forked worker process: poststack's signal
-handling (interrupts) and psycopg2's wait callback are process-wide, and a process per
-target keeps them as a single run has them. Workers get a process group of their own, so a
-Ctrl-C reaches the fleet once and is passed on to each worker once (a second one would mean
-"stop waiting": see interrupts); they die with the fleet process if it is killed.
+With ``parallel`` above 1 targets run in up to that many forked worker processes, each
+running one target at a time, as the fleet hands them out: poststack's signal handling
+(interrupts) and psycopg2's wait callback are process-wide, and a process running one
+target at a time keeps them as a single run has them. Forking once per worker, not per
+target, spares each target the fork's cost. Workers get a process group of their own, so a
+Ctrl-C reaches the fleet once and is passed on once to each worker running a target (a
+second one would mean "stop waiting": see interrupts); they die with the fleet process if
+it is killed.
 """
 
 from __future__ import annotations
@@ -148,6 +151,28 @@ def _in_process(
     return None, first_failed
 
 
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any  # the fleet's end of the worker's pipe: target indexes out, reports back
+
+
+def _start_worker(context: Any, targets: Sequence[Target], base: Settings, job: Job) -> _Worker:
+    ours, theirs = context.Pipe(duplex=True)
+    process = context.Process(target=_worker, args=(theirs, targets, base, job, os.getpid()))
+    # Whatever is buffered would be written again by the worker as it exits.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A stop signal passed on while the worker starts waits for its own handlers.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts.STOP_SIGNALS)
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    theirs.close()
+    return _Worker(process, ours)
+
+
 def _in_workers(
     targets: Sequence[Target],
     indexes: Sequence[int],
@@ -157,32 +182,30 @@ def _in_workers(
     keep_going: bool,
     done: Callable[[int, TargetReport], None],
 ) -> tuple[int | None, int | None]:
+    """Up to ``width`` worker processes, each running one target after another as the fleet
+    hands them out: a fork per worker, not per target."""
     context = multiprocessing.get_context("fork")
     waiting = list(indexes)
-    running: dict[Any, tuple[int, Any]] = {}  # reader -> (index, process)
+    idle: list[_Worker] = []
+    running: dict[Any, tuple[int, _Worker]] = {}  # conn -> (index, worker)
     first_failed: int | None = None
     forwarded = 0  # signals passed on to the workers
     # While the fleet waits, a stop signal is only noted (and wakes the wait below): it is
-    # acted on here, between workers, never in the middle of starting one.
+    # acted on here, between targets, never in the middle of handing one out.
     interrupts.state.waiting += 1
     try:
         while waiting or running:
             stopping = bool(interrupts.state.received)
             while not stopping and (keep_going or first_failed is None) and waiting and len(running) < width:
+                worker = idle.pop() if idle else _start_worker(context, targets, base, job)
                 index = waiting.pop(0)
-                reader, writer = context.Pipe(duplex=False)
-                process = context.Process(target=_worker, args=(targets[index], base, job, writer, os.getpid()))
-                # Whatever is buffered would be written again by the worker as it exits.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                # A stop signal passed on while the worker starts waits for its own handlers.
-                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, interrupts.STOP_SIGNALS)
                 try:
-                    process.start()
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-                writer.close()
-                running[reader] = (index, process)
+                    worker.conn.send(index)
+                except OSError:  # it died waiting for work: the target goes to another
+                    waiting.insert(0, index)
+                    _end(worker)
+                    continue
+                running[worker.conn] = (index, worker)
             if not running:
                 break
             wake = [interrupts.state.wakeup] if interrupts.state.wakeup is not None else []
@@ -194,63 +217,113 @@ def _in_workers(
             if wake and wake[0] in ready:
                 interrupts.drain_wakeup()
             if len(interrupts.state.received) > forwarded:
-                # Each signal is passed on once: the first stops each worker as it would stop
-                # a single run; a second, like a second Ctrl-C, stops it waiting.
+                # Each signal is passed on once, to the workers running a target: the first
+                # stops each as it would stop a single run; a second, like a second Ctrl-C,
+                # stops it waiting. Idle workers take no more targets.
                 for signum in interrupts.state.received[forwarded:]:
-                    for _index, process in running.values():
+                    for _index, worker in running.values():
                         with contextlib.suppress(ProcessLookupError):
-                            os.kill(process.pid, signum)
+                            os.kill(worker.process.pid, signum)
                 forwarded = len(interrupts.state.received)
-            for reader in ready:
-                if reader not in running:
+            for conn in ready:
+                if conn not in running:
                     continue
-                index, process = running.pop(reader)
-                report = _receive(reader, targets[index])
-                process.join()
+                index, worker = running.pop(conn)
+                report = _receive(conn, targets[index])
+                if report is None:
+                    report = _base_report(
+                        targets[index], "failed", EXIT_PROBLEMS, error="its worker process ended without a report"
+                    )
+                    _end(worker)
+                else:
+                    idle.append(worker)
                 done(index, report)
                 if not report.succeeded and first_failed is None:
                     first_failed = index
     except BaseException:
         # The fleet process itself failed (a closed pipe, fork refused): its workers stop as a
         # stop signal stops them, and are waited for, so none runs on unseen.
-        for _index, process in running.values():
+        for _index, worker in running.values():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)
-        for _index, process in running.values():
-            process.join()
+                os.kill(worker.process.pid, signal.SIGTERM)
+        for _index, worker in running.values():
+            worker.process.join()
         raise
     finally:
         interrupts.state.waiting -= 1
+        for worker in idle:
+            _end(worker)
     if interrupts.state.received:
         interrupts.mark_handled()
         return interrupts.first(), first_failed
     return None, first_failed
 
 
-def _receive(reader: Any, target: Target) -> TargetReport:
+def _end(worker: _Worker) -> None:
+    """An idle worker told there is no more work (or one that died), waited for."""
+    with contextlib.suppress(OSError):
+        worker.conn.send(None)
+    worker.conn.close()
+    worker.process.join()
+
+
+def _receive(conn: Any, target: Target) -> TargetReport | None:
+    """The worker's report on ``target``; None when the worker ended without one."""
     try:
-        report = reader.recv()
+        report = conn.recv()
     except (EOFError, OSError):
-        return _base_report(target, "failed", EXIT_PROBLEMS, error="its worker process ended without a report")
-    finally:
-        reader.close()
+        return None
     if not isinstance(report, TargetReport):
         return _base_report(target, "failed", EXIT_PROBLEMS, error="its worker process sent no report")
     return report
 
 
-def _worker(target: Target, base: Settings, job: Job, writer: Any, parent: int) -> None:
-    """A forked worker: the signal state of a fresh run, then one target."""
+def _worker(conn: Any, targets: Sequence[Target], base: Settings, job: Job, parent: int) -> None:
+    """A forked worker: the signal state of a fresh run, then targets as the fleet hands them
+    out, each run as a single run would be, until told there are no more."""
     os.setpgid(0, 0)  # Ctrl-C at a terminal reaches the fleet process, which passes it on once
     _die_with_parent()
     if os.getppid() != parent:  # the fleet was killed before the line above took effect
         os._exit(1)
     interrupts.fresh_process()
+    # Between targets a stop signal is only noted: the fleet passes one on only to a worker
+    # running a target, and hands out no more after it.
+    interrupts.state.waiting += 1
     signal.pthread_sigmask(signal.SIG_UNBLOCK, interrupts.STOP_SIGNALS)
-    report = run_one(target, base, job)
-    with contextlib.suppress(BrokenPipeError, OSError):
-        writer.send(report)
-    writer.close()
+    while True:
+        try:
+            index = conn.recv()
+        except (EOFError, OSError):
+            break
+        if index is None:
+            break
+        target = targets[index]
+        if interrupts.state.received:  # passed on after this target was handed out
+            name = interrupts.signal_name(interrupts.first())
+            report = skipped(target, f"not started: the run was stopped by {name}")
+        else:
+            report = _run_noting_between(target, base, job)
+        try:
+            conn.send(report)
+        except OSError:
+            break
+    conn.close()
+
+
+def _run_noting_between(target: Target, base: Settings, job: Job) -> TargetReport:
+    """One target, stop signals handled as in a single run while it runs; only noted again
+    as soon as it has ended."""
+    report: TargetReport | None = None
+    try:
+        interrupts.state.waiting -= 1
+        try:
+            report = run_one(target, base, job)
+        finally:
+            interrupts.state.waiting += 1
+    except interrupts.Signalled as e:  # arrived as the run started, before run_one could catch it
+        if report is None:
+            report = _base_report(target, "interrupted", interrupts.exit_code(e.signum), error=f"stopped by {e.name}")
+    return report
 
 
 def _die_with_parent() -> None:

@@ -231,6 +231,46 @@ def test_a_killed_fleet_is_finished_by_the_next_run(tenants, db, database_url: s
         assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations_lock WHERE locked") == [(0,)]
 
 
+def test_workers_run_target_after_target_and_a_killed_one_costs_only_its_target(tenants, db, database_url: str):
+    """Five tenants, two workers: each worker runs one target after another (a fork per
+    worker, not per target). A worker killed mid-migration costs only the target it ran:
+    that row says so, another worker takes the rest, and the re-run finishes that target."""
+    directory, targets = tenants
+    sql(db, "CREATE SCHEMA hooli; CREATE SCHEMA umbrella")
+    five = write(
+        targets.parent, "five.yaml", f"url: {database_url}\nschemas: [acme, globex, initech, hooli, umbrella]\n"
+    )
+    write(
+        directory,
+        "005_wait.sql",
+        "SELECT pg_advisory_xact_lock_shared(4246);\nINSERT INTO accounts (name) VALUES ('late');",
+    )
+    args = ("db", "migrate", "--targets", str(five), "--migrations-dir", str(directory), "--parallel", "2")
+    with holding_advisory_lock(database_url, 4246):
+        proc = _fleet_process(*args, "--keep-going", "--format", "json")
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4246 AND NOT granted"
+        wait_for(db, waiting, [(2,)])
+        # acme and globex were handed out first; acme's lock row names its worker.
+        (holder,) = sql(db, "SELECT locked_by FROM acme.schema_migrations_lock")[0]
+        os.kill(int(holder.rsplit(":", 1)[1]), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    rows = {t["target"]: t for t in json.loads(stdout)["targets"]}
+    assert (rows["acme"]["outcome"], rows["acme"]["error"]) == ("failed", "its worker process ended without a report")
+    others = ("globex", "initech", "hooli", "umbrella")
+    assert [rows[t]["outcome"] for t in others] == ["applied"] * 4
+    # globex's worker and the one started after acme's died ran the other four between them.
+    workers = {pid for t in others for (pid,) in sql(db, f"SELECT DISTINCT host_pid FROM {t}.schema_migrations_audit")}
+    assert len(workers) <= 2, workers
+    wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
+    result = run_process(*args)
+    assert result.exit_code == 0, result.output
+    assert "Released the migration lock of a db migrate that was killed" in result.stdout
+    for tenant in ("acme", *others):
+        assert sql(db, f"SELECT count(*) FROM {tenant}.accounts WHERE name = 'late'") == [(1,)]
+        assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations WHERE version = '005'") == [(1,)]
+
+
 def test_report_merge_of_shards_is_the_unsharded_report(tenants, tmp_path: Path):
     directory, targets = tenants
     assert fleet(directory, "db", "migrate", "--targets", str(targets))[0] == 0
