@@ -112,3 +112,56 @@ def run_psql_script(psql_bin: str, url: str, script: Path) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"psql failed: {proc.stderr}")
     return elapsed
+
+
+def tracked_script(migrations: Path, schema: str = "public") -> str:
+    """The floor of any tool that keeps a history, as a psql script: what poststack writes and
+    nothing it reads. Its tracking tables in ``schema``, the advisory lock and the lock row,
+    and per file its tracking and audit rows in the file's own transaction (after it, for a
+    file that runs outside one)."""
+    from reconciler.config import DEFAULT_TABLE_PREFIX, TrackingLocation
+    from reconciler.desired.layouts import load_migrations
+    from reconciler.observed.locking import advisory_key
+    from reconciler.observed.tracking import create_statements
+
+    def literal(value: object) -> str:
+        return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
+
+    where = TrackingLocation(schema, DEFAULT_TABLE_PREFIX)
+    m, lock, audit = where.migrations_sql, where.lock_sql, where.audit_sql
+    key = advisory_key(where)
+    lines = ["BEGIN;", *(f"{s.sql};" for s in create_statements(where)), "COMMIT;"]
+    lines += [
+        f"SELECT pg_advisory_lock({key});",
+        f"UPDATE {lock} SET locked = true, locked_at = now(), locked_by = 'bench', backend_pid = pg_backend_pid() "
+        "WHERE id = 1;",
+    ]
+    for step, migration in enumerate(load_migrations(migrations).migrations, start=1):
+        row = (
+            f"INSERT INTO {m} (version, description, checksum, execution_ms, success, transactional) VALUES "
+            f"({literal(migration.version)}, {literal(migration.description)}, {literal(migration.checksum)}, 0, "
+            f"true, {str(migration.file.script.transactional).lower()});\n"
+            f"INSERT INTO {audit} (host_pid, operation, step, action, version, outcome, detail) VALUES "
+            f"('bench', 'migrate', {step}, 'apply_migration', {literal(migration.version)}, 'ok', NULL);"
+        )
+        if migration.file.script.transactional:
+            lines += ["BEGIN;", f"\\i {migration.path}", row, "COMMIT;"]
+        else:
+            lines += [f"\\i {migration.path}", row]
+    lines += [
+        f"UPDATE {lock} SET locked = false, locked_at = NULL, locked_by = NULL, backend_pid = NULL WHERE id = 1;",
+        f"SELECT pg_advisory_unlock({key});",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc_section(path: Path, name: str, text: str) -> None:
+    """Replace what is between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``
+    (the markers kept) with ``text``: each benchmark writes its own part of a page."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    doc = path.read_text()
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{path}: no {start} ... {end} section to write into")
+    before, rest = doc.split(start, 1)
+    _, after = rest.split(end, 1)
+    path.write_text(f"{before}{start}\n{text}\n{end}{after}")

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psycopg2
 
-from bench.common import fresh_database, machine, median, poststack_argv, server_url
+from bench.common import fresh_database, machine, median, poststack_argv, server_url, tracked_script
 from bench.tenant_history import clone_tenants, write_tenant_history
 
 STATUS_SLOPE = 0.010  # seconds per target
@@ -189,46 +189,12 @@ def measure_migrate(admin: str, work: Path, tenants: int, runs: int, parallel: i
 
 
 def tracked_scripts(project: Path, migrations: Path, schemas: list[str]) -> Path:
-    """For each schema, a psql script writing what poststack writes: the tracking tables, the
-    lock, and per file its tracking and audit rows in the file's own transaction (a file that
-    runs outside one, after it). The directory of scripts, one per schema, named after it."""
-    from reconciler.config import DEFAULT_TABLE_PREFIX, TrackingLocation
-    from reconciler.desired.layouts import load_migrations
-    from reconciler.observed.locking import advisory_key
-    from reconciler.observed.tracking import create_statements
-
-    def literal(value: object) -> str:
-        return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
-
+    """For each schema, the floor's psql script (bench.common.tracked_script): the directory of
+    scripts, one per schema, named after it."""
     scripts = project / "tracked"
     scripts.mkdir(exist_ok=True)
-    migrations_set = load_migrations(migrations)
     for schema in schemas:
-        where = TrackingLocation(schema, DEFAULT_TABLE_PREFIX)
-        m, lock, audit = where.migrations_sql, where.lock_sql, where.audit_sql
-        key = advisory_key(where)
-        lines = ["BEGIN;", *(f"{s.sql};" for s in create_statements(where)), "COMMIT;"]
-        lines += [
-            f"SELECT pg_advisory_lock({key});",
-            f"UPDATE {lock} SET locked = true, locked_at = now(), locked_by = 'bench', backend_pid = pg_backend_pid() WHERE id = 1;",
-        ]
-        for step, migration in enumerate(migrations_set.migrations, start=1):
-            row = (
-                f"INSERT INTO {m} (version, description, checksum, execution_ms, success, transactional) VALUES "
-                f"({literal(migration.version)}, {literal(migration.description)}, {literal(migration.checksum)}, 0, true, "
-                f"{str(migration.file.script.transactional).lower()});\n"
-                f"INSERT INTO {audit} (host_pid, operation, step, action, version, outcome, detail) VALUES "
-                f"('bench', 'migrate', {step}, 'apply_migration', {literal(migration.version)}, 'ok', NULL);"
-            )
-            if migration.file.script.transactional:
-                lines += ["BEGIN;", f"\\i {migration.path}", row, "COMMIT;"]
-            else:
-                lines += [f"\\i {migration.path}", row]
-        lines += [
-            f"UPDATE {lock} SET locked = false, locked_at = NULL, locked_by = NULL, backend_pid = NULL WHERE id = 1;",
-            f"SELECT pg_advisory_unlock({key});",
-        ]
-        (scripts / f"{schema}.psql").write_text("\n".join(lines) + "\n")
+        (scripts / f"{schema}.psql").write_text(tracked_script(migrations, schema))
     return scripts
 
 
