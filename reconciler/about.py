@@ -16,3 +16,9 @@ class VersionResult:
 
 def version() -> VersionResult:
     return VersionResult(__version__, sys.version.split()[0])
+
+
+def version_text() -> str:
+    """What `poststack version` prints."""
+    result = version()
+    return f"poststack {result.poststack} (python {result.python})"

@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pglast import parser
-
 from reconciler.desired.script import LineIndex
 
 DEFAULT_SCHEMA = "public"
@@ -210,6 +208,8 @@ class _Scope:
 
 def parse(text: str) -> tuple[Any, str | None]:
     """The parse tree of a file, or why there is none."""
+    from pglast import parser  # on first parse: commands that parse nothing never import it
+
     try:
         return parser.parse_sql(text), None
     except parser.ParseError as e:

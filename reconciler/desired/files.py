@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -190,9 +192,37 @@ def flyway_checksum(text: str) -> int:
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
+# Within a scan of a directory, each file is read from disk once (see reading_once).
+_read_once: dict[Path, bytes] | None = None
+
+
+@contextmanager
+def reading_once() -> Iterator[None]:
+    """Within the block each file is read from disk once, however many layouts look at it:
+    detection reads each for a marker line, and the chosen layout's reader reads it whole.
+    One scan of a directory; outside one, every read goes to the disk."""
+    global _read_once
+    outer = _read_once
+    _read_once = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _read_once = outer
+
+
+def file_bytes(path: Path) -> bytes:
+    """The file's bytes (once per scan: reading_once). OSError as reading it raises."""
+    if _read_once is None:
+        return path.read_bytes()
+    data = _read_once.get(path)
+    if data is None:
+        data = _read_once[path] = path.read_bytes()
+    return data
+
+
 def read_sql_file(path: Path) -> SqlFile:
     try:
-        data = path.read_bytes()
+        data = file_bytes(path)
     except OSError as e:
         raise MigrationFileError(f"{path}: cannot read: {e.strerror}") from e
     raw_sha256 = hashlib.sha256(data).hexdigest()

@@ -526,16 +526,11 @@ class _StepProgress:
 # --- top level ----------------------------------------------------------------------------
 
 
-def _version_text() -> str:
-    from reconciler.about import version as version_info
-
-    result = version_info()
-    return f"poststack {result.poststack} (python {result.python})"
-
-
 def _print_version(value: bool) -> None:
+    from reconciler.about import version_text
+
     if value:
-        typer.echo(_version_text())
+        typer.echo(version_text())
         raise typer.Exit()
 
 
@@ -626,11 +621,12 @@ def version(fmt: FormatOpt = Format.text) -> None:
     from dataclasses import asdict
 
     from reconciler.about import version as version_info
+    from reconciler.about import version_text
 
     if fmt is Format.sql:
         _err(f"❌ {_NO_SQL}")
         raise typer.Exit(EXIT_USAGE)
-    typer.echo(_version_text() if fmt is Format.text else json.dumps(asdict(version_info()), indent=2))
+    typer.echo(version_text() if fmt is Format.text else json.dumps(asdict(version_info()), indent=2))
 
 
 @_command(app, "config", (*DB_OPTIONS, "lock_timeout", *DDL_LOCK_OPTIONS, "shadow_url", "fmt"))
@@ -1710,6 +1706,48 @@ def server_stop(options: Shared) -> None:
     )
 
 
+def _only_the_command_named(argv: list[str]) -> None:
+    """Typer builds every command's parameters before it runs one: when the arguments name a
+    command, only that command (and the groups on its path) is kept, and only it is built.
+    Anything else (no command, an unknown name, completion) leaves the whole app, so help
+    listings and "No such command" read as ever."""
+    if os.environ.get("_POSTSTACK_COMPLETE") or {"--show-completion", "--install-completion"} & set(argv):
+        return
+    words = [word for word in argv if not word.startswith("-")]  # no group takes an option with a value
+    group, path = app, []
+    for word in words:
+        groups = [g for g in group.registered_groups if g.name == word]
+        if groups:
+            path.append((group, groups[0]))
+            group = groups[0].typer_instance
+            continue
+        named = [c for c in group.registered_commands if (c.name or _command_name(c)) == word]
+        if not named:
+            return
+        group.registered_commands, group.registered_groups = named, []
+        break
+    else:
+        # A group's help (asked for, or its name alone): its listing names its subgroups but
+        # shows none of their commands, so those are not built.
+        for sub in group.registered_groups:
+            sub.typer_instance = _emptied(sub.typer_instance)
+    for parent, kept in path:
+        parent.registered_commands, parent.registered_groups = [], [kept]
+
+
+def _emptied(group: typer.Typer) -> typer.Typer:
+    """``group`` without its commands and subgroups: a copy, its help and settings kept."""
+    import copy
+
+    empty = copy.copy(group)
+    empty.registered_commands, empty.registered_groups = [], []
+    return empty
+
+
+def _command_name(info: Any) -> str:
+    return typer.main.get_command_name(info.callback.__name__)
+
+
 def main() -> None:
     # SIGINT (Ctrl-C) and SIGTERM (a deploy system stopping us) cancel the running statement;
     # the open step is rolled back and recorded, the migration lock released (interrupts.py).
@@ -1718,6 +1756,7 @@ def main() -> None:
     from typer.completion import completion_init
 
     completion_init()
+    _only_the_command_named(sys.argv[1:])
     try:
         app()
     except SystemExit as e:

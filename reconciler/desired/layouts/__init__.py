@@ -31,7 +31,7 @@ from reconciler.desired.layouts import (  # noqa: F401  isort: skip
     diesel,
     prisma,
 )
-from reconciler.desired.files import MigrationSet, Scan
+from reconciler.desired.files import MigrationSet, Scan, reading_once
 from reconciler.errors import MigrationFileError
 
 __all__ = [
@@ -95,9 +95,10 @@ def scan_migrations(directory: Path, layout: str | None = None) -> Scan:
     follow no layout or several, is a usage error."""
     if _pinned and (held := _pinned.get((directory.resolve(), layout))) is not None:
         return held
-    entries = list_entries(directory)
-    chosen = choose_layout(directory, entries, layout)
-    scan = chosen.read(directory, entries)
+    with reading_once():
+        entries = list_entries(directory)
+        chosen = choose_layout(directory, entries, layout)
+        scan = chosen.read(directory, entries)
     return Scan(replace(scan.migrations, layout=chosen.name), scan.problems)
 
 

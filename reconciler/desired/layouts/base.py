@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,10 +25,11 @@ class Entry:
 
     path: Path
     is_dir: bool
+    # Kept, not derived on each use: detection asks every entry's name of every layout.
+    name: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return self.path.name
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.path.name)
 
 
 @dataclass(frozen=True)

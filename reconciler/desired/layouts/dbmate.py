@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler.desired.files import FileProblem, Scan, SqlFile, read_sql_file
+from reconciler.desired.files import FileProblem, Scan, SqlFile, file_bytes, read_sql_file
 from reconciler.desired.layouts.base import Entry, Found, Layout, Naming, NewFile, assemble, register, unrecognized
 from reconciler.errors import MigrationFileError
 
@@ -32,7 +32,7 @@ OPTIONS = {"transaction": ("true", "false")}
 def has_dbmate_sections(path: Path) -> bool:
     """Does the file have dbmate's ``-- migrate:up`` line? Unreadable: no (its reader says why)."""
     try:
-        return _MARKER_BYTES.search(path.read_bytes()) is not None
+        return _MARKER_BYTES.search(file_bytes(path)) is not None
     except OSError:
         return False
 
