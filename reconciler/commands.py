@@ -41,21 +41,9 @@ def migrate(
     on_step: executor.StepCallback | None = None,
     on_lock_wait: executor.LockWaitCallback | None = None,
 ) -> runner.RunResult:
-    from reconciler.diagnosis.pending import Allowances
-    from reconciler.remediation import runner
-
     migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
-        result = runner.migrate(
-            session,
-            settings,
-            migrations,
-            target=target,
-            dry_run=dry_run,
-            allow=allow or Allowances(),
-            on_step=on_step,
-            on_lock_wait=on_lock_wait,
-        )
+        result = _migrate_on(session, settings, migrations, target, dry_run, allow, on_step, on_lock_wait)
         if dry_run:
             result = replace(result, lint=_lint_run(session, settings, migrations, result.plan, notify))
         return result
@@ -66,15 +54,35 @@ def migrate_then_status(
 ) -> tuple[runner.RunResult, StatusResult]:
     """db migrate, then db migration-status read on the same connection once the run ended
     (its lock released): a fleet target's row, without a second connection to its server."""
+    migrations = load_migrations(settings.migrations_dir, settings.layout)
+    with connect(settings, notify) as session:
+        result = _migrate_on(session, settings, migrations, target, False, allow)
+        return result, _status_on(session, settings, migrations)
+
+
+def _migrate_on(
+    session: Session,
+    settings: Settings,
+    migrations: MigrationSet,
+    target: str | None,
+    dry_run: bool,
+    allow: Allowances | None,
+    on_step: executor.StepCallback | None = None,
+    on_lock_wait: executor.LockWaitCallback | None = None,
+) -> runner.RunResult:
     from reconciler.diagnosis.pending import Allowances
     from reconciler.remediation import runner
 
-    migrations = load_migrations(settings.migrations_dir, settings.layout)
-    with connect(settings, notify) as session:
-        result = runner.migrate(
-            session, settings, migrations, target=target, dry_run=False, allow=allow or Allowances()
-        )
-        return result, _status_on(session, settings, migrations)
+    return runner.migrate(
+        session,
+        settings,
+        migrations,
+        target=target,
+        dry_run=dry_run,
+        allow=allow or Allowances(),
+        on_step=on_step,
+        on_lock_wait=on_lock_wait,
+    )
 
 
 def _lint_run(

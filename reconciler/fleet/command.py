@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.config import Settings
+from reconciler.config import POOLER_AUTO, Settings
 from reconciler.desired.files import Scan
 from reconciler.desired.layouts import pinned
 from reconciler.errors import MigrationFileError, PoststackError, UsageError
@@ -84,7 +84,6 @@ def _pooling_found(settings: Settings, targets: list[Target], notify: Notify | N
     target with a second connection of its own; each target's run then takes it as said
     (and says it was detected). Anything that stops the probe is left to each target's run
     to report as its own."""
-    from reconciler.config import POOLER_AUTO
     from reconciler.db import DETECTED, connect
 
     if settings.pooler != POOLER_AUTO or len(targets) < 2 or len({t.url for t in targets}) != 1:
@@ -95,8 +94,10 @@ def _pooling_found(settings: Settings, targets: list[Target], notify: Notify | N
             pooling = session.pooling
     except PoststackError:
         return settings
-    origins = replace(settings.origins, sources=(*settings.origins.sources, ("pooler", DETECTED)))
-    return replace(settings, pooler=pooling.mode, origins=origins)
+    sources = tuple((key, DETECTED if key == "pooler" else source) for key, source in settings.origins.sources)
+    if "pooler" not in dict(sources):
+        sources = (*sources, ("pooler", DETECTED))
+    return replace(settings, pooler=pooling.mode, origins=replace(settings.origins, sources=sources))
 
 
 def run(

@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
 import sys
@@ -153,13 +154,14 @@ def _in_process(
 
 @dataclass
 class _Worker:
-    process: Any
-    conn: Any  # the fleet's end of the worker's pipe: target indexes out, reports back
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection  # the fleet's end of its pipe: target indexes out, reports back
 
 
-def _start_worker(context: Any, targets: Sequence[Target], base: Settings, job: Job) -> _Worker:
+def _start_worker(context: Any, targets: Sequence[Target], base: Settings, job: Job, others: list[_Worker]) -> _Worker:
     ours, theirs = context.Pipe(duplex=True)
-    process = context.Process(target=_worker, args=(theirs, targets, base, job, os.getpid()))
+    inherited = [w.conn for w in others]  # the other workers' pipes: the new one closes its copies
+    process = context.Process(target=_worker, args=(theirs, inherited, targets, base, job, os.getpid()))
     # Whatever is buffered would be written again by the worker as it exits.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -197,7 +199,10 @@ def _in_workers(
         while waiting or running:
             stopping = bool(interrupts.state.received)
             while not stopping and (keep_going or first_failed is None) and waiting and len(running) < width:
-                worker = idle.pop() if idle else _start_worker(context, targets, base, job)
+                if idle:
+                    worker = idle.pop()
+                else:
+                    worker = _start_worker(context, targets, base, job, [*idle, *(w for _, w in running.values())])
                 index = waiting.pop(0)
                 try:
                     worker.conn.send(index)
@@ -229,14 +234,18 @@ def _in_workers(
                 if conn not in running:
                     continue
                 index, worker = running.pop(conn)
-                report = _receive(conn, targets[index])
-                if report is None:
+                received = _receive(conn, targets[index])
+                if received is None:
                     report = _base_report(
                         targets[index], "failed", EXIT_PROBLEMS, error="its worker process ended without a report"
                     )
                     _end(worker)
                 else:
-                    idle.append(worker)
+                    report, leaving = received
+                    if leaving:  # it was signalled: it takes no more targets (another is started)
+                        _end(worker)
+                    else:
+                        idle.append(worker)
                 done(index, report)
                 if not report.succeeded and first_failed is None:
                     first_failed = index
@@ -247,7 +256,7 @@ def _in_workers(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.process.pid, signal.SIGTERM)
         for _index, worker in running.values():
-            worker.process.join()
+            _end(worker, deadline=WORKER_GRACE)
         raise
     finally:
         interrupts.state.waiting -= 1
@@ -259,32 +268,43 @@ def _in_workers(
     return None, first_failed
 
 
-def _end(worker: _Worker) -> None:
-    """An idle worker told there is no more work (or one that died), waited for."""
+WORKER_GRACE = 30.0  # seconds a stopped worker has to roll back and release its lock
+
+
+def _end(worker: _Worker, deadline: float | None = None) -> None:
+    """A worker told there is no more work (its pipe closed), and waited for: with
+    ``deadline``, killed if it has not ended by then."""
     with contextlib.suppress(OSError):
         worker.conn.send(None)
     worker.conn.close()
-    worker.process.join()
+    worker.process.join(deadline)
+    if worker.process.is_alive():
+        worker.process.kill()
+        worker.process.join()
 
 
-def _receive(conn: Any, target: Target) -> TargetReport | None:
-    """The worker's report on ``target``; None when the worker ended without one."""
+def _receive(conn: Any, target: Target) -> tuple[TargetReport, bool] | None:
+    """The worker's report on ``target``, and whether the worker is leaving; None when it
+    ended without a report."""
     try:
-        report = conn.recv()
+        sent = conn.recv()
     except (EOFError, OSError):
         return None
-    if not isinstance(report, TargetReport):
-        return _base_report(target, "failed", EXIT_PROBLEMS, error="its worker process sent no report")
-    return report
+    if not (isinstance(sent, tuple) and len(sent) == 2 and isinstance(sent[0], TargetReport)):
+        return _base_report(target, "failed", EXIT_PROBLEMS, error="its worker process sent no report"), True
+    return sent[0], bool(sent[1])
 
 
-def _worker(conn: Any, targets: Sequence[Target], base: Settings, job: Job, parent: int) -> None:
+def _worker(conn: Any, inherited: list[Any], targets: Sequence[Target], base: Settings, job: Job, parent: int) -> None:
     """A forked worker: the signal state of a fresh run, then targets as the fleet hands them
-    out, each run as a single run would be, until told there are no more."""
+    out, each run as a single run would be, until told there are no more, or until a stop
+    signal reaches it (it reports the target it stopped, and leaves)."""
     os.setpgid(0, 0)  # Ctrl-C at a terminal reaches the fleet process, which passes it on once
     _die_with_parent()
     if os.getppid() != parent:  # the fleet was killed before the line above took effect
         os._exit(1)
+    for other in inherited:  # the fleet's ends of the other workers' pipes: not this worker's to hold
+        other.close()
     interrupts.fresh_process()
     # Between targets a stop signal is only noted: the fleet passes one on only to a worker
     # running a target, and hands out no more after it.
@@ -297,26 +317,28 @@ def _worker(conn: Any, targets: Sequence[Target], base: Settings, job: Job, pare
             break
         if index is None:
             break
-        target = targets[index]
-        if interrupts.state.received:  # passed on after this target was handed out
-            name = interrupts.signal_name(interrupts.first())
-            report = skipped(target, f"not started: the run was stopped by {name}")
-        else:
-            report = _run_noting_between(target, base, job)
+        report = _run_noting_between(targets[index], base, job)
+        leaving = bool(interrupts.state.received)
         try:
-            conn.send(report)
+            conn.send((report, leaving))
         except OSError:
+            break
+        if leaving:
             break
     conn.close()
 
 
 def _run_noting_between(target: Target, base: Settings, job: Job) -> TargetReport:
     """One target, stop signals handled as in a single run while it runs; only noted again
-    as soon as it has ended."""
+    as soon as it has ended. Not started when a stop signal came first."""
     report: TargetReport | None = None
     try:
         interrupts.state.waiting -= 1
         try:
+            if interrupts.state.received:  # came after the target was handed out, before it started
+                interrupts.mark_handled()
+                name = interrupts.signal_name(interrupts.first())
+                return skipped(target, f"not started: the run was stopped by {name}")
             report = run_one(target, base, job)
         finally:
             interrupts.state.waiting += 1

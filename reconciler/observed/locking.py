@@ -110,7 +110,7 @@ def advisory_only(
 
 @dataclass(frozen=True)
 class HeldLock:
-    held: bool  # False: its holder is a backend the block itself ends
+    acquired: bool  # False: its holder is a backend the block itself ends
     waited: bool  # another run held it when it was first asked for
 
 
@@ -167,7 +167,7 @@ def migration_lock(
                     session.run(tracking.release_lock_row_statement(location, own_pid))
                 except psycopg2.Error:
                     pass
-            if held.held:
+            if held.acquired:
                 _release_advisory(session, location)
 
 

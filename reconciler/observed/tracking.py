@@ -255,9 +255,10 @@ def existing_tables(session: Any, location: TrackingLocation) -> set[str]:
             from reconciler.errors import DatabaseUnavailable
 
             tool = _foreign_tool(session, location.schema, frozenset(columns))
+            listed = ", ".join(sorted(columns)) or "none"
             raise DatabaseUnavailable(
-                f"{location.schema}.{name} belongs to another tool ({tool}; its columns: "
-                f"{', '.join(sorted(columns))}), and poststack will not touch it: {keep_apart(location)}",
+                f"{location.schema}.{name} belongs to another tool ({tool}; its columns: {listed}), "
+                f"and poststack will not touch it: {keep_apart(location)}",
             )
     return {r[0] for r in rows}
 
@@ -500,13 +501,17 @@ def audit_high_water(session: Any, location: TrackingLocation) -> int:
     return int(row[0]) if row else 0
 
 
-def audited_since(session: Any, location: TrackingLocation, seen: int, own: str) -> bool:
-    """Whether a run other than this process (``own``: its host:pid) wrote an audit row after
-    the row ``seen``: every poststack run that changes a database audits it."""
-    row = session.query_one(
-        f"SELECT EXISTS (SELECT 1 FROM {location.audit_sql} WHERE id > %(seen)s AND host_pid <> %(own)s)",
-        {"seen": seen, "own": own},
-    )
+def audited_after(session: Any, location: TrackingLocation, seen: int | None) -> bool:
+    """Whether any audit row was written after row ``seen`` (0: there was none; None: not
+    known, so yes). Asked under the migration lock, before this run writes any: every run that
+    audits at this location holds that lock while it does, so ids are written in order and
+    none below the newest can still commit."""
+    if seen is None:
+        return True
+    exists = session.query_one("SELECT to_regclass(%(audit)s) IS NOT NULL", {"audit": location.audit_sql})
+    if not (exists and exists[0]):
+        return False  # no run has audited anything here yet
+    row = session.query_one(f"SELECT EXISTS (SELECT 1 FROM {location.audit_sql} WHERE id > %(seen)s)", {"seen": seen})
     return bool(row and row[0])
 
 

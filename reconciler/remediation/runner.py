@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from psycopg2.extensions import AsIs
 
 from reconciler.config import DEFAULT_DDL_LOCK_TIMEOUT, Settings
-from reconciler.db import DatabaseRef, Session, host_pid
+from reconciler.db import DatabaseRef, Session
 from reconciler.desired import psql
 from reconciler.desired.files import (
     AFTER_UNDO,
@@ -25,7 +25,7 @@ from reconciler.errors import DatabaseUnavailable, OperationFailed, UsageError
 from reconciler.observed import locking, tracking
 from reconciler.observed.catalog import still_unapplied_statement
 from reconciler.observed.state import read_state_of
-from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking
+from reconciler.observed.tracking import LockState, ObservedTracking, audited_after, observe_tracking
 from reconciler.remediation import executor
 from reconciler.remediation.actions import BuildContext, get_action
 from reconciler.remediation.callbacks import callback_steps, with_run_callbacks
@@ -264,22 +264,17 @@ def look_again(
     allow: Allowances,
     earlier: Looked,
     *,
-    waited: bool,
+    untouched: bool,
 ) -> Looked:
     """The look taken again once the migration lock is held. Tracking is always read again.
     The catalog's evidence is read again unless nothing that takes this lock can have changed
-    the database since ``earlier``: the lock was had without waiting for another run, the
-    tracking rows are the same, and no other run has audited anything since (every run that
-    changes a database audits it). A change made by hand, without the lock, may come just
-    after a look under the lock as well as just before it: reading the catalog again would
-    not keep it out."""
+    the database since ``earlier``: ``untouched`` (the lock was had without waiting for
+    another run, and no run audited anything in between: every poststack run that changes a
+    database audits it) and the same tracking rows. A change made by hand, without the lock,
+    may come just after a look under the lock as well as just before it: reading the catalog
+    again would not keep it out."""
     now = observe_tracking(session, settings.tracking)
-    if (
-        not waited
-        and earlier.audit_seen is not None
-        and now.rows == earlier.tracking.rows
-        and not tracking.audited_since(session, settings.tracking, earlier.audit_seen, host_pid())
-    ):
+    if untouched and earlier.audit_seen is not None and now.rows == earlier.tracking.rows:
         return Looked(now, earlier.readiness, earlier.audit_seen)
     return look(session, settings, migrations, target, allow, tracking=now)
 
@@ -312,16 +307,21 @@ def migrate(
         return _migrate_per_transaction(
             session, settings, migrations, tracking, readiness, target, allow, on_step, on_lock_wait
         )
+    audited: list[bool] = []
+
+    def prepare() -> None:
+        # Asked once the lock is held and before this run writes anything (the tracking
+        # tables and their audit row): whether any run audited a change since the first look.
+        audited.append(audited_after(session, settings.tracking, earlier.audit_seen))
+        ensure_tracking(session, settings, migrations)
+
     with locking.migration_lock(
-        session,
-        settings.tracking,
-        settings.lock_timeout,
-        lambda: ensure_tracking(session, settings, migrations),
-        command=MIGRATE_COMMAND,
+        session, settings.tracking, settings.lock_timeout, prepare, command=MIGRATE_COMMAND
     ) as held:
         # Looked at again under the lock: a concurrent run's work, or a migration applied by
         # hand while this one waited, is seen, never repeated.
-        now = look_again(session, settings, migrations, target, allow, earlier, waited=held.waited)
+        untouched = not held.waited and audited == [False]
+        now = look_again(session, settings, migrations, target, allow, earlier, untouched=untouched)
         plan = migrate_plan(migrations, now.tracking, now.readiness, target, ddl_lock_timeout=settings.ddl_lock_timeout)
         execution = executor.execute(
             session, plan, on_step, lock_retries=settings.ddl_lock_retries, on_lock_wait=on_lock_wait

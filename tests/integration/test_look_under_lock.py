@@ -13,6 +13,7 @@ import pytest
 
 from reconciler import commands
 from reconciler.config import DEFAULT_TRACKING, Settings, resolve_settings
+from reconciler.db import host_pid
 from reconciler.desired.layouts import load_migrations
 from reconciler.observed import locking, state
 from reconciler.remediation import runner
@@ -45,17 +46,18 @@ def catalog_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 def between_looks(monkeypatch: pytest.MonkeyPatch) -> list[Callable[[], None]]:
-    """What runs once migrate holds the lock, before it looks again (where the tracking
-    tables are made): what another run or a person did in between."""
+    """What runs right after migrate's first look, before it takes the lock: what another
+    run or a person did in between."""
     actions: list[Callable[[], None]] = []
-    original = runner.ensure_tracking
+    original = runner.look
 
-    def ensure(*args, **kwargs):
+    def look(*args, **kwargs):
+        looked = original(*args, **kwargs)
         while actions:
             actions.pop(0)()
-        original(*args, **kwargs)
+        return looked
 
-    monkeypatch.setattr(runner, "ensure_tracking", ensure)
+    monkeypatch.setattr(runner, "look", look)
     return actions
 
 
@@ -77,8 +79,14 @@ def test_with_nothing_changed_between_the_looks_the_catalog_is_read_once(
     assert len(catalog_reads) == 1
 
 
+@pytest.mark.parametrize("holder", ["elsewhere:4242", "this process's own host:pid (a container's twin)"])
 def test_another_runs_audited_change_between_the_looks_is_seen(
-    database_url: str, db, tmp_path: Path, catalog_reads: list[int], between_looks: list[Callable[[], None]]
+    database_url: str,
+    db,
+    tmp_path: Path,
+    catalog_reads: list[int],
+    between_looks: list[Callable[[], None]],
+    holder: str,
 ):
     directory = tmp_path / "migrations"
     directory.mkdir()
@@ -94,7 +102,8 @@ def test_another_runs_audited_change_between_the_looks_is_seen(
         sql(
             db,
             "INSERT INTO schema_migrations_audit (host_pid, operation, step, action, outcome, detail) "
-            "VALUES ('elsewhere:4242', 'apply', 1, 'run_sql', 'ok', 'made discounts')",
+            "VALUES (%s, 'apply', 1, 'run_sql', 'ok', 'made discounts')",
+            (holder if holder.startswith("elsewhere") else host_pid(),),
         )
 
     between_looks.append(another_run)
