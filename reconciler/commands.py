@@ -14,7 +14,7 @@ from reconciler.config import Settings
 from reconciler.db import DatabaseRef, Session, connect
 from reconciler.desired.files import CHECKSUM_ALGORITHM, MigrationSet
 from reconciler.desired.layouts import load_migrations
-from reconciler.diagnosis.pending import is_pending
+from reconciler.diagnosis.due import is_pending
 from reconciler.errors import DatabaseUnavailable, PoststackError, UsageError
 from reconciler.observed.tracking import LockState, ObservedTracking, observe_tracking, reset_tables
 from reconciler.remediation.plan import Plan

@@ -18,6 +18,7 @@ from reconciler.desired.layouts import load_migrations
 from reconciler.desired.replay.measure import LOCK_MODES, RelationLock, StatementFacts
 from reconciler.desired.replay.source import MeasuredRun, measure_in_shadow, shadow_for
 from reconciler.diagnosis.checks.base import Facts
+from reconciler.diagnosis.due import is_pending
 from reconciler.diagnosis.lint.base import LintSeverity
 from reconciler.diagnosis.lint.engine import (
     Finding,
@@ -28,7 +29,6 @@ from reconciler.diagnosis.lint.engine import (
     named_relations,
     project_ignores,
 )
-from reconciler.diagnosis.pending import is_pending
 from reconciler.errors import MigrationFileError, UsageError
 from reconciler.observed.catalog import session_search_path
 from reconciler.observed.sizes import RelationSize, relation_sizes

@@ -20,6 +20,7 @@ from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import ALWAYS_PRESENT, History
 from reconciler.desired.versions import VersionKey, version_key
 from reconciler.diagnosis.attribution import Attribution, Verdict
+from reconciler.diagnosis.due import changed_repeatable
 from reconciler.diagnosis.replayed import ORDER
 from reconciler.errors import MigrationFileError, PoststackError
 from reconciler.observed.catalog import CatalogSnapshot
@@ -214,22 +215,6 @@ def decide(
         if not migration.file.empty:
             applied[migration.key] = True
     return Readiness(tuple(runnable), tuple(holds), tuple(waiting), tuple(risks))
-
-
-def is_pending(migration: Migration, tracking: ObservedTracking) -> bool:
-    """db migrate would run it: no successful tracking row, or a changed repeatable."""
-    return migration.key not in tracking.applied or changed_repeatable(migration, tracking)
-
-
-def changed_repeatable(migration: Migration, tracking: ObservedTracking) -> bool:
-    """An applied Flyway repeatable due to run again: its file is not what was last applied,
-    or its last attempt failed (a failed attempt is retried, as a versioned one's is)."""
-    row = tracking.applied.get(migration.key)
-    if not migration.key.is_repeatable or row is None:
-        return False
-    if migration.key in tracking.failed:
-        return True
-    return bool(row.checksum) and migration.file.checksum_as(row.checksum_algorithm) != row.checksum
 
 
 def _renumbered(migration: Migration, fileless: list[TrackingRow]) -> Hold | None:

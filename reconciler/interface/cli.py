@@ -252,15 +252,19 @@ class Shared:
 
     def policy(self, *, changes: bool) -> Any:
         """How the fleet runs: a command that changes targets stops at the first failure
-        unless told to keep going, and may start with canaries; a read visits every target."""
-        from reconciler.fleet.run import FleetPolicy
-
+        unless told to keep going, and may start with canaries; a read visits every target.
+        None without a fleet (whose options are then refused), and the fleet's engine is not
+        imported."""
         if not self.fleet and (self.shard or self.canary or self.keep_going or self.parallel != 1):
             raise UsageError(
                 "--parallel, --canary, --keep-going and --shard run over a fleet: pass --targets FILE or --targets-query SQL"
             )
         if self.canary and not changes:
             raise UsageError("--canary changes a few targets first: it goes with db migrate and apply")
+        if not self.fleet:
+            return None
+        from reconciler.fleet.run import FleetPolicy
+
         return FleetPolicy(self.parallel, self.canary, self.keep_going or not changes)
 
     def settings(self, *, embedded_by_default: bool | None = None, needs_database: bool = True) -> Settings:
