@@ -50,13 +50,18 @@ def migrate(
 
 
 def migrate_then_status(
-    settings: Settings, *, target: str | None, allow: Allowances | None = None, notify: Notify | None = None
+    settings: Settings,
+    *,
+    target: str | None,
+    allow: Allowances | None = None,
+    notify: Notify | None = None,
+    on_step: executor.StepCallback | None = None,
 ) -> tuple[runner.RunResult, StatusResult]:
     """db migrate, then db migration-status read on the same connection once the run ended
     (its lock released): a fleet target's row, without a second connection to its server."""
     migrations = load_migrations(settings.migrations_dir, settings.layout)
     with connect(settings, notify) as session:
-        result = _migrate_on(session, settings, migrations, target, False, allow)
+        result = _migrate_on(session, settings, migrations, target, False, allow, on_step)
         return result, _status_on(session, settings, migrations)
 
 

@@ -32,6 +32,20 @@ def done(report, count, total):
     if case == "failing":
         raise BrokenPipeError("the fleet's stdout was closed")
 
+if case == "second-signal":
+    # A second Ctrl-C that comes just as the fleet tells its idle workers to go.
+    from reconciler import interrupts
+    from reconciler.fleet import run as fleet_run
+
+    interrupts.install()
+    end = fleet_run._end
+
+    def end_after_a_signal(worker, deadline=None):
+        os.kill(os.getpid(), signal.SIGINT)
+        end(worker, deadline)
+
+    fleet_run._end = end_after_a_signal
+
 try:
     reports, stopped = run_fleet(targets, base, job, FleetPolicy(parallel=2), done)
 except BrokenPipeError:
@@ -39,6 +53,7 @@ except BrokenPipeError:
     print(json.dumps({"raised": True, "children": len(multiprocessing.active_children())}))
     sys.exit(0)
 print(json.dumps({"stopped": stopped, "outcomes": [r.outcome for r in reports]}))
+sys.stdout.flush()
 """
 
 
@@ -58,3 +73,8 @@ def test_a_worker_stopped_by_a_signal_of_its_own_costs_only_its_target(tmp_path:
 
 def test_a_failing_fleet_process_ends_its_workers(tmp_path: Path):
     assert _run("failing", tmp_path) == {"raised": True, "children": 0}
+
+
+def test_a_signal_while_the_workers_are_told_to_go_keeps_the_report_and_ends_them(tmp_path: Path):
+    result = _run("second-signal", tmp_path)
+    assert result["outcomes"] == ["ok"] * 8  # the report is there; and the process ended

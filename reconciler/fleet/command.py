@@ -18,7 +18,7 @@ from reconciler.errors import MigrationFileError, PoststackError, UsageError
 from reconciler.fleet import jobs
 from reconciler.fleet.plans import load_fleet_plan
 from reconciler.fleet.report import FleetReport, TargetReport
-from reconciler.fleet.run import FleetPolicy, Job, Notify, OnDone, run_fleet, skipped
+from reconciler.fleet.run import WORKER_DIED, FleetPolicy, Job, Notify, OnDone, run_fleet, skipped
 from reconciler.fleet.shard import Shard, select
 from reconciler.fleet.targets import Target, query_targets, read_targets_file
 
@@ -114,7 +114,25 @@ def run(
     started = time.monotonic()
     with _prepared(settings, targets, policy, notify) as base:
         reports, stopped = run_fleet(targets, base, job, policy, on_done)
+        by_key = {t.key: t for t in targets}
+        reports = [_lost_worker_standing(r, by_key[r.key], base, notify) for r in reports]
     return _report(command, reports, policy, shards, started, stopped)
+
+
+def _lost_worker_standing(report: TargetReport, target: Target, base: Settings, notify: Notify | None) -> TargetReport:
+    """A target whose worker died (killed, out of memory) left no word of where it stands:
+    read here, in the fleet process, so its row does not read as if nothing was done."""
+    if report.error != WORKER_DIED:
+        return report
+    try:
+        values = jobs.standing(target.settings(base), notify or (lambda _: None))
+    except PoststackError:
+        return report
+    detail = (
+        "What it committed before it died is in the version above: each migration commits with its tracking row or "
+        "not at all. A lock it held is taken over by the next run when that is safe; db diagnose says what to do."
+    )
+    return replace(report, **values, detail=detail)
 
 
 def _warm(scan: Scan) -> None:

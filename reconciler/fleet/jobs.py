@@ -32,7 +32,7 @@ Values = dict[str, Any]
 _MIGRATIONS = ("apply_migration", "rollback_migration")
 
 
-def _status(settings: Settings, notify: Notify) -> Values:
+def standing(settings: Settings, notify: Notify) -> Values:
     """Where the target stands: its version, and how many migrations are pending and failed."""
     return _standing_of(commands.migration_status(settings, notify=notify))
 
@@ -77,7 +77,7 @@ def _standing(job: Job) -> Job:
             if e.exit_code == EXIT_DATABASE:
                 raise  # not reached: nothing more to ask it
             try:
-                values = _status(settings, notify)
+                values = standing(settings, notify)
             except PoststackError:
                 raise e from None
             if isinstance(e, Interrupted):
@@ -91,6 +91,24 @@ def _standing(job: Job) -> Job:
             }
 
     return wrapped
+
+
+def _lost_mid_run(settings: Settings, notify: Notify, error: PoststackError, started: list[str]) -> Values:
+    """The target was reached and migrating when its connection was lost: not unreachable.
+    Where it stands is read again on a new connection; what this run applied is what it began
+    that is tracked as applied now (each migration commits with its tracking row)."""
+    try:
+        status = commands.migration_status(settings, notify=notify)
+    except PoststackError:
+        raise error from None
+    applied_now = {entry.version for entry in status.applied}
+    return _standing_of(status) | {
+        "outcome": "failed",
+        "exit_code": error.exit_code,
+        "applied": tuple(version for version in started if version in applied_now),
+        "error": f"the connection was lost during the run: {mask_url(error.summary)}",
+        "detail": "Each migration committed with its tracking row or not at all: run the command again to go on.",
+    }
 
 
 def _interrupted(interruption: Interruption, exit_code: int) -> Values:
@@ -112,7 +130,7 @@ def _interrupted(interruption: Interruption, exit_code: int) -> Values:
 
 def status_job(*, exit_code: bool) -> Job:
     def job(target: Target, settings: Settings, notify: Notify) -> Values:
-        values = _status(settings, notify)
+        values = standing(settings, notify)
         behind = values["failed"] or (exit_code and values["pending"])
         return values | {"outcome": "problems" if behind else "ok"}
 
@@ -124,8 +142,21 @@ def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
 
     @_standing
     def job(target: Target, settings: Settings, notify: Notify) -> Values:
+        started: list[str] = []  # the migrations this run began, in order
+
+        def began(_index: int, step: Any) -> None:
+            if step.action in _MIGRATIONS and step.version:
+                started.append(step.version)
+
         try:
-            result, status = commands.migrate_then_status(settings, target=up_to, allow=allow, notify=notify)
+            try:
+                result, status = commands.migrate_then_status(
+                    settings, target=up_to, allow=allow, notify=notify, on_step=began
+                )
+            except PoststackError as e:
+                if e.exit_code == EXIT_DATABASE and started:
+                    return _lost_mid_run(settings, notify, e, started)
+                raise
         except LockTimeout:
             # A fleet run that was killed left its lock rows: the re-run continues where it
             # stopped when that is safe (commands.release_killed_run_lock), else says so.
@@ -133,10 +164,13 @@ def migrate_job(*, up_to: str | None, allow: Allowances) -> Job:
             if released is None:
                 raise
             notify(
-                f"⚠️  Released the migration lock of a db migrate that was killed ({released}): every migration it "
+                f"⚠️  Released the migration lock of a db migrate that ended without releasing it ({released}): "
+                "every migration it "
                 "could have been running runs in a transaction, so each committed with its tracking row or not at all."
             )
-            result, status = commands.migrate_then_status(settings, target=up_to, allow=allow, notify=notify)
+            result, status = commands.migrate_then_status(
+                settings, target=up_to, allow=allow, notify=notify, on_step=began
+            )
         execution = result.execution
         done = execution.outcomes if execution is not None else ()
         applied = tuple(o.version for o in done if o.ok and o.outcome == "ok" and o.action in _MIGRATIONS and o.version)
@@ -158,7 +192,7 @@ def diagnose_job(types: tuple[IssueType, ...], minimum: Severity) -> Job:
         from reconciler.diagnosis import diagnose as diagnosis
 
         result = diagnosis.diagnose(settings, types, minimum, notify=notify)
-        values = _status(settings, notify) | _issues([i.to_json() for i in result.issues])
+        values = standing(settings, notify) | _issues([i.to_json() for i in result.issues])
         return values | {"outcome": "ok" if result.ok else "problems"}
 
     return job
@@ -169,7 +203,7 @@ def validate_job(*, check_rollbacks: bool, round_trip: bool) -> Job:
         from reconciler.diagnosis import diagnose as diagnosis
 
         result = diagnosis.validate(settings, check_rollbacks=check_rollbacks, round_trip=round_trip, notify=notify)
-        values = _status(settings, notify)
+        values = standing(settings, notify)
         values["notes"] = result.warnings
         if result.errors:
             values["error"] = mask_url(result.errors[0]) + (
@@ -187,7 +221,7 @@ def plan_job(request: PlanRequest) -> Job:
         from reconciler.remediation import fixes as remediation
 
         plan = remediation.plan_for_review(settings, request, notify=notify).plan
-        values = _status(settings, notify) | _issues(plan.issues)
+        values = standing(settings, notify) | _issues(plan.issues)
         values["plan"] = plan.to_json() | {"hash": plan.hash}
         values["notes"] = plan.notes
         runnable = [s for s in plan.steps if s.action != "manual"]
@@ -211,7 +245,7 @@ def apply_job(plans: dict[str, Plan] | None, request: PlanRequest | None, *, con
             plan = remediation.plan_for_review(settings, request, notify=notify).plan
             if plan.destructive and not confirm:
                 return (
-                    _status(settings, notify)
+                    standing(settings, notify)
                     | _issues(plan.issues)
                     | {
                         "outcome": "refused",
@@ -229,7 +263,7 @@ def apply_job(plans: dict[str, Plan] | None, request: PlanRequest | None, *, con
         done = execution.outcomes if execution is not None else ()
         # What this run changed: not a step left to a person, nor one another run had done.
         applied = tuple(o.version or o.action for o in done if o.ok and o.outcome == "ok" and o.action != "manual")
-        values = _status(settings, notify) | _issues([i.to_json() for i in result.remaining])
+        values = standing(settings, notify) | _issues([i.to_json() for i in result.remaining])
         values |= {"applied": applied, "plan": plan.to_json() | {"hash": plan.hash}}
         if execution is not None and execution.failure is not None:
             failure = execution.failure

@@ -236,9 +236,7 @@ def _in_workers(
                 index, worker = running.pop(conn)
                 received = _receive(conn, targets[index])
                 if received is None:
-                    report = _base_report(
-                        targets[index], "failed", EXIT_PROBLEMS, error="its worker process ended without a report"
-                    )
+                    report = _base_report(targets[index], "failed", EXIT_PROBLEMS, error=WORKER_DIED)
                     _end(worker)
                 else:
                     report, leaving = received
@@ -259,9 +257,13 @@ def _in_workers(
             _end(worker, deadline=WORKER_GRACE)
         raise
     finally:
-        interrupts.state.waiting -= 1
-        for worker in idle:
-            _end(worker)
+        # Still only noting stop signals: one that comes while the idle workers are told to
+        # go must neither leave some of them waiting for work nor lose the report.
+        try:
+            for worker in idle:
+                _end(worker)
+        finally:
+            interrupts.state.waiting -= 1
     if interrupts.state.received:
         interrupts.mark_handled()
         return interrupts.first(), first_failed
@@ -269,6 +271,7 @@ def _in_workers(
 
 
 WORKER_GRACE = 30.0  # seconds a stopped worker has to roll back and release its lock
+WORKER_DIED = "its worker process ended without a report"
 
 
 def _end(worker: _Worker, deadline: float | None = None) -> None:

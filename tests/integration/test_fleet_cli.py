@@ -224,7 +224,7 @@ def test_a_killed_fleet_is_finished_by_the_next_run(tenants, db, database_url: s
         "db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "3"
     )
     assert result.exit_code == 0, result.output
-    assert "Released the migration lock of a db migrate that was killed" in result.stdout
+    assert "Released the migration lock of a db migrate that ended without releasing it" in result.stdout
     for tenant in ("acme", "globex", "initech"):
         assert sql(db, f"SELECT count(*) FROM {tenant}.accounts WHERE name = 'late'") == [(1,)]
         assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations WHERE version = '005'") == [(1,)]
@@ -257,6 +257,8 @@ def test_workers_run_target_after_target_and_a_killed_one_costs_only_its_target(
     assert proc.returncode == 1, stderr
     rows = {t["target"]: t for t in json.loads(stdout)["targets"]}
     assert (rows["acme"]["outcome"], rows["acme"]["error"]) == ("failed", "its worker process ended without a report")
+    # Where it stands is read by the fleet itself: 001-004 committed before it died.
+    assert (rows["acme"]["current_version"], rows["acme"]["pending"]) == ("004", 1)
     others = ("globex", "initech", "hooli", "umbrella")
     assert [rows[t]["outcome"] for t in others] == ["applied"] * 4
     # globex's worker and the one started after acme's died ran the other four between them.
@@ -265,10 +267,35 @@ def test_workers_run_target_after_target_and_a_killed_one_costs_only_its_target(
     wait_for(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poststack'", [(0,)])
     result = run_process(*args)
     assert result.exit_code == 0, result.output
-    assert "Released the migration lock of a db migrate that was killed" in result.stdout
+    assert "Released the migration lock of a db migrate that ended without releasing it" in result.stdout
     for tenant in ("acme", *others):
         assert sql(db, f"SELECT count(*) FROM {tenant}.accounts WHERE name = 'late'") == [(1,)]
         assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations WHERE version = '005'") == [(1,)]
+
+
+def test_a_target_whose_connection_is_lost_mid_run_says_what_it_applied(tenants, db, database_url: str):
+    """Reached, migrating, then its backend ended: not "unreachable", and not "applied
+    nothing": what it committed, and where it stands, read again on a new connection."""
+    directory, targets = tenants
+    write(
+        directory,
+        "005_wait.sql",
+        "SELECT pg_advisory_xact_lock_shared(4247);\nINSERT INTO accounts (name) VALUES ('late');",
+    )
+    args = ("db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "3")
+    with holding_advisory_lock(database_url, 4247):
+        proc = _fleet_process(*args, "--keep-going", "--format", "json")
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4247 AND NOT granted"
+        wait_for(db, waiting, [(3,)])
+        sql(db, "SELECT pg_terminate_backend(backend_pid) FROM acme.schema_migrations_lock")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    rows = {t["target"]: t for t in json.loads(stdout)["targets"]}
+    acme = rows["acme"]
+    assert acme["outcome"] == "failed" and acme["error"].startswith("the connection was lost during the run")
+    assert (acme["applied"], acme["current_version"], acme["pending"]) == (["001", "002", "003", "004"], "004", 1)
+    assert [rows[t]["outcome"] for t in ("globex", "initech")] == ["applied", "applied"]
+    assert sql(db, "SELECT count(*) FROM acme.schema_migrations WHERE version = '005' AND success") == [(0,)]
 
 
 def test_report_merge_of_shards_is_the_unsharded_report(tenants, tmp_path: Path):
