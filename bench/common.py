@@ -32,12 +32,13 @@ def server_url() -> tuple[str, Callable[[], None]]:
     return server.get_uri(), server.cleanup
 
 
-def fresh_database(admin_url: str, name: str) -> str:
+def fresh_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """A new, empty database (or a copy of ``template``) on the server: its URL."""
     conn = psycopg2.connect(admin_url)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     conn.close()
     from sqlalchemy.engine import make_url
 

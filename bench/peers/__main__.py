@@ -44,16 +44,6 @@ def _tables(url: str, *names: str) -> list[bool]:
     return found
 
 
-def _clone(admin: str, template: str, name: str) -> str:
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    conn.close()
-    return name
-
-
 def _drop_all(admin: str) -> None:
     conn = psycopg2.connect(admin)
     conn.autocommit = True
@@ -166,23 +156,21 @@ def _w1(admin: str, peer: Peer, name: str, count: int) -> Run:
 
 
 def _status(admin: str, peer: Peer, tool: str, name: str) -> Run:
-    _clone(admin, f"{PREFIX}{tool}_template", name)
+    fresh_database(admin, name, template=f"{PREFIX}{tool}_template")
     return run_all(peer.status(name), cwd=peer.project, env=peer.env(name))
 
 
 def _w3(admin: str, peer: Peer, tool: str, name: str, count: int) -> Run:
-    _clone(admin, f"{PREFIX}{tool}_template", name)
+    url = fresh_database(admin, name, template=f"{PREFIX}{tool}_template")
     result = run_all(peer.apply(name), cwd=peer.project, env=peer.env(name))
-    url = psycopg2.extensions.make_dsn(admin, dbname=name)
     if _tables(url, f"bench_{count + 1}") != [True]:
         raise SystemExit(f"{peer.name}: W3 did not apply migration {count + 1}")
     return result
 
 
 def _w4(admin: str, peer: Peer, tool: str, name: str, count: int) -> Run:
-    _clone(admin, f"{PREFIX}{tool}_template", name)
+    url = fresh_database(admin, name, template=f"{PREFIX}{tool}_template")
     result = run_all(peer.rollback(name, ROLLED_BACK, count), cwd=peer.project, env=peer.env(name))
-    url = psycopg2.extensions.make_dsn(admin, dbname=name)
     kept, gone = f"bench_{count - ROLLED_BACK}", f"bench_{count - ROLLED_BACK + 1}"
     if _tables(url, kept, gone) != [True, False]:
         raise SystemExit(f"{peer.name}: W4 did not roll back exactly the last {ROLLED_BACK}")

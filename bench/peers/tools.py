@@ -28,6 +28,14 @@ def stem(n: int) -> str:
     return f"{n:05d}_table_{n}"
 
 
+def write_with_rollbacks(directory: Path, first: int, last: int) -> None:
+    """NNNNN_table_N.sql and NNNNN_table_N.rollback.sql: poststack's layout, and yoyo's."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for n in range(first, last + 1):
+        (directory / f"{stem(n)}.sql").write_text(up_sql(n))
+        (directory / f"{stem(n)}.rollback.sql").write_text(down_sql(n))
+
+
 @dataclass(frozen=True)
 class Server:
     """Where the databases are, as libpq keywords (host may be a socket directory)."""
@@ -77,11 +85,7 @@ class Poststack(Peer):
     name, label = "poststack", "poststack"
 
     def write(self, first: int, last: int) -> None:
-        directory = self.project / "migrations"
-        directory.mkdir(parents=True, exist_ok=True)
-        for n in range(first, last + 1):
-            (directory / f"{stem(n)}.sql").write_text(up_sql(n))
-            (directory / f"{stem(n)}.rollback.sql").write_text(down_sql(n))
+        write_with_rollbacks(self.project / "migrations", first, last)
 
     def _cli(self, database: str, *args: str) -> list[str]:
         from bench.common import poststack_argv
@@ -215,11 +219,7 @@ class Yoyo(Peer):
     name, label = "yoyo", "yoyo 9"
 
     def write(self, first: int, last: int) -> None:
-        directory = self.project / "migrations"
-        directory.mkdir(parents=True, exist_ok=True)
-        for n in range(first, last + 1):
-            (directory / f"{stem(n)}.sql").write_text(up_sql(n))
-            (directory / f"{stem(n)}.rollback.sql").write_text(down_sql(n))
+        write_with_rollbacks(self.project / "migrations", first, last)
 
     def _cli(self, database: str, verb: str, *args: str) -> list[str]:
         url = self.server.url(database)

@@ -3,12 +3,14 @@ The 200-schema / 50-database acceptance runs are in tests/fleet."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -231,6 +233,29 @@ def test_a_killed_fleet_is_finished_by_the_next_run(tenants, db, database_url: s
         assert sql(db, f"SELECT count(*) FROM {tenant}.schema_migrations_lock WHERE locked") == [(0,)]
 
 
+@contextlib.contextmanager
+def _waiting_in_005(
+    directory: Path, db, database_url: str, key: int, args: tuple[str, ...], running: int
+) -> Iterator[dict]:
+    """A fleet migrate whose ``running`` workers wait in 005 (on advisory lock ``key``, held
+    here) while the block acts; then the lock is let go, and the run (which must exit 1, one
+    target failing) reports: its JSON rows by target, in the yielded dict's "rows"."""
+    write(
+        directory,
+        "005_wait.sql",
+        f"SELECT pg_advisory_xact_lock_shared({key});\nINSERT INTO accounts (name) VALUES ('late');",
+    )
+    report: dict = {}
+    with holding_advisory_lock(database_url, key):
+        proc = _fleet_process(*args, "--keep-going", "--format", "json")
+        waiting = f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {key} AND NOT granted"
+        wait_for(db, waiting, [(running,)])
+        yield report
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    report["rows"] = {t["target"]: t for t in json.loads(stdout)["targets"]}
+
+
 def test_workers_run_target_after_target_and_a_killed_one_costs_only_its_target(tenants, db, database_url: str):
     """Five tenants, two workers: each worker runs one target after another (a fork per
     worker, not per target). A worker killed mid-migration costs only the target it ran:
@@ -240,22 +265,12 @@ def test_workers_run_target_after_target_and_a_killed_one_costs_only_its_target(
     five = write(
         targets.parent, "five.yaml", f"url: {database_url}\nschemas: [acme, globex, initech, hooli, umbrella]\n"
     )
-    write(
-        directory,
-        "005_wait.sql",
-        "SELECT pg_advisory_xact_lock_shared(4246);\nINSERT INTO accounts (name) VALUES ('late');",
-    )
     args = ("db", "migrate", "--targets", str(five), "--migrations-dir", str(directory), "--parallel", "2")
-    with holding_advisory_lock(database_url, 4246):
-        proc = _fleet_process(*args, "--keep-going", "--format", "json")
-        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4246 AND NOT granted"
-        wait_for(db, waiting, [(2,)])
+    with _waiting_in_005(directory, db, database_url, 4246, args, running=2) as report:
         # acme and globex were handed out first; acme's lock row names its worker.
         (holder,) = sql(db, "SELECT locked_by FROM acme.schema_migrations_lock")[0]
         os.kill(int(holder.rsplit(":", 1)[1]), signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1, stderr
-    rows = {t["target"]: t for t in json.loads(stdout)["targets"]}
+    rows = report["rows"]
     assert (rows["acme"]["outcome"], rows["acme"]["error"]) == ("failed", "its worker process ended without a report")
     # Where it stands is read by the fleet itself: 001-004 committed before it died.
     assert (rows["acme"]["current_version"], rows["acme"]["pending"]) == ("004", 1)
@@ -277,20 +292,10 @@ def test_a_target_whose_connection_is_lost_mid_run_says_what_it_applied(tenants,
     """Reached, migrating, then its backend ended: not "unreachable", and not "applied
     nothing": what it committed, and where it stands, read again on a new connection."""
     directory, targets = tenants
-    write(
-        directory,
-        "005_wait.sql",
-        "SELECT pg_advisory_xact_lock_shared(4247);\nINSERT INTO accounts (name) VALUES ('late');",
-    )
     args = ("db", "migrate", "--targets", str(targets), "--migrations-dir", str(directory), "--parallel", "3")
-    with holding_advisory_lock(database_url, 4247):
-        proc = _fleet_process(*args, "--keep-going", "--format", "json")
-        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4247 AND NOT granted"
-        wait_for(db, waiting, [(3,)])
+    with _waiting_in_005(directory, db, database_url, 4247, args, running=3) as report:
         sql(db, "SELECT pg_terminate_backend(backend_pid) FROM acme.schema_migrations_lock")
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1, stderr
-    rows = {t["target"]: t for t in json.loads(stdout)["targets"]}
+    rows = report["rows"]
     acme = rows["acme"]
     assert acme["outcome"] == "failed" and acme["error"].startswith("the connection was lost during the run")
     assert (acme["applied"], acme["current_version"], acme["pending"]) == (["001", "002", "003", "004"], "004", 1)
