@@ -98,6 +98,16 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
 
 
+def psql_path(url: str) -> str:
+    """The psql client of the server's major version (the bundled one, or the system's)."""
+    from reconciler.remediation import backup as backups
+
+    conn = psycopg2.connect(url)
+    major = conn.server_version // 10000
+    conn.close()
+    return str(backups.find_client("psql", major).path)
+
+
 def run_psql_script(psql_bin: str, url: str, script: Path) -> float:
     """Seconds psql takes to run ``script`` as one whole process (the floor benchmarks compare to)."""
     from reconciler.dsn import libpq_env

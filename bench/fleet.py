@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psycopg2
 
-from bench.common import fresh_database, machine, median, poststack_argv, server_url, tracked_script
+from bench.common import fresh_database, machine, median, poststack_argv, psql_path, server_url, tracked_script
 from bench.tenant_history import clone_tenants, write_tenant_history
 
 STATUS_SLOPE = 0.010  # seconds per target
@@ -58,15 +58,6 @@ def timed_run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, std
     started = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env or _env(), input=stdin)
     return time.perf_counter() - started, proc
-
-
-def psql_path(url: str) -> str:
-    from reconciler.remediation import backup as backups
-
-    conn = psycopg2.connect(url)
-    major = conn.server_version // 10000
-    conn.close()
-    return str(backups.find_client("psql", major).path)
 
 
 def make_schemas(url: str, schemas: list[str]) -> None:

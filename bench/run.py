@@ -33,6 +33,7 @@ from bench.common import (
     machine,
     median,
     poststack_argv,
+    psql_path,
     run_psql_script,
     server_url,
     write_doc_section,
@@ -52,17 +53,6 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, subp
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv[:4])} failed ({proc.returncode}): {proc.stderr or proc.stdout}")
     return elapsed, proc, max(peak, before)
-
-
-def psql_path(url: str) -> str:
-    import psycopg2
-
-    from reconciler.remediation import backup as backups
-
-    conn = psycopg2.connect(url)
-    major = conn.server_version // 10000
-    conn.close()
-    return str(backups.find_client("psql", major).path)
 
 
 def psql_script(paths: list[Path], out: Path, bookkeeping: bool = False) -> Path:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import psycopg2
 
-from bench.common import fresh_database, machine, poststack_argv, server_url, tracked_script, write_doc_section
+from bench.common import (
+    fresh_database,
+    machine,
+    poststack_argv,
+    psql_path,
+    server_url,
+    tracked_script,
+    write_doc_section,
+)
 from bench.peers.install import ensure_installed
 from bench.peers.measure import Run, run, run_all
 from bench.peers.report import Figures, render
@@ -54,15 +62,6 @@ def _drop_all(admin: str) -> None:
     conn.close()
 
 
-def _psql(admin: str) -> str:
-    from reconciler.remediation import backup as backups
-
-    conn = psycopg2.connect(admin)
-    major = conn.server_version // 10000
-    conn.close()
-    return str(backups.find_client("psql", major).path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
@@ -99,7 +98,7 @@ def main() -> None:
                 run(argv, cwd=peers[name].project, env=peers[name].env(database))
             if _tables(template, f"bench_{count}") != [True]:
                 raise SystemExit(f"{name} did not apply the {count} migrations")
-        psql = _psql(admin)
+        psql = psql_path(admin)
         floor_script = work / "floor.psql"
         floor_script.write_text(tracked_script(peers["poststack"].project / "migrations"))
 
