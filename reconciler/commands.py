@@ -263,7 +263,9 @@ def _status_on(session: Session, settings: Settings, migrations: MigrationSet) -
         from reconciler.observed.catalog import session_search_path
         from reconciler.observed.state import read_history
 
-        history = read_history(migrations, session_search_path(session), settings.tracking)
+        history = read_history(
+            migrations, session_search_path(session), settings.tracking, cached=session.scope is None
+        )
     return _status_from(migrations, observed, session.display_url, history)
 
 

@@ -13,7 +13,9 @@ such, never guessed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from reconciler.desired.script import LineIndex
@@ -30,6 +32,8 @@ CHILD_KINDS = frozenset({"column", "trigger", "policy"})
 CASCADE = "cascade"
 DEPENDENTS = "dependents"
 TEMP_SCHEMA = "pg_temp"  # temporary objects: remembered for lookups, never effects
+# A change to a Namespace: ("+" or "-", family, schema, name) for an object, ("+" or "-", name) for a schema.
+NamespaceChange = tuple[str, ...]
 
 
 @dataclass(frozen=True, order=True)
@@ -43,7 +47,7 @@ class ObjectRef:
     parent: str | None = None
     args: tuple[str, ...] | None = None
 
-    @property
+    @cached_property  # asked for thousands of times when a long history is analysed
     def family(self) -> str:
         """Objects of one family share a namespace: a table and an index cannot share a name."""
         if self.kind in RELATION_KINDS:
@@ -54,7 +58,7 @@ class ObjectRef:
             return "routine"
         return self.kind
 
-    @property
+    @cached_property
     def key(self) -> tuple[Any, ...]:
         # An index is named on its own (DROP INDEX names no table); ``parent`` only links it
         # to the table whose drop takes it away.
@@ -167,18 +171,49 @@ class Namespace:
     objects: set[tuple[str, str, str]] = field(default_factory=set)  # (family, schema, name)
     schemas: set[str] = field(default_factory=lambda: {DEFAULT_SCHEMA})  # that exist (so far)
     user: str | None = None  # the role migrations run as (CREATE SCHEMA AUTHORIZATION CURRENT_USER)
+    # When a list: every change, in order, so that a file's reading can be replayed without
+    # parsing it again (desired.effects_cache).
+    journal: list[NamespaceChange] | None = None
 
     def apply(self, effects: StatementEffects) -> None:
         for ref in effects.touches:
             if ref.kind == "schema":
-                self.schemas.discard(ref.name)
+                self.drop_schema(ref.name)
             elif (ref.schema is not None and ref.parent is None) or ref.family == "relation":
-                self.objects.discard((ref.family, ref.schema or "", ref.name))
+                self.drop_object((ref.family, ref.schema or "", ref.name))
         for ref in (*effects.creates, *effects.weak):
             if ref.kind == "schema":
-                self.schemas.add(ref.name)
+                self.add_schema(ref.name)
             elif ref.schema is not None and (ref.parent is None or ref.family == "relation"):
-                self.objects.add((ref.family, ref.schema, ref.name))
+                self.add_object((ref.family, ref.schema, ref.name))
+
+    def add_object(self, key: tuple[str, str, str]) -> None:
+        self.objects.add(key)
+        if self.journal is not None:
+            self.journal.append(("+", *key))
+
+    def drop_object(self, key: tuple[str, str, str]) -> None:
+        self.objects.discard(key)
+        if self.journal is not None:
+            self.journal.append(("-", *key))
+
+    def add_schema(self, name: str) -> None:
+        self.schemas.add(name)
+        if self.journal is not None:
+            self.journal.append(("+", name))
+
+    def drop_schema(self, name: str) -> None:
+        self.schemas.discard(name)
+        if self.journal is not None:
+            self.journal.append(("-", name))
+
+    def replay(self, changes: Iterable[NamespaceChange]) -> None:
+        """Make the changes a journal recorded, in order."""
+        for sign, *rest in changes:
+            if len(rest) == 3:
+                (self.add_object if sign == "+" else self.drop_object)((rest[0], rest[1], rest[2]))
+            else:
+                (self.add_schema if sign == "+" else self.drop_schema)(rest[0])
 
 
 @dataclass
@@ -322,7 +357,7 @@ def _is_temp(rangevar: Any) -> bool:
 
 
 def _remember_temp(scope: _Scope, rangevar: Any) -> _Found:
-    scope.namespace.objects.add(("relation", TEMP_SCHEMA, rangevar.relname))
+    scope.namespace.add_object(("relation", TEMP_SCHEMA, rangevar.relname))
     return [], [], []
 
 
@@ -553,7 +588,7 @@ def _create_schema(node: Any, scope: _Scope) -> _Found:
     ref = ObjectRef("schema", None, name)
     creates, weak = ([], [ref]) if node.if_not_exists else ([ref], [])
     inner = _Scope(scope.namespace, (name,))
-    scope.namespace.schemas.add(name)
+    scope.namespace.add_schema(name)
     for element in node.schemaElts or ():
         handler = _HANDLERS.get(type(element).__name__)
         if handler:

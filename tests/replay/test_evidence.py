@@ -4,6 +4,7 @@ tracked in parts, edited by hand; what each verdict says and on what basis."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -319,6 +320,7 @@ def test_lint_without_createdb_where_the_embedded_server_cannot_go_lints_from_th
     assert run_cli("db", "migrate", "--database-url", target, "--migrations-dir", str(migrations)).exit_code == 0
     sql(db, "INSERT INTO t SELECT generate_series(1, 100); ANALYZE t")
     write(migrations, "002_index.sql", "CREATE INDEX t_id ON t (id);\n")
+    shutil.rmtree(tmp_path / ".poststack")  # what migrate kept there (desired.effects_cache)
     (tmp_path / ".poststack").write_text("")
     result = run_cli("db", "lint", "--format", "json", "--database-url", target, "--migrations-dir", str(migrations))
     assert result.exit_code == 1, result.output

@@ -1,0 +1,187 @@
+"""Each file's effects kept under .poststack/effects, so an unchanged history is not parsed again.
+
+Reading a history's effects means parsing every file with PostgreSQL's parser and resolving
+its names against what the files before it created: for a long history, most of the time a
+command spends before it does anything. The result for one file depends only on its bytes,
+on what came before it, and on where the history runs (the search_path, the schemas that
+exist, the role, poststack's own tables). So a file's effects are kept under a key chained
+from the start through every file up to it (version and the bytes' SHA-256), as the replay
+cache keys states: an edited file changes its key and every key after it, and only those are
+read again. With them is kept what the file did to the names it resolved (its journal), so
+the files after a kept prefix resolve names exactly as a full reading would.
+
+One file holds one context's history, written whole (a temporary file, then a rename) when
+something new was read. A file that cannot be read, or a step whose key differs, ends what
+is known there; a cache that cannot be written is left alone. The key also covers the code
+that reads effects and the parser's version, so an upgrade never trusts an old reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any
+
+from reconciler.desired.effects import (
+    MigrationEffects,
+    NamespaceChange,
+    ObjectRef,
+    OwnTableConflict,
+    StatementEffects,
+    Unattributed,
+)
+from reconciler.desired.files import Migration
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class KeptStep:
+    """One file as a history read it: its key, the schemas it creates, its effects and journal."""
+
+    key: str
+    created: tuple[str, ...]
+    effects: MigrationEffects
+    journal: tuple[NamespaceChange, ...]
+
+
+@dataclass(frozen=True)
+class Kept:
+    steps: tuple[KeptStep, ...] = ()
+
+    def created_by(self, raw_sha256: str) -> tuple[str, ...] | None:
+        """The schemas a file with these bytes creates, if any step read it (whatever came before)."""
+        return self._created.get(raw_sha256)
+
+    @cached_property
+    def _created(self) -> dict[str, tuple[str, ...]]:
+        return {step.key.split(":", 1)[1]: step.created for step in self.steps}
+
+
+@dataclass(frozen=True)
+class EffectsCache:
+    directory: Path  # <project>/.poststack/effects
+
+    @staticmethod
+    def beside(migrations_dir: Path) -> EffectsCache:
+        """Where the replay cache and the embedded server are: .poststack/ next to the migrations."""
+        return EffectsCache(migrations_dir.resolve().parent / ".poststack" / "effects")
+
+    def path(self, context: str) -> Path:
+        return self.directory / f"{_digest(f'poststack effects {_FORMAT} {_code()} {context}')}.json"
+
+    def load(self, context: str) -> Kept:
+        try:
+            kept = json.loads(self.path(context).read_text(encoding="utf-8"))
+            return Kept(tuple(_step(s) for s in kept["steps"]))
+        except (OSError, ValueError, TypeError, KeyError, IndexError):
+            return Kept()
+
+    def save(self, context: str, steps: Sequence[KeptStep]) -> None:
+        """Written whole, then renamed into place: a reader never sees half a file."""
+        payload = json.dumps({"steps": [_kept(s) for s in steps]}, separators=(",", ":"))
+        target = self.path(context)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".effects-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(payload)
+                os.replace(temporary, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+        except OSError:
+            pass  # a read-only checkout: the next run reads the files again, nothing worse
+
+
+def chain(start: str, migrations: Sequence[Migration]) -> list[str]:
+    """Each file's key: ``index:sha256`` of the file, chained from ``start`` through every file
+    before it (the digest after the colon names the file's bytes alone)."""
+    keys, previous = [], start
+    for m in migrations:
+        previous = _digest(f"{previous} {m.version} {m.file.raw_sha256}")
+        keys.append(f"{previous}:{m.file.raw_sha256}")
+    return keys
+
+
+def reusable(kept: Kept, keys: Sequence[str]) -> tuple[KeptStep, ...]:
+    """The kept steps that match ``keys`` from the first, in order."""
+    steps = []
+    for step, key in zip(kept.steps, keys, strict=False):
+        if step.key != key:
+            break
+        steps.append(step)
+    return tuple(steps)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@cache
+def _code() -> str:
+    """The code a reading depends on: the effects reader and the parser, by their bytes."""
+    sources = [Path(__file__).with_name(name) for name in ("effects.py", "script.py", "effects_cache.py")]
+    parser = importlib.util.find_spec("pglast")  # its version, without importing it
+    if parser is not None and parser.origin:
+        sources.append(Path(parser.origin))
+    digest = hashlib.sha256()
+    for source in sources:
+        with contextlib.suppress(OSError):
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _ref(ref: ObjectRef) -> list[Any]:
+    return [ref.kind, ref.schema, ref.name, ref.parent, None if ref.args is None else list(ref.args)]
+
+
+def _unref(row: list[Any]) -> ObjectRef:
+    kind, schema, name, parent, args = row
+    return ObjectRef(kind, schema, name, parent, None if args is None else tuple(args))
+
+
+def _kept(step: KeptStep) -> list[Any]:
+    e = step.effects
+    statements = [
+        [
+            s.line,
+            [_ref(r) for r in s.creates],
+            [_ref(r) for r in s.weak],
+            [_ref(r) for r in s.touches],
+            None if s.unattributed is None else [s.unattributed.line, s.unattributed.statement, s.unattributed.reason],
+        ]
+        for s in e.statements
+    ]
+    conflicts = [[c.line, c.what] for c in e.conflicts]
+    return [step.key, list(step.created), [e.version, statements, e.error, conflicts], [list(c) for c in step.journal]]
+
+
+def _step(row: list[Any]) -> KeptStep:
+    key, created, (version, statements, error, conflicts), journal = row
+    effects = MigrationEffects(
+        str(version),
+        tuple(
+            StatementEffects(
+                int(line),
+                tuple(_unref(r) for r in creates),
+                tuple(_unref(r) for r in weak),
+                tuple(_unref(r) for r in touches),
+                None if unattributed is None else Unattributed(*unattributed),
+            )
+            for line, creates, weak, touches, unattributed in statements
+        ),
+        error,
+        tuple(OwnTableConflict(int(line), str(what)) for line, what in conflicts),
+    )
+    return KeptStep(str(key), tuple(created), effects, tuple(tuple(c) for c in journal))

@@ -1,0 +1,195 @@
+"""Each file's effects kept under .poststack/effects (desired.effects_cache): a history read with
+what was kept is the history read from the files, whatever changed in between. Pure: no database."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reconciler.desired.effects as effects_module
+import reconciler.observed.state as state_module
+from reconciler.config import DEFAULT_TRACKING, TrackingLocation
+from reconciler.desired.effects_cache import EffectsCache
+from reconciler.desired.layouts import scan_migrations
+from reconciler.observed.state import read_history
+from tests.replay.churn import churn_history
+
+# Files whose reading changes how later names resolve: temporary tables, schemas, SET search_path.
+_RESOLUTION = [
+    "CREATE SCHEMA app;\nCREATE TABLE app.accounts (id int);",
+    "SET search_path TO app, public;\nCREATE TABLE ledger (id int);\nRESET search_path;",
+    "CREATE TEMP TABLE staging (id int);\nINSERT INTO staging VALUES (1);\nDROP TABLE staging;",
+    "CREATE TEMP TABLE scratch (id int);",
+    "CREATE TABLE scratch (id int);\nDROP TABLE scratch;",
+    "CREATE SCHEMA AUTHORIZATION CURRENT_USER;",
+    "DROP SCHEMA app CASCADE;",
+    "-- only a comment: the file is kept as a no-op\n",
+    "CREATE TABLE broken (",  # does not parse: its error is kept too
+]
+
+
+def _write(directory: Path, texts: list[str]) -> None:
+    for old in directory.glob("*.sql"):
+        old.unlink()
+    for i, text in enumerate(texts, start=1):
+        (directory / f"{i:03d}_m{i}.sql").write_text(text)
+
+
+def _read(directory: Path, search_path, location: TrackingLocation = DEFAULT_TRACKING, *, cached: bool):
+    migrations = scan_migrations(directory).migrations
+    return read_history(migrations, search_path, location, cached=cached)
+
+
+def _texts(rng: random.Random, length: int) -> list[str]:
+    texts = [m.sql for m in churn_history(rng, length)]
+    for text in rng.sample(_RESOLUTION, rng.randint(0, 4)):
+        texts.insert(rng.randint(0, len(texts)), text)
+    return texts
+
+
+_SEARCH_PATHS = [
+    (("public",), frozenset({"public"}), "postgres"),
+    (("app", "public"), frozenset({"public", "app"}), "owner"),
+    (("public",), frozenset(), None),
+]
+
+
+@settings(
+    derandomize=True,  # the same histories on every run: CI is not a lottery
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    length=st.integers(3, 25),
+    changes=st.lists(st.sampled_from(["append", "edit", "insert", "remove", "context", "none"]), max_size=5),
+)
+def test_kept_effects_read_as_the_files_do(seed, length, changes, tmp_path_factory):
+    rng = random.Random(seed)
+    directory = tmp_path_factory.mktemp("history") / "migrations"
+    directory.mkdir()
+    texts = _texts(rng, length)
+    search_path = _SEARCH_PATHS[0]
+    _write(directory, texts)
+    assert _read(directory, search_path, cached=True) == _read(directory, search_path, cached=False)
+    for change in changes:
+        at = rng.randrange(len(texts))
+        if change == "append":
+            texts.append(rng.choice(_RESOLUTION + [m.sql for m in churn_history(rng, 3)]))
+        elif change == "edit":
+            texts[at] = texts[at] + "\nCREATE TABLE edited_" + str(at) + " (id int);"
+        elif change == "insert":
+            texts.insert(at, rng.choice(_RESOLUTION))
+        elif change == "remove" and len(texts) > 1:
+            del texts[at]
+        elif change == "context":
+            search_path = rng.choice(_SEARCH_PATHS)
+        _write(directory, texts)
+        kept = _read(directory, search_path, cached=True)
+        assert kept == _read(directory, search_path, cached=False), change
+        assert _read(directory, search_path, cached=True) == kept  # now all of it from the cache
+
+
+def _counting_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    parsed: list[str] = []
+    real = effects_module.parse
+
+    def counted(text: str):
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(effects_module, "parse", counted)
+    monkeypatch.setattr(state_module, "parse", counted)
+    return parsed
+
+
+def test_an_unchanged_history_is_not_parsed_again_and_an_edit_reads_from_the_edited_file_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    texts = [f"CREATE TABLE t{i} (id int);" for i in range(1, 11)]
+    _write(directory, texts)
+    parsed = _counting_parses(monkeypatch)
+    first = _read(directory, _SEARCH_PATHS[0], cached=True)
+    assert len(parsed) == 10
+    parsed.clear()
+    assert _read(directory, _SEARCH_PATHS[0], cached=True) == first
+    assert parsed == []
+
+    texts[6] = "CREATE TABLE t7 (id int, note text);"
+    _write(directory, texts)
+    parsed.clear()
+    _read(directory, _SEARCH_PATHS[0], cached=True)
+    # 007 is read again, and so is every file after it (the names they resolve may differ);
+    # of the files before it, nothing.
+    assert parsed == texts[6:]
+
+    parsed.clear()
+    _read(directory, _SEARCH_PATHS[1], cached=True)  # another search_path: read from the files
+    assert len(parsed) == 10
+
+
+def test_a_damaged_or_unwritable_cache_is_read_past(tmp_path: Path):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    _write(directory, _RESOLUTION)
+    expected = _read(directory, _SEARCH_PATHS[0], cached=False)
+    assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected
+    (kept,) = (tmp_path / ".poststack" / "effects").glob("*.json")
+    for damage in ('{"steps": [["x"]]}', "not json", '{"steps": [[1, 2, 3, 4]]}'):
+        kept.write_text(damage)
+        assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected
+
+    # Nowhere to write (here .poststack is a file: no user may make a directory in it): the
+    # files are read, and nothing else happens.
+    for f in (tmp_path / ".poststack" / "effects").iterdir():
+        f.unlink()
+    (tmp_path / ".poststack" / "effects").rmdir()
+    (tmp_path / ".poststack").rmdir()
+    (tmp_path / ".poststack").write_text("")
+    assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected
+
+
+def test_another_tracking_location_is_another_cache(tmp_path: Path):
+    """poststack's own tables decide which statements conflict with them."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    _write(directory, ["CREATE TABLE app_migrations (id int);", "DROP TABLE app_migrations;"])
+    here = TrackingLocation(schema="public", prefix="app_")
+    plain = _read(directory, _SEARCH_PATHS[0], cached=True)
+    conflicting = _read(directory, _SEARCH_PATHS[0], here, cached=True)
+    assert conflicting == _read(directory, _SEARCH_PATHS[0], here, cached=False)
+    assert conflicting.effects["002"].conflicts and not plain.effects["002"].conflicts
+
+
+def test_new_code_does_not_trust_an_old_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    _write(directory, ["CREATE TABLE t (id int);"])
+    _read(directory, _SEARCH_PATHS[0], cached=True)
+    cache = EffectsCache.beside(directory)
+    before = {p.name for p in cache.directory.iterdir()}
+    monkeypatch.setattr("reconciler.desired.effects_cache._code", lambda: "another build")
+    parsed = _counting_parses(monkeypatch)
+    _read(directory, _SEARCH_PATHS[0], cached=True)
+    assert len(parsed) == 1
+    assert {p.name for p in cache.directory.iterdir()} - before  # kept apart from the old reading
+
+
+def test_one_database_lets_each_parse_tree_go_and_a_fleet_keeps_them(tmp_path: Path):
+    """A tree is large: a history's 500 held at once were most of a migrate's memory. A fleet
+    reads the same files for every tenant, so it keeps each file's, parsed once."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    _write(directory, _RESOLUTION)
+    migrations = scan_migrations(directory).migrations
+    read_history(migrations, _SEARCH_PATHS[0], cached=True)
+    assert not any("tree" in vars(m.file) for m in migrations.migrations)
+    read_history(migrations, _SEARCH_PATHS[1], cached=False)
+    assert all("tree" in vars(m.file) for m in migrations.migrations)
