@@ -176,8 +176,15 @@ class MigrationSet:
         return {m.key: m for m in self.migrations}
 
     def find(self, version: str) -> Migration | None:
-        key = parse_version(version)
-        return next((m for m in self.migrations if m.key == key), None)
+        return self._by_key.get(parse_version(version))
+
+    @cached_property
+    def _by_key(self) -> dict[VersionKey, Migration]:
+        # found by version once per step of a run: a search each time made 500 migrations quadratic
+        first: dict[VersionKey, Migration] = {}
+        for m in self.migrations:
+            first.setdefault(m.key, m)
+        return first
 
 
 def flyway_checksum(text: str) -> int:

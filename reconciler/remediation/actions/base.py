@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,8 +34,18 @@ class BuildContext:
         """``version`` and every spelling of it in the tracking table ("2" and "002"; "1.0" and
         "1"), for statements on its rows: they must reach every row of that version."""
         key = version_key(version)
-        same = {v for v in self.recorded if key is not None and version_key(v) == key}
+        same = self._recorded_by_key.get(key, set()) if key is not None else set()
         return sorted(same | {version})
+
+    @cached_property
+    def _recorded_by_key(self) -> dict[Any, set[str]]:
+        # built once: asked for every step, a search of every row each time made rollback quadratic
+        found: dict[Any, set[str]] = {}
+        for v in self.recorded:
+            key = version_key(v)
+            if key is not None:
+                found.setdefault(key, set()).add(v)
+        return found
 
 
 @dataclass(frozen=True)
