@@ -32,9 +32,12 @@ OPTIONS = {"transaction": ("true", "false")}
 def has_dbmate_sections(path: Path) -> bool:
     """Does the file have dbmate's ``-- migrate:up`` line? Unreadable: no (its reader says why)."""
     try:
-        return _MARKER_BYTES.search(file_bytes(path)) is not None
+        data = file_bytes(path)
     except OSError:
         return False
+    # The substring first: most files of a directory are not dbmate's, and a plain search is
+    # many times faster than the line-anchored pattern.
+    return b"migrate:up" in data and _MARKER_BYTES.search(data) is not None
 
 
 def _anothers(entry: Entry) -> bool:
