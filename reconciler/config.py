@@ -20,12 +20,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from reconciler import dotenv, project_file
+from reconciler.desired.numbering import NUMBERINGS  # how poststack new numbers a migration
 from reconciler.errors import DatabaseUnavailable, UsageError, did_you_mean
-from reconciler.project_file import ProjectFile
 from reconciler.statements import qualified
+
+if TYPE_CHECKING:  # read when settings are resolved: `poststack --help` parses no .env nor TOML
+    from reconciler import dotenv
+    from reconciler.project_file import ProjectFile
 
 DEFAULT_MIGRATIONS_DIR = "migrations"
 DEFAULT_SCHEMA = "public"
@@ -39,7 +43,6 @@ DEFAULT_DDL_LOCK_TIMEOUT = 5.0
 DEFAULT_DDL_LOCK_RETRIES = 3
 MAX_DDL_LOCK_RETRIES = 100
 EMBEDDED = "embedded"
-NUMBERINGS = ("sequence", "timestamp")  # how poststack new numbers a migration
 # What sits between poststack and the server (docs/poolers.md): "auto" finds out when a command
 # needs to know; "none" and "session" keep a server session per connection; "transaction"
 # (PgBouncer's pool_mode = transaction) hands the server connection on after each transaction.
@@ -298,6 +301,8 @@ def _names_embedded(url: str) -> bool:
 def _nothing_named(cwd: Path) -> DatabaseUnavailable:
     """Where poststack looked, and how to choose: the one sentence a deploy with a missing
     secret prints instead of migrating a throwaway server."""
+    from reconciler import dotenv
+
     places = ["--database-url", "POSTSTACK_DATABASE_URL", "DATABASE_URL", str(cwd / dotenv.FILENAME)]
     places.append(str(cwd / "poststack.toml"))
     if not (cwd / "poststack.toml").is_file():  # when it exists, pyproject.toml is not read
@@ -481,6 +486,8 @@ def resolve_settings(
     DatabaseUnavailable, raised after every usage error so a typo is reported as one.
     ``needs_database`` False (a command that opens no connection) lets a chosen environment
     leave its URL out."""
+    from reconciler import dotenv, project_file
+
     env = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
     _check_environment(env)

@@ -9,7 +9,6 @@ so a mistake in ``[environments.prod]`` is found on a developer's laptop, not in
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +73,8 @@ class ProjectFile:
 
 
 def _load(path: Path) -> dict[str, object]:
+    import tomllib  # here: most projects have no pyproject.toml nor poststack.toml to parse
+
     try:
         with path.open("rb") as f:
             return tomllib.load(f)

@@ -20,13 +20,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.config import NUMBERINGS
 from reconciler.desired.layouts import Layout, choose_layout, layout_named, list_entries
+from reconciler.desired.numbering import NUMBERINGS, next_in_sequence, numbering_of
 from reconciler.desired.versions import version_key
 from reconciler.errors import UsageError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-TIMESTAMP_DIGITS = 14  # YYYYMMDDHHMMSS
 
 
 @dataclass(frozen=True)
@@ -80,30 +79,12 @@ def next_version(layout: Layout, existing: Sequence[Existing], numbering: str | 
         )
     keyed = [(k, e) for e in existing if (k := version_key(e.version)) is not None and not k.is_repeatable]
     newest = max(keyed, key=lambda pair: pair[0])[1].version if keyed else None
-    chosen = numbering or (_numbering_of(newest) if newest is not None else naming.numbering)
+    chosen = numbering or (numbering_of(newest) if newest is not None else naming.numbering)
     if chosen == "timestamp":
         return naming.timestamp(now), chosen
     if newest is None:
         return naming.first_sequence, chosen
-    return _after(newest), chosen
-
-
-def _digits(version: str) -> str:
-    return re.sub(r"\D", "", version)
-
-
-def _numbering_of(version: str) -> str:
-    return "timestamp" if len(_digits(version)) >= TIMESTAMP_DIGITS and "." not in version else "sequence"
-
-
-def _after(version: str) -> str:
-    """The next version in sequence: its last number plus one, at the same width (003 -> 004,
-    Flyway's 1.2 -> 1.3, a timestamp's last digits counted on when a sequence is asked for)."""
-    match = re.match(r"^(?P<head>.*?)(?P<last>\d+)$", version)
-    if match is None:  # versions are digits (versions.py): no other shape reaches here
-        raise ValueError(f"{version!r} is not a version")
-    last = match["last"]
-    return f"{match['head']}{str(int(last) + 1).zfill(len(last))}"
+    return next_in_sequence(newest), chosen
 
 
 def plan_new(

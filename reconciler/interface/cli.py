@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from reconciler import interrupts
-from reconciler.config import NUMBERINGS, Settings, mask_url, resolve_settings
+from reconciler.desired.numbering import NUMBERINGS
 from reconciler.errors import EXIT_DATABASE, EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
 
 if TYPE_CHECKING:  # the execution stack is imported on first use
+    from reconciler.config import Settings
     from reconciler.remediation.executor import LockWait
 
 
@@ -40,6 +41,7 @@ class _Lazy:
 
 
 commands: Any = _Lazy("reconciler.commands")
+config: Any = _Lazy("reconciler.config")  # settings are resolved when a command runs, not for --help
 report: Any = _Lazy("reconciler.interface.report")
 
 app = typer.Typer(
@@ -272,7 +274,7 @@ class Shared:
         database named, the embedded server only for a person at a terminal (unless told
         otherwise). With --verbose, each setting and its source on stderr."""
         given = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_SETTINGS}
-        settings = resolve_settings(
+        settings = config.resolve_settings(
             **given,
             embedded_by_default=_interactive() if embedded_by_default is None else embedded_by_default,
             needs_database=needs_database,
@@ -425,14 +427,14 @@ def _guard(debug: bool) -> Iterator[None]:
         yield
     except Interrupted as e:
         # Not an error: what a stop signal cut short and what it kept, and the signal's exit code.
-        _err(mask_url(report.interrupted_text(e.interruption)))
+        _err(config.mask_url(report.interrupted_text(e.interruption)))
         raise typer.Exit(e.exit_code) from None
     except PoststackError as e:
         if debug:
             raise
-        _err(f"❌ {mask_url(e.summary)}")
+        _err(f"❌ {config.mask_url(e.summary)}")
         if e.detail:
-            _err(f"   {mask_url(e.detail)}")
+            _err(f"   {config.mask_url(e.detail)}")
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:
         # Stopped outside a run that changes the database (reading, planning, waiting for the lock).
@@ -448,7 +450,7 @@ def _guard(debug: bool) -> Iterator[None]:
     except Exception as e:  # an unexpected error is still one line unless --debug
         if debug:
             raise
-        _err(f"❌ internal error: {mask_url(f'{type(e).__name__}: {e}')} (rerun with --debug for a traceback)")
+        _err(f"❌ internal error: {config.mask_url(f'{type(e).__name__}: {e}')} (rerun with --debug for a traceback)")
         raise typer.Exit(EXIT_PROBLEMS) from None
 
 
