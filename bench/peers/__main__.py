@@ -106,6 +106,7 @@ def main() -> None:
             for name, peer in peers.items():  # each workload in turn, tools alternating
                 figures.add(name, "W1", _w1(admin, peer, f"{PREFIX}{name}_w1_{i}", count))
                 figures.add(name, "W2", _status(admin, peer, name, f"{PREFIX}{name}_w2_{i}"))
+                grown[name].remember_as(peer)
                 figures.add(name, "W3", _w3(admin, grown[name], name, f"{PREFIX}{name}_w3_{i}", count))
                 figures.add(name, "W4", _w4(admin, peer, name, f"{PREFIX}{name}_w4_{i}", count))
             url = fresh_database(admin, f"{PREFIX}floor_{i}")
@@ -148,6 +149,7 @@ def _describe(admin: str, server: Server) -> tuple[str, str]:
 
 def _w1(admin: str, peer: Peer, name: str, count: int) -> Run:
     url = fresh_database(admin, name)
+    peer.forget()
     result = run_all(peer.apply(name), cwd=peer.project, env=peer.env(name))
     if _tables(url, f"bench_{count}") != [True]:
         raise SystemExit(f"{peer.name}: W1 did not apply the migrations")

@@ -5,6 +5,7 @@ with an index; down, the table dropped."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,14 @@ class Peer:
     def env(self, database: str) -> dict[str, str]:
         return dict(os.environ)
 
+    def forget(self) -> None:
+        """Drop what the tool keeps between runs beside the project, so that the next run is as
+        on a fresh clone (W1)."""
+
+    def remember_as(self, other: Peer) -> None:
+        """Keep what ``other``'s runs left, and nothing else: a project that grew by one file
+        since (W3), as on the machine of whoever added it."""
+
 
 class Poststack(Peer):
     name, label = "poststack", "poststack"
@@ -104,6 +113,14 @@ class Poststack(Peer):
 
     def env(self, database: str) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if not k.startswith("POSTSTACK_")}
+
+    def forget(self) -> None:
+        shutil.rmtree(self.project / ".poststack", ignore_errors=True)  # each file's effects, kept
+
+    def remember_as(self, other: Peer) -> None:
+        self.forget()
+        if (other.project / ".poststack").exists():
+            shutil.copytree(other.project / ".poststack", self.project / ".poststack")
 
 
 class Dbmate(Peer):
