@@ -186,7 +186,9 @@ class Settings:
     @property
     def embedded_data_dir(self) -> Path:
         """The embedded server lives beside the migrations directory, under .poststack/."""
-        return self.migrations_dir.resolve().parent / ".poststack" / "pgdata"
+        from reconciler.kept import beside
+
+        return beside(self.migrations_dir) / "pgdata"
 
     @property
     def display_url(self) -> str:

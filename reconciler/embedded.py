@@ -23,6 +23,7 @@ import psycopg2
 import psycopg2.errors
 
 from reconciler.errors import DatabaseUnavailable
+from reconciler.kept import make_directory
 
 EMBEDDED_DATABASE = "poststack"
 
@@ -72,7 +73,7 @@ def ensure_running(data_dir: Path) -> str:
     """Start (initializing if needed) or reuse the server; return a URL to its poststack database."""
     package = _package()
     try:
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        make_directory(data_dir.parent)  # .poststack/, which git is told to ignore
     except OSError as e:  # a read-only checkout, or a file where the directory goes
         raise DatabaseUnavailable(
             f"cannot make {data_dir.parent} for the embedded PostgreSQL: {e.strerror or e}"

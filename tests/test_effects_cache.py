@@ -3,7 +3,9 @@ what was kept is the history read from the files, whatever changed in between. P
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -148,10 +150,7 @@ def test_a_damaged_or_unwritable_cache_is_read_past(tmp_path: Path):
 
     # Nowhere to write (here .poststack is a file: no user may make a directory in it): the
     # files are read, and nothing else happens.
-    for f in (tmp_path / ".poststack" / "effects").iterdir():
-        f.unlink()
-    (tmp_path / ".poststack" / "effects").rmdir()
-    (tmp_path / ".poststack").rmdir()
+    shutil.rmtree(tmp_path / ".poststack")
     (tmp_path / ".poststack").write_text("")
     assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected
 
@@ -193,3 +192,28 @@ def test_one_database_lets_each_parse_tree_go_and_a_fleet_keeps_them(tmp_path: P
     assert not any("tree" in vars(m.file) for m in migrations.migrations)
     read_history(migrations, _SEARCH_PATHS[1], cached=False)
     assert all("tree" in vars(m.file) for m in migrations.migrations)
+
+
+def test_what_is_kept_is_ignored_by_git_and_readable_by_the_project(tmp_path: Path):
+    """A db migrate must not leave a project with files to commit, nor with files only the one
+    who ran it can read (mkstemp's 0600)."""
+    import subprocess
+
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    _write(directory, ["CREATE TABLE t (id int);"])
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    old = os.umask(0o022)
+    try:
+        _read(directory, _SEARCH_PATHS[0], cached=True)
+    finally:
+        os.umask(old)
+    (kept,) = (tmp_path / ".poststack" / "effects").glob("*.json")
+    assert kept.stat().st_mode & 0o777 == 0o644
+    untracked = subprocess.run(
+        ["git", "-C", str(tmp_path), "status", "--porcelain", "--untracked-files=all"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert untracked.splitlines() == ["?? migrations/001_m1.sql"]

@@ -22,8 +22,6 @@ import contextlib
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -39,6 +37,7 @@ from reconciler.desired.effects import (
     Unattributed,
 )
 from reconciler.desired.files import Migration
+from reconciler.kept import beside, write_whole
 
 _FORMAT = 1
 
@@ -73,7 +72,7 @@ class EffectsCache:
     @staticmethod
     def beside(migrations_dir: Path) -> EffectsCache:
         """Where the replay cache and the embedded server are: .poststack/ next to the migrations."""
-        return EffectsCache(migrations_dir.resolve().parent / ".poststack" / "effects")
+        return EffectsCache(beside(migrations_dir) / "effects")
 
     def path(self, context: str) -> Path:
         return self.directory / f"{_digest(f'poststack effects {_FORMAT} {_code()} {context}')}.json"
@@ -86,22 +85,8 @@ class EffectsCache:
             return Kept()
 
     def save(self, context: str, steps: Sequence[KeptStep]) -> None:
-        """Written whole, then renamed into place: a reader never sees half a file."""
-        payload = json.dumps({"steps": [_kept(s) for s in steps]}, separators=(",", ":"))
-        target = self.path(context)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".effects-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    out.write(payload)
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
-        except OSError:
-            pass  # a read-only checkout: the next run reads the files again, nothing worse
+        """Best effort: a cache that cannot be written (a read-only checkout) is read past."""
+        write_whole(self.path(context), json.dumps({"steps": [_kept(s) for s in steps]}, separators=(",", ":")))
 
 
 def chain(start: str, migrations: Sequence[Migration]) -> list[str]:

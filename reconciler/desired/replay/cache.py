@@ -17,11 +17,8 @@ what follows where they part, each time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Any
 
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.snapshot import SNAPSHOT_QUERY, Changes, Snapshot
+from reconciler.kept import write_whole
 
 _QUERY = hashlib.sha256(SNAPSHOT_QUERY.encode()).hexdigest()[:16]
 _FORMAT = 4  # 4: states kept by incremental reads that missed what no event reports are not trusted
@@ -89,22 +87,4 @@ class ReplayCache:
                 for key, step in zip(keys[1:], changes, strict=False)
             ],
         }
-        path = self.path(keys[0])
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-            try:
-                # mkstemp makes it 0600: a project shared between people is read by all of them.
-                os.chmod(temporary, 0o666 & ~_umask())
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    out.write(json.dumps(kept))  # dumps: the C encoder; dump writes piece by piece
-                os.replace(temporary, path)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        write_whole(self.path(keys[0]), json.dumps(kept))  # dumps: the C encoder

@@ -31,6 +31,7 @@ from reconciler.desired.replay.replay import Replay, replay
 from reconciler.desired.replay.roundtrip import RoundTrip, round_trip_history
 from reconciler.desired.replay.shadow import can_create_databases, scratch_session
 from reconciler.errors import DatabaseUnavailable, PoststackError
+from reconciler.kept import beside
 from reconciler.observed.catalog import session_search_path
 from reconciler.statements import quote_ident
 
@@ -51,7 +52,7 @@ def shadow_for(settings: Settings) -> ShadowSettings | None:
     """How ``settings`` replay; None when the command does not (it took no replay options)."""
     if not settings.replay:
         return None
-    project = settings.migrations_dir.resolve().parent / ".poststack"
+    project = beside(settings.migrations_dir)
     return ShadowSettings(settings.shadow_url, project / "replay", settings.embedded_data_dir)
 
 
