@@ -39,6 +39,10 @@ APPLICATION_NAME = "poststack"
 BATCH_SEPARATOR = "\n;\n"
 CONNECT_TIMEOUT_S = 10
 OLD_BACKEND_WAIT_S = 30
+# What a migration may leave set on its session, undone before the next one runs (and before
+# poststack's own bookkeeping): settings, SET ROLE, and SET SESSION AUTHORIZATION, which
+# RESET ALL leaves alone.
+RESET_SESSION_SQL = "RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE"
 
 
 @dataclass(frozen=True)

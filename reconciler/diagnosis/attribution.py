@@ -20,6 +20,10 @@ from reconciler.desired.versions import VersionKey
 from reconciler.observed.catalog import CatalogSnapshot
 from reconciler.observed.tracking import AuditedApplication
 
+# Bases a verdict may name besides the catalog: the history's order, and the replayed history.
+ORDER = "order"
+REPLAY = "replay"
+
 
 class Verdict(StrEnum):
     APPLIED = "applied"

@@ -19,9 +19,8 @@ from reconciler.desired.effects import ObjectRef, OwnTableConflict
 from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import ALWAYS_PRESENT, History
 from reconciler.desired.versions import VersionKey, version_key
-from reconciler.diagnosis.attribution import Attribution, Verdict
+from reconciler.diagnosis.attribution import ORDER, Attribution, Verdict
 from reconciler.diagnosis.due import changed_repeatable
-from reconciler.diagnosis.replayed import ORDER
 from reconciler.errors import MigrationFileError, PoststackError
 from reconciler.observed.catalog import CatalogSnapshot
 from reconciler.observed.tracking import FAILED_ATTEMPT, AuditedApplication, ObservedTracking, TrackingRow

@@ -26,13 +26,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 from reconciler.desired.replay.replay import Replay
-from reconciler.diagnosis.attribution import Attribution, Verdict
+from reconciler.diagnosis.attribution import ORDER, REPLAY, Attribution, Verdict
 
 Key = tuple[str, str]  # (kind, identity)
 Value = str | None  # a definition; None: the object does not exist
 START = 0  # the position of the empty start, before the first migration
-ORDER = "order"
-REPLAY = "replay"
 
 
 @dataclass(frozen=True)

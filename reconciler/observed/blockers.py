@@ -14,7 +14,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from reconciler.db import Session
-from reconciler.desired.replay.measure import LOCK_MODES
+
+# PostgreSQL's table lock modes, weakest first, as pg_locks spells them.
+LOCK_MODES = (
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
 
 # One row per (relation, holder, mode); a relation nobody else holds has one row of NULLs.
 _HOLDERS_SQL = """

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.config import DEFAULT_TRACKING, TrackingLocation
 from reconciler.db import ServerInfo, Session
@@ -17,12 +17,14 @@ from reconciler.desired.effects_cache import EffectsCache, Kept, KeptStep, chain
 from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import History, analyze
 from reconciler.desired.layouts import scan_migrations
-from reconciler.desired.replay.snapshot import Snapshot, read_snapshot
-from reconciler.desired.replay.source import ReplayOutcome, ShadowSettings, replay_history
 from reconciler.desired.versions import VersionKey
 from reconciler.observed import tracking
 from reconciler.observed.catalog import CatalogSnapshot, read_catalog, run_verify_scripts, session_search_path
 from reconciler.observed.tracking import ObservedTracking
+
+if TYPE_CHECKING:  # replay is loaded when a command replays: migrate and status never do
+    from reconciler.desired.replay.snapshot import Snapshot
+    from reconciler.desired.replay.source import ReplayOutcome, ShadowSettings
 
 # --- the full picture, for diagnosis ----------------------------------------------------
 
@@ -207,7 +209,11 @@ def observe(
         if location.audit_table in tables:
             audited = tracking.read_audited_applications(session, location)
             audit_seen = tracking.audit_high_water(session, location)
-        live = read_snapshot(session, location, scope) if definitions else None
+        live = None
+        if definitions:
+            from reconciler.desired.replay.snapshot import read_snapshot
+
+            live = read_snapshot(session, location, scope)
     return ObservedState(observed_tracking, catalog, verify, server, audited, live, scope, audit_seen)
 
 
@@ -244,6 +250,8 @@ def replay_desired(
     session: Session, desired: DesiredState, location: TrackingLocation, shadow: ShadowSettings
 ) -> ReplayOutcome:
     """The history replayed; not while files are unreadable: a gap would shift every state."""
+    from reconciler.desired.replay.source import ReplayOutcome, replay_history
+
     if desired.problems:
         return ReplayOutcome(
             None,

@@ -33,8 +33,15 @@ from typing import Any
 
 import psycopg2
 
-from reconciler.db import BATCH_SEPARATOR, Session, host_pid, is_connection_lost, server_error_text, sqlstate
-from reconciler.desired.replay.replay import RESET_SESSION_SQL
+from reconciler.db import (
+    BATCH_SEPARATOR,
+    RESET_SESSION_SQL,
+    Session,
+    host_pid,
+    is_connection_lost,
+    server_error_text,
+    sqlstate,
+)
 from reconciler.desired.script import relations_named, requested_lock, sets_setting
 from reconciler.errors import (
     BETWEEN_STEPS,

@@ -17,7 +17,6 @@ from reconciler.desired.files import (
     MigrationSet,
 )
 from reconciler.desired.layouts import layout_named
-from reconciler.desired.replay.snapshot import read_catalog_digest, unchanged_catalog_statement
 from reconciler.desired.versions import VersionKey, parse_version
 from reconciler.diagnosis.attribution import attribute_unapplied
 from reconciler.diagnosis.pending import NOTHING_ALLOWED, Allowances, OwnTablesAtRisk, Readiness, decide
@@ -511,6 +510,8 @@ def _script(
                 )
             )
         return tuple(out)
+
+    from reconciler.desired.replay.snapshot import read_catalog_digest, unchanged_catalog_statement
 
     again = _write_again(operation)
     digest = tracking.read_rows_digest(session, location, observed.exists)

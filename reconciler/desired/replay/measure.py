@@ -39,19 +39,9 @@ from reconciler.desired.replay.replay import (
 from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
 from reconciler.desired.script import ScriptStatement, parse_trees, statement_detaches_concurrently
 from reconciler.errors import MigrationFileError
+from reconciler.observed.blockers import LOCK_MODES
 from reconciler.statements import Statement, quote_ident
 
-# PostgreSQL's table lock modes, weakest first, as pg_locks spells them.
-LOCK_MODES = (
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-)
 # What each mode stops others from doing while it is held.
 BLOCKS_READS = frozenset({"AccessExclusiveLock"})
 BLOCKS_WRITES = frozenset({"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"})

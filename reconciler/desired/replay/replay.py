@@ -21,7 +21,7 @@ from typing import Any
 import psycopg2
 
 from reconciler.config import TrackingLocation
-from reconciler.db import Session, server_error_text
+from reconciler.db import RESET_SESSION_SQL, Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.cache import Known, ReplayCache
 from reconciler.desired.replay.incremental import CHECK_EVERY, hides_from_event_triggers, open_reader
@@ -30,11 +30,6 @@ from reconciler.desired.replay.snapshot import Changes, Key, Snapshot, SnapshotD
 from reconciler.desired.script import Script, ScriptStatement
 from reconciler.errors import MigrationFileError
 from reconciler.statements import Statement, quote_ident
-
-# What a migration may leave set on its session, undone before the next one runs (and before
-# poststack's own bookkeeping): settings, SET ROLE, and SET SESSION AUTHORIZATION, which
-# RESET ALL leaves alone.
-RESET_SESSION_SQL = "RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE"
 
 
 def reset_statement(search_path: str | None) -> Statement:

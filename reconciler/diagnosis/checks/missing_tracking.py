@@ -8,10 +8,9 @@ weaker evidence, and says so. Fixed by ``poststack db recover`` (``--trust-order
 
 from __future__ import annotations
 
-from reconciler.diagnosis.attribution import Verdict
+from reconciler.diagnosis.attribution import ORDER, Verdict
 from reconciler.diagnosis.checks.base import Facts, check
 from reconciler.diagnosis.issues import Issue, IssueType
-from reconciler.diagnosis.replayed import ORDER
 
 
 @check(IssueType.MISSING_TRACKING)

@@ -4,11 +4,10 @@ one applied by hand whose tracking was lost). migrate refuses it without
 
 from __future__ import annotations
 
-from reconciler.diagnosis.attribution import Verdict
+from reconciler.diagnosis.attribution import ORDER, Verdict
 from reconciler.diagnosis.checks.base import Facts, check
 from reconciler.diagnosis.issues import Issue, IssueType
 from reconciler.diagnosis.pending import HoldKind
-from reconciler.diagnosis.replayed import ORDER
 
 
 @check(IssueType.OUT_OF_ORDER)
