@@ -3,6 +3,8 @@ what was kept is the history read from the files, whatever changed in between. P
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
@@ -144,9 +146,40 @@ def test_a_damaged_or_unwritable_cache_is_read_past(tmp_path: Path):
     expected = _read(directory, _SEARCH_PATHS[0], cached=False)
     assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected
     (kept,) = (tmp_path / ".poststack" / "effects").glob("*.json")
-    for damage in ('{"steps": [["x"]]}', "not json", '{"steps": [[1, 2, 3, 4]]}'):
+    digest, _, payload = kept.read_text().partition("\n")
+    steps = json.loads(payload)
+
+    def signed(text: str) -> str:  # a file whose digest holds: only its content can be wrong
+        return f"{hashlib.sha256(text.encode()).hexdigest()}\n{text}"
+
+    edited = json.loads(payload)
+    edited[0][2][1][0][1][0][2] = "renamed"  # an object 001 creates, edited by hand
+    journal_entry_missing = json.loads(payload)
+    journal_entry_missing[0][3].append([])
+    short_entry = json.loads(payload)
+    short_entry[0][3].append(["+"])
+    key_without_colon = json.loads(payload)
+    key_without_colon[1][0] = "nocolon"
+    line_as_text = json.loads(payload)
+    line_as_text[0][2][1][0][0] = "1"
+    damages = [
+        "",
+        "not json",
+        payload,  # no digest line
+        f"{digest}\n{json.dumps(edited)}",  # edited: the digest no longer holds
+        signed('{"steps": 5}'),
+        signed("[[1, 2, 3, 4]]"),
+        signed(json.dumps(journal_entry_missing)),
+        signed(json.dumps(short_entry)),
+        signed(json.dumps(key_without_colon)),
+        signed(json.dumps(line_as_text)),
+        signed("[" * 100_000 + "]" * 100_000),
+    ]
+    assert steps and len(damages) == 11
+    for damage in damages:
         kept.write_text(damage)
-        assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected
+        assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected, damage[:80]
+        assert kept.read_text().partition("\n")[0] == digest  # read past, and written again whole
 
     # Nowhere to write (here .poststack is a file: no user may make a directory in it): the
     # files are read, and nothing else happens.

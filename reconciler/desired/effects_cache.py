@@ -39,7 +39,7 @@ from reconciler.desired.effects import (
 from reconciler.desired.files import Migration
 from reconciler.kept import beside, write_whole
 
-_FORMAT = 1
+_FORMAT = 2  # 2: a digest of the steps first; every field checked when read
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,23 @@ class EffectsCache:
         return self.directory / f"{_digest(f'poststack effects {_FORMAT} {_code()} {context}')}.json"
 
     def load(self, context: str) -> Kept:
+        """What was kept, or nothing: a file that is not exactly what save wrote (damaged, edited
+        by hand, of another format) is read past whole, never in part."""
         try:
-            kept = json.loads(self.path(context).read_text(encoding="utf-8"))
-            return Kept(tuple(_step(s) for s in kept["steps"]))
-        except (OSError, ValueError, TypeError, KeyError, IndexError):
+            digest, _, payload = self.path(context).read_text(encoding="utf-8").partition("\n")
+            if digest != _digest(payload):
+                return Kept()
+            rows = json.loads(payload)
+            _check(isinstance(rows, list))
+            return Kept(tuple(_step(row) for row in rows))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, RecursionError):
             return Kept()
 
     def save(self, context: str, steps: Sequence[KeptStep]) -> None:
-        """Best effort: a cache that cannot be written (a read-only checkout) is read past."""
-        write_whole(self.path(context), json.dumps({"steps": [_kept(s) for s in steps]}, separators=(",", ":")))
+        """Best effort: a cache that cannot be written (a read-only checkout) is read past. Its
+        first line is the digest of the rest, so a damaged or edited file is never believed."""
+        payload = json.dumps([_kept(s) for s in steps], separators=(",", ":"))
+        write_whole(self.path(context), f"{_digest(payload)}\n{payload}")
 
 
 def chain(start: str, migrations: Sequence[Migration]) -> list[str]:
@@ -131,9 +139,36 @@ def _ref(ref: ObjectRef) -> list[Any]:
     return [ref.kind, ref.schema, ref.name, ref.parent, None if ref.args is None else list(ref.args)]
 
 
-def _unref(row: list[Any]) -> ObjectRef:
+def _check(holds: bool) -> None:
+    if not holds:
+        raise ValueError("not a kept step")
+
+
+def _text(value: Any, *, optional: bool = False) -> Any:
+    _check(isinstance(value, str) or (optional and value is None))
+    return value
+
+
+def _number(value: Any) -> int:
+    _check(isinstance(value, int) and not isinstance(value, bool))
+    return int(value)
+
+
+def _unref(row: Any) -> ObjectRef:
     kind, schema, name, parent, args = row
-    return ObjectRef(kind, schema, name, parent, None if args is None else tuple(args))
+    _check(args is None or isinstance(args, list))
+    return ObjectRef(
+        _text(kind),
+        _text(schema, optional=True),
+        _text(name),
+        _text(parent, optional=True),
+        None if args is None else tuple(_text(a) for a in args),
+    )
+
+
+def _change(row: Any) -> tuple[str, ...]:
+    _check(isinstance(row, list) and len(row) in (2, 4) and row[0] in ("+", "-"))
+    return tuple(_text(part) for part in row)
 
 
 def _kept(step: KeptStep) -> list[Any]:
@@ -152,21 +187,26 @@ def _kept(step: KeptStep) -> list[Any]:
     return [step.key, list(step.created), [e.version, statements, e.error, conflicts], [list(c) for c in step.journal]]
 
 
-def _step(row: list[Any]) -> KeptStep:
+def _step(row: Any) -> KeptStep:
+    """One step as save wrote it; ValueError (or TypeError, IndexError) for anything else."""
     key, created, (version, statements, error, conflicts), journal = row
+    chained, _, file_digest = _text(key).partition(":")
+    _check(len(chained) == 64 and len(file_digest) == 64)
     effects = MigrationEffects(
-        str(version),
+        _text(version),
         tuple(
             StatementEffects(
-                int(line),
+                _number(line),
                 tuple(_unref(r) for r in creates),
                 tuple(_unref(r) for r in weak),
                 tuple(_unref(r) for r in touches),
-                None if unattributed is None else Unattributed(*unattributed),
+                None
+                if unattributed is None
+                else Unattributed(_number(unattributed[0]), _text(unattributed[1]), _text(unattributed[2])),
             )
             for line, creates, weak, touches, unattributed in statements
         ),
-        error,
-        tuple(OwnTableConflict(int(line), str(what)) for line, what in conflicts),
+        _text(error, optional=True),
+        tuple(OwnTableConflict(_number(line), _text(what)) for line, what in conflicts),
     )
-    return KeptStep(str(key), tuple(created), effects, tuple(tuple(c) for c in journal))
+    return KeptStep(key, tuple(_text(c) for c in created), effects, tuple(_change(c) for c in journal))
