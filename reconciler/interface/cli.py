@@ -1734,9 +1734,11 @@ def _only_the_command_named(argv: list[str]) -> None:
         break
     else:
         # A group's help (asked for, or its name alone): its listing names its subgroups but
-        # shows none of their commands, so those are not built.
+        # shows none of their commands, so those are not built; its own commands show only
+        # their names and first lines, so they are built without their options.
         for sub in group.registered_groups:
             sub.typer_instance = _emptied(sub.typer_instance)
+        group.registered_commands = [_listed_only(info) for info in group.registered_commands]
     for parent, kept in path:
         parent.registered_commands, parent.registered_groups = [], [kept]
 
@@ -1748,6 +1750,23 @@ def _emptied(group: typer.Typer) -> typer.Typer:
     empty = copy.copy(group)
     empty.registered_commands, empty.registered_groups = [], []
     return empty
+
+
+def _listed_only(info: Any) -> Any:
+    """``info`` as a help listing shows it (its name and help) with no parameters to build:
+    a listing never runs the command, so its options are never read."""
+    import copy
+
+    callback = info.callback
+
+    def listed() -> None:
+        raise AssertionError(f"{callback.__name__} was built for a listing only")
+
+    listed.__name__, listed.__doc__ = callback.__name__, callback.__doc__
+    listed.__module__, listed.__qualname__ = callback.__module__, callback.__qualname__
+    shown = copy.copy(info)
+    shown.callback = listed
+    return shown
 
 
 def _command_name(info: Any) -> str:
