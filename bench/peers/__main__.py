@@ -23,7 +23,7 @@ from bench.common import (
 )
 from bench.peers.install import ensure_installed
 from bench.peers.measure import Run, run, run_all
-from bench.peers.report import Figures, render
+from bench.peers.report import IMPORT_FLOORS, Figures, render
 from bench.peers.tools import PEERS, Peer, Server
 from reconciler.dsn import libpq_env
 
@@ -114,6 +114,10 @@ def main() -> None:
             figures.add("floor", "W1", run(floor, cwd=work, env=libpq_env(url)))
         for _ in range(max(runs, 5)):
             figures.add("python", "start", run([sys.executable, "-c", "pass"], cwd=work, env=dict(os.environ)))
+            # What the fixed libraries cost before poststack does anything (see report.IMPORT_FLOORS).
+            for label, imports, _ in IMPORT_FLOORS:
+                argv = [sys.executable, "-c", f"import {imports}"]
+                figures.add("imports", label, run(argv, cwd=work, env=dict(os.environ)))
             for label, argv in (("version", poststack_argv("version")), ("--help", poststack_argv("--help"))):
                 figures.add("poststack", label, run(argv, cwd=work, env=dict(os.environ)))
     finally:

@@ -12,6 +12,12 @@ STATUS_VS_DBMATE = 0.6  # W2 ≤ 0.6 × dbmate
 APPLY_ONE_VS_DBMATE = 1.0  # W3 ≤ 1.0 × dbmate
 APPLY_VS_FLOOR = 1.1  # W1 ≤ 1.1 × psql writing the same rows
 START_VS_PYTHON = 4.0  # version, --help ≤ 4 × python -c pass
+# Floors under the targets: Python importing the libraries poststack is built on (fixed
+# choices), with nothing of poststack's own. (label, modules, the workload whose target it bounds)
+IMPORT_FLOORS = (
+    ("typer, psycopg2", "typer, psycopg2", "W2"),  # every command that reaches a database
+    ("typer, psycopg2, pglast", "typer, psycopg2, pglast", "W3"),  # a command that parses a migration
+)
 
 
 @dataclass
@@ -104,6 +110,16 @@ def render(figures: Figures, labels: dict[str, str]) -> str:
         r = seconds / python
         target = f"≤ {START_VS_PYTHON:g} × `python -c pass` ({_time(python)}): {r:.1f} ×"
         row(f"start-up: `poststack {label}`", cells, target, r <= START_VS_PYTHON)
+    for label, _, bounded in IMPORT_FLOORS:
+        runs = figures.runs_by[("imports", label)]
+        if not runs or "dbmate" not in peers:
+            continue
+        seconds = figures.seconds("imports", label)
+        rss = statistics.median(r.rss_kib for r in runs) / 1024
+        limit = (STATUS_VS_DBMATE if bounded == "W2" else APPLY_ONE_VS_DBMATE) * figures.seconds("dbmate", bounded)
+        cells = [f"{_time(seconds)}, {rss:.0f} MB"] + [""] * len(peers)
+        target = f"{bounded}'s target: {_time(limit)}; this floor is {seconds / limit:.2f} × it"
+        row(f"floor: `python -c 'import {label}'`", cells, target, None)
     header = f"| workload | {' | '.join(labels[t] for t in tools)} | target | |"
     rule = "|" + "---|" * (len(tools) + 3)
     return "\n".join([header, rule, *rows])
