@@ -35,18 +35,19 @@ def make_directory(path: Path) -> None:
             break
 
 
-def write_whole(path: Path, text: str) -> bool:
+def write_whole(path: Path, text: str, *, mode: int = 0o666) -> bool:
     """Replace ``path`` with ``text`` at once: a reader sees the old file or the new one. False
-    when it cannot be written: a cache left unwritten is read from the files next time."""
+    when it cannot be written: a cache left unwritten is read from the files next time.
+    ``mode``, less the umask: mkstemp makes 0600, and a project shared between people is read
+    by all of them."""
     try:
         make_directory(path.parent)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     except OSError:
         return False
     try:
-        # mkstemp makes it 0600: a project shared between people is read by all of them.
-        os.chmod(temporary, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:  # owns fd from here, closed on any error
+            os.chmod(temporary, mode & ~_umask())
             out.write(text)
         os.replace(temporary, path)
         return True

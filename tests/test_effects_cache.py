@@ -9,15 +9,16 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reconciler.desired.effects as effects_module
-import reconciler.observed.state as state_module
+import reconciler.desired.effects_cache as cache_module
 from reconciler.config import DEFAULT_TRACKING, TrackingLocation
-from reconciler.desired.effects_cache import EffectsCache
+from reconciler.desired.effects_cache import EffectsCache, code_sources
 from reconciler.desired.layouts import scan_migrations
 from reconciler.observed.state import read_history
 from tests.replay.churn import churn_history
@@ -59,6 +60,10 @@ _SEARCH_PATHS = [
     (("public",), frozenset({"public"}), "postgres"),
     (("app", "public"), frozenset({"public", "app"}), "owner"),
     (("public",), frozenset(), None),
+    # each differs from the first in one thing alone: the path, the schemas that exist, the role
+    (("app", "public"), frozenset({"public"}), "postgres"),
+    (("public",), frozenset({"public", "app"}), "postgres"),
+    (("public",), frozenset({"public"}), "owner"),
 ]
 
 
@@ -108,7 +113,7 @@ def _counting_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(text)
 
     monkeypatch.setattr(effects_module, "parse", counted)
-    monkeypatch.setattr(state_module, "parse", counted)
+    monkeypatch.setattr(cache_module, "parse", counted)
     return parsed
 
 
@@ -181,6 +186,18 @@ def test_a_damaged_or_unwritable_cache_is_read_past(tmp_path: Path):
         assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected, damage[:80]
         assert kept.read_text().partition("\n")[0] == digest  # read past, and written again whole
 
+    # Writable by others than its owner: whoever could write it decides nothing.
+    _read(directory, _SEARCH_PATHS[0], cached=True)
+    kept.chmod(0o666)
+    parsed = []
+    real = cache_module.parse
+    cache_module.parse = lambda text: parsed.append(text) or real(text)
+    try:
+        assert _read(directory, _SEARCH_PATHS[0], cached=True) == expected
+    finally:
+        cache_module.parse = real
+    assert parsed  # read from the files
+
     # Nowhere to write (here .poststack is a file: no user may make a directory in it): the
     # files are read, and nothing else happens.
     shutil.rmtree(tmp_path / ".poststack")
@@ -207,11 +224,82 @@ def test_new_code_does_not_trust_an_old_reading(tmp_path: Path, monkeypatch: pyt
     _read(directory, _SEARCH_PATHS[0], cached=True)
     cache = EffectsCache.beside(directory)
     before = {p.name for p in cache.directory.iterdir()}
-    monkeypatch.setattr("reconciler.desired.effects_cache._code", lambda: "another build")
+    monkeypatch.setattr("reconciler.desired.effects_cache._code", lambda: "anotherbuild")
     parsed = _counting_parses(monkeypatch)
     _read(directory, _SEARCH_PATHS[0], cached=True)
     assert len(parsed) == 1
-    assert {p.name for p in cache.directory.iterdir()} - before  # kept apart from the old reading
+    after = {p.name for p in cache.directory.iterdir() if p.suffix == ".json"}
+    assert after and all(name.startswith("anotherbuild-") for name in after)  # the old build's went
+    assert not before & after
+
+    # The digest covers sources that exist: a renamed module would otherwise go unnoticed.
+    assert all(source.is_file() for source in code_sources()) and len(code_sources()) == 4
+    monkeypatch.undo()
+    assert cache_module._code() is not None
+
+
+def test_two_directories_beside_each_other_keep_apart(tmp_path: Path):
+    """Two histories with one parent (a monorepo) each keep their own file, not one another's."""
+    for name in ("billing", "accounts"):
+        (tmp_path / name).mkdir()
+        _write(tmp_path / name, [f"CREATE TABLE {name} (id int);"])
+        _read(tmp_path / name, _SEARCH_PATHS[0], cached=True)
+    assert len(list((tmp_path / ".poststack" / "effects").glob("*.json"))) == 2
+
+
+def _history_of(directory: Path, texts: list[str], search_path) -> Any:
+    _write(directory, texts)
+    kept = _read(directory, search_path, cached=True)
+    assert kept == _read(directory, search_path, cached=False)
+    return kept
+
+
+def test_a_schema_made_later_moves_what_came_before_it(tmp_path: Path):
+    """With app on the path and existing now, 001's table lands in app; once 002 creates app,
+    app did not exist when 001 ran, so 001's table landed in public. Kept readings of 001 must
+    not survive that."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    search_path = (("app", "public"), frozenset({"public", "app"}), "postgres")
+    first = _history_of(directory, ["CREATE TABLE t (id int);"], search_path)
+    assert [r.display() for r in first.effects["001"].creates] == ["table app.t", "column app.t.id"]
+    both = _history_of(directory, ["CREATE TABLE t (id int);", "CREATE SCHEMA app;"], search_path)
+    assert [r.display() for r in both.effects["001"].creates] == ["table public.t", "column public.t.id"]
+
+
+def test_a_renumbered_file_is_read_under_its_new_version(tmp_path: Path):
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    _write(directory, ["CREATE TABLE a (id int);", "CREATE TABLE b (id int);"])
+    _read(directory, _SEARCH_PATHS[0], cached=True)
+    for old in sorted(directory.glob("*.sql")):
+        old.rename(directory / f"{int(old.name[:3]) * 10:03d}{old.name[3:]}")
+    kept = _read(directory, _SEARCH_PATHS[0], cached=True)
+    assert kept == _read(directory, _SEARCH_PATHS[0], cached=False)
+    assert sorted(kept.effects) == ["010", "020"]
+
+
+def test_a_drop_in_a_kept_file_still_counts_for_the_files_after_it(tmp_path: Path):
+    """Once app.t is dropped, DROP TABLE t finds public.t: the drop must be replayed from the
+    journal, not only the creations."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    search_path = (("app", "public"), frozenset({"public", "app"}), "postgres")
+    texts = ["CREATE TABLE public.t (id int);", "CREATE TABLE app.t (id int);", "DROP TABLE app.t;"]
+    _history_of(directory, texts, search_path)
+    after = _history_of(directory, [*texts, "DROP TABLE t;"], search_path)
+    assert [r.display() for r in after.effects["004"].touches] == ["table public.t"]
+
+
+@pytest.mark.parametrize("spelling", ["CREATE SCHEMA s", "create schema s", "CrEaTe ScHeMa s", "CREATE\nSCHEMA s"])
+def test_the_schema_shortcut_never_misses_a_schema(tmp_path: Path, spelling: str):
+    """Only a file that says SCHEMA (in any case) is read for the schemas it creates; one that
+    creates s means s did not exist before it, so 001's table landed in public, not in s."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    search_path = (("s", "public"), frozenset({"public", "s"}), "postgres")
+    history = _history_of(directory, ["CREATE TABLE t (id int);", f"{spelling};"], search_path)
+    assert [r.display() for r in history.effects["001"].creates] == ["table public.t", "column public.t.id"]
 
 
 def test_one_database_lets_each_parse_tree_go_and_a_fleet_keeps_them(tmp_path: Path):

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from reconciler.config import DEFAULT_TRACKING, TrackingLocation
 from reconciler.db import ServerInfo, Session
-from reconciler.desired.effects import DEFAULT_PATH, Namespace, OwnTables, parse, read_effects, schemas_created
-from reconciler.desired.effects_cache import EffectsCache, Kept, KeptStep, chain, reusable
+from reconciler.desired.effects import DEFAULT_PATH, OwnTables
+from reconciler.desired.effects_cache import history_effects
 from reconciler.desired.files import FileProblem, Migration, MigrationSet
 from reconciler.desired.history import History, analyze
 from reconciler.desired.layouts import scan_migrations
@@ -80,62 +80,8 @@ def read_history(
         # tenant's): unqualified names land there, not in a shared schema further down the path.
         existing = frozenset({*existing, location.schema})
     own = own_tables(location)
-    cache = EffectsCache.beside(migrations.directory) if cached and migrations.migrations else None
-    context = json.dumps([path, sorted(existing), user, own.schema, own.tables])
-    kept = cache.load(context) if cache is not None else Kept()
-    trees = _Trees(keep_on_files=not cached)
-    created = [_created(m, user, kept, trees) for m in migrations.migrations]
-    # A schema the history creates did not exist before the migration that creates it,
-    # whatever exists now: only the others were there from the start.
-    later = set().union(*created) if created else set()
-    start = (set(existing) - later) if existing else set(path[:1])
-    namespace = Namespace(path, schemas=start, user=user)
-    keys = chain(json.dumps(sorted(start)), migrations.migrations)
-    reused = reusable(kept, keys)
-    steps = list(reused)
-    for step in reused:
-        namespace.replay(step.journal)
-    for m, key, schemas in list(zip(migrations.migrations, keys, created, strict=True))[len(reused) :]:
-        namespace.journal = []
-        effects = read_effects(m.version, m.file.text, namespace, *trees.take(m), own)
-        steps.append(KeptStep(key, tuple(sorted(schemas)), effects, tuple(namespace.journal)))
-    namespace.journal = None
-    if cache is not None and len(reused) < len(steps):
-        cache.save(context, steps)
-    return analyze((step.effects for step in steps), location.schema)
-
-
-class _Trees:
-    """Parse trees while a history is read. A fleet keeps each on its file, parsed once for every
-    tenant; one database lets each go once its effects are read: 500 trees at once were most
-    of a migrate's memory."""
-
-    def __init__(self, *, keep_on_files: bool) -> None:
-        self.keep_on_files = keep_on_files
-        self.waiting: dict[int, tuple[Any, str | None]] = {}  # parsed for its schemas, not yet read
-
-    def peek(self, migration: Migration) -> tuple[Any, str | None]:
-        if self.keep_on_files:
-            return migration.file.tree
-        tree = self.waiting[id(migration)] = parse(migration.file.text)
-        return tree
-
-    def take(self, migration: Migration) -> tuple[Any, str | None]:
-        if self.keep_on_files:
-            return migration.file.tree
-        held = self.waiting.pop(id(migration), None)
-        return held if held is not None else parse(migration.file.text)
-
-
-def _created(migration: Migration, user: str | None, kept: Kept, trees: _Trees) -> set[str]:
-    """The schemas a migration creates: as kept for its bytes, else parsed. Only a file that
-    says SCHEMA somewhere can create one (a keyword is never quoted nor escaped)."""
-    known = kept.created_by(migration.file.raw_sha256)
-    if known is not None:
-        return set(known)
-    if "schema" not in migration.file.text.lower():
-        return set()
-    return schemas_created(trees.peek(migration)[0], user)
+    effects = history_effects(migrations, path, existing, user, own, cached=cached)
+    return analyze(effects, location.schema)
 
 
 def own_tables(location: TrackingLocation) -> OwnTables:
