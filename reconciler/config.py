@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from reconciler.desired.numbering import NUMBERINGS  # how poststack new numbers a migration
 from reconciler.errors import DatabaseUnavailable, UsageError, did_you_mean
+from reconciler.numbering import NUMBERINGS  # how poststack new numbers a migration
 from reconciler.statements import qualified
 
 if TYPE_CHECKING:  # read when settings are resolved: `poststack --help` parses no .env nor TOML

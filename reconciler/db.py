@@ -43,6 +43,17 @@ OLD_BACKEND_WAIT_S = 30
 # poststack's own bookkeeping): settings, SET ROLE, and SET SESSION AUTHORIZATION, which
 # RESET ALL leaves alone.
 RESET_SESSION_SQL = "RESET SESSION AUTHORIZATION; RESET ALL; RESET ROLE"
+# PostgreSQL's table lock modes, weakest first, as pg_locks spells them.
+LOCK_MODES = (
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.desired.layouts import Layout, choose_layout, layout_named, list_entries
-from reconciler.desired.numbering import NUMBERINGS, next_in_sequence, numbering_of
 from reconciler.desired.versions import version_key
 from reconciler.errors import UsageError
+from reconciler.numbering import NUMBERINGS, next_in_sequence, numbering_of
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from reconciler import interrupts
-from reconciler.desired.numbering import NUMBERINGS
 from reconciler.errors import EXIT_DATABASE, EXIT_PROBLEMS, EXIT_USAGE, Interrupted, PoststackError, UsageError
+from reconciler.numbering import NUMBERINGS
 
 if TYPE_CHECKING:  # the execution stack is imported on first use
     from reconciler.config import Settings

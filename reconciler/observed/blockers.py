@@ -13,19 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from reconciler.db import Session
-
-# PostgreSQL's table lock modes, weakest first, as pg_locks spells them.
-LOCK_MODES = (
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-)
+from reconciler.db import LOCK_MODES, Session
 
 # One row per (relation, holder, mode); a relation nobody else holds has one row of NULLs.
 _HOLDERS_SQL = """

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg2
 
 from reconciler.config import DEFAULT_SCHEMA
-from reconciler.db import Session, server_error_text
+from reconciler.db import LOCK_MODES, Session, server_error_text
 from reconciler.desired.files import Migration
 from reconciler.desired.replay.replay import (
     NOT_BESIDE_THE_TARGET,
@@ -39,7 +39,6 @@ from reconciler.desired.replay.replay import (
 from reconciler.desired.replay.server_guard import GUARD_SQLSTATE, ServerGuard, server_guard, server_level_statement
 from reconciler.desired.script import ScriptStatement, parse_trees, statement_detaches_concurrently
 from reconciler.errors import MigrationFileError
-from reconciler.observed.blockers import LOCK_MODES
 from reconciler.statements import Statement, quote_ident
 
 # What each mode stops others from doing while it is held.
