@@ -83,15 +83,12 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     version, where = _describe(admin, server)
     try:
-        # Each tool's project, and the same plus one more migration (W3); its template: a
-        # database where it applied them all (untimed), cloned for every timed run.
+        # Each tool's project; its template: a database where it applied them all (untimed),
+        # cloned for every timed run. W3 adds the one more migration in place (Peer.grown).
         peers: dict[str, Peer] = {}
-        grown: dict[str, Peer] = {}
         for name in chosen:
             peers[name] = PEERS[name](installed, server, work / name)
             peers[name].write(1, count)
-            grown[name] = PEERS[name](installed, server, work / f"{name}-plus-one")
-            grown[name].write(1, count + 1)
             template = fresh_database(admin, f"{PREFIX}{name}_template")
             database = template.rsplit("/", 1)[-1].split("?")[0]
             for argv in peers[name].apply(database):
@@ -106,8 +103,8 @@ def main() -> None:
             for name, peer in peers.items():  # each workload in turn, tools alternating
                 figures.add(name, "W1", _w1(admin, peer, f"{PREFIX}{name}_w1_{i}", count))
                 figures.add(name, "W2", _status(admin, peer, name, f"{PREFIX}{name}_w2_{i}"))
-                grown[name].remember_as(peer)
-                figures.add(name, "W3", _w3(admin, grown[name], name, f"{PREFIX}{name}_w3_{i}", count))
+                with peer.grown(count):  # after W1: with what the tool kept from it
+                    figures.add(name, "W3", _w3(admin, peer, name, f"{PREFIX}{name}_w3_{i}", count))
                 figures.add(name, "W4", _w4(admin, peer, name, f"{PREFIX}{name}_w4_{i}", count))
             url = fresh_database(admin, f"{PREFIX}floor_{i}")
             floor = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(floor_script)]

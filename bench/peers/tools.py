@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -85,9 +86,18 @@ class Peer:
         """Drop what the tool keeps between runs beside the project, so that the next run is as
         on a fresh clone (W1)."""
 
-    def remember_as(self, other: Peer) -> None:
-        """Keep what ``other``'s runs left, and nothing else: a project that grew by one file
-        since (W3), as on the machine of whoever added it."""
+    @contextmanager
+    def grown(self, count: int) -> Iterator[None]:
+        """The project with migration ``count`` + 1 added in place, as whoever adds a file does
+        (W3): whatever the tool kept from earlier runs stays; the file goes afterwards."""
+        before = {p for p in self.project.rglob("*") if p.is_file()}
+        self.write(count + 1, count + 1)
+        added = [p for p in self.project.rglob("*") if p.is_file() and p not in before]
+        try:
+            yield
+        finally:
+            for path in added:
+                path.unlink()
 
 
 class Poststack(Peer):
@@ -116,11 +126,6 @@ class Poststack(Peer):
 
     def forget(self) -> None:
         shutil.rmtree(self.project / ".poststack", ignore_errors=True)  # each file's effects, kept
-
-    def remember_as(self, other: Peer) -> None:
-        self.forget()
-        if (other.project / ".poststack").exists():
-            shutil.copytree(other.project / ".poststack", self.project / ".poststack")
 
 
 class Dbmate(Peer):
