@@ -584,8 +584,11 @@ def _is_copy(query: object) -> bool:
 @contextmanager
 def cancel_on_signals() -> Iterator[None]:
     """While poststack works on a database: statements wait in wait_for_server. psycopg2's
-    callback is process-wide; it is removed again on the way out (nested uses keep it)."""
-    if psycopg2.extensions.get_wait_callback() is not None:
+    callback is process-wide; it is removed again on the way out (nested uses keep it).
+    Only where poststack handles the stop signals (the CLI): used as a library, the callback
+    would reach the application's own connections, in every thread, and a Ctrl-C noted for
+    them; there libpq waits as it always does, and a Ctrl-C is raised once it returns."""
+    if not interrupts.installed() or psycopg2.extensions.get_wait_callback() is not None:
         yield
         return
     psycopg2.extensions.set_wait_callback(wait_for_server)
@@ -597,8 +600,12 @@ def cancel_on_signals() -> Iterator[None]:
 
 @contextmanager
 def _blocking() -> Iterator[None]:
-    """No wait callback for the block: libpq waits itself."""
+    """No wait callback of poststack's for the block: libpq waits itself. Another callback
+    (an application's, green threads') is not poststack's to remove."""
     callback = psycopg2.extensions.get_wait_callback()
+    if callback is not wait_for_server:
+        yield
+        return
     psycopg2.extensions.set_wait_callback(None)
     try:
         yield

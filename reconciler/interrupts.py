@@ -63,6 +63,7 @@ class _State:
     holding: int = 0  # > 0 while a COMMIT is on its way: a first signal waits for its answer
     shielded: int = 0  # > 0 while the migration lock is released: a first signal waits for that
     wakeup: int | None = None  # read end of the pipe signal.set_wakeup_fd writes to
+    installed: bool = False  # the handlers are poststack's: the CLI, or a fleet's worker
 
 
 state = _State()
@@ -78,6 +79,13 @@ def install() -> None:
         state.wakeup = read
     for signum in STOP_SIGNALS:
         signal.signal(signum, _handler)
+    state.installed = True
+
+
+def installed() -> bool:
+    """Whether poststack handles the stop signals in this process. Not when it is a library
+    (reconciler.api): the application's handlers and its other connections are its own."""
+    return state.installed
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:

@@ -280,10 +280,9 @@ class Shared:
             needs_database=needs_database,
         )
         if settings.layout is not None:
-            # config sits below desired/, so a layout's name is checked here (and made canonical).
-            from reconciler.desired.layouts import layout_named
+            from reconciler.desired.layouts import with_canonical_layout
 
-            settings = replace(settings, layout=layout_named(settings.layout).name)
+            settings = with_canonical_layout(settings)
         if _output.verbose:
             from reconciler.interface.config_view import config_text
 
@@ -1094,15 +1093,19 @@ IssueTypeOpt = Annotated[list[str] | None, typer.Option("--issue-type", help="On
 
 
 def _issue_types(values: list[str] | None) -> tuple[str, ...]:
-    from reconciler.diagnosis.issues import IssueType
-    from reconciler.remediation.planner import PENDING
+    from reconciler.remediation.planner import issue_type_values
 
-    parts = [t.strip() for value in values or () for t in value.split(",") if t.strip()]
-    return tuple(t if t == PENDING else IssueType.parse(t).value for t in parts)
+    return issue_type_values(values or ())
 
 
-def _plan_variables(force: bool, allow_out_of_order: bool, allow_undetermined: bool) -> dict[str, bool]:
-    return {"force": force, "allow_out_of_order": allow_out_of_order, "allow_undetermined": allow_undetermined}
+def _request(
+    playbook: list[str] | None, issue_type: list[str] | None, force: bool, ooo: bool, undetermined: bool
+) -> Any:
+    from reconciler.remediation.planner import remediation_request
+
+    return remediation_request(
+        playbook or (), issue_type or (), force=force, allow_out_of_order=ooo, allow_undetermined=undetermined
+    )
 
 
 def _run_plan(settings: Settings, plan: Any) -> Any:
@@ -1135,13 +1138,9 @@ def plan_command(
 ) -> None:
     """Diagnose, choose playbooks, and show exactly what apply would run."""
     from reconciler.remediation import fixes as remediation
-    from reconciler.remediation.planner import HELD, PlanRequest
+    from reconciler.remediation.planner import HELD
 
-    request = PlanRequest(
-        tuple(playbook or ()),
-        _issue_types(issue_type),
-        _plan_variables(force, allow_out_of_order, allow_undetermined),
-    )
+    request = _request(playbook, issue_type, force, allow_out_of_order, allow_undetermined)
     if options.fleet:
         from reconciler.fleet import jobs
         from reconciler.fleet.plans import save_fleet_plan
@@ -1196,7 +1195,6 @@ def apply_command(
 ) -> None:
     """Run a saved plan, or plan afresh and run it after you approve."""
     from reconciler.remediation import fixes as remediation
-    from reconciler.remediation.planner import PlanRequest
 
     fleet_plan = plan_file is not None and _is_fleet_plan(plan_file)
     if options.fleet or fleet_plan:
@@ -1207,11 +1205,7 @@ def apply_command(
             partial=partial,
             auto_approve=auto_approve,
             confirm=confirm,
-            request=PlanRequest(
-                tuple(playbook or ()),
-                _issue_types(issue_type),
-                _plan_variables(force, allow_out_of_order, allow_undetermined),
-            ),
+            request=_request(playbook, issue_type, force, allow_out_of_order, allow_undetermined),
             chose=bool(playbook or issue_type or force or allow_out_of_order or allow_undetermined),
         )
         return
@@ -1228,11 +1222,7 @@ def apply_command(
             )
         plan = remediation.load_plan(plan_file)
     else:
-        request = PlanRequest(
-            tuple(playbook or ()),
-            _issue_types(issue_type),
-            _plan_variables(force, allow_out_of_order, allow_undetermined),
-        )
+        request = _request(playbook, issue_type, force, allow_out_of_order, allow_undetermined)
         reviewed = remediation.plan_for_review(settings, request, _notify)
         plan, linted = reviewed.plan, reviewed.lint
     runnable = [s for s in plan.steps if s.action != "manual"]

@@ -7,6 +7,7 @@ playbook handles becomes a manual step saying what a person must do.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,6 +44,25 @@ class PlanRequest:
     include_unhandled: bool = True  # add manual steps for issues no playbook handles
     imported: tuple[dict[str, Any], ...] = ()  # db import's items (importing.py), for for_each: imported
     baseline: tuple[dict[str, Any], ...] = ()  # db baseline's items (remediation/baseline.py), for for_each: baseline
+
+
+def issue_type_values(values: Iterable[str]) -> tuple[str, ...]:
+    """Issue types as a person gives them (repeated, or comma-separated), by their values."""
+    parts = [t.strip() for value in values for t in value.split(",") if t.strip()]
+    return tuple(t if t == PENDING else IssueType.parse(t).value for t in parts)
+
+
+def remediation_request(
+    playbooks: Iterable[str] = (),
+    issue_types: Iterable[str] = (),
+    *,
+    force: bool = False,
+    allow_out_of_order: bool = False,
+    allow_undetermined: bool = False,
+) -> PlanRequest:
+    """What plan and apply were asked for (their flags, or the API's arguments)."""
+    variables = {"force": force, "allow_out_of_order": allow_out_of_order, "allow_undetermined": allow_undetermined}
+    return PlanRequest(tuple(playbooks), issue_type_values(issue_types), variables)
 
 
 def _readiness(facts: Facts, request: PlanRequest, retryable: set[str], recorded: frozenset[VersionKey]) -> Readiness:

@@ -31,6 +31,7 @@ from reconciler.desired.layouts import (  # noqa: F401  isort: skip
     diesel,
     prisma,
 )
+from reconciler.config import Settings
 from reconciler.desired.files import MigrationSet, Scan, reading_once
 from reconciler.errors import MigrationFileError
 
@@ -111,3 +112,11 @@ def load_migrations(directory: Path, layout: str | None = None) -> MigrationSet:
         more = f" (and {len(scan.problems) - 1} more problem(s) in {directory})" if len(scan.problems) > 1 else ""
         raise MigrationFileError(first + more)
     return scan.migrations
+
+
+def with_canonical_layout(settings: Settings) -> Settings:
+    """``settings`` with its layout checked and named as poststack names it (an alias, another
+    case): config sits below desired/ and cannot know the layouts."""
+    if settings.layout is None:
+        return settings
+    return replace(settings, layout=layout_named(settings.layout).name)
