@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import psycopg2
@@ -98,3 +99,42 @@ def libpq_env(url: str) -> dict[str, str]:
     env.update({_ENV_FOR_KEYWORD[k]: v for k, v in parse(url).items() if k in _ENV_FOR_KEYWORD and v})
     env["PGAPPNAME"] = "poststack"
     return env
+
+
+# What says which server, database and role: kept. A libpq default is left out (it is the
+# default again for poststack's connection); so are what poststack sets for itself.
+_IDENTITY = ("host", "hostaddr", "port", "dbname", "user")
+_LIBPQ_DEFAULTS = {
+    "channel_binding": "prefer",
+    "sslmode": "prefer",
+    "sslnegotiation": "postgres",
+    "sslcompression": "0",
+    "sslcertmode": "allow",
+    "sslsni": "1",
+    "ssl_min_protocol_version": "TLSv1.2",
+    "gssencmode": "prefer",
+    "krbsrvname": "postgres",
+    "gssdelegation": "0",
+    "target_session_attrs": "any",
+    "load_balance_hosts": "disable",
+}
+_POSTSTACK_SETS = frozenset(
+    {"application_name", "connect_timeout", "passfile", "password", "fallback_application_name"}
+)
+
+
+def url_from_parameters(parameters: Mapping[str, str]) -> str:
+    """A postgresql:// URL libpq reads back to ``parameters`` (every value in the query, so
+    socket directories, host lists and IPv6 addresses need no URL syntax of their own)."""
+    user = parameters.get("user") or ""
+    password = parameters.get("password") or ""
+    userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    database = quote(parameters.get("dbname") or "", safe="")
+    kept = {k: v for k, v in parameters.items() if k in _IDENTITY[:3] and v}
+    kept.update(
+        (k, v)
+        for k, v in sorted(parameters.items())
+        if k not in _IDENTITY and k not in _POSTSTACK_SETS and v and _LIBPQ_DEFAULTS.get(k) != v
+    )
+    query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in kept.items())
+    return f"postgresql://{userinfo + '@' if userinfo else ''}/{database}" + (f"?{query}" if query else "")

@@ -15,41 +15,19 @@ says, and the API refuses when poststack's own would say otherwise (``check_same
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import psycopg2
 import psycopg2.extensions
 
 from reconciler.config import masked_url
-from reconciler.dsn import libpq_url
+from reconciler.dsn import libpq_url, url_from_parameters
 from reconciler.errors import PoststackError, UsageError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-# What says which server, database and role: kept. A libpq default is left out (it is the
-# default again for poststack's connection); so are what poststack sets for itself.
-_IDENTITY = ("host", "hostaddr", "port", "dbname", "user")
-_LIBPQ_DEFAULTS = {
-    "channel_binding": "prefer",
-    "sslmode": "prefer",
-    "sslnegotiation": "postgres",
-    "sslcompression": "0",
-    "sslcertmode": "allow",
-    "sslsni": "1",
-    "ssl_min_protocol_version": "TLSv1.2",
-    "gssencmode": "prefer",
-    "krbsrvname": "postgres",
-    "gssdelegation": "0",
-    "target_session_attrs": "any",
-    "load_balance_hosts": "disable",
-}
-_POSTSTACK_SETS = frozenset(
-    {"application_name", "connect_timeout", "passfile", "password", "fallback_application_name"}
-)
 _SESSION_SQL = "SELECT current_setting('search_path'), current_user, current_database()"
 
 
@@ -143,23 +121,6 @@ def _from_psycopg2(conn: psycopg2.extensions.connection, status: int, *, pooled:
     url = url_from_parameters(parameters)
     in_transaction = status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
     return Target(url, _read_caller_session(conn, url, status), in_transaction and not pooled)
-
-
-def url_from_parameters(parameters: Mapping[str, str]) -> str:
-    """A postgresql:// URL libpq reads back to ``parameters`` (every value in the query, so
-    socket directories, host lists and IPv6 addresses need no URL syntax of their own)."""
-    user = parameters.get("user") or ""
-    password = parameters.get("password") or ""
-    userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
-    database = quote(parameters.get("dbname") or "", safe="")
-    kept = {k: v for k, v in parameters.items() if k in _IDENTITY[:3] and v}
-    kept.update(
-        (k, v)
-        for k, v in sorted(parameters.items())
-        if k not in _IDENTITY and k not in _POSTSTACK_SETS and v and _LIBPQ_DEFAULTS.get(k) != v
-    )
-    query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in kept.items())
-    return f"postgresql://{userinfo + '@' if userinfo else ''}/{database}" + (f"?{query}" if query else "")
 
 
 def _read_caller_session(conn: psycopg2.extensions.connection, url: str, status: int) -> CallerSession:

@@ -1,0 +1,2 @@
+DROP FUNCTION order_count(bigint);
+DROP VIEW order_totals;

@@ -1,0 +1,2 @@
+-- Reserved: the handle rename was split into 005 (schema) and 006 (data) so that
+-- the data migration can be retried on its own. Nothing runs here.

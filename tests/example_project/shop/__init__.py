@@ -1,0 +1,1 @@
+"""A small application: what the example project's tests test."""
