@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_MIGRATIONS = REPO / "migrations"
 PASSWORD_ROLE = "poststack_pw_user"
 PASSWORD = "t0p-s3cret-pw"
+# An application with its own tests, run in a subprocess by tests/testing (as its users run it).
+collect_ignore = ["example_project"]
 
 
 @dataclass(frozen=True)

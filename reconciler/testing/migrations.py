@@ -90,7 +90,7 @@ class MigrationSteps:
     def assert_rollback_round_trip(self, version: str | None = None) -> None:
         """``version``'s rollback leaves the schema as it was before the migration, and the
         migration then applies again to what it made the first time. The database is walked to
-        the version before it first, and is left at ``version``. Without a version: every
+        the version before it first (forward, or back with the rollbacks), and is left at ``version``. Without a version: every
         rollback in the history, each in the state its history gives it, in a scratch database
         (the walk of ``poststack db validate --round-trip``); this one is left alone."""
         if version is None:
@@ -102,8 +102,7 @@ class MigrationSteps:
         if version not in versions:
             raise AssertionError(f"no migration {version} in {self.settings.migrations_dir}")
         before_version = versions[versions.index(version) - 1] if versions.index(version) else "0"
-        if before_version != "0":
-            self.migrate(to=before_version)
+        self._walk_to(before_version)
         before = self.snapshot()
         self.migrate(to=version)
         made = self.snapshot()
@@ -120,6 +119,19 @@ class MigrationSteps:
                 f"Migration {version} does not re-apply after its rollback to what it made the first time: "
                 f"{describe(differences(redone))}"
             )
+
+    def _walk_to(self, version: str) -> None:
+        """Migrate or roll back to ``version`` ("0": nothing applied)."""
+        from reconciler.desired.versions import parse_version
+
+        limit = parse_version(version)
+        applied = commands.migration_status(self._settings()).applied
+        if any(
+            parse_version(entry.version) > limit and not parse_version(entry.version).is_repeatable for entry in applied
+        ):
+            self.rollback(version)
+        if version != "0":
+            self.migrate(to=version)
 
     def _round_trip_history(self) -> None:
         from reconciler.desired.replay.roundtrip import round_trip

@@ -1,0 +1,103 @@
+"""The plugin's embedded server: shared by the pytest processes using it, stopped by the last."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler import embedded
+from reconciler.testing import server as servers
+from tests.conftest import REPO
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from reconciler.testing.server import session_server
+
+    directory, ready, release = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    with session_server(directory, environ={}):
+        ready.touch()
+        while not release.exists():
+            time.sleep(0.01)
+    """
+)
+
+
+def _dead_pid() -> int:
+    for pid in range(4_194_000, 4_000_000, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+    raise AssertionError("no free pid")
+
+
+def _names(server: servers.TestServer) -> set[str]:
+    conn = server.admin()
+    with conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'poststack\\_t\\_%'")
+        names = {row[0] for row in cur.fetchall()}
+    conn.close()
+    return names
+
+
+@pytest.mark.slow
+def test_the_last_process_stops_it_and_a_killed_sessions_databases_go(tmp_path: Path):
+    migrations = tmp_path / "project" / "migrations"
+    migrations.mkdir(parents=True)
+    data = servers.data_dir(migrations)
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    dead = f"{servers.CLONE_PREFIX}{_dead_pid()}_0"
+    mine = f"{servers.CLONE_PREFIX}{os.getpid()}_0"
+    holder = None
+    try:
+        with servers.session_server(migrations, environ={}) as server:
+            assert server.embedded_dir == data and embedded.status(data).running
+            admin = server.admin()
+            with admin.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{dead}"')
+                cur.execute(f'CREATE DATABASE "{mine}"')
+            admin.close()
+            holder = subprocess.Popen(
+                [sys.executable, "-c", _HOLDER, str(migrations), str(ready), str(release)],
+                env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+            )
+            deadline = time.monotonic() + 60
+            while not ready.exists():
+                assert holder.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+        assert embedded.status(data).running  # another process still uses it
+        release.touch()
+        assert holder.wait(60) == 0
+        assert not embedded.status(data).running  # it was the last
+        with servers.session_server(migrations, environ={}) as server:
+            names = _names(server)
+            assert dead not in names  # its process is gone: nobody will drop it else
+            assert mine in names  # this process runs: its databases are its own business
+            admin = server.admin()
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE "{mine}"')
+            admin.close()
+    finally:
+        release.touch()
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        embedded.stop(data)
+
+
+def test_the_variable_names_the_server_and_nothing_starts(tmp_path: Path, pg_server):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    env = {servers.TEST_URL_VARIABLE: pg_server.admin_url}
+    with servers.session_server(migrations, environ=env) as server:
+        assert server.admin_url == pg_server.admin_url and server.embedded_dir is None
+    assert not servers.data_dir(migrations).exists()

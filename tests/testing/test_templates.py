@@ -1,0 +1,176 @@
+"""The plugin's template: built once, kept until a migration file changes, whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from reconciler.config import resolve_settings
+from reconciler.errors import PoststackError
+from reconciler.testing import templates
+from reconciler.testing.server import TestServer
+from tests.conftest import REPO, write
+
+
+@pytest.fixture
+def server(pg_server) -> TestServer:
+    return TestServer(pg_server.admin_url)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    directory = tmp_path / "project" / "migrations"
+    directory.mkdir(parents=True)
+    write(directory, "001_users.sql", "CREATE TABLE users (id bigserial PRIMARY KEY, name text);")
+    write(directory, "002_seed.sql", "INSERT INTO users (name) VALUES ('root');")
+    write(directory, "003_note.sql", "-- nothing to run: a reminder only\n")
+    return directory
+
+
+def settings_for(directory: Path):
+    return resolve_settings(
+        migrations_dir=directory, embedded_by_default=True, needs_database=False, cwd=directory.parent, environ={}
+    )
+
+
+def databases(server: TestServer, prefix: str) -> list[str]:
+    conn = server.admin()
+    with conn.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1", (prefix,))
+        names = [row[0] for row in cur.fetchall()]
+    conn.close()
+    return names
+
+
+def drop_all(server: TestServer, prefix: str) -> None:
+    conn = server.admin()
+    with conn.cursor() as cur:
+        for name in databases(server, prefix):
+            cur.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+            cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture
+def cleanup(server: TestServer, project: Path):
+    prefix = templates.TEMPLATE_PREFIX + templates.project_tag(settings_for(project))
+    yield prefix
+    drop_all(server, prefix)
+
+
+def test_built_once_then_reused_until_a_file_changes(server, project, cleanup):
+    settings = settings_for(project)
+    first = templates.ensure_template(server, settings)
+    assert first.built
+    again = templates.ensure_template(server, settings)
+    assert again == replace(first, built=False)
+    # Only a change to a file builds it again, and the template for the old files goes.
+    (project / "003_note.sql").write_text("-- nothing to run: a reminder only\n")
+    assert templates.ensure_template(server, settings) == again
+    write(project, "004_email.sql", "ALTER TABLE users ADD COLUMN email text;")
+    changed = templates.ensure_template(server, settings)
+    assert changed.built and changed.name != first.name
+    assert databases(server, cleanup) == [changed.name]
+    # A rollback file is a file of the history too.
+    write(project, "004_email.rollback.sql", "ALTER TABLE users DROP COLUMN email;")
+    assert templates.ensure_template(server, settings).built
+
+
+def test_a_clone_has_the_migrations_and_is_its_own(server, project, cleanup):
+    name = templates.ensure_template(server, settings_for(project)).name
+    admin = server.admin()
+    clones = [templates.clone_name() for _ in range(2)]
+    try:
+        for clone in clones:
+            templates.clone(admin, name, clone)
+        first = psycopg2.connect(server.url_for(clones[0]))
+        first.autocommit = True
+        with first.cursor() as cur:
+            cur.execute("INSERT INTO users (name) VALUES ('only here')")
+            cur.execute("SELECT version FROM schema_migrations ORDER BY version")
+            assert [row[0] for row in cur.fetchall()] == ["001", "002", "003"]
+        first.close()
+        second = psycopg2.connect(server.url_for(clones[1]))
+        with second.cursor() as cur:
+            cur.execute("SELECT name FROM users")
+            assert cur.fetchall() == [("root",)]
+        second.close()
+    finally:
+        for clone in clones:
+            templates.drop(admin, clone)
+        admin.close()
+    assert not databases(server, templates.CLONE_PREFIX + f"{clones[0].split('_')[2]}_")
+
+
+def test_a_migration_that_fails_leaves_no_template(server, project, cleanup):
+    write(project, "004_broken.sql", "ALTER TABLE users ADD COLUMN email text;\nALTER TABLE nope ADD COLUMN x int;\n")
+    with pytest.raises(PoststackError) as failed:
+        templates.ensure_template(server, settings_for(project))
+    assert "do not apply to an empty database" in failed.value.summary
+    assert "004_broken.sql:2" in failed.value.summary and 'relation "nope" does not exist' in failed.value.summary
+    assert databases(server, cleanup) == []  # neither a template nor the database it was built in
+
+
+_BUILDER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from reconciler.config import resolve_settings
+    from reconciler.testing import templates
+    from reconciler.testing.server import TestServer
+
+    admin, directory, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    settings = resolve_settings(migrations_dir=directory, embedded_by_default=True, needs_database=False,
+                                cwd=directory.parent, environ={})
+    while not go.exists():
+        time.sleep(0.005)
+    made = templates.ensure_template(TestServer(admin), settings)
+    print(json.dumps({"name": made.name, "built": made.built}))
+    """
+)
+
+
+def test_sessions_starting_together_build_it_once(server, project, cleanup, tmp_path):
+    # xdist's workers all ask for the template at the start: one builds, the others wait for it.
+    write(project, "004_slow.sql", "SELECT pg_sleep(0.3);\nCREATE TABLE slow (id int);")
+    go = tmp_path / "go"
+    builders = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUILDER, server.admin_url, str(project), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        )
+        for _ in range(3)
+    ]
+    go.touch()
+    made = []
+    for builder in builders:
+        out, err = builder.communicate(timeout=120)
+        assert builder.returncode == 0, err
+        made.append(json.loads(out))
+    assert len({m["name"] for m in made}) == 1
+    assert sorted(m["built"] for m in made) == [False, False, True]
+    assert databases(server, cleanup) == [made[0]["name"]]
+
+
+def test_the_template_is_named_by_the_project_and_its_files(project, tmp_path):
+    settings = settings_for(project)
+    name = templates.template_name(settings)
+    assert len(name) <= 63 and name.startswith(templates.TEMPLATE_PREFIX)
+    assert templates.template_name(replace(settings, tracking_schema="app")) != name
+    elsewhere = tmp_path / "elsewhere" / "migrations"
+    elsewhere.parent.mkdir()
+    import shutil
+
+    shutil.copytree(project, elsewhere)
+    other = templates.template_name(settings_for(elsewhere))
+    assert other != name and other.split("_")[-1] == name.split("_")[-1]  # same files, another project
