@@ -190,6 +190,8 @@ class MigrationEntry:
 
 @dataclass(frozen=True)
 class StatusResult:
+    """db migration-status: where the database stands against the migration files."""
+
     database: str
     tracking_schema: str
     tracking_exists: bool
@@ -201,6 +203,7 @@ class StatusResult:
 
     @property
     def up_to_date(self) -> bool:
+        """Nothing is pending and nothing failed."""
         return not self.pending and not self.failed
 
 

@@ -10,7 +10,7 @@ Every function takes the database first: a URL (``postgresql://…``, or ``"embe
 poststack's embedded server), a SQLAlchemy ``Engine`` or ``Connection``, or a psycopg2
 connection; ``None`` uses the one the configuration names (``POSTSTACK_DATABASE_URL``,
 ``.env``, ``poststack.toml``), as the CLI does. poststack works on a connection of its own
-with the parameters yours connected with (handles.py says why), and leaves yours, and any
+with the parameters yours connected with (``reconciler/api/handles.py`` says why), and leaves yours, and any
 transaction on it, alone; it refuses a connection whose session has another search_path or
 role than a fresh one would have (``SET search_path``: put it in the connection's options
 instead), and ``migrate``, ``rollback`` and ``apply`` refuse a connection with a transaction
@@ -33,11 +33,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, Union, Unpack
+from typing import TypedDict, Unpack
+
+# Imported, not only named for type checkers: typing.get_type_hints (and what reads it:
+# typer, pydantic, a docs generator) resolves the signatures at run time.
+import psycopg2.extensions
+from sqlalchemy.engine import Connection, Engine
 
 from reconciler import commands
 from reconciler.commands import StatusResult
 from reconciler.config import Settings, resolve_settings
+from reconciler.diagnosis.diagnose import Diagnosis
 from reconciler.diagnosis.issues import IssueType, Severity
 from reconciler.errors import (
     DatabaseUnavailable,
@@ -47,15 +53,9 @@ from reconciler.errors import (
     PoststackError,
     UsageError,
 )
-
-if TYPE_CHECKING:
-    import psycopg2.extensions
-    from sqlalchemy.engine import Connection, Engine
-
-    from reconciler.diagnosis.diagnose import Diagnosis
-    from reconciler.remediation.fixes import ApplyResult, ReviewedPlan
-    from reconciler.remediation.plan import Plan
-    from reconciler.remediation.runner import RunResult
+from reconciler.remediation.fixes import ApplyResult, ReviewedPlan
+from reconciler.remediation.plan import Plan
+from reconciler.remediation.runner import RunResult
 
 __all__ = [
     "ApplyResult",
@@ -80,7 +80,7 @@ __all__ = [
     "status",
 ]
 
-Database = Union[str, "Engine", "Connection", "psycopg2.extensions.connection", None]
+Database = str | Engine | Connection | psycopg2.extensions.connection | None
 Notify = Callable[[str], None]
 logger = logging.getLogger("poststack")
 
@@ -118,7 +118,7 @@ def migrate(
 ) -> RunResult:
     """``poststack db migrate``: apply the pending migrations (up to ``target``), each in its own
     transaction, under the migration lock. ``result.ok`` says whether all of them applied;
-    ``result.failure`` says why not. A migration never runs twice: one that may have run
+    ``result.failure`` says which did not, where, and the server's error. A migration never runs twice: one that may have run
     already (applied by hand, tracking lost) is held for a person, as in the CLI."""
     from reconciler.diagnosis.pending import Allowances
 
@@ -149,7 +149,7 @@ def diagnose(
     **options: Unpack[Options],
 ) -> Diagnosis:
     """``poststack db diagnose``: compare files, tracking and the live catalog (and the history
-    replayed in a shadow); every disagreement is an ``Issue``. ``result.ok`` when none is high."""
+    replayed in a shadow); every disagreement is an ``Issue``. ``result.ok`` when none was found."""
     from reconciler.diagnosis import diagnose as diagnosis
 
     settings, notify = _settings(database, options, writes=False)

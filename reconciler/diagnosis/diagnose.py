@@ -25,6 +25,8 @@ from reconciler.observed.state import DesiredState, ObservedState, read_desired,
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """db diagnose: every disagreement found between files, tracking and catalog, and the state read."""
+
     issues: tuple[Issue, ...]
     types: tuple[IssueType, ...]  # what was checked
     minimum: Severity
@@ -33,6 +35,7 @@ class Diagnosis:
 
     @property
     def ok(self) -> bool:
+        """No issue was found (of the types checked, at or above the minimum severity)."""
         return not self.issues
 
 

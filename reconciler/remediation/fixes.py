@@ -156,6 +156,8 @@ def load_plan(path: Path) -> Plan:
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """apply (and the fix commands): the plan run, how its steps went, and what a fresh diagnosis finds after."""
+
     plan: Plan
     execution: executor.ExecutionResult | None  # None when the plan had nothing to run
     remaining: tuple[Issue, ...]  # what a fresh diagnosis finds afterwards
@@ -179,6 +181,7 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
+        """Every step ran, no migration was held, and (for apply) no high-severity issue is left."""
         return (self.execution is None or self.execution.ok) and not self.held and not self.unresolved
 
 

@@ -39,6 +39,8 @@ INSUFFICIENT_PRIVILEGE = "42501"
 
 @dataclass(frozen=True)
 class RunResult:
+    """What db migrate or db rollback did (or, dry, would do): the plan, and how its steps went."""
+
     operation: str  # migrate, rollback
     plan: Plan
     execution: executor.ExecutionResult | None  # None for a dry run
@@ -50,7 +52,13 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
+        """Every step ran (a dry run: nothing was asked to run)."""
         return self.execution is None or self.execution.ok
+
+    @property
+    def failure(self) -> executor.Failure | None:
+        """The step that failed: its migration, file:line and the server's error; None when none did."""
+        return self.execution.failure if self.execution is not None else None
 
 
 MIGRATE_COMMAND = "db migrate"  # named in its lock row (and in a refusal through transaction pooling)

@@ -89,10 +89,11 @@ class MigrationSteps:
 
     def assert_rollback_round_trip(self, version: str | None = None) -> None:
         """``version``'s rollback leaves the schema as it was before the migration, and the
-        migration then applies again to what it made the first time. The database is walked to
-        the version before it first (forward, or back with the rollbacks), and is left at ``version``. Without a version: every
-        rollback in the history, each in the state its history gives it, in a scratch database
-        (the walk of ``poststack db validate --round-trip``); this one is left alone."""
+        migration then applies again to what it made the first time. The database is walked
+        to the version before it first (forward, or back with the rollbacks), and is left at
+        ``version``. Without a version: every rollback in the history, each in the state its
+        history gives it, in a scratch database (the walk of ``poststack db validate
+        --round-trip``); this one is left alone."""
         if version is None:
             self._round_trip_history()
             return
@@ -146,6 +147,7 @@ class MigrationSteps:
             raise AssertionError("\n".join(messages))
 
     def close(self) -> None:
+        """Close the test's connection (the plugin does, after the test)."""
         if self._connection is not None and not self._connection.closed:
             self._connection.close()
 

@@ -155,7 +155,7 @@ def keep(admin: psycopg2.extensions.connection, name: str, label: str) -> str:
 
 def run_failure(result: RunResult) -> str:
     """Why a run did not apply everything, in one line: the migration, where, the server's error."""
-    failure = result.execution.failure if result.execution is not None else None
+    failure = result.failure
     if failure is None:
         held = [s.version for s in result.plan.steps if s.action == "manual" and s.version]
         return f"migrations held for a person: {', '.join(held)}" if held else "not every migration was applied"
