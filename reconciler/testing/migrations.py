@@ -93,7 +93,7 @@ class MigrationSteps:
         to the version before it first (forward, or back with the rollbacks), and is left at
         ``version``. Without a version: every rollback in the history, each in the state its
         history gives it, in a scratch database (the walk of ``poststack db validate
-        --round-trip``); this one is left alone."""
+        --check-rollbacks --round-trip``); this one is left alone."""
         if version is None:
             self._round_trip_history()
             return
