@@ -2,8 +2,8 @@
 a directory of its own (as the README says), runs ``poststack demo`` from a directory far
 from the clone, with the playbooks, schemas and example migrations it carries inside.
 
-One wheel build and one install; slow (about half a minute), so marked, but run by the
-normal suite."""
+One wheel build and one install; slow (about a minute), so marked, but run by the normal
+suite. The same install then runs tests/example_project's suite through its pytest plugin."""
 
 from __future__ import annotations
 
@@ -101,3 +101,24 @@ def test_the_wheel_installed_with_pipx_runs_the_demo_outside_the_clone(tmp_path:
         stop = run([str(poststack), "db", "server", "stop"], project, env, timeout=120)
     assert stop.returncode == 0 and "Stopped the embedded PostgreSQL" in stop.stdout, stop.stdout + stop.stderr
     shutil.rmtree(project / ".poststack")
+
+    # The pytest plugin comes with the install (its entry point): an application's suite,
+    # run with the installed copy and nothing else, on the embedded server alone.
+    injected = run([sys.executable, "-m", "pipx", "inject", "poststack", "pytest", "pytest-xdist"], tmp_path, env)
+    assert injected.returncode == 0, injected.stdout + injected.stderr
+    app = tmp_path / "elsewhere" / "app"
+    shutil.copytree(REPO / "tests" / "example_project", app, ignore=NOT_SOURCE)
+    for args in ([], ["-n", "2"]):
+        suite = run([str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", *args], app, env)
+        assert suite.returncode == 0, suite.stdout + suite.stderr
+        assert "11 passed" in suite.stdout, suite.stdout
+    typed = run(
+        [
+            str(python),
+            "-c",
+            "import importlib.resources as r; print(r.files('reconciler').joinpath('py.typed').is_file())",
+        ],
+        app,
+        env,
+    )
+    assert typed.stdout.strip() == "True", typed.stdout + typed.stderr
