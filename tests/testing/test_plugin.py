@@ -155,3 +155,10 @@ def test_a_suite_that_asks_for_no_database_starts_nothing(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (project / ".poststack").exists()
     assert "poststack" in run_pytest(project, "--help").stdout  # the options are there
+
+
+def test_loading_the_plugin_imports_nothing_of_poststacks_yet():
+    # pytest loads it in every session of every project poststack is installed in.
+    probe = "import sys, reconciler.testing.plugin; print(sorted(m for m in sys.modules if m.startswith(('reconciler', 'psycopg2', 'sqlalchemy'))))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['reconciler', 'reconciler.testing', 'reconciler.testing.plugin']"
