@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -279,3 +281,27 @@ def start_migrate(database_url: str, migrations_dir: Path) -> subprocess.Popen[s
     argv += ["--database-url", database_url, "--migrations-dir", str(migrations_dir)]
     env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_together(script: str, args: list[str], count: int, go: Path) -> list[Any]:
+    """``count`` Python processes running ``script`` with ``args`` and then ``go``, a file
+    they wait for, released at once (replicas starting together, xdist workers asking for
+    one thing); what each printed, read as JSON. One that fails fails the test."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *args, str(go)],
+            cwd=go.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        )
+        for _ in range(count)
+    ]
+    go.touch()
+    answers = []
+    for process in started:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        answers.append(json.loads(out))
+    return answers

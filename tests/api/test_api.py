@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -17,7 +15,7 @@ from sqlalchemy import event, text
 
 from reconciler import api
 from reconciler.api.handles import target_of
-from tests.conftest import REPO, write
+from tests.conftest import run_together, write
 
 VERSIONS = ["001", "002", "003", "004", "005"]
 
@@ -302,24 +300,7 @@ def test_three_replicas_migrating_at_once_apply_each_migration_once(database_url
     migrations = tmp_path / "replica_migrations"
     migrations.mkdir()
     _counted_history(migrations)
-    go = tmp_path / "go"
-    replicas = [
-        subprocess.Popen(
-            [sys.executable, "-c", _REPLICA, database_url, str(migrations), str(go)],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        )
-        for _ in range(3)
-    ]
-    go.touch()
-    results = []
-    for replica in replicas:
-        out, err = replica.communicate(timeout=120)
-        assert replica.returncode == 0, err
-        results.append(__import__("json").loads(out))
+    results = run_together(_REPLICA, [database_url, str(migrations)], 3, tmp_path / "go")
     assert all(r["ok"] for r in results)
     ran = sorted(v for r in results for v in r["ran"])
     assert ran == ["001", "002", "003", "004", "005", "006"]  # between them, each once

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +13,7 @@ from reconciler.config import resolve_settings
 from reconciler.errors import PoststackError
 from reconciler.testing import templates
 from reconciler.testing.server import TestServer
-from tests.conftest import REPO, write
+from tests.conftest import run_together, write
 
 
 @pytest.fixture
@@ -140,23 +137,7 @@ _BUILDER = textwrap.dedent(
 def test_sessions_starting_together_build_it_once(server, project, cleanup, tmp_path):
     # xdist's workers all ask for the template at the start: one builds, the others wait for it.
     write(project, "004_slow.sql", "SELECT pg_sleep(0.3);\nCREATE TABLE slow (id int);")
-    go = tmp_path / "go"
-    builders = [
-        subprocess.Popen(
-            [sys.executable, "-c", _BUILDER, server.admin_url, str(project), str(go)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        )
-        for _ in range(3)
-    ]
-    go.touch()
-    made = []
-    for builder in builders:
-        out, err = builder.communicate(timeout=120)
-        assert builder.returncode == 0, err
-        made.append(json.loads(out))
+    made = run_together(_BUILDER, [server.admin_url, str(project)], 3, tmp_path / "go")
     assert len({m["name"] for m in made}) == 1
     assert sorted(m["built"] for m in made) == [False, False, True]
     assert databases(server, cleanup) == [made[0]["name"]]
