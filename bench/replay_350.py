@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -459,8 +460,9 @@ class Generator:
     def pick_table(self) -> Table | None:
         return self.rng.choice([self.tables[n] for n in sorted(self.tables)]) if self.tables else None
 
-    def history(self, count: int) -> list[Migration]:
-        operations = (
+    def operations(self) -> tuple[tuple[Callable[[], tuple | None], int], ...]:
+        """Each operation and its weight (a subclass may add its own)."""
+        return (
             (self.create_table, 10),
             (self.add_column, 15),
             (self.rename_column, 7),
@@ -478,7 +480,9 @@ class Generator:
             (self.data, 10),
             (self.comment, 4),
         )
-        functions, weights = zip(*operations, strict=True)
+
+    def history(self, count: int) -> list[Migration]:
+        functions, weights = zip(*self.operations(), strict=True)
         migrations: list[Migration] = []
         bootstrap = [self.create_table, self.create_table, self.create_enum, self.create_table, self.add_column]
         while len(migrations) < count:
