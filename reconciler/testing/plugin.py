@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from reconciler.config import Settings
     from reconciler.testing.migrations import MigrationSteps
+    from reconciler.testing.pool import ClonePool, Clones
     from reconciler.testing.server import TestServer
 
 _KEPT = "poststack kept database"
@@ -157,34 +158,41 @@ def _poststack_admin(poststack_server: TestServer) -> Iterator[psycopg2.extensio
     conn.close()
 
 
+@pytest.fixture(scope="session")
+def _poststack_clones(poststack_server: TestServer, poststack_template: str) -> Iterator[ClonePool]:
+    from reconciler.testing.pool import ClonePool
+
+    pool = ClonePool(poststack_server, poststack_template)
+    yield pool
+    pool.close()
+
+
 # --- per test ----------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _own_database(request: pytest.FixtureRequest, template: str, *, keepable: bool = True) -> Iterator[TestDatabase]:
+def _own_database(request: pytest.FixtureRequest, clones: Clones, *, keepable: bool = True) -> Iterator[TestDatabase]:
     from reconciler.testing import templates
 
     server: TestServer = request.getfixturevalue("poststack_server")
-    admin = request.getfixturevalue("_poststack_admin")
-    name = templates.clone_name()
-    templates.clone(admin, template, name)
+    name = clones.take()
     try:
         yield TestDatabase(name, server.url_for(name))
     finally:
         node = request.node
         if keepable and request.config.getoption("poststack_keep") and node.stash.get(_FAILED, False):
             label = re.sub(r"\W+", "_", node.nodeid).strip("_").lower()[-48:]
-            kept = templates.keep(admin, name, label)
+            kept = templates.keep(request.getfixturevalue("_poststack_admin"), name, label)
             node.user_properties.append((_KEPT, f"{node.nodeid}: {server.url_for(kept)}"))
         else:
-            templates.drop(admin, name)
+            clones.give_back(name)
 
 
 @pytest.fixture
-def poststack_database(request: pytest.FixtureRequest, poststack_template: str) -> Iterator[TestDatabase]:
-    """A database of the test's own, cloned from the migrated template; dropped after the
-    test (kept when it failed, with --poststack-keep)."""
-    with _own_database(request, poststack_template) as database:
+def poststack_database(request: pytest.FixtureRequest, _poststack_clones: ClonePool) -> Iterator[TestDatabase]:
+    """A database of the test's own, cloned from the migrated template (made while the tests
+    before it ran); dropped after the test (kept when it failed, with --poststack-keep)."""
+    with _own_database(request, _poststack_clones) as database:
         yield database
 
 
@@ -219,13 +227,16 @@ def poststack_migrations(request: pytest.FixtureRequest, poststack_settings: Set
     """An empty database and the project's migrations, to apply one step at a time, put data
     in between, and check rollbacks (reconciler.testing.migrations.MigrationSteps)."""
     from reconciler.testing.migrations import MigrationSteps
+    from reconciler.testing.pool import ClonesOnDemand
+
+    empty = ClonesOnDemand(request.getfixturevalue("_poststack_admin"), "template0")
 
     @contextlib.contextmanager
     def scratch() -> Iterator[str]:
-        with _own_database(request, "template0", keepable=False) as database:
+        with _own_database(request, empty, keepable=False) as database:
             yield database.url
 
-    with _own_database(request, "template0") as database:
+    with _own_database(request, empty) as database:
         steps = MigrationSteps(database.url, poststack_settings, scratch)
         try:
             yield steps
