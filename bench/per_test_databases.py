@@ -428,7 +428,13 @@ def table(r: Result, count: int) -> list[str]:
             _v(within <= WITHIN_BARE),
         ),
         ("(3) / (1)", "", "≥ 20×", f"{faster:.1f}×", _v(faster >= FASTER_THAN_APPLYING)),
-        ("(3) / (2): what cloning in the test's own time reaches", "", "", f"{median(applied) / median(bare):.1f}×", ""),
+        (
+            "(3) / (2): what cloning in the test's own time reaches",
+            "",
+            "",
+            f"{median(applied) / median(bare):.1f}×",
+            "",
+        ),
         *(in_memory_rows(r.in_memory, count) if r.in_memory else []),
         (
             "per-test teardown through the plugin (the DROP is done behind it)",

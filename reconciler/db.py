@@ -230,6 +230,24 @@ def detect_pooling(session: Session) -> str:
             conn.close()
 
 
+def _begin_ends_connection(url: str) -> bool:
+    """A BEGIN ends a fresh connection to ``url``: statement pooling (a server that went away
+    refuses the connection itself, and says nothing here)."""
+    try:
+        conn = open_raw(url)
+    except DatabaseUnavailable:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("ROLLBACK")
+        return False
+    except psycopg2.Error as e:
+        return conn.closed != 0 or is_connection_lost(e)
+    finally:
+        conn.close()
+
+
 def statement_pooling(display_url: str) -> DatabaseUnavailable:
     return DatabaseUnavailable(
         f"poststack reads and writes in transactions of several statements, which statement pooling does not "
@@ -429,8 +447,17 @@ class Session:
 
     def begin(self, *, read_only: bool = False) -> None:
         self.round_trips += 1
-        with self.conn.cursor() as cur:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only else "BEGIN")
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only else "BEGIN")
+        except psycopg2.OperationalError as e:
+            # Statement pooling ends the connection at a BEGIN. Its reason reaches psycopg2 only
+            # when a wait callback reads it (the CLI); where libpq waits itself (poststack as a
+            # library) the connection is simply gone, so a second connection asks.
+            lost = self._pooling is None and self.pooler == POOLER_AUTO and is_connection_lost(e)
+            if lost and _begin_ends_connection(self.url):
+                raise statement_pooling(self.display_url) from e
+            raise
 
     def commit(self) -> None:
         self.round_trips += 1
