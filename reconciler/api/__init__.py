@@ -25,13 +25,17 @@ with a one-line ``summary``, a ``detail`` saying what to do, and the CLI's ``exi
 Several processes may call ``migrate`` at once on one database (replicas starting together):
 one takes the migration lock and applies; the others wait for it (``lock_timeout``, 30 s by
 default), then find nothing left to apply. Signals are the application's: poststack installs
-no handler and no psycopg2 wait callback when it is a library.
+no handler and no psycopg2 wait callback when it is a library. A Ctrl-C reaches Python only
+once the statement on its way returns (libpq waits for it); then poststack stops cleanly (the
+step rolled back and recorded, the lock released) and raises ``Interrupted``, a
+KeyboardInterrupt.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -40,7 +44,7 @@ from typing import TypedDict, Unpack
 import psycopg2.extensions
 from sqlalchemy.engine import Connection, Engine
 
-from reconciler import commands
+from reconciler import commands, errors
 from reconciler.commands import StatusResult
 from reconciler.config import Settings, resolve_settings
 from reconciler.diagnosis.diagnose import Diagnosis
@@ -55,15 +59,17 @@ from reconciler.errors import (
 )
 from reconciler.remediation.fixes import ApplyResult, ReviewedPlan
 from reconciler.remediation.plan import Plan
-from reconciler.remediation.runner import RunResult
+from reconciler.remediation.runner import MigrationsHeld, RunResult
 
 __all__ = [
     "ApplyResult",
     "Database",
     "DatabaseUnavailable",
     "Diagnosis",
+    "Interrupted",
     "LockTimeout",
     "MigrationFileError",
+    "MigrationsHeld",
     "OperationFailed",
     "Options",
     "Plan",
@@ -76,6 +82,7 @@ __all__ = [
     "diagnose",
     "migrate",
     "plan",
+    "recover",
     "rollback",
     "status",
 ]
@@ -103,6 +110,27 @@ class Options(TypedDict, total=False):
     notify: Notify  # what the CLI says on stderr; default: the poststack logger, at INFO
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``migrate``, ``rollback``, ``recover`` or ``apply`` while it changed the
+    database, and poststack stopped cleanly first: ``interruption`` says where (the step, and
+    what was kept of it: rolled back, committed), the step is recorded as interrupted, the
+    migration lock released. A KeyboardInterrupt, so the application (or pytest) stops as it
+    does for any Ctrl-C."""
+
+    def __init__(self, interruption: errors.Interruption) -> None:
+        where = f" at {interruption.version}" if interruption.version else ""
+        super().__init__(f"{interruption.operation} interrupted by {interruption.signal}{where}: {interruption.kept}")
+        self.interruption = interruption
+
+
+@contextmanager
+def _stops_on_interrupt() -> Iterator[None]:
+    try:
+        yield
+    except errors.Interrupted as e:  # the CLI's: an exit code; a library's caller wants a KeyboardInterrupt
+        raise Interrupted(e.interruption) from e
+
+
 # --- the verbs --------------------------------------------------------------------------------
 
 
@@ -118,20 +146,50 @@ def migrate(
 ) -> RunResult:
     """``poststack db migrate``: apply the pending migrations (up to ``target``), each in its own
     transaction, under the migration lock. ``result.ok`` says whether all of them applied;
-    ``result.failure`` says which did not, where, and the server's error. A migration never runs twice: one that may have run
-    already (applied by hand, tracking lost) is held for a person, as in the CLI."""
+    ``result.failure`` says which did not, where, and the server's error. A migration that may
+    have run already (applied by hand, tracking lost) is held for a person, as in the CLI:
+    nothing runs, and ``MigrationsHeld`` says which (``versions``) and why. ``recover`` tracks
+    them without running them; ``allow_undetermined`` runs them anyway: only for migrations
+    you know did not run."""
     from reconciler.diagnosis.pending import Allowances
 
     settings, notify = _settings(database, options, writes=not dry_run)
     allow = Allowances(out_of_order=allow_out_of_order, undetermined=allow_undetermined, retry_failed=retry_failed)
-    return commands.migrate(settings, target=target, dry_run=dry_run, allow=allow, notify=notify)
+    with _stops_on_interrupt():
+        result = commands.migrate(settings, target=target, dry_run=dry_run, allow=allow, notify=notify)
+    for note in result.plan.notes:  # what the CLI warns of on stderr (an edited applied migration, ...)
+        notify(note)
+    return result
 
 
 def rollback(database: Database, version: str, *, dry_run: bool = False, **options: Unpack[Options]) -> RunResult:
     """``poststack db rollback VERSION``: undo every applied migration above ``version``, newest
     first, each with its rollback file."""
     settings, notify = _settings(database, options, writes=not dry_run)
-    return commands.rollback(settings, version, dry_run=dry_run, notify=notify)
+    with _stops_on_interrupt():
+        return commands.rollback(settings, version, dry_run=dry_run, notify=notify)
+
+
+def recover(
+    database: Database = None,
+    versions: Iterable[str] = (),
+    *,
+    force: bool = False,
+    trust_order: bool = False,
+    **options: Unpack[Options],
+) -> ApplyResult:
+    """``poststack db recover``: track, without running them, the migrations the catalog shows
+    applied but tracking does not (tracking lost, or applied by hand). ``force``: also the
+    undetermined ones ``migrate`` holds, or the ``versions`` named even without evidence (your
+    word that they ran); ``trust_order``: also data-only migrations shown applied only by
+    their place between two applied ones. ``result.plan.steps``: what was tracked."""
+    from reconciler.remediation import fixes
+
+    chosen = _strings("versions", versions)
+    settings, notify = _settings(database, options, writes=True)
+    planned = fixes.recover(settings, force=force, versions=chosen, trust_order=trust_order, notify=notify)
+    with _stops_on_interrupt():
+        return fixes.checked_apply(settings, planned, notify=notify)
 
 
 def status(database: Database = None, **options: Unpack[Options]) -> StatusResult:
@@ -153,7 +211,7 @@ def diagnose(
     from reconciler.diagnosis import diagnose as diagnosis
 
     settings, notify = _settings(database, options, writes=False)
-    chosen = [t if isinstance(t, IssueType) else IssueType.parse(t) for t in types]
+    chosen = [t if isinstance(t, IssueType) else IssueType.parse(t) for t in _strings("types", types, IssueType)]
     minimum = severity if isinstance(severity, Severity) else Severity.parse(severity)
     return diagnosis.diagnose(settings, chosen, minimum, notify=notify)
 
@@ -170,14 +228,15 @@ def plan(
 ) -> ReviewedPlan:
     """``poststack plan``: diagnose, choose playbooks, and say exactly what ``apply`` would run
     (``result.plan.steps``); ``result.lint``: what the migrations it runs lock and rewrite.
-    Save it with ``reconciler.remediation.fixes.save_plan`` to apply it later."""
+    Hand it to ``apply`` to run it as reviewed (refused if the database changed since), or
+    save ``result.plan`` with ``reconciler.remediation.fixes.save_plan`` to apply it later."""
     from reconciler.remediation import fixes
     from reconciler.remediation.planner import remediation_request
 
     settings, notify = _settings(database, options, writes=False)
     request = remediation_request(
-        playbooks,
-        issue_types,
+        _strings("playbooks", playbooks),
+        _strings("issue_types", issue_types),
         force=force,
         allow_out_of_order=allow_out_of_order,
         allow_undetermined=allow_undetermined,
@@ -187,7 +246,7 @@ def plan(
 
 def apply(
     database: Database = None,
-    plan: Plan | str | Path | None = None,
+    plan: ReviewedPlan | Plan | str | Path | None = None,
     *,
     confirm: bool = False,
     playbooks: Iterable[str] = (),
@@ -197,7 +256,7 @@ def apply(
     allow_undetermined: bool = False,
     **options: Unpack[Options],
 ) -> ApplyResult:
-    """``poststack apply --auto-approve``: run ``plan`` (one ``plan()`` returned, or a file saved
+    """``poststack apply --auto-approve``: run ``plan`` (what ``plan()`` returned, or a file saved
     with ``poststack plan --out``), or plan afresh and run that. Calling it is the approval; a
     destructive plan also needs ``confirm=True`` (it backs up first), as ``--confirm``. A plan
     made before the database changed is refused (stale), and nothing runs."""
@@ -205,7 +264,8 @@ def apply(
     from reconciler.remediation.planner import remediation_request
 
     settings, notify = _settings(database, options, writes=True)
-    chose = bool(tuple(playbooks) or tuple(issue_types) or force or allow_out_of_order or allow_undetermined)
+    playbooks, issue_types = _strings("playbooks", playbooks), _strings("issue_types", issue_types)
+    chose = bool(playbooks or issue_types or force or allow_out_of_order or allow_undetermined)
     request = None
     if plan is None:
         request = remediation_request(
@@ -220,9 +280,15 @@ def apply(
         raise UsageError(
             "playbooks, issue_types, force and allow_* choose a new plan; a plan handed to apply runs as it is"
         )
+    elif isinstance(plan, ReviewedPlan):
+        chosen = plan.plan
+    elif isinstance(plan, Plan):
+        chosen = plan
+    elif isinstance(plan, str | Path):
+        chosen = fixes.load_plan(Path(plan))
     else:
-        chosen = plan if not isinstance(plan, str | Path) else fixes.load_plan(Path(plan))
-    whole = not (tuple(playbooks) or tuple(issue_types))
+        raise UsageError(f"apply runs a plan (plan()'s result, or a saved plan's path), not {type(plan).__name__}")
+    whole = not (playbooks or issue_types)
     if chosen.destructive and not confirm:
         raise UsageError("this plan is destructive: pass confirm=True to apply it (it takes a backup first)")
     if not any(s.action != "manual" for s in chosen.steps):
@@ -230,10 +296,28 @@ def apply(
     # Planned here and approved by the call: if another run changed the database while this
     # one waited for the lock, plan again from what is there (as apply --auto-approve does).
     replan = request if (request is not None and not chosen.destructive) else None
-    return fixes.apply_plan(settings, chosen, notify=notify, replan=replan, whole=whole)
+    with _stops_on_interrupt():
+        return fixes.apply_plan(settings, chosen, notify=notify, replan=replan, whole=whole)
 
 
 # --- settings, as the CLI resolves them ------------------------------------------------------
+
+
+# What each option accepts, checked before anything connects: a wrong type would otherwise
+# surface deep inside as a TypeError, or (a string where a list goes) as one name per letter.
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "migrations_dir": (str, Path),
+    "schema": (str,),
+    "table_prefix": (str,),
+    "layout": (str,),
+    "shadow_url": (str,),
+    "replay": (bool,),
+    "lock_timeout": (int, float),
+    "ddl_lock_timeout": (int, float),
+    "ddl_lock_retries": (int,),
+    "environment": (str,),
+    "project": (str, Path),
+}
 
 
 def _settings(database: Database, options: Options, *, writes: bool) -> tuple[Settings, Notify]:
@@ -242,6 +326,19 @@ def _settings(database: Database, options: Options, *, writes: bool) -> tuple[Se
         raise UsageError(
             f"unknown option {sorted(unknown)[0]!r}; the options are: {', '.join(Options.__annotations__)}"
         )
+    for name, value in options.items():
+        accepted = _OPTION_TYPES.get(name)
+        if accepted is None:
+            continue
+        # bool is an int to isinstance: True is no lock timeout.
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            raise UsageError(
+                f"option {name} takes {' or '.join(t.__name__ for t in accepted)}, not {type(value).__name__}"
+            )
+    if "notify" in options and not callable(options["notify"]):
+        raise UsageError(f"option notify takes a function of one string, not {type(options['notify']).__name__}")
+    if "project" in options and not Path(options["project"]).is_dir():
+        raise UsageError(f"option project: no directory {options['project']}")
     notify = options.get("notify") or logger.info
     url = None
     if database is not None:
@@ -270,6 +367,17 @@ def _settings(database: Database, options: Options, *, writes: bool) -> tuple[Se
 
         settings = with_canonical_layout(settings)
     return settings, notify
+
+
+def _strings(name: str, values: Iterable[object], *also: type) -> tuple[str, ...]:
+    """A list of names, refused as a bare string (which would read as one name per letter)."""
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise UsageError(f"{name} takes a list of names, not {values!r}: write [{values!r}]")
+    chosen = tuple(values)
+    for value in chosen:
+        if not isinstance(value, (str, *also)):
+            raise UsageError(f"{name} takes names, not {value!r}")
+    return chosen  # type: ignore[return-value]  # an IssueType is a str
 
 
 def _check_target(target: object, *, writes: bool) -> None:

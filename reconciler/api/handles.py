@@ -23,7 +23,7 @@ import psycopg2.extensions
 
 from reconciler.config import masked_url
 from reconciler.dsn import libpq_url, url_from_parameters
-from reconciler.errors import PoststackError, UsageError
+from reconciler.errors import DatabaseUnavailable, PoststackError, UsageError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -86,7 +86,15 @@ def _sqlalchemy_kind(database: object) -> str | None:
 def _from_engine(engine: Engine) -> Target:
     # A connection as the engine makes them (its creator, connect_args, connect events), from
     # its pool and back to it: read only, no transaction left open.
-    raw = engine.raw_connection()
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        raw = engine.raw_connection()
+    except (SQLAlchemyError, psycopg2.Error) as e:  # the pool raises the driver's own errors
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise DatabaseUnavailable(
+            f"cannot connect to {engine.url.render_as_string(hide_password=True)}: {reason}"
+        ) from e
     try:
         driver = raw.driver_connection
         if isinstance(driver, psycopg2.extensions.connection):

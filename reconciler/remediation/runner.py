@@ -144,6 +144,11 @@ class MigrationsHeld(OperationFailed):
         super().__init__(f"Nothing was run. {first.reason}.", detail)
         self.readiness = readiness
 
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The held migrations, in order."""
+        return tuple(h.version for h in self.readiness.holds)
+
 
 def _listing(versions: list[str], most: int = 6) -> str:
     if len(versions) <= most:

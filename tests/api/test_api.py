@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
 import threading
 from pathlib import Path
@@ -15,7 +17,7 @@ from sqlalchemy import event, text
 
 from reconciler import api
 from reconciler.api.handles import target_of
-from tests.conftest import run_together, write
+from tests.conftest import holding_advisory_lock, run_together, sql, wait_for, write
 
 VERSIONS = ["001", "002", "003", "004", "005"]
 
@@ -201,6 +203,103 @@ def test_nothing_is_printed_and_notes_go_to_notify(database_url, migrations_dir,
     assert api.migrate(database_url, migrations_dir=migrations_dir, dry_run=True, notify=notes.append).ok
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+    # What the CLI warns of on stderr beside a run (an applied migration edited since) is told too.
+    notes.clear()
+    first = migrations_dir / "001_create_accounts.sql"
+    first.write_text(first.read_text() + "\n-- edited after it was applied\n")
+    result = api.migrate(database_url, migrations_dir=migrations_dir, notify=notes.append)
+    assert result.plan.notes and all(note in notes for note in result.plan.notes)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_options_of_the_wrong_type_are_usage_errors_before_anything_connects(tmp_path):
+    nowhere = "postgresql://nobody@127.0.0.1:1/none"  # never reached: each is refused first
+    with pytest.raises(api.UsageError, match=r"types takes a list of names, not 'stuck_lock': write \['stuck_lock'\]"):
+        api.diagnose(nowhere, migrations_dir=tmp_path, types="stuck_lock")  # type: ignore[arg-type]
+    with pytest.raises(api.UsageError, match="playbooks takes a list of names"):
+        api.plan(nowhere, migrations_dir=tmp_path, playbooks="recover")  # type: ignore[arg-type]
+    with pytest.raises(api.UsageError, match="issue_types takes names, not 3"):
+        api.apply(nowhere, migrations_dir=tmp_path, issue_types=[3])  # type: ignore[list-item]
+    with pytest.raises(api.UsageError, match="option replay takes bool, not str"):
+        api.status(nowhere, migrations_dir=tmp_path, replay="no")  # type: ignore[typeddict-item]
+    with pytest.raises(api.UsageError, match="option lock_timeout takes int or float, not bool"):
+        api.migrate(nowhere, migrations_dir=tmp_path, lock_timeout=True)
+    with pytest.raises(api.UsageError, match="option project: no directory"):
+        api.status(nowhere, project=tmp_path / "missing")
+    with pytest.raises(api.UsageError, match="option notify takes a function"):
+        api.status(nowhere, migrations_dir=tmp_path, notify="stderr")  # type: ignore[typeddict-item]
+
+
+def test_an_engine_that_cannot_connect_is_database_unavailable(tmp_path):
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg2://someone:hunter2@/none?host={tmp_path}")
+    with pytest.raises(api.DatabaseUnavailable) as unreachable:
+        api.status(engine, migrations_dir=tmp_path)
+    assert unreachable.value.summary.startswith("cannot connect to postgresql+psycopg2://someone:***@/none")
+    assert "hunter2" not in unreachable.value.summary
+
+
+# --- lost tracking: recover, never run again -----------------------------------------------------
+
+
+def test_recover_tracks_a_held_migration_without_running_it(database_url, tmp_path, db):
+    migrations = tmp_path / "counted"
+    migrations.mkdir()
+    _counted_history(migrations)
+    assert api.migrate(database_url, migrations_dir=migrations).ok
+    sql(db, "DELETE FROM schema_migrations WHERE version >= '004'")  # tracking lost
+    with pytest.raises(api.MigrationsHeld) as held:  # may have run: held, never run again
+        api.migrate(database_url, migrations_dir=migrations)
+    assert held.value.versions == ("004", "005", "006")
+    recovered = api.recover(database_url, migrations_dir=migrations)  # the audit table's evidence
+    assert recovered.ok
+    assert [s.version for s in recovered.plan.steps if s.action == "track_migration"] == ["004", "005", "006"]
+    after = api.migrate(database_url, migrations_dir=migrations)
+    assert after.ok and not [s for s in after.plan.steps if s.action == "apply_migration"]
+    assert sql(db, "SELECT version, count(*) FROM runs GROUP BY version ORDER BY version") == [
+        (f"{n:03d}", 1) for n in range(2, 7)
+    ]
+    assert tracked(db) == ["001", "002", "003", "004", "005", "006"]
+
+
+def test_recover_refuses_a_version_that_is_not_there(database_url, migrations_dir):
+    with pytest.raises(api.UsageError, match="no migration 999"):
+        api.recover(database_url, ["999"], force=True, migrations_dir=migrations_dir)
+    with pytest.raises(api.UsageError, match="versions takes a list of names"):
+        api.recover(database_url, "004", migrations_dir=migrations_dir)  # type: ignore[arg-type]
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_stops_cleanly_and_is_a_keyboard_interrupt(database_url, tmp_path, db):
+    migrations = tmp_path / "waits"
+    migrations.mkdir()
+    write(migrations, "001_first.sql", "CREATE TABLE first (id int);")
+    write(migrations, "002_waits.sql", "SELECT pg_advisory_xact_lock(4242);\nCREATE TABLE second (id int);")
+    watcher = psycopg2.connect(database_url)
+    watcher.autocommit = True
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as an application has it
+
+    def interrupt_once_waiting() -> None:
+        wait_for(watcher, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", [(1,)])
+        os.kill(os.getpid(), signal.SIGINT)
+        sql(blocker, "SELECT pg_advisory_unlock(4242)")  # the statement returns; Python sees the Ctrl-C
+
+    try:
+        with holding_advisory_lock(database_url, 4242) as blocker:
+            interrupter = threading.Thread(target=interrupt_once_waiting)
+            interrupter.start()
+            with pytest.raises(api.Interrupted) as stopped:
+                api.migrate(database_url, migrations_dir=migrations)
+            interrupter.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        watcher.close()
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert stopped.value.interruption.version == "002" and stopped.value.interruption.kept == "rolled back"
+    assert tracked(db) == ["001"] and not has_table(db, "second")
+    assert api.migrate(database_url, migrations_dir=migrations).ok  # the lock was released
+    assert tracked(db) == ["001", "002"]
 
 
 def test_poststack_sets_no_wait_callback_for_the_whole_process(database_url, tmp_path):
@@ -258,6 +357,15 @@ def test_a_destructive_plan_needs_confirm(database_url, migrations_dir, db, tmp_
     with pytest.raises(api.UsageError, match="confirm=True"):
         api.apply(database_url, migrations_dir=migrations_dir, playbooks=["emergency-reset"])
     assert tracked(db) == VERSIONS
+
+
+def test_apply_runs_what_plan_returned_as_reviewed(database_url, migrations_dir, db):
+    reviewed = api.plan(database_url, migrations_dir=migrations_dir)
+    result = api.apply(database_url, reviewed, migrations_dir=migrations_dir)
+    assert result.ok and result.plan.hash == reviewed.plan.hash
+    assert tracked(db) == VERSIONS
+    with pytest.raises(api.UsageError, match=r"apply runs a plan .* not dict"):
+        api.apply(database_url, {"steps": []}, migrations_dir=migrations_dir)  # type: ignore[arg-type]
 
 
 def test_plan_choices_and_a_plan_together_are_refused(database_url, migrations_dir):
