@@ -147,6 +147,12 @@ class Failure:
     recorded: bool = True  # its failed tracking row was written (False: the tables were gone too)
     lock_wait: LockWait | None = None  # it gave up waiting for a lock: who held it, how many tries
 
+    def __str__(self) -> str:
+        """One line: ``migration 007 failed at migrations/007_x.sql:3: <the server's error>``."""
+        what = f"migration {self.version}" if self.version else f"step {self.step} ({self.action})"
+        where = f" at {self.location}" if self.location else ""
+        return f"{what} failed{where}: {self.message}"
+
 
 @dataclass(frozen=True)
 class ExecutionResult:

@@ -16,7 +16,6 @@ so workers never meet.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--poststack-migrations-dir",
         default=None,
-        help="The migrations the test databases are built from (default: as poststack reads them: "
-        "POSTSTACK_MIGRATIONS_DIR, poststack.toml, else ./migrations).",
+        help="The migrations the test databases are built from, relative to where pytest runs (default: as "
+        "poststack reads them: POSTSTACK_MIGRATIONS_DIR, poststack.toml, else ./migrations).",
     )
     group.addoption(
         "--poststack-keep",
@@ -61,7 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="Keep a failing test's database (renamed poststack_kept_<test>) and print its URL.",
     )
-    parser.addini("poststack_migrations_dir", "As --poststack-migrations-dir, relative to the rootdir.", default="")
+    parser.addini(
+        "poststack_migrations_dir", "As --poststack-migrations-dir, relative to the configuration file.", default=""
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,6 +91,10 @@ class _KeptDatabases:
             terminalreporter.section("poststack: kept test databases")
             for line in self.kept:
                 terminalreporter.write_line(line)
+            terminalreporter.write_line(
+                "The server stays up for you to look (psql URL); an embedded one is stopped when the next "
+                "pytest session using it ends. Kept databases stay until the same test fails again."
+            )
 
 
 # --- session: settings, server, template ----------------------------------------------------
@@ -106,10 +111,15 @@ def poststack_settings(pytestconfig: pytest.Config) -> Settings:
     from reconciler.errors import PoststackError
 
     root = pytestconfig.rootpath
-    given = pytestconfig.getoption("poststack_migrations_dir") or pytestconfig.getini("poststack_migrations_dir")
+    # As pytest reads paths: a flag from where pytest was run, an ini value from its file.
+    flag = pytestconfig.getoption("poststack_migrations_dir")
+    ini = pytestconfig.getini("poststack_migrations_dir")
+    given, base = (flag, pytestconfig.invocation_params.dir) if flag else (ini, pytestconfig.inipath or root)
+    if base.is_file():
+        base = base.parent
     directory = None
     if given:
-        directory = Path(given) if Path(given).is_absolute() else root / given
+        directory = Path(given) if Path(given).is_absolute() else base / given
     try:
         settings = resolve_settings(migrations_dir=directory, embedded_by_default=True, needs_database=False, cwd=root)
         settings = with_canonical_layout(replace(settings, database_url=None, shadow_url=None))
@@ -139,14 +149,16 @@ def poststack_server(poststack_settings: Settings) -> Iterator[TestServer]:
 
 
 @pytest.fixture(scope="session")
-def poststack_template(poststack_server: TestServer, poststack_settings: Settings) -> str:
+def poststack_template(
+    poststack_server: TestServer, poststack_settings: Settings, _poststack_admin: psycopg2.extensions.connection
+) -> str:
     """The name of the template database: the migrations applied once, kept between sessions
     until a migration file changes."""
     from reconciler.errors import PoststackError
     from reconciler.testing.templates import ensure_template
 
     try:
-        return ensure_template(poststack_server, poststack_settings).name
+        return ensure_template(poststack_server, poststack_settings, holder=_poststack_admin).name
     except PoststackError as e:
         pytest.fail(f"poststack: {e.summary}", pytrace=False)
 
@@ -172,20 +184,38 @@ def _poststack_clones(poststack_server: TestServer, poststack_template: str) -> 
 
 @contextlib.contextmanager
 def _own_database(request: pytest.FixtureRequest, clones: Clones, *, keepable: bool = True) -> Iterator[TestDatabase]:
-    from reconciler.testing import templates
+
+    from reconciler.errors import PoststackError
 
     server: TestServer = request.getfixturevalue("poststack_server")
-    name = clones.take()
+    try:
+        name = clones.take()
+    except PoststackError as e:
+        pytest.fail(f"poststack: {e.summary}", pytrace=False)
     try:
         yield TestDatabase(name, server.url_for(name))
     finally:
         node = request.node
         if keepable and request.config.getoption("poststack_keep") and node.stash.get(_FAILED, False):
-            label = re.sub(r"\W+", "_", node.nodeid).strip("_").lower()[-48:]
-            kept = templates.keep(request.getfixturevalue("_poststack_admin"), name, label)
-            node.user_properties.append((_KEPT, f"{node.nodeid}: {server.url_for(kept)}"))
+            node.user_properties.append((_KEPT, _keep(server, request, name)))
         else:
             clones.give_back(name)
+
+
+def _keep(server: TestServer, request: pytest.FixtureRequest, name: str) -> str:
+    """The failed test's database kept: a line saying where, or why it could not be."""
+    import psycopg2
+
+    from reconciler.testing import templates
+
+    nodeid = request.node.nodeid
+    try:
+        kept = templates.keep(request.getfixturevalue("_poststack_admin"), name, nodeid)
+    except psycopg2.Error as e:
+        reason = str(e).strip().splitlines()[0]
+        return f"{nodeid}: not kept ({reason}); it is dropped when the session ends"
+    server.keep_running()
+    return f"{nodeid}: {server.url_for(kept)}"
 
 
 @pytest.fixture

@@ -22,7 +22,9 @@ import psycopg2
 import psycopg2.extensions
 
 from reconciler import dsn, embedded
+from reconciler.config import mask_url_secrets, masked_url
 from reconciler.dsn import url_from_parameters
+from reconciler.errors import DatabaseUnavailable
 from reconciler.kept import beside, make_directory
 
 TEST_URL_VARIABLE = "POSTSTACK_TEST_DATABASE_URL"
@@ -49,6 +51,16 @@ class TestServer:
         conn.autocommit = True
         return conn
 
+    def keep_running(self) -> None:
+        """A test's database was kept to be looked at: the embedded server is left running when
+        the last session using it ends (the next session to end stops it)."""
+        if self.embedded_dir is not None:
+            _keep_running_marker(self.embedded_dir).touch()
+
+
+def _keep_running_marker(directory: Path) -> Path:
+    return directory.with_name(DATA_DIRECTORY + ".keep-running")
+
 
 def data_dir(migrations_dir: Path) -> Path:
     return beside(migrations_dir) / DATA_DIRECTORY
@@ -60,7 +72,9 @@ def session_server(migrations_dir: Path, environ: dict[str, str] | None = None) 
     env = os.environ if environ is None else environ
     external = env.get(TEST_URL_VARIABLE, "").strip()
     if external:
-        yield TestServer(external)
+        server = TestServer(external)
+        _require_createdb(server)
+        yield server
         return
     directory = data_dir(migrations_dir)
     users = directory.with_name(DATA_DIRECTORY + ".users")
@@ -76,7 +90,11 @@ def session_server(migrations_dir: Path, environ: dict[str, str] | None = None) 
         with _locked(directory):
             (users / str(os.getpid())).unlink(missing_ok=True)
             if not _live_users(users):
-                embedded.stop(directory)
+                marker = _keep_running_marker(directory)
+                if marker.exists():
+                    marker.unlink()
+                else:
+                    embedded.stop(directory)
 
 
 @contextlib.contextmanager
@@ -112,6 +130,28 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _require_createdb(server: TestServer) -> None:
+    """Every test database is a CREATE DATABASE: said once, in one line, before any test runs."""
+    try:
+        conn = server.admin()
+    except psycopg2.Error as e:
+        reason = mask_url_secrets(str(e).strip().splitlines()[0], server.admin_url)
+        raise DatabaseUnavailable(
+            f"cannot connect to {TEST_URL_VARIABLE} ({masked_url(server.admin_url)}): {reason}"
+        ) from e
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user, rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user")
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    if row is not None and not row[1]:
+        raise DatabaseUnavailable(
+            f"role {row[0]} in {TEST_URL_VARIABLE} ({masked_url(server.admin_url)}) may not create databases, "
+            "and every test's database is one: ALTER ROLE ... CREATEDB, or use a role that may"
+        )
 
 
 def _drop_left_behind(server: TestServer, live: set[int]) -> None:

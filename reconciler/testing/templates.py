@@ -6,6 +6,12 @@ Built once, under an advisory lock on the server, so concurrent sessions (xdist'
 build it once and the others wait for it: in a database of its own name, renamed to the
 template's only once every migration applied, so a template that exists is a whole one.
 A clone is ``CREATE DATABASE … TEMPLATE``: PostgreSQL copies the files, no migration runs.
+
+A session holds a shared advisory lock on its template for as long as it runs (on its admin
+connection: a killed session's goes with its connection). A template for files as they were
+is dropped only when no session holds that lock, so a session started before a migration
+file changed goes on cloning from what it started with; one built by a killed session is
+dropped once nobody holds its build lock.
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ import contextlib
 import hashlib
 import itertools
 import os
+import re
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from reconciler import __version__
@@ -30,8 +39,9 @@ if TYPE_CHECKING:
 
 TEMPLATE_PREFIX = "poststack_tpl_"
 _BUILDING = "_build_"
-# Two lock spaces (pg_advisory_lock's two-int form) apart from poststack's migration lock.
-_LOCK_SPACE = 0x706F7374  # "post"
+# Lock spaces (pg_advisory_lock's two-int form) apart from poststack's migration lock.
+_LOCK_SPACE = 0x706F7374  # "post": building a template
+_IN_USE_SPACE = 0x74706C75  # "tplu": a session clones from it (shared)
 
 
 @dataclass(frozen=True)
@@ -62,24 +72,24 @@ def template_name(settings: Settings) -> str:
     return f"{TEMPLATE_PREFIX}{project_tag(settings)}_{files_digest(settings)}"
 
 
-def ensure_template(server: TestServer, settings: Settings) -> Template:
-    """The project's template on ``server``: there already, or built now."""
+def ensure_template(server: TestServer, settings: Settings, holder: psycopg2.extensions.connection) -> Template:
+    """The project's template on ``server``: there already, or built now; in use by this
+    session for as long as ``holder`` (a connection of the session's) stays open."""
     name = template_name(settings)
     project = name[: len(TEMPLATE_PREFIX) + 8]
-    admin = server.admin()
-    try:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_SPACE, name))
-            try:
-                if _exists(cur, name):
-                    return Template(name, project, built=False)
+    with holder.cursor() as cur:
+        # Before looking: a session dropping old templates either dropped it already (and it
+        # is built again here) or finds it in use.
+        cur.execute("SELECT pg_advisory_lock_shared(%s, hashtext(%s))", (_IN_USE_SPACE, name))
+        cur.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_SPACE, name))
+        try:
+            built = not _exists(cur, name)
+            if built:
                 _build(cur, server, settings, name)
-                _drop_older(cur, project, name)
-                return Template(name, project, built=True)
-            finally:
-                cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_SPACE, name))
-    finally:
-        admin.close()
+            _drop_unused(cur, project, name)
+            return Template(name, project, built=built)
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_SPACE, name))
 
 
 def _exists(cur: psycopg2.extensions.cursor, name: str) -> bool:
@@ -108,18 +118,28 @@ def _build(cur: psycopg2.extensions.cursor, server: TestServer, settings: Settin
         raise
 
 
-def _drop_older(cur: psycopg2.extensions.cursor, project: str, keep: str) -> None:
-    """This project's templates for files as they were: never used again. One a session is
-    still cloning from stays (it is in use) and goes next time."""
+def _drop_unused(cur: psycopg2.extensions.cursor, project: str, keep: str) -> None:
+    """This project's templates for files as they were, once no session clones from them, and
+    the half-built databases of builds that were killed (nobody holds their build lock)."""
     cur.execute(
         "SELECT datname FROM pg_database WHERE starts_with(datname, %s) AND datname <> %s", (project + "_", keep)
     )
     for (old,) in cur.fetchall():
-        if _BUILDING in old:
-            continue  # another session's build in progress (under its own template's lock)
-        with contextlib.suppress(psycopg2.Error):
-            cur.execute(f'ALTER DATABASE "{old}" WITH IS_TEMPLATE false')
-            cur.execute(f'DROP DATABASE "{old}"')
+        building = _BUILDING in old
+        space, lock_name = (_LOCK_SPACE, old.split(_BUILDING)[0]) if building else (_IN_USE_SPACE, old)
+        # Advisory locks are reentrant: this session's own build lock (on ``keep``) is taken
+        # again, and a leftover build of ``keep`` is dropped (no one else can be building it).
+        cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (space, lock_name))
+        row = cur.fetchone()
+        if not (row and row[0]):
+            continue  # in use, or being built
+        try:
+            with contextlib.suppress(psycopg2.Error):
+                if not building:
+                    cur.execute(f'ALTER DATABASE "{old}" WITH IS_TEMPLATE false')
+                cur.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (space, lock_name))
 
 
 _counter = itertools.count()
@@ -131,8 +151,14 @@ def clone_name() -> str:
 
 
 def clone(admin: psycopg2.extensions.connection, template: str, name: str) -> None:
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    except psycopg2.errors.InvalidCatalogName as e:
+        raise PoststackError(
+            f"the template database {template} is gone: it was dropped while this session cloned from it",
+            "Sessions hold their template while they run; something else dropped it. Run the tests again.",
+        ) from e
 
 
 def drop(admin: psycopg2.extensions.connection, name: str) -> None:
@@ -140,16 +166,34 @@ def drop(admin: psycopg2.extensions.connection, name: str) -> None:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def keep(admin: psycopg2.extensions.connection, name: str, label: str) -> str:
-    """Keep a failed test's database under a name that says which test: ``poststack_kept_<label>``
-    (the previous one kept for that test is replaced). Its own name when it cannot be renamed."""
-    kept = f"poststack_kept_{label}"[:63]
+KEPT_PREFIX = "poststack_kept_"
+
+
+def kept_name(test_id: str) -> str:
+    """``poststack_kept_<the test's name>_<digest of its id>``: readable, and one per test (two
+    tests whose names read the same once shortened keep two databases)."""
+    readable = re.sub(r"\W+", "_", test_id).strip("_").lower()[-36:].strip("_")
+    return f"{KEPT_PREFIX}{readable}_{hashlib.sha256(test_id.encode()).hexdigest()[:8]}"
+
+
+def keep(admin: psycopg2.extensions.connection, name: str, test_id: str) -> str:
+    """Keep a failed test's database under its test's name (the one kept the last time that
+    test failed is replaced). Connections the test left open are ended first: the database
+    cannot be renamed under them, and it would be dropped under its clone's name."""
+    kept = kept_name(test_id)
     with admin.cursor() as cur:
-        try:
-            cur.execute(f'DROP DATABASE IF EXISTS "{kept}" WITH (FORCE)')
-            cur.execute(f'ALTER DATABASE "{name}" RENAME TO "{kept}"')
-        except psycopg2.Error:
-            return name  # the test left a connection open to it: it stays as it is
+        cur.execute(f'DROP DATABASE IF EXISTS "{kept}" WITH (FORCE)')
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        for _ in range(100):  # a backend told to end is gone a moment later
+            try:
+                cur.execute(f'ALTER DATABASE "{name}" RENAME TO "{kept}"')
+                return kept
+            except psycopg2.errors.ObjectInUse:
+                time.sleep(0.05)
+        cur.execute(f'ALTER DATABASE "{name}" RENAME TO "{kept}"')  # the server's error, as it is
     return kept
 
 
@@ -159,5 +203,4 @@ def run_failure(result: RunResult) -> str:
     if failure is None:
         held = [s.version for s in result.plan.steps if s.action == "manual" and s.version]
         return f"migrations held for a person: {', '.join(held)}" if held else "not every migration was applied"
-    where = f" at {failure.location}" if failure.location else ""
-    return f"migration {failure.version or '?'} failed{where}: {failure.message}"
+    return str(failure)

@@ -445,3 +445,18 @@ def test_threads_of_one_app_migrating_at_once_apply_each_migration_once(database
         cur.execute("SELECT version, count(*) FROM runs GROUP BY version ORDER BY version")
         assert cur.fetchall() == [(f"{n:03d}", 1) for n in range(2, 7)]
     assert psycopg2.extensions.get_wait_callback() is None
+
+
+def test_a_lock_left_by_a_dead_run_is_released_through_apply(database_url, migrations_dir, db):
+    assert api.migrate(database_url, migrations_dir=migrations_dir, target="001").ok
+    sql(
+        db,
+        "UPDATE schema_migrations_lock SET locked = true, locked_at = now() - interval '5 minutes', "
+        "locked_by = 'ci-runner-7:4242', backend_pid = 999999, application_name = 'poststack'",
+    )
+    with pytest.raises(api.PoststackError, match="migration system is locked: held by ci-runner-7:4242"):
+        api.migrate(database_url, migrations_dir=migrations_dir)
+    released = api.apply(database_url, issue_types=["stuck_lock"], migrations_dir=migrations_dir)
+    assert released.ok and [s.action for s in released.plan.steps if s.action != "manual"]
+    assert api.migrate(database_url, migrations_dir=migrations_dir).ok
+    assert tracked(db) == VERSIONS

@@ -414,6 +414,24 @@ def test_applied_by_hand_and_never_tracked(
     assert planned["steps"] and applied["ok"] is True and applied["remaining_issues"] == []
 
 
+def test_lost_tracking_is_held_by_migrate_then_recovered(
+    twin: Twin, arrange: Callable[..., Result], db: psycopg2.extensions.connection
+) -> None:
+    assert arrange("db", "migrate").exit_code == 0
+    sql(db, "DELETE FROM schema_migrations WHERE version >= '003'")  # the tracking is lost
+    db.close()
+    held = same_error(twin, ("db", "migrate"), lambda: api.migrate(twin.url, migrations_dir=twin.migrations_dir))
+    assert isinstance(held, api.MigrationsHeld) and held.versions == ("003", "004", "005")
+    data = same(
+        twin,
+        ("db", "recover"),
+        lambda: api.recover(twin.url, migrations_dir=twin.migrations_dir),
+        report.fix_result_json,
+    )
+    tracked = [step["version"] for step in data["plan"]["steps"] if step["action"] == "track_migration"]
+    assert data["ok"] is True and tracked == ["003", "004", "005"]
+
+
 def test_an_edited_file(twin: Twin, arrange: Callable[..., Result]) -> None:
     assert arrange("db", "migrate").exit_code == 0
     path = twin.migrations_dir / "002_add_user_table.sql"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
-VERBS = ("migrate", "rollback", "status", "diagnose", "plan", "apply")
+VERBS = ("migrate", "rollback", "recover", "status", "diagnose", "plan", "apply")
 
 INTRO = """# Python API reference
 
@@ -111,15 +111,18 @@ def render() -> str:
         errors.DatabaseUnavailable,
         errors.LockTimeout,
         errors.OperationFailed,
+        api.MigrationsHeld,
     ):
         base = cls.__mro__[1].__name__
         out.append(f"- `{cls.__name__}` ({base}; exit code {cls.exit_code}): {' '.join(_doc(cls).split())}")
+    out.append(f"- `Interrupted` (KeyboardInterrupt): {' '.join(_doc(api.Interrupted).split())}")
     out += ["", "## The pytest plugin: `reconciler.testing`", "", _doc(plugin), "", "### Options", ""]
     out += [
-        "- `--poststack-migrations-dir DIR` (ini: `poststack_migrations_dir`): the migrations the test "
-        "databases are built from; default: as poststack reads them (POSTSTACK_MIGRATIONS_DIR, poststack.toml, "
-        "else ./migrations).",
-        "- `--poststack-keep`: keep a failing test's database (renamed `poststack_kept_<test>`) and print its URL.",
+        "- `--poststack-migrations-dir DIR` (relative to where pytest runs; ini: `poststack_migrations_dir`, "
+        "relative to its file): the migrations the test databases are built from; default: as poststack reads "
+        "them (POSTSTACK_MIGRATIONS_DIR, poststack.toml, else ./migrations).",
+        "- `--poststack-keep`: keep a failing test's database (renamed `poststack_kept_<test>_<digest>`) and "
+        "print its URL; the embedded server is left running for it.",
         "- `POSTSTACK_TEST_DATABASE_URL`: a server to use instead of the embedded one (its role must be allowed "
         "to create databases).",
         "",

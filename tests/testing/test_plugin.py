@@ -20,7 +20,9 @@ from tests.conftest import REPO, write
 EXAMPLE = REPO / "tests" / "example_project"
 
 
-def run_pytest(project: Path, *args: str, test_server: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_pytest(
+    project: Path, *args: str, test_server: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """pytest in ``project`` as a user runs it: the plugin comes from the installed entry point.
     ``test_server``: POSTSTACK_TEST_DATABASE_URL for it; None: the embedded server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "POSTSTACK_")) and k != "DATABASE_URL"}
@@ -30,7 +32,7 @@ def run_pytest(project: Path, *args: str, test_server: str | None = None) -> sub
         env[servers.TEST_URL_VARIABLE] = test_server
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
-        cwd=project,
+        cwd=cwd or project,
         env=env,
         capture_output=True,
         text=True,
@@ -69,7 +71,11 @@ _KEPT_PROJECT = {
                 cur.execute("INSERT INTO notes VALUES ('kept? no')")
             poststack_connection.commit()
 
-        def test_fails(poststack_connection):
+        LEFT_OPEN = []
+
+        def test_fails(poststack_connection, poststack_url):
+            import psycopg2
+            LEFT_OPEN.append(psycopg2.connect(poststack_url))  # a connection the test never closes
             with poststack_connection.cursor() as cur:
                 cur.execute("INSERT INTO notes VALUES ('evidence')")
             poststack_connection.commit()
@@ -97,7 +103,7 @@ def test_keep_keeps_only_the_failing_tests_database_and_says_where(tmp_path, pg_
     line = next(line for line in section.splitlines() if "test_fails" in line)
     url = line.split(": ", 1)[1].strip()
     name = psycopg2.extensions.parse_dsn(url)["dbname"]
-    assert name == "poststack_kept_tests_test_notes_py_test_fails"
+    assert re.fullmatch(r"poststack_kept_tests_test_notes_py_test_fails_[0-9a-f]{8}", name), name
     conn = psycopg2.connect(url)
     with conn.cursor() as cur:
         cur.execute("SELECT body FROM notes")
@@ -111,6 +117,22 @@ def test_keep_keeps_only_the_failing_tests_database_and_says_where(tmp_path, pg_
         cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.close()
     assert left == [name]  # the passing test's database was dropped
+
+
+def test_the_migrations_flag_is_read_from_where_pytest_runs(tmp_path, pg_server):
+    project = _project(tmp_path / "flagged", _KEPT_PROJECT)
+    (project / "pytest.ini").write_text("[pytest]\n")  # the rootdir: the project, not tests/
+    result = run_pytest(
+        project,
+        "--poststack-migrations-dir",
+        "../db",
+        "-k",
+        "passes",
+        test_server=pg_server.admin_url,
+        cwd=project / "tests",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
 
 
 def test_without_keep_nothing_is_left(tmp_path, pg_server):

@@ -8,6 +8,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
+from reconciler.errors import PoststackError
 from reconciler.testing import templates
 from reconciler.testing.pool import ClonePool
 from reconciler.testing.server import TestServer
@@ -59,7 +60,7 @@ def test_each_take_is_a_fresh_clone_and_what_is_left_is_dropped(pg_server, templ
 def test_a_clone_that_fails_fails_the_take(pg_server):
     pool = ClonePool(TestServer(pg_server.admin_url), "no_such_template_here")
     try:
-        with pytest.raises(psycopg2.errors.InvalidCatalogName):
+        with pytest.raises(PoststackError, match="the template database no_such_template_here is gone"):
             pool.take()
     finally:
         pool.close()

@@ -87,6 +87,11 @@ def test_the_last_process_stops_it_and_a_killed_sessions_databases_go(tmp_path: 
             with admin.cursor() as cur:
                 cur.execute(f'DROP DATABASE "{mine}"')
             admin.close()
+            server.keep_running()  # a test's database was kept: there to look at after the session
+        assert embedded.status(data).running
+        with servers.session_server(migrations, environ={}):
+            pass
+        assert not embedded.status(data).running  # the next session to end stops it
     finally:
         release.touch()
         if holder is not None and holder.poll() is None:
@@ -101,3 +106,27 @@ def test_the_variable_names_the_server_and_nothing_starts(tmp_path: Path, pg_ser
     with servers.session_server(migrations, environ=env) as server:
         assert server.admin_url == pg_server.admin_url and server.embedded_dir is None
     assert not servers.data_dir(migrations).exists()
+
+
+def test_a_role_that_may_not_create_databases_is_told_in_one_line(tmp_path: Path, pg_server):
+    import psycopg2
+
+    from reconciler import dsn
+    from reconciler.errors import DatabaseUnavailable
+
+    admin = psycopg2.connect(pg_server.admin_url)
+    admin.autocommit = True
+    role = f"nocreatedb_{os.getpid()}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+    try:
+        url = dsn.url_from_parameters({**dsn.parse(pg_server.admin_url), "user": role})
+        environ = {servers.TEST_URL_VARIABLE: url}
+        with pytest.raises(DatabaseUnavailable) as refused, servers.session_server(tmp_path, environ=environ):
+            pass
+        assert refused.value.summary.startswith(f"role {role} in {servers.TEST_URL_VARIABLE} (")
+        assert "may not create databases" in refused.value.summary
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP ROLE "{role}"')
+        admin.close()

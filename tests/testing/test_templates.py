@@ -56,32 +56,75 @@ def drop_all(server: TestServer, prefix: str) -> None:
 
 
 @pytest.fixture
+def holder(server: TestServer):
+    """The session's connection: its template is in use while it is open."""
+    conn = server.admin()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def cleanup(server: TestServer, project: Path):
     prefix = templates.TEMPLATE_PREFIX + templates.project_tag(settings_for(project))
     yield prefix
     drop_all(server, prefix)
 
 
-def test_built_once_then_reused_until_a_file_changes(server, project, cleanup):
+def test_built_once_then_reused_until_a_file_changes(server, project, cleanup, holder):
     settings = settings_for(project)
-    first = templates.ensure_template(server, settings)
+    first = templates.ensure_template(server, settings, holder)
     assert first.built
-    again = templates.ensure_template(server, settings)
+    again = templates.ensure_template(server, settings, holder)
     assert again == replace(first, built=False)
     # Only a change to a file builds it again, and the template for the old files goes.
     (project / "003_note.sql").write_text("-- nothing to run: a reminder only\n")
-    assert templates.ensure_template(server, settings) == again
+    assert templates.ensure_template(server, settings, holder) == again
     write(project, "004_email.sql", "ALTER TABLE users ADD COLUMN email text;")
-    changed = templates.ensure_template(server, settings)
+    changed = templates.ensure_template(server, settings, holder)
     assert changed.built and changed.name != first.name
     assert databases(server, cleanup) == [changed.name]
     # A rollback file is a file of the history too.
     write(project, "004_email.rollback.sql", "ALTER TABLE users DROP COLUMN email;")
-    assert templates.ensure_template(server, settings).built
+    assert templates.ensure_template(server, settings, holder).built
 
 
-def test_a_clone_has_the_migrations_and_is_its_own(server, project, cleanup):
-    name = templates.ensure_template(server, settings_for(project)).name
+def test_a_template_another_session_clones_from_stays_until_it_ends(server, project, cleanup, holder):
+    settings = settings_for(project)
+    other_session = server.admin()
+    try:
+        started = templates.ensure_template(server, settings, other_session)
+        write(project, "004_email.sql", "ALTER TABLE users ADD COLUMN email text;")
+        changed = templates.ensure_template(server, settings, holder)
+        assert databases(server, cleanup) == sorted([started.name, changed.name])  # still in use
+        clone = templates.clone_name()
+        templates.clone(other_session, started.name, clone)  # the other session goes on cloning
+        templates.drop(other_session, clone)
+    finally:
+        other_session.close()
+    assert templates.ensure_template(server, settings, holder) == replace(changed, built=False)
+    assert databases(server, cleanup) == [changed.name]  # its session ended: gone
+
+
+def test_what_a_killed_build_left_is_dropped_by_the_next_session(server, project, cleanup, holder):
+    settings = settings_for(project)
+    name = templates.template_name(settings)
+    admin = server.admin()
+    with admin.cursor() as cur:  # a build killed half-way: its database, and nobody building
+        cur.execute(f'CREATE DATABASE "{name}_build_4190000"')
+    admin.close()
+    made = templates.ensure_template(server, settings, holder)
+    assert databases(server, cleanup) == [made.name]
+
+
+def test_a_template_dropped_under_a_session_is_one_line(server, project, cleanup, holder):
+    name = templates.ensure_template(server, settings_for(project), holder).name
+    drop_all(server, cleanup)
+    with pytest.raises(PoststackError, match=f"the template database {name} is gone"):
+        templates.clone(holder, name, templates.clone_name())
+
+
+def test_a_clone_has_the_migrations_and_is_its_own(server, project, cleanup, holder):
+    name = templates.ensure_template(server, settings_for(project), holder).name
     admin = server.admin()
     clones = [templates.clone_name() for _ in range(2)]
     try:
@@ -106,10 +149,10 @@ def test_a_clone_has_the_migrations_and_is_its_own(server, project, cleanup):
     assert not databases(server, templates.CLONE_PREFIX + f"{clones[0].split('_')[2]}_")
 
 
-def test_a_migration_that_fails_leaves_no_template(server, project, cleanup):
+def test_a_migration_that_fails_leaves_no_template(server, project, cleanup, holder):
     write(project, "004_broken.sql", "ALTER TABLE users ADD COLUMN email text;\nALTER TABLE nope ADD COLUMN x int;\n")
     with pytest.raises(PoststackError) as failed:
-        templates.ensure_template(server, settings_for(project))
+        templates.ensure_template(server, settings_for(project), holder)
     assert "do not apply to an empty database" in failed.value.summary
     assert "004_broken.sql:2" in failed.value.summary and 'relation "nope" does not exist' in failed.value.summary
     assert databases(server, cleanup) == []  # neither a template nor the database it was built in
@@ -128,7 +171,7 @@ _BUILDER = textwrap.dedent(
                                 cwd=directory.parent, environ={})
     while not go.exists():
         time.sleep(0.005)
-    made = templates.ensure_template(TestServer(admin), settings)
+    made = templates.ensure_template(TestServer(admin), settings, TestServer(admin).admin())
     print(json.dumps({"name": made.name, "built": made.built}))
     """
 )
