@@ -81,3 +81,34 @@ def test_empty_and_comment_only_files_are_valid_no_ops(tmp_path: Path, text: str
     migration = load_migrations(tmp_path).migrations[0]
     assert migration.file.script.statements == () and migration.file.script.transactional
     assert migration.file.empty
+
+
+def test_scans_in_threads_each_read_the_files_themselves(tmp_path: Path):
+    # An application's threads migrate at start-up together (reconciler.api): one scan's
+    # read-once cache must never reach another, nor outlive its scan.
+    import threading
+
+    from reconciler.desired.layouts import load_migrations
+
+    for n in range(1, 21):
+        (tmp_path / f"{n:03d}_step.sql").write_text(f"CREATE TABLE t{n} (id int);\n")
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def scan() -> None:
+        start.wait()
+        try:
+            for _ in range(30):
+                assert len(load_migrations(tmp_path).migrations) == 20
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=scan) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    (tmp_path / "001_step.sql").write_text("CREATE TABLE edited (id int);\n")
+    edited = load_migrations(tmp_path).find("001")
+    assert edited is not None and "edited" in edited.file.text

@@ -12,6 +12,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -199,8 +200,10 @@ def flyway_checksum(text: str) -> int:
     return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
-# Within a scan of a directory, each file is read from disk once (see reading_once).
-_read_once: dict[Path, bytes] | None = None
+# Within a scan of a directory, each file is read from disk once (see reading_once). A context
+# variable, not a global: threads of one application scan at once (api.migrate at start-up),
+# and each scan's reads are its own.
+_read_once: ContextVar[dict[Path, bytes] | None] = ContextVar("poststack_read_once", default=None)
 
 
 @contextmanager
@@ -208,22 +211,21 @@ def reading_once() -> Iterator[None]:
     """Within the block each file is read from disk once, however many layouts look at it:
     detection reads each for a marker line, and the chosen layout's reader reads it whole.
     One scan of a directory; outside one, every read goes to the disk."""
-    global _read_once
-    outer = _read_once
-    _read_once = {} if outer is None else outer
+    token = _read_once.set({} if _read_once.get() is None else _read_once.get())
     try:
         yield
     finally:
-        _read_once = outer
+        _read_once.reset(token)
 
 
 def file_bytes(path: Path) -> bytes:
     """The file's bytes (once per scan: reading_once). OSError as reading it raises."""
-    if _read_once is None:
+    cache = _read_once.get()
+    if cache is None:
         return path.read_bytes()
-    data = _read_once.get(path)
+    data = cache.get(path)
     if data is None:
-        data = _read_once[path] = path.read_bytes()
+        data = cache[path] = path.read_bytes()
     return data
 
 
