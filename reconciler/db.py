@@ -111,7 +111,7 @@ def open_raw(url: str) -> psycopg2.extensions.connection:
                 cursor_factory=_Cursor,
             )
     except psycopg2.Error as e:
-        reason = mask_url_secrets(_first_line(e), url)
+        reason = mask_url_secrets(first_line(e), url)
         detail = None
         if "unsupported startup parameter" in reason:
             # PgBouncer before 1.20 refuses a startup parameter it cannot keep (options: PGOPTIONS,
@@ -130,7 +130,8 @@ def _encoding_name(name: str) -> str:
     return name.upper().replace("-", "").replace("_", "")
 
 
-def _first_line(error: object) -> str:
+def first_line(error: object) -> str:
+    """An error's first line, URLs in it masked; its type's name when it says nothing."""
     text = str(error).strip()
     return mask_url(text.splitlines()[0] if text else type(error).__name__)
 
@@ -140,7 +141,7 @@ def server_error_text(error: psycopg2.Error) -> str:
     diag = getattr(error, "diag", None)
     primary = getattr(diag, "message_primary", None)
     if not primary:
-        return _first_line(error)
+        return first_line(error)
     detail = getattr(diag, "message_detail", None)
     text = f"{primary} ({detail})" if detail else primary
     return mask_url(" ".join(text.split()))
@@ -222,7 +223,7 @@ def detect_pooling(session: Session) -> str:
         return SESSION_POOLING
     except psycopg2.Error as e:
         raise DatabaseUnavailable(
-            f"cannot tell whether a pooler sits between poststack and {masked_url(session.url)}: {_first_line(e)}",
+            f"cannot tell whether a pooler sits between poststack and {masked_url(session.url)}: {first_line(e)}",
             'Say so in the configuration: pooler = "none", "session" or "transaction" (docs/poolers.md).',
         ) from e
     finally:
@@ -728,7 +729,7 @@ def translate_errors(session: Session) -> Iterator[None]:
             raise statement_pooling(session.display_url) from e
         if is_connection_lost(e):
             raise DatabaseUnavailable(
-                f"lost the connection to {session.display_url}: {_first_line(e)}",
+                f"lost the connection to {session.display_url}: {first_line(e)}",
                 "Nothing after the last completed step was kept; run poststack db migration-status to see where it stopped.",
             ) from e
         raise OperationFailed(f"database error: {server_error_text(e)}") from e

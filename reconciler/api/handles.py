@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 import psycopg2.extensions
 
-from reconciler.config import masked_url
+from reconciler.config import mask_url_secrets, masked_url
+from reconciler.db import first_line
 from reconciler.dsn import libpq_url, url_from_parameters
 from reconciler.errors import DatabaseUnavailable, PoststackError, UsageError
 
@@ -88,37 +89,59 @@ def _from_engine(engine: Engine) -> Target:
     # its pool and back to it: read only, no transaction left open.
     from sqlalchemy.exc import SQLAlchemyError
 
+    if engine.dialect.name != "postgresql":
+        raise UsageError(f"the engine is for {engine.dialect.name}, not PostgreSQL: {engine.url!r}")
     try:
-        raw = engine.raw_connection()
+        connection = engine.connect()
     except (SQLAlchemyError, psycopg2.Error) as e:  # the pool raises the driver's own errors
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        reason = mask_url_secrets(first_line(getattr(e, "orig", None) or e), str(engine.url))
         raise DatabaseUnavailable(
             f"cannot connect to {engine.url.render_as_string(hide_password=True)}: {reason}"
         ) from e
     try:
-        driver = raw.driver_connection
-        if isinstance(driver, psycopg2.extensions.connection):
-            return _from_psycopg2(driver, psycopg2.extensions.TRANSACTION_STATUS_IDLE, pooled=True)
+        return _from_connection(connection, pooled=True)
     finally:
-        raw.close()
-    return _from_sqlalchemy_url(engine)
+        connection.close()
 
 
-def _from_connection(connection: Connection) -> Target:
+def _from_connection(connection: Connection, *, pooled: bool = False) -> Target:
+    """``pooled``: a connection the API took from an engine's pool itself, idle."""
     if connection.closed or connection.invalidated:
         raise UsageError("the SQLAlchemy Connection is closed: pass an open one, or the Engine")
+    if connection.engine.dialect.name != "postgresql":
+        raise UsageError(f"the engine is for {connection.engine.dialect.name}, not PostgreSQL")
     driver = connection.connection.driver_connection
     if isinstance(driver, psycopg2.extensions.connection):
-        return _from_psycopg2(driver, driver.info.transaction_status)
-    return _from_sqlalchemy_url(connection.engine)
+        status = psycopg2.extensions.TRANSACTION_STATUS_IDLE if pooled else driver.info.transaction_status
+        return _from_psycopg2(driver, status, pooled=pooled)
+    return _from_other_driver(connection, driver, pooled=pooled)
 
 
-def _from_sqlalchemy_url(engine: Engine) -> Target:
-    """Another driver's engine (psycopg 3, pg8000): the URL it was made from."""
-    if engine.dialect.name != "postgresql":
-        raise UsageError(f"the engine is for {engine.dialect.name}, not PostgreSQL: {engine.url!r}")
-    url = engine.url.render_as_string(hide_password=False)
-    return Target(libpq_url(url))
+def _from_other_driver(connection: Connection, driver: object, *, pooled: bool) -> Target:
+    """psycopg 3, pg8000, asyncpg's sync shim: read through SQLAlchemy. psycopg 3 says what it
+    connected with, as psycopg2 does; another driver, only its engine's URL (its creator's and
+    connect_args' settings unseen, but a session they change is still told apart below)."""
+    from sqlalchemy.exc import PendingRollbackError, SQLAlchemyError
+
+    info = getattr(driver, "info", None)
+    if info is not None and hasattr(info, "get_parameters"):  # psycopg 3
+        parameters = {**info.get_parameters(), "host": info.host, "port": str(info.port)}
+        parameters.update(dbname=info.dbname, user=info.user, password=info.password or "")
+        url = url_from_parameters(parameters)
+    else:
+        url = libpq_url(connection.engine.url.render_as_string(hide_password=False))
+    opened = connection.in_transaction()
+    try:
+        row = connection.exec_driver_sql(_SESSION_SQL).one()
+    except PendingRollbackError as e:
+        raise UsageError(f"the connection to {masked_url(url)} is in a failed transaction: roll it back first") from e
+    except SQLAlchemyError as e:
+        raise PoststackError(f"cannot read the session of the connection to {masked_url(url)}: {first_line(e)}") from e
+    finally:
+        if not opened and connection.in_transaction():
+            connection.rollback()  # the read's own transaction, not the caller's
+    caller = CallerSession(str(row[0]), str(row[1]), str(row[2]))
+    return Target(url, caller, opened and not pooled)
 
 
 def _from_psycopg2(conn: psycopg2.extensions.connection, status: int, *, pooled: bool = False) -> Target:
@@ -144,7 +167,7 @@ def _read_caller_session(conn: psycopg2.extensions.connection, url: str, status:
             cur.execute(_SESSION_SQL)
             row = cur.fetchone()
     except psycopg2.Error as e:
-        raise PoststackError(f"cannot read the session of the connection to {masked_url(url)}: {e}".strip()) from e
+        raise PoststackError(f"cannot read the session of the connection to {masked_url(url)}: {first_line(e)}") from e
     finally:
         if status == psycopg2.extensions.TRANSACTION_STATUS_IDLE and not conn.autocommit and not conn.closed:
             conn.rollback()

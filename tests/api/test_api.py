@@ -89,6 +89,44 @@ def test_startup_options_in_connect_args_are_kept(database_url, migrations_dir, 
     assert tracked(db, "tenant_a") == ["001", "002"]
 
 
+# --- another driver: psycopg 3 -----------------------------------------------------------------
+
+
+def psycopg3_engine(url: str, **kwargs: object) -> sqlalchemy.engine.Engine:
+    pytest.importorskip("psycopg")
+    return sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), **kwargs)
+
+
+def test_a_psycopg3_engine_is_read_for_what_it_connects_with(database_url, migrations_dir, db):
+    with db.cursor() as cur:
+        cur.execute("CREATE SCHEMA tenant_c")
+    tenant = migrations_dir.parent / "tenant_c_migrations"
+    tenant.mkdir()
+    write(tenant, "001_things.sql", "CREATE TABLE things (id int);")
+    engine = psycopg3_engine(database_url, connect_args={"options": "-csearch_path=tenant_c"})
+    assert api.migrate(engine, migrations_dir=tenant, schema="tenant_c").ok
+    engine.dispose()
+    assert has_table(db, "tenant_c.things") and not has_table(db, "public.things")
+
+
+def test_a_psycopg3_session_or_transaction_of_its_own_is_refused(database_url, migrations_dir, db):
+    engine = psycopg3_engine(database_url)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))  # a transaction open
+        with pytest.raises(api.UsageError, match="has a transaction open"):
+            api.migrate(conn, migrations_dir=migrations_dir)
+        assert conn.in_transaction()
+        conn.execute(text("SET search_path TO pg_catalog"))
+        with pytest.raises(api.UsageError, match="yours pg_catalog"):
+            api.status(conn, migrations_dir=migrations_dir)
+        conn.rollback()
+    with engine.connect() as conn:
+        assert api.status(conn, migrations_dir=migrations_dir).pending
+        assert not conn.in_transaction()  # the read's transaction was its own, and ended
+    engine.dispose()
+    assert not has_table(db, "public.schema_migrations")
+
+
 def test_the_callers_connection_and_its_transaction_are_left_as_they_were(database_url, migrations_dir):
     conn = psycopg2.connect(database_url)
     factory = conn.cursor_factory
