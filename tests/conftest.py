@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -283,13 +284,21 @@ def start_migrate(database_url: str, migrations_dir: Path) -> subprocess.Popen[s
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+# Run first by each of run_together's processes: it says it is up (imports done), then the
+# script waits for ``go`` as it likes.
+_READY = "import os as _os, sys as _sys; open(_sys.argv[-1] + '.ready.' + str(_os.getpid()), 'w').close()\n"
+
+
 def run_together(script: str, args: list[str], count: int, go: Path) -> list[Any]:
     """``count`` Python processes running ``script`` with ``args`` and then ``go``, a file
-    they wait for, released at once (replicas starting together, xdist workers asking for
-    one thing); what each printed, read as JSON. One that fails fails the test."""
+    they wait for, released once every one of them is up, so they meet (replicas starting
+    together, xdist workers asking for one thing); what each printed, read as JSON. One that
+    fails fails the test."""
+    import time
+
     started = [
         subprocess.Popen(
-            [sys.executable, "-c", script, *args, str(go)],
+            [sys.executable, "-c", _READY + textwrap.dedent(script), *args, str(go)],
             cwd=go.parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -298,6 +307,12 @@ def run_together(script: str, args: list[str], count: int, go: Path) -> list[Any
         )
         for _ in range(count)
     ]
+    deadline = time.monotonic() + 120
+    while len(list(go.parent.glob(go.name + ".ready.*"))) < count:
+        failed = [p for p in started if p.poll() is not None]
+        assert not failed, failed[0].communicate()[1]
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.01)
     go.touch()
     answers = []
     for process in started:

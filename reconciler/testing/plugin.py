@@ -1,8 +1,8 @@
 """The pytest plugin (entry point ``pytest11: poststack``): installing poststack makes it there.
 
 A test that asks for ``poststack_url``, ``poststack_engine`` or ``poststack_connection`` gets a
-database of its own with the project's migrations applied, cloned in a few milliseconds from a
-template migrated once (templates.py) on the session's server (server.py): an embedded
+database of its own with the project's migrations applied, cloned (made ahead, while the tests
+before it run: pool.py) from a template migrated once (templates.py) on the session's server (server.py): an embedded
 PostgreSQL, or the one ``POSTSTACK_TEST_DATABASE_URL`` names. No Docker, no PostgreSQL
 installed. ``poststack_migrations`` gives an empty one to walk the migrations on (migrations.py).
 Nothing starts until a test asks; ``-p no:poststack`` leaves the plugin out.
@@ -165,7 +165,12 @@ def poststack_template(
 
 @pytest.fixture(scope="session")
 def _poststack_admin(poststack_server: TestServer) -> Iterator[psycopg2.extensions.connection]:
-    conn = poststack_server.admin()
+    from reconciler.errors import PoststackError
+
+    try:
+        conn = poststack_server.admin()
+    except PoststackError as e:
+        pytest.fail(f"poststack: {e.summary}", pytrace=False)
     yield conn
     conn.close()
 
@@ -197,23 +202,25 @@ def _own_database(request: pytest.FixtureRequest, clones: Clones, *, keepable: b
     finally:
         node = request.node
         if keepable and request.config.getoption("poststack_keep") and node.stash.get(_FAILED, False):
-            node.user_properties.append((_KEPT, _keep(server, request, name)))
+            node.user_properties.append((_KEPT, _keep(server, request, clones, name)))
         else:
             clones.give_back(name)
 
 
-def _keep(server: TestServer, request: pytest.FixtureRequest, name: str) -> str:
-    """The failed test's database kept: a line saying where, or why it could not be."""
+def _keep(server: TestServer, request: pytest.FixtureRequest, clones: Clones, name: str) -> str:
+    """The failed test's database kept: a line saying where, or why it could not be (then it
+    is dropped as any other)."""
     import psycopg2
 
+    from reconciler.db import first_line
     from reconciler.testing import templates
 
     nodeid = request.node.nodeid
     try:
         kept = templates.keep(request.getfixturevalue("_poststack_admin"), name, nodeid)
     except psycopg2.Error as e:
-        reason = str(e).strip().splitlines()[0]
-        return f"{nodeid}: not kept ({reason}); it is dropped when the session ends"
+        clones.give_back(name)
+        return f"{nodeid}: not kept: {first_line(e)}"
     server.keep_running()
     return f"{nodeid}: {server.url_for(kept)}"
 

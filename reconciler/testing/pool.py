@@ -6,7 +6,7 @@ relation, the catalog's included: tens of milliseconds on a fast disk, hundreds 
 (docs/performance.md). Made ahead on connections of their own, in threads, a test finds its
 database ready unless the tests before it took less time than a clone; dropped behind, the
 drop costs it nothing. Each pytest process (each xdist worker) has its own, and names its
-databases by its pid (templates.clone_name), so a killed session's are known.
+databases by host, process and start (server.clone_name), so a killed session's are known.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Protocol
 import psycopg2.extensions
 
 from reconciler.testing import templates
-from reconciler.testing.server import TestServer
+from reconciler.testing.server import TestServer, clone_name
 
 AHEAD = 2  # databases made ahead, and connections making them: this machine's two cores' worth
 
@@ -39,7 +39,7 @@ class ClonesOnDemand:
         self.template = template
 
     def take(self) -> str:
-        name = templates.clone_name()
+        name = clone_name()
         templates.clone(self.admin, self.template, name)
         return name
 
@@ -96,7 +96,7 @@ class ClonePool:
         return conn
 
     def _clone(self) -> str:
-        name = templates.clone_name()
+        name = clone_name()
         templates.clone(self._admin(), self.template, name)
         return name
 

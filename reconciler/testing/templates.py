@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import os
 import re
 import time
@@ -32,7 +31,8 @@ import psycopg2.extensions
 from reconciler import __version__
 from reconciler.config import Settings
 from reconciler.errors import PoststackError
-from reconciler.testing.server import CLONE_PREFIX, TestServer
+from reconciler.statements import quote_ident
+from reconciler.testing.server import TestServer
 
 if TYPE_CHECKING:
     from reconciler.remediation.runner import RunResult
@@ -101,8 +101,8 @@ def _build(cur: psycopg2.extensions.cursor, server: TestServer, settings: Settin
     from reconciler import commands
 
     building = f"{name}{_BUILDING}{os.getpid()}"
-    cur.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
-    cur.execute(f'CREATE DATABASE "{building}" TEMPLATE template0')
+    cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(building)} WITH (FORCE)")
+    cur.execute(f"CREATE DATABASE {quote_ident(building)} TEMPLATE template0")
     try:
         result = commands.migrate(replace(settings, database_url=server.url_for(building)), target=None, dry_run=False)
         if not result.ok:
@@ -110,11 +110,11 @@ def _build(cur: psycopg2.extensions.cursor, server: TestServer, settings: Settin
                 f"the migrations in {settings.migrations_dir} do not apply to an empty database: {run_failure(result)}",
                 "Run poststack db migrate on an empty database to see it.",
             )
-        cur.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
-        cur.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false')
+        cur.execute(f"ALTER DATABASE {quote_ident(building)} RENAME TO {quote_ident(name)}")
+        cur.execute(f"ALTER DATABASE {quote_ident(name)} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
     except BaseException:
         with contextlib.suppress(psycopg2.Error):
-            cur.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+            cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(building)} WITH (FORCE)")
         raise
 
 
@@ -136,24 +136,16 @@ def _drop_unused(cur: psycopg2.extensions.cursor, project: str, keep: str) -> No
         try:
             with contextlib.suppress(psycopg2.Error):
                 if not building:
-                    cur.execute(f'ALTER DATABASE "{old}" WITH IS_TEMPLATE false')
-                cur.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+                    cur.execute(f"ALTER DATABASE {quote_ident(old)} WITH IS_TEMPLATE false")
+                cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(old)} WITH (FORCE)")
         finally:
             cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (space, lock_name))
-
-
-_counter = itertools.count()
-
-
-def clone_name() -> str:
-    """A test database's name: this process's (a killed session's are known by their pid)."""
-    return f"{CLONE_PREFIX}{os.getpid()}_{next(_counter)}"
 
 
 def clone(admin: psycopg2.extensions.connection, template: str, name: str) -> None:
     try:
         with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            cur.execute(f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(template)}")
     except psycopg2.errors.InvalidCatalogName as e:
         raise PoststackError(
             f"the template database {template} is gone: it was dropped while this session cloned from it",
@@ -163,7 +155,7 @@ def clone(admin: psycopg2.extensions.connection, template: str, name: str) -> No
 
 def drop(admin: psycopg2.extensions.connection, name: str) -> None:
     with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
 
 KEPT_PREFIX = "poststack_kept_"
@@ -182,18 +174,18 @@ def keep(admin: psycopg2.extensions.connection, name: str, test_id: str) -> str:
     cannot be renamed under them, and it would be dropped under its clone's name."""
     kept = kept_name(test_id)
     with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{kept}" WITH (FORCE)')
+        cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(kept)} WITH (FORCE)")
         cur.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         )
         for _ in range(100):  # a backend told to end is gone a moment later
             try:
-                cur.execute(f'ALTER DATABASE "{name}" RENAME TO "{kept}"')
+                cur.execute(f"ALTER DATABASE {quote_ident(name)} RENAME TO {quote_ident(kept)}")
                 return kept
             except psycopg2.errors.ObjectInUse:
                 time.sleep(0.05)
-        cur.execute(f'ALTER DATABASE "{name}" RENAME TO "{kept}"')  # the server's error, as it is
+        cur.execute(f"ALTER DATABASE {quote_ident(name)} RENAME TO {quote_ident(kept)}")  # the server's error, as it is
     return kept
 
 

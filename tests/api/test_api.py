@@ -319,7 +319,12 @@ def test_ctrl_c_stops_cleanly_and_is_a_keyboard_interrupt(database_url, tmp_path
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as an application has it
 
     def interrupt_once_waiting() -> None:
-        wait_for(watcher, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", [(1,)])
+        # This database's wait on key 4242 only: other tests on the server wait on locks of their own.
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = 4242 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        wait_for(watcher, waiting, [(1,)])
         os.kill(os.getpid(), signal.SIGINT)
         sql(blocker, "SELECT pg_advisory_unlock(4242)")  # the statement returns; Python sees the Ctrl-C
 

@@ -66,7 +66,9 @@ _KEPT_PROJECT = {
     "db/001_notes.sql": "CREATE TABLE notes (body text NOT NULL);",
     "tests/test_notes.py": textwrap.dedent(
         """
-        def test_passes(poststack_connection):
+        def test_passes(poststack_connection, poststack_database):
+            with open("passed_in.txt", "w") as record:  # for the test that runs this one
+                record.write(poststack_database.name)
             with poststack_connection.cursor() as cur:
                 cur.execute("INSERT INTO notes VALUES ('kept? no')")
             poststack_connection.commit()
@@ -111,8 +113,9 @@ def test_keep_keeps_only_the_failing_tests_database_and_says_where(tmp_path, pg_
     conn.close()
     admin = psycopg2.connect(pg_server.admin_url)
     admin.autocommit = True
+    passed_in = (project / "passed_in.txt").read_text()
     with admin.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'poststack_t\\_%%' OR datname = %s", (name,))
+        cur.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s)", (name, passed_in))
         left = [row[0] for row in cur.fetchall()]
         cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.close()

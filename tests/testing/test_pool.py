@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import psycopg2
 import psycopg2.errors
 import pytest
 
 from reconciler.errors import PoststackError
-from reconciler.testing import templates
+from reconciler.testing import server as servers
 from reconciler.testing.pool import ClonePool
 from reconciler.testing.server import TestServer
 from tests.conftest import scratch_database
@@ -20,7 +18,7 @@ def _mine(server: TestServer) -> set[str]:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-            (f"{templates.CLONE_PREFIX}{os.getpid()}_",),
+            (servers.clone_name().rsplit("_", 1)[0] + "_",),  # this session's
         )
         names = {row[0] for row in cur.fetchall()}
     conn.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import embedded
+from reconciler.desired.replay.shadow import host_tag
 from reconciler.testing import server as servers
 from tests.conftest import REPO
 
@@ -56,8 +57,8 @@ def test_the_last_process_stops_it_and_a_killed_sessions_databases_go(tmp_path: 
     migrations.mkdir(parents=True)
     data = servers.data_dir(migrations)
     ready, release = tmp_path / "ready", tmp_path / "release"
-    dead = f"{servers.CLONE_PREFIX}{_dead_pid()}_0"
-    mine = f"{servers.CLONE_PREFIX}{os.getpid()}_0"
+    dead = f"{servers.CLONE_PREFIX}{host_tag()}_{_dead_pid()}_{int(time.time())}_0"
+    mine = servers.clone_name()
     holder = None
     try:
         with servers.session_server(migrations, environ={}) as server:
@@ -103,8 +104,24 @@ def test_the_variable_names_the_server_and_nothing_starts(tmp_path: Path, pg_ser
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     env = {servers.TEST_URL_VARIABLE: pg_server.admin_url}
-    with servers.session_server(migrations, environ=env) as server:
-        assert server.admin_url == pg_server.admin_url and server.embedded_dir is None
+    # Another machine's sessions on the shared server: one gone a day and more, one running.
+    elsewhere = host_tag("another-ci-runner")
+    stale = f"{servers.CLONE_PREFIX}{elsewhere}_4242_{int(time.time()) - 2 * 86400}_0"
+    recent = f"{servers.CLONE_PREFIX}{elsewhere}_4242_{int(time.time())}_0"
+    admin = servers.TestServer(pg_server.admin_url).admin()
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{stale}"')
+        cur.execute(f'CREATE DATABASE "{recent}"')
+    try:
+        with servers.session_server(migrations, environ=env) as server:
+            assert server.admin_url == pg_server.admin_url and server.embedded_dir is None
+            names = _names(server)
+            assert stale not in names and recent in names
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{recent}"')
+            cur.execute(f'DROP DATABASE IF EXISTS "{stale}"')
+        admin.close()
     assert not servers.data_dir(migrations).exists()
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from reconciler.config import resolve_settings
 from reconciler.errors import PoststackError
+from reconciler.testing import server as servers
 from reconciler.testing import templates
 from reconciler.testing.server import TestServer
 from tests.conftest import run_together, write
@@ -96,7 +97,7 @@ def test_a_template_another_session_clones_from_stays_until_it_ends(server, proj
         write(project, "004_email.sql", "ALTER TABLE users ADD COLUMN email text;")
         changed = templates.ensure_template(server, settings, holder)
         assert databases(server, cleanup) == sorted([started.name, changed.name])  # still in use
-        clone = templates.clone_name()
+        clone = servers.clone_name()
         templates.clone(other_session, started.name, clone)  # the other session goes on cloning
         templates.drop(other_session, clone)
     finally:
@@ -120,13 +121,13 @@ def test_a_template_dropped_under_a_session_is_one_line(server, project, cleanup
     name = templates.ensure_template(server, settings_for(project), holder).name
     drop_all(server, cleanup)
     with pytest.raises(PoststackError, match=f"the template database {name} is gone"):
-        templates.clone(holder, name, templates.clone_name())
+        templates.clone(holder, name, servers.clone_name())
 
 
 def test_a_clone_has_the_migrations_and_is_its_own(server, project, cleanup, holder):
     name = templates.ensure_template(server, settings_for(project), holder).name
     admin = server.admin()
-    clones = [templates.clone_name() for _ in range(2)]
+    clones = [servers.clone_name() for _ in range(2)]
     try:
         for clone in clones:
             templates.clone(admin, name, clone)
@@ -146,7 +147,7 @@ def test_a_clone_has_the_migrations_and_is_its_own(server, project, cleanup, hol
         for clone in clones:
             templates.drop(admin, clone)
         admin.close()
-    assert not databases(server, templates.CLONE_PREFIX + f"{clones[0].split('_')[2]}_")
+    assert not databases(server, clones[0].rsplit("_", 1)[0] + "_")
 
 
 def test_a_migration_that_fails_leaves_no_template(server, project, cleanup, holder):
