@@ -10,7 +10,7 @@ or ``connect_args`` gave it, too), and poststack connects with those.
 A session can differ from a fresh one with the same parameters: ``SET search_path`` (or a
 SQLAlchemy ``connect`` event doing it), ``SET ROLE``. Migrating there would land the
 migrations somewhere the caller did not mean: ``CallerSession`` is what the caller's session
-says, and the API refuses when poststack's own would say otherwise (``check_same_session``).
+says, and the API refuses when poststack's own would say otherwise (``session_difference``).
 """
 
 from __future__ import annotations
