@@ -7,7 +7,8 @@ these (``raise ... from e``); the CLI prints them without a traceback.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,20 @@ class Interrupted(PoststackError):
     def __init__(self, interruption: Interruption) -> None:
         super().__init__(f"interrupted by {interruption.signal}", exit_code=128 + interruption.signum)
         self.interruption = interruption
+
+
+@contextmanager
+def stopping_as_keyboard_interrupt() -> Iterator[None]:
+    """poststack as a library (the API, the pytest plugin): a Ctrl-C that stopped a run cleanly
+    comes out as Python's own KeyboardInterrupt, so the application (or pytest) stops as for
+    any Ctrl-C and an uncaught one ends the process as SIGINT does (a subclass would exit 1).
+    Its ``interruption`` says where the run stopped and what was kept."""
+    try:
+        yield
+    except Interrupted as e:
+        stop = KeyboardInterrupt(e.summary)
+        stop.interruption = e.interruption  # type: ignore[attr-defined]
+        raise stop from e
 
 
 def did_you_mean(name: str, known: Collection[str]) -> str:

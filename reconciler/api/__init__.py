@@ -27,15 +27,14 @@ one takes the migration lock and applies; the others wait for it (``lock_timeout
 default), then find nothing left to apply. Signals are the application's: poststack installs
 no handler and no psycopg2 wait callback when it is a library. A Ctrl-C reaches Python only
 once the statement on its way returns (libpq waits for it); then poststack stops cleanly (the
-step rolled back and recorded, the lock released) and raises ``Interrupted``, a
-KeyboardInterrupt.
+step rolled back and recorded, the lock released) and raises KeyboardInterrupt, its
+``interruption`` saying where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -44,7 +43,7 @@ from typing import TypedDict, Unpack
 import psycopg2.extensions
 from sqlalchemy.engine import Connection, Engine
 
-from reconciler import commands, errors
+from reconciler import commands
 from reconciler.commands import StatusResult
 from reconciler.config import Settings, resolve_settings
 from reconciler.diagnosis.diagnose import Diagnosis
@@ -56,6 +55,7 @@ from reconciler.errors import (
     OperationFailed,
     PoststackError,
     UsageError,
+    stopping_as_keyboard_interrupt,
 )
 from reconciler.remediation.fixes import ApplyResult, ReviewedPlan
 from reconciler.remediation.plan import Plan
@@ -66,7 +66,6 @@ __all__ = [
     "Database",
     "DatabaseUnavailable",
     "Diagnosis",
-    "Interrupted",
     "LockTimeout",
     "MigrationFileError",
     "MigrationsHeld",
@@ -110,27 +109,6 @@ class Options(TypedDict, total=False):
     notify: Notify  # what the CLI says on stderr; default: the poststack logger, at INFO
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C stopped ``migrate``, ``rollback``, ``recover`` or ``apply`` while it changed the
-    database, and poststack stopped cleanly first: ``interruption`` says where (the step, and
-    what was kept of it: rolled back, committed), the step is recorded as interrupted, the
-    migration lock released. A KeyboardInterrupt, so the application (or pytest) stops as it
-    does for any Ctrl-C."""
-
-    def __init__(self, interruption: errors.Interruption) -> None:
-        where = f" at {interruption.version}" if interruption.version else ""
-        super().__init__(f"{interruption.operation} interrupted by {interruption.signal}{where}: {interruption.kept}")
-        self.interruption = interruption
-
-
-@contextmanager
-def _stops_on_interrupt() -> Iterator[None]:
-    try:
-        yield
-    except errors.Interrupted as e:  # the CLI's: an exit code; a library's caller wants a KeyboardInterrupt
-        raise Interrupted(e.interruption) from e
-
-
 # --- the verbs --------------------------------------------------------------------------------
 
 
@@ -155,7 +133,7 @@ def migrate(
 
     settings, notify = _settings(database, options, writes=not dry_run)
     allow = Allowances(out_of_order=allow_out_of_order, undetermined=allow_undetermined, retry_failed=retry_failed)
-    with _stops_on_interrupt():
+    with stopping_as_keyboard_interrupt():
         result = commands.migrate(settings, target=target, dry_run=dry_run, allow=allow, notify=notify)
     for note in result.plan.notes:  # what the CLI warns of on stderr (an edited applied migration, ...)
         notify(note)
@@ -165,8 +143,10 @@ def migrate(
 def rollback(database: Database, version: str, *, dry_run: bool = False, **options: Unpack[Options]) -> RunResult:
     """``poststack db rollback VERSION``: undo every applied migration above ``version``, newest
     first, each with its rollback file."""
+    if not isinstance(version, str):
+        raise UsageError(f"rollback takes the version to roll back to, such as '003' ('0': all), not {version!r}")
     settings, notify = _settings(database, options, writes=not dry_run)
-    with _stops_on_interrupt():
+    with stopping_as_keyboard_interrupt():
         return commands.rollback(settings, version, dry_run=dry_run, notify=notify)
 
 
@@ -182,13 +162,16 @@ def recover(
     applied but tracking does not (tracking lost, or applied by hand). ``force``: also the
     undetermined ones ``migrate`` holds, or the ``versions`` named even without evidence (your
     word that they ran); ``trust_order``: also data-only migrations shown applied only by
-    their place between two applied ones. ``result.plan.steps``: what was tracked."""
+    their place between two applied ones. ``versions``: only these are tracked, and the result
+    fails unless each of them is. ``result.plan.steps``: what was tracked; ``result.remaining``:
+    what a fresh diagnosis still finds (``ok`` answers for what recover fixes: a migration left
+    untracked for want of evidence is there, and ``migrate`` still holds it)."""
     from reconciler.remediation import fixes
 
     chosen = _strings("versions", versions)
     settings, notify = _settings(database, options, writes=True)
     planned = fixes.recover(settings, force=force, versions=chosen, trust_order=trust_order, notify=notify)
-    with _stops_on_interrupt():
+    with stopping_as_keyboard_interrupt():
         return fixes.checked_apply(settings, planned, notify=notify)
 
 
@@ -296,7 +279,7 @@ def apply(
     # Planned here and approved by the call: if another run changed the database while this
     # one waited for the lock, plan again from what is there (as apply --auto-approve does).
     replan = request if (request is not None and not chosen.destructive) else None
-    with _stops_on_interrupt():
+    with stopping_as_keyboard_interrupt():
         return fixes.apply_plan(settings, chosen, notify=notify, replan=replan, whole=whole)
 
 

@@ -1385,7 +1385,9 @@ def recover(
     if dry_run:
         _unrun(options, settings, plan, report.recover_dry_run_text(plan), dry_run=True)
         return
-    if not any(s.action == "track_migration" for s in plan.steps):
+    # Versions named are checked afterwards even when none can be tracked: "nothing to
+    # recover" would say they are, or need not be.
+    if not versions and not any(s.action == "track_migration" for s in plan.steps):
         _unrun(options, settings, plan, report.nothing_to_recover_text(plan))
         return
     # A warning before the result: on stdout beside the text, on stderr beside JSON.

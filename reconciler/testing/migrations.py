@@ -31,6 +31,19 @@ if TYPE_CHECKING:
     from reconciler.remediation.runner import RunResult
 
 
+@contextlib.contextmanager
+def _as_test_failure() -> Iterator[None]:
+    """A refusal (no such version, a missing rollback file) fails the test in one line; a
+    Ctrl-C that stopped a migration stops pytest."""
+    from reconciler.errors import PoststackError, stopping_as_keyboard_interrupt
+
+    try:
+        with stopping_as_keyboard_interrupt():
+            yield
+    except PoststackError as e:
+        raise AssertionError(f"poststack: {e.summary}") from None
+
+
 @dataclass
 class MigrationSteps:
     """The project's migrations and a database they have not run on yet (``url``)."""
@@ -52,7 +65,8 @@ class MigrationSteps:
         the migration, the file and line and the server's error, when one fails."""
         from reconciler.testing.templates import run_failure
 
-        result = commands.migrate(self._settings(), target=to, dry_run=False)
+        with _as_test_failure():
+            result = commands.migrate(self._settings(), target=to, dry_run=False)
         if not result.ok:
             raise AssertionError(f"poststack db migrate{f' --target {to}' if to else ''}: {run_failure(result)}")
         return result
@@ -61,7 +75,8 @@ class MigrationSteps:
         """Undo every applied migration above ``to`` ("0": all of them), newest first."""
         from reconciler.testing.templates import run_failure
 
-        result = commands.rollback(self._settings(), to, dry_run=False)
+        with _as_test_failure():
+            result = commands.rollback(self._settings(), to, dry_run=False)
         if not result.ok:
             raise AssertionError(f"poststack db rollback {to}: {run_failure(result)}")
         return result

@@ -97,6 +97,19 @@ class _KeptDatabases:
             )
 
 
+@contextlib.contextmanager
+def _in_one_line() -> Iterator[None]:
+    """poststack's errors fail the test in their one line, without the traceback behind them
+    (and a Ctrl-C that stopped a migration stops pytest, as any Ctrl-C does)."""
+    from reconciler.errors import PoststackError, stopping_as_keyboard_interrupt
+
+    try:
+        with stopping_as_keyboard_interrupt():
+            yield
+    except PoststackError as e:
+        raise pytest.fail.Exception(f"poststack: {e.summary}", pytrace=False) from None
+
+
 # --- session: settings, server, template ----------------------------------------------------
 
 
@@ -108,7 +121,6 @@ def poststack_settings(pytestconfig: pytest.Config) -> Settings:
 
     from reconciler.config import resolve_settings
     from reconciler.desired.layouts import with_canonical_layout
-    from reconciler.errors import PoststackError
 
     root = pytestconfig.rootpath
     # As pytest reads paths: a flag from where pytest was run, an ini value from its file.
@@ -120,11 +132,9 @@ def poststack_settings(pytestconfig: pytest.Config) -> Settings:
     directory = None
     if given:
         directory = Path(given) if Path(given).is_absolute() else base / given
-    try:
+    with _in_one_line():
         settings = resolve_settings(migrations_dir=directory, embedded_by_default=True, needs_database=False, cwd=root)
         settings = with_canonical_layout(replace(settings, database_url=None, shadow_url=None))
-    except PoststackError as e:
-        pytest.fail(f"poststack: {e.summary}", pytrace=False)
     if not settings.migrations_dir.is_dir():
         pytest.fail(
             f"poststack: no migrations directory at {settings.migrations_dir} "
@@ -138,14 +148,10 @@ def poststack_settings(pytestconfig: pytest.Config) -> Settings:
 def poststack_server(poststack_settings: Settings) -> Iterator[TestServer]:
     """The session's PostgreSQL: embedded (started on first use, stopped when the last pytest
     process using it ends), or the server in POSTSTACK_TEST_DATABASE_URL."""
-    from reconciler.errors import PoststackError
     from reconciler.testing.server import session_server
 
-    try:
-        with session_server(poststack_settings.migrations_dir) as server:
-            yield server
-    except PoststackError as e:
-        pytest.fail(f"poststack: {e.summary}", pytrace=False)
+    with _in_one_line(), session_server(poststack_settings.migrations_dir) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -154,23 +160,16 @@ def poststack_template(
 ) -> str:
     """The name of the template database: the migrations applied once, kept between sessions
     until a migration file changes."""
-    from reconciler.errors import PoststackError
     from reconciler.testing.templates import ensure_template
 
-    try:
+    with _in_one_line():
         return ensure_template(poststack_server, poststack_settings, holder=_poststack_admin).name
-    except PoststackError as e:
-        pytest.fail(f"poststack: {e.summary}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def _poststack_admin(poststack_server: TestServer) -> Iterator[psycopg2.extensions.connection]:
-    from reconciler.errors import PoststackError
-
-    try:
+    with _in_one_line():
         conn = poststack_server.admin()
-    except PoststackError as e:
-        pytest.fail(f"poststack: {e.summary}", pytrace=False)
     yield conn
     conn.close()
 
@@ -189,14 +188,9 @@ def _poststack_clones(poststack_server: TestServer, poststack_template: str) -> 
 
 @contextlib.contextmanager
 def _own_database(request: pytest.FixtureRequest, clones: Clones, *, keepable: bool = True) -> Iterator[TestDatabase]:
-
-    from reconciler.errors import PoststackError
-
     server: TestServer = request.getfixturevalue("poststack_server")
-    try:
+    with _in_one_line():
         name = clones.take()
-    except PoststackError as e:
-        pytest.fail(f"poststack: {e.summary}", pytrace=False)
     try:
         yield TestDatabase(name, server.url_for(name))
     finally:

@@ -51,9 +51,11 @@ class Template:
     built: bool  # this session built it (False: an earlier one had, with the same files)
 
 
-def project_tag(settings: Settings) -> str:
-    """Names this project's templates: where its migrations are, and where they are tracked."""
-    where = f"{settings.migrations_dir.resolve()}\0{settings.tracking_schema}\0{settings.table_prefix}"
+def project_tag(settings: Settings, role: str) -> str:
+    """Names this project's templates: where its migrations are, where they are tracked, and
+    the role that owns what they made (on a shared server, another role's clones of them
+    could not use their tables)."""
+    where = f"{settings.migrations_dir.resolve()}\0{settings.tracking_schema}\0{settings.table_prefix}\0{role}"
     return hashlib.sha256(where.encode()).hexdigest()[:8]
 
 
@@ -68,14 +70,17 @@ def files_digest(settings: Settings) -> str:
     return digest.hexdigest()[:16]
 
 
-def template_name(settings: Settings) -> str:
-    return f"{TEMPLATE_PREFIX}{project_tag(settings)}_{files_digest(settings)}"
+def template_name(settings: Settings, role: str) -> str:
+    return f"{TEMPLATE_PREFIX}{project_tag(settings, role)}_{files_digest(settings)}"
 
 
 def ensure_template(server: TestServer, settings: Settings, holder: psycopg2.extensions.connection) -> Template:
     """The project's template on ``server``: there already, or built now; in use by this
     session for as long as ``holder`` (a connection of the session's) stays open."""
-    name = template_name(settings)
+    with holder.cursor() as cur:
+        cur.execute("SELECT current_user")
+        (role,) = cur.fetchone() or ("",)
+    name = template_name(settings, str(role))
     project = name[: len(TEMPLATE_PREFIX) + 8]
     with holder.cursor() as cur:
         # Before looking: a session dropping old templates either dropped it already (and it

@@ -115,7 +115,7 @@ def render() -> str:
     ):
         base = cls.__mro__[1].__name__
         out.append(f"- `{cls.__name__}` ({base}; exit code {cls.exit_code}): {' '.join(_doc(cls).split())}")
-    out.append(f"- `Interrupted` (KeyboardInterrupt): {' '.join(_doc(api.Interrupted).split())}")
+    out.append(f"- `KeyboardInterrupt`: {' '.join(_doc(errors.stopping_as_keyboard_interrupt).split())}")
     out += ["", "## The pytest plugin: `reconciler.testing`", "", _doc(plugin), "", "### Options", ""]
     out += [
         "- `--poststack-migrations-dir DIR` (relative to where pytest runs; ini: `poststack_migrations_dir`, "

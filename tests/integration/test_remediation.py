@@ -80,6 +80,24 @@ def test_recover_leaves_undetermined_alone_unless_forced(cli, db, four: Path):
     assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '005'") == [(1,)]
 
 
+def test_recover_of_the_versions_named_leaves_the_others_and_says_so(cli, db, four: Path):
+    cli("db", "migrate", "--target", "001")
+    apply_by_hand(db, four, "002", "003", "004")
+    # Only 003: tracked, and the others left as they were (not refused for being untracked).
+    named = cli("db", "recover", "003")
+    assert named.exit_code == 0, named.output
+    assert sql(db, "SELECT version FROM schema_migrations ORDER BY version") == [("001",), ("003",)]
+    assert {"002", "004"} <= {
+        i["version"] for i in json.loads(cli("db", "diagnose", "--format", "json").stdout)["issues"]
+    }
+    # A version named that nothing shows applied is not "nothing to recover": it is not tracked.
+    write(four, "005_backfill.sql", "UPDATE accounts SET display_name = display_name;\n")
+    unproven = cli("db", "recover", "005")
+    assert unproven.exit_code == 1, unproven.output
+    assert "Nothing to recover" not in unproven.stdout
+    assert sql(db, "SELECT count(*) FROM schema_migrations WHERE version = '005'") == [(0,)]
+
+
 # --- Scenario 2: checksums ----------------------------------------------------------------
 
 
@@ -331,7 +349,7 @@ def test_plan_then_apply_fixes_everything_and_converges(cli, db, migrations_dir:
         "DUPLICATE_VERSION",
         "STUCK_LOCK",
         "clean-locks v1",
-        "recover v1",
+        "recover v2",
         "repair v1",
         "migrate v1",
     ):
@@ -621,7 +639,7 @@ def test_playbooks_list_show_validate(migrations_dir: Path):
     ):
         assert name in listed.stdout
     shown = cli("playbooks", "show", "recover")
-    assert "recover v1" in shown.stdout and "for each: missing_tracking" in shown.stdout
+    assert "recover v2" in shown.stdout and "for each: missing_tracking" in shown.stdout
     assert cli("playbooks", "show", "recovr").exit_code == 2
     valid = cli("playbooks", "validate")
     assert valid.exit_code == 0 and valid.stdout.count("✅") == 10

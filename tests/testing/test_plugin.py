@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,9 +16,21 @@ import pytest
 
 from reconciler import embedded
 from reconciler.testing import server as servers
-from tests.conftest import REPO, write
+from tests.conftest import REPO, sql, wait_for, write
 
 EXAMPLE = REPO / "tests" / "example_project"
+
+
+def _pytest_env(project: Path, test_server: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "POSTSTACK_")) and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(project), str(REPO)])
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if test_server is not None:
+        env[servers.TEST_URL_VARIABLE] = test_server
+    return env
+
+
+_PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
 
 
 def run_pytest(
@@ -25,15 +38,10 @@ def run_pytest(
 ) -> subprocess.CompletedProcess[str]:
     """pytest in ``project`` as a user runs it: the plugin comes from the installed entry point.
     ``test_server``: POSTSTACK_TEST_DATABASE_URL for it; None: the embedded server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "POSTSTACK_")) and k != "DATABASE_URL"}
-    env["PYTHONPATH"] = os.pathsep.join([str(project), str(REPO)])
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    if test_server is not None:
-        env[servers.TEST_URL_VARIABLE] = test_server
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        [*_PYTEST, *args],
         cwd=cwd or project,
-        env=env,
+        env=_pytest_env(project, test_server),
         capture_output=True,
         text=True,
         timeout=600,
@@ -187,3 +195,53 @@ def test_loading_the_plugin_imports_nothing_of_poststacks_yet():
     probe = "import sys, reconciler.testing.plugin; print(sorted(m for m in sys.modules if m.startswith(('reconciler', 'psycopg2', 'sqlalchemy'))))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['reconciler', 'reconciler.testing', 'reconciler.testing.plugin']"
+
+
+def test_ctrl_c_while_the_template_is_built_stops_pytest(tmp_path, pg_server):
+    # The build waits on a role another connection is altering: a shared catalog's row, so the
+    # wait crosses databases (an advisory lock is per database), and lasts exactly as long as
+    # the test needs.
+    role = f"poststack_ctrl_c_{os.getpid()}"
+    project = _project(
+        tmp_path / "interrupted",
+        {
+            "migrations/001_first.sql": "CREATE TABLE first (id int);",
+            "migrations/002_waits.sql": f"SET LOCAL lock_timeout = 0;\nALTER ROLE {role} CONNECTION LIMIT 6;\n",
+            "tests/test_app.py": "def test_one(poststack_url):\n    pass\n\ndef test_two():\n    pass\n",
+        },
+    )
+    admin = psycopg2.connect(pg_server.admin_url)
+    admin.autocommit = True
+    sql(admin, f"CREATE ROLE {role}")
+    blocker = psycopg2.connect(pg_server.admin_url)
+    try:
+        sql(blocker, f"ALTER ROLE {role} CONNECTION LIMIT 5")  # its transaction stays open
+        process = subprocess.Popen(
+            _PYTEST,
+            cwd=project,
+            env=_pytest_env(project, pg_server.admin_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                f"AND query LIKE 'ALTER ROLE {role} CONNECTION LIMIT 6%%'"
+            )
+            wait_for(admin, waiting, [(1,)], timeout=120)
+            process.send_signal(signal.SIGINT)
+            blocker.rollback()  # the statement returns; pytest sees the Ctrl-C
+            out, _ = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 2, out  # pytest's "interrupted"
+        assert "KeyboardInterrupt" in out and "passed" not in out, out
+        # Neither a template nor its half-built database is left.
+        left = sql(admin, "SELECT datname FROM pg_database WHERE datname LIKE %s", ("poststack\\_tpl\\_%_build\\_%",))
+        assert left == []
+    finally:
+        blocker.close()
+        sql(admin, f"DROP ROLE IF EXISTS {role}")
+        admin.close()

@@ -65,8 +65,18 @@ def holder(server: TestServer):
 
 
 @pytest.fixture
-def cleanup(server: TestServer, project: Path):
-    prefix = templates.TEMPLATE_PREFIX + templates.project_tag(settings_for(project))
+def role(server: TestServer) -> str:
+    conn = server.admin()
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        (name,) = cur.fetchone()
+    conn.close()
+    return name
+
+
+@pytest.fixture
+def cleanup(server: TestServer, project: Path, role: str):
+    prefix = templates.TEMPLATE_PREFIX + templates.project_tag(settings_for(project), role)
     yield prefix
     drop_all(server, prefix)
 
@@ -106,9 +116,9 @@ def test_a_template_another_session_clones_from_stays_until_it_ends(server, proj
     assert databases(server, cleanup) == [changed.name]  # its session ended: gone
 
 
-def test_what_a_killed_build_left_is_dropped_by_the_next_session(server, project, cleanup, holder):
+def test_what_a_killed_build_left_is_dropped_by_the_next_session(server, project, cleanup, holder, role):
     settings = settings_for(project)
-    name = templates.template_name(settings)
+    name = templates.template_name(settings, role)
     admin = server.admin()
     with admin.cursor() as cur:  # a build killed half-way: its database, and nobody building
         cur.execute(f'CREATE DATABASE "{name}_build_4190000"')
@@ -189,13 +199,14 @@ def test_sessions_starting_together_build_it_once(server, project, cleanup, tmp_
 
 def test_the_template_is_named_by_the_project_and_its_files(project, tmp_path):
     settings = settings_for(project)
-    name = templates.template_name(settings)
+    name = templates.template_name(settings, "postgres")
     assert len(name) <= 63 and name.startswith(templates.TEMPLATE_PREFIX)
-    assert templates.template_name(replace(settings, tracking_schema="app")) != name
+    assert templates.template_name(replace(settings, tracking_schema="app"), "postgres") != name
+    assert templates.template_name(settings, "another_role") != name  # its clones could not use the tables
     elsewhere = tmp_path / "elsewhere" / "migrations"
     elsewhere.parent.mkdir()
     import shutil
 
     shutil.copytree(project, elsewhere)
-    other = templates.template_name(settings_for(elsewhere))
+    other = templates.template_name(settings_for(elsewhere), "postgres")
     assert other != name and other.split("_")[-1] == name.split("_")[-1]  # same files, another project

@@ -102,7 +102,7 @@ class Sql(Action):
 class Assert(Action):
     name = "assert"
     summary = "Re-diagnose and require issue types gone, or require a SQL predicate to be true"
-    optional = ("gone", "sql", "params", "description", "except_evidence")
+    optional = ("gone", "sql", "params", "description", "except_evidence", "versions")
     static_args = ("sql",)
 
     def build(self, ctx: BuildContext, args: dict[str, Any]) -> PlannedStep:
@@ -126,6 +126,10 @@ class Assert(Action):
         kept = {"gone": gone, **({"sql": args["sql"]} if args.get("sql") else {})}
         if unless:
             kept["except_evidence"] = list(unless)
+        versions = args.get("versions") or []
+        if versions:  # only these migrations' issues count (db recover VERSION...)
+            kept["versions"] = [str(v) for v in ([versions] if isinstance(versions, str) else versions)]
+            reason = args.get("description") or f"{reason} for {', '.join(kept['versions'])}"
         return PlannedStep(self.name, reason, kept, statements)
 
     def run_body(self, run: RunContext, step: PlannedStep, before: Callable[[Statement], None]) -> None:
@@ -145,6 +149,8 @@ class Assert(Action):
             # person unless the plan trusts that (recover --trust-order).
             unless = set(step.args.get("except_evidence") or ())
             left = [i for i in left if i.details.get("evidence") not in unless]
+            if step.args.get("versions"):
+                left = [i for i in left if i.version in step.args["versions"]]
             if left:
                 shown = "; ".join(i.message for i in left[:3])
                 raise StepError(f"assertion failed: {len(left)} issue(s) left: {shown}")
