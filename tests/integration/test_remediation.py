@@ -646,7 +646,7 @@ def test_playbooks_list_show_validate(migrations_dir: Path):
     project_playbook(
         migrations_dir,
         "recover",
-        (Path(__file__).parents[2] / "playbooks" / "recover.yaml").read_text().replace("version: 1", "version: 7"),
+        (Path(__file__).parents[2] / "playbooks" / "recover.yaml").read_text().replace("version: 2", "version: 7"),
     )
     assert "recover              7" in cli("playbooks", "list").stdout
 
