@@ -54,6 +54,7 @@ def test_the_page_marks_every_example():
 
 
 @pytest.mark.slow
+@pytest.mark.no_server  # run as a reader runs it: on the plugin's own embedded server
 def test_the_pages_project_passes_as_written(tmp_path: Path):
     files, commands = blocks(DOC.read_text())
     for name, content in files.items():

@@ -56,6 +56,7 @@ def example(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.no_server  # the plugin's own embedded server, whatever the suite's
 def test_the_example_project_passes_on_the_embedded_server_alone_and_under_xdist(example):
     plain = run_pytest(example)
     assert plain.returncode == 0, plain.stdout + plain.stderr

@@ -52,6 +52,7 @@ def _names(server: servers.TestServer) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.no_server  # its own embedded server, whatever the suite's
 def test_the_last_process_stops_it_and_a_killed_sessions_databases_go(tmp_path: Path):
     migrations = tmp_path / "project" / "migrations"
     migrations.mkdir(parents=True)
@@ -135,9 +136,9 @@ def test_a_role_that_may_not_create_databases_is_told_in_one_line(tmp_path: Path
     admin.autocommit = True
     role = f"nocreatedb_{os.getpid()}"
     with admin.cursor() as cur:
-        cur.execute(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+        cur.execute(f"CREATE ROLE \"{role}\" LOGIN NOCREATEDB PASSWORD '{role}-pw'")  # a server may ask for one
     try:
-        url = dsn.url_from_parameters({**dsn.parse(pg_server.admin_url), "user": role})
+        url = dsn.url_from_parameters({**dsn.parse(pg_server.admin_url), "user": role, "password": f"{role}-pw"})
         environ = {servers.TEST_URL_VARIABLE: url}
         with pytest.raises(DatabaseUnavailable) as refused, servers.session_server(tmp_path, environ=environ):
             pass
